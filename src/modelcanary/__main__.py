@@ -1,0 +1,3 @@
+from modelcanary.cli.main import main
+
+main()

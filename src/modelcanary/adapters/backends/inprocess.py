@@ -1,0 +1,46 @@
+"""In-process MLflow pyfunc models: the default backend, no network hop."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelcanary.domain.errors import RegistryError, RequestError
+from modelcanary.domain.state import ModelVersion
+from modelcanary.ports import Column
+
+
+class PyfuncModel:
+    def __init__(self, pyfunc: Any) -> None:
+        self._pyfunc = pyfunc
+        schema = pyfunc.metadata.get_input_schema()
+        self.columns: tuple[Column, ...] | None = None
+        if schema is not None and schema.has_input_names():
+            self.columns = tuple(
+                Column(name=spec.name, type=getattr(spec.type, "name", str(spec.type)), required=spec.required)
+                for spec in schema.inputs
+            )
+
+    def predict(self, columns: dict[str, list[Any]]) -> list[Any]:
+        import pandas as pd
+        from mlflow.exceptions import MlflowException
+
+        try:
+            output = self._pyfunc.predict(pd.DataFrame(columns))
+        except MlflowException as exc:  # schema enforcement: the client's input does not fit
+            raise RequestError(exc.message, field="inputs", status=422) from exc
+        if hasattr(output, "to_numpy"):
+            output = output.to_numpy()
+        return list(output.tolist()) if hasattr(output, "tolist") else list(output)
+
+
+class InProcessBackend:
+    """Loads registry versions with ``mlflow.pyfunc`` (the registry URI set by ``MlflowRegistry``)."""
+
+    def load(self, version: ModelVersion) -> PyfuncModel:
+        import mlflow.pyfunc
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return PyfuncModel(mlflow.pyfunc.load_model(version.uri))
+        except MlflowException as exc:
+            raise RegistryError(f"loading {version.uri}: {exc.message}") from exc

@@ -1,0 +1,270 @@
+"""The state store on SQLAlchemy 2 Core: SQLite (WAL) embedded, PostgreSQL by URL.
+
+A decision is saved in one transaction: the new state (compare-and-set on ``version``), its
+transition, the route it implies, its side effects as pending actions, and an audit event whose
+hash covers the previous event's hash, so an edited, deleted or reordered row shows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from modelcanary.domain.errors import Conflict, NotFound, StoreError
+from modelcanary.domain.state import Action, Outcome, RolloutState, Route, Transition
+from modelcanary.domain.telemetry import Variant, VariantTelemetry
+
+metadata = sa.MetaData()
+
+rollouts = sa.Table(
+    "rollouts", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("endpoint", sa.String(200), nullable=False),
+    sa.Column("phase", sa.String(32), nullable=False),
+    # 1 while the rollout is not terminal; the partial unique index allows one active rollout per endpoint
+    sa.Column("active", sa.Integer, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("spec", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("one_active_rollout_per_endpoint", "endpoint", unique=True,
+             sqlite_where=sa.text("active = 1"), postgresql_where=sa.text("active = 1")),
+)
+transitions = sa.Table(
+    "transitions", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("rollout_id", sa.String(64), sa.ForeignKey("rollouts.id"), nullable=False, index=True),
+    sa.Column("body", sa.Text, nullable=False),
+)
+routes = sa.Table(
+    "routes", metadata,
+    sa.Column("endpoint", sa.String(200), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("route", sa.Text, nullable=False),
+)
+actions = sa.Table(
+    "actions", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("rollout_id", sa.String(64), nullable=False),
+    sa.Column("key", sa.String(300), nullable=False, unique=True),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("last_error", sa.Text),
+    sa.Column("done_at", sa.Float),
+)
+telemetry = sa.Table(
+    "telemetry", metadata,
+    sa.Column("rollout_id", sa.String(64), primary_key=True),
+    sa.Column("variant", sa.String(16), primary_key=True),
+    sa.Column("source", sa.String(100), primary_key=True),
+    sa.Column("counts", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+audit = sa.Table(
+    "audit", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("rollout_id", sa.String(64)),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+GENESIS = "0" * 64
+
+
+def audit_hash(prev_hash: str, event: dict[str, Any]) -> str:
+    """sha256 over the previous hash and the event's canonical JSON."""
+    canonical = json.dumps(event, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256((prev_hash + canonical).encode()).hexdigest()
+
+
+def _engine(url: str) -> Engine:
+    if not url.startswith("sqlite"):
+        return sa.create_engine(url, pool_pre_ping=True)
+    engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+    @sa.event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy issue BEGIN itself, as IMMEDIATE, so that two writers queue on the lock
+        # instead of failing on a read-to-write upgrade.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+class SqlStore:
+    """Implements RolloutStore, ActionQueue, TelemetryStore, RouteSource and History."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = _engine(url)
+        with self._tx() as conn:
+            metadata.create_all(conn)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except IntegrityError as exc:
+            raise Conflict(f"the store refused a conflicting write: {exc.orig}") from exc
+        except SQLAlchemyError as exc:
+            raise StoreError(f"store {self.engine.url.render_as_string(hide_password=True)}: {exc}") from exc
+
+    # -- rollouts --------------------------------------------------------------------------------
+
+    def create(self, state: RolloutState, spec_text: str, *, actor: str) -> None:
+        with self._tx() as conn:
+            active = conn.execute(
+                sa.select(rollouts.c.id).where(rollouts.c.endpoint == state.endpoint, rollouts.c.active == 1)
+            ).scalar()
+            if active:
+                raise Conflict(f"endpoint {state.endpoint!r} already has an active rollout: {active}")
+            conn.execute(rollouts.insert().values(
+                id=state.id, endpoint=state.endpoint, phase=state.phase.value, active=1, version=state.version,
+                state=state.model_dump_json(), spec=spec_text, created_at=state.created_at,
+            ))
+            self._audit(conn, at=state.created_at, actor=actor, action="rollout.create", rollout_id=state.id,
+                        detail={"endpoint": state.endpoint, "baseline": state.baseline.uri,
+                                "candidate": state.candidate.uri})
+
+    def get(self, rollout_id: str) -> tuple[RolloutState, str]:
+        with self._tx() as conn:
+            row = conn.execute(sa.select(rollouts.c.state, rollouts.c.spec).where(rollouts.c.id == rollout_id)).first()
+        if row is None:
+            raise NotFound(f"no rollout {rollout_id!r}")
+        return RolloutState.model_validate_json(row.state), row.spec
+
+    def list(self, *, active_only: bool = False) -> list[RolloutState]:
+        query = sa.select(rollouts.c.state).order_by(rollouts.c.created_at.desc())
+        if active_only:
+            query = query.where(rollouts.c.active == 1)
+        with self._tx() as conn:
+            return [RolloutState.model_validate_json(row.state) for row in conn.execute(query)]
+
+    def save(self, outcome: Outcome, *, expected_version: int) -> RolloutState:
+        new = outcome.state.model_copy(update={"version": expected_version + 1})
+        with self._tx() as conn:
+            updated = conn.execute(
+                rollouts.update()
+                .where(rollouts.c.id == new.id, rollouts.c.version == expected_version)
+                .values(state=new.model_dump_json(), phase=new.phase.value, version=new.version,
+                        active=0 if new.phase.is_terminal() else 1)
+            ).rowcount
+            if updated != 1:
+                raise Conflict(f"rollout {new.id} changed since version {expected_version}; not saved")
+            if outcome.transition is not None:
+                self._append_transition(conn, new.id, outcome.transition)
+            if outcome.route is not None:
+                self._put_route(conn, outcome.route)
+            for action in outcome.actions:
+                conn.execute(actions.insert().values(rollout_id=new.id, key=action.key,
+                                                     body=action.model_dump_json(), attempts=0))
+        return new
+
+    def _append_transition(self, conn: Connection, rollout_id: str, transition: Transition) -> None:
+        conn.execute(transitions.insert().values(rollout_id=rollout_id, body=transition.model_dump_json()))
+        self._audit(conn, at=transition.at, actor=transition.actor, action=f"rollout.{transition.target.value}",
+                    rollout_id=rollout_id,
+                    detail={"source": transition.source.value, "step": transition.step, "weight": transition.weight,
+                            "paused": transition.paused, "reason": transition.reason})
+
+    def history(self, rollout_id: str) -> list[Transition]:
+        query = sa.select(transitions.c.body).where(transitions.c.rollout_id == rollout_id).order_by(transitions.c.id)
+        with self._tx() as conn:
+            return [Transition.model_validate_json(row.body) for row in conn.execute(query)]
+
+    # -- audit -----------------------------------------------------------------------------------
+
+    def _audit(self, conn: Connection, *, at: float, actor: str, action: str, rollout_id: str | None,
+               detail: dict[str, Any]) -> None:
+        prev = conn.execute(sa.select(audit.c.hash).order_by(audit.c.id.desc()).limit(1)).scalar() or GENESIS
+        event = {"at": at, "actor": actor, "action": action, "rollout_id": rollout_id, "detail": detail}
+        conn.execute(audit.insert().values(at=at, actor=actor, action=action, rollout_id=rollout_id,
+                                           detail=json.dumps(detail, sort_keys=True), prev_hash=prev,
+                                           hash=audit_hash(prev, event)))
+
+    def audit_events(self, rollout_id: str | None = None) -> list[dict[str, Any]]:
+        query = sa.select(audit).order_by(audit.c.id)
+        if rollout_id is not None:
+            query = query.where(audit.c.rollout_id == rollout_id)
+        with self._tx() as conn:
+            return [{**row._asdict(), "detail": json.loads(row.detail)} for row in conn.execute(query)]
+
+    # -- routes ----------------------------------------------------------------------------------
+
+    def _put_route(self, conn: Connection, route: Route) -> None:
+        version = (conn.execute(sa.select(sa.func.max(routes.c.version))).scalar() or 0) + 1
+        body = route.model_dump_json()
+        if conn.execute(routes.update().where(routes.c.endpoint == route.endpoint)
+                        .values(version=version, route=body)).rowcount == 0:
+            conn.execute(routes.insert().values(endpoint=route.endpoint, version=version, route=body))
+
+    def put_route(self, route: Route) -> None:
+        with self._tx() as conn:
+            self._put_route(conn, route)
+
+    def routes_version(self) -> int:
+        with self._tx() as conn:
+            return int(conn.execute(sa.select(sa.func.max(routes.c.version))).scalar() or 0)
+
+    def routes(self) -> dict[str, Route]:
+        with self._tx() as conn:
+            return {row.endpoint: Route.model_validate_json(row.route) for row in conn.execute(sa.select(routes))}
+
+    # -- actions ---------------------------------------------------------------------------------
+
+    def pending_actions(self) -> list[tuple[int, Action]]:
+        query = sa.select(actions.c.id, actions.c.body).where(actions.c.done_at.is_(None)).order_by(actions.c.id)
+        with self._tx() as conn:
+            return [(row.id, Action.model_validate_json(row.body)) for row in conn.execute(query)]
+
+    def mark_done(self, action_id: int, *, error: str | None = None) -> None:
+        values: dict[str, Any] = {"attempts": actions.c.attempts + 1, "last_error": error}
+        if error is None:
+            values["done_at"] = time.time()
+        with self._tx() as conn:
+            conn.execute(actions.update().where(actions.c.id == action_id).values(**values))
+
+    # -- telemetry -------------------------------------------------------------------------------
+
+    def write_telemetry(self, source: str, rows: Sequence[tuple[str, Variant, VariantTelemetry]]) -> None:
+        now = time.time()
+        with self._tx() as conn:
+            for rollout_id, variant, counts in rows:
+                key = (telemetry.c.rollout_id == rollout_id) & (telemetry.c.variant == variant.value) & (
+                    telemetry.c.source == source)
+                body = json.dumps(counts.to_json())
+                if conn.execute(telemetry.update().where(key).values(counts=body, updated_at=now)).rowcount == 0:
+                    conn.execute(telemetry.insert().values(rollout_id=rollout_id, variant=variant.value,
+                                                           source=source, counts=body, updated_at=now))
+
+    def read_telemetry(self, rollout_id: str) -> list[tuple[Variant, VariantTelemetry]]:
+        query = sa.select(telemetry.c.variant, telemetry.c.counts).where(telemetry.c.rollout_id == rollout_id)
+        with self._tx() as conn:
+            return [(Variant(row.variant), VariantTelemetry.from_json(json.loads(row.counts)))
+                    for row in conn.execute(query)]
+
+

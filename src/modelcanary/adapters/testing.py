@@ -1,0 +1,61 @@
+"""Test doubles for the ports, for the unit tests of the pure layers (and users' own tests)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from modelcanary.domain.errors import RegistryError
+from modelcanary.domain.spec import parse_model_uri
+from modelcanary.domain.state import ModelVersion
+from modelcanary.ports import Column
+
+
+class FakeRegistry:
+    """An in-memory registry: ``versions[name]`` lists version numbers, ``aliases[(name, alias)]``.
+
+    >>> registry = FakeRegistry({"fraud": ["1", "2"]}, {("fraud", "champion"): "1"})
+    >>> registry.resolve("models:/fraud@champion").version
+    '1'
+    """
+
+    def __init__(self, versions: dict[str, list[str]], aliases: dict[tuple[str, str], str] | None = None) -> None:
+        self.versions = versions
+        self.aliases = dict(aliases or {})
+        self.tags: dict[tuple[str, str], dict[str, str]] = {}
+
+    def resolve(self, uri: str) -> ModelVersion:
+        name, version, alias = parse_model_uri(uri)
+        if alias is not None:
+            version = self.aliases.get((name, alias))
+        if version is None or version not in self.versions.get(name, []):
+            raise RegistryError(f"{uri}: no such model version")
+        return ModelVersion(name=name, version=version)
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        self.aliases[(name, alias)] = version
+
+    def set_tag(self, name: str, version: str, key: str, value: str) -> None:
+        self.tags.setdefault((name, version), {})[key] = value
+
+
+class FunctionModel:
+    """A model made of a function from a column dict to one output per row."""
+
+    def __init__(self, fn: Callable[[dict[str, list[Any]]], list[Any]], columns: tuple[Column, ...] | None = None):
+        self.fn = fn
+        self.columns = columns
+
+    def predict(self, columns: dict[str, list[Any]]) -> list[Any]:
+        return self.fn(columns)
+
+
+class FakeBackend:
+    def __init__(self, models: dict[str, FunctionModel]) -> None:
+        self.models = models  # keyed by "name/version"
+
+    def load(self, version: ModelVersion) -> FunctionModel:
+        try:
+            return self.models[f"{version.name}/{version.version}"]
+        except KeyError:
+            raise RegistryError(f"{version.uri}: no such model") from None

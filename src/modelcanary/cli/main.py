@@ -1,0 +1,189 @@
+"""The ``modelcanary`` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from modelcanary.cli.workspace import Workspace
+from modelcanary.domain.errors import ModelcanaryError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _workspace_options(fn: F) -> F:
+    fn = click.option("--registry", help="MLflow registry URI (default: sqlite in the work folder)")(fn)
+    fn = click.option("--store", help="store URL (default: sqlite in the work folder)")(fn)
+    return click.option("--workdir", type=click.Path(file_okay=False),
+                        help="work folder [default: $MODELCANARY_WORKDIR or ./.modelcanary]")(fn)
+
+
+def _errors_to_exit(fn: F) -> F:
+    """Known errors become one clear message and exit code 2, not a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ModelcanaryError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="log what the gateway and controller do")
+def cli(verbose: bool) -> None:
+    """modelcanary: canary rollouts for ML models, judged on live traffic."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@cli.command()
+@_workspace_options
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--tick", default=1.0, show_default=True, type=float, help="seconds between controller ticks")
+@_errors_to_exit
+def serve(workdir: str | None, store: str | None, registry: str | None, host: str, port: int, tick: float) -> None:
+    """Run the gateway and the controller in one process (the embedded default)."""
+    import uvicorn
+
+    from modelcanary.adapters.backends.inprocess import InProcessBackend
+    from modelcanary.controller.loop import Controller
+    from modelcanary.gateway.app import Gateway, create_app
+
+    space = Workspace.at(workdir, store=store, registry=registry)
+    state_store, model_registry = space.store(), space.registry()
+    gateway = Gateway(routes=state_store, backend=InProcessBackend(), telemetry=state_store,
+                      source=f"{socket.gethostname()}-{os.getpid()}")
+    controller = Controller(store=state_store, registry=model_registry)
+    app = create_app(gateway, background=[lambda: controller.run(interval_s=tick)])
+    click.echo(f"modelcanary serving on http://{host}:{port} (work folder {space.workdir})", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+@cli.group()
+def rollout() -> None:
+    """Start, inspect and steer rollouts."""
+
+
+@rollout.command("start")
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False))
+@_workspace_options
+@_errors_to_exit
+def rollout_start(spec: str, workdir: str | None, store: str | None, registry: str | None) -> None:
+    """Validate SPEC, resolve its models and start the rollout; prints its id."""
+    from modelcanary.controller.operations import start_rollout
+
+    space = Workspace.at(workdir, store=store, registry=registry)
+    state = start_rollout(space.store(), space.registry(), Path(spec).read_text(), source=spec, actor=_actor())
+    click.echo(f"started {state.id}: {state.baseline.uri} -> {state.candidate.uri} on endpoint {state.endpoint}",
+               err=True)
+    click.echo(state.id)
+
+
+@rollout.command("list")
+@_workspace_options
+@click.option("--json", "as_json", is_flag=True)
+@_errors_to_exit
+def rollout_list(workdir: str | None, store: str | None, registry: str | None, as_json: bool) -> None:
+    """Every rollout, newest first."""
+    from modelcanary.cli.views import rollouts_table
+
+    states = Workspace.at(workdir, store=store, registry=registry).store().list()
+    if as_json:
+        click.echo(json.dumps([state.model_dump(mode="json") for state in states], indent=2))
+    else:
+        from rich.console import Console
+
+        Console().print(rollouts_table(states))
+
+
+@rollout.command("status")
+@click.argument("rollout_id")
+@_workspace_options
+@click.option("--watch", is_flag=True, help="refresh until the rollout ends")
+@click.option("--json", "as_json", is_flag=True)
+@_errors_to_exit
+def rollout_status(rollout_id: str, workdir: str | None, store: str | None, registry: str | None, watch: bool,
+                   as_json: bool) -> None:
+    """A rollout's phase, step, evidence per metric and history. Exit code 0 unless it rolled back
+    or was aborted (1)."""
+    from modelcanary.cli.views import rollout_report, status_view
+
+    state_store = Workspace.at(workdir, store=store, registry=registry).store()
+    report = rollout_report(state_store, rollout_id)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    elif watch:
+        from rich.live import Live
+
+        with Live(status_view(report), refresh_per_second=4) as live:
+            while not report.state.phase.is_terminal():
+                time.sleep(0.5)
+                report = rollout_report(state_store, rollout_id)
+                live.update(status_view(report))
+    else:
+        from rich.console import Console
+
+        Console().print(status_view(report))
+    sys.exit(1 if report.state.phase.value in ("rolled_back", "aborted") else 0)
+
+
+def _command(name: str, help_text: str) -> None:
+    @rollout.command(name, help=help_text)
+    @click.argument("rollout_id")
+    @_workspace_options
+    @_errors_to_exit
+    def command(rollout_id: str, workdir: str | None, store: str | None, registry: str | None) -> None:
+        from modelcanary.controller.operations import run_command
+        from modelcanary.engine.decide import Command
+
+        space = Workspace.at(workdir, store=store, registry=registry)
+        state = run_command(space.store(), rollout_id, Command(name), actor=_actor())
+        click.echo(f"{state.id}: {state.reason}")
+
+
+_command("pause", "Hold the rollout where it is: no step advances until it is resumed.")
+_command("resume", "Resume a paused rollout; the current step's clock starts again.")
+_command("abort", "End the rollout now: all traffic back to the baseline.")
+
+
+@cli.command()
+@click.option("--scenario", type=click.Choice(["drift", "good"]), default="drift", show_default=True,
+              help="drift: the candidate wins offline but loses on drifted live traffic; good: it really is better")
+@click.option("--workdir", type=click.Path(file_okay=False), default=".modelcanary", show_default=True)
+@click.option("--port", default=0, type=int, help="gateway port (default: a free one)")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write a summary here")
+@_errors_to_exit
+def demo(scenario: str, workdir: str, port: int, json_path: str | None) -> None:
+    """Train two fraud models, roll the candidate out on simulated live traffic, and watch it decide."""
+    from modelcanary.sim.demo import run_demo
+
+    summary = run_demo(scenario=scenario, workdir=Path(workdir), port=port)
+    if json_path:
+        Path(json_path).write_text(json.dumps(summary, indent=2))
+
+
+def _actor() -> str:
+    return f"cli:{os.environ.get('USER') or os.environ.get('LOGNAME') or 'unknown'}"
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

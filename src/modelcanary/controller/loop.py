@@ -1,0 +1,94 @@
+"""The control loop: for each active rollout, sum its telemetry, judge, decide, save; then run the
+side effects the saved decisions asked for. Decisions are saved before any side effect, so a crash
+between the two only leaves actions pending, and they run on the next tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from modelcanary.domain.errors import Conflict, ModelcanaryError
+from modelcanary.domain.phases import Phase
+from modelcanary.domain.spec import RolloutSpec, load_spec
+from modelcanary.domain.state import Action, ActionKind, RolloutState
+from modelcanary.engine.analysis import analyse, pair
+from modelcanary.engine.decide import decide
+from modelcanary.ports import ActionQueue, Registry, RolloutStore, TelemetryStore
+
+log = logging.getLogger("modelcanary.controller")
+
+
+class Store(RolloutStore, ActionQueue, TelemetryStore, Protocol):
+    """What the controller needs of a store."""
+
+
+@dataclass
+class Controller:
+    store: Store
+    registry: Registry
+    clock: Callable[[], float] = time.time
+    _specs: dict[str, RolloutSpec] = field(default_factory=dict)
+
+    def spec_of(self, rollout_id: str, text: str) -> RolloutSpec:
+        spec = self._specs.get(rollout_id)
+        if spec is None:
+            spec = self._specs[rollout_id] = load_spec(text, source=f"rollout {rollout_id}")
+        return spec
+
+    def tick(self) -> list[RolloutState]:
+        """Decide once for every active rollout; the states that changed."""
+        changed = []
+        for state in self.store.list(active_only=True):
+            try:
+                new = self._tick_one(state)
+            except Conflict as exc:  # an operator acted meanwhile: decide again next tick, on fresh state
+                log.info("%s", exc)
+                continue
+            if new is not None:
+                changed.append(new)
+        self.run_actions()
+        return changed
+
+    def _tick_one(self, state: RolloutState) -> RolloutState | None:
+        _, text = self.store.get(state.id)
+        spec = self.spec_of(state.id, text)
+        telemetry = pair(self.store.read_telemetry(state.id))
+        judgement = analyse(spec, telemetry) if state.phase is Phase.CANARY else None
+        outcome = decide(state, spec, judgement=judgement, candidate_requests=telemetry.candidate.requests,
+                         now=self.clock())
+        if outcome.transition is None:
+            return None
+        log.info("rollout %s: %s", state.id, outcome.transition.reason)
+        return self.store.save(outcome, expected_version=state.version)
+
+    def run_actions(self) -> None:
+        """Run pending side effects; one that fails stays pending and is tried again next tick."""
+        for action_id, action in self.store.pending_actions():
+            try:
+                self._run(action)
+            except ModelcanaryError as exc:
+                log.warning("action %s failed, will retry: %s", action.key, exc)
+                self.store.mark_done(action_id, error=str(exc))
+            else:
+                self.store.mark_done(action_id)
+
+    def _run(self, action: Action) -> None:
+        payload = action.payload
+        if action.kind is ActionKind.SET_ALIAS:
+            self.registry.set_alias(payload["name"], payload["alias"], payload["version"])
+        elif action.kind is ActionKind.TAG_VERSION:
+            self.registry.set_tag(payload["name"], payload["version"], payload["tag"], payload["value"])
+
+    async def run(self, *, interval_s: float = 1.0) -> None:
+        """Tick until cancelled; store calls run in a thread so the gateway's loop stays free."""
+        while True:
+            try:
+                await asyncio.to_thread(self.tick)
+            except ModelcanaryError:
+                log.exception("controller tick failed; holding every rollout until the next one")
+            await asyncio.sleep(interval_s)

@@ -1,0 +1,32 @@
+"""What operators do: start a rollout from a spec, pause, resume or abort one."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from modelcanary.domain.spec import load_spec
+from modelcanary.domain.state import RolloutState
+from modelcanary.engine.decide import Command, apply_command, new_state
+from modelcanary.ports import Registry, RolloutStore
+
+
+def start_rollout(store: RolloutStore, registry: Registry, spec_text: str, *, source: str, actor: str,
+                  now: float | None = None) -> RolloutState:
+    """Validate the spec, resolve both models to concrete versions, and save the rollout as pending.
+    Raises ``SpecError``, ``RegistryError`` or ``Conflict`` and then saves nothing."""
+    spec = load_spec(spec_text, source=source)
+    baseline = registry.resolve(spec.spec.baseline)
+    candidate = registry.resolve(spec.spec.candidate)
+    at = time.time() if now is None else now
+    rollout_id = f"{spec.spec.endpoint}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime(at))}-{uuid.uuid4().hex[:6]}"
+    state = new_state(spec, rollout_id=rollout_id, baseline=baseline, candidate=candidate, now=at)
+    store.create(state, spec_text, actor=actor)
+    return state
+
+
+def run_command(store: RolloutStore, rollout_id: str, command: Command, *, actor: str,
+                now: float | None = None) -> RolloutState:
+    state, text = store.get(rollout_id)
+    outcome = apply_command(state, load_spec(text), command, actor=actor, now=time.time() if now is None else now)
+    return store.save(outcome, expected_version=state.version)

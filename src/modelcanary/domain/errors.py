@@ -1,0 +1,72 @@
+"""The error tree. Every error modelcanary raises on purpose is a ``ModelcanaryError``.
+
+Foreign exceptions (MLflow, SQLAlchemy, pydantic, YAML) are wrapped where their client is
+imported, so callers above the adapters only ever catch these::
+
+    ModelcanaryError
+    ├── SpecError            a rollout spec is invalid; names the field path and the YAML line
+    ├── RequestError         a client's request is malformed or does not match the model (HTTP 4xx)
+    │   ├── UnknownEndpoint  no endpoint of that name (404)
+    │   └── UnknownPrediction  feedback names a prediction id the gateway does not hold (404)
+    ├── NotFound             no rollout with that id
+    ├── Conflict             the action does not fit the current state (active rollout exists,
+    │                        transition not allowed, concurrent update lost its compare-and-set)
+    ├── RegistryError        the model registry refused or failed (unknown model, alias, version)
+    └── StoreError           the state store failed
+"""
+
+from __future__ import annotations
+
+
+class ModelcanaryError(Exception):
+    """Base of every error modelcanary raises on purpose."""
+
+
+class SpecError(ModelcanaryError):
+    """A rollout spec is invalid. ``problems`` lists ``(where, message)`` pairs.
+
+    >>> str(SpecError([("spec.endpoint (line 4)", "field required")], source="r.yaml"))
+    'invalid rollout spec r.yaml:\\n  spec.endpoint (line 4): field required'
+    """
+
+    def __init__(self, problems: list[tuple[str, str]], *, source: str = "<spec>") -> None:
+        self.problems = problems
+        self.source = source
+        lines = "\n".join(f"  {where}: {message}" for where, message in problems)
+        super().__init__(f"invalid rollout spec {source}:\n{lines}")
+
+
+class RequestError(ModelcanaryError):
+    """A client request is malformed. ``field`` names where, ``status`` is the HTTP status."""
+
+    status = 400
+
+    def __init__(self, message: str, *, field: str | None = None, status: int | None = None) -> None:
+        self.field = field
+        if status is not None:
+            self.status = status
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class UnknownEndpoint(RequestError):
+    status = 404
+
+
+class UnknownPrediction(RequestError):
+    status = 404
+
+
+class NotFound(ModelcanaryError):
+    """No such rollout."""
+
+
+class Conflict(ModelcanaryError):
+    """The request does not fit the current state."""
+
+
+class RegistryError(ModelcanaryError):
+    """The model registry refused or failed."""
+
+
+class StoreError(ModelcanaryError):
+    """The state store failed."""

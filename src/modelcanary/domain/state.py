@@ -1,0 +1,97 @@
+"""A rollout's durable state, the transitions it went through, the routing it implies and the side
+effects it asks for. All plain values: the engine computes them, the store saves them."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from modelcanary.domain.phases import Phase
+from modelcanary.domain.spec import StickyKey
+
+
+class _Value(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class ModelVersion(_Value):
+    """A concrete registry version (aliases are resolved when a rollout starts, so the alias moving
+    mid-rollout does not change what is served)."""
+
+    name: str
+    version: str
+    run_id: str | None = None
+    source: str | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+class RolloutState(_Value):
+    id: str
+    name: str
+    endpoint: str
+    phase: Phase
+    paused: bool = False
+    step: int = -1  # index into the spec's steps; -1 before the first
+    weight: float = 0.0  # percent of eligible traffic on the candidate now
+    step_started_at: float | None = None
+    step_start_candidate_requests: int = 0  # candidate request count when the step began
+    baseline: ModelVersion
+    candidate: ModelVersion
+    reason: str = ""
+    version: int = 0  # bumped by every save; the compare-and-set token
+    created_at: float
+    updated_at: float
+
+
+class Transition(_Value):
+    """One entry of a rollout's history: what changed, why, and who or what decided it."""
+
+    at: float
+    source: Phase
+    target: Phase
+    step: int
+    weight: float
+    paused: bool
+    reason: str
+    actor: str
+    judgement: dict[str, Any] | None = None
+
+
+class ActionKind(enum.StrEnum):
+    SET_ALIAS = "set_alias"
+    TAG_VERSION = "tag_version"
+
+
+class Action(_Value):
+    """A side effect outside the store, saved with the state and run after commit. ``key`` makes
+    running it twice harmless to the caller's bookkeeping."""
+
+    kind: ActionKind
+    payload: dict[str, str]
+    key: str
+
+
+class Route(_Value):
+    """What the gateway serves on one endpoint."""
+
+    endpoint: str
+    baseline: ModelVersion
+    candidate: ModelVersion | None = None
+    weight: float = 0.0
+    rollout_id: str | None = None
+    sticky: StickyKey | None = None
+
+
+class Outcome(_Value):
+    """What one decision produces: the new state, and if anything changed, the history entry,
+    the route to publish and the side effects to run, all saved together."""
+
+    state: RolloutState
+    transition: Transition | None = None
+    route: Route | None = None
+    actions: tuple[Action, ...] = ()

@@ -1,0 +1,121 @@
+"""Telemetry: cumulative, mergeable sufficient statistics per rollout and variant.
+
+Everything is a count or a histogram over fixed bucket edges, so the totals of many gateway
+replicas are their element-wise sum, and a judge sees the same numbers however they were split.
+
+>>> a, b = VariantTelemetry(), VariantTelemetry()
+>>> a.observe(latency_ms=4.0); b.observe(latency_ms=6.0, error=True)
+>>> total = a.merged(b)
+>>> total.requests, total.errors, sum(total.latency_counts)
+(2, 1, 2)
+"""
+
+from __future__ import annotations
+
+import enum
+from bisect import bisect_right
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Variant(enum.StrEnum):
+    BASELINE = "baseline"
+    CANDIDATE = "candidate"
+
+
+def _geometric(low: float, high: float, ratio: float) -> tuple[float, ...]:
+    edges = [low]
+    while edges[-1] < high:
+        edges.append(round(edges[-1] * ratio, 6))
+    return tuple(edges)
+
+
+# Latency bucket edges in milliseconds: 0.05 ms to ~2 min, each 10% wider than the last, so a
+# quantile read from the buckets is within 5% of the exact one, and the tail is never clipped.
+LATENCY_EDGES_MS = _geometric(0.05, 120_000.0, 1.1)
+# Score bucket edges: 100 buckets of 0.01 over [0, 1]; a decision threshold resolves to 0.01.
+SCORE_EDGES = tuple(round(i / 100, 2) for i in range(1, 100))
+
+
+def score_bucket(score: float) -> int:
+    """Index of the score bucket; scores outside [0, 1] fall in the first or last one."""
+    return bisect_right(SCORE_EDGES, score)
+
+
+def _zeros(edges: tuple[float, ...]) -> list[int]:
+    return [0] * (len(edges) + 1)
+
+
+@dataclass
+class VariantTelemetry:
+    """One variant's cumulative counts. Bucket ``i`` of a histogram holds values in
+    ``[edges[i-1], edges[i])``; the first and last buckets are open-ended."""
+
+    requests: int = 0
+    errors: int = 0
+    latency_counts: list[int] = field(default_factory=lambda: _zeros(LATENCY_EDGES_MS))
+    score_counts: list[int] = field(default_factory=lambda: _zeros(SCORE_EDGES))
+    # scores of labelled predictions, split by their ground-truth label
+    positive_label_scores: list[int] = field(default_factory=lambda: _zeros(SCORE_EDGES))
+    negative_label_scores: list[int] = field(default_factory=lambda: _zeros(SCORE_EDGES))
+
+    def observe(self, *, latency_ms: float, error: bool = False) -> None:
+        """One request, however many rows it held."""
+        self.requests += 1
+        self.latency_counts[bisect_right(LATENCY_EDGES_MS, latency_ms)] += 1
+        if error:
+            self.errors += 1
+
+    def observe_score(self, score: float) -> int:
+        """One row's prediction score; its bucket, to remember until the label arrives."""
+        bucket = score_bucket(score)
+        self.score_counts[bucket] += 1
+        return bucket
+
+    def observe_label(self, *, bucket: int, label: int) -> None:
+        (self.positive_label_scores if label else self.negative_label_scores)[bucket] += 1
+
+    @property
+    def labels(self) -> int:
+        return sum(self.positive_label_scores) + sum(self.negative_label_scores)
+
+    def merged(self, other: VariantTelemetry) -> VariantTelemetry:
+        return VariantTelemetry(
+            requests=self.requests + other.requests,
+            errors=self.errors + other.errors,
+            latency_counts=_add(self.latency_counts, other.latency_counts),
+            score_counts=_add(self.score_counts, other.score_counts),
+            positive_label_scores=_add(self.positive_label_scores, other.positive_label_scores),
+            negative_label_scores=_add(self.negative_label_scores, other.negative_label_scores),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "latency_counts": self.latency_counts,
+            "score_counts": self.score_counts,
+            "positive_label_scores": self.positive_label_scores,
+            "negative_label_scores": self.negative_label_scores,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> VariantTelemetry:
+        return cls(**{key: data[key] for key in cls().to_json()})
+
+
+def _add(left: list[int], right: list[int]) -> list[int]:
+    if len(left) != len(right):
+        raise ValueError("histograms over different bucket edges cannot be merged")
+    return [a + b for a, b in zip(left, right, strict=True)]
+
+
+@dataclass
+class RolloutTelemetry:
+    """Both variants' totals for one rollout."""
+
+    baseline: VariantTelemetry = field(default_factory=VariantTelemetry)
+    candidate: VariantTelemetry = field(default_factory=VariantTelemetry)
+
+    def of(self, variant: Variant) -> VariantTelemetry:
+        return self.baseline if variant is Variant.BASELINE else self.candidate

@@ -1,0 +1,25 @@
+"""Pair a rollout's telemetry and run its judge: the fetch-pair-judge seam between store and decision."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from modelcanary.domain.judgement import Judgement
+from modelcanary.domain.spec import RolloutSpec
+from modelcanary.domain.telemetry import RolloutTelemetry, Variant, VariantTelemetry
+from modelcanary.judges import get_judge
+
+
+def pair(rows: Iterable[tuple[Variant, VariantTelemetry]]) -> RolloutTelemetry:
+    """Sum every source's cumulative counts per variant (one row per gateway replica and variant)."""
+    total = RolloutTelemetry()
+    for variant, counts in rows:
+        if variant is Variant.BASELINE:
+            total.baseline = total.baseline.merged(counts)
+        else:
+            total.candidate = total.candidate.merged(counts)
+    return total
+
+
+def analyse(spec: RolloutSpec, telemetry: RolloutTelemetry) -> Judgement:
+    return get_judge(spec.spec.analysis.judge)(spec.spec.analysis, telemetry)

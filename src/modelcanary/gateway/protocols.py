@@ -1,0 +1,138 @@
+"""The two wire protocols clients already speak, parsed into columns and formatted back.
+
+Open Inference Protocol (KServe V2) infer requests carry named typed tensors; MLflow's scoring
+protocol carries ``dataframe_split``, ``dataframe_records``, ``instances`` or ``inputs``. Both become
+a dict of equal-length columns; every error names the field that is wrong.
+
+>>> v2_columns({"inputs": [{"name": "a", "shape": [2], "datatype": "FP64", "data": [1, 2]}]}, None)
+{'a': [1, 2]}
+>>> mlflow_columns({"dataframe_split": {"columns": ["a", "b"], "data": [[1, 2]]}}, None)
+{'a': [1], 'b': [2]}
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from modelcanary.domain.errors import RequestError
+from modelcanary.ports import Column
+
+MAX_ROWS = 10_000
+_V2_TYPES = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32",
+             "FP64", "BYTES"}
+_NUMERIC = {"double", "float", "long", "integer"}
+
+
+def _flatten(data: Any) -> list[Any]:
+    if not isinstance(data, list):
+        return [data]
+    if data and isinstance(data[0], list):
+        return [item for row in data for item in _flatten(row)]
+    return data
+
+
+def _require(condition: bool, message: str, field: str) -> None:
+    if not condition:
+        raise RequestError(message, field=field)
+
+
+def v2_columns(body: Any, signature: tuple[Column, ...] | None) -> dict[str, list[Any]]:
+    """Columns of a V2 infer request: one 1-D tensor per column, or one 2-D tensor in signature order."""
+    _require(isinstance(body, dict), "an infer request is a JSON object", "body")
+    inputs = body.get("inputs")
+    _require(isinstance(inputs, list) and len(inputs) > 0, "must be a non-empty list of tensors", "inputs")
+    columns: dict[str, list[Any]] = {}
+    for index, tensor in enumerate(inputs):
+        where = f"inputs[{index}]"
+        _require(isinstance(tensor, dict), "a tensor is an object with name, shape, datatype, data", where)
+        name, shape, datatype = tensor.get("name"), tensor.get("shape"), tensor.get("datatype")
+        _require(isinstance(name, str) and name != "", "a non-empty string is required", f"{where}.name")
+        _require(
+            isinstance(shape, list) and 1 <= len(shape) <= 2 and all(isinstance(d, int) and d >= 0 for d in shape),
+            "must be [rows] or [rows, columns]", f"{where}.shape",
+        )
+        _require(datatype in _V2_TYPES, f"must be one of {', '.join(sorted(_V2_TYPES))}", f"{where}.datatype")
+        data = _flatten(tensor.get("data"))
+        _require(len(data) == math.prod(shape), f"holds {len(data)} values but shape {shape} needs "
+                 f"{math.prod(shape)}", f"{where}.data")
+        if len(shape) == 2 and shape[1] != 1:
+            _require(len(inputs) == 1, "a 2-D tensor must be the only input", f"{where}.shape")
+            _require(signature is not None and len(signature) == shape[1],
+                     f"{shape[1]} columns do not match the model's "
+                     f"{len(signature) if signature else 'unknown'} inputs", f"{where}.shape")
+            assert signature is not None
+            width = shape[1]
+            return {column.name: data[offset::width] for offset, column in enumerate(signature)}
+        columns[name] = data
+    return columns
+
+
+def mlflow_columns(body: Any, signature: tuple[Column, ...] | None) -> dict[str, list[Any]]:
+    """Columns of an MLflow scoring request, in any of its four input formats."""
+    _require(isinstance(body, dict), "a scoring request is a JSON object", "body")
+    formats = [key for key in ("dataframe_split", "dataframe_records", "instances", "inputs") if key in body]
+    _require(len(formats) == 1, "give exactly one of dataframe_split, dataframe_records, instances, inputs", "body")
+    key = formats[0]
+    payload = body[key]
+    if key == "dataframe_split":
+        _require(isinstance(payload, dict), "must be an object with columns and data", key)
+        names, rows = payload.get("columns"), payload.get("data")
+        _require(isinstance(names, list) and all(isinstance(n, str) for n in names), "a list of names", f"{key}.columns")
+        _require(isinstance(rows, list), "a list of rows", f"{key}.data")
+        return _from_rows(rows, names, f"{key}.data")
+    if isinstance(payload, dict):  # {"inputs": {"a": [...], "b": [...]}}
+        columns = {str(name): value if isinstance(value, list) else [value] for name, value in payload.items()}
+        lengths = {len(value) for value in columns.values()}
+        _require(len(lengths) == 1, "all columns must have the same length", key)
+        return columns
+    _require(isinstance(payload, list) and len(payload) > 0, "must be a non-empty list", key)
+    if all(isinstance(row, dict) for row in payload):
+        names = list(payload[0])
+        for index, row in enumerate(payload):
+            _require(list(row) == names or set(row) == set(names), "every record needs the same fields",
+                     f"{key}[{index}]")
+        return {name: [row[name] for row in payload] for name in names}
+    _require(signature is not None, "rows without names need a model signature to name the columns", key)
+    assert signature is not None
+    return _from_rows(payload, [column.name for column in signature], key)
+
+
+def _from_rows(rows: Sequence[Any], names: Sequence[str], field: str) -> dict[str, list[Any]]:
+    for index, row in enumerate(rows):
+        _require(isinstance(row, list) and len(row) == len(names), f"each row needs {len(names)} values",
+                 f"{field}[{index}]")
+    return {name: [row[offset] for row in rows] for offset, name in enumerate(names)}
+
+
+def validate(columns: dict[str, list[Any]], signature: tuple[Column, ...] | None, *, prefix: str) -> int:
+    """Check columns against the model's signature; the number of rows."""
+    lengths = {len(values) for values in columns.values()}
+    _require(len(lengths) == 1, "all inputs must have the same number of rows", prefix)
+    rows = lengths.pop()
+    _require(0 < rows <= MAX_ROWS, f"a request holds 1 to {MAX_ROWS} rows, not {rows}", prefix)
+    for column in signature or ():
+        values = columns.get(column.name)
+        if values is None:
+            _require(not column.required, f"the model needs input {column.name!r}", prefix)
+            continue
+        if column.type in _NUMERIC:
+            bad = next((v for v in values if isinstance(v, bool) or not isinstance(v, int | float)), None)
+            _require(bad is None, f"must be numbers ({column.type}), got {bad!r}", f"{prefix}.{column.name}")
+    return rows
+
+
+def v2_response(*, model_name: str, model_version: str, request_id: str | None, outputs: list[Any],
+                variant: str, prediction_ids: list[str]) -> dict[str, Any]:
+    width = len(outputs[0]) if outputs and isinstance(outputs[0], list) else 0
+    shape = [len(outputs), width] if width else [len(outputs)]
+    response: dict[str, Any] = {
+        "model_name": model_name,
+        "model_version": model_version,
+        "outputs": [{"name": "predict", "shape": shape, "datatype": "FP64", "data": _flatten(outputs)}],
+        "parameters": {"variant": variant, "prediction_ids": prediction_ids},
+    }
+    if request_id is not None:
+        response["id"] = request_id
+    return response

@@ -1,0 +1,128 @@
+"""Per-variant telemetry accumulators and the memory of recent predictions, for joining labels.
+
+Everything here runs on the gateway's event loop thread: no locks on the request path. A flush
+copies the counts that changed; the store write happens off the loop.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from modelcanary.domain.errors import RequestError, UnknownPrediction
+from modelcanary.domain.telemetry import Variant, VariantTelemetry
+
+
+@dataclass(frozen=True, slots=True)
+class _Served:
+    rollout_id: str | None
+    variant: Variant
+    bucket: int | None  # score bucket; None when the output had no score
+
+
+def score_of(output: Any) -> float | None:
+    """The positive-class score of one row's output: a number, or the last of two class probabilities.
+
+    >>> score_of(0.3), score_of([0.8, 0.2]), score_of([1.0, 2.0, 3.0]) is None
+    (0.3, 0.2, True)
+    """
+    if isinstance(output, list):
+        if len(output) == 1 or len(output) == 2:
+            output = output[-1]
+        else:
+            return None
+    if isinstance(output, bool) or not isinstance(output, int | float):
+        return None
+    return float(output)
+
+
+class Recorder:
+    def __init__(self, *, max_predictions: int = 200_000) -> None:
+        self._counts: dict[tuple[str, Variant], VariantTelemetry] = {}
+        self._changed: set[tuple[str, Variant]] = set()
+        self._served: OrderedDict[str, _Served] = OrderedDict()
+        self._max_predictions = max_predictions
+        # ids are unique per process start; the prefix also says which replica issued them
+        self._prefix = os.urandom(5).hex()
+        self._counter = itertools.count()
+        self.forgotten_predictions = 0  # evicted before a label came
+        self.labels_without_rollout = 0
+
+    def _variant(self, rollout_id: str, variant: Variant) -> VariantTelemetry:
+        key = (rollout_id, variant)
+        self._changed.add(key)
+        counts = self._counts.get(key)
+        if counts is None:
+            counts = self._counts[key] = VariantTelemetry()
+        return counts
+
+    def record(self, rollout_id: str | None, variant: Variant, *, latency_ms: float, error: bool,
+               scores: Sequence[float | None] = ()) -> list[str]:
+        """Count one request and remember its rows' predictions; their ids, one per row."""
+        counts = self._variant(rollout_id, variant) if rollout_id is not None else None
+        if counts is not None:
+            counts.observe(latency_ms=latency_ms, error=error)
+        ids = []
+        for score in scores:
+            prediction_id = f"{self._prefix}-{next(self._counter):x}"
+            bucket = counts.observe_score(score) if counts is not None and score is not None else None
+            self._served[prediction_id] = _Served(rollout_id, variant, bucket)
+            ids.append(prediction_id)
+        while len(self._served) > self._max_predictions:
+            self._served.popitem(last=False)
+            self.forgotten_predictions += 1
+        return ids
+
+    def label(self, items: Sequence[tuple[str, int]]) -> int:
+        """Join labels to their predictions, all or none: every id is checked before any is counted."""
+        seen: set[str] = set()
+        for index, (prediction_id, _label) in enumerate(items):
+            if prediction_id not in self._served or prediction_id in seen:
+                raise UnknownPrediction(
+                    f"unknown prediction id {prediction_id!r} (never issued here, already labelled, or forgotten)",
+                    field=f"labels[{index}].prediction_id",
+                )
+            seen.add(prediction_id)
+        for prediction_id, label in items:
+            served = self._served.pop(prediction_id)
+            if served.rollout_id is None:
+                self.labels_without_rollout += 1
+            elif served.bucket is not None:
+                self._variant(served.rollout_id, served.variant).observe_label(bucket=served.bucket, label=label)
+        return len(items)
+
+    def changed(self) -> list[tuple[str, Variant, VariantTelemetry]]:
+        """Copies of the counts changed since the last call (cumulative, so a lost write is harmless)."""
+        rows = [(rollout_id, variant, VariantTelemetry.from_json(self._counts[(rollout_id, variant)].to_json()))
+                for rollout_id, variant in self._changed]
+        self._changed.clear()
+        return rows
+
+    def unflushed(self, rows: Sequence[tuple[str, Variant, VariantTelemetry]]) -> None:
+        """Mark rows whose write failed as changed again, so the next flush retries them."""
+        self._changed.update((rollout_id, variant) for rollout_id, variant, _counts in rows)
+
+
+def parse_labels(body: Any) -> list[tuple[str, int]]:
+    """``{"prediction_id", "label"}``, ``{"labels": [...]}`` or a bare list of those objects."""
+    items = body.get("labels") if isinstance(body, dict) and "labels" in body else body
+    if isinstance(items, dict):
+        items = [items]
+    if not isinstance(items, list) or not items:
+        raise RequestError('send {"prediction_id": ..., "label": 0 or 1} or {"labels": [...]}', field="body")
+    parsed = []
+    for index, item in enumerate(items):
+        where = f"labels[{index}]"
+        if not isinstance(item, dict):
+            raise RequestError("must be an object with prediction_id and label", field=where)
+        prediction_id, label = item.get("prediction_id"), item.get("label")
+        if not isinstance(prediction_id, str):
+            raise RequestError("must be the prediction_id string the gateway returned", field=f"{where}.prediction_id")
+        if label not in (0, 1):  # true and false compare equal to 1 and 0
+            raise RequestError(f"must be 0 or 1 (or true/false), got {label!r}", field=f"{where}.label")
+        parsed.append((prediction_id, int(label)))
+    return parsed

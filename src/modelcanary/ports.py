@@ -1,0 +1,84 @@
+"""The contracts between the core and the outside world. Each is small; adapters implement them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from modelcanary.domain.state import Action, ModelVersion, Outcome, RolloutState, Route, Transition
+from modelcanary.domain.telemetry import Variant, VariantTelemetry
+
+
+class Registry(Protocol):
+    def resolve(self, uri: str) -> ModelVersion:
+        """The concrete version behind ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``."""
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        """Point ``alias`` at ``version`` (idempotent)."""
+
+    def set_tag(self, name: str, version: str, key: str, value: str) -> None:
+        """Set a tag on a model version (idempotent)."""
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # the signature's type name: double, float, long, integer, boolean, string
+    required: bool = True
+
+
+class Model(Protocol):
+    columns: tuple[Column, ...] | None  # the input signature; None when the model has none
+
+    def predict(self, columns: dict[str, list[Any]]) -> list[Any]:
+        """One output per row: a number, or a list of numbers (class probabilities)."""
+
+
+class Backend(Protocol):
+    def load(self, version: ModelVersion) -> Model:
+        """Load a model version so it can predict. Slow; never called on the request path."""
+
+
+class RolloutStore(Protocol):
+    def create(self, state: RolloutState, spec_text: str, *, actor: str) -> None:
+        """Save a new rollout; ``Conflict`` if its endpoint already has an active one."""
+
+    def get(self, rollout_id: str) -> tuple[RolloutState, str]:
+        """The state and the spec's YAML text; ``NotFound`` if there is no such rollout."""
+
+    def list(self, *, active_only: bool = False) -> list[RolloutState]:
+        """Rollouts, newest first."""
+
+    def save(self, outcome: Outcome, *, expected_version: int) -> RolloutState:
+        """Save state, transition, route and actions in one transaction if the stored version is
+        still ``expected_version``; ``Conflict`` otherwise."""
+
+
+class ActionQueue(Protocol):
+    def pending_actions(self) -> list[tuple[int, Action]]:
+        """Side effects saved but not yet marked done, oldest first."""
+
+    def mark_done(self, action_id: int, *, error: str | None = None) -> None:
+        """Record that an action ran (or failed with ``error``, to be tried again)."""
+
+
+class TelemetryStore(Protocol):
+    def write_telemetry(self, source: str, rows: Sequence[tuple[str, Variant, VariantTelemetry]]) -> None:
+        """Upsert one source's cumulative counts per (rollout id, variant)."""
+
+    def read_telemetry(self, rollout_id: str) -> list[tuple[Variant, VariantTelemetry]]:
+        """Every source's cumulative counts for a rollout."""
+
+
+class RouteSource(Protocol):
+    def routes_version(self) -> int:
+        """A number that grows whenever any route changes."""
+
+    def routes(self) -> dict[str, Route]:
+        """The route of every endpoint."""
+
+
+class History(Protocol):
+    def history(self, rollout_id: str) -> list[Transition]:
+        """A rollout's transitions, oldest first."""

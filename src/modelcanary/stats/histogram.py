@@ -1,0 +1,35 @@
+"""Quantiles of binned data, as Prometheus' ``histogram_quantile`` reads them: linear within a bucket."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def quantile(edges: Sequence[float], counts: Sequence[int], q: float) -> float | None:
+    """The ``q``-quantile of values binned so that ``counts[i]`` lies in ``[edges[i-1], edges[i])``.
+
+    The open first bucket is read as ``[0, edges[0])``; the open last one reports its lower edge,
+    since nothing is known above it. ``None`` when there are no values.
+
+    >>> quantile([10, 20, 30], [0, 5, 5, 0], 0.5)
+    20.0
+    >>> quantile([10, 20, 30], [0, 0, 0, 0], 0.5) is None
+    True
+    """
+    if not 0 < q < 1:
+        raise ValueError("q must be in (0, 1)")
+    if len(counts) != len(edges) + 1:
+        raise ValueError("a histogram has one more bucket than edges")
+    total = sum(counts)
+    if total == 0:
+        return None
+    rank = q * total
+    seen = 0
+    for index, count in enumerate(counts):
+        if count and seen + count >= rank:
+            if index == len(edges):
+                return float(edges[-1])
+            low = 0.0 if index == 0 else float(edges[index - 1])
+            return low + (float(edges[index]) - low) * (rank - seen) / count
+        seen += count
+    return float(edges[-1])
