@@ -47,7 +47,7 @@ class RolloutStore(Protocol):
     def get(self, rollout_id: str) -> tuple[RolloutState, str]:
         """The state and the spec's YAML text; ``NotFound`` if there is no such rollout."""
 
-    def list(self, *, active_only: bool = False) -> list[RolloutState]:
+    def list_rollouts(self, *, active_only: bool = False) -> list[RolloutState]:
         """Rollouts, newest first."""
 
     def save(self, outcome: Outcome, *, expected_version: int) -> RolloutState:

@@ -24,8 +24,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 def _workspace_options(fn: F) -> F:
     fn = click.option("--registry", help="MLflow registry URI (default: sqlite in the work folder)")(fn)
     fn = click.option("--store", help="store URL (default: sqlite in the work folder)")(fn)
-    return click.option("--workdir", type=click.Path(file_okay=False),
-                        help="work folder [default: $MODELCANARY_WORKDIR or ./.modelcanary]")(fn)
+    return click.option(
+        "--workdir",
+        type=click.Path(file_okay=False),
+        help="work folder [default: $MODELCANARY_WORKDIR or ./.modelcanary]",
+    )(fn)
 
 
 def _errors_to_exit(fn: F) -> F:
@@ -46,8 +49,9 @@ def _errors_to_exit(fn: F) -> F:
 @click.option("-v", "--verbose", is_flag=True, help="log what the gateway and controller do")
 def cli(verbose: bool) -> None:
     """modelcanary: canary rollouts for ML models, judged on live traffic."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 @cli.command()
@@ -66,8 +70,12 @@ def serve(workdir: str | None, store: str | None, registry: str | None, host: st
 
     space = Workspace.at(workdir, store=store, registry=registry)
     state_store, model_registry = space.store(), space.registry()
-    gateway = Gateway(routes=state_store, backend=InProcessBackend(), telemetry=state_store,
-                      source=f"{socket.gethostname()}-{os.getpid()}")
+    gateway = Gateway(
+        routes=state_store,
+        backend=InProcessBackend(),
+        telemetry=state_store,
+        source=f"{socket.gethostname()}-{os.getpid()}",
+    )
     controller = Controller(store=state_store, registry=model_registry)
     app = create_app(gateway, background=[lambda: controller.run(interval_s=tick)])
     click.echo(f"modelcanary serving on http://{host}:{port} (work folder {space.workdir})", err=True)
@@ -89,8 +97,9 @@ def rollout_start(spec: str, workdir: str | None, store: str | None, registry: s
 
     space = Workspace.at(workdir, store=store, registry=registry)
     state = start_rollout(space.store(), space.registry(), Path(spec).read_text(), source=spec, actor=_actor())
-    click.echo(f"started {state.id}: {state.baseline.uri} -> {state.candidate.uri} on endpoint {state.endpoint}",
-               err=True)
+    click.echo(
+        f"started {state.id}: {state.baseline.uri} -> {state.candidate.uri} on endpoint {state.endpoint}", err=True
+    )
     click.echo(state.id)
 
 
@@ -102,7 +111,7 @@ def rollout_list(workdir: str | None, store: str | None, registry: str | None, a
     """Every rollout, newest first."""
     from modelcanary.cli.views import rollouts_table
 
-    states = Workspace.at(workdir, store=store, registry=registry).store().list()
+    states = Workspace.at(workdir, store=store, registry=registry).store().list_rollouts()
     if as_json:
         click.echo(json.dumps([state.model_dump(mode="json") for state in states], indent=2))
     else:
@@ -117,8 +126,9 @@ def rollout_list(workdir: str | None, store: str | None, registry: str | None, a
 @click.option("--watch", is_flag=True, help="refresh until the rollout ends")
 @click.option("--json", "as_json", is_flag=True)
 @_errors_to_exit
-def rollout_status(rollout_id: str, workdir: str | None, store: str | None, registry: str | None, watch: bool,
-                   as_json: bool) -> None:
+def rollout_status(
+    rollout_id: str, workdir: str | None, store: str | None, registry: str | None, watch: bool, as_json: bool
+) -> None:
     """A rollout's phase, step, evidence per metric and history. Exit code 0 unless it rolled back
     or was aborted (1)."""
     from modelcanary.cli.views import rollout_report, status_view
@@ -162,8 +172,13 @@ _command("abort", "End the rollout now: all traffic back to the baseline.")
 
 
 @cli.command()
-@click.option("--scenario", type=click.Choice(["drift", "good"]), default="drift", show_default=True,
-              help="drift: the candidate wins offline but loses on drifted live traffic; good: it really is better")
+@click.option(
+    "--scenario",
+    type=click.Choice(["drift", "good"]),
+    default="drift",
+    show_default=True,
+    help="drift: the candidate wins offline but loses on drifted live traffic; good: it really is better",
+)
 @click.option("--workdir", type=click.Path(file_okay=False), default=".modelcanary", show_default=True)
 @click.option("--port", default=0, type=int, help="gateway port (default: a free one)")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write a summary here")

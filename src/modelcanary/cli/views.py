@@ -39,8 +39,12 @@ class Report:
 def rollout_report(store: SqlStore, rollout_id: str) -> Report:
     state, text = store.get(rollout_id)
     telemetry = pair(store.read_telemetry(rollout_id))
-    return Report(state=state, history=store.history(rollout_id), telemetry=telemetry,
-                  judgement=analyse(load_spec(text), telemetry))
+    return Report(
+        state=state,
+        history=store.history(rollout_id),
+        telemetry=telemetry,
+        judgement=analyse(load_spec(text), telemetry),
+    )
 
 
 def _when(at: float | None) -> str:
@@ -51,8 +55,17 @@ def rollouts_table(states: list[RolloutState]) -> Table:
     table = Table("id", "endpoint", "phase", "step", "weight", "baseline", "candidate", "updated", "reason")
     for state in states:
         phase = state.phase.value + (" (paused)" if state.paused else "")
-        table.add_row(state.id, state.endpoint, phase, str(state.step + 1), f"{state.weight:g}%", state.baseline.uri,
-                      state.candidate.uri, _when(state.updated_at), state.reason[:80])
+        table.add_row(
+            state.id,
+            state.endpoint,
+            phase,
+            str(state.step + 1),
+            f"{state.weight:g}%",
+            state.baseline.uri,
+            state.candidate.uri,
+            _when(state.updated_at),
+            state.reason[:80],
+        )
     return table
 
 
@@ -60,23 +73,38 @@ def status_view(report: Report) -> Group:
     state, telemetry = report.state, report.telemetry
     head = Table.grid(padding=(0, 2))
     head.add_row("rollout", state.id)
-    head.add_row("phase", f"{state.phase.value}{' (paused)' if state.paused else ''}, step {state.step + 1}, "
-                          f"candidate at {state.weight:g}%")
+    head.add_row(
+        "phase",
+        f"{state.phase.value}{' (paused)' if state.paused else ''}, step {state.step + 1}, "
+        f"candidate at {state.weight:g}%",
+    )
     head.add_row("models", f"{state.baseline.uri} -> {state.candidate.uri}")
-    head.add_row("traffic", f"baseline {telemetry.baseline.requests} requests, {telemetry.baseline.labels} labels; "
-                            f"candidate {telemetry.candidate.requests} requests, {telemetry.candidate.labels} labels")
+    head.add_row(
+        "traffic",
+        f"baseline {telemetry.baseline.requests} requests, {telemetry.baseline.labels} labels; "
+        f"candidate {telemetry.candidate.requests} requests, {telemetry.candidate.labels} labels",
+    )
     head.add_row("reason", state.reason)
-    metrics = Table("metric", "verdict", "baseline", "candidate", "limit", "samples b/c",
-                    title=f"judge: {report.judgement.judge}")
+    metrics = Table(
+        "metric", "verdict", "baseline", "candidate", "limit", "samples b/c", title=f"judge: {report.judgement.judge}"
+    )
     for metric in report.judgement.metrics:
         metrics.add_row(
-            metric.name, f"[{_STYLE[metric.verdict]}]{metric.verdict.value}[/]",
-            *(f"{value:.4g}" if value is not None else "-" for value in (metric.baseline, metric.candidate,
-                                                                           metric.limit)),
+            metric.name,
+            f"[{_STYLE[metric.verdict]}]{metric.verdict.value}[/]",
+            *(
+                f"{value:.4g}" if value is not None else "-"
+                for value in (metric.baseline, metric.candidate, metric.limit)
+            ),
             f"{metric.baseline_samples}/{metric.candidate_samples}",
         )
     history = Table("at", "actor", "phase", "weight", "reason", title="history")
     for transition in report.history:
-        history.add_row(_when(transition.at), transition.actor, transition.target.value, f"{transition.weight:g}%",
-                        transition.reason)
+        history.add_row(
+            _when(transition.at),
+            transition.actor,
+            transition.target.value,
+            f"{transition.weight:g}%",
+            transition.reason,
+        )
     return Group(head, metrics, history)

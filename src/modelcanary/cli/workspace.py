@@ -22,8 +22,9 @@ class Workspace:
     registry_uri: str
 
     @classmethod
-    def at(cls, workdir: str | os.PathLike[str] | None, *, store: str | None = None,
-           registry: str | None = None) -> Workspace:
+    def at(
+        cls, workdir: str | os.PathLike[str] | None, *, store: str | None = None, registry: str | None = None
+    ) -> Workspace:
         folder = Path(workdir or os.environ.get("MODELCANARY_WORKDIR") or DEFAULT_WORKDIR).resolve()
         folder.mkdir(parents=True, exist_ok=True)
         return cls(

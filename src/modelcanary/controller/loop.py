@@ -43,7 +43,7 @@ class Controller:
     def tick(self) -> list[RolloutState]:
         """Decide once for every active rollout; the states that changed."""
         changed = []
-        for state in self.store.list(active_only=True):
+        for state in self.store.list_rollouts(active_only=True):
             try:
                 new = self._tick_one(state)
             except Conflict as exc:  # an operator acted meanwhile: decide again next tick, on fresh state
@@ -59,8 +59,9 @@ class Controller:
         spec = self.spec_of(state.id, text)
         telemetry = pair(self.store.read_telemetry(state.id))
         judgement = analyse(spec, telemetry) if state.phase is Phase.CANARY else None
-        outcome = decide(state, spec, judgement=judgement, candidate_requests=telemetry.candidate.requests,
-                         now=self.clock())
+        outcome = decide(
+            state, spec, judgement=judgement, candidate_requests=telemetry.candidate.requests, now=self.clock()
+        )
         if outcome.transition is None:
             return None
         log.info("rollout %s: %s", state.id, outcome.transition.reason)

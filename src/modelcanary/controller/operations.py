@@ -11,8 +11,9 @@ from modelcanary.engine.decide import Command, apply_command, new_state
 from modelcanary.ports import Registry, RolloutStore
 
 
-def start_rollout(store: RolloutStore, registry: Registry, spec_text: str, *, source: str, actor: str,
-                  now: float | None = None) -> RolloutState:
+def start_rollout(
+    store: RolloutStore, registry: Registry, spec_text: str, *, source: str, actor: str, now: float | None = None
+) -> RolloutState:
     """Validate the spec, resolve both models to concrete versions, and save the rollout as pending.
     Raises ``SpecError``, ``RegistryError`` or ``Conflict`` and then saves nothing."""
     spec = load_spec(spec_text, source=source)
@@ -25,8 +26,9 @@ def start_rollout(store: RolloutStore, registry: Registry, spec_text: str, *, so
     return state
 
 
-def run_command(store: RolloutStore, rollout_id: str, command: Command, *, actor: str,
-                now: float | None = None) -> RolloutState:
+def run_command(
+    store: RolloutStore, rollout_id: str, command: Command, *, actor: str, now: float | None = None
+) -> RolloutState:
     state, text = store.get(rollout_id)
     outcome = apply_command(state, load_spec(text), command, actor=actor, now=time.time() if now is None else now)
     return store.save(outcome, expected_version=state.version)

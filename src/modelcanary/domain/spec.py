@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import Annotated, Any, Literal
 
@@ -109,7 +110,7 @@ class Traffic(_Model):
     @model_validator(mode="after")
     def _increasing(self) -> Traffic:
         weights = [step.weight for step in self.steps]
-        if any(later <= earlier for earlier, later in zip(weights, weights[1:], strict=False)):
+        if any(later <= earlier for earlier, later in itertools.pairwise(weights)):
             raise ValueError(f"step weights must increase, got {weights}")
         return self
 
@@ -227,18 +228,20 @@ def _plain(node: Any) -> Any:
 
 def _where(document: Any, loc: tuple[int | str, ...]) -> str:
     """``spec.traffic.steps[1].weight (line 14)``: the path, and the line of its deepest part in the YAML."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
     path, line, node = "", 1, document
     for part in loc:
-        if isinstance(node, list) and isinstance(part, int) and part < len(node):
+        if isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
             path += f"[{part}]"
             line = node.lc.item(part)[0] + 1
             node = node[part]
-        elif isinstance(node, dict) and part in node:
+        elif isinstance(node, CommentedMap) and part in node:
             path += f".{part}" if path else str(part)
             line = node.lc.key(part)[0] + 1
             node = node[part]
-        elif isinstance(part, str) and part in ("error_rate", "latency", "quality"):
-            continue  # pydantic names the union member it tried; the YAML has no such level
+        elif isinstance(node, CommentedMap) and node.get("kind") == part:
+            continue  # pydantic names the union member it tried (the kind); the YAML has no such level
         else:
             path += f".{part}" if path else str(part)
             node = None

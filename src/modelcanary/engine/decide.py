@@ -43,8 +43,15 @@ def new_state(
     spec: RolloutSpec, *, rollout_id: str, baseline: ModelVersion, candidate: ModelVersion, now: float
 ) -> RolloutState:
     return RolloutState(
-        id=rollout_id, name=spec.name, endpoint=spec.spec.endpoint, phase=Phase.PENDING,
-        baseline=baseline, candidate=candidate, reason="waiting for the controller", created_at=now, updated_at=now,
+        id=rollout_id,
+        name=spec.name,
+        endpoint=spec.spec.endpoint,
+        phase=Phase.PENDING,
+        baseline=baseline,
+        candidate=candidate,
+        reason="waiting for the controller",
+        created_at=now,
+        updated_at=now,
     )
 
 
@@ -76,8 +83,9 @@ def decide(
         )
         if spec.spec.traffic.on_timeout == "rollback":
             return _roll_back(state, spec, now=now, reason=why, judgement=judgement)
-        return _change(state, now=now, reason=f"paused for a human: {why}", actor=CONTROLLER, judgement=judgement,
-                       paused=True)
+        return _change(
+            state, now=now, reason=f"paused for a human: {why}", actor=CONTROLLER, judgement=judgement, paused=True
+        )
     return Outcome(state=state)
 
 
@@ -86,7 +94,12 @@ def apply_command(state: RolloutState, spec: RolloutSpec, command: Command, *, a
     if command is Command.ABORT:
         check_transition(state.phase, Phase.ABORTED)
         return _change(
-            state, now=now, reason=f"aborted by {actor}", actor=actor, phase=Phase.ABORTED, weight=0.0,
+            state,
+            now=now,
+            reason=f"aborted by {actor}",
+            actor=actor,
+            phase=Phase.ABORTED,
+            weight=0.0,
             route=Route(endpoint=state.endpoint, baseline=state.baseline),
         )
     check_transition(state.phase, Phase.CANARY)  # only an active rollout can be paused or resumed
@@ -97,7 +110,12 @@ def apply_command(state: RolloutState, spec: RolloutSpec, command: Command, *, a
 
 
 def _enter_step(
-    state: RolloutState, spec: RolloutSpec, index: int, *, now: float, candidate_requests: int,
+    state: RolloutState,
+    spec: RolloutSpec,
+    index: int,
+    *,
+    now: float,
+    candidate_requests: int,
     judgement: Judgement | None,
 ) -> Outcome:
     step = spec.spec.traffic.steps[index]
@@ -106,12 +124,25 @@ def _enter_step(
     if judgement is not None:
         reason += f" (step {index} passed)"  # the evidence is in the transition's judgement
     route = Route(
-        endpoint=state.endpoint, baseline=state.baseline, candidate=state.candidate, weight=step.weight,
-        rollout_id=state.id, sticky=spec.spec.traffic.sticky_key,
+        endpoint=state.endpoint,
+        baseline=state.baseline,
+        candidate=state.candidate,
+        weight=step.weight,
+        rollout_id=state.id,
+        sticky=spec.spec.traffic.sticky_key,
     )
     return _change(
-        state, now=now, reason=reason, actor=CONTROLLER, judgement=judgement, phase=Phase.CANARY, step=index,
-        weight=step.weight, step_started_at=now, step_start_candidate_requests=candidate_requests, route=route,
+        state,
+        now=now,
+        reason=reason,
+        actor=CONTROLLER,
+        judgement=judgement,
+        phase=Phase.CANARY,
+        step=index,
+        weight=step.weight,
+        step_started_at=now,
+        step_start_candidate_requests=candidate_requests,
+        route=route,
     )
 
 
@@ -122,28 +153,51 @@ def _promote(state: RolloutState, spec: RolloutSpec, *, now: float, judgement: J
         payload = {"name": state.candidate.name, "alias": alias, "version": state.candidate.version}
         actions = (Action(kind=ActionKind.SET_ALIAS, payload=payload, key=f"{state.id}:set_alias:{alias}"),)
     return _change(
-        state, now=now, reason="promoted: every step passed", actor=CONTROLLER,
-        judgement=judgement, phase=Phase.PROMOTED, weight=100.0,
-        route=Route(endpoint=state.endpoint, baseline=state.candidate), actions=actions,
+        state,
+        now=now,
+        reason="promoted: every step passed",
+        actor=CONTROLLER,
+        judgement=judgement,
+        phase=Phase.PROMOTED,
+        weight=100.0,
+        route=Route(endpoint=state.endpoint, baseline=state.candidate),
+        actions=actions,
     )
 
 
 def _roll_back(state: RolloutState, spec: RolloutSpec, *, now: float, reason: str, judgement: Judgement) -> Outcome:
     actions: tuple[Action, ...] = ()
     if spec.spec.on_failure.tag_version:
-        payload = {"name": state.candidate.name, "version": state.candidate.version, "tag": ROLLBACK_TAG,
-                   "value": f"rollout {state.id}: {reason}"}
+        payload = {
+            "name": state.candidate.name,
+            "version": state.candidate.version,
+            "tag": ROLLBACK_TAG,
+            "value": f"rollout {state.id}: {reason}",
+        }
         actions = (Action(kind=ActionKind.TAG_VERSION, payload=payload, key=f"{state.id}:tag"),)
     return _change(
-        state, now=now, reason=f"rolled back: {reason}", actor=CONTROLLER, judgement=judgement,
-        phase=Phase.ROLLED_BACK, weight=0.0, route=Route(endpoint=state.endpoint, baseline=state.baseline),
+        state,
+        now=now,
+        reason=f"rolled back: {reason}",
+        actor=CONTROLLER,
+        judgement=judgement,
+        phase=Phase.ROLLED_BACK,
+        weight=0.0,
+        route=Route(endpoint=state.endpoint, baseline=state.baseline),
         actions=actions,
     )
 
 
 def _change(
-    state: RolloutState, *, now: float, reason: str, actor: str, judgement: Judgement | None = None,
-    route: Route | None = None, actions: tuple[Action, ...] = (), **updates: object,
+    state: RolloutState,
+    *,
+    now: float,
+    reason: str,
+    actor: str,
+    judgement: Judgement | None = None,
+    route: Route | None = None,
+    actions: tuple[Action, ...] = (),
+    **updates: object,
 ) -> Outcome:
     target = updates.get("phase", state.phase)
     assert isinstance(target, Phase)
@@ -151,7 +205,14 @@ def _change(
         check_transition(state.phase, target)
     new = state.model_copy(update={**updates, "reason": reason, "updated_at": now})
     transition = Transition(
-        at=now, source=state.phase, target=new.phase, step=new.step, weight=new.weight, paused=new.paused,
-        reason=reason, actor=actor, judgement=judgement.model_dump(mode="json") if judgement else None,
+        at=now,
+        source=state.phase,
+        target=new.phase,
+        step=new.step,
+        weight=new.weight,
+        paused=new.paused,
+        reason=reason,
+        actor=actor,
+        judgement=judgement.model_dump(mode="json") if judgement else None,
     )
     return Outcome(state=new, transition=transition, route=route, actions=actions)

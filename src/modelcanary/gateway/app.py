@@ -57,8 +57,15 @@ def _error(exc: RequestError) -> Response:
 
 
 class Gateway:
-    def __init__(self, *, routes: RouteSource, backend: Backend, telemetry: TelemetryStore | None,
-                 source: str, max_predictions: int = 200_000) -> None:
+    def __init__(
+        self,
+        *,
+        routes: RouteSource,
+        backend: Backend,
+        telemetry: TelemetryStore | None,
+        source: str,
+        max_predictions: int = 200_000,
+    ) -> None:
         self._routes = routes
         self._backend = backend
         self._telemetry = telemetry
@@ -85,8 +92,9 @@ class Gateway:
         in_use = {version.uri for s in serving.values() for version in (s.route.baseline, s.route.candidate) if version}
         self._models = {uri: model for uri, model in self._models.items() if uri in in_use}
         self._routes_version = version
-        log.info("routing table %s applied: %s", version,
-                 {e: f"{s.route.weight:g}% candidate" for e, s in serving.items()})
+        log.info(
+            "routing table %s applied: %s", version, {e: f"{s.route.weight:g}% candidate" for e, s in serving.items()}
+        )
         return True
 
     async def _load(self, version: ModelVersion) -> Model:
@@ -140,8 +148,9 @@ class Gateway:
         except orjson.JSONDecodeError as exc:
             raise RequestError(f"not valid JSON: {exc}", field="body") from exc
 
-    def _predict(self, serving: Serving, request: Request, columns: dict[str, list[Any]], prefix: str
-                 ) -> tuple[Variant, list[Any], list[str]]:
+    def _predict(
+        self, serving: Serving, request: Request, columns: dict[str, list[Any]], prefix: str
+    ) -> tuple[Variant, list[Any], list[str]]:
         """Route, predict, record. A failing candidate costs the client nothing: the baseline answers."""
         route = serving.route
         protocols.validate(columns, serving.baseline.columns, prefix=prefix)
@@ -167,14 +176,20 @@ class Gateway:
             log.exception("%s model of %s failed", variant.value, route.endpoint)
             outputs = None
         if outputs is None:
-            self.recorder.record(route.rollout_id, variant, latency_ms=(time.perf_counter() - started) * 1e3,
-                                 error=True)
+            self.recorder.record(
+                route.rollout_id, variant, latency_ms=(time.perf_counter() - started) * 1e3, error=True
+            )
             if variant is Variant.BASELINE:
                 raise RequestError("the model failed on this input", field="model", status=500)
             variant, started = Variant.BASELINE, time.perf_counter()
             outputs = serving.baseline.predict(columns)
-        ids = self.recorder.record(route.rollout_id, variant, latency_ms=(time.perf_counter() - started) * 1e3,
-                                   error=False, scores=[score_of(output) for output in outputs])
+        ids = self.recorder.record(
+            route.rollout_id,
+            variant,
+            latency_ms=(time.perf_counter() - started) * 1e3,
+            error=False,
+            scores=[score_of(output) for output in outputs],
+        )
         return variant, outputs, ids
 
     async def infer_v2(self, request: Request) -> Response:
@@ -187,8 +202,12 @@ class Gateway:
             return _error(exc)
         version = serving.version(variant)
         content = protocols.v2_response(
-            model_name=serving.route.endpoint, model_version=f"{version.name}/{version.version}",
-            request_id=body.get("id"), outputs=outputs, variant=variant.value, prediction_ids=ids,
+            model_name=serving.route.endpoint,
+            model_version=f"{version.name}/{version.version}",
+            request_id=body.get("id"),
+            outputs=outputs,
+            variant=variant.value,
+            prediction_ids=ids,
         )
         return _json(content, headers={VARIANT_HEADER: variant.value})
 
@@ -196,7 +215,9 @@ class Gateway:
         try:
             serving = self._serving(request.path_params["endpoint"])
             body = await self._body(request)
-            key = next((k for k in ("dataframe_split", "dataframe_records", "instances", "inputs") if k in body), "body")
+            key = next(
+                (k for k in ("dataframe_split", "dataframe_records", "instances", "inputs") if k in body), "body"
+            )
             columns = protocols.mlflow_columns(body, serving.baseline.columns)
             variant, outputs, ids = self._predict(serving, request, columns, key)
         except RequestError as exc:
@@ -224,11 +245,19 @@ class Gateway:
             serving = self._serving(request.path_params["endpoint"])
         except RequestError as exc:
             return _error(exc)
-        inputs = [{"name": c.name, "datatype": _V2_TYPE.get(c.type, "BYTES"), "shape": [-1]}
-                  for c in serving.baseline.columns or ()]
-        return _json({"name": serving.route.endpoint, "versions": [serving.route.baseline.version],
-                      "platform": "mlflow", "inputs": inputs,
-                      "outputs": [{"name": "predict", "datatype": "FP64", "shape": [-1, -1]}]})
+        inputs = [
+            {"name": c.name, "datatype": _V2_TYPE.get(c.type, "BYTES"), "shape": [-1]}
+            for c in serving.baseline.columns or ()
+        ]
+        return _json(
+            {
+                "name": serving.route.endpoint,
+                "versions": [serving.route.baseline.version],
+                "platform": "mlflow",
+                "inputs": inputs,
+                "outputs": [{"name": "predict", "datatype": "FP64", "shape": [-1, -1]}],
+            }
+        )
 
     def routes(self) -> list[HttpRoute]:
         return [

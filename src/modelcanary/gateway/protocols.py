@@ -20,8 +20,21 @@ from modelcanary.domain.errors import RequestError
 from modelcanary.ports import Column
 
 MAX_ROWS = 10_000
-_V2_TYPES = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32",
-             "FP64", "BYTES"}
+_V2_TYPES = {
+    "BOOL",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "FP16",
+    "FP32",
+    "FP64",
+    "BYTES",
+}
 _NUMERIC = {"double", "float", "long", "integer"}
 
 
@@ -51,17 +64,23 @@ def v2_columns(body: Any, signature: tuple[Column, ...] | None) -> dict[str, lis
         _require(isinstance(name, str) and name != "", "a non-empty string is required", f"{where}.name")
         _require(
             isinstance(shape, list) and 1 <= len(shape) <= 2 and all(isinstance(d, int) and d >= 0 for d in shape),
-            "must be [rows] or [rows, columns]", f"{where}.shape",
+            "must be [rows] or [rows, columns]",
+            f"{where}.shape",
         )
         _require(datatype in _V2_TYPES, f"must be one of {', '.join(sorted(_V2_TYPES))}", f"{where}.datatype")
         data = _flatten(tensor.get("data"))
-        _require(len(data) == math.prod(shape), f"holds {len(data)} values but shape {shape} needs "
-                 f"{math.prod(shape)}", f"{where}.data")
+        _require(
+            len(data) == math.prod(shape),
+            f"holds {len(data)} values but shape {shape} needs {math.prod(shape)}",
+            f"{where}.data",
+        )
         if len(shape) == 2 and shape[1] != 1:
             _require(len(inputs) == 1, "a 2-D tensor must be the only input", f"{where}.shape")
-            _require(signature is not None and len(signature) == shape[1],
-                     f"{shape[1]} columns do not match the model's "
-                     f"{len(signature) if signature else 'unknown'} inputs", f"{where}.shape")
+            _require(
+                signature is not None and len(signature) == shape[1],
+                f"{shape[1]} columns do not match the model's {len(signature) if signature else 'unknown'} inputs",
+                f"{where}.shape",
+            )
             assert signature is not None
             width = shape[1]
             return {column.name: data[offset::width] for offset, column in enumerate(signature)}
@@ -79,7 +98,9 @@ def mlflow_columns(body: Any, signature: tuple[Column, ...] | None) -> dict[str,
     if key == "dataframe_split":
         _require(isinstance(payload, dict), "must be an object with columns and data", key)
         names, rows = payload.get("columns"), payload.get("data")
-        _require(isinstance(names, list) and all(isinstance(n, str) for n in names), "a list of names", f"{key}.columns")
+        _require(
+            isinstance(names, list) and all(isinstance(n, str) for n in names), "a list of names", f"{key}.columns"
+        )
         _require(isinstance(rows, list), "a list of rows", f"{key}.data")
         return _from_rows(rows, names, f"{key}.data")
     if isinstance(payload, dict):  # {"inputs": {"a": [...], "b": [...]}}
@@ -91,8 +112,9 @@ def mlflow_columns(body: Any, signature: tuple[Column, ...] | None) -> dict[str,
     if all(isinstance(row, dict) for row in payload):
         names = list(payload[0])
         for index, row in enumerate(payload):
-            _require(list(row) == names or set(row) == set(names), "every record needs the same fields",
-                     f"{key}[{index}]")
+            _require(
+                list(row) == names or set(row) == set(names), "every record needs the same fields", f"{key}[{index}]"
+            )
         return {name: [row[name] for row in payload] for name in names}
     _require(signature is not None, "rows without names need a model signature to name the columns", key)
     assert signature is not None
@@ -101,8 +123,9 @@ def mlflow_columns(body: Any, signature: tuple[Column, ...] | None) -> dict[str,
 
 def _from_rows(rows: Sequence[Any], names: Sequence[str], field: str) -> dict[str, list[Any]]:
     for index, row in enumerate(rows):
-        _require(isinstance(row, list) and len(row) == len(names), f"each row needs {len(names)} values",
-                 f"{field}[{index}]")
+        _require(
+            isinstance(row, list) and len(row) == len(names), f"each row needs {len(names)} values", f"{field}[{index}]"
+        )
     return {name: [row[offset] for row in rows] for offset, name in enumerate(names)}
 
 
@@ -123,8 +146,15 @@ def validate(columns: dict[str, list[Any]], signature: tuple[Column, ...] | None
     return rows
 
 
-def v2_response(*, model_name: str, model_version: str, request_id: str | None, outputs: list[Any],
-                variant: str, prediction_ids: list[str]) -> dict[str, Any]:
+def v2_response(
+    *,
+    model_name: str,
+    model_version: str,
+    request_id: str | None,
+    outputs: list[Any],
+    variant: str,
+    prediction_ids: list[str],
+) -> dict[str, Any]:
     width = len(outputs[0]) if outputs and isinstance(outputs[0], list) else 0
     shape = [len(outputs), width] if width else [len(outputs)]
     response: dict[str, Any] = {

@@ -60,8 +60,15 @@ class Recorder:
             counts = self._counts[key] = VariantTelemetry()
         return counts
 
-    def record(self, rollout_id: str | None, variant: Variant, *, latency_ms: float, error: bool,
-               scores: Sequence[float | None] = ()) -> list[str]:
+    def record(
+        self,
+        rollout_id: str | None,
+        variant: Variant,
+        *,
+        latency_ms: float,
+        error: bool,
+        scores: Sequence[float | None] = (),
+    ) -> list[str]:
         """Count one request and remember its rows' predictions; their ids, one per row."""
         counts = self._variant(rollout_id, variant) if rollout_id is not None else None
         if counts is not None:
@@ -97,8 +104,10 @@ class Recorder:
 
     def changed(self) -> list[tuple[str, Variant, VariantTelemetry]]:
         """Copies of the counts changed since the last call (cumulative, so a lost write is harmless)."""
-        rows = [(rollout_id, variant, VariantTelemetry.from_json(self._counts[(rollout_id, variant)].to_json()))
-                for rollout_id, variant in self._changed]
+        rows = [
+            (rollout_id, variant, VariantTelemetry.from_json(self._counts[(rollout_id, variant)].to_json()))
+            for rollout_id, variant in self._changed
+        ]
         self._changed.clear()
         return rows
 

@@ -61,12 +61,21 @@ def _verdict(
 
 
 def _error_rate(metric: ErrorRateMetric, base: VariantTelemetry, cand: VariantTelemetry) -> MetricJudgement:
-    rates = (base.errors / base.requests if base.requests else None, cand.errors / cand.requests if cand.requests else None)
+    rates = (
+        base.errors / base.requests if base.requests else None,
+        cand.errors / cand.requests if cand.requests else None,
+    )
     limit = None if rates[0] is None else rates[0] + metric.margin
     worse = rates[1] is not None and limit is not None and rates[1] > limit
     return _verdict(
-        metric, samples=(base.requests, cand.requests), minimum=metric.min_requests,
-        values=rates, limit=limit, worse=worse, unit="", what="requests",
+        metric,
+        samples=(base.requests, cand.requests),
+        minimum=metric.min_requests,
+        values=rates,
+        limit=limit,
+        worse=worse,
+        unit="",
+        what="requests",
     )
 
 
@@ -78,19 +87,33 @@ def _latency(metric: LatencyMetric, base: VariantTelemetry, cand: VariantTelemet
     limit = None if values[0] is None else values[0] * (1 + metric.margin)
     worse = values[1] is not None and limit is not None and values[1] > limit
     return _verdict(
-        metric, samples=(base.requests, cand.requests), minimum=metric.min_requests,
-        values=values, limit=limit, worse=worse, unit=" ms", what="requests",
+        metric,
+        samples=(base.requests, cand.requests),
+        minimum=metric.min_requests,
+        values=values,
+        limit=limit,
+        worse=worse,
+        unit=" ms",
+        what="requests",
     )
 
 
 def _quality(metric: QualityMetric, base: VariantTelemetry, cand: VariantTelemetry) -> MetricJudgement:
     bucket = score_bucket(metric.threshold)
     (base_value, base_n), (cand_value, cand_n) = (
-        confusion(t.positive_label_scores, t.negative_label_scores, bucket).measure(metric.measure) for t in (base, cand)
+        confusion(t.positive_label_scores, t.negative_label_scores, bucket).measure(metric.measure)
+        for t in (base, cand)
     )
     limit = None if base_value is None else base_value - metric.margin
     worse = cand_value is not None and limit is not None and cand_value < limit
     return _verdict(
-        metric, samples=(base_n, cand_n), minimum=metric.min_labels,
-        values=(base_value, cand_value), limit=limit, worse=worse, lower_is_worse=True, unit="", what=f"labels for {metric.measure}",
+        metric,
+        samples=(base_n, cand_n),
+        minimum=metric.min_labels,
+        values=(base_value, cand_value),
+        limit=limit,
+        worse=worse,
+        lower_is_worse=True,
+        unit="",
+        what=f"labels for {metric.measure}",
     )

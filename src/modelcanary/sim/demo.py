@@ -51,17 +51,25 @@ def register_models(space: Workspace, *, seed: int = 7) -> dict[str, float]:
     quiet = contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO())
     client = space.registry().client
     experiment = client.get_experiment_by_name("modelcanary-demo")
-    experiment_id = (experiment.experiment_id if experiment else
-                     client.create_experiment("modelcanary-demo", artifact_location=space.artifacts.as_uri()))
+    experiment_id = (
+        experiment.experiment_id
+        if experiment
+        else client.create_experiment("modelcanary-demo", artifact_location=space.artifacts.as_uri())
+    )
     sample, _ = make_transactions(200, rng=np.random.default_rng(seed), drifted=False)
-    for role, model, features, alias in (("baseline", models.baseline, BASELINE_FEATURES, "champion"),
-                                         ("candidate", models.candidate, CANDIDATE_FEATURES, "challenger")):
+    for role, model, features, alias in (
+        ("baseline", models.baseline, BASELINE_FEATURES, "champion"),
+        ("candidate", models.candidate, CANDIDATE_FEATURES, "challenger"),
+    ):
         inputs = sample[list(features)]
         # MLflow prints its registration chatter; the demo says what matters itself
         with quiet[0], quiet[1], mlflow.start_run(experiment_id=experiment_id, run_name=f"fraud-{role}"):
             mlflow.log_metrics({key: value for key, value in models.offline.items() if key.startswith(role)})
             info = mlflow.sklearn.log_model(
-                model, name="model", registered_model_name=MODEL_NAME, pyfunc_predict_fn="predict_proba",
+                model,
+                name="model",
+                registered_model_name=MODEL_NAME,
+                pyfunc_predict_fn="predict_proba",
                 signature=infer_signature(inputs, model.predict_proba(inputs)),
             )
         client.set_registered_model_alias(MODEL_NAME, alias, str(info.registered_model_version))
@@ -78,15 +86,24 @@ class Traffic:
     pending_labels: list[tuple[float, str, int]] = field(default_factory=list)  # (due, prediction id, label)
 
 
-async def _client(session: Any, base: str, traffic: Traffic, rows: list[dict[str, float]], labels: np.ndarray,
-                  worker: int, stop: asyncio.Event, rng: np.random.Generator) -> None:
+async def _client(
+    session: Any,
+    base: str,
+    traffic: Traffic,
+    rows: list[dict[str, float]],
+    labels: np.ndarray,
+    worker: int,
+    stop: asyncio.Event,
+    rng: np.random.Generator,
+) -> None:
     index = worker
     while not stop.is_set():
         row, label = rows[index % len(rows)], int(labels[index % len(rows)])
         headers = {"x-user-id": f"user-{rng.integers(20_000)}"}
         if index % 2:  # half the clients speak V2, half MLflow's scoring protocol
-            body: dict[str, Any] = {"inputs": [{"name": k, "shape": [1], "datatype": "FP64", "data": [v]}
-                                               for k, v in row.items()]}
+            body: dict[str, Any] = {
+                "inputs": [{"name": k, "shape": [1], "datatype": "FP64", "data": [v]} for k, v in row.items()]
+            }
             url = f"{base}/v2/models/{MODEL_NAME}/infer"
         else:
             body, url = {"dataframe_records": [row]}, f"{base}/v1/endpoints/{MODEL_NAME}/invocations"
@@ -111,7 +128,7 @@ async def _client(session: Any, base: str, traffic: Traffic, rows: list[dict[str
 async def _labeller(session: Any, base: str, traffic: Traffic, stop: asyncio.Event) -> None:
     while not stop.is_set():
         await asyncio.sleep(0.2)
-        batch = []
+        batch: list[dict[str, Any]] = []
         while traffic.pending_labels and traffic.pending_labels[0][0] <= time.monotonic() and len(batch) < 1000:
             _, prediction_id, label = heapq.heappop(traffic.pending_labels)
             batch.append({"prediction_id": prediction_id, "label": label})
@@ -121,8 +138,9 @@ async def _labeller(session: Any, base: str, traffic: Traffic, stop: asyncio.Eve
                     traffic.labels_sent += (await response.json())["accepted"]
 
 
-async def _drive(base: str, space: Workspace, rollout_id: str, scenario: str, show: Any) -> tuple[RolloutState,
-                                                                                                   Traffic]:
+async def _drive(
+    base: str, space: Workspace, rollout_id: str, scenario: str, show: Any
+) -> tuple[RolloutState, Traffic]:
     import aiohttp
 
     rng = np.random.default_rng(2026)
@@ -138,8 +156,12 @@ async def _drive(base: str, space: Workspace, rollout_id: str, scenario: str, sh
                 if response.status == 200:
                     break
             await asyncio.sleep(0.2)
-        tasks = [asyncio.create_task(_client(session, base, traffic, rows, labels, worker, stop,
-                                             np.random.default_rng(worker))) for worker in range(16)]
+        tasks = [
+            asyncio.create_task(
+                _client(session, base, traffic, rows, labels, worker, stop, np.random.default_rng(worker))
+            )
+            for worker in range(16)
+        ]
         tasks.append(asyncio.create_task(_labeller(session, base, traffic, stop)))
         deadline = time.monotonic() + TRAFFIC_DEADLINE_S
         state, _ = store.get(rollout_id)
@@ -163,8 +185,21 @@ def _free_port() -> int:
 def _start_server(space: Workspace, port: int) -> subprocess.Popen[bytes]:
     log = open(space.workdir / "serve.log", "ab")  # noqa: SIM115 - lives as long as the server
     server = subprocess.Popen(
-        [sys.executable, "-m", "modelcanary", "-v", "serve", "--workdir", str(space.workdir), "--port", str(port),
-         "--tick", "0.5"], stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "modelcanary",
+            "-v",
+            "serve",
+            "--workdir",
+            str(space.workdir),
+            "--port",
+            str(port),
+            "--tick",
+            "0.5",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -189,21 +224,26 @@ def run_demo(*, scenario: str, workdir: Path, port: int = 0) -> dict[str, Any]:
     console.print(f"[bold]modelcanary demo[/] ({scenario}): work folder {space.workdir}")
     with console.status("training and registering a baseline and a candidate fraud model"):
         offline = register_models(space)
-    console.print(f"offline holdout accuracy: baseline {offline['baseline_accuracy']:.3f}, "
-                  f"candidate {offline['candidate_accuracy']:.3f} -> the candidate wins offline")
+    console.print(
+        f"offline holdout accuracy: baseline {offline['baseline_accuracy']:.3f}, "
+        f"candidate {offline['candidate_accuracy']:.3f} -> the candidate wins offline"
+    )
     port = port or _free_port()
     server = _start_server(space, port)
     try:
-        state = start_rollout(space.store(), space.registry(), demo_spec(), source="demo-rollout.yaml",
-                              actor="demo")
-        console.print(f"rollout {state.id}: {state.baseline.uri} -> {state.candidate.uri}, live traffic "
-                      f"{'drifted' if live_is_drifted(scenario) else 'like the training data'}")
+        state = start_rollout(space.store(), space.registry(), demo_spec(), source="demo-rollout.yaml", actor="demo")
+        console.print(
+            f"rollout {state.id}: {state.baseline.uri} -> {state.candidate.uri}, live traffic "
+            f"{'drifted' if live_is_drifted(scenario) else 'like the training data'}"
+        )
         with Live(console=console, refresh_per_second=4, transient=True) as live:
+
             def show(current: RolloutState, traffic: Traffic) -> None:
                 live.update(
                     f"phase [bold]{current.phase.value}[/], step {current.step + 1}, candidate at "
                     f"{current.weight:g}% | served: baseline {traffic.served['baseline']}, candidate "
-                    f"{traffic.served['candidate']} | labels {traffic.labels_sent}\n{current.reason}")
+                    f"{traffic.served['candidate']} | labels {traffic.labels_sent}\n{current.reason}"
+                )
 
             state, traffic = asyncio.run(_drive(f"http://127.0.0.1:{port}", space, state.id, scenario, show))
     finally:
@@ -211,12 +251,21 @@ def run_demo(*, scenario: str, workdir: Path, port: int = 0) -> dict[str, Any]:
         server.wait(timeout=30)
     colour = "green" if state.phase.value == "promoted" else "red"
     console.print(f"[bold {colour}]{state.phase.value}[/] after {time.monotonic() - started:.0f} s: {state.reason}")
-    console.print(f"served: baseline {traffic.served['baseline']}, candidate {traffic.served['candidate']}; "
-                  f"labels {traffic.labels_sent}; see `modelcanary rollout status {state.id} --workdir {space.workdir}`")
+    console.print(
+        f"served: baseline {traffic.served['baseline']}, candidate {traffic.served['candidate']}; "
+        f"labels {traffic.labels_sent}; see `modelcanary rollout status {state.id} --workdir {space.workdir}`"
+    )
     return {
-        "scenario": scenario, "rollout_id": state.id, "final_phase": state.phase.value, "reason": state.reason,
-        "steps_reached": state.step + 1, "candidate_requests": traffic.served["candidate"],
-        "baseline_requests": traffic.served["baseline"], "labels_received": traffic.labels_sent,
-        "failed_requests": traffic.failed, "offline": offline, "workdir": str(space.workdir),
+        "scenario": scenario,
+        "rollout_id": state.id,
+        "final_phase": state.phase.value,
+        "reason": state.reason,
+        "steps_reached": state.step + 1,
+        "candidate_requests": traffic.served["candidate"],
+        "baseline_requests": traffic.served["baseline"],
+        "labels_received": traffic.labels_sent,
+        "failed_requests": traffic.failed,
+        "offline": offline,
+        "workdir": str(space.workdir),
         "seconds": round(time.monotonic() - started, 1),
     }

@@ -27,9 +27,7 @@ CANDIDATE_FEATURES: tuple[str, ...] = (*BASELINE_FEATURES, "merchant_risk")
 SCENARIOS: tuple[str, ...] = ("drift", "good")
 
 
-def make_transactions(
-    n: int, *, rng: np.random.Generator, drifted: bool
-) -> tuple[pd.DataFrame, np.ndarray]:
+def make_transactions(n: int, *, rng: np.random.Generator, drifted: bool) -> tuple[pd.DataFrame, np.ndarray]:
     """Return ``n`` transactions (float64 columns ``FEATURES``) and 0/1 fraud labels.
 
     ``drifted=True`` is live traffic after the upstream change: labels still follow the
@@ -116,9 +114,7 @@ def live_is_drifted(scenario: str) -> bool:
     return scenario == "drift"
 
 
-def live_quality(
-    models: TrainedModels, *, scenario: str, n: int = 20_000, seed: int = 11
-) -> dict[str, float]:
+def live_quality(models: TrainedModels, *, scenario: str, n: int = 20_000, seed: int = 11) -> dict[str, float]:
     """Accuracy and recall of both models (threshold 0.5) on ``n`` live rows of ``scenario``."""
     drifted = live_is_drifted(scenario)
     X, y = make_transactions(n, rng=np.random.default_rng(seed), drifted=drifted)

@@ -25,7 +25,8 @@ from modelcanary.domain.telemetry import Variant, VariantTelemetry
 metadata = sa.MetaData()
 
 rollouts = sa.Table(
-    "rollouts", metadata,
+    "rollouts",
+    metadata,
     sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("endpoint", sa.String(200), nullable=False),
     sa.Column("phase", sa.String(32), nullable=False),
@@ -35,23 +36,31 @@ rollouts = sa.Table(
     sa.Column("state", sa.Text, nullable=False),
     sa.Column("spec", sa.Text, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
-    sa.Index("one_active_rollout_per_endpoint", "endpoint", unique=True,
-             sqlite_where=sa.text("active = 1"), postgresql_where=sa.text("active = 1")),
+    sa.Index(
+        "one_active_rollout_per_endpoint",
+        "endpoint",
+        unique=True,
+        sqlite_where=sa.text("active = 1"),
+        postgresql_where=sa.text("active = 1"),
+    ),
 )
 transitions = sa.Table(
-    "transitions", metadata,
+    "transitions",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("rollout_id", sa.String(64), sa.ForeignKey("rollouts.id"), nullable=False, index=True),
     sa.Column("body", sa.Text, nullable=False),
 )
 routes = sa.Table(
-    "routes", metadata,
+    "routes",
+    metadata,
     sa.Column("endpoint", sa.String(200), primary_key=True),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("route", sa.Text, nullable=False),
 )
 actions = sa.Table(
-    "actions", metadata,
+    "actions",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("rollout_id", sa.String(64), nullable=False),
     sa.Column("key", sa.String(300), nullable=False, unique=True),
@@ -61,7 +70,8 @@ actions = sa.Table(
     sa.Column("done_at", sa.Float),
 )
 telemetry = sa.Table(
-    "telemetry", metadata,
+    "telemetry",
+    metadata,
     sa.Column("rollout_id", sa.String(64), primary_key=True),
     sa.Column("variant", sa.String(16), primary_key=True),
     sa.Column("source", sa.String(100), primary_key=True),
@@ -69,7 +79,8 @@ telemetry = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
 )
 audit = sa.Table(
-    "audit", metadata,
+    "audit",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("at", sa.Float, nullable=False),
     sa.Column("actor", sa.String(200), nullable=False),
@@ -142,13 +153,26 @@ class SqlStore:
             ).scalar()
             if active:
                 raise Conflict(f"endpoint {state.endpoint!r} already has an active rollout: {active}")
-            conn.execute(rollouts.insert().values(
-                id=state.id, endpoint=state.endpoint, phase=state.phase.value, active=1, version=state.version,
-                state=state.model_dump_json(), spec=spec_text, created_at=state.created_at,
-            ))
-            self._audit(conn, at=state.created_at, actor=actor, action="rollout.create", rollout_id=state.id,
-                        detail={"endpoint": state.endpoint, "baseline": state.baseline.uri,
-                                "candidate": state.candidate.uri})
+            conn.execute(
+                rollouts.insert().values(
+                    id=state.id,
+                    endpoint=state.endpoint,
+                    phase=state.phase.value,
+                    active=1,
+                    version=state.version,
+                    state=state.model_dump_json(),
+                    spec=spec_text,
+                    created_at=state.created_at,
+                )
+            )
+            self._audit(
+                conn,
+                at=state.created_at,
+                actor=actor,
+                action="rollout.create",
+                rollout_id=state.id,
+                detail={"endpoint": state.endpoint, "baseline": state.baseline.uri, "candidate": state.candidate.uri},
+            )
 
     def get(self, rollout_id: str) -> tuple[RolloutState, str]:
         with self._tx() as conn:
@@ -157,7 +181,7 @@ class SqlStore:
             raise NotFound(f"no rollout {rollout_id!r}")
         return RolloutState.model_validate_json(row.state), row.spec
 
-    def list(self, *, active_only: bool = False) -> list[RolloutState]:
+    def list_rollouts(self, *, active_only: bool = False) -> list[RolloutState]:
         query = sa.select(rollouts.c.state).order_by(rollouts.c.created_at.desc())
         if active_only:
             query = query.where(rollouts.c.active == 1)
@@ -170,8 +194,12 @@ class SqlStore:
             updated = conn.execute(
                 rollouts.update()
                 .where(rollouts.c.id == new.id, rollouts.c.version == expected_version)
-                .values(state=new.model_dump_json(), phase=new.phase.value, version=new.version,
-                        active=0 if new.phase.is_terminal() else 1)
+                .values(
+                    state=new.model_dump_json(),
+                    phase=new.phase.value,
+                    version=new.version,
+                    active=0 if new.phase.is_terminal() else 1,
+                )
             ).rowcount
             if updated != 1:
                 raise Conflict(f"rollout {new.id} changed since version {expected_version}; not saved")
@@ -180,16 +208,29 @@ class SqlStore:
             if outcome.route is not None:
                 self._put_route(conn, outcome.route)
             for action in outcome.actions:
-                conn.execute(actions.insert().values(rollout_id=new.id, key=action.key,
-                                                     body=action.model_dump_json(), attempts=0))
+                conn.execute(
+                    actions.insert().values(
+                        rollout_id=new.id, key=action.key, body=action.model_dump_json(), attempts=0
+                    )
+                )
         return new
 
     def _append_transition(self, conn: Connection, rollout_id: str, transition: Transition) -> None:
         conn.execute(transitions.insert().values(rollout_id=rollout_id, body=transition.model_dump_json()))
-        self._audit(conn, at=transition.at, actor=transition.actor, action=f"rollout.{transition.target.value}",
-                    rollout_id=rollout_id,
-                    detail={"source": transition.source.value, "step": transition.step, "weight": transition.weight,
-                            "paused": transition.paused, "reason": transition.reason})
+        self._audit(
+            conn,
+            at=transition.at,
+            actor=transition.actor,
+            action=f"rollout.{transition.target.value}",
+            rollout_id=rollout_id,
+            detail={
+                "source": transition.source.value,
+                "step": transition.step,
+                "weight": transition.weight,
+                "paused": transition.paused,
+                "reason": transition.reason,
+            },
+        )
 
     def history(self, rollout_id: str) -> list[Transition]:
         query = sa.select(transitions.c.body).where(transitions.c.rollout_id == rollout_id).order_by(transitions.c.id)
@@ -198,13 +239,22 @@ class SqlStore:
 
     # -- audit -----------------------------------------------------------------------------------
 
-    def _audit(self, conn: Connection, *, at: float, actor: str, action: str, rollout_id: str | None,
-               detail: dict[str, Any]) -> None:
+    def _audit(
+        self, conn: Connection, *, at: float, actor: str, action: str, rollout_id: str | None, detail: dict[str, Any]
+    ) -> None:
         prev = conn.execute(sa.select(audit.c.hash).order_by(audit.c.id.desc()).limit(1)).scalar() or GENESIS
         event = {"at": at, "actor": actor, "action": action, "rollout_id": rollout_id, "detail": detail}
-        conn.execute(audit.insert().values(at=at, actor=actor, action=action, rollout_id=rollout_id,
-                                           detail=json.dumps(detail, sort_keys=True), prev_hash=prev,
-                                           hash=audit_hash(prev, event)))
+        conn.execute(
+            audit.insert().values(
+                at=at,
+                actor=actor,
+                action=action,
+                rollout_id=rollout_id,
+                detail=json.dumps(detail, sort_keys=True),
+                prev_hash=prev,
+                hash=audit_hash(prev, event),
+            )
+        )
 
     def audit_events(self, rollout_id: str | None = None) -> list[dict[str, Any]]:
         query = sa.select(audit).order_by(audit.c.id)
@@ -218,8 +268,12 @@ class SqlStore:
     def _put_route(self, conn: Connection, route: Route) -> None:
         version = (conn.execute(sa.select(sa.func.max(routes.c.version))).scalar() or 0) + 1
         body = route.model_dump_json()
-        if conn.execute(routes.update().where(routes.c.endpoint == route.endpoint)
-                        .values(version=version, route=body)).rowcount == 0:
+        if (
+            conn.execute(
+                routes.update().where(routes.c.endpoint == route.endpoint).values(version=version, route=body)
+            ).rowcount
+            == 0
+        ):
             conn.execute(routes.insert().values(endpoint=route.endpoint, version=version, route=body))
 
     def put_route(self, route: Route) -> None:
@@ -254,17 +308,23 @@ class SqlStore:
         now = time.time()
         with self._tx() as conn:
             for rollout_id, variant, counts in rows:
-                key = (telemetry.c.rollout_id == rollout_id) & (telemetry.c.variant == variant.value) & (
-                    telemetry.c.source == source)
+                key = (
+                    (telemetry.c.rollout_id == rollout_id)
+                    & (telemetry.c.variant == variant.value)
+                    & (telemetry.c.source == source)
+                )
                 body = json.dumps(counts.to_json())
                 if conn.execute(telemetry.update().where(key).values(counts=body, updated_at=now)).rowcount == 0:
-                    conn.execute(telemetry.insert().values(rollout_id=rollout_id, variant=variant.value,
-                                                           source=source, counts=body, updated_at=now))
+                    conn.execute(
+                        telemetry.insert().values(
+                            rollout_id=rollout_id, variant=variant.value, source=source, counts=body, updated_at=now
+                        )
+                    )
 
     def read_telemetry(self, rollout_id: str) -> list[tuple[Variant, VariantTelemetry]]:
         query = sa.select(telemetry.c.variant, telemetry.c.counts).where(telemetry.c.rollout_id == rollout_id)
         with self._tx() as conn:
-            return [(Variant(row.variant), VariantTelemetry.from_json(json.loads(row.counts)))
-                    for row in conn.execute(query)]
-
-
+            return [
+                (Variant(row.variant), VariantTelemetry.from_json(json.loads(row.counts)))
+                for row in conn.execute(query)
+            ]

@@ -1,0 +1,146 @@
+"""The demo end to end, through the real CLI: trains, registers in a real MLflow registry, serves
+over real HTTP in its own process, and decides. Each scenario runs once (about 45 s)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelcanary.adapters.registry.mlflow import MlflowRegistry
+from modelcanary.adapters.store.sql import GENESIS, SqlStore, audit_hash
+from modelcanary.cli.workspace import Workspace
+from modelcanary.engine.decide import ROLLBACK_TAG
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+
+def _modelcanary(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "modelcanary", *args], capture_output=True, text=True, timeout=200)
+
+
+def _run(tmp_path_factory: pytest.TempPathFactory, scenario: str) -> tuple[dict[str, Any], Workspace]:
+    workdir = tmp_path_factory.mktemp(f"demo-{scenario}")
+    summary_path = workdir / "summary.json"
+    result = _modelcanary("demo", "--scenario", scenario, "--workdir", str(workdir), "--json", str(summary_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(summary_path.read_text()), Workspace.at(workdir)
+
+
+@pytest.fixture(scope="module")
+def drift(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Workspace]:
+    return _run(tmp_path_factory, "drift")
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Workspace]:
+    return _run(tmp_path_factory, "good")
+
+
+def test_drift_rolls_back_on_label_accuracy(drift: tuple[dict[str, Any], Workspace]) -> None:
+    summary, _ = drift
+    assert summary["final_phase"] == "rolled_back"
+    assert "accuracy failed" in summary["reason"]
+    assert summary["offline"]["candidate_accuracy"] > summary["offline"]["baseline_accuracy"]
+    assert summary["steps_reached"] == 1  # caught at the first, 5% step
+    assert 0 < summary["candidate_requests"] < summary["baseline_requests"]
+    assert summary["labels_received"] >= 300
+    assert summary["failed_requests"] == 0
+    assert summary["seconds"] < 120
+
+
+def test_drift_tags_the_candidate_and_leaves_the_champion(drift: tuple[dict[str, Any], Workspace]) -> None:
+    summary, space = drift
+    state, _ = space.store().get(summary["rollout_id"])
+    client = MlflowRegistry(space.registry_uri).client
+    candidate = client.get_model_version(state.candidate.name, state.candidate.version)
+    assert "accuracy failed" in candidate.tags[ROLLBACK_TAG]
+    assert client.get_model_version_by_alias("fraud", "champion").version == state.baseline.version
+    assert space.store().routes()["fraud"].candidate is None
+
+
+def test_good_candidate_is_promoted_through_every_step(good: tuple[dict[str, Any], Workspace]) -> None:
+    summary, space = good
+    assert summary["final_phase"] == "promoted", summary["reason"]
+    assert summary["steps_reached"] == 4
+    assert summary["seconds"] < 120
+    state, _ = space.store().get(summary["rollout_id"])
+    weights = [t.weight for t in space.store().history(state.id)]
+    assert weights == [5, 25, 50, 100, 100]
+    client = MlflowRegistry(space.registry_uri).client
+    assert client.get_model_version_by_alias("fraud", "champion").version == state.candidate.version
+    route = space.store().routes()["fraud"]
+    assert route.baseline == state.candidate and route.candidate is None
+
+
+@pytest.mark.parametrize("scenario", ["drift", "good"])
+def test_every_transition_is_audited_in_an_unbroken_chain(scenario: str, request: pytest.FixtureRequest) -> None:
+    summary, space = request.getfixturevalue(scenario)
+    store: SqlStore = space.store()
+    events = store.audit_events()
+    previous = GENESIS
+    for event in events:
+        assert event["prev_hash"] == previous
+        body = {key: event[key] for key in ("at", "actor", "action", "rollout_id", "detail")}
+        assert event["hash"] == audit_hash(previous, body)
+        previous = event["hash"]
+    ours = [e["action"] for e in events if e["rollout_id"] == summary["rollout_id"]]
+    assert ours[0] == "rollout.create"
+    assert ours[-1] == f"rollout.{summary['final_phase']}"
+    assert len(ours) == 1 + len(store.history(summary["rollout_id"]))
+
+
+def test_status_exit_code_gates_on_the_outcome(drift: tuple[dict[str, Any], Workspace],
+                                              good: tuple[dict[str, Any], Workspace]) -> None:
+    for (summary, space), code in ((drift, 1), (good, 0)):
+        result = _modelcanary("rollout", "status", summary["rollout_id"], "--workdir", str(space.workdir), "--json")
+        assert result.returncode == code
+        report = json.loads(result.stdout)
+        assert report["rollout"]["phase"] == summary["final_phase"]
+        assert {m["name"] for m in report["judgement"]["metrics"]} == {"error-rate", "latency", "accuracy"}
+        assert report["history"][-1]["reason"] == summary["reason"]
+
+
+def test_rollout_list_reads_the_demo_workdir(good: tuple[dict[str, Any], Workspace]) -> None:
+    summary, space = good
+    listed = _modelcanary("rollout", "list", "--workdir", str(space.workdir), "--json")
+    assert listed.returncode == 0
+    assert [r["id"] for r in json.loads(listed.stdout)] == [summary["rollout_id"]]
+
+
+def test_serve_reuses_the_demo_workdir_and_serves_the_promoted_model(good: tuple[dict[str, Any], Workspace]) -> None:
+    import socket
+    import time
+
+    import httpx
+
+    from modelcanary.sim.fraud import FEATURES
+
+    summary, space = good
+    state, _ = space.store().get(summary["rollout_id"])
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "modelcanary", "serve", "--workdir", str(space.workdir),
+                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "serve did not become ready"
+            time.sleep(0.2)
+        body = {"inputs": [{"name": name, "shape": [1], "datatype": "FP64", "data": [1.0]} for name in FEATURES]}
+        answer = httpx.post(f"http://127.0.0.1:{port}/v2/models/fraud/infer", json=body).json()
+        assert answer["model_version"] == f"fraud/{state.candidate.version}"
+        assert answer["parameters"]["variant"] == "baseline"  # the promoted candidate is the baseline now
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
