@@ -59,7 +59,7 @@ def test_drift_tags_the_candidate_and_leaves_the_champion(drift: tuple[dict[str,
     client = MlflowRegistry(space.registry_uri).client
     candidate = client.get_model_version(state.candidate.name, state.candidate.version)
     assert "accuracy failed" in candidate.tags[ROLLBACK_TAG]
-    assert client.get_model_version_by_alias("fraud", "champion").version == state.baseline.version
+    assert str(client.get_model_version_by_alias("fraud", "champion").version) == state.baseline.version
     assert space.store().routes()["fraud"].candidate is None
 
 
@@ -72,7 +72,7 @@ def test_good_candidate_is_promoted_through_every_step(good: tuple[dict[str, Any
     weights = [t.weight for t in space.store().history(state.id)]
     assert weights == [5, 25, 50, 100, 100]
     client = MlflowRegistry(space.registry_uri).client
-    assert client.get_model_version_by_alias("fraud", "champion").version == state.candidate.version
+    assert str(client.get_model_version_by_alias("fraud", "champion").version) == state.candidate.version
     route = space.store().routes()["fraud"]
     assert route.baseline == state.candidate and route.candidate is None
 
