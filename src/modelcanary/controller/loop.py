@@ -34,16 +34,20 @@ class Controller:
     clock: Callable[[], float] = time.time
     _specs: dict[str, RolloutSpec] = field(default_factory=dict)
 
-    def spec_of(self, rollout_id: str, text: str) -> RolloutSpec:
+    def spec_of(self, rollout_id: str) -> RolloutSpec:
+        """A rollout's spec, parsed once: a spec never changes after the rollout starts."""
         spec = self._specs.get(rollout_id)
         if spec is None:
+            _, text = self.store.get(rollout_id)
             spec = self._specs[rollout_id] = load_spec(text, source=f"rollout {rollout_id}")
         return spec
 
     def tick(self) -> list[RolloutState]:
         """Decide once for every active rollout; the states that changed."""
         changed = []
-        for state in self.store.list_rollouts(active_only=True):
+        active = self.store.list_rollouts(active_only=True)
+        self._specs = {state.id: self._specs[state.id] for state in active if state.id in self._specs}
+        for state in active:
             try:
                 new = self._tick_one(state)
             except Conflict as exc:  # an operator acted meanwhile: decide again next tick, on fresh state
@@ -55,8 +59,7 @@ class Controller:
         return changed
 
     def _tick_one(self, state: RolloutState) -> RolloutState | None:
-        _, text = self.store.get(state.id)
-        spec = self.spec_of(state.id, text)
+        spec = self.spec_of(state.id)
         telemetry = pair(self.store.read_telemetry(state.id))
         judgement = analyse(spec, telemetry) if state.phase is Phase.CANARY else None
         outcome = decide(
