@@ -31,10 +31,10 @@ def _geometric(low: float, high: float, ratio: float) -> tuple[float, ...]:
 
 
 # Latency bucket edges in milliseconds: 0.05 ms to ~2 min, each 10% wider than the last, so a
-# quantile read from the buckets is within 5% of the exact one, and the tail is never clipped.
+# quantile read from the buckets is within 10% of the exact one, and the tail is never clipped.
 LATENCY_EDGES_MS = _geometric(0.05, 120_000.0, 1.1)
-# Score bucket edges: 100 buckets of 0.01 over [0, 1]; a decision threshold resolves to 0.01.
-SCORE_EDGES = tuple(round(i / 100, 2) for i in range(1, 100))
+# Score bucket edges: buckets of 0.01 over [0, 1), then [1, inf); a decision threshold resolves to 0.01.
+SCORE_EDGES = tuple(round(i / 100, 2) for i in range(1, 101))
 
 
 def score_bucket(score: float) -> int:
@@ -101,7 +101,9 @@ class VariantTelemetry:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> VariantTelemetry:
-        return cls(**{key: data[key] for key in cls().to_json()})
+        counts = {key: data[key] for key in cls().to_json()}
+        # copy the lists: a snapshot must not change with the live counters it came from
+        return cls(**{key: list(value) if isinstance(value, list) else value for key, value in counts.items()})
 
 
 def _add(left: list[int], right: list[int]) -> list[int]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import enum
 
+from modelcanary.domain.errors import Conflict
 from modelcanary.domain.judgement import Judgement, Verdict
 from modelcanary.domain.phases import Phase, check_transition
 from modelcanary.domain.spec import RolloutSpec
@@ -37,6 +38,10 @@ class Command(enum.StrEnum):
     PAUSE = "pause"
     RESUME = "resume"
     ABORT = "abort"
+
+    @property
+    def participle(self) -> str:
+        return {"pause": "paused", "resume": "resumed", "abort": "aborted"}[self.value]
 
 
 def new_state(
@@ -59,16 +64,18 @@ def decide(
     state: RolloutState, spec: RolloutSpec, *, judgement: Judgement | None, candidate_requests: int, now: float
 ) -> Outcome:
     """One controller tick. ``candidate_requests`` is the candidate's cumulative request count."""
+    if state.paused:
+        return Outcome(state=state)
     if state.phase is Phase.PENDING:
         return _enter_step(state, spec, 0, now=now, candidate_requests=candidate_requests, judgement=None)
-    if state.phase is not Phase.CANARY or state.paused or judgement is None:
+    if state.phase is not Phase.CANARY or judgement is None:
         return Outcome(state=state)
     failing = judgement.failing()
     if failing:
         why = "; ".join(f"{metric.name} failed: {metric.reason}" for metric in failing)
         return _roll_back(state, spec, now=now, reason=why, judgement=judgement)
     step = spec.spec.traffic.steps[state.step]
-    elapsed = now - (state.step_started_at or now)
+    elapsed = 0.0 if state.step_started_at is None else now - state.step_started_at
     served = candidate_requests - state.step_start_candidate_requests
     if judgement.verdict is Verdict.PASS and elapsed >= step.min_duration and served >= step.min_requests:
         if state.step + 1 == len(spec.spec.traffic.steps):
@@ -91,8 +98,9 @@ def decide(
 
 def apply_command(state: RolloutState, spec: RolloutSpec, command: Command, *, actor: str, now: float) -> Outcome:
     """An operator's pause, resume or abort. Raises ``Conflict`` when the rollout has ended."""
+    if state.phase.is_terminal():
+        raise Conflict(f"rollout {state.id} has ended ({state.phase.value}); it cannot be {command.participle}")
     if command is Command.ABORT:
-        check_transition(state.phase, Phase.ABORTED)
         return _change(
             state,
             now=now,
@@ -102,9 +110,12 @@ def apply_command(state: RolloutState, spec: RolloutSpec, command: Command, *, a
             weight=0.0,
             route=Route(endpoint=state.endpoint, baseline=state.baseline),
         )
-    check_transition(state.phase, Phase.CANARY)  # only an active rollout can be paused or resumed
     if command is Command.PAUSE:
+        if state.paused:
+            raise Conflict(f"rollout {state.id} is already paused")
         return _change(state, now=now, reason=f"paused by {actor}", actor=actor, paused=True)
+    if not state.paused:
+        raise Conflict(f"rollout {state.id} is not paused")
     # Resuming restarts the step's clock, so a step that timed out gets a fresh maxDuration.
     return _change(state, now=now, reason=f"resumed by {actor}", actor=actor, paused=False, step_started_at=now)
 

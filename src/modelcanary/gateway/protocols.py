@@ -68,7 +68,9 @@ def v2_columns(body: Any, signature: tuple[Column, ...] | None) -> dict[str, lis
             f"{where}.shape",
         )
         _require(datatype in _V2_TYPES, f"must be one of {', '.join(sorted(_V2_TYPES))}", f"{where}.datatype")
-        data = _flatten(tensor.get("data"))
+        _require(name not in columns, "a tensor of this name came earlier", f"{where}.name")
+        _require("data" in tensor, "the tensor's values are missing", f"{where}.data")
+        data = _flatten(tensor["data"])
         _require(
             len(data) == math.prod(shape),
             f"holds {len(data)} values but shape {shape} needs {math.prod(shape)}",
@@ -141,8 +143,12 @@ def validate(columns: dict[str, list[Any]], signature: tuple[Column, ...] | None
             _require(not column.required, f"the model needs input {column.name!r}", prefix)
             continue
         if column.type in _NUMERIC:
-            bad = next((v for v in values if isinstance(v, bool) or not isinstance(v, int | float)), None)
-            _require(bad is None, f"must be numbers ({column.type}), got {bad!r}", f"{prefix}.{column.name}")
+            for row, value in enumerate(values):
+                _require(
+                    isinstance(value, int | float) and not isinstance(value, bool),
+                    f"must be numbers ({column.type}), got {value!r} in row {row}",
+                    f"{prefix}.{column.name}",
+                )
     return rows
 
 

@@ -1,0 +1,370 @@
+"""The rollout spec: camelCase YAML in, typed values out; every refusal names the field path and the YAML line."""
+
+from __future__ import annotations
+
+import pytest
+
+from modelcanary.domain.errors import ModelcanaryError, SpecError
+from modelcanary.domain.spec import (
+    ErrorRateMetric,
+    LatencyMetric,
+    QualityMetric,
+    StickyKey,
+    load_spec,
+    parse_duration,
+    parse_model_uri,
+)
+
+# Line numbers matter below: each case edits this text and names the line the mistake lands on.
+MINIMAL = """\
+apiVersion: modelcanary/v1
+kind: Rollout
+metadata:
+  name: fraud-v2
+spec:
+  endpoint: fraud
+  baseline: models:/fraud@champion
+  candidate: models:/fraud/2
+  traffic:
+    steps:
+      - weight: 5
+      - weight: 50
+  analysis:
+    metrics:
+      - kind: error_rate
+"""
+#  1 apiVersion        6 endpoint         11 - weight: 5
+#  2 kind              7 baseline         12 - weight: 50
+#  3 metadata          8 candidate        13 analysis
+#  4 name              9 traffic          14 metrics
+#  5 spec             10 steps            15 - kind: error_rate
+
+FULL = """\
+apiVersion: modelcanary/v1
+kind: Rollout
+metadata: {name: fraud-challenger}
+spec:
+  endpoint: fraud
+  baseline: models:/fraud@champion
+  candidate: models:/fraud/7
+  traffic:
+    stickyKey: {field: user_id}
+    onTimeout: pause
+    steps:
+      - {weight: 1, minRequests: 500, minDuration: 2m, maxDuration: 1h}
+      - {weight: 12.5, minRequests: 0, minDuration: 250ms, maxDuration: 30s}
+      - {weight: 100, minDuration: 45, maxDuration: 90.5}
+  analysis:
+    judge: threshold
+    metrics:
+      - {kind: error_rate, margin: 0.005, minRequests: 1000}
+      - {kind: latency, name: p99, quantile: 0.99, margin: 0.3, minRequests: 2000}
+      - {kind: quality, name: precision, measure: precision, threshold: 0.7, margin: 0.01, minLabels: 400}
+  onSuccess: {setAlias: champion}
+  onFailure: {tagVersion: false}
+"""
+
+
+def _problems(text: str) -> list[tuple[str, str]]:
+    with pytest.raises(SpecError) as caught:
+        load_spec(text, source="rollout.yaml")
+    return caught.value.problems
+
+
+def _edit(old: str, new: str) -> str:
+    assert MINIMAL.count(old) == 1, old
+    return MINIMAL.replace(old, new)
+
+
+# --- good specs -------------------------------------------------------------------------------------------------
+
+
+def test_full_spec_reads_every_camel_case_key() -> None:
+    spec = load_spec(FULL)
+    body = spec.spec
+    assert spec.name == "fraud-challenger"
+    assert (body.endpoint, body.baseline, body.candidate) == ("fraud", "models:/fraud@champion", "models:/fraud/7")
+    assert body.traffic.sticky_key == StickyKey(field="user_id")
+    assert body.traffic.on_timeout == "pause"
+    assert [(s.weight, s.min_requests, s.min_duration, s.max_duration) for s in body.traffic.steps] == [
+        (1.0, 500, 120.0, 3600.0),
+        (12.5, 0, 0.25, 30.0),
+        (100.0, 100, 45.0, 90.5),
+    ]
+    assert body.analysis.judge == "threshold"
+    assert body.analysis.metrics == [
+        ErrorRateMetric(kind="error_rate", margin=0.005, min_requests=1000),
+        LatencyMetric(kind="latency", name="p99", quantile=0.99, margin=0.3, min_requests=2000),
+        QualityMetric(
+            kind="quality", name="precision", measure="precision", threshold=0.7, margin=0.01, min_labels=400
+        ),
+    ]
+    assert body.on_success.set_alias == "champion"
+    assert body.on_failure.tag_version is False
+
+
+def test_minimal_spec_gets_the_documented_defaults() -> None:
+    spec = load_spec(MINIMAL.replace("metadata:\n  name: fraud-v2\n", ""))
+    body = spec.spec
+    assert spec.metadata.name is None
+    assert spec.name == "fraud"  # the endpoint names a rollout that has no metadata.name
+    step = body.traffic.steps[0]
+    assert (step.min_requests, step.min_duration, step.max_duration) == (100, 30.0, 600.0)
+    assert body.traffic.sticky_key is None
+    assert body.traffic.on_timeout == "rollback"
+    assert body.analysis.judge == "threshold"
+    (metric,) = body.analysis.metrics
+    assert metric == ErrorRateMetric(kind="error_rate", name="error-rate", margin=0.01, min_requests=100)
+    assert body.on_success.set_alias is None
+    assert body.on_failure.tag_version is True
+
+
+def test_metric_defaults_per_kind() -> None:
+    spec = load_spec(_edit("      - kind: error_rate\n", "      - kind: latency\n      - kind: quality\n"))
+    latency, quality = spec.spec.analysis.metrics
+    assert isinstance(latency, LatencyMetric)
+    assert (latency.name, latency.quantile, latency.margin, latency.min_requests) == ("latency", 0.95, 0.2, 50)
+    assert isinstance(quality, QualityMetric)
+    assert (quality.name, quality.measure, quality.threshold, quality.margin, quality.min_labels) == (
+        "quality",
+        "accuracy",
+        0.5,
+        0.02,
+        100,
+    )
+
+
+def test_spec_is_frozen() -> None:
+    spec = load_spec(MINIMAL)
+    with pytest.raises(ValueError, match="frozen"):
+        spec.spec.endpoint = "other"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("written", "seconds"),
+    [
+        ("30s", 30.0),
+        ("2m", 120.0),
+        ("250ms", 0.25),
+        ("1.5h", 5400.0),
+        ("90", 90.0),
+        (" 5 m ", 300.0),
+        (45, 45.0),
+        (2.5, 2.5),
+        (0, 0.0),
+    ],
+)
+def test_parse_duration(written: object, seconds: float) -> None:
+    assert parse_duration(written) == seconds
+
+
+@pytest.mark.parametrize("written", ["soon", "5 minutes", "1d", "-5s", "", "m"])
+def test_parse_duration_refuses_other_text(written: str) -> None:
+    with pytest.raises(ValueError, match="is not a duration"):
+        parse_duration(written)
+
+
+def test_parse_duration_refuses_booleans() -> None:
+    with pytest.raises(ValueError, match="a duration is a number of seconds"):
+        parse_duration(True)
+
+
+@pytest.mark.parametrize(
+    ("written", "seconds"), [("30s", 30.0), ("2m", 120.0), ("250ms", 0.25), ("45", 45.0), ("7.5", 7.5)]
+)
+def test_durations_in_a_spec(written: str, seconds: float) -> None:
+    spec = load_spec(_edit("      - weight: 5\n", f"      - weight: 5\n        minDuration: {written}\n"))
+    assert spec.spec.traffic.steps[0].min_duration == seconds
+
+
+@pytest.mark.parametrize(
+    ("uri", "parsed"),
+    [
+        ("models:/fraud@champion", ("fraud", None, "champion")),
+        ("models:/fraud/7", ("fraud", "7", None)),
+        ("models:/fraud.v2@release-1.2", ("fraud.v2", None, "release-1.2")),
+    ],
+)
+def test_parse_model_uri(uri: str, parsed: tuple[str, str | None, str | None]) -> None:
+    assert parse_model_uri(uri) == parsed
+
+
+@pytest.mark.parametrize("uri", ["models:/fraud", "models:/fraud/latest", "models:/fraud/7@x", "s3://b/fraud", ""])
+def test_parse_model_uri_refuses_other_forms(uri: str) -> None:
+    with pytest.raises(ValueError, match="is not a registry model URI"):
+        parse_model_uri(uri)
+
+
+# --- bad specs: the path and the line ------------------------------------------------------------------------------
+
+
+def test_wrong_type() -> None:
+    text = _edit("      - weight: 5\n", "      - weight: 5\n        minRequests: lots\n")
+    assert _problems(text) == [
+        (
+            "spec.traffic.steps[0].minRequests (line 12)",
+            "Input should be a valid integer, unable to parse string as an integer",
+        )
+    ]
+
+
+def test_weight_out_of_range() -> None:
+    assert _problems(_edit("weight: 50", "weight: 150")) == [
+        ("spec.traffic.steps[1].weight (line 12)", "Input should be less than or equal to 100")
+    ]
+
+
+def test_zero_weight() -> None:
+    assert _problems(_edit("weight: 5\n", "weight: 0\n")) == [
+        ("spec.traffic.steps[0].weight (line 11)", "Input should be greater than 0")
+    ]
+
+
+@pytest.mark.parametrize("second", ["5", "4"])
+def test_step_weights_must_increase(second: str) -> None:
+    assert _problems(_edit("weight: 50", f"weight: {second}")) == [
+        ("spec.traffic (line 9)", f"Value error, step weights must increase, got [5.0, {float(second)}]")
+    ]
+
+
+def test_max_duration_below_min_duration() -> None:
+    text = _edit("      - weight: 50\n", "      - weight: 50\n        minDuration: 2m\n        maxDuration: 30s\n")
+    assert _problems(text) == [
+        ("spec.traffic.steps[1] (line 12)", "Value error, maxDuration must be at least minDuration")
+    ]
+
+
+def test_bad_duration_text() -> None:
+    text = _edit("      - weight: 5\n", "      - weight: 5\n        maxDuration: soon\n")
+    assert _problems(text) == [
+        (
+            "spec.traffic.steps[0].maxDuration (line 12)",
+            "Value error, 'soon' is not a duration; write e.g. 30s, 5m, 1h or 250ms",
+        )
+    ]
+
+
+def test_negative_duration() -> None:
+    text = _edit("      - weight: 5\n", "      - weight: 5\n        minDuration: -5\n")
+    assert _problems(text) == [
+        ("spec.traffic.steps[0].minDuration (line 12)", "Input should be greater than or equal to 0")
+    ]
+
+
+def test_unknown_key_is_refused() -> None:
+    text = _edit("      - weight: 5\n", "      - weight: 5\n        minRequest: 10\n")  # typo of minRequests
+    assert _problems(text) == [("spec.traffic.steps[0].minRequest (line 12)", "Extra inputs are not permitted")]
+
+
+def test_unknown_top_level_key_is_refused() -> None:
+    assert _problems(MINIMAL + "status: {}\n") == [("status (line 16)", "Extra inputs are not permitted")]
+
+
+def test_bad_model_uri() -> None:
+    assert _problems(_edit("models:/fraud/2", "s3://bucket/fraud")) == [
+        (
+            "spec.candidate (line 8)",
+            "Value error, 's3://bucket/fraud' is not a registry model URI; "
+            "write models:/NAME@ALIAS or models:/NAME/VERSION",
+        )
+    ]
+
+
+def test_unknown_metric_kind() -> None:
+    assert _problems(_edit("kind: error_rate", "kind: throughput")) == [
+        (
+            "spec.analysis.metrics[0] (line 15)",
+            "Input tag 'throughput' found using 'kind' does not match any of the expected tags: "
+            "'error_rate', 'latency', 'quality'",
+        )
+    ]
+
+
+def test_bad_field_of_a_metric_names_the_metric_not_its_kind() -> None:
+    text = MINIMAL + "      - kind: latency\n        quantile: 1.5\n"
+    assert _problems(text) == [("spec.analysis.metrics[1].quantile (line 17)", "Input should be less than 1")]
+
+
+def test_duplicate_metric_names() -> None:
+    text = MINIMAL + "      - kind: latency\n        name: error-rate\n"
+    assert _problems(text) == [
+        ("spec.analysis (line 13)", "Value error, metric names must be unique; repeated: error-rate (set name:)")
+    ]
+
+
+def test_two_metrics_of_one_kind_need_names() -> None:
+    text = MINIMAL + "      - kind: error_rate\n        margin: 0.05\n"
+    assert _problems(text) == [
+        ("spec.analysis (line 13)", "Value error, metric names must be unique; repeated: error-rate (set name:)")
+    ]
+
+
+def test_missing_required_field_names_its_parent_line() -> None:
+    assert _problems(_edit("  endpoint: fraud\n", "")) == [("spec.endpoint (line 5)", "Field required")]
+
+
+def test_missing_steps() -> None:
+    text = _edit("    steps:\n      - weight: 5\n      - weight: 50\n", "    onTimeout: pause\n")
+    assert _problems(text) == [("spec.traffic.steps (line 9)", "Field required")]
+
+
+def test_empty_steps() -> None:
+    text = _edit("    steps:\n      - weight: 5\n      - weight: 50\n", "    steps: []\n")
+    assert _problems(text) == [
+        ("spec.traffic.steps (line 10)", "List should have at least 1 item after validation, not 0")
+    ]
+
+
+def test_several_problems_are_all_reported() -> None:
+    text = _edit("models:/fraud/2", "fraud-2").replace("weight: 50", "weight: 500")
+    assert [where for where, _message in _problems(text)] == [
+        "spec.candidate (line 8)",
+        "spec.traffic.steps[1].weight (line 12)",
+    ]
+
+
+def test_yaml_syntax_error_names_its_line() -> None:
+    text = _edit("  baseline:", "   baseline:")  # one space too many
+    assert _problems(text) == [("line 7", "mapping values are not allowed here")]
+
+
+def test_duplicate_yaml_key_names_its_line() -> None:
+    text = _edit("  endpoint: fraud\n", "  endpoint: fraud\n  endpoint: fraud2\n")
+    assert _problems(text) == [
+        ("line 7", 'found duplicate key "endpoint" with value "fraud2" (original value: "fraud")')
+    ]
+
+
+@pytest.mark.parametrize("text", ["- a\n- b\n", "just text\n", "", "42\n"])
+def test_document_that_is_not_a_mapping(text: str) -> None:
+    assert _problems(text) == [("line 1", "a rollout spec is a YAML mapping with apiVersion, kind and spec")]
+
+
+@pytest.mark.parametrize(
+    "sticky",
+    [
+        "    stickyKey: {header: x-user-id, field: user_id}\n",
+        "    stickyKey:\n      header: x-user-id\n      field: user_id\n",
+        "    stickyKey: {}\n",
+    ],
+)
+def test_sticky_key_needs_exactly_one_source(sticky: str) -> None:
+    text = _edit("    steps:\n", sticky + "    steps:\n")
+    assert _problems(text) == [("spec.traffic.stickyKey (line 10)", "Value error, give exactly one of header or field")]
+
+
+def test_wrong_api_version() -> None:
+    assert _problems(_edit("modelcanary/v1", "modelcanary/v2")) == [
+        ("apiVersion (line 1)", "Input should be 'modelcanary/v1'")
+    ]
+
+
+def test_spec_error_text_names_source_field_and_line() -> None:
+    with pytest.raises(SpecError) as caught:
+        load_spec(_edit("weight: 50", "weight: 150"), source="fraud.yaml")
+    assert isinstance(caught.value, ModelcanaryError)
+    assert caught.value.source == "fraud.yaml"
+    assert str(caught.value) == (
+        "invalid rollout spec fraud.yaml:\n"
+        "  spec.traffic.steps[1].weight (line 12): Input should be less than or equal to 100"
+    )

@@ -1,0 +1,291 @@
+"""The wire protocols: V2 tensors and MLflow's four formats become columns; every error names its field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from modelcanary.domain.errors import RequestError
+from modelcanary.gateway.protocols import MAX_ROWS, mlflow_columns, v2_columns, v2_response, validate
+from modelcanary.ports import Column
+
+SIGNATURE = (Column("amount", "double"), Column("hour", "long"), Column("country", "string", required=False))
+
+
+def tensor(name: str, data: Any, shape: list[int], datatype: str = "FP64") -> dict[str, Any]:
+    return {"name": name, "shape": shape, "datatype": datatype, "data": data}
+
+
+def refused(call: Any, *args: Any) -> RequestError:
+    with pytest.raises(RequestError) as caught:
+        call(*args)
+    assert caught.value.status == 400
+    return caught.value
+
+
+# --- V2 -------------------------------------------------------------------------------------------------------------
+
+
+def test_v2_one_tensor_per_column() -> None:
+    body = {"inputs": [tensor("amount", [12.5, 99.0], [2]), tensor("hour", [3, 23], [2], "INT64")]}
+    assert v2_columns(body, SIGNATURE) == {"amount": [12.5, 99.0], "hour": [3, 23]}
+
+
+def test_v2_column_tensors_may_be_rows_by_one() -> None:
+    body = {"inputs": [tensor("amount", [[12.5], [99.0]], [2, 1]), tensor("hour", [3, 23], [2, 1], "INT64")]}
+    assert v2_columns(body, None) == {"amount": [12.5, 99.0], "hour": [3, 23]}
+
+
+def test_v2_single_2d_tensor_is_split_in_signature_order() -> None:
+    flat = {"inputs": [tensor("x", [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 3], "BYTES")]}
+    nested = {"inputs": [tensor("x", [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], [2, 3], "BYTES")]}
+    expected = {"amount": [1.0, 4.0], "hour": [2.0, 5.0], "country": [3.0, 6.0]}
+    assert v2_columns(flat, SIGNATURE) == expected
+    assert v2_columns(nested, SIGNATURE) == expected
+
+
+def test_v2_2d_tensor_needs_a_matching_signature() -> None:
+    body = {"inputs": [tensor("x", [[1, 2], [3, 4]], [2, 2])]}
+    error = refused(v2_columns, body, SIGNATURE)
+    assert error.field == "inputs[0].shape"
+    assert str(error) == "inputs[0].shape: 2 columns do not match the model's 3 inputs"
+    error = refused(v2_columns, body, None)
+    assert str(error) == "inputs[0].shape: 2 columns do not match the model's unknown inputs"
+
+
+def test_v2_2d_tensor_must_be_the_only_input() -> None:
+    body = {"inputs": [tensor("a", [1, 2], [2]), tensor("x", [[1, 2, 3], [4, 5, 6]], [2, 3])]}
+    assert refused(v2_columns, body, SIGNATURE).field == "inputs[1].shape"
+
+
+@pytest.mark.parametrize(
+    ("broken", "field"),
+    [
+        ({"name": ""}, "inputs[1].name"),
+        ({"name": 7}, "inputs[1].name"),
+        ({"shape": []}, "inputs[1].shape"),
+        ({"shape": [2, 1, 1]}, "inputs[1].shape"),
+        ({"shape": [-2]}, "inputs[1].shape"),
+        ({"shape": "2"}, "inputs[1].shape"),
+        ({"datatype": "FLOAT64"}, "inputs[1].datatype"),
+        ({"datatype": None}, "inputs[1].datatype"),
+        ({"data": [1, 2, 3]}, "inputs[1].data"),
+        ({"data": [[1], [2], [3]]}, "inputs[1].data"),
+    ],
+)
+def test_v2_errors_name_the_tensor_field(broken: dict[str, Any], field: str) -> None:
+    good = tensor("amount", [1.0, 2.0], [2])
+    bad = {**tensor("hour", [3, 4], [2], "INT64"), **broken}
+    error = refused(v2_columns, {"inputs": [good, bad]}, SIGNATURE)
+    assert error.field == field
+    assert str(error).startswith(f"{field}: ")
+
+
+def test_v2_data_count_message() -> None:
+    error = refused(v2_columns, {"inputs": [tensor("a", [1, 2, 3], [2, 1])]}, None)
+    assert str(error) == "inputs[0].data: holds 3 values but shape [2, 1] needs 2"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ([], "body"),
+        ({}, "inputs"),
+        ({"inputs": []}, "inputs"),
+        ({"inputs": {"a": 1}}, "inputs"),
+        ({"inputs": [3]}, "inputs[0]"),
+    ],
+)
+def test_v2_request_shape_errors(body: Any, field: str) -> None:
+    assert refused(v2_columns, body, None).field == field
+
+
+def test_v2_tensor_without_data_is_refused() -> None:
+    body = {"inputs": [{"name": "amount", "shape": [1], "datatype": "FP64"}]}
+    assert refused(v2_columns, body, None).field == "inputs[0].data"
+
+
+def test_v2_duplicate_tensor_names_are_refused() -> None:
+    body = {"inputs": [tensor("amount", [1.0], [1]), tensor("amount", [2.0], [1])]}
+    assert refused(v2_columns, body, None).field == "inputs[1].name"
+
+
+# --- MLflow -----------------------------------------------------------------------------------------------------------
+
+EXPECTED = {"amount": [12.5, 99.0], "hour": [3, 23]}
+
+
+def test_mlflow_dataframe_split() -> None:
+    body = {"dataframe_split": {"columns": ["amount", "hour"], "data": [[12.5, 3], [99.0, 23]]}}
+    assert mlflow_columns(body, None) == EXPECTED
+
+
+def test_mlflow_dataframe_records() -> None:
+    body = {"dataframe_records": [{"amount": 12.5, "hour": 3}, {"hour": 23, "amount": 99.0}]}
+    assert mlflow_columns(body, None) == EXPECTED
+
+
+def test_mlflow_instances_as_records() -> None:
+    body = {"instances": [{"amount": 12.5, "hour": 3}, {"amount": 99.0, "hour": 23}]}
+    assert mlflow_columns(body, None) == EXPECTED
+
+
+def test_mlflow_instances_as_rows_take_names_from_the_signature() -> None:
+    body = {"instances": [[12.5, 3, "FR"], [99.0, 23, "DE"]]}
+    assert mlflow_columns(body, SIGNATURE) == {**EXPECTED, "country": ["FR", "DE"]}
+
+
+def test_mlflow_inputs_as_dict_of_columns() -> None:
+    assert mlflow_columns({"inputs": {"amount": [12.5, 99.0], "hour": [3, 23]}}, None) == EXPECTED
+    assert mlflow_columns({"inputs": {"amount": 12.5, "hour": 3}}, None) == {"amount": [12.5], "hour": [3]}
+
+
+def test_mlflow_inputs_as_rows() -> None:
+    assert mlflow_columns({"inputs": [[12.5, 3, None], [99.0, 23, None]]}, SIGNATURE) == {
+        **EXPECTED,
+        "country": [None, None],
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "signature", "field", "message"),
+    [
+        ([], None, "body", "a scoring request is a JSON object"),
+        ({}, None, "body", "give exactly one of dataframe_split, dataframe_records, instances, inputs"),
+        ({"instances": [], "inputs": []}, None, "body", "give exactly one of"),
+        ({"dataframe_split": [[1]]}, None, "dataframe_split", "must be an object with columns and data"),
+        ({"dataframe_split": {"columns": ["a", 1], "data": []}}, None, "dataframe_split.columns", "a list of names"),
+        ({"dataframe_split": {"columns": ["a"], "data": 5}}, None, "dataframe_split.data", "a list of rows"),
+        (
+            {"dataframe_split": {"columns": ["a", "b"], "data": [[1, 2], [3]]}},
+            None,
+            "dataframe_split.data[1]",
+            "each row needs 2 values",
+        ),
+        (
+            {"dataframe_records": [{"a": 1}, {"b": 2}]},
+            None,
+            "dataframe_records[1]",
+            "every record needs the same fields",
+        ),
+        ({"instances": []}, None, "instances", "must be a non-empty list"),
+        ({"instances": [[1, 2]]}, None, "instances", "rows without names need a model signature to name the columns"),
+        ({"instances": [[1, 2, 3], [1, 2]]}, SIGNATURE, "instances[1]", "each row needs 3 values"),
+        ({"inputs": {"a": [1, 2], "b": [3]}}, None, "inputs", "all columns must have the same length"),
+    ],
+)
+def test_mlflow_errors_name_the_field(
+    body: Any, signature: tuple[Column, ...] | None, field: str, message: str
+) -> None:
+    error = refused(mlflow_columns, body, signature)
+    assert error.field == field
+    assert str(error).startswith(f"{field}: {message}")
+
+
+# --- validate ---------------------------------------------------------------------------------------------------------
+
+
+def test_validate_counts_rows() -> None:
+    assert validate({"amount": [1.0, 2.5, 3], "hour": [1, 2, 3]}, SIGNATURE, prefix="inputs") == 3
+    assert validate({"anything": ["x"]}, None, prefix="inputs") == 1  # no signature: only the shape is checked
+
+
+def test_validate_names_a_missing_required_column() -> None:
+    with pytest.raises(RequestError) as caught:
+        validate({"amount": [1.0]}, SIGNATURE, prefix="dataframe_split")
+    assert caught.value.field == "dataframe_split"
+    assert str(caught.value) == "dataframe_split: the model needs input 'hour'"
+
+
+def test_validate_allows_a_missing_optional_column() -> None:
+    assert validate({"amount": [1.0], "hour": [2]}, SIGNATURE, prefix="inputs") == 1
+
+
+@pytest.mark.parametrize("bad", ["12.5", True, [1.0], {"v": 1}])
+def test_validate_names_a_non_numeric_value_in_a_number_column(bad: Any) -> None:
+    with pytest.raises(RequestError) as caught:
+        validate({"amount": [1.0, bad], "hour": [1, 2]}, SIGNATURE, prefix="instances")
+    assert caught.value.field == "instances.amount"
+    assert str(caught.value) == f"instances.amount: must be numbers (double), got {bad!r} in row 1"
+
+
+def test_validate_checks_integer_columns_too() -> None:
+    with pytest.raises(RequestError) as caught:
+        validate({"amount": [1.0], "hour": ["3"]}, SIGNATURE, prefix="inputs")
+    assert str(caught.value) == "inputs.hour: must be numbers (long), got '3' in row 0"
+
+
+@pytest.mark.parametrize("values", [[1.0, None], [None, "12.5"]], ids=["null", "null-then-text"])
+def test_validate_refuses_null_in_a_number_column(values: list[Any]) -> None:
+    with pytest.raises(RequestError) as caught:
+        validate({"amount": values, "hour": [1, 2]}, SIGNATURE, prefix="instances")
+    assert caught.value.field == "instances.amount"
+
+
+def test_validate_leaves_string_columns_alone() -> None:
+    assert validate({"amount": [1.0], "hour": [1], "country": [3]}, SIGNATURE, prefix="inputs") == 1
+
+
+@pytest.mark.parametrize("rows", [0, MAX_ROWS + 1])
+def test_validate_row_limits(rows: int) -> None:
+    with pytest.raises(RequestError) as caught:
+        validate({"amount": [1.0] * rows, "hour": [1] * rows}, SIGNATURE, prefix="inputs")
+    assert caught.value.field == "inputs"
+    assert str(caught.value) == f"inputs: a request holds 1 to {MAX_ROWS} rows, not {rows}"
+
+
+def test_validate_accepts_the_row_limit() -> None:
+    assert validate({"amount": [1.0] * MAX_ROWS, "hour": [1] * MAX_ROWS}, SIGNATURE, prefix="inputs") == MAX_ROWS
+
+
+@pytest.mark.parametrize("columns", [{"amount": [1.0, 2.0], "hour": [1]}, {}])
+def test_validate_needs_equal_lengths(columns: dict[str, list[Any]]) -> None:
+    with pytest.raises(RequestError) as caught:
+        validate(columns, SIGNATURE, prefix="inputs")
+    assert str(caught.value) == "inputs: all inputs must have the same number of rows"
+
+
+# --- the V2 response --------------------------------------------------------------------------------------------------
+
+
+def test_v2_response_with_one_number_per_row() -> None:
+    response = v2_response(
+        model_name="fraud",
+        model_version="2",
+        request_id="req-1",
+        outputs=[0.1, 0.9],
+        variant="candidate",
+        prediction_ids=["p1", "p2"],
+    )
+    assert response == {
+        "model_name": "fraud",
+        "model_version": "2",
+        "id": "req-1",
+        "outputs": [{"name": "predict", "shape": [2], "datatype": "FP64", "data": [0.1, 0.9]}],
+        "parameters": {"variant": "candidate", "prediction_ids": ["p1", "p2"]},
+    }
+
+
+def test_v2_response_with_class_probabilities_and_no_id() -> None:
+    response = v2_response(
+        model_name="fraud",
+        model_version="1",
+        request_id=None,
+        outputs=[[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]],
+        variant="baseline",
+        prediction_ids=["a", "b", "c"],
+    )
+    assert "id" not in response
+    assert response["outputs"] == [
+        {"name": "predict", "shape": [3, 2], "datatype": "FP64", "data": [0.9, 0.1, 0.2, 0.8, 0.5, 0.5]}
+    ]
+    assert response["parameters"] == {"variant": "baseline", "prediction_ids": ["a", "b", "c"]}
+
+
+def test_v2_round_trip_through_columns() -> None:
+    """A response's output tensor, sent back as a request, reads as the same values."""
+    response = v2_response(
+        model_name="m", model_version="1", request_id=None, outputs=[0.25, 0.75], variant="baseline", prediction_ids=[]
+    )
+    assert v2_columns({"inputs": response["outputs"]}, None) == {"predict": [0.25, 0.75]}
