@@ -101,9 +101,15 @@ class VariantTelemetry:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> VariantTelemetry:
-        counts = {key: data[key] for key in cls().to_json()}
         # copy the lists: a snapshot must not change with the live counters it came from
-        return cls(**{key: list(value) if isinstance(value, list) else value for key, value in counts.items()})
+        return cls(
+            requests=int(data["requests"]),
+            errors=int(data["errors"]),
+            latency_counts=list(data["latency_counts"]),
+            score_counts=list(data["score_counts"]),
+            positive_label_scores=list(data["positive_label_scores"]),
+            negative_label_scores=list(data["negative_label_scores"]),
+        )
 
 
 def _add(left: list[int], right: list[int]) -> list[int]:
