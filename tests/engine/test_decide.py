@@ -358,21 +358,31 @@ def test_timeout_with_on_timeout_pause_waits_for_a_human() -> None:
         CONTROLLER,
         reason,
     )
-    # and then it stays put, whatever the judge says
-    for judgement in (PASS, judged(Verdict.FAIL), judged(Verdict.NO_DATA)):
+    # and then it stays put unless a metric fails
+    for judgement in (PASS, judged(Verdict.NO_DATA), judged(Verdict.INCONCLUSIVE)):
         assert_unchanged(decide(new, spec, judgement=judgement, candidate_requests=9999, now=T0 + 5000), new)
+    failed = decide(new, spec, judgement=judged(Verdict.FAIL), candidate_requests=9999, now=T0 + 5000)
+    assert failed.state.phase is Phase.ROLLED_BACK
 
 
 # --- paused rollouts and operator commands ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("verdicts", [(Verdict.PASS,), (Verdict.FAIL,), (Verdict.NO_DATA,), (Verdict.INCONCLUSIVE,)])
+@pytest.mark.parametrize("verdicts", [(Verdict.PASS,), (Verdict.NO_DATA,), (Verdict.INCONCLUSIVE,)])
 @pytest.mark.parametrize("elapsed", [100.0, 10_000.0])  # past minDuration; past maxDuration
-def test_paused_rollouts_never_move(verdicts: tuple[Verdict, ...], elapsed: float) -> None:
+def test_paused_rollouts_never_advance_or_time_out(verdicts: tuple[Verdict, ...], elapsed: float) -> None:
     state = at_step(1).model_copy(update={"paused": True})
     assert_unchanged(
         decide(state, SPEC, judgement=judged(*verdicts), candidate_requests=99_999, now=T0 + elapsed), state
     )
+
+
+def test_a_failing_metric_rolls_back_a_paused_rollout_too() -> None:
+    """A pause stops the rollout advancing; it never keeps a failing candidate serving."""
+    state = at_step(1).model_copy(update={"paused": True})
+    outcome = decide(state, SPEC, judgement=judged(Verdict.FAIL), candidate_requests=99_999, now=T0 + 100)
+    assert outcome.state.phase is Phase.ROLLED_BACK
+    assert outcome.route is not None and outcome.route.candidate is None
 
 
 def test_a_paused_pending_rollout_does_not_start() -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -94,8 +93,9 @@ def test_every_transition_is_audited_in_an_unbroken_chain(scenario: str, request
     assert len(ours) == 1 + len(store.history(summary["rollout_id"]))
 
 
-def test_status_exit_code_gates_on_the_outcome(drift: tuple[dict[str, Any], Workspace],
-                                              good: tuple[dict[str, Any], Workspace]) -> None:
+def test_status_exit_code_gates_on_the_outcome(
+    drift: tuple[dict[str, Any], Workspace], good: tuple[dict[str, Any], Workspace]
+) -> None:
     for (summary, space), code in ((drift, 1), (good, 0)):
         result = _modelcanary("rollout", "status", summary["rollout_id"], "--workdir", str(space.workdir), "--json")
         assert result.returncode == code
@@ -125,8 +125,11 @@ def test_serve_reuses_the_demo_workdir_and_serves_the_promoted_model(good: tuple
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "modelcanary", "serve", "--workdir", str(space.workdir),
-                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "modelcanary", "serve", "--workdir", str(space.workdir), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -61,9 +61,7 @@ def test_drift_changes_only_merchant_risk() -> None:
 
 def test_offline_candidate_wins(models: TrainedModels) -> None:
     o = models.offline
-    assert set(o) == {
-        f"{m}_{k}" for m in ("baseline", "candidate") for k in ("accuracy", "recall", "auc")
-    }
+    assert set(o) == {f"{m}_{k}" for m in ("baseline", "candidate") for k in ("accuracy", "recall", "auc")}
     assert o["candidate_accuracy"] >= o["baseline_accuracy"] + 0.03
     assert o["candidate_auc"] > o["baseline_auc"]
 

@@ -53,6 +53,9 @@ class Controller:
             except Conflict as exc:  # an operator acted meanwhile: decide again next tick, on fresh state
                 log.info("%s", exc)
                 continue
+            except Exception:  # one broken rollout must not hold every other one
+                log.exception("rollout %s: tick failed; holding it", state.id)
+                continue
             if new is not None:
                 changed.append(new)
         self.run_actions()

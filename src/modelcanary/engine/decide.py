@@ -64,16 +64,16 @@ def decide(
     state: RolloutState, spec: RolloutSpec, *, judgement: Judgement | None, candidate_requests: int, now: float
 ) -> Outcome:
     """One controller tick. ``candidate_requests`` is the candidate's cumulative request count."""
-    if state.paused:
-        return Outcome(state=state)
-    if state.phase is Phase.PENDING:
+    if state.phase is Phase.PENDING and not state.paused:
         return _enter_step(state, spec, 0, now=now, candidate_requests=candidate_requests, judgement=None)
     if state.phase is not Phase.CANARY or judgement is None:
         return Outcome(state=state)
     failing = judgement.failing()
-    if failing:
+    if failing:  # a pause stops the rollout advancing, never its protection
         why = "; ".join(f"{metric.name} failed: {metric.reason}" for metric in failing)
         return _roll_back(state, spec, now=now, reason=why, judgement=judgement)
+    if state.paused:
+        return Outcome(state=state)
     step = spec.spec.traffic.steps[state.step]
     elapsed = 0.0 if state.step_started_at is None else now - state.step_started_at
     served = candidate_requests - state.step_start_candidate_requests

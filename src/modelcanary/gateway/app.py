@@ -48,6 +48,10 @@ class Serving:
         return self.route.baseline
 
 
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1e3
+
+
 def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(content), status_code=status, media_type="application/json", headers=headers)
 
@@ -83,15 +87,25 @@ class Gateway:
         if version == self._routes_version:
             return False
         routes = await asyncio.to_thread(self._routes.routes)
-        serving = {}
+        serving, failed = {}, []
         for endpoint, route in routes.items():
-            baseline = await self._load(route.baseline)
-            candidate = await self._load(route.candidate) if route.candidate and route.weight > 0 else None
+            try:
+                baseline = await self._load(route.baseline)
+                candidate = await self._load(route.candidate) if route.candidate and route.weight > 0 else None
+            except ModelcanaryError:
+                # One endpoint whose model cannot load must not hold back the others (a rollback
+                # included): it keeps what it served, and the next poll tries it again.
+                log.exception("endpoint %s: cannot load its models; keeping its previous route", endpoint)
+                failed.append(endpoint)
+                if endpoint in self.serving:
+                    serving[endpoint] = self.serving[endpoint]
+                continue
             serving[endpoint] = Serving(route=route, baseline=baseline, candidate=candidate)
         self.serving = serving  # one assignment: a request sees the old table or the new one, whole
         in_use = {version.uri for s in serving.values() for version in (s.route.baseline, s.route.candidate) if version}
         self._models = {uri: model for uri, model in self._models.items() if uri in in_use}
-        self._routes_version = version
+        if not failed:
+            self._routes_version = version
         log.info(
             "routing table %s applied: %s", version, {e: f"{s.route.weight:g}% candidate" for e, s in serving.items()}
         )
@@ -168,25 +182,25 @@ class Gateway:
         started = time.perf_counter()
         try:
             outputs = serving.model(variant).predict(columns)
-        except RequestError:
+        except Exception as exc:
             if variant is Variant.BASELINE:
-                raise
-            outputs = None  # the candidate refused input the endpoint's contract accepts: its fault
-        except Exception:
-            log.exception("%s model of %s failed", variant.value, route.endpoint)
-            outputs = None
-        if outputs is None:
-            self.recorder.record(
-                route.rollout_id, variant, latency_ms=(time.perf_counter() - started) * 1e3, error=True
-            )
-            if variant is Variant.BASELINE:
-                raise RequestError("the model failed on this input", field="model", status=500)
-            variant, started = Variant.BASELINE, time.perf_counter()
+                if isinstance(exc, RequestError):
+                    raise
+                log.exception("baseline model of %s failed", route.endpoint)
+                self.recorder.record(route.rollout_id, variant, latency_ms=_ms_since(started), error=True)
+                raise RequestError("the model failed on this input", field="model", status=500) from exc
+            if not isinstance(exc, RequestError):
+                log.warning("candidate model of %s failed: %r", route.endpoint, exc)
+            failed_ms, started = _ms_since(started), time.perf_counter()
+            # The baseline answers. If it refuses the input too, the client sent it wrong: the
+            # RequestError goes to the client and no variant is charged with an error.
             outputs = serving.baseline.predict(columns)
+            self.recorder.record(route.rollout_id, Variant.CANDIDATE, latency_ms=failed_ms, error=True)
+            variant = Variant.BASELINE
         ids = self.recorder.record(
             route.rollout_id,
             variant,
-            latency_ms=(time.perf_counter() - started) * 1e3,
+            latency_ms=_ms_since(started),
             error=False,
             scores=[score_of(output) for output in outputs],
         )
@@ -215,11 +229,8 @@ class Gateway:
         try:
             serving = self._serving(request.path_params["endpoint"])
             body = await self._body(request)
-            key = next(
-                (k for k in ("dataframe_split", "dataframe_records", "instances", "inputs") if k in body), "body"
-            )
             columns = protocols.mlflow_columns(body, serving.baseline.columns)
-            variant, outputs, ids = self._predict(serving, request, columns, key)
+            variant, outputs, ids = self._predict(serving, request, columns, protocols.mlflow_format(body))
         except RequestError as exc:
             return _error(exc)
         content = {"predictions": outputs, "prediction_ids": ids, "variant": variant.value}

@@ -90,12 +90,20 @@ def v2_columns(body: Any, signature: tuple[Column, ...] | None) -> dict[str, lis
     return columns
 
 
+MLFLOW_FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+
+
+def mlflow_format(body: Any) -> str:
+    """Which of the four input formats a scoring request uses ("body" when none or several)."""
+    found = [key for key in MLFLOW_FORMATS if key in body] if isinstance(body, dict) else []
+    return found[0] if len(found) == 1 else "body"
+
+
 def mlflow_columns(body: Any, signature: tuple[Column, ...] | None) -> dict[str, list[Any]]:
     """Columns of an MLflow scoring request, in any of its four input formats."""
     _require(isinstance(body, dict), "a scoring request is a JSON object", "body")
-    formats = [key for key in ("dataframe_split", "dataframe_records", "instances", "inputs") if key in body]
-    _require(len(formats) == 1, "give exactly one of dataframe_split, dataframe_records, instances, inputs", "body")
-    key = formats[0]
+    key = mlflow_format(body)
+    _require(key != "body", "give exactly one of dataframe_split, dataframe_records, instances, inputs", "body")
     payload = body[key]
     if key == "dataframe_split":
         _require(isinstance(payload, dict), "must be an object with columns and data", key)

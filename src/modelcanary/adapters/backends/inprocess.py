@@ -8,6 +8,8 @@ from modelcanary.domain.errors import RegistryError, RequestError
 from modelcanary.domain.state import ModelVersion
 from modelcanary.ports import Column
 
+_FLOAT_TYPES = {"double", "float"}
+
 
 class PyfuncModel:
     def __init__(self, pyfunc: Any) -> None:
@@ -24,8 +26,19 @@ class PyfuncModel:
         import pandas as pd
         from mlflow.exceptions import MlflowException
 
+        frame = pd.DataFrame(columns)
+        # JSON has one number type: 3 arrives as an int, and MLflow will not widen int64 to a
+        # double column itself
+        for column in self.columns or ():
+            if column.type in _FLOAT_TYPES and column.name in frame:
+                try:
+                    frame[column.name] = frame[column.name].astype("float64")
+                except (TypeError, ValueError) as exc:
+                    raise RequestError(
+                        f"column {column.name!r} must be numbers ({column.type})", field="inputs", status=422
+                    ) from exc
         try:
-            output = self._pyfunc.predict(pd.DataFrame(columns))
+            output = self._pyfunc.predict(frame)
         except MlflowException as exc:  # schema enforcement: the client's input does not fit
             raise RequestError(exc.message, field="inputs", status=422) from exc
         if hasattr(output, "to_numpy"):

@@ -1,0 +1,68 @@
+"""The in-process backend loading real registry versions with mlflow.pyfunc."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from modelcanary.adapters.backends.inprocess import InProcessBackend, PyfuncModel
+from modelcanary.adapters.registry.mlflow import MlflowRegistry
+from modelcanary.domain.errors import RegistryError, RequestError
+from modelcanary.domain.state import ModelVersion
+from modelcanary.ports import Column
+
+
+@pytest.fixture(scope="module")
+def champion(mlflow_registry: Any) -> PyfuncModel:
+    registry = MlflowRegistry(mlflow_registry.uri)
+    return InProcessBackend().load(registry.resolve("models:/fraud@champion"))
+
+
+def _columns(rows: list[dict[str, float]]) -> dict[str, list[float]]:
+    return {name: [row[name] for row in rows] for name in rows[0]}
+
+
+def test_columns_come_from_the_signature(champion: PyfuncModel, mlflow_registry: Any) -> None:
+    expected = tuple(Column(name=name, type="double", required=True) for name in mlflow_registry.features)
+    assert champion.columns == expected
+
+
+def test_predict_returns_one_probability_pair_per_row(champion: PyfuncModel, mlflow_registry: Any) -> None:
+    outputs = champion.predict(_columns(mlflow_registry.rows[:5]))
+    assert len(outputs) == 5
+    for output in outputs:
+        assert isinstance(output, list) and len(output) == 2
+        assert all(isinstance(p, float) and 0.0 <= p <= 1.0 for p in output)
+        assert sum(output) == pytest.approx(1.0)
+
+
+def test_two_versions_are_two_models(mlflow_registry: Any, registry: MlflowRegistry) -> None:
+    backend = InProcessBackend()
+    rows = _columns(mlflow_registry.rows[:5])
+    v1 = backend.load(registry.resolve("models:/fraud/1")).predict(rows)
+    v2 = backend.load(registry.resolve("models:/fraud/2")).predict(rows)
+    assert v1 != v2
+
+
+@pytest.mark.parametrize(
+    ("columns", "names"),
+    [
+        ({"amount": [10.0], "velocity": [1.0]}, "age"),  # a required column is missing
+        ({"amount": ["ten"], "velocity": [1.0], "age": [3.0]}, "amount"),  # a string in a double column
+    ],
+)
+def test_a_schema_mismatch_is_a_422_request_error(
+    champion: PyfuncModel, columns: dict[str, list[object]], names: str
+) -> None:
+    with pytest.raises(RequestError) as caught:
+        champion.predict(columns)
+    assert caught.value.status == 422
+    assert caught.value.field == "inputs"
+    assert names in str(caught.value)
+
+
+def test_loading_an_unknown_version_is_a_registry_error(mlflow_registry: Any) -> None:
+    MlflowRegistry(mlflow_registry.uri)  # points MLflow's globals at this registry
+    with pytest.raises(RegistryError, match="models:/fraud/99"):
+        InProcessBackend().load(ModelVersion(name="fraud", version="99"))

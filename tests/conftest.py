@@ -1,0 +1,153 @@
+"""Shared real parts: a real MLflow registry in a temp dir (built once per session) and a fresh
+SQLite store per test. Heavy clients are imported inside the fixtures, so tests that need neither
+pay nothing for them."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from modelcanary.adapters.backends.inprocess import PyfuncModel
+    from modelcanary.adapters.registry.mlflow import MlflowRegistry
+    from modelcanary.adapters.store.sql import SqlStore
+    from modelcanary.domain.state import ModelVersion
+
+MODEL = "fraud"
+FEATURES = ("amount", "velocity", "age")
+
+
+@dataclass(frozen=True)
+class RealRegistry:
+    """A real MLflow registry (SQLite tracking and registry, artifacts in the same temp dir) holding
+    ``fraud`` v1 (alias champion) and v2 (alias challenger), both sklearn pipelines scored with
+    ``predict_proba`` on the float columns ``FEATURES``."""
+
+    uri: str
+    root: Path
+    features: tuple[str, ...]
+    rows: list[dict[str, float]]  # a few sample rows of valid input, for requests
+
+
+def _train(rows: int, seed: int) -> tuple[Any, Any]:
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "amount": rng.lognormal(3.5, 1.0, rows),
+            "velocity": rng.poisson(1.5, rows).astype(np.float64),
+            "age": rng.exponential(500.0, rows),
+        }
+    )
+    logit = 0.02 * (frame["amount"] - 40) + 0.8 * (frame["velocity"] - 1.5) - 0.002 * (frame["age"] - 500)
+    labels = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(np.int64)
+    return frame, labels
+
+
+@pytest.fixture(scope="session")
+def mlflow_registry(tmp_path_factory: pytest.TempPathFactory) -> RealRegistry:
+    import mlflow
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from modelcanary.adapters.registry.mlflow import MlflowRegistry
+
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    logging.getLogger("alembic").setLevel(logging.ERROR)
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowRegistry(uri).client
+    experiment_id = client.create_experiment("modelcanary-tests", artifact_location=(root / "artifacts").as_uri())
+    frame, labels = _train(300, seed=3)
+    # v2 is strongly regularised, so its scores differ from v1's on the same rows
+    models = {
+        "1": make_pipeline(StandardScaler(), LogisticRegression()),
+        "2": make_pipeline(StandardScaler(), LogisticRegression(C=0.01)),
+    }
+    with (
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()),
+    ):
+        warnings.simplefilter("ignore")
+        for version, model in models.items():
+            model.fit(frame, labels)
+            with mlflow.start_run(experiment_id=experiment_id, run_name=f"fraud-v{version}"):
+                info = mlflow.sklearn.log_model(
+                    model,
+                    name="model",
+                    registered_model_name=MODEL,
+                    pyfunc_predict_fn="predict_proba",
+                    signature=infer_signature(frame, model.predict_proba(frame)),
+                    # naming the requirements skips MLflow's slow import-capturing subprocess
+                    pip_requirements=["scikit-learn"],
+                )
+            assert str(info.registered_model_version) == version
+    client.set_registered_model_alias(MODEL, "champion", "1")
+    client.set_registered_model_alias(MODEL, "challenger", "2")
+    sample = frame.head(20)
+    return RealRegistry(
+        uri=uri,
+        root=root,
+        features=FEATURES,
+        rows=[{key: float(value) for key, value in row.items()} for row in sample.to_dict(orient="records")],
+    )
+
+
+@pytest.fixture
+def registry(mlflow_registry: RealRegistry) -> MlflowRegistry:
+    """An ``MlflowRegistry`` on the session's registry (it also points MLflow's globals at it)."""
+    from modelcanary.adapters.registry.mlflow import MlflowRegistry
+
+    return MlflowRegistry(mlflow_registry.uri)
+
+
+class CachingBackend:
+    """``InProcessBackend`` with loaded versions kept for the session: registry versions are
+    immutable, and loading each once keeps the gateway tests fast."""
+
+    def __init__(self, uri: str) -> None:
+        from modelcanary.adapters.backends.inprocess import InProcessBackend
+
+        self.uri = uri
+        self.inner = InProcessBackend()
+        self.loaded: dict[str, PyfuncModel] = {}
+
+    def load(self, version: ModelVersion) -> PyfuncModel:
+        import mlflow
+
+        model = self.loaded.get(version.uri)
+        if model is None:
+            # pyfunc reads the global registry URI; another test may have pointed it elsewhere
+            mlflow.set_registry_uri(self.uri)
+            model = self.loaded[version.uri] = self.inner.load(version)
+        return model
+
+
+@pytest.fixture(scope="session")
+def pyfunc_backend(mlflow_registry: RealRegistry) -> CachingBackend:
+    return CachingBackend(mlflow_registry.uri)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqlStore]:
+    """A fresh SQLite store in a file of its own (WAL mode, as in production)."""
+    from modelcanary.adapters.store.sql import SqlStore
+
+    sql_store = SqlStore(f"sqlite:///{tmp_path / 'modelcanary.db'}")
+    try:
+        yield sql_store
+    finally:
+        sql_store.close()

@@ -1,0 +1,454 @@
+"""The control loop on a real SQLite store, with an in-memory registry and a hand-moved clock:
+start, advance, roll back, promote, retry side effects, obey operators, lose races gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from modelcanary.adapters.store.sql import SqlStore
+from modelcanary.adapters.store.sql import actions as actions_table
+from modelcanary.adapters.testing import FakeRegistry
+from modelcanary.controller.loop import Controller
+from modelcanary.controller.operations import run_command, start_rollout
+from modelcanary.domain.errors import Conflict, RegistryError, SpecError
+from modelcanary.domain.judgement import Verdict
+from modelcanary.domain.phases import Phase
+from modelcanary.domain.state import RolloutState
+from modelcanary.domain.telemetry import Variant, VariantTelemetry
+from modelcanary.engine.decide import ROLLBACK_TAG, Command
+
+T0 = 10_000.0
+STEPS = [
+    {"weight": 10, "minRequests": 50, "minDuration": "60s", "maxDuration": "10m"},
+    {"weight": 50, "minRequests": 50, "minDuration": "60s", "maxDuration": "10m"},
+]
+
+
+def spec_text(*, endpoint: str = "fraud", candidate: str | None = None, set_alias: str | None = "champion") -> str:
+    body: dict[str, Any] = {
+        "endpoint": endpoint,
+        "baseline": f"models:/{endpoint}@champion",
+        "candidate": candidate or f"models:/{endpoint}@challenger",
+        "traffic": {"steps": STEPS, "stickyKey": {"header": "x-user-id"}},
+        "analysis": {
+            "metrics": [
+                {"kind": "error_rate", "minRequests": 50},
+                {"kind": "quality", "name": "accuracy", "measure": "accuracy", "margin": 0.05, "minLabels": 50},
+            ]
+        },
+        "onFailure": {"tagVersion": True},
+    }
+    if set_alias:
+        body["onSuccess"] = {"setAlias": set_alias}
+    document = {"apiVersion": "modelcanary/v1", "kind": "Rollout", "metadata": {"name": f"{endpoint}-v2"}, "spec": body}
+    return json.dumps(document, indent=2)  # JSON is YAML
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def registry() -> FakeRegistry:
+    return FakeRegistry(
+        {"fraud": ["1", "2"], "churn": ["1", "2"]},
+        {
+            ("fraud", "champion"): "1",
+            ("fraud", "challenger"): "2",
+            ("churn", "champion"): "1",
+            ("churn", "challenger"): "2",
+        },
+    )
+
+
+def counts(requests: int, *, errors: int = 0, correct: int = 0, wrong: int = 0) -> VariantTelemetry:
+    """Cumulative counts: ``requests`` requests, and ``correct + wrong`` labelled predictions, half of
+    each positive, scored 0.9 for a positive guess and 0.1 for a negative one."""
+    telemetry = VariantTelemetry()
+    for index in range(requests):
+        telemetry.observe(latency_ms=5.0, error=index < errors)
+    for index in range(correct + wrong):
+        label = index % 2
+        guess = label if index < correct else 1 - label
+        telemetry.observe_label(bucket=telemetry.observe_score(0.9 if guess else 0.1), label=label)
+    return telemetry
+
+
+def report(
+    store: SqlStore, rollout_id: str, *, baseline: VariantTelemetry, candidate: VariantTelemetry, source: str = "gw-1"
+) -> None:
+    store.write_telemetry(
+        source, [(rollout_id, Variant.BASELINE, baseline), (rollout_id, Variant.CANDIDATE, candidate)]
+    )
+
+
+def good(store: SqlStore, rollout_id: str, candidate_requests: int = 100) -> None:
+    """Telemetry on which the candidate is as good as the baseline (90% accurate, no errors)."""
+    report(
+        store,
+        rollout_id,
+        baseline=counts(200, correct=90, wrong=10),
+        candidate=counts(candidate_requests, correct=90, wrong=10),
+    )
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(T0)
+
+
+@pytest.fixture
+def fake_registry() -> FakeRegistry:
+    return registry()
+
+
+@pytest.fixture
+def controller(store: SqlStore, fake_registry: FakeRegistry, clock: Clock) -> Controller:
+    return Controller(store=store, registry=fake_registry, clock=clock)
+
+
+def start(
+    store: SqlStore,
+    fake_registry: FakeRegistry,
+    clock: Clock,
+    *,
+    endpoint: str = "fraud",
+    set_alias: str | None = "champion",
+) -> RolloutState:
+    return start_rollout(
+        store,
+        fake_registry,
+        spec_text(endpoint=endpoint, set_alias=set_alias),
+        source="test",
+        actor="alice",
+        now=clock.now,
+    )
+
+
+def in_canary(controller: Controller, store: SqlStore, fake_registry: FakeRegistry, clock: Clock) -> RolloutState:
+    """A rollout at step 1 (10%), entered at ``T0 + 1``."""
+    state = start(store, fake_registry, clock)
+    clock.now = T0 + 1
+    (entered,) = controller.tick()
+    assert (entered.id, entered.phase, entered.step) == (state.id, Phase.CANARY, 0)
+    return entered
+
+
+def current(store: SqlStore, rollout_id: str) -> RolloutState:
+    return store.get(rollout_id)[0]
+
+
+def action_rows(store: SqlStore) -> list[tuple[int, str | None, bool]]:
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(actions_table).order_by(actions_table.c.id))
+        return [(row.attempts, row.last_error, row.done_at is not None) for row in rows]
+
+
+# -- the happy path -------------------------------------------------------------------------------
+
+
+def test_a_started_rollout_enters_its_first_step_and_publishes_a_route(
+    controller: Controller, store: SqlStore, fake_registry: FakeRegistry, clock: Clock
+) -> None:
+    state = start(store, fake_registry, clock)
+    assert state.phase is Phase.PENDING
+    assert (state.baseline.version, state.candidate.version) == ("1", "2")  # aliases resolved at start
+    assert store.routes() == {}
+
+    clock.now = T0 + 1
+    (entered,) = controller.tick()
+    assert entered.phase is Phase.CANARY
+    assert (entered.step, entered.weight, entered.step_started_at) == (0, 10.0, T0 + 1)
+    route = store.routes()["fraud"]
+    assert (route.baseline.version, route.candidate and route.candidate.version) == ("1", "2")
+    assert (route.weight, route.rollout_id) == (10.0, state.id)
+    assert route.sticky is not None and route.sticky.header == "x-user-id"
+    assert [(t.source, t.target) for t in store.history(state.id)] == [(Phase.PENDING, Phase.CANARY)]
+    assert [e["action"] for e in store.audit_events(state.id)] == ["rollout.create", "rollout.canary"]
+
+    # nothing new: no save, no history
+    assert controller.tick() == []
+    assert current(store, state.id).version == entered.version
+
+
+def test_a_passing_step_advances_after_its_min_duration(
+    controller: Controller, store: SqlStore, fake_registry: FakeRegistry, clock: Clock
+) -> None:
+    state = in_canary(controller, store, fake_registry, clock)
+    # two gateway replicas, each with half the traffic: only their sum has enough to judge
+    half = {"baseline": counts(100, correct=36, wrong=4), "candidate": counts(40, correct=36, wrong=4)}
+    report(store, state.id, baseline=half["baseline"], candidate=half["candidate"], source="gw-a")
+    clock.now = T0 + 30
+    assert controller.tick() == []  # passing, but the step's minDuration (60 s) has not passed
+    clock.now = T0 + 62
+    assert controller.tick() == []  # 40 candidate requests and 40 labels each: below the minimums
+    report(store, state.id, baseline=half["baseline"], candidate=half["candidate"], source="gw-b")
+
+    (advanced,) = controller.tick()
+    assert (advanced.phase, advanced.step, advanced.weight) == (Phase.CANARY, 1, 50.0)
+    assert advanced.step_start_candidate_requests == 80
+    assert store.routes()["fraud"].weight == 50.0
+    last = store.history(state.id)[-1]
+    assert last.judgement is not None
+    assert {metric["name"]: metric["verdict"] for metric in last.judgement["metrics"]} == {
+        "error-rate": Verdict.PASS.value,
+        "accuracy": Verdict.PASS.value,
+    }
+
+
+def test_every_step_passing_promotes_and_moves_the_alias(
+    controller: Controller, store: SqlStore, fake_registry: FakeRegistry, clock: Clock
+) -> None:
+    state = in_canary(controller, store, fake_registry, clock)
+    good(store, state.id, candidate_requests=100)
+    clock.now = T0 + 62
+    (step_two,) = controller.tick()
+    assert step_two.step == 1
+    clock.now = T0 + 130
+    assert controller.tick() == []  # no new candidate requests in this step yet
+    good(store, state.id, candidate_requests=160)
+
+    (promoted,) = controller.tick()
+    assert promoted.phase is Phase.PROMOTED
+    assert fake_registry.aliases[("fraud", "champion")] == "2"
+    assert store.pending_actions() == []
+    assert action_rows(store) == [(1, None, True)]
+    route = store.routes()["fraud"]
+    assert (route.baseline.version, route.candidate, route.rollout_id) == ("2", None, None)
+    assert store.list_rollouts(active_only=True) == []
+    assert controller.tick() == []
+
+
+def test_failing_quality_rolls_back_and_tags_the_candidate(
+    controller: Controller, store: SqlStore, fake_registry: FakeRegistry, clock: Clock
+) -> None:
+    state = in_canary(controller, store, fake_registry, clock)
+    report(store, state.id, baseline=counts(200, correct=90, wrong=10), candidate=counts(100, correct=60, wrong=40))
+    clock.now = T0 + 5  # a failure needs no minDuration
+
+    (rolled_back,) = controller.tick()
+    assert rolled_back.phase is Phase.ROLLED_BACK
+    assert "accuracy failed" in rolled_back.reason
+    tag = fake_registry.tags[("fraud", "2")][ROLLBACK_TAG]
+    assert state.id in tag and "accuracy" in tag
+    assert ("fraud", "1") not in fake_registry.tags
+    assert store.pending_actions() == []
+    assert action_rows(store) == [(1, None, True)]
+    route = store.routes()["fraud"]
+    assert (route.baseline.version, route.candidate, route.weight, route.rollout_id) == ("1", None, 0.0, None)
+    assert store.list_rollouts(active_only=True) == []
+
+
+def test_a_step_that_never_passes_rolls_back_at_its_max_duration(
+    controller: Controller, store: SqlStore, fake_registry: FakeRegistry, clock: Clock
+) -> None:
+    state = in_canary(controller, store, fake_registry, clock)
+    report(store, state.id, baseline=counts(200), candidate=counts(10))  # too little to judge
+    clock.now = T0 + 599
+    assert controller.tick() == []
+    clock.now = T0 + 601
+    (rolled_back,) = controller.tick()
+    assert rolled_back.phase is Phase.ROLLED_BACK
+    assert "maxDuration" in rolled_back.reason
+
+
+# -- side effects ---------------------------------------------------------------------------------
+
+
+class FlakyRegistry(FakeRegistry):
+    """Refuses the first ``failures`` calls that change something, as a registry that is down would."""
+
+    def __init__(self, failures: int) -> None:
+        fake = registry()
+        super().__init__(fake.versions, fake.aliases)
+        self.failures = failures
+
+    def _maybe_fail(self) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise RegistryError("registry unavailable (503)")
+
+    def set_tag(self, name: str, version: str, key: str, value: str) -> None:
+        self._maybe_fail()
+        super().set_tag(name, version, key, value)
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        self._maybe_fail()
+        super().set_alias(name, alias, version)
+
+
+def test_a_failed_action_stays_pending_and_runs_on_the_next_tick(store: SqlStore, clock: Clock) -> None:
+    flaky = FlakyRegistry(failures=1)
+    controller = Controller(store=store, registry=flaky, clock=clock)
+    state = in_canary(controller, store, flaky, clock)
+    report(store, state.id, baseline=counts(200, correct=90, wrong=10), candidate=counts(100, correct=50, wrong=50))
+
+    (rolled_back,) = controller.tick()  # the decision is saved although its side effect failed
+    assert rolled_back.phase is Phase.ROLLED_BACK
+    assert flaky.tags == {}
+    assert len(store.pending_actions()) == 1
+    assert action_rows(store) == [(1, "registry unavailable (503)", False)]
+
+    assert controller.tick() == []  # nothing to decide, but the action is retried
+    assert ROLLBACK_TAG in flaky.tags[("fraud", "2")]
+    assert store.pending_actions() == []
+    assert action_rows(store) == [(2, None, True)]
+
+
+# -- operators ------------------------------------------------------------------------------------
+
+
+def test_pause_stops_advancing_and_resume_restarts_the_step_clock(
+    controller: Controller, store: SqlStore, fake_registry: FakeRegistry, clock: Clock
+) -> None:
+    state = in_canary(controller, store, fake_registry, clock)
+    paused = run_command(store, state.id, Command.PAUSE, actor="bob", now=T0 + 2)
+    assert paused.paused
+    good(store, state.id)
+    for at in (T0 + 62, T0 + 700):  # past minDuration, and past maxDuration: neither advance nor time out
+        clock.now = at
+        assert controller.tick() == []
+    assert (current(store, state.id).step, current(store, state.id).paused) == (0, True)
+    assert store.routes()["fraud"].weight == 10.0
+
+    resumed = run_command(store, state.id, Command.RESUME, actor="bob", now=T0 + 700)
+    assert not resumed.paused
+    assert resumed.step_started_at == T0 + 700
+    clock.now = T0 + 730
+    assert controller.tick() == []  # the step's minDuration counts from the resume
+    clock.now = T0 + 761
+    (advanced,) = controller.tick()
+    assert (advanced.step, advanced.paused) == (1, False)
+    assert [t.actor for t in store.history(state.id)] == ["controller", "bob", "bob", "controller"]
+
+
+def test_abort_ends_the_rollout_and_restores_the_baseline(
+    controller: Controller, store: SqlStore, fake_registry: FakeRegistry, clock: Clock
+) -> None:
+    state = in_canary(controller, store, fake_registry, clock)
+    aborted = run_command(store, state.id, Command.ABORT, actor="bob", now=T0 + 3)
+    assert aborted.phase is Phase.ABORTED
+    assert store.routes()["fraud"].candidate is None
+    assert controller.tick() == []
+    with pytest.raises(Conflict):
+        run_command(store, state.id, Command.RESUME, actor="bob", now=T0 + 4)
+
+
+def test_a_rollout_paused_while_pending_stays_pending(
+    controller: Controller, store: SqlStore, fake_registry: FakeRegistry, clock: Clock
+) -> None:
+    state = start(store, fake_registry, clock)
+    run_command(store, state.id, Command.PAUSE, actor="bob", now=T0)
+    clock.now = T0 + 1
+    assert controller.tick() == []
+    assert current(store, state.id).phase is Phase.PENDING
+    assert "fraud" not in store.routes()  # no candidate traffic while paused
+    run_command(store, state.id, Command.RESUME, actor="bob", now=T0 + 2)
+    clock.now = T0 + 3
+    (entered,) = controller.tick()
+    assert (entered.phase, entered.step) == (Phase.CANARY, 0)
+
+
+class RacingStore:
+    """The store, with an operator pausing ``target`` right after the controller has read it."""
+
+    def __init__(self, inner: SqlStore, target: str) -> None:
+        self.inner = inner
+        self.target: str | None = target
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def read_telemetry(self, rollout_id: str) -> list[tuple[Variant, VariantTelemetry]]:
+        rows = self.inner.read_telemetry(rollout_id)
+        if rollout_id == self.target:
+            self.target = None
+            run_command(self.inner, rollout_id, Command.PAUSE, actor="bob")
+        return rows
+
+
+def test_a_concurrent_save_makes_the_tick_skip_that_rollout(
+    store: SqlStore, fake_registry: FakeRegistry, clock: Clock
+) -> None:
+    plain = Controller(store=store, registry=fake_registry, clock=clock)
+    fraud = in_canary(plain, store, fake_registry, clock)
+    churn = start(store, fake_registry, clock, endpoint="churn")
+    good(store, fraud.id)
+    clock.now = T0 + 62  # fraud would advance, churn would start
+
+    racing = Controller(store=RacingStore(store, fraud.id), registry=fake_registry, clock=clock)  # type: ignore[arg-type]
+    changed = racing.tick()
+
+    assert [state.id for state in changed] == [churn.id]  # the other rollout was not held up
+    after = current(store, fraud.id)
+    assert (after.step, after.paused, after.version) == (0, True, fraud.version + 1)  # the operator's write won
+    assert store.history(fraud.id)[-1].actor == "bob"
+    assert store.routes()["fraud"].weight == 10.0
+    assert racing.tick() == []  # and on fresh state, the paused rollout holds
+
+
+def test_one_broken_rollout_does_not_hold_the_others(
+    controller: Controller, store: SqlStore, fake_registry: FakeRegistry, clock: Clock
+) -> None:
+    fraud = start(store, fake_registry, clock)
+    broken = fraud.model_copy(update={"id": "churn-old", "name": "churn-old", "endpoint": "churn"})
+    store.create(broken, "apiVersion: modelcanary/v0\n", actor="an older release")  # no longer a valid spec
+    clock.now = T0 + 1
+    changed = controller.tick()
+    assert [state.id for state in changed] == [fraud.id]
+
+
+# -- starting ---------------------------------------------------------------------------------------
+
+
+def _nothing_saved(store: SqlStore) -> None:
+    assert store.list_rollouts() == []
+    assert store.audit_events() == []
+    assert store.routes() == {}
+
+
+def test_a_bad_spec_saves_nothing(store: SqlStore, fake_registry: FakeRegistry) -> None:
+    broken = spec_text().replace('"weight": 50', '"weight": 5')  # weights must increase
+    with pytest.raises(SpecError, match="weights must increase"):
+        start_rollout(store, fake_registry, broken, source="bad.yaml", actor="alice", now=T0)
+    with pytest.raises(SpecError):
+        start_rollout(store, fake_registry, "spec: [", source="bad.yaml", actor="alice", now=T0)
+    _nothing_saved(store)
+
+
+@pytest.mark.parametrize("candidate", ["models:/nosuch@challenger", "models:/fraud/9", "models:/fraud@nosuch"])
+def test_an_unknown_model_saves_nothing(store: SqlStore, fake_registry: FakeRegistry, candidate: str) -> None:
+    with pytest.raises(RegistryError, match=candidate):
+        start_rollout(store, fake_registry, spec_text(candidate=candidate), source="r.yaml", actor="alice", now=T0)
+    _nothing_saved(store)
+
+
+def test_a_second_rollout_on_a_busy_endpoint_saves_nothing(
+    store: SqlStore, fake_registry: FakeRegistry, clock: Clock
+) -> None:
+    first = start(store, fake_registry, clock)
+    with pytest.raises(Conflict):
+        start(store, fake_registry, clock)
+    assert [state.id for state in store.list_rollouts()] == [first.id]
+    assert len(store.audit_events()) == 1
+
+
+def test_run_ticks_until_cancelled(
+    controller: Controller, store: SqlStore, fake_registry: FakeRegistry, clock: Clock
+) -> None:
+    state = start(store, fake_registry, clock)
+
+    async def briefly() -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(controller.run(interval_s=0.01), timeout=0.3)
+
+    asyncio.run(briefly())
+    assert current(store, state.id).phase is Phase.CANARY

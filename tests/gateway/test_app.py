@@ -1,0 +1,509 @@
+"""The gateway over real HTTP on loopback, serving real MLflow models from a real registry, with its
+routing table and telemetry in a real SQLite store."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from modelcanary.adapters.registry.mlflow import MlflowRegistry
+from modelcanary.adapters.store.sql import SqlStore
+from modelcanary.adapters.testing import FakeBackend, FunctionModel
+from modelcanary.domain.errors import RequestError
+from modelcanary.domain.spec import StickyKey
+from modelcanary.domain.state import ModelVersion, Route
+from modelcanary.domain.telemetry import RolloutTelemetry
+from modelcanary.engine.analysis import pair
+from modelcanary.gateway.app import MAX_BODY_BYTES, VARIANT_HEADER, Gateway
+from modelcanary.ports import Column
+
+ROLLOUT = "fraud-rollout-1"
+STICKY = "x-user-id"
+Rows = list[dict[str, float]]
+
+
+# -- fixtures: one shared gateway at 50% for the read-mostly tests ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def versions(mlflow_registry: Any) -> tuple[ModelVersion, ModelVersion]:
+    registry = MlflowRegistry(mlflow_registry.uri)
+    return registry.resolve("models:/fraud@champion"), registry.resolve("models:/fraud@challenger")
+
+
+def fraud_route(
+    versions: tuple[ModelVersion, ModelVersion], *, weight: float = 50.0, rollout_id: str = ROLLOUT
+) -> Route:
+    baseline, candidate = versions
+    return Route(
+        endpoint="fraud",
+        baseline=baseline,
+        candidate=candidate,
+        weight=weight,
+        rollout_id=rollout_id,
+        sticky=StickyKey(header=STICKY),
+    )
+
+
+@pytest.fixture(scope="module")
+def shared(
+    serve_module: Any, tmp_path_factory: pytest.TempPathFactory, pyfunc_backend: Any, versions: Any
+) -> Iterator[Any]:
+    store = SqlStore(f"sqlite:///{tmp_path_factory.mktemp('gateway') / 'store.db'}")
+    store.put_route(fraud_route(versions))
+    yield serve_module.start(Gateway(routes=store, backend=pyfunc_backend, telemetry=store, source="gw-shared"))
+    serve_module.stop_all()
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def client(shared: Any) -> Iterator[httpx.Client]:
+    with shared.client() as http:
+        yield http
+
+
+@pytest.fixture(scope="module")
+def rows(mlflow_registry: Any) -> Rows:
+    return list(mlflow_registry.rows)
+
+
+@pytest.fixture(scope="module")
+def expected(pyfunc_backend: Any, versions: Any) -> Callable[[str, Rows], list[list[float]]]:
+    """What each variant's model says about some rows, asked directly (no HTTP)."""
+    models = {"baseline": pyfunc_backend.load(versions[0]), "candidate": pyfunc_backend.load(versions[1])}
+
+    def predict(variant: str, rows: Rows) -> list[list[float]]:
+        return models[variant].predict({name: [row[name] for row in rows] for name in rows[0]})
+
+    return predict
+
+
+def v2_body(rows: Rows, **extra: Any) -> dict[str, Any]:
+    inputs = [
+        {"name": name, "shape": [len(rows)], "datatype": "FP64", "data": [row[name] for row in rows]}
+        for name in rows[0]
+    ]
+    return {"inputs": inputs, **extra}
+
+
+def user(index: int) -> dict[str, str]:
+    return {STICKY: f"user-{index}"}
+
+
+def infer(client: httpx.Client, rows: Rows, *, who: int = 0, endpoint: str = "fraud") -> httpx.Response:
+    return client.post(f"/v2/models/{endpoint}/infer", json=v2_body(rows), headers=user(who))
+
+
+def predict_ids(client: httpx.Client, rows: Rows, who: int = 0) -> tuple[str, list[str]]:
+    response = infer(client, rows, who=who)
+    assert response.status_code == 200, response.text
+    return response.headers[VARIANT_HEADER], response.json()["parameters"]["prediction_ids"]
+
+
+# -- predictions ----------------------------------------------------------------------------------
+
+
+def test_v2_infer_with_one_tensor_per_column(client: httpx.Client, rows: Rows, expected: Any) -> None:
+    response = client.post("/v2/models/fraud/infer", json=v2_body(rows[:3], id="req-7"), headers=user(1))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    variant = response.headers[VARIANT_HEADER]
+    assert variant in ("baseline", "candidate")
+    assert body["parameters"]["variant"] == variant
+    assert body["id"] == "req-7"
+    assert body["model_name"] == "fraud"
+    assert body["model_version"] == ("fraud/1" if variant == "baseline" else "fraud/2")
+    (output,) = body["outputs"]
+    assert output["shape"] == [3, 2]
+    assert output["datatype"] == "FP64"
+    assert [output["data"][i : i + 2] for i in (0, 2, 4)] == expected(variant, rows[:3])
+    ids = body["parameters"]["prediction_ids"]
+    assert len(ids) == 3 and len(set(ids)) == 3
+
+
+def test_v2_infer_with_one_2d_tensor(client: httpx.Client, rows: Rows, expected: Any, mlflow_registry: Any) -> None:
+    features = mlflow_registry.features
+    tensor = {
+        "name": "input-0",
+        "shape": [4, len(features)],
+        "datatype": "FP64",
+        "data": [[row[name] for name in features] for row in rows[:4]],
+    }
+    response = client.post("/v2/models/fraud/infer", json={"inputs": [tensor]}, headers=user(2))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    variant = body["parameters"]["variant"]
+    assert response.headers[VARIANT_HEADER] == variant
+    assert body["outputs"][0]["shape"] == [4, 2]
+    data = body["outputs"][0]["data"]
+    assert [data[i : i + 2] for i in range(0, 8, 2)] == expected(variant, rows[:4])
+    assert len(body["parameters"]["prediction_ids"]) == 4
+    assert "id" not in body
+
+
+def _mlflow_bodies(rows: Rows) -> dict[str, dict[str, Any]]:
+    names = list(rows[0])
+    return {
+        "dataframe_split": {"dataframe_split": {"columns": names, "data": [[row[n] for n in names] for row in rows]}},
+        "dataframe_records": {"dataframe_records": rows},
+        "instances": {"instances": [[row[n] for n in names] for row in rows]},
+        "inputs": {"inputs": {n: [row[n] for row in rows] for n in names}},
+    }
+
+
+@pytest.mark.parametrize("form", ["dataframe_split", "dataframe_records", "instances", "inputs"])
+def test_mlflow_invocations_in_each_format(client: httpx.Client, rows: Rows, expected: Any, form: str) -> None:
+    response = client.post("/v1/endpoints/fraud/invocations", json=_mlflow_bodies(rows[:3])[form], headers=user(3))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    variant = response.headers[VARIANT_HEADER]
+    assert body["variant"] == variant
+    assert body["predictions"] == expected(variant, rows[:3])
+    assert len(set(body["prediction_ids"])) == 3
+
+
+def test_the_same_user_always_gets_the_same_variant(client: httpx.Client, rows: Rows) -> None:
+    for who in range(8):
+        seen = {infer(client, rows[:1], who=who).headers[VARIANT_HEADER] for _ in range(5)}
+        seen.add(
+            client.post(
+                "/v1/endpoints/fraud/invocations", json={"dataframe_records": rows[:1]}, headers=user(who)
+            ).headers[VARIANT_HEADER]
+        )
+        assert len(seen) == 1, f"user-{who} saw {seen}"
+
+
+def test_both_variants_serve_at_weight_50(client: httpx.Client, rows: Rows) -> None:
+    seen = Counter(infer(client, rows[:1], who=who).headers[VARIANT_HEADER] for who in range(200))
+    assert 60 <= seen["candidate"] <= 140, seen
+    assert seen["baseline"] + seen["candidate"] == 200
+
+
+# -- health and metadata --------------------------------------------------------------------------
+
+
+def test_health_and_metadata(client: httpx.Client, mlflow_registry: Any) -> None:
+    assert client.get("/v2/health/live").json() == {"live": True}
+    ready = client.get("/v2/health/ready")
+    assert ready.status_code == 200
+    assert ready.json() == {"ready": True, "endpoints": ["fraud"]}
+    metadata = client.get("/v2/models/fraud").json()
+    assert metadata["name"] == "fraud"
+    assert metadata["versions"] == ["1"]
+    assert metadata["inputs"] == [{"name": n, "datatype": "FP64", "shape": [-1]} for n in mlflow_registry.features]
+
+
+# -- request errors -------------------------------------------------------------------------------
+
+
+def test_an_unknown_endpoint_is_404_naming_it(client: httpx.Client, rows: Rows) -> None:
+    for response in (
+        infer(client, rows[:1], endpoint="nosuch"),
+        client.post("/v1/endpoints/nosuch/invocations", json={"dataframe_records": rows[:1]}),
+        client.get("/v2/models/nosuch"),
+    ):
+        assert response.status_code == 404
+        assert "'nosuch'" in response.json()["error"]
+        assert "fraud" in response.json()["error"]  # and says what is served
+        assert response.json()["field"] == "endpoint"
+
+
+@pytest.mark.parametrize("path", ["/v2/models/fraud/infer", "/v1/endpoints/fraud/invocations", "/v1/feedback"])
+def test_malformed_json_is_400_on_the_body(client: httpx.Client, path: str) -> None:
+    response = client.post(path, content=b'{"inputs": [', headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert response.json()["field"] == "body"
+    assert "JSON" in response.json()["error"]
+
+
+def test_a_missing_column_is_named(client: httpx.Client, rows: Rows) -> None:
+    partial = [{k: v for k, v in row.items() if k != "age"} for row in rows[:2]]
+    for response in (
+        client.post("/v2/models/fraud/infer", json=v2_body(partial)),
+        client.post("/v1/endpoints/fraud/invocations", json={"dataframe_records": partial}),
+    ):
+        assert 400 <= response.status_code < 500
+        assert "'age'" in response.json()["error"]
+
+
+def test_a_string_in_a_double_column_is_named(client: httpx.Client, rows: Rows) -> None:
+    bad = [dict(rows[0], amount="lots")]
+    response = client.post("/v2/models/fraud/infer", json=v2_body(bad))
+    assert 400 <= response.status_code < 500
+    assert response.json()["field"] == "inputs.amount"
+    assert "'lots'" in response.json()["error"]
+    response = client.post("/v1/endpoints/fraud/invocations", json={"dataframe_records": bad})
+    assert 400 <= response.status_code < 500
+    assert response.json()["field"] == "dataframe_records.amount"
+
+
+def test_a_bad_tensor_names_its_field(client: httpx.Client, rows: Rows) -> None:
+    body = v2_body(rows[:2])
+    body["inputs"][1]["shape"] = [3]
+    response = client.post("/v2/models/fraud/infer", json=body)
+    assert response.status_code == 400
+    assert response.json()["field"] == "inputs[1].data"
+
+
+def test_a_body_too_large_is_413(client: httpx.Client) -> None:
+    response = client.post(
+        "/v2/models/fraud/infer", content=b" " * (MAX_BODY_BYTES + 1), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert response.json()["field"] == "body"
+
+
+def test_a_streamed_body_too_large_is_413(client: httpx.Client) -> None:
+    """Without a content-length (chunked), the limit still holds."""
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(9):
+            yield b" " * (1024 * 1024)
+
+    response = client.post("/v2/models/fraud/infer", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413
+
+
+def test_integral_values_in_a_double_column_are_accepted(client: httpx.Client) -> None:
+    body = {
+        "inputs": [
+            {"name": "amount", "shape": [1], "datatype": "FP64", "data": [120]},
+            {"name": "velocity", "shape": [1], "datatype": "FP64", "data": [2]},
+            {"name": "age", "shape": [1], "datatype": "FP64", "data": [365]},
+        ]
+    }
+    response = client.post("/v2/models/fraud/infer", json=body, headers=user(1))
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("payload", [b"42", b"null"])
+def test_a_scoring_body_that_is_not_an_object_is_400(shared: Any, payload: bytes) -> None:
+    with shared.client() as own:  # a 500 makes uvicorn drop the connection: keep it off the shared client's
+        response = own.post(
+            "/v1/endpoints/fraud/invocations", content=payload, headers={"content-type": "application/json"}
+        )
+    assert response.status_code == 400
+    assert response.json()["field"] == "body"
+
+
+# -- feedback -------------------------------------------------------------------------------------
+
+
+def test_single_and_batch_labels_are_accepted(client: httpx.Client, rows: Rows) -> None:
+    _, ids = predict_ids(client, rows[:3], who=5)
+    single = client.post("/v1/feedback", json={"prediction_id": ids[0], "label": 1})
+    assert single.status_code == 200 and single.json() == {"accepted": 1}
+    batch = client.post(
+        "/v1/feedback",
+        json={"labels": [{"prediction_id": ids[1], "label": 0}, {"prediction_id": ids[2], "label": True}]},
+    )
+    assert batch.status_code == 200 and batch.json() == {"accepted": 2}
+
+
+def test_an_unknown_id_is_404_and_its_batch_changes_nothing(client: httpx.Client, rows: Rows) -> None:
+    _, ids = predict_ids(client, rows[:2], who=6)
+    alone = client.post("/v1/feedback", json={"prediction_id": "never-issued", "label": 1})
+    assert alone.status_code == 404
+    assert "never-issued" in alone.json()["error"]
+
+    items = [{"prediction_id": ids[0], "label": 1}, {"prediction_id": "never-issued", "label": 0}]
+    batch = client.post("/v1/feedback", json={"labels": items})
+    assert batch.status_code == 404
+    assert batch.json()["field"] == "labels[1].prediction_id"
+    # all or nothing: the good ids of the refused batch can still be labelled
+    again = client.post(
+        "/v1/feedback", json=[{"prediction_id": ids[0], "label": 1}, {"prediction_id": ids[1], "label": 0}]
+    )
+    assert again.status_code == 200 and again.json() == {"accepted": 2}
+
+
+def test_a_label_other_than_0_or_1_is_400_naming_it(client: httpx.Client, rows: Rows) -> None:
+    _, ids = predict_ids(client, rows[:2], who=7)
+    items = [{"prediction_id": ids[0], "label": 1}, {"prediction_id": ids[1], "label": 2}]
+    response = client.post("/v1/feedback", json={"labels": items})
+    assert response.status_code == 400
+    assert response.json()["field"] == "labels[1].label"
+    assert client.post("/v1/feedback", json={"labels": items[:1]}).json() == {"accepted": 1}
+
+
+def test_a_second_label_for_the_same_prediction_is_404(client: httpx.Client, rows: Rows) -> None:
+    _, (prediction_id,) = predict_ids(client, rows[:1], who=8)
+    assert client.post("/v1/feedback", json={"prediction_id": prediction_id, "label": 1}).status_code == 200
+    second = client.post("/v1/feedback", json={"prediction_id": prediction_id, "label": 0})
+    assert second.status_code == 404
+    # and twice in one batch is refused as a whole
+    _, (other,) = predict_ids(client, rows[:1], who=8)
+    twice = client.post(
+        "/v1/feedback", json=[{"prediction_id": other, "label": 1}, {"prediction_id": other, "label": 1}]
+    )
+    assert twice.status_code == 404
+    assert twice.json()["field"] == "labels[1].prediction_id"
+
+
+# -- telemetry, failures and route changes: each on a gateway of its own --------------------------
+
+
+def _telemetry(store: SqlStore, rollout_id: str) -> RolloutTelemetry:
+    return pair(store.read_telemetry(rollout_id))
+
+
+def test_telemetry_reaches_the_store(
+    serve: Any, store: SqlStore, pyfunc_backend: Any, versions: Any, rows: Rows
+) -> None:
+    store.put_route(fraud_route(versions, rollout_id="r-telemetry"))
+    running = serve.start(Gateway(routes=store, backend=pyfunc_backend, telemetry=store, source="gw-1"))
+    served: Counter[str] = Counter()
+    labelled: Counter[str] = Counter()
+    row_counts: Counter[str] = Counter()
+    with running.client() as http:
+        for who in range(40):
+            batch = rows[: 1 + who % 3]
+            if who % 2:
+                response = infer(http, batch, who=who)
+                ids = response.json()["parameters"]["prediction_ids"]
+            else:
+                response = http.post(
+                    "/v1/endpoints/fraud/invocations", json={"dataframe_records": batch}, headers=user(who)
+                )
+                ids = response.json()["prediction_ids"]
+            assert response.status_code == 200
+            variant = response.headers[VARIANT_HEADER]
+            served[variant] += 1
+            row_counts[variant] += len(ids)
+            if who % 4 < 2:  # label some of them, in one batch per request
+                items = [{"prediction_id": i, "label": who % 2} for i in ids]
+                assert http.post("/v1/feedback", json={"labels": items}).json() == {"accepted": len(ids)}
+                labelled[variant] += len(ids)
+    assert served["baseline"] and served["candidate"]
+    running.flush()
+
+    total = _telemetry(store, "r-telemetry")
+    for variant, counts in (("baseline", total.baseline), ("candidate", total.candidate)):
+        assert counts.requests == served[variant]
+        assert counts.errors == 0
+        assert sum(counts.latency_counts) == served[variant]
+        assert sum(counts.score_counts) == row_counts[variant]
+        assert counts.labels == labelled[variant]
+    assert sorted(variant.value for variant, _ in store.read_telemetry("r-telemetry")) == ["baseline", "candidate"]
+
+
+def test_telemetry_is_flushed_in_the_background(
+    serve: Any, store: SqlStore, pyfunc_backend: Any, versions: Any, rows: Rows
+) -> None:
+    store.put_route(fraud_route(versions, weight=100.0, rollout_id="r-background"))
+    running = serve.start(Gateway(routes=store, backend=pyfunc_backend, telemetry=store, source="gw-1"))
+    with running.client() as http:
+        for who in range(5):
+            assert infer(http, rows[:1], who=who).headers[VARIANT_HEADER] == "candidate"
+    deadline = time.monotonic() + 5
+    while _telemetry(store, "r-background").candidate.requests < 5 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _telemetry(store, "r-background").candidate.requests == 5
+
+
+def _fake_models(features: tuple[str, ...], candidate: Callable[[dict[str, list[Any]]], list[Any]]) -> FakeBackend:
+    columns = tuple(Column(name=name, type="double") for name in features)
+
+    def baseline(inputs: dict[str, list[Any]]) -> list[Any]:
+        if any(value < 0 for value in inputs["amount"]):
+            raise RequestError("amount must not be negative", field="inputs.amount", status=422)
+        return [[0.8, 0.2] for _ in inputs["amount"]]
+
+    return FakeBackend({"fraud/1": FunctionModel(baseline, columns), "fraud/2": FunctionModel(candidate, columns)})
+
+
+def test_a_failing_candidate_costs_the_client_nothing(
+    serve: Any, store: SqlStore, versions: Any, rows: Rows, mlflow_registry: Any
+) -> None:
+    def broken(_inputs: dict[str, list[Any]]) -> list[Any]:
+        raise RuntimeError("candidate crashed")
+
+    store.put_route(fraud_route(versions, weight=100.0, rollout_id="r-broken"))
+    backend = _fake_models(mlflow_registry.features, broken)
+    running = serve.start(Gateway(routes=store, backend=backend, telemetry=store, source="gw-1"))
+    with running.client() as http:
+        for who in range(6):
+            response = infer(http, rows[:2], who=who)
+            assert response.status_code == 200, response.text
+            assert response.headers[VARIANT_HEADER] == "baseline"
+            assert response.json()["outputs"][0]["data"] == [0.8, 0.2, 0.8, 0.2]
+            (prediction_id, _) = response.json()["parameters"]["prediction_ids"]
+            assert http.post("/v1/feedback", json={"prediction_id": prediction_id, "label": 0}).status_code == 200
+    running.flush()
+    total = _telemetry(store, "r-broken")
+    assert (total.candidate.requests, total.candidate.errors, total.candidate.labels) == (6, 6, 0)
+    assert (total.baseline.requests, total.baseline.errors, total.baseline.labels) == (6, 0, 6)
+
+
+def test_input_both_variants_refuse_is_not_a_candidate_error(
+    serve: Any, store: SqlStore, versions: Any, rows: Rows, mlflow_registry: Any
+) -> None:
+    def strict(inputs: dict[str, list[Any]]) -> list[Any]:
+        if any(value < 0 for value in inputs["amount"]):
+            raise RequestError("amount must not be negative", field="inputs.amount", status=422)
+        return [[0.7, 0.3] for _ in inputs["amount"]]
+
+    store.put_route(fraud_route(versions, weight=100.0, rollout_id="r-refused"))
+    running = serve.start(
+        Gateway(routes=store, backend=_fake_models(mlflow_registry.features, strict), telemetry=store, source="gw-1")
+    )
+    with running.client() as http:
+        response = infer(http, [dict(rows[0], amount=-5.0)])
+        assert response.status_code == 422
+        assert infer(http, rows[:1]).headers[VARIANT_HEADER] == "candidate"
+    running.flush()
+    total = _telemetry(store, "r-refused")
+    assert (total.candidate.requests, total.candidate.errors) == (1, 0)
+
+
+def _wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> float:
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < timeout, "the gateway did not apply the new route"
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def test_a_route_change_in_the_store_is_applied_while_serving(
+    serve: Any, store: SqlStore, pyfunc_backend: Any, versions: Any, rows: Rows
+) -> None:
+    store.put_route(fraud_route(versions, weight=100.0, rollout_id="r-moving"))
+    running = serve.start(Gateway(routes=store, backend=pyfunc_backend, telemetry=store, source="gw-1"))
+    with running.client() as http:
+        assert infer(http, rows[:1]).headers[VARIANT_HEADER] == "candidate"
+        assert infer(http, rows[:1], endpoint="churn").status_code == 404
+
+        store.put_route(fraud_route(versions, weight=0.0, rollout_id="r-moving"))  # e.g. a rollback
+        waited = _wait_until(lambda: infer(http, rows[:1]).headers[VARIANT_HEADER] == "baseline")
+        assert waited < 2.0
+        assert {infer(http, rows[:1], who=who).headers[VARIANT_HEADER] for who in range(20)} == {"baseline"}
+
+        candidate = versions[1]
+        store.put_route(Route(endpoint="churn", baseline=candidate))  # a new endpoint
+        waited = _wait_until(lambda: infer(http, rows[:1], endpoint="churn").status_code == 200)
+        assert waited < 2.0
+        assert http.get("/v2/health/ready").json()["endpoints"] == ["churn", "fraud"]
+        assert http.get("/v2/models/churn").json()["versions"] == [candidate.version]
+
+
+def test_a_route_that_cannot_load_does_not_hold_back_other_endpoints(
+    serve: Any, store: SqlStore, versions: Any, rows: Rows, mlflow_registry: Any
+) -> None:
+    def healthy(inputs: dict[str, list[Any]]) -> list[Any]:
+        return [[0.6, 0.4] for _ in inputs["amount"]]
+
+    store.put_route(fraud_route(versions, weight=100.0, rollout_id="r-isolated"))
+    running = serve.start(
+        Gateway(routes=store, backend=_fake_models(mlflow_registry.features, healthy), telemetry=store, source="gw-1")
+    )
+    with running.client() as http:
+        assert infer(http, rows[:1]).headers[VARIANT_HEADER] == "candidate"
+        # another endpoint's route names a version this backend cannot load
+        store.put_route(Route(endpoint="churn", baseline=ModelVersion(name="churn", version="404")))
+        store.put_route(fraud_route(versions, weight=0.0, rollout_id="r-isolated"))  # fraud rolls back
+        _wait_until(lambda: infer(http, rows[:1]).headers[VARIANT_HEADER] == "baseline", timeout=1.5)
