@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Group
-from rich.table import Table
+from rich.table import Column, Table
 
 from modelcanary.adapters.store.sql import SqlStore
 from modelcanary.domain.judgement import Judgement, Verdict
@@ -52,20 +52,12 @@ def _when(at: float | None) -> str:
 
 
 def rollouts_table(states: list[RolloutState]) -> Table:
-    table = Table("id", "endpoint", "phase", "step", "weight", "baseline", "candidate", "updated", "reason")
+    # the id is the handle every other command takes: never cut it; the reason wraps instead
+    table = Table(*(Column(name, no_wrap=True) for name in ("id", "endpoint", "phase", "weight", "models")), "reason")
     for state in states:
         phase = state.phase.value + (" (paused)" if state.paused else "")
-        table.add_row(
-            state.id,
-            state.endpoint,
-            phase,
-            str(state.step + 1),
-            f"{state.weight:g}%",
-            state.baseline.uri,
-            state.candidate.uri,
-            _when(state.updated_at),
-            state.reason[:80],
-        )
+        models = f"{state.baseline.name} {state.baseline.version} -> {state.candidate.version}"
+        table.add_row(state.id, state.endpoint, phase, f"{state.weight:g}%", models, state.reason)
     return table
 
 
