@@ -37,8 +37,8 @@ def spec_text(*, endpoint: str = "fraud", candidate: str | None = None, set_alia
         "traffic": {"steps": STEPS, "stickyKey": {"header": "x-user-id"}},
         "analysis": {
             "metrics": [
-                {"kind": "error_rate", "minRequests": 50},
-                {"kind": "quality", "name": "accuracy", "measure": "accuracy", "margin": 0.05, "minLabels": 50},
+                {"kind": "error_rate", "margin": 0.05, "minRequests": 50},
+                {"kind": "quality", "name": "accuracy", "measure": "accuracy", "margin": 0.1, "minLabels": 50},
             ]
         },
         "onFailure": {"tagVersion": True},
@@ -90,13 +90,21 @@ def report(
     )
 
 
-def good(store: SqlStore, rollout_id: str, candidate_requests: int = 100) -> None:
-    """Telemetry on which the candidate is as good as the baseline (90% accurate, no errors)."""
+def warm_up(store: SqlStore, controller: Controller, rollout_id: str) -> None:
+    """One look with a little data: the sequential judge tests an absolute margin against the
+    baseline's rate as it stood before each interval, so it needs a look with baseline data first."""
+    report(store, rollout_id, baseline=counts(1000, correct=450, wrong=50), candidate=counts(20, correct=9, wrong=1))
+    assert controller.tick() == []
+
+
+def good(store: SqlStore, rollout_id: str, candidate_requests: int = 600) -> None:
+    """Telemetry on which the candidate is as good as the baseline (90% accurate, no errors), with
+    enough of it for the sequential judge's confidence bounds to fit within the margins."""
     report(
         store,
         rollout_id,
-        baseline=counts(200, correct=90, wrong=10),
-        candidate=counts(candidate_requests, correct=90, wrong=10),
+        baseline=counts(2000, correct=900, wrong=100),
+        candidate=counts(candidate_requests, correct=450, wrong=50),
     )
 
 
@@ -183,18 +191,19 @@ def test_a_passing_step_advances_after_its_min_duration(
     controller: Controller, store: SqlStore, fake_registry: FakeRegistry, clock: Clock
 ) -> None:
     state = in_canary(controller, store, fake_registry, clock)
+    warm_up(store, controller, state.id)
     # two gateway replicas, each with half the traffic: only their sum has enough to judge
-    half = {"baseline": counts(100, correct=36, wrong=4), "candidate": counts(40, correct=36, wrong=4)}
+    half = {"baseline": counts(1000, correct=450, wrong=50), "candidate": counts(200, correct=180, wrong=20)}
     report(store, state.id, baseline=half["baseline"], candidate=half["candidate"], source="gw-a")
     clock.now = T0 + 30
     assert controller.tick() == []  # passing, but the step's minDuration (60 s) has not passed
     clock.now = T0 + 62
-    assert controller.tick() == []  # 40 candidate requests and 40 labels each: below the minimums
+    assert controller.tick() == []  # 200 candidate requests and labels each: too few to show it within margin
     report(store, state.id, baseline=half["baseline"], candidate=half["candidate"], source="gw-b")
 
     (advanced,) = controller.tick()
     assert (advanced.phase, advanced.step, advanced.weight) == (Phase.CANARY, 1, 50.0)
-    assert advanced.step_start_candidate_requests == 80
+    assert advanced.step_start_candidate_requests == 420  # the warm-up look and both replicas
     assert store.routes()["fraud"].weight == 50.0
     last = store.history(state.id)[-1]
     assert last.judgement is not None
@@ -208,13 +217,14 @@ def test_every_step_passing_promotes_and_moves_the_alias(
     controller: Controller, store: SqlStore, fake_registry: FakeRegistry, clock: Clock
 ) -> None:
     state = in_canary(controller, store, fake_registry, clock)
-    good(store, state.id, candidate_requests=100)
+    warm_up(store, controller, state.id)
+    good(store, state.id, candidate_requests=600)
     clock.now = T0 + 62
     (step_two,) = controller.tick()
     assert step_two.step == 1
     clock.now = T0 + 130
     assert controller.tick() == []  # no new candidate requests in this step yet
-    good(store, state.id, candidate_requests=160)
+    good(store, state.id, candidate_requests=660)
 
     (promoted,) = controller.tick()
     assert promoted.phase is Phase.PROMOTED
@@ -231,7 +241,10 @@ def test_failing_quality_rolls_back_and_tags_the_candidate(
     controller: Controller, store: SqlStore, fake_registry: FakeRegistry, clock: Clock
 ) -> None:
     state = in_canary(controller, store, fake_registry, clock)
-    report(store, state.id, baseline=counts(200, correct=90, wrong=10), candidate=counts(100, correct=60, wrong=40))
+    warm_up(store, controller, state.id)
+    report(
+        store, state.id, baseline=counts(2000, correct=900, wrong=100), candidate=counts(500, correct=250, wrong=250)
+    )
     clock.now = T0 + 5  # a failure needs no minDuration
 
     (rolled_back,) = controller.tick()
@@ -289,7 +302,10 @@ def test_a_failed_action_stays_pending_and_runs_on_the_next_tick(store: SqlStore
     flaky = FlakyRegistry(failures=1)
     controller = Controller(store=store, registry=flaky, clock=clock)
     state = in_canary(controller, store, flaky, clock)
-    report(store, state.id, baseline=counts(200, correct=90, wrong=10), candidate=counts(100, correct=50, wrong=50))
+    warm_up(store, controller, state.id)
+    report(
+        store, state.id, baseline=counts(2000, correct=900, wrong=100), candidate=counts(500, correct=250, wrong=250)
+    )
 
     (rolled_back,) = controller.tick()  # the decision is saved although its side effect failed
     assert rolled_back.phase is Phase.ROLLED_BACK

@@ -112,7 +112,7 @@ def test_minimal_spec_gets_the_documented_defaults() -> None:
     assert (step.min_requests, step.min_duration, step.max_duration) == (100, 30.0, 600.0)
     assert body.traffic.sticky_key is None
     assert body.traffic.on_timeout == "rollback"
-    assert body.analysis.judge == "threshold"
+    assert (body.analysis.judge, body.analysis.alpha) == ("sequential", 0.05)
     (metric,) = body.analysis.metrics
     assert metric == ErrorRateMetric(kind="error_rate", name="error-rate", margin=0.01, min_requests=100)
     assert body.on_success.set_alias is None
@@ -275,7 +275,7 @@ def test_unknown_metric_kind() -> None:
         (
             "spec.analysis.metrics[0] (line 15)",
             "Input tag 'throughput' found using 'kind' does not match any of the expected tags: "
-            "'error_rate', 'latency', 'quality'",
+            "'error_rate', 'latency', 'quality', 'drift', 'cost'",
         )
     ]
 

@@ -80,5 +80,5 @@ def test_demo_spec_loads() -> None:
     text = files("modelcanary.sim").joinpath("demo-rollout.yaml").read_text()
     spec = load_spec(text, source="demo-rollout.yaml")
     assert spec.name == "fraud-challenger"
-    assert [step.weight for step in spec.spec.traffic.steps] == [5, 25, 50, 100]
+    assert [step.weight for step in spec.spec.traffic.steps] == [10, 25, 50, 100]
     assert spec.spec.on_success.set_alias == "champion"

@@ -45,7 +45,7 @@ def test_drift_rolls_back_on_label_accuracy(drift: tuple[dict[str, Any], Workspa
     assert summary["final_phase"] == "rolled_back"
     assert "accuracy failed" in summary["reason"]
     assert summary["offline"]["candidate_accuracy"] > summary["offline"]["baseline_accuracy"]
-    assert summary["steps_reached"] == 1  # caught at the first, 5% step
+    assert summary["steps_reached"] == 1  # caught at the first, 10% step
     assert 0 < summary["candidate_requests"] < summary["baseline_requests"]
     assert summary["labels_received"] >= 300
     assert summary["failed_requests"] == 0
@@ -69,7 +69,7 @@ def test_good_candidate_is_promoted_through_every_step(good: tuple[dict[str, Any
     assert summary["seconds"] < 120
     state, _ = space.store().get(summary["rollout_id"])
     weights = [t.weight for t in space.store().history(state.id)]
-    assert weights == [5, 25, 50, 100, 100]
+    assert weights == [10, 25, 50, 100, 100]
     client = MlflowRegistry(space.registry_uri).client
     assert str(client.get_model_version_by_alias("fraud", "champion").version) == state.candidate.version
     route = space.store().routes()["fraud"]

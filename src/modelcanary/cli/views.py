@@ -10,7 +10,7 @@ from rich.console import Group
 from rich.table import Column, Table
 
 from modelcanary.adapters.store.sql import SqlStore
-from modelcanary.domain.judgement import Judgement, Verdict
+from modelcanary.domain.judgement import Judgement, Look, Verdict
 from modelcanary.domain.spec import load_spec
 from modelcanary.domain.state import RolloutState, Transition
 from modelcanary.domain.telemetry import RolloutTelemetry
@@ -39,12 +39,9 @@ class Report:
 def rollout_report(store: SqlStore, rollout_id: str) -> Report:
     state, text = store.get(rollout_id)
     telemetry = pair(store.read_telemetry(rollout_id))
-    return Report(
-        state=state,
-        history=store.history(rollout_id),
-        telemetry=telemetry,
-        judgement=analyse(load_spec(text), telemetry),
-    )
+    look = Look(at=state.updated_at - state.created_at, weight=state.weight, telemetry=telemetry)
+    judgement, _ = analyse(load_spec(text), look, state.judge_memory)
+    return Report(state=state, history=store.history(rollout_id), telemetry=telemetry, judgement=judgement)
 
 
 def _when(at: float | None) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from modelcanary.domain.errors import Conflict, ModelcanaryError
+from modelcanary.domain.judgement import Look
 from modelcanary.domain.phases import Phase
 from modelcanary.domain.spec import RolloutSpec, load_spec
 from modelcanary.domain.state import Action, ActionKind, RolloutState
@@ -64,14 +65,20 @@ class Controller:
     def _tick_one(self, state: RolloutState) -> RolloutState | None:
         spec = self.spec_of(state.id)
         telemetry = pair(self.store.read_telemetry(state.id))
-        judgement = analyse(spec, telemetry) if state.phase is Phase.CANARY else None
-        outcome = decide(
-            state, spec, judgement=judgement, candidate_requests=telemetry.candidate.requests, now=self.clock()
-        )
-        if outcome.transition is None:
+        now = self.clock()
+        judgement, memory = None, state.judge_memory
+        if state.phase is Phase.CANARY:
+            look = Look(at=now - state.created_at, weight=state.weight, telemetry=telemetry)
+            judgement, memory = analyse(spec, look, state.judge_memory)
+        outcome = decide(state, spec, judgement=judgement, candidate_requests=telemetry.candidate.requests, now=now)
+        if outcome.transition is None and memory == state.judge_memory:
             return None
-        log.info("rollout %s: %s", state.id, outcome.transition.reason)
-        return self.store.save(outcome, expected_version=state.version)
+        if outcome.transition is not None:
+            log.info("rollout %s: %s", state.id, outcome.transition.reason)
+        # the judge's memory is saved with every look, so the evidence survives a restart
+        outcome = outcome.model_copy(update={"state": outcome.state.model_copy(update={"judge_memory": memory})})
+        saved = self.store.save(outcome, expected_version=state.version)
+        return saved if outcome.transition is not None else None
 
     def run_actions(self) -> None:
         """Run pending side effects; one that fails stays pending and is tried again next tick."""

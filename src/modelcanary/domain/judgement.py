@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
+
+from modelcanary.domain.telemetry import RolloutTelemetry
 
 
 class Verdict(enum.StrEnum):
@@ -42,6 +46,9 @@ class MetricJudgement(BaseModel):
     baseline_samples: int
     candidate_samples: int
     reason: str
+    unit: str = ""  # of baseline, candidate, limit and bound
+    e_value: float | None = None  # evidence against "the candidate is within its margin"
+    bound: float | None = None  # anytime-valid bound on the candidate, compared with ``limit``
 
 
 class Judgement(BaseModel):
@@ -49,16 +56,36 @@ class Judgement(BaseModel):
 
     judge: str
     metrics: tuple[MetricJudgement, ...]
+    e_value: float | None = None  # the weighted mean of the metrics' e-values
+    threshold: float | None = None  # the e-value at which the judge rolls back (1/alpha)
+    hold: str | None = None  # why no step may advance now, whatever the metrics say (sample-ratio mismatch)
 
     @property
     def verdict(self) -> Verdict:
         """The worst metric verdict; a judgement with no metrics has no data."""
         if not self.metrics:
             return Verdict.NO_DATA
-        return max((metric.verdict for metric in self.metrics), key=lambda verdict: verdict.severity)
+        worst = max((metric.verdict for metric in self.metrics), key=lambda verdict: verdict.severity)
+        return Verdict.INCONCLUSIVE if self.hold and worst is Verdict.PASS else worst
 
     def failing(self) -> list[MetricJudgement]:
         return [metric for metric in self.metrics if metric.verdict is Verdict.FAIL]
 
     def summary(self) -> str:
-        return "; ".join(f"{metric.name}: {metric.reason}" for metric in self.metrics)
+        parts = [f"{metric.name}: {metric.reason}" for metric in self.metrics]
+        return "; ".join([f"hold: {self.hold}", *parts] if self.hold else parts)
+
+
+@dataclass(frozen=True)
+class Look:
+    """What a judge sees at one look: the rollout's cumulative telemetry, and the candidate's
+    configured share of traffic (percent) since the previous look."""
+
+    at: float  # seconds on the rollout's clock
+    weight: float
+    telemetry: RolloutTelemetry
+
+
+Memory = dict[str, Any]
+"""What a judge carries from one look to the next (JSON-serialisable; ``{}`` at the first look).
+Saved with the rollout's state, so a verdict can be replayed from the store."""

@@ -43,6 +43,7 @@ class RolloutState(_Value):
     baseline: ModelVersion
     candidate: ModelVersion
     reason: str = ""
+    judge_memory: dict[str, Any] = {}  # what the judge carries between looks (see domain.judgement.Memory)
     version: int = 0  # bumped by every save; the compare-and-set token
     created_at: float
     updated_at: float

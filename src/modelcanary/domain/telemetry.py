@@ -53,15 +53,17 @@ class VariantTelemetry:
 
     requests: int = 0
     errors: int = 0
+    cpu_ms: float = 0.0  # CPU time the model spent on these requests
     latency_counts: list[int] = field(default_factory=lambda: _zeros(LATENCY_EDGES_MS))
     score_counts: list[int] = field(default_factory=lambda: _zeros(SCORE_EDGES))
     # scores of labelled predictions, split by their ground-truth label
     positive_label_scores: list[int] = field(default_factory=lambda: _zeros(SCORE_EDGES))
     negative_label_scores: list[int] = field(default_factory=lambda: _zeros(SCORE_EDGES))
 
-    def observe(self, *, latency_ms: float, error: bool = False) -> None:
+    def observe(self, *, latency_ms: float, error: bool = False, cpu_ms: float = 0.0) -> None:
         """One request, however many rows it held."""
         self.requests += 1
+        self.cpu_ms += cpu_ms
         self.latency_counts[bisect_right(LATENCY_EDGES_MS, latency_ms)] += 1
         if error:
             self.errors += 1
@@ -83,6 +85,7 @@ class VariantTelemetry:
         return VariantTelemetry(
             requests=self.requests + other.requests,
             errors=self.errors + other.errors,
+            cpu_ms=self.cpu_ms + other.cpu_ms,
             latency_counts=_add(self.latency_counts, other.latency_counts),
             score_counts=_add(self.score_counts, other.score_counts),
             positive_label_scores=_add(self.positive_label_scores, other.positive_label_scores),
@@ -93,6 +96,7 @@ class VariantTelemetry:
         return {
             "requests": self.requests,
             "errors": self.errors,
+            "cpu_ms": self.cpu_ms,
             "latency_counts": self.latency_counts,
             "score_counts": self.score_counts,
             "positive_label_scores": self.positive_label_scores,
@@ -105,6 +109,7 @@ class VariantTelemetry:
         return cls(
             requests=int(data["requests"]),
             errors=int(data["errors"]),
+            cpu_ms=float(data.get("cpu_ms", 0.0)),
             latency_counts=list(data["latency_counts"]),
             score_counts=list(data["score_counts"]),
             positive_label_scores=list(data["positive_label_scores"]),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from modelcanary.domain.judgement import Judgement
+from modelcanary.domain.judgement import Judgement, Look, Memory
 from modelcanary.domain.spec import RolloutSpec
 from modelcanary.domain.telemetry import RolloutTelemetry, Variant, VariantTelemetry
 from modelcanary.judges import get_judge
@@ -21,5 +21,6 @@ def pair(rows: Iterable[tuple[Variant, VariantTelemetry]]) -> RolloutTelemetry:
     return total
 
 
-def analyse(spec: RolloutSpec, telemetry: RolloutTelemetry) -> Judgement:
-    return get_judge(spec.spec.analysis.judge)(spec.spec.analysis, telemetry)
+def analyse(spec: RolloutSpec, look: Look, memory: Memory) -> tuple[Judgement, Memory]:
+    """Run the spec's judge on one look; the judgement, and the judge's memory for the next look."""
+    return get_judge(spec.spec.analysis.judge)(spec.spec.analysis, look, memory)

@@ -90,6 +90,8 @@ def decide(
         )
         if spec.spec.traffic.on_timeout == "rollback":
             return _roll_back(state, spec, now=now, reason=why, judgement=judgement)
+        if spec.spec.traffic.on_timeout == "hold":
+            return Outcome(state=state)  # keep judging at this weight until evidence or an operator decides
         return _change(
             state, now=now, reason=f"paused for a human: {why}", actor=CONTROLLER, judgement=judgement, paused=True
         )

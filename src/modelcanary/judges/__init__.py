@@ -1,6 +1,9 @@
-"""Judges: pure functions from an analysis spec and a rollout's telemetry to a judgement.
+"""Judges: pure functions from an analysis spec, one look at a rollout's telemetry and what the
+judge remembered from the previous look, to a judgement and what to remember for the next.
 
-The factory is one dict; an unknown name raises with the known ones.
+A judge is a fold over looks, so the controller and the benchmark drive every judge the same way,
+and any verdict can be replayed from the stored looks or memory. The factory is one dict; an
+unknown name raises with the known ones.
 """
 
 from __future__ import annotations
@@ -8,14 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from modelcanary.domain.errors import SpecError
-from modelcanary.domain.judgement import Judgement
+from modelcanary.domain.judgement import Judgement, Look, Memory
 from modelcanary.domain.spec import Analysis
-from modelcanary.domain.telemetry import RolloutTelemetry
-from modelcanary.judges import threshold
+from modelcanary.judges import sequential, threshold
 
-Judge = Callable[[Analysis, RolloutTelemetry], Judgement]
+Judge = Callable[[Analysis, Look, Memory], tuple[Judgement, Memory]]
 
-JUDGES: dict[str, Judge] = {threshold.NAME: threshold.judge}
+JUDGES: dict[str, Judge] = {sequential.NAME: sequential.judge, threshold.NAME: threshold.judge}
 
 
 def get_judge(name: str) -> Judge:

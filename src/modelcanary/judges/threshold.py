@@ -7,22 +7,32 @@ often; the statistical judge is the one that does.
 
 from __future__ import annotations
 
-from modelcanary.domain.judgement import Judgement, MetricJudgement, Verdict
-from modelcanary.domain.spec import Analysis, ErrorRateMetric, LatencyMetric, QualityMetric
+from modelcanary.domain.judgement import Judgement, Look, Memory, MetricJudgement, Verdict
+from modelcanary.domain.spec import (
+    Analysis,
+    CostMetric,
+    DriftMetric,
+    ErrorRateMetric,
+    LatencyMetric,
+    Metric,
+    QualityMetric,
+)
 from modelcanary.domain.telemetry import LATENCY_EDGES_MS, RolloutTelemetry, VariantTelemetry, score_bucket
+from modelcanary.judges.guardrails import guardrail
 from modelcanary.stats.classification import confusion
 from modelcanary.stats.histogram import quantile
 
 NAME = "threshold"
 
 
-def judge(analysis: Analysis, telemetry: RolloutTelemetry) -> Judgement:
-    return Judgement(judge=NAME, metrics=tuple(_judge_metric(metric, telemetry) for metric in analysis.metrics))
+def judge(analysis: Analysis, look: Look, memory: Memory) -> tuple[Judgement, Memory]:
+    metrics = tuple(_judge_metric(metric, look.telemetry) for metric in analysis.metrics)
+    return Judgement(judge=NAME, metrics=metrics), memory
 
 
-def _judge_metric(
-    metric: ErrorRateMetric | LatencyMetric | QualityMetric, telemetry: RolloutTelemetry
-) -> MetricJudgement:
+def _judge_metric(metric: Metric, telemetry: RolloutTelemetry) -> MetricJudgement:
+    if isinstance(metric, DriftMetric | CostMetric):
+        return guardrail(metric, telemetry)
     if isinstance(metric, ErrorRateMetric):
         return _error_rate(metric, telemetry.baseline, telemetry.candidate)
     if isinstance(metric, LatencyMetric):

@@ -1,0 +1,85 @@
+"""Guardrail metrics every judge shares: plain limits on cumulative data, no statistics.
+
+Prediction drift compares the variants' score histograms; cost compares CPU time per request.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from modelcanary.domain.judgement import MetricJudgement, Verdict
+from modelcanary.domain.spec import CostMetric, DriftMetric
+from modelcanary.domain.telemetry import SCORE_EDGES, RolloutTelemetry
+from modelcanary.stats.drift import js, psi, wasserstein
+
+# bucket centres of the score histogram, for the Wasserstein distance
+_SCORE_CENTRES = [SCORE_EDGES[0] / 2] + [(a + b) / 2 for a, b in itertools.pairwise(SCORE_EDGES)] + [1.0]
+
+
+def guardrail(metric: DriftMetric | CostMetric, telemetry: RolloutTelemetry) -> MetricJudgement:
+    if isinstance(metric, DriftMetric):
+        return drift(metric, telemetry)
+    return cost(metric, telemetry)
+
+
+def _no_data(metric: DriftMetric | CostMetric, base: int, cand: int, what: str) -> MetricJudgement:
+    return MetricJudgement(
+        name=metric.name,
+        kind=metric.kind,
+        verdict=Verdict.NO_DATA,
+        baseline=None,
+        candidate=None,
+        limit=None,
+        baseline_samples=base,
+        candidate_samples=cand,
+        reason=f"no data: {cand} candidate and {base} baseline {what}, {metric.min_requests} needed of each",
+    )
+
+
+def drift(metric: DriftMetric, telemetry: RolloutTelemetry) -> MetricJudgement:
+    base, cand = telemetry.baseline.score_counts, telemetry.candidate.score_counts
+    n_base, n_cand = sum(base), sum(cand)
+    if min(n_base, n_cand) < metric.min_requests:
+        return _no_data(metric, n_base, n_cand, "scored predictions")
+    if metric.distance == "psi":
+        distance = psi(base, cand)
+    elif metric.distance == "js":
+        distance = js(base, cand)
+    else:
+        distance = wasserstein(base, cand, _SCORE_CENTRES)
+    worse = distance > metric.limit
+    return MetricJudgement(
+        name=metric.name,
+        kind=metric.kind,
+        verdict=Verdict.FAIL if worse else Verdict.PASS,
+        baseline=0.0,
+        candidate=distance,
+        limit=metric.limit,
+        baseline_samples=n_base,
+        candidate_samples=n_cand,
+        unit=metric.distance,
+        reason=f"{metric.distance} between the score distributions {distance:.4g} "
+        f"{'above' if worse else 'within'} limit {metric.limit:g}",
+    )
+
+
+def cost(metric: CostMetric, telemetry: RolloutTelemetry) -> MetricJudgement:
+    base, cand = telemetry.baseline, telemetry.candidate
+    if min(base.requests, cand.requests) < metric.min_requests:
+        return _no_data(metric, base.requests, cand.requests, "requests")
+    per_base, per_cand = base.cpu_ms / base.requests, cand.cpu_ms / cand.requests
+    limit = per_base * (1 + metric.margin)
+    worse = per_cand > limit
+    return MetricJudgement(
+        name=metric.name,
+        kind=metric.kind,
+        verdict=Verdict.FAIL if worse else Verdict.PASS,
+        baseline=per_base,
+        candidate=per_cand,
+        limit=limit,
+        baseline_samples=base.requests,
+        candidate_samples=cand.requests,
+        unit="cpu ms/request",
+        reason=f"candidate {per_cand:.4g} CPU ms per request {'above' if worse else 'within'} limit {limit:.4g} "
+        f"(baseline {per_base:.4g})",
+    )

@@ -1,0 +1,372 @@
+"""The sequential judge: anytime-valid evidence, so looking often costs nothing.
+
+Every metric becomes one or more streams of bad events with exposures: errors per request,
+latency above a threshold per request, wrong predictions per matured label. For each stream an
+e-process (stats/eprocess.py) bets, look by look, that the candidate's bad-event rate is worse than
+the baseline's by more than the margin; the metric's e-value is its streams' weighted mean, and the
+rollout rolls back when the weighted mean over metrics reaches 1/alpha (Ville's inequality bounds
+the chance of that under "the candidate is within its margins" by alpha, whenever it is read). The
+metrics that carry the evidence are named.
+
+A metric passes when a time-uniform confidence bound puts the candidate within its margin: rate
+metrics compare the candidate's upper bound with the baseline's lower bound; latency bets the
+other way, that the candidate stays below the baseline stretched by the margin.
+
+Latency is tested at thresholds set by the baseline's own quantiles, read before each interval:
+a candidate request is bad above ``(1 + margin)`` times the threshold, a baseline one above it. With
+``distribution`` on, the p50, p90, p99 and p99.9 thresholds join the configured quantile, so a
+regression confined to the tail is caught whatever quantile was configured.
+
+A sample-ratio mismatch (the candidate's share of requests far from the weight set) holds the
+rollout: no step advances on data whose split cannot be trusted.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from dataclasses import dataclass
+
+from modelcanary.domain.judgement import Judgement, Look, Memory, MetricJudgement, Verdict
+from modelcanary.domain.spec import (
+    Analysis,
+    CostMetric,
+    DriftMetric,
+    ErrorRateMetric,
+    LatencyMetric,
+    Metric,
+    QualityMetric,
+)
+from modelcanary.domain.telemetry import LATENCY_EDGES_MS, RolloutTelemetry, VariantTelemetry, score_bucket
+from modelcanary.judges.guardrails import guardrail
+from modelcanary.stats.classification import Confusion, confusion
+from modelcanary.stats.eprocess import bet_better, bet_worse, plug_in_ratio, rate_bounds
+from modelcanary.stats.histogram import quantile
+
+NAME = "sequential"
+SRM_ALPHA = 0.001  # a mismatch only holds the rollout, so it may demand strong evidence
+DISTRIBUTION_QUANTILES = (0.5, 0.9, 0.99, 0.999)
+BASELINE_BOUND_SHARE = 0.1  # of alpha, spent on the baseline bounds that turn absolute margins into ratios
+_BUCKET_RATIO = LATENCY_EDGES_MS[1] / LATENCY_EDGES_MS[0]
+_MIN_BASELINE_FOR_THRESHOLD = 20  # baseline requests before a latency threshold is set
+# the fixed alternatives each e-process bets on, as multiples of its null ratio
+GRID = (1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
+_SIDE = 1 + len(GRID)  # components per side: the plug-in, then the grid
+
+
+@dataclass(frozen=True)
+class _Counts:
+    """One stream's cumulative bad events and exposures per variant."""
+
+    bad_c: int
+    n_c: int
+    bad_b: int
+    n_b: int
+
+
+@dataclass(frozen=True)
+class _Stream:
+    key: str
+    weight: float
+    now: _Counts
+    prev: _Counts
+    r0: float  # the null ratio: bad-event rate of the candidate / the baseline's, at most
+
+
+def judge(analysis: Analysis, look: Look, memory: Memory) -> tuple[Judgement, Memory]:
+    now = look.telemetry
+    prev = (
+        RolloutTelemetry(
+            baseline=VariantTelemetry.from_json(memory["prev"]["baseline"]),
+            candidate=VariantTelemetry.from_json(memory["prev"]["candidate"]),
+        )
+        if "prev" in memory
+        else RolloutTelemetry()
+    )
+    fresh = now.baseline.to_json() != prev.baseline.to_json() or now.candidate.to_json() != prev.candidate.to_json()
+    tested = [m for m in analysis.metrics if not isinstance(m, DriftMetric | CostMetric)]
+    margined = sum(1 for m in tested if isinstance(m, ErrorRateMetric | QualityMetric) and m.margin > 0)
+    alpha_e = analysis.alpha * (1 - BASELINE_BOUND_SHARE) if margined else analysis.alpha
+    alpha_b = analysis.alpha * BASELINE_BOUND_SHARE / max(margined, 1)
+
+    evidence: dict[str, list[float]] = {key: list(value) for key, value in memory.get("e", {}).items()}
+    metric_e: dict[str, float] = {}
+    for metric in tested:
+        streams = _streams(metric, prev, now, alpha_b)
+        total = 0.0
+        for stream in streams:
+            logs = _update(stream, evidence.get(stream.key, [0.0] * (2 * _SIDE)))
+            evidence[stream.key] = logs
+            total += stream.weight * _mixture(logs[:_SIDE])
+        metric_e[metric.name] = total / sum(s.weight for s in streams) if streams else 1.0
+
+    weights = {m.name: m.weight for m in tested}
+    combined = sum(weights[n] * e for n, e in metric_e.items()) / sum(weights.values()) if tested else 1.0
+    responsible = _responsible(metric_e, weights, 1 / alpha_e) if combined >= 1 / alpha_e else set()
+    judged = tuple(
+        guardrail(metric, now)
+        if isinstance(metric, DriftMetric | CostMetric)
+        else _judge_metric(metric, now, evidence, metric_e[metric.name], metric.name in responsible, analysis.alpha)
+        for metric in analysis.metrics
+    )
+    srm_log, expected_c = memory.get("srm", [0.0, 0.0])
+    srm_log, expected_c, hold = _sample_ratio(prev, now, look.weight, srm_log, expected_c)
+    new_memory: Memory = {
+        "prev": {"baseline": now.baseline.to_json(), "candidate": now.candidate.to_json()},
+        "e": evidence,
+        "srm": [srm_log, expected_c],
+    }
+    judgement = Judgement(judge=NAME, metrics=judged, e_value=combined, threshold=1 / alpha_e, hold=hold)
+    return judgement, (new_memory if fresh else memory)  # a look with no new data changes nothing
+
+
+def _update(stream: _Stream, logs: list[float]) -> list[float]:
+    """Add one interval's bets to each component of the stream's two e-processes.
+
+    Each e-process is an even mixture of a plug-in bet (the ratio estimated from before the
+    interval, so it is predictable, and it learns the effect's size) and fixed bets on a grid of
+    ratios (which need no past, so a first look or a large batch is not wasted). A mixture of test
+    supermartingales is one; it costs at most log 2 against the better half.
+    """
+    x_c, n_c = stream.now.bad_c - stream.prev.bad_c, stream.now.n_c - stream.prev.n_c
+    x_b, n_b = stream.now.bad_b - stream.prev.bad_b, stream.now.n_b - stream.prev.n_b
+    r_hat = min(plug_in_ratio(stream.prev.bad_c, stream.prev.n_c, stream.prev.bad_b, stream.prev.n_b), 50.0)
+    r0 = stream.r0
+    if math.isinf(r0):
+        return logs
+    worse = [r_hat, *(r0 * g for g in GRID)]
+    better = [r_hat, *(r0 / g for g in GRID)]
+    fail = [log + bet_worse(x_c, x_b, n_c, n_b, r0, r) for log, r in zip(logs[: len(worse)], worse, strict=True)]
+    passed = [log + bet_better(x_c, x_b, n_c, n_b, r0, r) for log, r in zip(logs[len(worse) :], better, strict=True)]
+    return fail + passed
+
+
+def _mixture(logs: list[float]) -> float:
+    """The e-value of one side: half on the plug-in component, half spread over the grid."""
+    plug_in, grid = logs[0], logs[1:]
+    return 0.5 * math.exp(min(plug_in, 700.0)) + 0.5 * sum(math.exp(min(g, 700.0)) for g in grid) / len(grid)
+
+
+def _responsible(metric_e: dict[str, float], weights: dict[str, float], threshold: float) -> set[str]:
+    """The fewest metrics whose evidence alone reaches the threshold."""
+    total, names = sum(weights.values()), set()
+    running = 0.0
+    for name in sorted(metric_e, key=lambda n: weights[n] * metric_e[n], reverse=True):
+        names.add(name)
+        running += weights[name] * metric_e[name] / total
+        if running >= threshold:
+            break
+    return names
+
+
+# -- streams ---------------------------------------------------------------------------------------
+
+
+def _streams(metric: Metric, prev: RolloutTelemetry, now: RolloutTelemetry, alpha_b: float) -> list[_Stream]:
+    if isinstance(metric, LatencyMetric):
+        return _latency_streams(metric, prev, now)
+    assert isinstance(metric, ErrorRateMetric | QualityMetric)
+    counts_now, counts_prev = _rate_counts(metric, now), _rate_counts(metric, prev)
+    r0 = 1.0
+    if metric.margin > 0:
+        # H0 is rate_c <= rate_b + margin: as a ratio, 1 + margin / rate_b. A lower bound on the
+        # baseline's rate (its own alpha spent) keeps that ratio on the safe side.
+        # Until the baseline has shown a rate there is no ratio to test: no bet (r0 = inf).
+        low = rate_bounds(counts_prev.bad_b, counts_prev.n_b, alpha_b)[0]
+        r0 = 1 + metric.margin / low if low > 0 else math.inf
+    return [_Stream(key=metric.name, weight=1.0, now=counts_now, prev=counts_prev, r0=r0)]
+
+
+def _rate_counts(metric: ErrorRateMetric | QualityMetric, t: RolloutTelemetry) -> _Counts:
+    if isinstance(metric, ErrorRateMetric):
+        return _Counts(t.candidate.errors, t.candidate.requests, t.baseline.errors, t.baseline.requests)
+    bucket = score_bucket(metric.threshold)
+    base = confusion(t.baseline.positive_label_scores, t.baseline.negative_label_scores, bucket)
+    cand = confusion(t.candidate.positive_label_scores, t.candidate.negative_label_scores, bucket)
+
+    def bad_and_exposure(c: Confusion) -> tuple[int, int]:
+        if metric.measure == "accuracy":
+            return c.fp + c.fn, c.n
+        if metric.measure == "precision":
+            return c.fp, c.tp + c.fp
+        return c.fn, c.tp + c.fn
+
+    (bad_c, n_c), (bad_b, n_b) = bad_and_exposure(cand), bad_and_exposure(base)
+    return _Counts(bad_c, n_c, bad_b, n_b)
+
+
+def _exceeding(counts: list[int], index: int) -> int:
+    return sum(counts[index:])
+
+
+def _latency_streams(metric: LatencyMetric, prev: RolloutTelemetry, now: RolloutTelemetry) -> list[_Stream]:
+    if prev.baseline.requests < _MIN_BASELINE_FOR_THRESHOLD:
+        return []
+    # the candidate's threshold is the baseline's stretched by the margin, rounded up to a bucket
+    # edge (up, so the test stays on the safe side of the margin)
+    shift = math.ceil(math.log1p(metric.margin) / math.log(_BUCKET_RATIO) - 1e-9)
+    quantiles = [metric.quantile]
+    if metric.distribution:
+        quantiles += [q for q in DISTRIBUTION_QUANTILES if abs(q - metric.quantile) > 1e-9]
+    streams = []
+    for q in quantiles:
+        edge = quantile(LATENCY_EDGES_MS, prev.baseline.latency_counts, q)
+        assert edge is not None
+        index = min(_bucket_above(edge), len(LATENCY_EDGES_MS))  # requests in buckets >= index exceed it
+        cand_index = min(index + shift, len(LATENCY_EDGES_MS))
+        weight = 1.0 if q == metric.quantile else 1.0 / (len(quantiles) - 1)
+
+        def counts(t: RolloutTelemetry, base_i: int = index, cand_i: int = cand_index) -> _Counts:
+            return _Counts(
+                _exceeding(t.candidate.latency_counts, cand_i),
+                t.candidate.requests,
+                _exceeding(t.baseline.latency_counts, base_i),
+                t.baseline.requests,
+            )
+
+        streams.append(_Stream(key=f"{metric.name}@q{q:g}", weight=weight, now=counts(now), prev=counts(prev), r0=1.0))
+    return streams
+
+
+def _bucket_above(value: float) -> int:
+    """The first bucket whose lower edge is at or above ``value``."""
+    return bisect_left(LATENCY_EDGES_MS, value) + 1
+
+
+# -- verdicts --------------------------------------------------------------------------------------
+
+
+def _judge_metric(
+    metric: ErrorRateMetric | LatencyMetric | QualityMetric,
+    now: RolloutTelemetry,
+    evidence: dict[str, list[float]],
+    e_value: float,
+    failed: bool,
+    alpha: float,
+) -> MetricJudgement:
+    if isinstance(metric, LatencyMetric):
+        return _latency_verdict(metric, now, evidence, e_value, failed, alpha)
+    counts = _rate_counts(metric, now)
+    minimum = metric.min_requests if isinstance(metric, ErrorRateMetric) else metric.min_labels
+    rate_c = counts.bad_c / counts.n_c if counts.n_c else None
+    rate_b = counts.bad_b / counts.n_b if counts.n_b else None
+    high_c = rate_bounds(counts.bad_c, counts.n_c, alpha / 4)[1]
+    low_b = rate_bounds(counts.bad_b, counts.n_b, alpha / 4)[0]
+    within = high_c - low_b <= metric.margin
+    quality = isinstance(metric, QualityMetric)
+
+    def shown(rate: float | None) -> float | None:  # quality is reported as the measure, not its misses
+        return None if rate is None else (1 - rate if quality else rate)
+
+    # reported on the metric's own scale: the bound is the candidate's worst plausible value
+    limit = None if rate_b is None else (1 - rate_b - metric.margin if quality else rate_b + metric.margin)
+    bound = 1 - high_c if quality else high_c
+    what = "labels" if quality else "requests"
+    return _verdict(
+        metric,
+        failed=failed,
+        passed=within and min(counts.n_c, counts.n_b) >= minimum,
+        no_data=min(counts.n_c, counts.n_b) < minimum and not failed,
+        values=(shown(rate_b), shown(rate_c)),
+        limit=limit,
+        bound=bound,
+        e_value=e_value,
+        samples=(counts.n_b, counts.n_c),
+        unit=metric.measure if isinstance(metric, QualityMetric) else "error rate",
+        detail=f"{counts.n_c} candidate and {counts.n_b} baseline {what}, {minimum} needed of each",
+    )
+
+
+def _latency_verdict(
+    metric: LatencyMetric,
+    now: RolloutTelemetry,
+    evidence: dict[str, list[float]],
+    e_value: float,
+    failed: bool,
+    alpha: float,
+) -> MetricJudgement:
+    base = quantile(LATENCY_EDGES_MS, now.baseline.latency_counts, metric.quantile)
+    cand = quantile(LATENCY_EDGES_MS, now.candidate.latency_counts, metric.quantile)
+    logs = evidence.get(f"{metric.name}@q{metric.quantile:g}")
+    pass_e = _mixture(logs[_SIDE:]) if logs else 1.0
+    samples = (now.baseline.requests, now.candidate.requests)
+    return _verdict(
+        metric,
+        failed=failed,
+        passed=pass_e >= 2 / alpha and min(samples) >= metric.min_requests,
+        no_data=min(samples) < metric.min_requests and not failed,
+        values=(base, cand),
+        limit=None if base is None else base * (1 + metric.margin),
+        bound=None,
+        e_value=e_value,
+        samples=samples,
+        unit="ms",
+        detail=f"{samples[1]} candidate and {samples[0]} baseline requests, {metric.min_requests} needed",
+    )
+
+
+def _verdict(
+    metric: Metric,
+    *,
+    failed: bool,
+    passed: bool,
+    no_data: bool,
+    values: tuple[float | None, float | None],
+    limit: float | None,
+    bound: float | None,
+    e_value: float,
+    samples: tuple[int, int],
+    unit: str,
+    detail: str,
+) -> MetricJudgement:
+    base, cand = values
+    estimates = f"candidate {_fmt(cand)} vs baseline {_fmt(base)} {unit}, e-value {e_value:.3g}"
+    if failed:
+        verdict, reason = Verdict.FAIL, f"evidence of a regression: {estimates}"
+    elif no_data:
+        verdict, reason = Verdict.NO_DATA, f"no data: {detail}"
+    elif passed:
+        verdict, reason = Verdict.PASS, f"within margin: {estimates}"
+    else:
+        verdict, reason = Verdict.INCONCLUSIVE, f"not yet shown within margin: {estimates}"
+    return MetricJudgement(
+        name=metric.name,
+        kind=metric.kind,
+        verdict=verdict,
+        baseline=base,
+        candidate=cand,
+        limit=limit,
+        baseline_samples=samples[0],
+        candidate_samples=samples[1],
+        reason=reason,
+        unit=unit,
+        e_value=e_value,
+        bound=bound,
+    )
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _sample_ratio(
+    prev: RolloutTelemetry, now: RolloutTelemetry, weight: float, log_e: float, expected_c: float
+) -> tuple[float, float, str | None]:
+    """A plug-in e-process against "requests split at the weight set"; past 1/SRM_ALPHA it holds."""
+    d_c = now.candidate.requests - prev.candidate.requests
+    d_n = d_c + now.baseline.requests - prev.baseline.requests
+    share = weight / 100
+    if d_n > 0 and 0 < share < 1:
+        # the realised/expected ratio so far, as the alternative's odds multiplier
+        r_hat = (prev.candidate.requests + 0.5) / (expected_c + 0.5)
+        alt = share * r_hat / (share * r_hat + 1 - share)
+        log_e += d_c * math.log(alt / share) + (d_n - d_c) * math.log((1 - alt) / (1 - share))
+        expected_c += d_n * share
+    if log_e < math.log(1 / SRM_ALPHA):
+        return log_e, expected_c, None
+    realised = 100 * now.candidate.requests / max(now.candidate.requests + now.baseline.requests, 1)
+    return (
+        log_e,
+        expected_c,
+        (f"sample-ratio mismatch: the candidate served {realised:.2f}% of requests with its weight at {weight:g}%"),
+    )

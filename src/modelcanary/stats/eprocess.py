@@ -1,0 +1,127 @@
+"""E-processes and confidence sequences for rates of bad events, from counts.
+
+The two-sample test conditions on where bad events happened. In an interval where the candidate
+served ``n_c`` requests and the baseline ``n_b``, and ``X`` bad events happened in all, the number
+from the candidate is (at most as spread as) Binomial(X, theta) with
+
+    theta = n_c r / (n_c r + n_b),   r = candidate's bad-event rate / the baseline's.
+
+Conditioning on the exposures makes the test indifferent to how traffic is split or how it ramps,
+and to any factor both variants share (load, input mix, time of day). Under H0: r <= r0, the
+likelihood ratio of a predictable alternative theta_hat >= theta0 against theta0 has expectation
+at most 1, so the running product is a test supermartingale: by Ville's inequality it crosses 1/alpha
+with probability at most alpha, however often it is looked at. (Given the exposures, the exact law
+is hypergeometric, which is smaller in convex order than the binomial, so the bound holds.)
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def theta(n_c: float, n_b: float, ratio: float) -> float:
+    """P(a bad event came from the candidate) given the exposures and the rate ratio.
+
+    >>> theta(10, 90, 1.0), round(theta(10, 90, 2.0), 4)
+    (0.1, 0.1818)
+    """
+    return n_c * ratio / (n_c * ratio + n_b)
+
+
+def log_lr(x: int, total: int, alt: float, null: float) -> float:
+    """log of the binomial likelihood ratio of ``x`` candidate events out of ``total``.
+
+    >>> round(log_lr(3, 4, 0.5, 0.5), 12), round(log_lr(4, 4, 0.5, 0.25), 4)
+    (0.0, 2.7726)
+    """
+    if total == 0 or alt == null:
+        return 0.0
+    return x * math.log(alt / null) + (total - x) * math.log((1 - alt) / (1 - null))
+
+
+def plug_in_ratio(x_c: float, n_c: float, x_b: float, n_b: float) -> float:
+    """The candidate/baseline rate ratio estimated from past counts, smoothed so that no events
+    on either side reads as 1 rather than 0 or infinity.
+
+    >>> plug_in_ratio(0, 0, 0, 0), round(plug_in_ratio(20, 1000, 10, 1000), 3)
+    (1.0, 1.952)
+    """
+    return ((x_c + 0.5) / (n_c + 1.0)) / ((x_b + 0.5) / (n_b + 1.0))
+
+
+def bet_worse(x_c: int, x_b: int, n_c: float, n_b: float, r0: float, r_hat: float) -> float:
+    """One interval's factor (log) of the e-process against H0: r <= r0, betting at ``r_hat``.
+
+    >>> bet_worse(5, 5, 10, 90, 1.0, 1.0)  # no bet when the estimate is not worse than the null
+    0.0
+    >>> bet_worse(5, 5, 10, 90, 1.0, 3.0) > 0  # half the bad events from a tenth of the traffic
+    True
+    """
+    if n_c <= 0 or n_b <= 0 or r_hat <= r0:
+        return 0.0
+    return log_lr(x_c, x_c + x_b, theta(n_c, n_b, r_hat), theta(n_c, n_b, r0))
+
+
+def bet_better(x_c: int, x_b: int, n_c: float, n_b: float, r0: float, r_hat: float) -> float:
+    """One interval's factor (log) of the e-process against H0: r >= r0, betting at ``r_hat``."""
+    if n_c <= 0 or n_b <= 0 or r_hat >= r0:
+        return 0.0
+    return log_lr(x_c, x_c + x_b, theta(n_c, n_b, r_hat), theta(n_c, n_b, r0))
+
+
+_STEPS = 30  # bisection steps: the bracket shrinks 2**30-fold
+
+
+def _log_mixture_constant(x: int, n: int, a: float = 0.5, b: float = 0.5) -> float:
+    """The part of the beta-binomial mixture's log that does not depend on p0 (Robbins' method
+    of mixtures, Beta(a, b) prior): log B(a + x, b + n - x) - log B(a, b)."""
+    log_beta = math.lgamma(a + x) + math.lgamma(b + n - x) - math.lgamma(a + b + n)
+    return log_beta - (math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b))
+
+
+def rate_bounds(x: int, n: int, alpha: float) -> tuple[float, float]:
+    """A time-uniform confidence sequence for a Bernoulli rate: holds at every n at once with
+    probability at least 1 - alpha, so it may be read after every look.
+
+    >>> low, high = rate_bounds(10, 1000, 0.05)
+    >>> 0.002 < low < 0.01 < high < 0.03
+    True
+    >>> rate_bounds(0, 0, 0.05)
+    (0.0, 1.0)
+    """
+    if n == 0:
+        return 0.0, 1.0
+    # log mixture(p0) = constant - x log p0 - (n - x) log(1 - p0) >= log(1/alpha) outside the set,
+    # i.e. x log p0 + (n - x) log(1 - p0) <= target below
+    target = _log_mixture_constant(x, n) - math.log(1 / alpha)
+    p_hat = x / n
+
+    spread = 8 * math.sqrt(p_hat * (1 - p_hat) / n) + 30 / n
+
+    def outside_at(p0: float) -> bool:
+        return x * math.log(p0) + (n - x) * math.log1p(-p0) <= target
+
+    tiny = 1e-12
+    # The mixture falls from infinity to its minimum near p_hat and rises again: bisect on each
+    # side for where it crosses 1/alpha; the bounds are the last points inside.
+    lower = 0.0
+    if x > 0:
+        # bracket near the estimate first: bisection then needs few steps for ample precision
+        near = max(tiny, p_hat - spread)
+        outside, inside = (near, p_hat) if outside_at(near) else (tiny, near)
+        if not outside_at(outside):
+            inside = outside
+        for _ in range(_STEPS):
+            mid = math.sqrt(outside * inside)
+            outside, inside = (mid, inside) if outside_at(mid) else (outside, mid)
+        lower = inside
+    upper = 1.0
+    if x < n:
+        near = min(1 - tiny, p_hat + spread)
+        inside, outside = (p_hat, near) if outside_at(near) else (near, 1 - tiny)
+        if outside_at(outside):
+            for _ in range(_STEPS):
+                mid = (inside + outside) / 2
+                inside, outside = (inside, mid) if outside_at(mid) else (mid, outside)
+            upper = inside
+    return lower, upper
