@@ -389,6 +389,8 @@ def test_telemetry_reaches_the_store(
         assert sum(counts.latency_counts) == served[variant]
         assert sum(counts.score_counts) == row_counts[variant]
         assert counts.labels == labelled[variant]
+        # the model's CPU time per request: positive, and less than the wall time it was measured in
+        assert 0 < counts.cpu_ms / counts.requests < 1000
     assert sorted(variant.value for variant, _ in store.read_telemetry("r-telemetry")) == ["baseline", "candidate"]
 
 

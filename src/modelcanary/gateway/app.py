@@ -179,7 +179,8 @@ class Gateway:
         variant = Variant.BASELINE
         if serving.candidate is not None and route.rollout_id is not None:
             variant = choose(route.rollout_id, key, route.weight)
-        started = time.perf_counter()
+        # the model runs on this thread, so thread CPU time is its cost (the cost guardrail)
+        started, cpu = time.perf_counter(), time.thread_time()
         try:
             outputs = serving.model(variant).predict(columns)
         except Exception as exc:
@@ -191,17 +192,21 @@ class Gateway:
                 raise RequestError("the model failed on this input", field="model", status=500) from exc
             if not isinstance(exc, RequestError):
                 log.warning("candidate model of %s failed: %r", route.endpoint, exc)
-            failed_ms, started = _ms_since(started), time.perf_counter()
+            failed_ms, failed_cpu_ms = _ms_since(started), (time.thread_time() - cpu) * 1e3
+            started, cpu = time.perf_counter(), time.thread_time()
             # The baseline answers. If it refuses the input too, the client sent it wrong: the
             # RequestError goes to the client and no variant is charged with an error.
             outputs = serving.baseline.predict(columns)
-            self.recorder.record(route.rollout_id, Variant.CANDIDATE, latency_ms=failed_ms, error=True)
+            self.recorder.record(
+                route.rollout_id, Variant.CANDIDATE, latency_ms=failed_ms, error=True, cpu_ms=failed_cpu_ms
+            )
             variant = Variant.BASELINE
         ids = self.recorder.record(
             route.rollout_id,
             variant,
             latency_ms=_ms_since(started),
             error=False,
+            cpu_ms=(time.thread_time() - cpu) * 1e3,
             scores=[score_of(output) for output in outputs],
         )
         return variant, outputs, ids

@@ -67,12 +67,13 @@ class Recorder:
         *,
         latency_ms: float,
         error: bool,
+        cpu_ms: float = 0.0,
         scores: Sequence[float | None] = (),
     ) -> list[str]:
         """Count one request and remember its rows' predictions; their ids, one per row."""
         counts = self._variant(rollout_id, variant) if rollout_id is not None else None
         if counts is not None:
-            counts.observe(latency_ms=latency_ms, error=error)
+            counts.observe(latency_ms=latency_ms, error=error, cpu_ms=cpu_ms)
         ids = []
         for score in scores:
             prediction_id = f"{self._prefix}-{next(self._counter):x}"
