@@ -1,0 +1,170 @@
+"""The sequential judge on simulated streams: valid under A/A however often it looks, quick on real
+regressions (a tail-only one included), holding on a sample-ratio mismatch, passing a good candidate."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+
+from modelcanary.domain.judgement import Judgement, Look, Verdict
+from modelcanary.domain.spec import Analysis
+from modelcanary.domain.telemetry import LATENCY_EDGES_MS, RolloutTelemetry, VariantTelemetry, score_bucket
+from modelcanary.judges.sequential import judge
+
+EDGES = np.asarray(LATENCY_EDGES_MS)
+GOOD, BAD = score_bucket(0.9), score_bucket(0.9)
+
+
+@dataclass(frozen=True)
+class Arm:
+    error_rate: float = 0.01
+    latency: Callable[[np.random.Generator, int], np.ndarray] = lambda rng, n: rng.lognormal(np.log(40), 0.5, n)
+    accuracy: float = 0.9
+    score: float = 0.9
+
+
+def analysis(**overrides: Any) -> Analysis:
+    spec: dict[str, Any] = {
+        "alpha": 0.05,
+        "metrics": [
+            {"kind": "error_rate", "margin": 0},
+            {"kind": "latency", "quantile": 0.99, "margin": 0},
+            {"kind": "quality", "name": "accuracy", "margin": 0},
+        ],
+    }
+    return Analysis.model_validate({**spec, **overrides})
+
+
+def _add(telemetry: VariantTelemetry, arm: Arm, n: int, rng: np.random.Generator) -> None:
+    telemetry.requests += n
+    telemetry.errors += int(rng.binomial(n, arm.error_rate))
+    buckets = np.bincount(np.searchsorted(EDGES, arm.latency(rng, n), side="right"), minlength=len(EDGES) + 1)
+    telemetry.latency_counts = [a + int(b) for a, b in zip(telemetry.latency_counts, buckets, strict=True)]
+    telemetry.score_counts[score_bucket(arm.score)] += n
+    right = int(rng.binomial(n, arm.accuracy))  # labels arrive within the look, right or wrong
+    telemetry.positive_label_scores[GOOD] += right
+    telemetry.negative_label_scores[BAD] += n - right
+
+
+def run(
+    candidate: Arm,
+    *,
+    seed: int,
+    looks: int = 90,
+    rps: float = 50,
+    weights: tuple[float, ...] = (5, 25, 50),
+    spec: Analysis | None = None,
+    realised: Callable[[float], float] | None = None,
+) -> tuple[int | None, Judgement]:
+    """Fold the judge over ``looks`` 10-second looks; the look index of the first FAIL, if any."""
+    rng = np.random.default_rng(seed)
+    spec = spec or analysis()
+    telemetry, memory = RolloutTelemetry(), {}
+    judgement: Judgement | None = None
+    for index in range(looks):
+        weight = weights[min(index * len(weights) // looks, len(weights) - 1)]
+        share = (realised or (lambda w: w))(weight) / 100
+        _add(telemetry.baseline, Arm(), int(rng.poisson(rps * 10 * (1 - share))), rng)
+        _add(telemetry.candidate, candidate, int(rng.poisson(rps * 10 * share)), rng)
+        snapshot = RolloutTelemetry(
+            VariantTelemetry.from_json(telemetry.baseline.to_json()),
+            VariantTelemetry.from_json(telemetry.candidate.to_json()),
+        )
+        judgement, memory = judge(spec, Look(at=10.0 * index, weight=weight, telemetry=snapshot), memory)
+        if judgement.failing():
+            return index, judgement
+    assert judgement is not None
+    return None, judgement
+
+
+def test_a_and_a_stays_within_alpha_however_often_it_looks() -> None:
+    """150 A/A streams, judged every 10 s for 15 minutes while the weight ramps 5 -> 25 -> 50%:
+    Ville's inequality promises at most alpha = 5% false rollbacks; the mixture is conservative."""
+    false_rollbacks = sum(run(Arm(), seed=seed)[0] is not None for seed in range(150))
+    assert false_rollbacks / 150 <= 0.05
+
+
+@pytest.mark.parametrize(
+    ("candidate", "metric"),
+    [
+        (Arm(error_rate=0.05), "error-rate"),
+        (Arm(latency=lambda rng, n: rng.lognormal(np.log(40 * 1.3), 0.5, n)), "latency"),
+        (Arm(accuracy=0.8), "accuracy"),
+    ],
+    ids=["errors x5", "latency +30%", "accuracy -10 points"],
+)
+def test_a_real_regression_is_rolled_back_and_named(candidate: Arm, metric: str) -> None:
+    for seed in range(3):
+        index, judgement = run(candidate, seed=seed)
+        assert index is not None and index < 60, f"seed {seed}: not caught within 10 minutes"
+        assert [m.name for m in judgement.failing()] == [metric]
+        assert judgement.e_value is not None and judgement.threshold is not None
+        assert judgement.e_value >= judgement.threshold
+
+
+def _tail(scale: float) -> Callable[[np.random.Generator, int], np.ndarray]:
+    """Lognormal(40 ms, 0.5) whose slowest 2% are stretched by ``scale``: the median is unchanged."""
+
+    def draw(rng: np.random.Generator, n: int) -> np.ndarray:
+        values = rng.lognormal(np.log(40), 0.5, n)
+        cut = 40 * np.exp(0.5 * 2.054)  # the 98th percentile
+        return np.where(values > cut, cut + (values - cut) * scale + cut * (scale - 1), values)
+
+    return draw
+
+
+def test_a_tail_only_regression_is_caught_by_the_distribution_test() -> None:
+    """The configured quantile is the median, which does not move; the p99 and p99.9 thresholds
+    of the distribution-wide test carry the evidence."""
+    median_only = {"kind": "latency", "quantile": 0.5, "margin": 0}
+    caught = [run(Arm(latency=_tail(1.6)), seed=s, spec=analysis(metrics=[median_only]))[0] for s in range(3)]
+    assert all(index is not None for index in caught)
+    blind = {**median_only, "distribution": False}
+    missed = [run(Arm(latency=_tail(1.6)), seed=s, spec=analysis(metrics=[blind]))[0] for s in range(3)]
+    assert missed == [None, None, None]
+
+
+def test_a_sample_ratio_mismatch_holds_without_rolling_back() -> None:
+    index, judgement = run(Arm(), seed=1, realised=lambda weight: weight * 1.6)
+    assert index is None
+    assert judgement.hold is not None and "sample-ratio mismatch" in judgement.hold
+    assert judgement.verdict is not Verdict.PASS
+
+
+def test_a_good_candidate_is_shown_within_its_margins() -> None:
+    spec = analysis(
+        metrics=[
+            {"kind": "error_rate", "margin": 0.01},
+            {"kind": "latency", "quantile": 0.99, "margin": 0.2},
+            {"kind": "quality", "name": "accuracy", "margin": 0.03},
+        ]
+    )
+    index, judgement = run(Arm(), seed=4, spec=spec, looks=120)
+    assert index is None
+    assert [m.verdict for m in judgement.metrics] == [Verdict.PASS] * 3
+    assert judgement.verdict is Verdict.PASS
+
+
+def test_no_data_is_never_a_pass_and_a_first_look_bets_nothing_on_absolute_margins() -> None:
+    spec = analysis(metrics=[{"kind": "error_rate", "margin": 0.01}])
+    empty, memory = judge(spec, Look(at=0, weight=5, telemetry=RolloutTelemetry()), {})
+    assert [m.verdict for m in empty.metrics] == [Verdict.NO_DATA]
+    assert memory == {}  # nothing new: nothing to remember
+    flood = RolloutTelemetry()
+    _add(flood.baseline, Arm(), 10_000, np.random.default_rng(0))
+    _add(flood.candidate, Arm(error_rate=0.5), 500, np.random.default_rng(1))
+    first, memory = judge(spec, Look(at=10, weight=5, telemetry=flood), {})
+    assert not first.failing()  # no baseline rate before this look: an absolute margin has no ratio yet
+    assert memory["e"]["error-rate"] == [0.0] * len(memory["e"]["error-rate"])
+
+
+def test_drift_and_cost_guardrails_fail_on_their_limits() -> None:
+    spec = analysis(metrics=[{"kind": "drift", "distance": "psi", "limit": 0.2}, {"kind": "cost", "margin": 0.5}])
+    shifted = Arm(score=0.2)
+    index, judgement = run(shifted, seed=0, spec=spec, looks=20)
+    assert index is not None
+    assert [m.name for m in judgement.failing()] == ["prediction-drift"]

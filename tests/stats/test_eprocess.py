@@ -1,0 +1,71 @@
+"""The e-process building blocks against independent computations, and their validity on A/A
+simulations with fixed seeds."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from modelcanary.stats.eprocess import bet_better, bet_worse, log_lr, plug_in_ratio, rate_bounds, theta
+
+
+@pytest.mark.parametrize(("x", "total", "alt", "null"), [(3, 10, 0.4, 0.2), (0, 7, 0.1, 0.05), (9, 9, 0.9, 0.5)])
+def test_log_lr_is_the_binomial_log_likelihood_ratio(x: int, total: int, alt: float, null: float) -> None:
+    expected = stats.binom.logpmf(x, total, alt) - stats.binom.logpmf(x, total, null)
+    assert log_lr(x, total, alt, null) == pytest.approx(expected, rel=1e-12, abs=1e-12)
+
+
+def test_theta_is_the_share_of_bad_events_from_the_candidate() -> None:
+    # 100 candidate requests at rate 2p and 900 baseline ones at rate p: 200p of 1100p bad events
+    assert theta(100, 900, 2.0) == pytest.approx(200 / 1100)
+
+
+def test_bets_only_in_their_direction() -> None:
+    assert bet_worse(10, 10, 100, 900, r0=1.0, r_hat=0.8) == 0.0
+    assert bet_better(1, 10, 100, 900, r0=1.0, r_hat=1.2) == 0.0
+    assert bet_worse(10, 10, 100, 900, r0=1.0, r_hat=3.0) > 0
+    assert bet_better(0, 30, 100, 900, r0=1.0, r_hat=0.5) > 0
+
+
+def test_plug_in_ratio_estimates_the_rate_ratio() -> None:
+    assert plug_in_ratio(200, 10_000, 100, 10_000) == pytest.approx(2.0, rel=0.01)
+
+
+@pytest.mark.parametrize("null_ratio", [1.0, 1.5])
+def test_the_bad_event_e_process_is_a_supermartingale_under_the_null(null_ratio: float) -> None:
+    """E[factor] <= 1 for every alternative, computed exactly over the binomial law of a batch,
+    including when the true ratio is below the null (a composite null)."""
+    n_c, n_b, total = 50, 950, 12
+    for true_ratio in (0.5, 1.0, null_ratio):
+        p = theta(n_c, n_b, true_ratio)
+        for r_hat in (1.0, 1.6, 3.0, 10.0):
+            expectation = sum(
+                stats.binom.pmf(x, total, p) * math.exp(bet_worse(x, total - x, n_c, n_b, null_ratio, r_hat))
+                for x in range(total + 1)
+            )
+            assert expectation <= 1 + 1e-9
+
+
+def test_rate_bounds_cover_the_truth_at_every_look_at_once() -> None:
+    """Time-uniform: over 400 simulated streams read after every batch, the truth leaves the bounds
+    in at most alpha of the streams (here 5%; the bound is conservative, so far fewer)."""
+    rng = np.random.default_rng(7)
+    p, alpha, misses = 0.03, 0.05, 0
+    for _ in range(400):
+        bad = np.cumsum(rng.binomial(50, p, size=60))
+        n = 50 * np.arange(1, 61)
+        if any(
+            not (lo <= p <= hi) for lo, hi in (rate_bounds(int(x), int(m), alpha) for x, m in zip(bad, n, strict=True))
+        ):
+            misses += 1
+    assert misses / 400 <= alpha
+
+
+def test_rate_bounds_shrink_and_agree_with_the_estimate() -> None:
+    wide, narrow = rate_bounds(10, 100, 0.05), rate_bounds(1000, 10_000, 0.05)
+    assert wide[0] < 0.1 < wide[1] and narrow[0] < 0.1 < narrow[1]
+    assert narrow[1] - narrow[0] < (wide[1] - wide[0]) / 5
+    assert rate_bounds(0, 500, 0.05)[0] == 0.0 and rate_bounds(500, 500, 0.05)[1] == 1.0
