@@ -113,7 +113,7 @@ def rollout_list(workdir: str | None, store: str | None, registry: str | None, a
 
     states = Workspace.at(workdir, store=store, registry=registry).store().list_rollouts()
     if as_json:
-        click.echo(json.dumps([state.model_dump(mode="json") for state in states], indent=2))
+        click.echo(json.dumps([state.model_dump(mode="json", exclude={"judge_memory"}) for state in states], indent=2))
     else:
         from rich.console import Console
 

@@ -28,7 +28,7 @@ class Report:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "rollout": self.state.model_dump(mode="json"),
+            "rollout": self.state.model_dump(mode="json", exclude={"judge_memory"}),
             "judgement": {**self.judgement.model_dump(mode="json"), "verdict": self.judgement.verdict.value},
             "requests": {"baseline": self.telemetry.baseline.requests, "candidate": self.telemetry.candidate.requests},
             "labels": {"baseline": self.telemetry.baseline.labels, "candidate": self.telemetry.candidate.labels},
