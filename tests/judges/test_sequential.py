@@ -168,3 +168,11 @@ def test_drift_and_cost_guardrails_fail_on_their_limits() -> None:
     index, judgement = run(shifted, seed=0, spec=spec, looks=20)
     assert index is not None
     assert [m.name for m in judgement.failing()] == ["prediction-drift"]
+
+
+def test_memory_saved_by_another_version_starts_the_evidence_afresh() -> None:
+    telemetry = RolloutTelemetry()
+    _add(telemetry.baseline, Arm(), 1000, np.random.default_rng(0))
+    stale = {"prev": {"baseline": {}, "candidate": {}}, "e": {"error-rate": [3.0, 0.0]}}  # an old layout
+    judgement, memory = judge(analysis(), Look(at=10, weight=5, telemetry=telemetry), stale)
+    assert memory["version"] == 2 and not judgement.failing()

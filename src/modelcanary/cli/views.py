@@ -24,7 +24,7 @@ class Report:
     state: RolloutState
     history: list[Transition]
     telemetry: RolloutTelemetry
-    judgement: Judgement  # the judge's view of the current telemetry, recomputed (judges are pure)
+    judgement: Judgement  # as decided, for an ended rollout; the judge's view now, for a live one
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -39,9 +39,15 @@ class Report:
 def rollout_report(store: SqlStore, rollout_id: str) -> Report:
     state, text = store.get(rollout_id)
     telemetry = pair(store.read_telemetry(rollout_id))
-    look = Look(at=state.updated_at - state.created_at, weight=state.weight, telemetry=telemetry)
-    judgement, _ = analyse(load_spec(text), look, state.judge_memory)
-    return Report(state=state, history=store.history(rollout_id), telemetry=telemetry, judgement=judgement)
+    history = store.history(rollout_id)
+    decided = [t.judgement for t in history if t.judgement is not None]
+    if state.phase.is_terminal() and decided:
+        # an ended rollout shows the evidence it was decided on, as saved with the decision
+        judgement = Judgement.model_validate(decided[-1])
+    else:  # a live one, the judge's view of the telemetry now (judges are pure: nothing is saved)
+        look = Look(at=state.updated_at - state.created_at, weight=state.weight, telemetry=telemetry)
+        judgement, _ = analyse(load_spec(text), look, state.judge_memory)
+    return Report(state=state, history=history, telemetry=telemetry, judgement=judgement)
 
 
 def _when(at: float | None) -> str:
@@ -74,8 +80,24 @@ def status_view(report: Report) -> Group:
         f"candidate {telemetry.candidate.requests} requests, {telemetry.candidate.labels} labels",
     )
     head.add_row("reason", state.reason)
+    judgement = report.judgement
+    if judgement.e_value is not None and judgement.threshold is not None:
+        head.add_row(
+            "evidence",
+            f"{_bar(judgement.e_value, judgement.threshold)} e-value {judgement.e_value:.3g} "
+            f"of {judgement.threshold:.3g} to roll back",
+        )
+    if judgement.hold:
+        head.add_row("hold", judgement.hold)
     metrics = Table(
-        "metric", "verdict", "baseline", "candidate", "limit", "samples b/c", title=f"judge: {report.judgement.judge}"
+        "metric",
+        "verdict",
+        "baseline",
+        "candidate",
+        "limit",
+        "samples b/c",
+        "e-value",
+        title=f"judge: {judgement.judge}",
     )
     for metric in report.judgement.metrics:
         metrics.add_row(
@@ -86,6 +108,7 @@ def status_view(report: Report) -> Group:
                 for value in (metric.baseline, metric.candidate, metric.limit)
             ),
             f"{metric.baseline_samples}/{metric.candidate_samples}",
+            "-" if metric.e_value is None else f"{metric.e_value:.3g}",
         )
     history = Table("at", "actor", "phase", "weight", "reason", title="history")
     for transition in report.history:
@@ -97,3 +120,16 @@ def status_view(report: Report) -> Group:
             transition.reason,
         )
     return Group(head, metrics, history)
+
+
+def _bar(e_value: float, threshold: float, width: int = 20) -> str:
+    """Evidence on a log scale from 1 to the threshold: full when the judge rolls back.
+
+    >>> _bar(1.0, 20.0, width=4), _bar(20.0, 20.0, width=4)
+    ('░░░░', '████')
+    """
+    import math
+
+    share = 0.0 if e_value <= 1 else min(math.log(e_value) / math.log(threshold), 1.0)
+    filled = round(share * width)
+    return "█" * filled + "░" * (width - filled)

@@ -44,6 +44,7 @@ from modelcanary.stats.eprocess import bet_better, bet_worse, plug_in_ratio, rat
 from modelcanary.stats.histogram import quantile
 
 NAME = "sequential"
+MEMORY_VERSION = 2  # bump when the meaning of the saved memory changes
 SRM_ALPHA = 0.001  # a mismatch only holds the rollout, so it may demand strong evidence
 DISTRIBUTION_QUANTILES = (0.5, 0.9, 0.99, 0.999)
 BASELINE_BOUND_SHARE = 0.1  # of alpha, spent on the baseline bounds that turn absolute margins into ratios
@@ -74,6 +75,10 @@ class _Stream:
 
 
 def judge(analysis: Analysis, look: Look, memory: Memory) -> tuple[Judgement, Memory]:
+    if memory and memory.get("version") != MEMORY_VERSION:
+        # Saved by another version of this judge: start the evidence again at 1 (still valid, only
+        # slower), rather than read numbers whose meaning changed.
+        memory = {}
     now = look.telemetry
     prev = (
         RolloutTelemetry(
@@ -112,6 +117,7 @@ def judge(analysis: Analysis, look: Look, memory: Memory) -> tuple[Judgement, Me
     srm_log, expected_c = memory.get("srm", [0.0, 0.0])
     srm_log, expected_c, hold = _sample_ratio(prev, now, look.weight, srm_log, expected_c)
     new_memory: Memory = {
+        "version": MEMORY_VERSION,
         "prev": {"baseline": now.baseline.to_json(), "candidate": now.candidate.to_json()},
         "e": evidence,
         "srm": [srm_log, expected_c],

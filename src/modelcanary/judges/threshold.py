@@ -1,129 +1,206 @@
-"""The threshold judge: compares the candidate's point estimates with the baseline's plus a margin.
+"""The threshold judge, after Flagger's canary analysis: checks on each interval's data, and a
+rollback after ``failed_checks`` failed checks.
 
-Clear and fast, like Flagger's per-metric checks, but it compares against the baseline on the same
-traffic rather than against a fixed number. It makes no promise about false rollbacks when it looks
-often; the statistical judge is the one that does.
+Read from fluxcd/flagger: ``pkg/controller/scheduler.go`` (``advanceCanary``, ``runAnalysis``),
+``pkg/controller/scheduler_metrics.go`` (the checks), ``pkg/canary/status.go`` (the counter) and
+``pkg/apis/flagger/v1beta1/canary.go`` (the defaults). What it keeps from Flagger:
+
+- Every ``analysis.threshold.interval`` seconds of the rollout's clock (Flagger's ``analysis.interval``:
+  60 s by default, and never below 10 s) one check runs on that interval's data alone: the difference
+  between the cumulative telemetry now and at the previous check. The error rate of the candidate
+  must stay at most the baseline's plus ``margin``; its latency ``quantile`` at most the baseline's
+  times ``1 + margin``; its ``measure`` on the labels that arrived in the interval at least the
+  baseline's minus ``margin``. (Flagger compares each query with a fixed ``thresholdRange``; here the
+  baseline on the same traffic sets the range, as in modelcanary's other judges.)
+- A check fails when any metric fails it. Flagger's ``status.failedChecks`` is incremented on every
+  failed check and never reset by a passing one (only a new revision resets it), so this counts the
+  TOTAL of failed checks, not consecutive ones. When it reaches ``failed_checks`` (5 here, as in
+  Flagger's examples; the code's fallback is 1), the metrics that failed that check are FAIL. Flagger
+  rolls back at the tick after that check; the judge says FAIL at the check itself.
+- A metric without data fails the check: Flagger's providers return ``ErrNoValuesFound`` and
+  ``runMetricChecks`` halts advancement and counts the check as failed ("no values found ... probably
+  not receiving traffic"). Here "no data" is fewer than the metric's ``min_requests`` /
+  ``min_labels`` in the interval. Its verdict is NO_DATA until the count reaches the threshold, then
+  FAIL: a canary without traffic is rolled back, as Flagger does. Before the first check every
+  metric is NO_DATA (Flagger's first tick only starts the canary).
+- A metric that passed the last check is PASS; one that failed it but has not exhausted the
+  threshold is INCONCLUSIVE (Flagger halts advancement). Between checks the last check's verdicts
+  stand; after the threshold is reached the judge stops checking, as Flagger stops the analysis.
+
+Unlike Flagger, which stops at the first failing metric, every metric is checked, so the judgement
+names all of them. Drift and cost are guardrails, judged at every look on the cumulative telemetry.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 from modelcanary.domain.judgement import Judgement, Look, Memory, MetricJudgement, Verdict
-from modelcanary.domain.spec import (
-    Analysis,
-    CostMetric,
-    DriftMetric,
-    ErrorRateMetric,
-    LatencyMetric,
-    Metric,
-    QualityMetric,
-)
-from modelcanary.domain.telemetry import LATENCY_EDGES_MS, RolloutTelemetry, VariantTelemetry, score_bucket
+from modelcanary.domain.spec import Analysis, CostMetric, DriftMetric, ErrorRateMetric, LatencyMetric, QualityMetric
+from modelcanary.domain.telemetry import LATENCY_EDGES_MS, VariantTelemetry, score_bucket
 from modelcanary.judges.guardrails import guardrail
-from modelcanary.stats.classification import confusion
+from modelcanary.stats.classification import Confusion, confusion
 from modelcanary.stats.histogram import quantile
 
 NAME = "threshold"
+MIN_INTERVAL_S = 10.0  # Flagger's GetAnalysisInterval never schedules checks closer than this
+
+Tested = ErrorRateMetric | LatencyMetric | QualityMetric
+Entry = list[object]  # one metric's last check, JSON-ready: verdict, baseline, candidate, limit, nb, nc, reason
 
 
 def judge(analysis: Analysis, look: Look, memory: Memory) -> tuple[Judgement, Memory]:
-    metrics = tuple(_judge_metric(metric, look.telemetry) for metric in analysis.metrics)
-    return Judgement(judge=NAME, metrics=metrics), memory
+    settings = analysis.threshold
+    interval = max(settings.interval, MIN_INTERVAL_S)
+    new = dict(memory)  # never the caller's dict; unchanged parts are shared, never mutated
+    if memory.get("failed", 0) < settings.failed_checks and look.at >= memory.get("due", interval):
+        tested = [metric for metric in analysis.metrics if not isinstance(metric, DriftMetric | CostMetric)]
+        new.update(_check(tested, look, memory, settings.failed_checks))
+        new["due"] = next_due(look.at, interval)
+    last: dict[str, Entry] = new.get("last", {})
+    metrics = tuple(
+        guardrail(metric, look.telemetry)
+        if isinstance(metric, DriftMetric | CostMetric)
+        else _judgement(metric, last.get(metric.name), new.get("due", interval))
+        for metric in analysis.metrics
+    )
+    return Judgement(judge=NAME, metrics=metrics), new
 
 
-def _judge_metric(metric: Metric, telemetry: RolloutTelemetry) -> MetricJudgement:
-    if isinstance(metric, DriftMetric | CostMetric):
-        return guardrail(metric, telemetry)
+def next_due(at: float, interval: float) -> float:
+    """The next tick of an ``interval`` ticker on the rollout's clock after ``at``.
+
+    >>> next_due(60.0, 60.0), next_due(61.0, 60.0), next_due(185.0, 60.0)
+    (120.0, 120.0, 240.0)
+    """
+    return (math.floor(at / interval) + 1) * interval
+
+
+def cumulative(metric: Tested, variant: VariantTelemetry) -> list[int]:
+    """The cumulative counts whose difference between two looks is the metric's data in between."""
     if isinstance(metric, ErrorRateMetric):
-        return _error_rate(metric, telemetry.baseline, telemetry.candidate)
+        return [int(variant.requests), int(variant.errors)]
     if isinstance(metric, LatencyMetric):
-        return _latency(metric, telemetry.baseline, telemetry.candidate)
-    return _quality(metric, telemetry.baseline, telemetry.candidate)
+        return [int(count) for count in variant.latency_counts]
+    c = confusion(variant.positive_label_scores, variant.negative_label_scores, score_bucket(metric.threshold))
+    return [int(c.tp), int(c.fp), int(c.tn), int(c.fn)]
 
 
-def _verdict(
-    metric: ErrorRateMetric | LatencyMetric | QualityMetric,
-    *,
-    samples: tuple[int, int],
-    minimum: int,
-    values: tuple[float | None, float | None],
+def interval_value(metric: Tested, now: Sequence[int], before: Sequence[int] | None) -> tuple[float | None, int]:
+    """The metric's value on the data between two looks' cumulative counts, and its samples
+    (requests, or labels in the measure's denominator); ``None`` when there are none.
+
+    >>> spec = ErrorRateMetric(kind="error_rate")
+    >>> interval_value(spec, [300, 6], [100, 2])
+    (0.02, 200)
+    """
+    delta = list(now) if before is None else [a - b for a, b in zip(now, before, strict=True)]
+    if isinstance(metric, ErrorRateMetric):
+        return (delta[1] / delta[0] if delta[0] > 0 else None), delta[0]
+    if isinstance(metric, LatencyMetric):
+        return quantile(LATENCY_EDGES_MS, delta, metric.quantile), sum(delta)
+    return Confusion(tp=delta[0], fp=delta[1], tn=delta[2], fn=delta[3]).measure(metric.measure)
+
+
+def unit(metric: Tested) -> str:
+    if isinstance(metric, ErrorRateMetric):
+        return "error rate"
+    return "ms" if isinstance(metric, LatencyMetric) else metric.measure
+
+
+def _check(tested: list[Tested], look: Look, memory: Memory, threshold: int) -> Memory:
+    """One check of every metric on the data since the previous check: the new counts, the failed
+    checks so far, and each metric's entry."""
+    before: dict[str, list[list[int]]] = memory.get("counts", {})
+    since = float(memory.get("since", 0.0))
+    counts: dict[str, list[list[int]]] = {}
+    outcomes = []
+    for metric in tested:
+        now = [cumulative(metric, look.telemetry.baseline), cumulative(metric, look.telemetry.candidate)]
+        prev = before.get(metric.name, [None, None])
+        counts[metric.name] = now
+        outcomes.append(_outcome(metric, now, prev))
+    failed = int(memory.get("failed", 0)) + any(status != "pass" for status, *_ in outcomes)
+    window = f"over {since:g}-{look.at:g} s; {failed} of {threshold} failed checks"
+    last: dict[str, Entry] = {}
+    for metric, (status, base, cand, limit, samples) in zip(tested, outcomes, strict=True):
+        if status == "pass":
+            verdict = Verdict.PASS
+        elif failed >= threshold:
+            verdict = Verdict.FAIL
+        else:
+            verdict = Verdict.NO_DATA if status == "no_data" else Verdict.INCONCLUSIVE
+        reason = _reason(metric, status, base, cand, limit, samples) + f" {window}"
+        last[metric.name] = [verdict.value, base, cand, limit, samples[0], samples[1], reason]
+    return {"counts": counts, "since": look.at, "failed": failed, "last": last}
+
+
+def _outcome(
+    metric: Tested, now: list[list[int]], prev: list[list[int] | None]
+) -> tuple[str, float | None, float | None, float | None, tuple[int, int]]:
+    """``(status, baseline, candidate, limit, samples)`` of one metric over one interval."""
+    base, n_base = interval_value(metric, now[0], prev[0])
+    cand, n_cand = interval_value(metric, now[1], prev[1])
+    minimum = metric.min_labels if isinstance(metric, QualityMetric) else metric.min_requests
+    if base is None or cand is None or min(n_base, n_cand) < minimum:
+        return "no_data", base, cand, None, (n_base, n_cand)
+    if isinstance(metric, ErrorRateMetric):
+        limit = base + metric.margin
+        worse = cand > limit
+    elif isinstance(metric, LatencyMetric):
+        limit = base * (1 + metric.margin)
+        worse = cand > limit
+    else:
+        limit = base - metric.margin
+        worse = cand < limit
+    return ("worse" if worse else "pass"), base, cand, limit, (n_base, n_cand)
+
+
+def _reason(
+    metric: Tested,
+    status: str,
+    base: float | None,
+    cand: float | None,
     limit: float | None,
-    worse: bool,
-    lower_is_worse: bool = False,
-    unit: str,
-    what: str,
-) -> MetricJudgement:
-    base, cand = values
-    common = {
-        "name": metric.name,
-        "kind": metric.kind,
-        "baseline": base,
-        "candidate": cand,
-        "limit": limit,
-        "baseline_samples": samples[0],
-        "candidate_samples": samples[1],
-    }
-    if min(samples) < minimum or base is None or cand is None or limit is None:
-        reason = f"no data: {samples[1]} candidate and {samples[0]} baseline {what}, {minimum} needed of each"
-        return MetricJudgement(verdict=Verdict.NO_DATA, reason=reason, **common)
-    relation = ("below" if lower_is_worse else "above") if worse else "within"
-    reason = f"candidate {cand:.4g}{unit} {relation} limit {limit:.4g}{unit} (baseline {base:.4g}{unit})"
-    return MetricJudgement(verdict=Verdict.FAIL if worse else Verdict.PASS, reason=reason, **common)
+    samples: tuple[int, int],
+) -> str:
+    if status == "no_data" or base is None or cand is None or limit is None:
+        minimum = metric.min_labels if isinstance(metric, QualityMetric) else metric.min_requests
+        what = f"labels for {metric.measure}" if isinstance(metric, QualityMetric) else "requests"
+        return (
+            f"no data: {samples[1]} candidate and {samples[0]} baseline {what}, {minimum} needed of each "
+            "(a check without data fails, as in Flagger)"
+        )
+    suffix = " ms" if isinstance(metric, LatencyMetric) else ""
+    relation = "within" if status == "pass" else "below" if isinstance(metric, QualityMetric) else "above"
+    return f"candidate {cand:.4g}{suffix} {relation} limit {limit:.4g}{suffix} (baseline {base:.4g}{suffix})"
 
 
-def _error_rate(metric: ErrorRateMetric, base: VariantTelemetry, cand: VariantTelemetry) -> MetricJudgement:
-    rates = (
-        base.errors / base.requests if base.requests else None,
-        cand.errors / cand.requests if cand.requests else None,
-    )
-    limit = None if rates[0] is None else rates[0] + metric.margin
-    worse = rates[1] is not None and limit is not None and rates[1] > limit
-    return _verdict(
-        metric,
-        samples=(base.requests, cand.requests),
-        minimum=metric.min_requests,
-        values=rates,
-        limit=limit,
-        worse=worse,
-        unit="",
-        what="requests",
-    )
-
-
-def _latency(metric: LatencyMetric, base: VariantTelemetry, cand: VariantTelemetry) -> MetricJudgement:
-    values = (
-        quantile(LATENCY_EDGES_MS, base.latency_counts, metric.quantile),
-        quantile(LATENCY_EDGES_MS, cand.latency_counts, metric.quantile),
-    )
-    limit = None if values[0] is None else values[0] * (1 + metric.margin)
-    worse = values[1] is not None and limit is not None and values[1] > limit
-    return _verdict(
-        metric,
-        samples=(base.requests, cand.requests),
-        minimum=metric.min_requests,
-        values=values,
-        limit=limit,
-        worse=worse,
-        unit=" ms",
-        what="requests",
-    )
-
-
-def _quality(metric: QualityMetric, base: VariantTelemetry, cand: VariantTelemetry) -> MetricJudgement:
-    bucket = score_bucket(metric.threshold)
-    (base_value, base_n), (cand_value, cand_n) = (
-        confusion(t.positive_label_scores, t.negative_label_scores, bucket).measure(metric.measure)
-        for t in (base, cand)
-    )
-    limit = None if base_value is None else base_value - metric.margin
-    worse = cand_value is not None and limit is not None and cand_value < limit
-    return _verdict(
-        metric,
-        samples=(base_n, cand_n),
-        minimum=metric.min_labels,
-        values=(base_value, cand_value),
-        limit=limit,
-        worse=worse,
-        lower_is_worse=True,
-        unit="",
-        what=f"labels for {metric.measure}",
+def _judgement(metric: Tested, entry: Entry | None, due: float) -> MetricJudgement:
+    if entry is None:
+        return MetricJudgement(
+            name=metric.name,
+            kind=metric.kind,
+            verdict=Verdict.NO_DATA,
+            baseline=None,
+            candidate=None,
+            limit=None,
+            baseline_samples=0,
+            candidate_samples=0,
+            unit=unit(metric),
+            reason=f"no data: no check yet, the first runs at {due:g} s",
+        )
+    verdict, base, cand, limit, n_base, n_cand, reason = entry
+    return MetricJudgement(
+        name=metric.name,
+        kind=metric.kind,
+        verdict=Verdict(verdict),
+        baseline=base,  # type: ignore[arg-type]
+        candidate=cand,  # type: ignore[arg-type]
+        limit=limit,  # type: ignore[arg-type]
+        baseline_samples=n_base,  # type: ignore[arg-type]
+        candidate_samples=n_cand,  # type: ignore[arg-type]
+        unit=unit(metric),
+        reason=str(reason),
     )
