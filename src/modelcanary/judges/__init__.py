@@ -13,11 +13,15 @@ from collections.abc import Callable
 from modelcanary.domain.errors import SpecError
 from modelcanary.domain.judgement import Judgement, Look, Memory
 from modelcanary.domain.spec import Analysis
-from modelcanary.judges import sequential, threshold
+from modelcanary.judges import mann_whitney, sequential, threshold
 
 Judge = Callable[[Analysis, Look, Memory], tuple[Judgement, Memory]]
 
-JUDGES: dict[str, Judge] = {sequential.NAME: sequential.judge, threshold.NAME: threshold.judge}
+JUDGES: dict[str, Judge] = {
+    sequential.NAME: sequential.judge,
+    threshold.NAME: threshold.judge,
+    mann_whitney.NAME: mann_whitney.judge,
+}
 
 
 def get_judge(name: str) -> Judge:

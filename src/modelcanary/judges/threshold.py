@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from modelcanary.domain.judgement import Judgement, Look, Memory, MetricJudgement, Verdict
 from modelcanary.domain.spec import Analysis, CostMetric, DriftMetric, ErrorRateMetric, LatencyMetric, QualityMetric
@@ -47,7 +49,7 @@ NAME = "threshold"
 MIN_INTERVAL_S = 10.0  # Flagger's GetAnalysisInterval never schedules checks closer than this
 
 Tested = ErrorRateMetric | LatencyMetric | QualityMetric
-Entry = list[object]  # one metric's last check, JSON-ready: verdict, baseline, candidate, limit, nb, nc, reason
+Entry = dict[str, Any]  # one metric's last check, JSON-ready: the fields of its MetricJudgement
 
 
 def judge(analysis: Analysis, look: Look, memory: Memory) -> tuple[Judgement, Memory]:
@@ -113,94 +115,91 @@ def _check(tested: list[Tested], look: Look, memory: Memory, threshold: int) -> 
     """One check of every metric on the data since the previous check: the new counts, the failed
     checks so far, and each metric's entry."""
     before: dict[str, list[list[int]]] = memory.get("counts", {})
-    since = float(memory.get("since", 0.0))
-    counts: dict[str, list[list[int]]] = {}
-    outcomes = []
-    for metric in tested:
-        now = [cumulative(metric, look.telemetry.baseline), cumulative(metric, look.telemetry.candidate)]
-        prev = before.get(metric.name, [None, None])
-        counts[metric.name] = now
-        outcomes.append(_outcome(metric, now, prev))
-    failed = int(memory.get("failed", 0)) + any(status != "pass" for status, *_ in outcomes)
-    window = f"over {since:g}-{look.at:g} s; {failed} of {threshold} failed checks"
+    counts = {m.name: [cumulative(m, look.telemetry.baseline), cumulative(m, look.telemetry.candidate)] for m in tested}
+    outcomes = [_Outcome.of(m, counts[m.name], before.get(m.name, [None, None])) for m in tested]
+    failed = int(memory.get("failed", 0)) + any(outcome.status in ("worse", "no_data") for outcome in outcomes)
+    window = f"over {float(memory.get('since', 0.0)):g}-{look.at:g} s; {failed} of {threshold} failed checks"
     last: dict[str, Entry] = {}
-    for metric, (status, base, cand, limit, samples) in zip(tested, outcomes, strict=True):
-        if status == "pass":
+    for metric, outcome in zip(tested, outcomes, strict=True):
+        if outcome.status == "pass":
             verdict = Verdict.PASS
         elif failed >= threshold:
             verdict = Verdict.FAIL
         else:
-            verdict = Verdict.NO_DATA if status == "no_data" else Verdict.INCONCLUSIVE
-        reason = _reason(metric, status, base, cand, limit, samples) + f" {window}"
-        last[metric.name] = [verdict.value, base, cand, limit, samples[0], samples[1], reason]
+            verdict = Verdict.INCONCLUSIVE if outcome.status == "worse" else Verdict.NO_DATA
+        last[metric.name] = {
+            "verdict": verdict.value,
+            "baseline": outcome.base,
+            "candidate": outcome.cand,
+            "limit": outcome.limit,
+            "baseline_samples": outcome.n_base,
+            "candidate_samples": outcome.n_cand,
+            "reason": f"{outcome.reason(metric)} {window}",
+        }
     return {"counts": counts, "since": look.at, "failed": failed, "last": last}
 
 
-def _outcome(
-    metric: Tested, now: list[list[int]], prev: list[list[int] | None]
-) -> tuple[str, float | None, float | None, float | None, tuple[int, int]]:
-    """``(status, baseline, candidate, limit, samples)`` of one metric over one interval."""
-    base, n_base = interval_value(metric, now[0], prev[0])
-    cand, n_cand = interval_value(metric, now[1], prev[1])
-    minimum = metric.min_labels if isinstance(metric, QualityMetric) else metric.min_requests
-    if base is None or cand is None or min(n_base, n_cand) < minimum:
-        return "no_data", base, cand, None, (n_base, n_cand)
-    if isinstance(metric, ErrorRateMetric):
-        limit = base + metric.margin
-        worse = cand > limit
-    elif isinstance(metric, LatencyMetric):
-        limit = base * (1 + metric.margin)
-        worse = cand > limit
-    else:
-        limit = base - metric.margin
-        worse = cand < limit
-    return ("worse" if worse else "pass"), base, cand, limit, (n_base, n_cand)
+@dataclass(frozen=True)
+class _Outcome:
+    """One metric over one interval: ``pass``, ``worse``, ``few`` (within the limit on fewer samples
+    than the metric's minimum) or ``no_data`` (none at all), and the numbers behind it."""
+
+    status: str
+    base: float | None
+    cand: float | None
+    limit: float | None
+    n_base: int
+    n_cand: int
+
+    @classmethod
+    def of(cls, metric: Tested, now: Sequence[Sequence[int]], prev: Sequence[Sequence[int] | None]) -> _Outcome:
+        base, n_base = interval_value(metric, now[0], prev[0])
+        cand, n_cand = interval_value(metric, now[1], prev[1])
+        # Flagger has no minimum: its query returns a value whenever the interval had any traffic,
+        # and only a query without a value is a failed check ("no values found")
+        if base is None or cand is None:
+            return cls("no_data", base, cand, None, n_base, n_cand)
+        if isinstance(metric, ErrorRateMetric):
+            limit = base + metric.margin
+        elif isinstance(metric, LatencyMetric):
+            limit = base * (1 + metric.margin)
+        else:
+            limit = base - metric.margin
+        worse = cand < limit if isinstance(metric, QualityMetric) else cand > limit
+        # below the metric's minimum a value within the limit is no failed check, but no pass either
+        few = min(n_base, n_cand) < _minimum(metric)
+        return cls("worse" if worse else "few" if few else "pass", base, cand, limit, n_base, n_cand)
+
+    def reason(self, metric: Tested) -> str:
+        if self.base is None or self.cand is None or self.limit is None:
+            what = f"labels for {metric.measure}" if isinstance(metric, QualityMetric) else "requests"
+            return (
+                f"no data: {self.n_cand} candidate and {self.n_base} baseline {what}, {_minimum(metric)} needed "
+                "of each (a check without data fails, as in Flagger)"
+            )
+        ms = " ms" if isinstance(metric, LatencyMetric) else ""
+        relation = "within"
+        if self.status == "worse":
+            relation = "below" if isinstance(metric, QualityMetric) else "above"
+        values = f"candidate {self.cand:.4g}{ms} {relation} limit {self.limit:.4g}{ms} (baseline {self.base:.4g}{ms})"
+        if self.status == "few":
+            return f"too few samples to pass ({min(self.n_base, self.n_cand)} of {_minimum(metric)}): {values}"
+        return values
 
 
-def _reason(
-    metric: Tested,
-    status: str,
-    base: float | None,
-    cand: float | None,
-    limit: float | None,
-    samples: tuple[int, int],
-) -> str:
-    if status == "no_data" or base is None or cand is None or limit is None:
-        minimum = metric.min_labels if isinstance(metric, QualityMetric) else metric.min_requests
-        what = f"labels for {metric.measure}" if isinstance(metric, QualityMetric) else "requests"
-        return (
-            f"no data: {samples[1]} candidate and {samples[0]} baseline {what}, {minimum} needed of each "
-            "(a check without data fails, as in Flagger)"
-        )
-    suffix = " ms" if isinstance(metric, LatencyMetric) else ""
-    relation = "within" if status == "pass" else "below" if isinstance(metric, QualityMetric) else "above"
-    return f"candidate {cand:.4g}{suffix} {relation} limit {limit:.4g}{suffix} (baseline {base:.4g}{suffix})"
+def _minimum(metric: Tested) -> int:
+    return metric.min_labels if isinstance(metric, QualityMetric) else metric.min_requests
 
 
 def _judgement(metric: Tested, entry: Entry | None, due: float) -> MetricJudgement:
     if entry is None:
-        return MetricJudgement(
-            name=metric.name,
-            kind=metric.kind,
-            verdict=Verdict.NO_DATA,
-            baseline=None,
-            candidate=None,
-            limit=None,
-            baseline_samples=0,
-            candidate_samples=0,
-            unit=unit(metric),
-            reason=f"no data: no check yet, the first runs at {due:g} s",
-        )
-    verdict, base, cand, limit, n_base, n_cand, reason = entry
-    return MetricJudgement(
-        name=metric.name,
-        kind=metric.kind,
-        verdict=Verdict(verdict),
-        baseline=base,  # type: ignore[arg-type]
-        candidate=cand,  # type: ignore[arg-type]
-        limit=limit,  # type: ignore[arg-type]
-        baseline_samples=n_base,  # type: ignore[arg-type]
-        candidate_samples=n_cand,  # type: ignore[arg-type]
-        unit=unit(metric),
-        reason=str(reason),
-    )
+        entry = {
+            "verdict": Verdict.NO_DATA,
+            "baseline": None,
+            "candidate": None,
+            "limit": None,
+            "baseline_samples": 0,
+            "candidate_samples": 0,
+            "reason": f"no data: no check yet, the first runs at {due:g} s",
+        }
+    return MetricJudgement(name=metric.name, kind=metric.kind, unit=unit(metric), **entry)
