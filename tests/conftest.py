@@ -7,8 +7,10 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
+import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -139,6 +141,71 @@ class CachingBackend:
 @pytest.fixture(scope="session")
 def pyfunc_backend(mlflow_registry: RealRegistry) -> CachingBackend:
     return CachingBackend(mlflow_registry.uri)
+
+
+POSTGRES = os.environ.get("MODELCANARY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _postgres_or_skip() -> None:
+    import sqlalchemy as sa
+
+    from modelcanary.adapters.store.sql import normalise_url
+
+    engine = sa.create_engine(normalise_url(POSTGRES), connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.OperationalError as exc:
+        if os.environ.get("MODELCANARY_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL is required here but {POSTGRES} does not answer: {exc.orig}")
+        pytest.skip(f"no PostgreSQL at {POSTGRES} (set MODELCANARY_TEST_POSTGRES): {exc.orig}")
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL for an empty store on the engine named by the test's parameter (``sqlite`` or
+    ``postgresql``; parametrise with ``indirect=True``). PostgreSQL gets a schema of its own per
+    test, on the server named by ``MODELCANARY_TEST_POSTGRES`` (default
+    ``postgresql://postgres@127.0.0.1:5432/test``), dropped afterwards. Without a reachable server
+    those cases skip and say why, unless ``MODELCANARY_REQUIRE_POSTGRES=1`` (set by ``.ci/run``):
+    then they fail, so CI cannot pass by skipping."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'modelcanary.db'}"
+        return
+    import sqlalchemy as sa
+
+    from modelcanary.adapters.store.sql import normalise_url
+
+    _postgres_or_skip()
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(normalise_url(POSTGRES))
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    separator = "&" if "?" in POSTGRES else "?"
+    try:
+        yield f"{POSTGRES}{separator}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+@pytest.fixture
+def open_store(store_url: str) -> Iterator[Callable[[], SqlStore]]:
+    """Opens stores on the test's URL (a second one is another process's view); closes them all."""
+    from modelcanary.adapters.store.sql import SqlStore
+
+    opened: list[SqlStore] = []
+
+    def opener() -> SqlStore:
+        opened.append(SqlStore(store_url))
+        return opened[-1]
+
+    yield opener
+    for each in opened:
+        each.close()
 
 
 @pytest.fixture

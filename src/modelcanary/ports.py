@@ -40,6 +40,23 @@ class Backend(Protocol):
         """Load a model version so it can predict. Slow; never called on the request path."""
 
 
+@dataclass(frozen=True)
+class Fence:
+    """A controller's claim to act: the lease it holds and the token it got with it. The token
+    grows whenever the lease changes hands, so a write carrying an older one is refused."""
+
+    lease: str
+    token: int
+
+
+class Leases(Protocol):
+    def acquire_lease(self, name: str, holder: str, *, ttl_s: float, now: float | None = None) -> Fence | None:
+        """Take or renew a lease until ``now + ttl_s``; None while another holder's is running."""
+
+    def release_lease(self, fence: Fence, holder: str) -> None:
+        """Give a held lease up at once."""
+
+
 class RolloutStore(Protocol):
     def create(self, state: RolloutState, spec_text: str, *, actor: str) -> None:
         """Save a new rollout; ``Conflict`` if its endpoint already has an active one."""
@@ -50,17 +67,19 @@ class RolloutStore(Protocol):
     def list_rollouts(self, *, active_only: bool = False) -> list[RolloutState]:
         """Rollouts, newest first."""
 
-    def save(self, outcome: Outcome, *, expected_version: int) -> RolloutState:
+    def save(self, outcome: Outcome, *, expected_version: int, fence: Fence | None = None) -> RolloutState:
         """Save state, transition, route and actions in one transaction if the stored version is
-        still ``expected_version``; ``Conflict`` otherwise."""
+        still ``expected_version`` (``Conflict`` otherwise) and, given a fence, if its token is
+        still the lease's (``Fenced`` otherwise)."""
 
 
 class ActionQueue(Protocol):
     def pending_actions(self) -> list[tuple[int, Action]]:
         """Side effects saved but not yet marked done, oldest first."""
 
-    def mark_done(self, action_id: int, *, error: str | None = None) -> None:
-        """Record that an action ran (or failed with ``error``, to be tried again)."""
+    def mark_done(self, action_id: int, *, error: str | None = None, fence: Fence | None = None) -> None:
+        """Record that an action ran (or failed with ``error``, to be tried again); a done action is
+        audited. Given a fence, ``Fenced`` once the lease has passed to another holder."""
 
 
 class TelemetryStore(Protocol):

@@ -110,3 +110,34 @@ def test_list_and_unknown_ids(run: Any, spec_file: Path) -> None:
     assert rollout_id in run("rollout", "list").stdout
     missing = run("rollout", "status", "nope")
     assert missing.exit_code == 2 and "no rollout 'nope'" in missing.stderr
+
+
+def test_audit_verify_and_export(run: Any, spec_file: Path, tmp_path: Path) -> None:
+    rollout_id = run("rollout", "start", str(spec_file)).stdout.strip().splitlines()[-1]
+    assert run("rollout", "abort", rollout_id).exit_code == 0
+
+    verified = run("audit", "verify")
+    assert verified.exit_code == 0, verified.output
+    assert "audit chain verified: 2 events" in verified.stdout
+
+    out = tmp_path / "audit.jsonl"
+    exported = run("audit", "export", "--out", str(out))
+    assert exported.exit_code == 0, exported.output
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(e["action"], e["rollout_id"]) for e in events] == [
+        ("rollout.create", rollout_id),
+        ("rollout.aborted", rollout_id),
+    ]
+    assert events[1]["prev_hash"] == events[0]["hash"]
+    assert f"head {events[-1]['hash']}" in exported.stderr
+    assert run("audit", "export").stdout == out.read_text()  # to standard output, the same lines
+
+    from modelcanary.adapters.store.sql import audit
+
+    store = Workspace.at(tmp_path).store()
+    with store.engine.begin() as conn:
+        conn.execute(audit.update().where(audit.c.id == events[0]["id"]).values(actor="cli:mallory"))
+    broken = run("audit", "verify")
+    assert broken.exit_code == 1
+    assert f"BROKEN at event id {events[0]['id']} (position 0" in broken.stdout
+    assert "hash does not match" in broken.stdout

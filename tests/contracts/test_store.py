@@ -1,19 +1,43 @@
-"""The SQL store on a real SQLite file: rollouts, compare-and-set saves, routes, actions, telemetry
-and the hash-chained audit log."""
+"""The store contract, on real SQLite and real PostgreSQL (see conftest.py): rollouts,
+compare-and-set saves, routes, actions, telemetry, the hash-chained audit log, leases with fencing
+and schema migrations."""
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import json
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
-from modelcanary.adapters.store.sql import GENESIS, SqlStore, audit, audit_hash
+from modelcanary.adapters.store.sql import (
+    GENESIS,
+    HEAD,
+    MIGRATIONS,
+    SqlStore,
+    _engine,
+    audit,
+    metadata,
+    normalise_url,
+    schema_revision,
+)
 from modelcanary.adapters.store.sql import actions as actions_table
-from modelcanary.domain.errors import Conflict, NotFound
+from modelcanary.domain.errors import Conflict, Fenced, NotFound
 from modelcanary.domain.phases import Phase
 from modelcanary.domain.spec import StickyKey
 from modelcanary.domain.state import Action, ActionKind, ModelVersion, Outcome, RolloutState, Route, Transition
 from modelcanary.domain.telemetry import Variant, VariantTelemetry
 from modelcanary.engine.analysis import pair
+from modelcanary.ports import Fence
 
 BASELINE = ModelVersion(name="fraud", version="1", run_id="r1", source="models:/m-1")
 CANDIDATE = ModelVersion(name="fraud", version="2", run_id="r2", source="models:/m-2")
@@ -273,38 +297,182 @@ def test_telemetry_upserts_per_source_and_reads_every_source(store: SqlStore) ->
 # -- audit ----------------------------------------------------------------------------------------
 
 
-def _verify_chain(events: list[dict[str, object]]) -> None:
-    previous = GENESIS
-    for event in events:
-        assert event["prev_hash"] == previous
-        body = {key: event[key] for key in ("at", "actor", "action", "rollout_id", "detail")}
-        assert event["hash"] == audit_hash(previous, body)
-        previous = str(event["hash"])
-
-
-def test_the_audit_log_is_a_hash_chain(store: SqlStore) -> None:
+def _chain(store: SqlStore) -> None:
+    """Three rollouts' worth of audit events: creates, transitions and a done action."""
     state = rollout()
     store.create(state, SPEC_TEXT, actor="alice")
     store.create(rollout("r-2", endpoint="churn"), SPEC_TEXT, actor="bob")
-    canary = store.save(moved(state, Phase.CANARY), expected_version=0)
+    canary = store.save(moved(state, Phase.CANARY, actions=(tag_action(state.id),)), expected_version=0)
     store.save(moved(canary, Phase.PROMOTED, weight=100.0, at=1_050.0), expected_version=canary.version)
+    [(action_id, _)] = store.pending_actions()
+    store.mark_done(action_id)
 
+
+def test_the_audit_log_is_a_hash_chain_that_verifies(store: SqlStore) -> None:
+    _chain(store)
     events = store.audit_events()
-    assert [e["action"] for e in events] == ["rollout.create", "rollout.create", "rollout.canary", "rollout.promoted"]
+    assert [e["action"] for e in events] == [
+        "rollout.create",
+        "rollout.create",
+        "rollout.canary",
+        "rollout.promoted",
+        "action.done",
+    ]
     assert events[0]["prev_hash"] == GENESIS
-    _verify_chain(events)
+    assert all(later["prev_hash"] == earlier["hash"] for earlier, later in itertools.pairwise(events))
+    # an independent recomputation of the first hash: sha256 over GENESIS + the event's canonical JSON
+    body = {key: events[0][key] for key in ("at", "actor", "action", "rollout_id", "detail")}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    assert events[0]["hash"] == hashlib.sha256(("0" * 64 + canonical).encode()).hexdigest()
+    assert store.verify_audit() == (5, None)
     # filtered by rollout, the rows are the same rows
-    assert [e["id"] for e in store.audit_events("r-1")] == [events[0]["id"], events[2]["id"], events[3]["id"]]
+    assert [e["id"] for e in store.audit_events("r-1")] == [events[i]["id"] for i in (0, 2, 3, 4)]
+    assert events[4]["detail"]["key"] == "r-1:tag"
 
 
-def test_an_edited_audit_row_breaks_the_chain(store: SqlStore) -> None:
+def _tamper(store: SqlStore, statement: sa.Executable) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(statement)
+
+
+def test_an_edited_audit_row_is_the_first_broken_link(store: SqlStore) -> None:
+    _chain(store)
+    second = store.audit_events()[1]["id"]
+    _tamper(store, audit.update().where(audit.c.id == second).values(actor="mallory"))
+    count, broken = store.verify_audit()
+    assert broken is not None
+    assert (broken.id, broken.position, count) == (second, 1, 2)
+    assert "hash does not match" in broken.reason
+
+
+def test_an_edited_detail_or_time_breaks_the_chain(store: SqlStore) -> None:
+    _chain(store)
+    third = store.audit_events()[2]
+    _tamper(store, audit.update().where(audit.c.id == third["id"]).values(detail='{"reason": "fine"}'))
+    assert store.verify_audit()[1] is not None
+    _tamper(
+        store,
+        audit.update().where(audit.c.id == third["id"]).values(detail=json.dumps(third["detail"], sort_keys=True)),
+    )
+    assert store.verify_audit() == (5, None)  # restored exactly: the chain holds again
+    _tamper(store, audit.update().where(audit.c.id == third["id"]).values(at=third["at"] + 1))
+    broken = store.verify_audit()[1]
+    assert broken is not None and broken.id == third["id"]
+
+
+def test_a_deleted_audit_row_breaks_the_next_link(store: SqlStore) -> None:
+    _chain(store)
+    events = store.audit_events()
+    _tamper(store, audit.delete().where(audit.c.id == events[2]["id"]))
+    broken = store.verify_audit()[1]
+    assert broken is not None
+    assert broken.id == events[3]["id"]
+    assert "prev_hash" in broken.reason
+
+
+def test_reordered_audit_rows_break_the_chain(store: SqlStore) -> None:
+    _chain(store)
+    first, second = store.audit_events()[:2]
+    columns = ("at", "actor", "action", "rollout_id", "detail", "prev_hash", "hash")
+    swap = {
+        column: (second[column] if column != "detail" else json.dumps(second[column], sort_keys=True))
+        for column in columns
+    }
+    back = {
+        column: (first[column] if column != "detail" else json.dumps(first[column], sort_keys=True))
+        for column in columns
+    }
+    _tamper(store, audit.update().where(audit.c.id == first["id"]).values(**swap))
+    _tamper(store, audit.update().where(audit.c.id == second["id"]).values(**back))
+    broken = store.verify_audit()[1]
+    assert broken is not None and broken.position == 0
+
+
+def test_concurrent_writers_never_fork_the_chain(open_store: Callable[[], SqlStore]) -> None:
+    """Eight threads, each with its own store (its own connections), create rollouts at once: every
+    append reads the last hash under a lock, so the chain stays one line."""
+    stores = [open_store() for _ in range(8)]
+
+    def create_many(index: int) -> None:
+        for n in range(5):
+            stores[index].create(rollout(f"r-{index}-{n}", endpoint=f"e-{index}-{n}"), SPEC_TEXT, actor=f"t{index}")
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(create_many, range(8)))
+    assert stores[0].verify_audit() == (40, None)
+
+
+# -- leases and fencing ---------------------------------------------------------------------------
+
+
+def test_a_lease_is_held_renewed_and_taken_over_only_when_it_expires(store: SqlStore) -> None:
+    first = store.acquire_lease("controller", "a", ttl_s=10, now=100.0)
+    assert first == Fence("controller", 1)
+    assert store.acquire_lease("controller", "b", ttl_s=10, now=105.0) is None  # a's lease runs
+    assert store.acquire_lease("controller", "a", ttl_s=10, now=108.0) == first  # renewed: same token
+    assert store.acquire_lease("controller", "b", ttl_s=10, now=115.0) is None  # renewal moved expiry to 118
+    taken = store.acquire_lease("controller", "b", ttl_s=10, now=118.5)
+    assert taken == Fence("controller", 2)
+    assert store.acquire_lease("controller", "a", ttl_s=10, now=119.0) is None
+    # an expired holder that comes back gets a new token too: its old writes may have been refused
+    assert store.acquire_lease("controller", "b", ttl_s=10, now=140.0) == Fence("controller", 3)
+    assert store.acquire_lease("other", "a", ttl_s=10, now=140.0) == Fence("other", 1)  # leases are independent
+
+
+def test_a_released_lease_passes_at_once(store: SqlStore) -> None:
+    held = store.acquire_lease("controller", "a", ttl_s=60, now=100.0)
+    assert held is not None
+    store.release_lease(held, "b")  # not b's to release
+    assert store.acquire_lease("controller", "b", ttl_s=60, now=101.0) is None
+    store.release_lease(held, "a")
+    assert store.acquire_lease("controller", "b", ttl_s=60, now=101.0) == Fence("controller", 2)
+
+
+def test_a_stale_leaders_writes_are_refused_and_write_nothing(store: SqlStore) -> None:
+    old = store.acquire_lease("controller", "a", ttl_s=5, now=100.0)
+    assert old is not None
     state = rollout()
     store.create(state, SPEC_TEXT, actor="alice")
-    store.save(moved(state, Phase.CANARY), expected_version=0)
-    with store.engine.begin() as conn:
-        conn.execute(audit.update().where(audit.c.action == "rollout.create").values(actor="mallory"))
-    with pytest.raises(AssertionError):
-        _verify_chain(store.audit_events())
+    saved = store.save(moved(state, Phase.CANARY, actions=(tag_action(state.id),)), expected_version=0, fence=old)
+    new = store.acquire_lease("controller", "b", ttl_s=5, now=200.0)  # a stalled past its lease
+    assert new is not None and new.token > old.token
+    before = _counts(store)
+
+    with pytest.raises(Fenced, match="refused"):
+        store.save(moved(saved, Phase.ROLLED_BACK, weight=0.0, at=1_030.0), expected_version=saved.version, fence=old)
+    [(action_id, _)] = store.pending_actions()
+    with pytest.raises(Fenced):
+        store.mark_done(action_id, fence=old)
+    assert _counts(store) == before
+    assert store.get(state.id)[0] == saved
+    assert store.pending_actions() != []
+
+    store.save(moved(saved, Phase.PROMOTED, weight=100.0, at=1_040.0), expected_version=saved.version, fence=new)
+    store.mark_done(action_id, fence=new)
+    assert store.pending_actions() == []
+
+
+def test_racing_controllers_get_one_lease(open_store: Callable[[], SqlStore]) -> None:
+    stores = [open_store() for _ in range(6)]
+    barrier = threading.Barrier(len(stores))
+
+    def race(index: int) -> Fence | None:
+        barrier.wait()
+        return stores[index].acquire_lease("controller", f"c{index}", ttl_s=30, now=1_000.0)
+
+    with ThreadPoolExecutor(len(stores)) as pool:
+        won = [fence for fence in pool.map(race, range(len(stores))) if fence is not None]
+    assert won == [Fence("controller", 1)]
+
+
+def test_marking_an_action_done_twice_audits_it_once(store: SqlStore) -> None:
+    state = rollout()
+    store.create(state, SPEC_TEXT, actor="alice")
+    store.save(moved(state, Phase.CANARY, actions=(tag_action(state.id),)), expected_version=0)
+    [(action_id, _)] = store.pending_actions()
+    store.mark_done(action_id)
+    store.mark_done(action_id)  # a retry after a crash between the effect and this mark
+    assert [e["action"] for e in store.audit_events(state.id)].count("action.done") == 1
 
 
 def test_routes_survive_reopening_the_file(store: SqlStore) -> None:
@@ -319,3 +487,115 @@ def test_routes_survive_reopening_the_file(store: SqlStore) -> None:
         assert reopened.get(state.id)[0].version == 1
     finally:
         reopened.close()
+
+
+# -- schema migrations ----------------------------------------------------------------------------
+
+
+def _config(conn: sa.Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = conn
+    return config
+
+
+def _build(url: str, revision: str) -> sa.Engine:
+    """An engine on a store built up to ``revision`` only, as an older modelcanary left it."""
+    engine = _engine(normalise_url(url))
+    with engine.begin() as conn:
+        command.upgrade(_config(conn), revision)
+    return engine
+
+
+def test_head_is_the_newest_migration() -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert ScriptDirectory.from_config(config).get_current_head() == HEAD
+
+
+def test_the_migrations_build_exactly_the_declared_tables(store_url: str) -> None:
+    store = SqlStore(store_url)
+    try:
+        with store.engine.connect() as conn:
+            assert schema_revision(conn) == HEAD
+            assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+    finally:
+        store.close()
+
+
+def _old_rollout(engine: sa.Engine) -> None:
+    """Rows as modelcanary 0.1.0 wrote them: a rollout in canary with its transition and audit."""
+    state = rollout("old-1")
+    outcome = moved(state, Phase.CANARY)
+    saved = outcome.state.model_copy(update={"version": 1})
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO rollouts (id, endpoint, phase, active, version, state, spec, created_at) "
+                "VALUES (:id, :endpoint, 'canary', 1, 1, :state, :spec, :at)"
+            ),
+            {
+                "id": state.id,
+                "endpoint": state.endpoint,
+                "state": saved.model_dump_json(),
+                "spec": SPEC_TEXT,
+                "at": 1_000.0,
+            },
+        )
+        assert outcome.transition is not None
+        conn.execute(
+            sa.text("INSERT INTO transitions (rollout_id, body) VALUES (:id, :body)"),
+            {"id": state.id, "body": outcome.transition.model_dump_json()},
+        )
+
+
+def test_a_store_at_the_first_revision_upgrades_with_its_data(store_url: str) -> None:
+    engine = _build(store_url, "0001")
+    _old_rollout(engine)
+    with engine.connect() as conn:
+        assert schema_revision(conn) == "0001"
+        assert "leases" not in sa.inspect(conn).get_table_names()
+    engine.dispose()
+
+    store = SqlStore(store_url)
+    try:
+        state, text = store.get("old-1")
+        assert (state.phase, state.version, text) == (Phase.CANARY, 1, SPEC_TEXT)
+        assert len(store.history("old-1")) == 1
+        assert store.acquire_lease("controller", "a", ttl_s=5, now=1.0) == Fence("controller", 1)  # 0002's table
+        with store.engine.connect() as conn:
+            assert schema_revision(conn) == HEAD
+    finally:
+        store.close()
+
+
+def test_a_store_made_before_migrations_is_stamped_then_upgraded(store_url: str) -> None:
+    """0.1.0 made its tables with create_all and kept no alembic_version: they are revision 0001's."""
+    engine = _build(store_url, "0001")
+    _old_rollout(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE alembic_version"))
+        assert schema_revision(conn) == "0001"
+    engine.dispose()
+
+    store = SqlStore(store_url)
+    try:
+        assert store.get("old-1")[0].phase is Phase.CANARY
+        with store.engine.connect() as conn:
+            assert schema_revision(conn) == HEAD
+            assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+    finally:
+        store.close()
+
+
+def test_processes_opening_an_old_store_at_once_upgrade_it_once(
+    store_url: str, open_store: Callable[[], SqlStore]
+) -> None:
+    _build(store_url, "0001").dispose()
+    with ThreadPoolExecutor(4) as pool:
+        stores = list(pool.map(lambda _: open_store(), range(4)))
+    with stores[0].engine.connect() as conn:
+        assert schema_revision(conn) == HEAD
+        assert conn.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar() == 1
+    stores[0].create(rollout("new-1", endpoint="x"), SPEC_TEXT, actor="t")
+    assert stores[3].get("new-1")[0].id == "new-1"

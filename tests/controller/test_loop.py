@@ -468,3 +468,55 @@ def test_run_ticks_until_cancelled(
 
     asyncio.run(briefly())
     assert current(store, state.id).phase is Phase.CANARY
+
+
+# -- several controllers: the lease and its fencing token -----------------------------------------
+
+
+def test_only_the_lease_holder_acts_and_another_takes_over_when_it_falls_silent(
+    store: SqlStore, fake_registry: FakeRegistry, clock: Clock
+) -> None:
+    first = Controller(store=store, registry=fake_registry, clock=clock, holder="a", lease_ttl_s=5)
+    second = Controller(store=store, registry=fake_registry, clock=clock, holder="b", lease_ttl_s=5)
+    fraud = start(store, fake_registry, clock)
+    clock.now = T0 + 1
+    assert [s.id for s in first.tick()] == [fraud.id]
+    churn = start(store, fake_registry, clock, endpoint="churn")
+    clock.now = T0 + 2
+    assert second.tick() == []  # a leads: b acts on nothing
+    assert (second.fence, current(store, churn.id).phase) == (None, Phase.PENDING)
+
+    clock.now = T0 + 8  # a has not renewed since T0 + 1: its lease ran out at T0 + 6
+    assert [s.id for s in second.tick()] == [churn.id]
+    assert second.fence is not None and first.fence is not None
+    assert second.fence.token == first.fence.token + 1
+    assert first.tick() == []  # a is back, but b leads now
+    assert first.fence is None
+
+
+def test_a_stalled_leaders_decision_is_fenced_off(store: SqlStore, fake_registry: FakeRegistry, clock: Clock) -> None:
+    """a took the lease, then stalled (a GC pause, a frozen VM) past its expiry while b took over;
+    when a wakes up still believing it leads, its save is refused and changes nothing."""
+    stalled = Controller(store=store, registry=fake_registry, clock=clock, holder="a", lease_ttl_s=5)
+    leader = Controller(store=store, registry=fake_registry, clock=clock, holder="b", lease_ttl_s=5)
+    state = start(store, fake_registry, clock)
+    clock.now = T0 + 1
+    assert stalled.lead()
+    clock.now = T0 + 10
+    assert leader.lead()
+
+    stalled.lead = lambda: True  # type: ignore[method-assign]  # it wakes up mid-tick, past lead()
+    assert stalled.tick() == []
+    assert stalled.fence is None  # it noticed, and stops acting
+    assert (current(store, state.id).phase, store.history(state.id)) == (Phase.PENDING, [])
+
+    (entered,) = leader.tick()
+    assert entered.phase is Phase.CANARY
+
+
+def test_stepping_down_hands_the_lease_over_at_once(store: SqlStore, fake_registry: FakeRegistry, clock: Clock) -> None:
+    first = Controller(store=store, registry=fake_registry, clock=clock, holder="a", lease_ttl_s=60)
+    second = Controller(store=store, registry=fake_registry, clock=clock, holder="b", lease_ttl_s=60)
+    assert first.lead() and not second.lead()
+    first.step_down()
+    assert second.lead()

@@ -76,10 +76,94 @@ def serve(workdir: str | None, store: str | None, registry: str | None, host: st
         telemetry=state_store,
         source=f"{socket.gethostname()}-{os.getpid()}",
     )
-    controller = Controller(store=state_store, registry=model_registry)
+    controller = Controller(store=state_store, registry=model_registry, holder=_holder())
     app = create_app(gateway, background=[lambda: controller.run(interval_s=tick)])
     click.echo(f"modelcanary serving on http://{host}:{port} (work folder {space.workdir})", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+@cli.command("controller")
+@_workspace_options
+@click.option("--tick", default=1.0, show_default=True, type=float, help="seconds between ticks")
+@click.option(
+    "--lease-ttl", default=10.0, show_default=True, type=float, help="seconds a silent leader keeps the lease"
+)
+@click.option("--name", help="this controller's name in the lease [default: host-pid]")
+@_errors_to_exit
+def controller_command(
+    workdir: str | None, store: str | None, registry: str | None, tick: float, lease_ttl: float, name: str | None
+) -> None:
+    """Run a controller on its own, beside gateways that share its store. Several may run against
+    one store: one leads at a time (a lease with a fencing token); if it dies another takes over
+    within --lease-ttl seconds. SIGTERM or Ctrl-C hands the lease over at once."""
+    import signal
+
+    from modelcanary.controller.loop import Controller
+
+    space = Workspace.at(workdir, store=store, registry=registry)
+    controller = Controller(
+        store=space.store(), registry=space.registry(), holder=name or _holder(), lease_ttl_s=lease_ttl
+    )
+    stopping = False
+
+    def stop(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    click.echo(f"controller {controller.holder} on {space.store_url}", err=True)
+    while not stopping:
+        try:
+            controller.tick()
+        except ModelcanaryError as exc:  # the store is unreachable, say: decide nothing until it is back
+            logging.getLogger("modelcanary.controller").warning("tick failed, holding: %s", exc)
+        deadline = time.monotonic() + tick
+        while not stopping and time.monotonic() < deadline:
+            time.sleep(min(0.05, tick))
+    controller.step_down()
+
+
+@cli.group()
+def audit() -> None:
+    """Check and export the hash-chained audit log."""
+
+
+@audit.command("verify")
+@_workspace_options
+@_errors_to_exit
+def audit_verify(workdir: str | None, store: str | None, registry: str | None) -> None:
+    """Recompute every event's hash in order. Exit 0 if the chain holds; 1 with the first broken
+    link if any event was edited, deleted or reordered."""
+    state_store = Workspace.at(workdir, store=store, registry=registry).store()
+    count, broken = state_store.verify_audit()
+    if broken is not None:
+        click.echo(
+            f"audit chain BROKEN at event id {broken.id} (position {broken.position} of {count}): {broken.reason}"
+        )
+        sys.exit(1)
+    events = state_store.audit_events()
+    head = events[-1]["hash"] if events else "(empty)"
+    click.echo(f"audit chain verified: {count} events, head {head}")
+
+
+@audit.command("export")
+@_workspace_options
+@click.option("--out", type=click.Path(dir_okay=False), help="write here instead of standard output")
+@click.option("--rollout", "rollout_id", help="only this rollout's events")
+@_errors_to_exit
+def audit_export(
+    workdir: str | None, store: str | None, registry: str | None, out: str | None, rollout_id: str | None
+) -> None:
+    """Every audit event as JSON Lines, oldest first, with its hashes. The last line's hash is the
+    chain's head: keep it elsewhere to detect events cut off the end later."""
+    events = Workspace.at(workdir, store=store, registry=registry).store().audit_events(rollout_id)
+    lines = "".join(json.dumps(event, sort_keys=True) + "\n" for event in events)
+    if out:
+        Path(out).write_text(lines)
+        click.echo(f"{len(events)} events to {out}; head {events[-1]['hash'] if events else '(empty)'}", err=True)
+    else:
+        click.echo(lines, nl=False)
 
 
 @cli.group()
@@ -190,6 +274,10 @@ def demo(scenario: str, workdir: str, port: int, json_path: str | None) -> None:
     summary = run_demo(scenario=scenario, workdir=Path(workdir), port=port)
     if json_path:
         Path(json_path).write_text(json.dumps(summary, indent=2))
+
+
+def _holder() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 def _actor() -> str:

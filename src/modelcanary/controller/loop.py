@@ -1,6 +1,11 @@
 """The control loop: for each active rollout, sum its telemetry, judge, decide, save; then run the
 side effects the saved decisions asked for. Decisions are saved before any side effect, so a crash
 between the two only leaves actions pending, and they run on the next tick.
+
+Several controllers may share one store: given a ``holder`` name, a controller acts only while it
+holds the ``controller`` lease, renewed every tick, and every write it makes carries the lease's
+fencing token, so a controller that stalled past its lease (a long GC pause, a frozen VM) has its
+writes refused instead of contradicting the new leader.
 """
 
 from __future__ import annotations
@@ -12,19 +17,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from modelcanary.domain.errors import Conflict, ModelcanaryError
+from modelcanary.domain.errors import Conflict, Fenced, ModelcanaryError
 from modelcanary.domain.judgement import Look
 from modelcanary.domain.phases import Phase
 from modelcanary.domain.spec import RolloutSpec, load_spec
 from modelcanary.domain.state import Action, ActionKind, RolloutState
 from modelcanary.engine.analysis import analyse, pair
 from modelcanary.engine.decide import decide
-from modelcanary.ports import ActionQueue, Registry, RolloutStore, TelemetryStore
+from modelcanary.ports import ActionQueue, Fence, Leases, Registry, RolloutStore, TelemetryStore
 
 log = logging.getLogger("modelcanary.controller")
 
 
-class Store(RolloutStore, ActionQueue, TelemetryStore, Protocol):
+LEASE = "controller"
+
+
+class Store(RolloutStore, ActionQueue, TelemetryStore, Leases, Protocol):
     """What the controller needs of a store."""
 
 
@@ -33,7 +41,26 @@ class Controller:
     store: Store
     registry: Registry
     clock: Callable[[], float] = time.time
+    holder: str | None = None  # this controller's name for the lease; None: act without one (embedded)
+    lease_ttl_s: float = 10.0
+    fence: Fence | None = None  # the lease held since the last tick, if any
     _specs: dict[str, RolloutSpec] = field(default_factory=dict)
+
+    def lead(self) -> bool:
+        """Take or renew the lease; whether this controller may act now."""
+        if self.holder is None:
+            return True
+        fence = self.store.acquire_lease(LEASE, self.holder, ttl_s=self.lease_ttl_s, now=self.clock())
+        if fence != self.fence:
+            log.info("%s: %s", self.holder, f"leading with token {fence.token}" if fence else "not leading")
+        self.fence = fence
+        return fence is not None
+
+    def step_down(self) -> None:
+        """Release the lease on a clean shutdown, so another controller takes over at once."""
+        if self.holder is not None and self.fence is not None:
+            self.store.release_lease(self.fence, self.holder)
+            self.fence = None
 
     def spec_of(self, rollout_id: str) -> RolloutSpec:
         """A rollout's spec, parsed once: a spec never changes after the rollout starts."""
@@ -45,12 +72,18 @@ class Controller:
 
     def tick(self) -> list[RolloutState]:
         """Decide once for every active rollout; the states that changed."""
-        changed = []
+        if not self.lead():
+            return []
+        changed: list[RolloutState] = []
         active = self.store.list_rollouts(active_only=True)
         self._specs = {state.id: self._specs[state.id] for state in active if state.id in self._specs}
         for state in active:
             try:
                 new = self._tick_one(state)
+            except Fenced as exc:  # another controller leads now: stop at once, act on nothing more
+                log.warning("%s", exc)
+                self.fence = None
+                return changed
             except Conflict as exc:  # an operator acted meanwhile: decide again next tick, on fresh state
                 log.info("%s", exc)
                 continue
@@ -77,7 +110,7 @@ class Controller:
             log.info("rollout %s: %s", state.id, outcome.transition.reason)
         # the judge's memory is saved with every look, so the evidence survives a restart
         outcome = outcome.model_copy(update={"state": outcome.state.model_copy(update={"judge_memory": memory})})
-        saved = self.store.save(outcome, expected_version=state.version)
+        saved = self.store.save(outcome, expected_version=state.version, fence=self.fence)
         return saved if outcome.transition is not None else None
 
     def run_actions(self) -> None:
@@ -87,9 +120,9 @@ class Controller:
                 self._run(action)
             except ModelcanaryError as exc:
                 log.warning("action %s failed, will retry: %s", action.key, exc)
-                self.store.mark_done(action_id, error=str(exc))
+                self.store.mark_done(action_id, error=str(exc), fence=self.fence)
             else:
-                self.store.mark_done(action_id)
+                self.store.mark_done(action_id, fence=self.fence)
 
     def _run(self, action: Action) -> None:
         payload = action.payload

@@ -10,7 +10,8 @@ imported, so callers above the adapters only ever catch these::
     │   └── UnknownPrediction  feedback names a prediction id the gateway does not hold (404)
     ├── NotFound             no rollout with that id
     ├── Conflict             the action does not fit the current state (active rollout exists,
-    │                        transition not allowed, concurrent update lost its compare-and-set)
+    │   │                    transition not allowed, concurrent update lost its compare-and-set)
+    │   └── Fenced           a controller's lease passed to another: its writes are refused
     ├── RegistryError        the model registry refused or failed (unknown model, alias, version)
     └── StoreError           the state store failed
 """
@@ -62,6 +63,10 @@ class NotFound(ModelcanaryError):
 
 class Conflict(ModelcanaryError):
     """The request does not fit the current state."""
+
+
+class Fenced(Conflict):
+    """A write carried a fencing token older than the lease's: its controller is no longer the leader."""
 
 
 class RegistryError(ModelcanaryError):

@@ -2,7 +2,11 @@
 
 A decision is saved in one transaction: the new state (compare-and-set on ``version``), its
 transition, the route it implies, its side effects as pending actions, and an audit event whose
-hash covers the previous event's hash, so an edited, deleted or reordered row shows.
+hash covers the previous event's hash, so an edited, deleted or reordered row shows. A controller
+holding a lease passes its fencing token, and the save is refused once the lease has changed hands.
+
+The schema is Alembic's (``migrations/``): opening a store upgrades it to the newest revision, in
+one transaction, under a lock, so two processes opening an old store at once upgrade it once.
 """
 
 from __future__ import annotations
@@ -12,15 +16,18 @@ import json
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from modelcanary.domain.errors import Conflict, NotFound, StoreError
+from modelcanary.domain.errors import Conflict, Fenced, NotFound, StoreError
 from modelcanary.domain.state import Action, Outcome, RolloutState, Route, Transition
 from modelcanary.domain.telemetry import Variant, VariantTelemetry
+from modelcanary.ports import Fence
 
 metadata = sa.MetaData()
 
@@ -91,13 +98,35 @@ audit = sa.Table(
     sa.Column("hash", sa.String(64), nullable=False),
 )
 
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("holder", sa.String(200), nullable=False),
+    sa.Column("token", sa.Integer, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
+sa.Index("ix_audit_rollout_id", audit.c.rollout_id)
+
 GENESIS = "0" * 64
+HEAD = "0002"  # the newest migration in migrations/versions (tests check that they agree)
+MIGRATIONS = Path(__file__).parent / "migrations"
+# PostgreSQL advisory-lock keys: one serialises schema upgrades, one the audit chain's appends
+_MIGRATION_LOCK, _AUDIT_LOCK = 0x6D63_0001, 0x6D63_0002
 
 
 def audit_hash(prev_hash: str, event: dict[str, Any]) -> str:
     """sha256 over the previous hash and the event's canonical JSON."""
     canonical = json.dumps(event, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256((prev_hash + canonical).encode()).hexdigest()
+
+
+def normalise_url(url: str) -> str:
+    """``postgresql://`` and ``postgres://`` mean PostgreSQL through psycopg 3, the driver we ship."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
+    return url
 
 
 def _engine(url: str) -> Engine:
@@ -122,14 +151,50 @@ def _engine(url: str) -> Engine:
     return engine
 
 
+def schema_revision(conn: Connection) -> str | None:
+    """The store's Alembic revision; ``"0001"`` for a store made before migrations; None when empty."""
+    tables = set(sa.inspect(conn).get_table_names())
+    if "alembic_version" in tables:
+        revision = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+        return str(revision) if revision else None
+    return "0001" if "rollouts" in tables else None
+
+
+def migrate(conn: Connection) -> None:
+    """Upgrade the store on ``conn`` to ``HEAD`` inside the caller's transaction."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
+    revision = schema_revision(conn)
+    if revision == HEAD:
+        return
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = conn
+    if revision == "0001" and "alembic_version" not in sa.inspect(conn).get_table_names():
+        command.stamp(config, "0001")  # made by 0.1.0's create_all: its tables are revision 0001's
+    command.upgrade(config, "head")
+
+
+@dataclass(frozen=True)
+class BrokenLink:
+    """Where the audit chain first fails to verify, and why."""
+
+    position: int  # 0-based, in id order
+    id: int
+    reason: str
+
+
 class SqlStore:
-    """Implements RolloutStore, ActionQueue, TelemetryStore, RouteSource and History."""
+    """Implements RolloutStore, ActionQueue, TelemetryStore, RouteSource, History and Leases."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
-        self.engine = _engine(url)
+        self.url = normalise_url(url)
+        self.engine = _engine(self.url)
         with self._tx() as conn:
-            metadata.create_all(conn)
+            migrate(conn)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -188,9 +253,11 @@ class SqlStore:
         with self._tx() as conn:
             return [RolloutState.model_validate_json(row.state) for row in conn.execute(query)]
 
-    def save(self, outcome: Outcome, *, expected_version: int) -> RolloutState:
+    def save(self, outcome: Outcome, *, expected_version: int, fence: Fence | None = None) -> RolloutState:
         new = outcome.state.model_copy(update={"version": expected_version + 1})
         with self._tx() as conn:
+            if fence is not None:
+                self._check_fence(conn, fence)
             updated = conn.execute(
                 rollouts.update()
                 .where(rollouts.c.id == new.id, rollouts.c.version == expected_version)
@@ -242,6 +309,10 @@ class SqlStore:
     def _audit(
         self, conn: Connection, *, at: float, actor: str, action: str, rollout_id: str | None, detail: dict[str, Any]
     ) -> None:
+        if conn.dialect.name == "postgresql":
+            # appends must be serial, or two transactions both read the same last hash and fork the
+            # chain; SQLite's BEGIN IMMEDIATE already serialises every writer
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_AUDIT_LOCK)))
         prev = conn.execute(sa.select(audit.c.hash).order_by(audit.c.id.desc()).limit(1)).scalar() or GENESIS
         event = {"at": at, "actor": actor, "action": action, "rollout_id": rollout_id, "detail": detail}
         conn.execute(
@@ -262,6 +333,77 @@ class SqlStore:
             query = query.where(audit.c.rollout_id == rollout_id)
         with self._tx() as conn:
             return [{**row._asdict(), "detail": json.loads(row.detail)} for row in conn.execute(query)]
+
+    def record(self, *, actor: str, action: str, rollout_id: str | None, detail: dict[str, Any]) -> None:
+        """Append an audit event that no state change carries (a side effect done, for instance)."""
+        with self._tx() as conn:
+            self._audit(conn, at=time.time(), actor=actor, action=action, rollout_id=rollout_id, detail=detail)
+
+    def verify_audit(self) -> tuple[int, BrokenLink | None]:
+        """Walk the whole chain in id order: the number of events, and the first broken link if any.
+
+        An edited row fails its own hash; a deleted or reordered row fails the next row's
+        ``prev_hash``. Cutting events off the end leaves a shorter chain that verifies: compare the
+        head hash with one kept elsewhere (``audit export`` prints it) to catch that."""
+        previous, count = GENESIS, 0
+        with self.engine.connect() as conn:
+            for position, row in enumerate(conn.execute(sa.select(audit).order_by(audit.c.id))):
+                count += 1
+                if row.prev_hash != previous:
+                    return count, BrokenLink(position, row.id, "prev_hash is not the hash of the event before it")
+                try:
+                    detail = json.loads(row.detail)
+                except ValueError:
+                    return count, BrokenLink(position, row.id, "detail is not JSON")
+                event = {"at": row.at, "actor": row.actor, "action": row.action, "rollout_id": row.rollout_id}
+                if row.hash != audit_hash(previous, {**event, "detail": detail}):
+                    return count, BrokenLink(position, row.id, "hash does not match the event's content")
+                previous = row.hash
+        return count, None
+
+    # -- leases ----------------------------------------------------------------------------------
+
+    def acquire_lease(self, name: str, holder: str, *, ttl_s: float, now: float | None = None) -> Fence | None:
+        """Take or renew the lease ``name`` for ``holder`` until ``now + ttl_s``; None while another
+        holder's lease is still running. The token grows by one each time the lease changes hands."""
+        at = time.time() if now is None else now
+        with self._tx() as conn:
+            row = conn.execute(sa.select(leases).where(leases.c.name == name).with_for_update()).first()
+            if row is None:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(leases.insert().values(name=name, holder=holder, token=1, expires_at=at + ttl_s))
+                except IntegrityError:
+                    return None  # another holder inserted it first
+                return Fence(name, 1)
+            if row.holder != holder and row.expires_at > at:
+                return None
+            token = row.token if row.holder == holder and row.expires_at > at else row.token + 1
+            conn.execute(
+                leases.update()
+                .where(leases.c.name == name, leases.c.token == row.token)
+                .values(holder=holder, token=token, expires_at=at + ttl_s)
+            )
+            return Fence(name, token)
+
+    def release_lease(self, fence: Fence, holder: str) -> None:
+        """Give the lease up now (on a clean shutdown), so another holder need not wait for it to expire."""
+        with self._tx() as conn:
+            conn.execute(
+                leases.update()
+                .where(leases.c.name == fence.lease, leases.c.holder == holder, leases.c.token == fence.token)
+                .values(expires_at=0.0)
+            )
+
+    def _check_fence(self, conn: Connection, fence: Fence) -> None:
+        # FOR SHARE: a new leader's takeover (an UPDATE of this row) waits until this write commits
+        current = conn.execute(
+            sa.select(leases.c.token).where(leases.c.name == fence.lease).with_for_update(read=True)
+        ).scalar()
+        if current != fence.token:
+            raise Fenced(
+                f"lease {fence.lease!r} has passed to token {current}; a write with token {fence.token} is refused"
+            )
 
     # -- routes ----------------------------------------------------------------------------------
 
@@ -295,12 +437,26 @@ class SqlStore:
         with self._tx() as conn:
             return [(row.id, Action.model_validate_json(row.body)) for row in conn.execute(query)]
 
-    def mark_done(self, action_id: int, *, error: str | None = None) -> None:
+    def mark_done(self, action_id: int, *, error: str | None = None, fence: Fence | None = None) -> None:
+        now = time.time()
         values: dict[str, Any] = {"attempts": actions.c.attempts + 1, "last_error": error}
         if error is None:
-            values["done_at"] = time.time()
+            values["done_at"] = now
         with self._tx() as conn:
-            conn.execute(actions.update().where(actions.c.id == action_id).values(**values))
+            if fence is not None:
+                self._check_fence(conn, fence)
+            row = conn.execute(
+                actions.update()
+                .where(actions.c.id == action_id, actions.c.done_at.is_(None))
+                .values(**values)
+                .returning(actions.c.rollout_id, actions.c.key, actions.c.body)
+            ).first()
+            if row is not None and error is None:
+                action = Action.model_validate_json(row.body)
+                detail = {"key": row.key, "kind": action.kind.value, "payload": action.payload}
+                self._audit(
+                    conn, at=now, actor="controller", action="action.done", rollout_id=row.rollout_id, detail=detail
+                )
 
     # -- telemetry -------------------------------------------------------------------------------
 
