@@ -69,3 +69,34 @@ def test_rate_bounds_shrink_and_agree_with_the_estimate() -> None:
     assert wide[0] < 0.1 < wide[1] and narrow[0] < 0.1 < narrow[1]
     assert narrow[1] - narrow[0] < (wide[1] - wide[0]) / 5
     assert rate_bounds(0, 500, 0.05)[0] == 0.0 and rate_bounds(500, 500, 0.05)[1] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("x", "n", "alpha"),
+    [(10, 1000, 0.05), (1, 20, 0.05), (150, 1000, 0.0125), (999, 1000, 0.01), (3, 100_000, 0.05), (50, 50, 0.05)],
+)
+def test_rate_bounds_are_where_the_beta_binomial_mixture_crosses_one_over_alpha(x: int, n: int, alpha: float) -> None:
+    """Against scipy: the mixture's log, written from its definition (the Beta(1/2, 1/2) prior's
+    marginal likelihood over the likelihood at p0), equals log(1/alpha) at each finite bound, found
+    by brentq; the bounds sit at most a hair outside those roots, never inside."""
+    from scipy.optimize import brentq
+    from scipy.special import betaln
+
+    def log_mixture(p0: float) -> float:
+        return betaln(0.5 + x, 0.5 + n - x) - betaln(0.5, 0.5) - x * math.log(p0) - (n - x) * math.log1p(-p0)
+
+    def excess(p0: float) -> float:
+        return log_mixture(p0) - math.log(1 / alpha)
+
+    low, high = rate_bounds(x, n, alpha)
+    p_hat = x / n
+    if x > 0:
+        root = brentq(excess, 1e-300, min(p_hat, 1 - 1e-15), xtol=1e-15, rtol=1e-13)
+        assert low <= root * (1 + 1e-12) and low == pytest.approx(root, rel=1e-9)
+    else:
+        assert low == 0.0
+    if x < n:
+        root = brentq(excess, max(p_hat, 1e-300), 1 - 1e-15, xtol=1e-15, rtol=1e-13)
+        assert high >= root * (1 - 1e-12) and high == pytest.approx(root, rel=1e-9)
+    else:
+        assert high == 1.0

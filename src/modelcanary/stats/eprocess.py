@@ -69,7 +69,8 @@ def bet_better(x_c: int, x_b: int, n_c: float, n_b: float, r0: float, r_hat: flo
     return log_lr(x_c, x_c + x_b, theta(n_c, n_b, r_hat), theta(n_c, n_b, r0))
 
 
-_STEPS = 30  # bisection steps: the bracket shrinks 2**30-fold
+_NEWTON_STEPS = 60  # an upper limit only: from a start outside, Newton takes 4-10 steps here
+_TOLERANCE = 1e-12  # on the log scale the iterations run on
 
 
 def _log_mixture_constant(x: int, n: int, a: float = 0.5, b: float = 0.5) -> float:
@@ -96,32 +97,33 @@ def rate_bounds(x: int, n: int, alpha: float) -> tuple[float, float]:
     target = _log_mixture_constant(x, n) - math.log(1 / alpha)
     p_hat = x / n
 
-    spread = 8 * math.sqrt(p_hat * (1 - p_hat) / n) + 30 / n
+    tiny = 1e-300
+    # Outside the set the mixture exceeds 1/alpha. On each side of p_hat, in the log of p (below)
+    # or of 1 - p (above), the condition is g(u) = x u + (n - x) log(1 - e^u) <= target (or the
+    # same with x and n - x swapped), and g is concave. Newton's method started outside the set
+    # then climbs monotonically to the boundary, never crossing it, and converges quadratically:
+    # each bound it returns is outside the set by at most the tolerance, so the interval is never
+    # narrower than the exact one.
+    lower = 0.0 if x == 0 else math.exp(_boundary(x, n - x, target, math.log(max(p_hat / 2, tiny))))
+    upper = 1.0 if x == n else -math.expm1(_boundary(n - x, x, target, math.log(max((1 - p_hat) / 2, tiny))))
+    return max(0.0, lower), min(1.0, upper)
 
-    def outside_at(p0: float) -> bool:
-        return x * math.log(p0) + (n - x) * math.log1p(-p0) <= target
 
-    tiny = 1e-12
-    # The mixture falls from infinity to its minimum near p_hat and rises again: bisect on each
-    # side for where it crosses 1/alpha; the bounds are the last points inside.
-    lower = 0.0
-    if x > 0:
-        # bracket near the estimate first: bisection then needs few steps for ample precision
-        near = max(tiny, p_hat - spread)
-        outside, inside = (near, p_hat) if outside_at(near) else (tiny, near)
-        if not outside_at(outside):
-            inside = outside
-        for _ in range(_STEPS):
-            mid = math.sqrt(outside * inside)
-            outside, inside = (mid, inside) if outside_at(mid) else (outside, mid)
-        lower = inside
-    upper = 1.0
-    if x < n:
-        near = min(1 - tiny, p_hat + spread)
-        inside, outside = (p_hat, near) if outside_at(near) else (near, 1 - tiny)
-        if outside_at(outside):
-            for _ in range(_STEPS):
-                mid = (inside + outside) / 2
-                inside, outside = (inside, mid) if outside_at(mid) else (mid, outside)
-            upper = inside
-    return lower, upper
+def _boundary(a: int, b: int, target: float, start: float) -> float:
+    """The u < log(a / (a + b)) where a u + b log(1 - e^u) = target, by Newton from ``start`` moved
+    outside first (where the left side is at most ``target``)."""
+
+    def g(u: float) -> float:
+        return a * u + b * math.log(-math.expm1(u)) - target
+
+    u = start
+    while g(u) > 0:  # inside: step out, away from the maximum, until outside
+        u = 2 * u - 1
+    for _ in range(_NEWTON_STEPS):
+        e = math.exp(u)
+        slope = a - b * e / -math.expm1(u)  # > 0 left of the maximum
+        step = -g(u) / slope
+        u += step
+        if step < _TOLERANCE * max(1.0, abs(u)):
+            break
+    return u
