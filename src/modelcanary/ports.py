@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from modelcanary.domain.errors import ModelcanaryError
 from modelcanary.domain.state import Action, ModelVersion, Outcome, RolloutState, Route, Transition
 from modelcanary.domain.telemetry import Variant, VariantTelemetry
 
@@ -58,8 +59,9 @@ class Leases(Protocol):
 
 
 class RolloutStore(Protocol):
-    def create(self, state: RolloutState, spec_text: str, *, actor: str) -> None:
-        """Save a new rollout; ``Conflict`` if its endpoint already has an active one."""
+    def create(self, state: RolloutState, spec_text: str, *, actor: str, spec_json: str | None = None) -> None:
+        """Save a new rollout with its spec's YAML text and, if given, its validated JSON;
+        ``Conflict`` if its endpoint already has an active one."""
 
     def get(self, rollout_id: str) -> tuple[RolloutState, str]:
         """The state and the spec's YAML text; ``NotFound`` if there is no such rollout."""
@@ -71,6 +73,15 @@ class RolloutStore(Protocol):
         """Save state, transition, route and actions in one transaction if the stored version is
         still ``expected_version`` (``Conflict`` otherwise) and, given a fence, if its token is
         still the lease's (``Fenced`` otherwise)."""
+
+    def save_many(
+        self, items: Sequence[tuple[Outcome, int]], *, fence: Fence | None = None
+    ) -> list[tuple[RolloutState | None, ModelcanaryError | None]]:
+        """``save`` for many (outcome, expected version) pairs in one transaction, each on its own:
+        per item the saved state, or the error that kept it out. ``Fenced`` for all at once."""
+
+    def specs(self, rollout_ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+        """Each rollout's spec text and its validated JSON (None where the store has none)."""
 
 
 class ActionQueue(Protocol):
@@ -88,6 +99,9 @@ class TelemetryStore(Protocol):
 
     def read_telemetry(self, rollout_id: str) -> list[tuple[Variant, VariantTelemetry]]:
         """Every source's cumulative counts for a rollout."""
+
+    def read_telemetry_many(self, rollout_ids: Sequence[str]) -> dict[str, list[tuple[Variant, VariantTelemetry]]]:
+        """``read_telemetry`` for many rollouts at once."""
 
 
 class RouteSource(Protocol):

@@ -232,6 +232,48 @@ def test_save_without_a_change_writes_no_history(store: SqlStore) -> None:
     assert store.routes_version() == 0
 
 
+def test_save_many_saves_each_on_its_own(store: SqlStore) -> None:
+    """One transaction for a tick's decisions, one savepoint each: a lost compare-and-set or a broken
+    constraint keeps that rollout out and the others in."""
+    first, second, third = rollout("r-1"), rollout("r-2", endpoint="churn"), rollout("r-3", endpoint="ads")
+    for state in (first, second, third):
+        store.create(state, SPEC_TEXT, actor="alice")
+    store.save(moved(third, Phase.CANARY, actions=(tag_action("r-3"),)), expected_version=0)
+    before = _counts(store)
+
+    results = store.save_many(
+        [
+            (moved(first, Phase.CANARY), 0),
+            (moved(second, Phase.CANARY), 7),  # stale
+            (moved(third, Phase.CANARY, actions=(tag_action("r-3"),)), 1),  # the same action key again
+        ]
+    )
+    (saved, none), (lost, stale), (refused, duplicate) = results
+    assert saved is not None and saved.version == 1 and none is None
+    assert lost is None and isinstance(stale, Conflict) and "changed since version 7" in str(stale)
+    assert refused is None and isinstance(duplicate, Conflict)
+    assert store.get("r-1")[0].phase is Phase.CANARY
+    assert store.get("r-2")[0] == second
+    assert store.get("r-3")[0].version == 1
+    after = _counts(store)
+    assert after["transitions"] == before["transitions"] + 1  # only r-1's
+    assert after["actions"] == before["actions"]
+    assert store.verify_audit()[1] is None
+    assert store.save_many([]) == []
+
+
+def test_specs_and_telemetry_read_many_at_once(store: SqlStore) -> None:
+    store.create(rollout("r-1"), SPEC_TEXT, actor="alice", spec_json='{"json": 1}')
+    store.create(rollout("r-2", endpoint="churn"), "text only\n", actor="alice")
+    assert store.specs(["r-1", "r-2", "nope"]) == {"r-1": (SPEC_TEXT, '{"json": 1}'), "r-2": ("text only\n", None)}
+    ids = [f"t-{index}" for index in range(1_200)]  # more than one IN (...) chunk
+    store.write_telemetry("gw", [(rollout_id, Variant.BASELINE, telemetry(3)) for rollout_id in ids])
+    many = store.read_telemetry_many([*ids, "quiet"])
+    assert len(many) == 1_201 and many["quiet"] == []
+    assert all(rows == store.read_telemetry(rollout_id) for rollout_id, rows in list(many.items())[:5])
+    assert {rows[0][1].requests for rollout_id, rows in many.items() if rows} == {3}
+
+
 # -- actions --------------------------------------------------------------------------------------
 
 

@@ -383,11 +383,11 @@ class RacingStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def read_telemetry(self, rollout_id: str) -> list[tuple[Variant, VariantTelemetry]]:
-        rows = self.inner.read_telemetry(rollout_id)
-        if rollout_id == self.target:
+    def read_telemetry_many(self, rollout_ids: list[str]) -> dict[str, list[tuple[Variant, VariantTelemetry]]]:
+        rows = self.inner.read_telemetry_many(rollout_ids)
+        if self.target in rollout_ids:
+            run_command(self.inner, self.target, Command.PAUSE, actor="bob")
             self.target = None
-            run_command(self.inner, rollout_id, Command.PAUSE, actor="bob")
         return rows
 
 
@@ -409,6 +409,17 @@ def test_a_concurrent_save_makes_the_tick_skip_that_rollout(
     assert store.history(fraud.id)[-1].actor == "bob"
     assert store.routes()["fraud"].weight == 10.0
     assert racing.tick() == []  # and on fresh state, the paused rollout holds
+
+
+def test_a_rollout_saved_before_specs_were_kept_as_json_is_read_from_its_yaml(
+    controller: Controller, store: SqlStore, fake_registry: FakeRegistry, clock: Clock
+) -> None:
+    state = start(store, fake_registry, clock)
+    older = state.model_copy(update={"id": "churn-old", "name": "churn-old", "endpoint": "churn"})
+    store.create(older, spec_text(endpoint="churn"), actor="an older release")  # no spec_json
+    clock.now = T0 + 1
+    assert {s.id for s in controller.tick()} == {state.id, older.id}
+    assert current(store, older.id).phase is Phase.CANARY
 
 
 def test_one_broken_rollout_does_not_hold_the_others(

@@ -17,11 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from modelcanary.domain.errors import Conflict, Fenced, ModelcanaryError
+from modelcanary.domain.errors import Fenced, ModelcanaryError
 from modelcanary.domain.judgement import Look
 from modelcanary.domain.phases import Phase
 from modelcanary.domain.spec import RolloutSpec, load_spec
-from modelcanary.domain.state import Action, ActionKind, RolloutState
+from modelcanary.domain.state import Action, ActionKind, Outcome, RolloutState
+from modelcanary.domain.telemetry import RolloutTelemetry
 from modelcanary.engine.analysis import analyse, pair
 from modelcanary.engine.decide import decide
 from modelcanary.ports import ActionQueue, Fence, Leases, Registry, RolloutStore, TelemetryStore
@@ -62,42 +63,63 @@ class Controller:
             self.store.release_lease(self.fence, self.holder)
             self.fence = None
 
-    def spec_of(self, rollout_id: str) -> RolloutSpec:
-        """A rollout's spec, parsed once: a spec never changes after the rollout starts."""
-        spec = self._specs.get(rollout_id)
-        if spec is None:
-            _, text = self.store.get(rollout_id)
-            spec = self._specs[rollout_id] = load_spec(text, source=f"rollout {rollout_id}")
-        return spec
+    def _load_specs(self, active: list[RolloutState]) -> None:
+        """Parse the specs not seen yet, all in one read: a spec never changes after its rollout
+        starts. The validated JSON is read when the store has it (0.05 ms), the YAML otherwise
+        (10-25 ms), which matters when a new leader takes over a thousand rollouts at once."""
+        self._specs = {state.id: self._specs[state.id] for state in active if state.id in self._specs}
+        missing = [state.id for state in active if state.id not in self._specs]
+        for rollout_id, (text, as_json) in (self.store.specs(missing) if missing else {}).items():
+            try:
+                self._specs[rollout_id] = (
+                    RolloutSpec.model_validate_json(as_json)
+                    if as_json is not None
+                    else load_spec(text, source=f"rollout {rollout_id}")
+                )
+            except Exception:  # saved by a version that read it differently: hold that one rollout
+                log.exception("rollout %s: its saved spec no longer loads; holding it", rollout_id)
 
     def tick(self) -> list[RolloutState]:
-        """Decide once for every active rollout; the states that changed."""
+        """Decide once for every active rollout, and save every decision in one transaction (each
+        rollout on its own compare-and-set); the states whose phase or step changed."""
         if not self.lead():
             return []
-        changed: list[RolloutState] = []
         active = self.store.list_rollouts(active_only=True)
-        self._specs = {state.id: self._specs[state.id] for state in active if state.id in self._specs}
+        self._load_specs(active)
+        telemetry = self.store.read_telemetry_many([state.id for state in active if state.id in self._specs])
+        decided: list[Outcome] = []
         for state in active:
-            try:
-                new = self._tick_one(state)
-            except Fenced as exc:  # another controller leads now: stop at once, act on nothing more
-                log.warning("%s", exc)
-                self.fence = None
-                return changed
-            except Conflict as exc:  # an operator acted meanwhile: decide again next tick, on fresh state
-                log.info("%s", exc)
+            if state.id not in self._specs:
                 continue
+            try:
+                outcome = self._decide(state, self._specs[state.id], pair(telemetry[state.id]))
             except Exception:  # one broken rollout must not hold every other one
                 log.exception("rollout %s: tick failed; holding it", state.id)
                 continue
-            if new is not None:
-                changed.append(new)
+            if outcome is not None:
+                decided.append(outcome)
+        try:
+            results = (
+                self.store.save_many([(outcome, outcome.state.version) for outcome in decided], fence=self.fence)
+                if decided
+                else []
+            )
+        except Fenced as exc:  # another controller leads now: act on nothing more
+            log.warning("%s", exc)
+            self.fence = None
+            return []
+        changed: list[RolloutState] = []
+        for outcome, (saved, error) in zip(decided, results, strict=True):
+            if error is not None:  # an operator acted meanwhile: decide again next tick, on fresh state
+                log.info("%s", error)
+            elif saved is not None and outcome.transition is not None:
+                log.info("rollout %s: %s", saved.id, outcome.transition.reason)
+                changed.append(saved)
         self.run_actions()
         return changed
 
-    def _tick_one(self, state: RolloutState) -> RolloutState | None:
-        spec = self.spec_of(state.id)
-        telemetry = pair(self.store.read_telemetry(state.id))
+    def _decide(self, state: RolloutState, spec: RolloutSpec, telemetry: RolloutTelemetry) -> Outcome | None:
+        """The outcome to save for one rollout, or None when nothing changed: pure, given the clock."""
         now = self.clock()
         judgement, memory = None, state.judge_memory
         if state.phase is Phase.CANARY:
@@ -106,12 +128,10 @@ class Controller:
         outcome = decide(state, spec, judgement=judgement, candidate_requests=telemetry.candidate.requests, now=now)
         if outcome.transition is None and memory == state.judge_memory:
             return None
-        if outcome.transition is not None:
-            log.info("rollout %s: %s", state.id, outcome.transition.reason)
-        # the judge's memory is saved with every look, so the evidence survives a restart
-        outcome = outcome.model_copy(update={"state": outcome.state.model_copy(update={"judge_memory": memory})})
-        saved = self.store.save(outcome, expected_version=state.version, fence=self.fence)
-        return saved if outcome.transition is not None else None
+        # the judge's memory is saved with every look, so the evidence survives a restart; the
+        # outcome's state keeps the version it was decided from, for the compare-and-set
+        new_state = outcome.state.model_copy(update={"judge_memory": memory, "version": state.version})
+        return outcome.model_copy(update={"state": new_state})
 
     def run_actions(self) -> None:
         """Run pending side effects; one that fails stays pending and is tried again next tick."""

@@ -22,7 +22,7 @@ def start_rollout(
     at = time.time() if now is None else now
     rollout_id = f"{spec.spec.endpoint}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime(at))}-{uuid.uuid4().hex[:6]}"
     state = new_state(spec, rollout_id=rollout_id, baseline=baseline, candidate=candidate, now=at)
-    store.create(state, spec_text, actor=actor)
+    store.create(state, spec_text, actor=actor, spec_json=spec.model_dump_json(by_alias=True))
     return state
 
 

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from modelcanary.domain.errors import Conflict, Fenced, NotFound, StoreError
+from modelcanary.domain.errors import Conflict, Fenced, ModelcanaryError, NotFound, StoreError
 from modelcanary.domain.state import Action, Outcome, RolloutState, Route, Transition
 from modelcanary.domain.telemetry import Variant, VariantTelemetry
 from modelcanary.ports import Fence
@@ -43,6 +43,7 @@ rollouts = sa.Table(
     sa.Column("state", sa.Text, nullable=False),
     sa.Column("spec", sa.Text, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("spec_json", sa.Text),  # the validated spec (0003); NULL for rows made before it
     sa.Index(
         "one_active_rollout_per_endpoint",
         "endpoint",
@@ -109,7 +110,7 @@ leases = sa.Table(
 sa.Index("ix_audit_rollout_id", audit.c.rollout_id)
 
 GENESIS = "0" * 64
-HEAD = "0002"  # the newest migration in migrations/versions (tests check that they agree)
+HEAD = "0003"  # the newest migration in migrations/versions (tests check that they agree)
 MIGRATIONS = Path(__file__).parent / "migrations"
 # PostgreSQL advisory-lock keys: one serialises schema upgrades, one the audit chain's appends
 _MIGRATION_LOCK, _AUDIT_LOCK = 0x6D63_0001, 0x6D63_0002
@@ -187,6 +188,15 @@ class BrokenLink:
     reason: str
 
 
+class _Contended(Exception):
+    """The batched save cannot tell which rollout failed: redo it one savepoint each."""
+
+
+def _chunks(items: Sequence[str], size: int = 500) -> list[Sequence[str]]:
+    """Bound ``IN (...)`` lists: old SQLite builds allow 999 parameters per statement."""
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
 class SqlStore:
     """Implements RolloutStore, ActionQueue, TelemetryStore, RouteSource, History and Leases."""
 
@@ -211,7 +221,7 @@ class SqlStore:
 
     # -- rollouts --------------------------------------------------------------------------------
 
-    def create(self, state: RolloutState, spec_text: str, *, actor: str) -> None:
+    def create(self, state: RolloutState, spec_text: str, *, actor: str, spec_json: str | None = None) -> None:
         with self._tx() as conn:
             active = conn.execute(
                 sa.select(rollouts.c.id).where(rollouts.c.endpoint == state.endpoint, rollouts.c.active == 1)
@@ -227,6 +237,7 @@ class SqlStore:
                     version=state.version,
                     state=state.model_dump_json(),
                     spec=spec_text,
+                    spec_json=spec_json,
                     created_at=state.created_at,
                 )
             )
@@ -253,34 +264,122 @@ class SqlStore:
         with self._tx() as conn:
             return [RolloutState.model_validate_json(row.state) for row in conn.execute(query)]
 
+    def specs(self, rollout_ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+        """Each rollout's spec text and validated JSON (None for rollouts made before 0003)."""
+        found: dict[str, tuple[str, str | None]] = {}
+        with self._tx() as conn:
+            for chunk in _chunks(rollout_ids):
+                query = sa.select(rollouts.c.id, rollouts.c.spec, rollouts.c.spec_json).where(rollouts.c.id.in_(chunk))
+                found.update({row.id: (row.spec, row.spec_json) for row in conn.execute(query)})
+        return found
+
     def save(self, outcome: Outcome, *, expected_version: int, fence: Fence | None = None) -> RolloutState:
-        new = outcome.state.model_copy(update={"version": expected_version + 1})
+        [(saved, error)] = self.save_many([(outcome, expected_version)], fence=fence)
+        if error is not None:
+            raise error
+        assert saved is not None
+        return saved
+
+    def save_many(
+        self, items: Sequence[tuple[Outcome, int]], *, fence: Fence | None = None
+    ) -> list[tuple[RolloutState | None, ModelcanaryError | None]]:
+        """Save many outcomes in one transaction, each as ``save`` would and each on its own: one
+        that lost its compare-and-set (or broke a constraint) is kept out and reported, and the
+        others still commit. ``Fenced`` for all of them if the lease moved.
+
+        The usual tick, where nobody raced, takes the fast path: one batched compare-and-set
+        UPDATE for every rollout. Should any of them miss, the transaction is rolled back and
+        redone one savepoint per rollout, which finds out which."""
+        if not items:
+            return []
+        try:
+            with self._tx() as conn:
+                if fence is not None:
+                    self._check_fence(conn, fence)
+                return self._save_batched(conn, items)
+        except _Contended:
+            pass
+        results: list[tuple[RolloutState | None, ModelcanaryError | None]] = []
         with self._tx() as conn:
             if fence is not None:
                 self._check_fence(conn, fence)
-            updated = conn.execute(
-                rollouts.update()
-                .where(rollouts.c.id == new.id, rollouts.c.version == expected_version)
-                .values(
-                    state=new.model_dump_json(),
-                    phase=new.phase.value,
-                    version=new.version,
-                    active=0 if new.phase.is_terminal() else 1,
-                )
-            ).rowcount
-            if updated != 1:
-                raise Conflict(f"rollout {new.id} changed since version {expected_version}; not saved")
-            if outcome.transition is not None:
-                self._append_transition(conn, new.id, outcome.transition)
-            if outcome.route is not None:
-                self._put_route(conn, outcome.route)
-            for action in outcome.actions:
-                conn.execute(
-                    actions.insert().values(
-                        rollout_id=new.id, key=action.key, body=action.model_dump_json(), attempts=0
-                    )
-                )
-        return new
+            for outcome, expected_version in items:
+                new = outcome.state.model_copy(update={"version": expected_version + 1})
+                try:
+                    with conn.begin_nested():
+                        saved = self._save_one(conn, outcome, new, expected_version)
+                except IntegrityError as exc:
+                    refused = Conflict(f"rollout {new.id}: the store refused a conflicting write: {exc.orig}")
+                    results.append((None, refused))
+                    continue
+                lost = Conflict(f"rollout {new.id} changed since version {expected_version}; not saved")
+                results.append((new, None) if saved else (None, lost))
+        return results
+
+    def _save_batched(
+        self, conn: Connection, items: Sequence[tuple[Outcome, int]]
+    ) -> list[tuple[RolloutState | None, ModelcanaryError | None]]:
+        keys = [action.key for outcome, _ in items for action in outcome.actions]
+        if len(set(keys)) != len(keys) or any(
+            conn.execute(sa.select(actions.c.key).where(actions.c.key.in_(chunk))).first() for chunk in _chunks(keys)
+        ):
+            raise _Contended  # an action key already saved: the slow path names the rollout
+        if not conn.dialect.supports_sane_multi_rowcount:
+            raise _Contended
+        news = [outcome.state.model_copy(update={"version": expected + 1}) for outcome, expected in items]
+        updated = conn.execute(
+            rollouts.update()
+            .where(rollouts.c.id == sa.bindparam("b_id"), rollouts.c.version == sa.bindparam("b_expected"))
+            .values(
+                state=sa.bindparam("b_state"),
+                phase=sa.bindparam("b_phase"),
+                version=sa.bindparam("b_version"),
+                active=sa.bindparam("b_active"),
+            ),
+            [
+                {
+                    "b_id": new.id,
+                    "b_expected": expected,
+                    "b_state": new.model_dump_json(),
+                    "b_phase": new.phase.value,
+                    "b_version": new.version,
+                    "b_active": 0 if new.phase.is_terminal() else 1,
+                }
+                for new, (_, expected) in zip(news, items, strict=True)
+            ],
+        ).rowcount
+        if updated != len(items):
+            raise _Contended  # someone else saved one of them since it was read
+        for new, (outcome, _) in zip(news, items, strict=True):
+            self._save_effects(conn, outcome, new)
+        return [(new, None) for new in news]
+
+    def _save_one(self, conn: Connection, outcome: Outcome, new: RolloutState, expected_version: int) -> bool:
+        updated = conn.execute(
+            rollouts.update()
+            .where(rollouts.c.id == new.id, rollouts.c.version == expected_version)
+            .values(
+                state=new.model_dump_json(),
+                phase=new.phase.value,
+                version=new.version,
+                active=0 if new.phase.is_terminal() else 1,
+            )
+        ).rowcount
+        if updated != 1:
+            return False
+        self._save_effects(conn, outcome, new)
+        return True
+
+    def _save_effects(self, conn: Connection, outcome: Outcome, new: RolloutState) -> None:
+        """What a saved state brings with it: its transition (audited), its route, its actions."""
+        if outcome.transition is not None:
+            self._append_transition(conn, new.id, outcome.transition)
+        if outcome.route is not None:
+            self._put_route(conn, outcome.route)
+        for action in outcome.actions:
+            conn.execute(
+                actions.insert().values(rollout_id=new.id, key=action.key, body=action.model_dump_json(), attempts=0)
+            )
 
     def _append_transition(self, conn: Connection, rollout_id: str, transition: Transition) -> None:
         conn.execute(transitions.insert().values(rollout_id=rollout_id, body=transition.model_dump_json()))
@@ -476,6 +575,20 @@ class SqlStore:
                             rollout_id=rollout_id, variant=variant.value, source=source, counts=body, updated_at=now
                         )
                     )
+
+    def read_telemetry_many(self, rollout_ids: Sequence[str]) -> dict[str, list[tuple[Variant, VariantTelemetry]]]:
+        """``read_telemetry`` for many rollouts in one transaction."""
+        found: dict[str, list[tuple[Variant, VariantTelemetry]]] = {rollout_id: [] for rollout_id in rollout_ids}
+        with self._tx() as conn:
+            for chunk in _chunks(rollout_ids):
+                query = sa.select(telemetry.c.rollout_id, telemetry.c.variant, telemetry.c.counts).where(
+                    telemetry.c.rollout_id.in_(chunk)
+                )
+                for row in conn.execute(query):
+                    found[row.rollout_id].append(
+                        (Variant(row.variant), VariantTelemetry.from_json(json.loads(row.counts)))
+                    )
+        return found
 
     def read_telemetry(self, rollout_id: str) -> list[tuple[Variant, VariantTelemetry]]:
         query = sa.select(telemetry.c.variant, telemetry.c.counts).where(telemetry.c.rollout_id == rollout_id)
