@@ -1,0 +1,36 @@
+"""Smoke test of ``python -m bench.controlplane`` at a small size, on both engines: it measures
+what it says (every rollout decided each round, both gateways applying each routing change) and
+writes its rows. Figures come from the benchmark run, never from here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # bench/ is a top-level package beside src/, not an installed one
+    sys.path.insert(0, str(ROOT))
+
+from bench.controlplane.__main__ import main, run_engine  # noqa: E402
+
+
+@pytest.mark.parametrize("store_url", ["sqlite", "postgresql"], indirect=True)
+def test_every_rollout_is_decided_and_both_gateways_follow(store_url: str) -> None:
+    row = run_engine("engine", store_url, rollouts=12, rounds=2, poll_s=0.05)
+    assert row["decisions"] == 12 + 11  # every active rollout, every round (each round ends by aborting one)
+    assert row["decision_latency_ms_p99"] >= row["decision_latency_ms_p50"] > 0
+    assert row["propagation_ms_p50"] is not None and 0 < row["propagation_ms_max"] < 10_000
+    assert row["ticks_per_s"] == pytest.approx(1 / row["tick_s_median"])
+
+
+def test_the_command_prints_and_writes_its_rows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "rows.json"
+    args = ["--rollouts", "5", "--rounds", "1", "--engines", "sqlite", "--poll", "0.05", "--json", str(out)]
+    assert main([*args, "--results-dir", str(tmp_path)]) == 0
+    [row] = json.loads(out.read_text())
+    assert row["engine"] == "sqlite" and row["rollouts"] == 5
+    assert "| sqlite | 5 |" in capsys.readouterr().out
+    assert list(tmp_path.glob("controlplane-*.json"))
