@@ -82,6 +82,57 @@ def serve(workdir: str | None, store: str | None, registry: str | None, host: st
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
 
+@cli.command("gateway")
+@_workspace_options
+@click.option(
+    "--endpoint",
+    "endpoints",
+    multiple=True,
+    metavar="NAME=MODEL_URI",
+    help="serve MODEL_URI (models:/fraud@champion) as endpoint NAME with no rollout; repeatable",
+)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@_errors_to_exit
+def gateway_command(
+    workdir: str | None, store: str | None, registry: str | None, endpoints: tuple[str, ...], host: str, port: int
+) -> None:
+    """Run a gateway on its own: the data plane, with no controller. It serves each --endpoint,
+    and, given a store (--store or --workdir), follows the store's routing table (rollouts take
+    over their endpoints) and writes its telemetry there. Run as many as you like behind a load
+    balancer; the controller adds their telemetry up."""
+    import uvicorn
+
+    from modelcanary.adapters.backends.inprocess import InProcessBackend
+    from modelcanary.domain.errors import SpecError
+    from modelcanary.domain.state import Route
+    from modelcanary.gateway.app import Gateway, StaticRoutes, create_app
+
+    space = Workspace.at(workdir, store=store, registry=registry)
+    model_registry = space.registry()
+    static = {}
+    for entry in endpoints:
+        name, _, uri = entry.partition("=")
+        if not name or not uri:
+            raise SpecError([("--endpoint", f"expected NAME=MODEL_URI, got {entry!r}")], source="command line")
+        static[name] = Route(endpoint=name, baseline=model_registry.resolve(uri))
+    state_store = space.store() if (store or workdir or os.environ.get("MODELCANARY_STORE")) else None
+    if state_store is None and not static:
+        raise click.UsageError("give at least one --endpoint, or a store (--store or --workdir) to follow")
+    gateway = Gateway(
+        routes=StaticRoutes(static, state_store),
+        backend=InProcessBackend(),
+        telemetry=state_store,
+        source=_holder(),
+    )
+    where = f"following {space.store_url}" if state_store is not None else "no store"
+    click.echo(
+        f"modelcanary gateway on http://{host}:{port} ({where}; endpoints {sorted(static) or 'from the store'})",
+        err=True,
+    )
+    uvicorn.run(create_app(gateway), host=host, port=port, log_level="warning", access_log=False)
+
+
 @cli.command("controller")
 @_workspace_options
 @click.option("--tick", default=1.0, show_default=True, type=float, help="seconds between ticks")

@@ -60,6 +60,22 @@ def _error(exc: RequestError) -> Response:
     return _json({"error": str(exc), "field": exc.field}, status=exc.status)
 
 
+class StaticRoutes:
+    """A ``RouteSource`` for endpoints named on the command line, each serving one model with no
+    rollout, with a store's routes (when there is a store) taking precedence endpoint by endpoint:
+    a rollout started on a static endpoint takes it over, and gives it back when it ends."""
+
+    def __init__(self, routes: dict[str, Route], store: RouteSource | None = None) -> None:
+        self._static = routes
+        self._store = store
+
+    def routes_version(self) -> int:
+        return self._store.routes_version() if self._store is not None else 0
+
+    def routes(self) -> dict[str, Route]:
+        return {**self._static, **(self._store.routes() if self._store is not None else {})}
+
+
 class Gateway:
     def __init__(
         self,
@@ -251,7 +267,7 @@ class Gateway:
     async def ready(self, _request: Request) -> Response:
         if self._routes_version < 0:
             return _json({"ready": False, "reason": "routing table not loaded yet"}, status=503)
-        return _json({"ready": True, "endpoints": sorted(self.serving)})
+        return _json({"ready": True, "endpoints": sorted(self.serving), "routes_version": self._routes_version})
 
     async def live(self, _request: Request) -> Response:
         return _json({"live": True})
