@@ -1,0 +1,150 @@
+"""Store faults, for real: PostgreSQL reached through a TCP proxy that the test cuts and restores.
+While the store is unreachable the controller decides nothing, and the gateway keeps serving on
+its last routing table and keeps its telemetry; when the store is back both carry on by themselves
+and no request is missing from the counts."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from modelcanary.adapters.store.sql import SqlStore
+from modelcanary.adapters.testing import FakeBackend, FakeRegistry, FunctionModel
+from modelcanary.controller.loop import Controller
+from modelcanary.controller.operations import start_rollout
+from modelcanary.domain.errors import StoreError
+from modelcanary.domain.phases import Phase
+from modelcanary.engine.analysis import pair
+from modelcanary.gateway.app import Gateway
+
+SPEC = """\
+apiVersion: modelcanary/v1
+kind: Rollout
+spec:
+  endpoint: fraud
+  baseline: models:/fraud@champion
+  candidate: models:/fraud@challenger
+  traffic:
+    stickyKey: {header: x-user-id}
+    steps: [{weight: 50, minRequests: 1000000, minDuration: 1h, maxDuration: 2h}]
+  analysis:
+    metrics: [{kind: error_rate}]
+"""
+
+
+class Proxy:
+    """A TCP forwarder to ``target`` on a port of its own; ``cut`` closes the listener and every
+    connection (the database is gone), ``restore`` listens again on the same port."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = 0
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.restore()
+
+    def restore(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self.port = listener.getsockname()[1]
+        self.listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        with self.lock:
+            with contextlib.suppress(OSError):  # wakes the accept() blocked in the other thread
+                self.listener.shutdown(socket.SHUT_RDWR)
+            self.listener.close()
+            for each in self.sockets:
+                with contextlib.suppress(OSError):
+                    each.shutdown(socket.SHUT_RDWR)
+                each.close()
+            self.sockets.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                return
+            with self.lock:
+                self.sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for each in (source, sink):
+                with contextlib.suppress(OSError):
+                    each.shutdown(socket.SHUT_RDWR)
+
+
+@pytest.fixture
+def proxy() -> Iterator[Proxy]:
+    forwarder = Proxy(("127.0.0.1", 5432))
+    yield forwarder
+    forwarder.cut()
+
+
+def _requests(client: Any, users: range) -> None:
+    for user in users:
+        response = client.post(
+            "/v1/endpoints/fraud/invocations",
+            json={"dataframe_records": [{"x": 1.0}]},
+            headers={"x-user-id": str(user)},
+        )
+        assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+def test_an_unreachable_store_holds_the_controller_and_the_gateway_serves_on(
+    store_url: str, proxy: Proxy, serve: Any
+) -> None:
+    if "127.0.0.1:5432" not in store_url:
+        pytest.skip("the proxy forwards to 127.0.0.1:5432")
+    url = store_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    store = SqlStore(url)
+    registry = FakeRegistry({"fraud": ["1", "2"]}, {("fraud", "champion"): "1", ("fraud", "challenger"): "2"})
+    state = start_rollout(store, registry, SPEC, source="test", actor="test")
+    controller = Controller(store=store, registry=registry, holder="controller")
+    (entered,) = controller.tick()
+    model = FunctionModel(lambda columns: [0.5] * len(columns["x"]))
+    gateway = Gateway(
+        routes=store, backend=FakeBackend({"fraud/1": model, "fraud/2": model}), telemetry=store, source="gw"
+    )
+    running = serve.start(gateway)
+    with running.client() as client:
+        _requests(client, range(10))
+        running.flush()
+
+        proxy.cut()
+        with pytest.raises(StoreError):
+            controller.tick()  # no decision on data it cannot read
+        _requests(client, range(10, 30))  # served on the last routing table
+        running.flush()  # fails, logs, and keeps the counts for the next flush
+
+        proxy.restore()
+        running.flush()
+        total = pair(store.read_telemetry(state.id))
+        assert total.baseline.requests + total.candidate.requests == 30  # nothing lost
+        assert controller.tick() == []  # back at work: judged, nothing to change yet
+        _requests(client, range(30, 35))
+    current, _ = store.get(state.id)
+    assert (current.phase, current.step) == (Phase.CANARY, 0)
+    assert len(store.history(state.id)) == 1 == len([entered])
+    assert store.verify_audit()[1] is None
+    store.close()
