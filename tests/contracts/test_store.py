@@ -26,6 +26,7 @@ from modelcanary.adapters.store.sql import (
     SqlStore,
     _engine,
     audit,
+    audit_hash,
     metadata,
     normalise_url,
     schema_revision,
@@ -412,6 +413,15 @@ def test_a_deleted_audit_row_breaks_the_next_link(store: SqlStore) -> None:
     assert "prev_hash" in broken.reason
 
 
+def test_events_cut_off_the_end_are_caught_by_the_head(store: SqlStore) -> None:
+    _chain(store)
+    events = store.audit_events()
+    _tamper(store, audit.delete().where(audit.c.id >= events[3]["id"]))
+    count, broken = store.verify_audit()
+    assert count == 3 and broken is not None
+    assert broken.id == events[2]["id"] and "cut off the end" in broken.reason
+
+
 def test_reordered_audit_rows_break_the_chain(store: SqlStore) -> None:
     _chain(store)
     first, second = store.audit_events()[:2]
@@ -626,6 +636,25 @@ def test_a_store_made_before_migrations_is_stamped_then_upgraded(store_url: str)
         with store.engine.connect() as conn:
             assert schema_revision(conn) == HEAD
             assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+    finally:
+        store.close()
+
+
+def test_the_audit_head_is_built_from_the_events_of_an_older_store(store_url: str) -> None:
+    engine = _build(store_url, "0003")
+    previous = GENESIS
+    with engine.begin() as conn:
+        for index in range(3):
+            event = {"at": float(index), "actor": "old", "action": "rollout.create", "rollout_id": None, "detail": {}}
+            digest = audit_hash(previous, event)
+            conn.execute(audit.insert().values(**{**event, "detail": "{}"}, prev_hash=previous, hash=digest))
+            previous = digest
+    engine.dispose()
+    store = SqlStore(store_url)
+    try:
+        assert store.verify_audit() == (3, None)
+        store.record(actor="new", action="note", rollout_id=None, detail={})
+        assert store.verify_audit() == (4, None)  # appended after the old chain's head
     finally:
         store.close()
 

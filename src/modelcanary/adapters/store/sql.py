@@ -108,9 +108,16 @@ leases = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=False),
 )
 sa.Index("ix_audit_rollout_id", audit.c.rollout_id)
+audit_head = sa.Table(  # the chain's length and last hash, moved with every append (0004)
+    "audit_head",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
 
 GENESIS = "0" * 64
-HEAD = "0003"  # the newest migration in migrations/versions (tests check that they agree)
+HEAD = "0004"  # the newest migration in migrations/versions (tests check that they agree)
 MIGRATIONS = Path(__file__).parent / "migrations"
 # PostgreSQL advisory-lock keys: one serialises schema upgrades, one the audit chain's appends
 _MIGRATION_LOCK, _AUDIT_LOCK = 0x6D63_0001, 0x6D63_0002
@@ -412,8 +419,12 @@ class SqlStore:
             # appends must be serial, or two transactions both read the same last hash and fork the
             # chain; SQLite's BEGIN IMMEDIATE already serialises every writer
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_AUDIT_LOCK)))
-        prev = conn.execute(sa.select(audit.c.hash).order_by(audit.c.id.desc()).limit(1)).scalar() or GENESIS
+        head = conn.execute(
+            sa.select(audit_head.c.count, audit_head.c.hash).where(audit_head.c.name == "audit")
+        ).first()
+        length, prev = (int(head[0]), str(head[1])) if head is not None else (0, GENESIS)
         event = {"at": at, "actor": actor, "action": action, "rollout_id": rollout_id, "detail": detail}
+        digest = audit_hash(prev, event)
         conn.execute(
             audit.insert().values(
                 at=at,
@@ -422,9 +433,13 @@ class SqlStore:
                 rollout_id=rollout_id,
                 detail=json.dumps(detail, sort_keys=True),
                 prev_hash=prev,
-                hash=audit_hash(prev, event),
+                hash=digest,
             )
         )
+        if head is None:
+            conn.execute(audit_head.insert().values(name="audit", count=1, hash=digest))
+        else:
+            conn.execute(audit_head.update().where(audit_head.c.name == "audit").values(count=length + 1, hash=digest))
 
     def audit_events(self, rollout_id: str | None = None) -> list[dict[str, Any]]:
         query = sa.select(audit).order_by(audit.c.id)
@@ -442,10 +457,12 @@ class SqlStore:
         """Walk the whole chain in id order: the number of events, and the first broken link if any.
 
         An edited row fails its own hash; a deleted or reordered row fails the next row's
-        ``prev_hash``. Cutting events off the end leaves a shorter chain that verifies: compare the
-        head hash with one kept elsewhere (``audit export`` prints it) to catch that."""
-        previous, count = GENESIS, 0
+        ``prev_hash``; events cut off the end leave a chain shorter than the head row says. (Whoever
+        can rewrite the table can rewrite the head too: keep the head hash that ``audit export``
+        prints somewhere else as well.)"""
+        previous, count, last_id = GENESIS, 0, 0
         with self.engine.connect() as conn:
+            head = conn.execute(sa.select(audit_head.c.count, audit_head.c.hash)).first()
             for position, row in enumerate(conn.execute(sa.select(audit).order_by(audit.c.id))):
                 count += 1
                 if row.prev_hash != previous:
@@ -457,7 +474,11 @@ class SqlStore:
                 event = {"at": row.at, "actor": row.actor, "action": row.action, "rollout_id": row.rollout_id}
                 if row.hash != audit_hash(previous, {**event, "detail": detail}):
                     return count, BrokenLink(position, row.id, "hash does not match the event's content")
-                previous = row.hash
+                previous, last_id = row.hash, row.id
+        expected = (int(head[0]), str(head[1])) if head is not None else (0, GENESIS)
+        if (count, previous) != expected:
+            reason = f"the chain ends after {count} events but its head says {expected[0]} ending in {expected[1][:12]}"
+            return count, BrokenLink(count, last_id, reason + ": events were cut off the end, or the head was edited")
         return count, None
 
     # -- leases ----------------------------------------------------------------------------------
