@@ -149,7 +149,7 @@ POSTGRES = os.environ.get("MODELCANARY_TEST_POSTGRES", "postgresql://postgres@12
 def _postgres_or_skip() -> None:
     import sqlalchemy as sa
 
-    from modelcanary.adapters.store.sql import normalise_url
+    from modelcanary.adapters.store.schema import normalise_url
 
     engine = sa.create_engine(normalise_url(POSTGRES), connect_args={"connect_timeout": 3})
     try:
@@ -176,7 +176,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         return
     import sqlalchemy as sa
 
-    from modelcanary.adapters.store.sql import normalise_url
+    from modelcanary.adapters.store.schema import normalise_url
 
     _postgres_or_skip()
     schema = f"t_{uuid.uuid4().hex[:12]}"

@@ -35,7 +35,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from modelcanary.adapters.store.sql import SqlStore, normalise_url
+from modelcanary.adapters.store.schema import normalise_url
+from modelcanary.adapters.store.sql import SqlStore
 from modelcanary.adapters.testing import FakeBackend, FakeRegistry, FunctionModel
 from modelcanary.controller.loop import Controller
 from modelcanary.controller.operations import run_command, start_rollout

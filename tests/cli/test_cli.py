@@ -132,7 +132,7 @@ def test_audit_verify_and_export(run: Any, spec_file: Path, tmp_path: Path) -> N
     assert f"head {events[-1]['hash']}" in exported.stderr
     assert run("audit", "export").stdout == out.read_text()  # to standard output, the same lines
 
-    from modelcanary.adapters.store.sql import audit
+    from modelcanary.adapters.store.schema import audit
 
     store = Workspace.at(tmp_path).store()
     with store.engine.begin() as conn:

@@ -19,19 +19,19 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from modelcanary.adapters.store.sql import (
+from modelcanary.adapters.store.schema import (
     GENESIS,
     HEAD,
     MIGRATIONS,
-    SqlStore,
-    _engine,
     audit,
     audit_hash,
+    engine_for,
     metadata,
     normalise_url,
     schema_revision,
 )
-from modelcanary.adapters.store.sql import actions as actions_table
+from modelcanary.adapters.store.schema import actions as actions_table
+from modelcanary.adapters.store.sql import SqlStore
 from modelcanary.domain.errors import Conflict, Fenced, NotFound
 from modelcanary.domain.phases import Phase
 from modelcanary.domain.spec import StickyKey
@@ -142,7 +142,7 @@ def test_one_active_rollout_per_endpoint_until_the_first_ends(store: SqlStore) -
 def test_the_partial_unique_index_holds_even_without_the_check(store: SqlStore) -> None:
     """Two creates racing past the application check still meet the index: the loser gets Conflict."""
     store.create(rollout("r-1"), SPEC_TEXT, actor="alice")
-    from modelcanary.adapters.store.sql import rollouts
+    from modelcanary.adapters.store.schema import rollouts
 
     with pytest.raises(Conflict), store._tx() as conn:
         conn.execute(
@@ -553,7 +553,7 @@ def _config(conn: sa.Connection) -> Config:
 
 def _build(url: str, revision: str) -> sa.Engine:
     """An engine on a store built up to ``revision`` only, as an older modelcanary left it."""
-    engine = _engine(normalise_url(url))
+    engine = engine_for(normalise_url(url))
     with engine.begin() as conn:
         command.upgrade(_config(conn), revision)
     return engine

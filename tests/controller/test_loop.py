@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from modelcanary.adapters.store.schema import actions as actions_table
 from modelcanary.adapters.store.sql import SqlStore
-from modelcanary.adapters.store.sql import actions as actions_table
 from modelcanary.adapters.testing import FakeRegistry
 from modelcanary.controller.loop import Controller
 from modelcanary.controller.operations import run_command, start_rollout

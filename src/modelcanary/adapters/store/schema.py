@@ -1,0 +1,171 @@
+"""The store's schema and connections: the tables (as Alembic's migrations build them), engines
+for SQLite (WAL, ``BEGIN IMMEDIATE``) and PostgreSQL (psycopg 3), and the upgrade run whenever a
+store is opened: in one transaction, under a lock, so two processes opening an old store at once
+upgrade it once. When the store is already at ``HEAD``, Alembic is not even imported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+metadata = sa.MetaData()
+
+rollouts = sa.Table(
+    "rollouts",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("endpoint", sa.String(200), nullable=False),
+    sa.Column("phase", sa.String(32), nullable=False),
+    # 1 while the rollout is not terminal; the partial unique index allows one active rollout per endpoint
+    sa.Column("active", sa.Integer, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("spec", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("spec_json", sa.Text),  # the validated spec (0003); NULL for rows made before it
+    sa.Index(
+        "one_active_rollout_per_endpoint",
+        "endpoint",
+        unique=True,
+        sqlite_where=sa.text("active = 1"),
+        postgresql_where=sa.text("active = 1"),
+    ),
+)
+transitions = sa.Table(
+    "transitions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("rollout_id", sa.String(64), sa.ForeignKey("rollouts.id"), nullable=False, index=True),
+    sa.Column("body", sa.Text, nullable=False),
+)
+routes = sa.Table(
+    "routes",
+    metadata,
+    sa.Column("endpoint", sa.String(200), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("route", sa.Text, nullable=False),
+)
+actions = sa.Table(
+    "actions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("rollout_id", sa.String(64), nullable=False),
+    sa.Column("key", sa.String(300), nullable=False, unique=True),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("last_error", sa.Text),
+    sa.Column("done_at", sa.Float),
+)
+telemetry = sa.Table(
+    "telemetry",
+    metadata,
+    sa.Column("rollout_id", sa.String(64), primary_key=True),
+    sa.Column("variant", sa.String(16), primary_key=True),
+    sa.Column("source", sa.String(100), primary_key=True),
+    sa.Column("counts", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+audit = sa.Table(
+    "audit",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("rollout_id", sa.String(64)),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("holder", sa.String(200), nullable=False),
+    sa.Column("token", sa.Integer, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
+sa.Index("ix_audit_rollout_id", audit.c.rollout_id)
+audit_head = sa.Table(  # the chain's length and last hash, moved with every append (0004)
+    "audit_head",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+GENESIS = "0" * 64
+HEAD = "0004"  # the newest migration in migrations/versions (tests check that they agree)
+MIGRATIONS = Path(__file__).parent / "migrations"
+# PostgreSQL advisory-lock keys: one serialises schema upgrades, one the audit chain's appends
+MIGRATION_LOCK, AUDIT_LOCK = 0x6D63_0001, 0x6D63_0002
+
+
+def audit_hash(prev_hash: str, event: dict[str, Any]) -> str:
+    """sha256 over the previous hash and the event's canonical JSON."""
+    canonical = json.dumps(event, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256((prev_hash + canonical).encode()).hexdigest()
+
+
+def normalise_url(url: str) -> str:
+    """``postgresql://`` and ``postgres://`` mean PostgreSQL through psycopg 3, the driver we ship."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
+    return url
+
+
+def engine_for(url: str) -> Engine:
+    if not url.startswith("sqlite"):
+        return sa.create_engine(url, pool_pre_ping=True)
+    engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+    @sa.event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy issue BEGIN itself, as IMMEDIATE, so that two writers queue on the lock
+        # instead of failing on a read-to-write upgrade.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def schema_revision(conn: Connection) -> str | None:
+    """The store's Alembic revision; ``"0001"`` for a store made before migrations; None when empty."""
+    tables = set(sa.inspect(conn).get_table_names())
+    if "alembic_version" in tables:
+        revision = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+        return str(revision) if revision else None
+    return "0001" if "rollouts" in tables else None
+
+
+def migrate(conn: Connection) -> None:
+    """Upgrade the store on ``conn`` to ``HEAD`` inside the caller's transaction."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK)))
+    revision = schema_revision(conn)
+    if revision == HEAD:
+        return
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = conn
+    if revision == "0001" and "alembic_version" not in sa.inspect(conn).get_table_names():
+        command.stamp(config, "0001")  # made by 0.1.0's create_all: its tables are revision 0001's
+    command.upgrade(config, "head")
