@@ -653,7 +653,7 @@ def test_the_audit_head_is_built_from_the_events_of_an_older_store(store_url: st
     store = SqlStore(store_url)
     try:
         assert store.verify_audit() == (3, None)
-        store.record(actor="new", action="note", rollout_id=None, detail={})
+        store.create(rollout("new-1", endpoint="new"), SPEC_TEXT, actor="new")
         assert store.verify_audit() == (4, None)  # appended after the old chain's head
     finally:
         store.close()

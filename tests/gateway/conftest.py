@@ -118,3 +118,22 @@ def serve_module() -> Iterator[Servers]:
         yield servers
     finally:
         servers.stop_all()
+
+
+@pytest.fixture
+def long_rollout_spec() -> str:
+    """A rollout on ``fraud`` (champion to challenger) that sits at 50% for an hour: for tests about
+    serving and storing, not deciding."""
+    return """\
+apiVersion: modelcanary/v1
+kind: Rollout
+spec:
+  endpoint: fraud
+  baseline: models:/fraud@champion
+  candidate: models:/fraud@challenger
+  traffic:
+    stickyKey: {header: x-user-id}
+    steps: [{weight: 50, minRequests: 1000000, minDuration: 1h, maxDuration: 2h}]
+  analysis:
+    metrics: [{kind: error_rate}]
+"""

@@ -26,20 +26,6 @@ from modelcanary.engine.decide import Command
 
 pytestmark = pytest.mark.slow
 
-SPEC = """\
-apiVersion: modelcanary/v1
-kind: Rollout
-spec:
-  endpoint: fraud
-  baseline: models:/fraud@champion
-  candidate: models:/fraud@challenger
-  traffic:
-    stickyKey: {header: x-user-id}
-    steps: [{weight: 50, minRequests: 1000000, minDuration: 1h, maxDuration: 2h}]
-  analysis:
-    metrics: [{kind: error_rate}]
-"""
-
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -97,11 +83,11 @@ def _predict(base: str, user: int, rows: list[dict[str, float]], endpoint: str =
 
 @pytest.mark.parametrize("store_url", ["sqlite", "postgresql"], indirect=True)
 def test_two_gateway_processes_follow_one_store_and_their_telemetry_adds_up(
-    store_url: str, mlflow_registry: Any, gateways: list[str]
+    store_url: str, mlflow_registry: Any, gateways: list[str], long_rollout_spec: str
 ) -> None:
     store = SqlStore(store_url)
     registry = MlflowRegistry(mlflow_registry.uri)
-    state = start_rollout(store, registry, SPEC, source="test", actor="test")
+    state = start_rollout(store, registry, long_rollout_spec, source="test", actor="test")
     Controller(store=store, registry=registry, holder="test").tick()  # canary at 50%
     version = store.routes_version()
     first, second = gateways

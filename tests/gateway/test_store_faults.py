@@ -22,20 +22,6 @@ from modelcanary.domain.phases import Phase
 from modelcanary.engine.analysis import pair
 from modelcanary.gateway.app import Gateway
 
-SPEC = """\
-apiVersion: modelcanary/v1
-kind: Rollout
-spec:
-  endpoint: fraud
-  baseline: models:/fraud@champion
-  candidate: models:/fraud@challenger
-  traffic:
-    stickyKey: {header: x-user-id}
-    steps: [{weight: 50, minRequests: 1000000, minDuration: 1h, maxDuration: 2h}]
-  analysis:
-    metrics: [{kind: error_rate}]
-"""
-
 
 class Proxy:
     """A TCP forwarder to ``target`` on a port of its own; ``cut`` closes the listener and every
@@ -112,14 +98,14 @@ def _requests(client: Any, users: range) -> None:
 
 @pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
 def test_an_unreachable_store_holds_the_controller_and_the_gateway_serves_on(
-    store_url: str, proxy: Proxy, serve: Any
+    store_url: str, proxy: Proxy, serve: Any, long_rollout_spec: str
 ) -> None:
     if "127.0.0.1:5432" not in store_url:
         pytest.skip("the proxy forwards to 127.0.0.1:5432")
     url = store_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
     store = SqlStore(url)
     registry = FakeRegistry({"fraud": ["1", "2"]}, {("fraud", "champion"): "1", ("fraud", "challenger"): "2"})
-    state = start_rollout(store, registry, SPEC, source="test", actor="test")
+    state = start_rollout(store, registry, long_rollout_spec, source="test", actor="test")
     controller = Controller(store=store, registry=registry, holder="controller")
     (entered,) = controller.tick()
     model = FunctionModel(lambda columns: [0.5] * len(columns["x"]))

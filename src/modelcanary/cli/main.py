@@ -116,7 +116,8 @@ def gateway_command(
         if not name or not uri:
             raise SpecError([("--endpoint", f"expected NAME=MODEL_URI, got {entry!r}")], source="command line")
         static[name] = Route(endpoint=name, baseline=model_registry.resolve(uri))
-    state_store = space.store() if (store or workdir or os.environ.get("MODELCANARY_STORE")) else None
+    given = store or workdir or os.environ.get("MODELCANARY_STORE") or os.environ.get("MODELCANARY_WORKDIR")
+    state_store = space.store() if given else None
     if state_store is None and not static:
         raise click.UsageError("give at least one --endpoint, or a store (--store or --workdir) to follow")
     gateway = Gateway(

@@ -305,11 +305,6 @@ class SqlStore:
         with self._tx() as conn:
             return [{**row._asdict(), "detail": json.loads(row.detail)} for row in conn.execute(query)]
 
-    def record(self, *, actor: str, action: str, rollout_id: str | None, detail: dict[str, Any]) -> None:
-        """Append an audit event that no state change carries (a side effect done, for instance)."""
-        with self._tx() as conn:
-            self._audit(conn, at=time.time(), actor=actor, action=action, rollout_id=rollout_id, detail=detail)
-
     def verify_audit(self) -> tuple[int, BrokenLink | None]:
         """Walk the whole chain in id order: the number of events, and the first broken link if any.
 
