@@ -161,7 +161,9 @@ class SqlStore:
                 if fence is not None:
                     self._check_fence(conn, fence)
                 return self._save_batched(conn, items)
-        except _Contended:
+        except Fenced:
+            raise
+        except (_Contended, Conflict):  # a conflicting write got past the checks: find out whose
             pass
         results: list[tuple[RolloutState | None, ModelcanaryError | None]] = []
         with self._tx() as conn:
