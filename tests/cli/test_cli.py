@@ -141,3 +141,10 @@ def test_audit_verify_and_export(run: Any, spec_file: Path, tmp_path: Path) -> N
     assert broken.exit_code == 1
     assert f"BROKEN at event id {events[0]['id']} (position 0" in broken.stdout
     assert "hash does not match" in broken.stdout
+
+
+def test_gateway_refuses_a_bad_endpoint_before_serving(run: Any) -> None:
+    malformed = run("gateway", "--endpoint", "fraud")
+    assert malformed.exit_code == 2 and "expected NAME=MODEL_URI, got 'fraud'" in malformed.output
+    unknown = run("gateway", "--endpoint", "fraud=models:/nope@champion")
+    assert unknown.exit_code == 2 and "nope" in unknown.output

@@ -104,7 +104,6 @@ def gateway_command(
     import uvicorn
 
     from modelcanary.adapters.backends.inprocess import InProcessBackend
-    from modelcanary.domain.errors import SpecError
     from modelcanary.domain.state import Route
     from modelcanary.gateway.app import Gateway, StaticRoutes, create_app
 
@@ -114,7 +113,7 @@ def gateway_command(
     for entry in endpoints:
         name, _, uri = entry.partition("=")
         if not name or not uri:
-            raise SpecError([("--endpoint", f"expected NAME=MODEL_URI, got {entry!r}")], source="command line")
+            raise click.BadParameter(f"expected NAME=MODEL_URI, got {entry!r}", param_hint="'--endpoint'")
         static[name] = Route(endpoint=name, baseline=model_registry.resolve(uri))
     given = store or workdir or os.environ.get("MODELCANARY_STORE") or os.environ.get("MODELCANARY_WORKDIR")
     state_store = space.store() if given else None
