@@ -16,6 +16,11 @@ ALLOWED = {
     (Phase.CANARY, Phase.PROMOTED),
     (Phase.CANARY, Phase.ROLLED_BACK),
     (Phase.CANARY, Phase.ABORTED),
+    (Phase.CANARY, Phase.AWAITING_APPROVAL),
+    (Phase.AWAITING_APPROVAL, Phase.CANARY),
+    (Phase.AWAITING_APPROVAL, Phase.PROMOTED),
+    (Phase.AWAITING_APPROVAL, Phase.ROLLED_BACK),
+    (Phase.AWAITING_APPROVAL, Phase.ABORTED),
 }
 PAIRS = list(itertools.product(Phase, Phase))
 
@@ -48,5 +53,12 @@ def test_other_pairs_conflict(source: Phase, target: Phase) -> None:
 
 
 def test_phases_are_their_stored_strings() -> None:
-    assert [phase.value for phase in Phase] == ["pending", "canary", "promoted", "rolled_back", "aborted"]
+    assert [phase.value for phase in Phase] == [
+        "pending",
+        "canary",
+        "awaiting_approval",
+        "promoted",
+        "rolled_back",
+        "aborted",
+    ]
     assert Phase("rolled_back") is Phase.ROLLED_BACK

@@ -528,6 +528,8 @@ def test_phases_follow_the_table_and_weight_only_rises_in_canary(
                     state.phase.is_terminal()
                     or (what is Command.PAUSE and state.paused)
                     or (what is Command.RESUME and not state.paused)
+                    or (what is Command.PROMOTE and state.phase is Phase.PENDING)
+                    or (what is Command.APPROVE and state.phase is not Phase.AWAITING_APPROVAL)
                 )
                 continue
         new = outcome.state
@@ -550,3 +552,49 @@ def test_phases_follow_the_table_and_weight_only_rises_in_canary(
         if new.phase in (Phase.ROLLED_BACK, Phase.ABORTED):
             assert new.weight == 0.0
         state = new
+
+
+# --- promote and approve ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("paused", [False, True], ids=["running", "paused"])
+def test_promote_now_from_any_step(paused: bool) -> None:
+    state = at_step(0).model_copy(update={"paused": paused})
+    outcome = apply_command(state, SPEC, Command.PROMOTE, actor="dave", now=T0 + 3)
+    assert (outcome.state.phase, outcome.state.weight, outcome.state.reason) == (
+        Phase.PROMOTED,
+        100.0,
+        "promoted by dave",
+    )
+    assert outcome.route == Route(endpoint="fraud", baseline=CANDIDATE)
+    assert [action.kind for action in outcome.actions] == [ActionKind.SET_ALIAS]
+    assert outcome.transition is not None and outcome.transition.actor == "dave"
+
+
+def test_a_pending_rollout_cannot_be_promoted() -> None:
+    with pytest.raises(Conflict, match="not started"):
+        apply_command(pending(), SPEC, Command.PROMOTE, actor="dave", now=T0 + 1)
+
+
+def test_approve_lets_a_waiting_rollout_into_its_next_step() -> None:
+    waiting = at_step(0).model_copy(update={"phase": Phase.AWAITING_APPROVAL})
+    outcome = apply_command(waiting, SPEC, Command.APPROVE, actor="erin", now=T0 + 70, candidate_requests=1234)
+    new = outcome.state
+    assert (new.phase, new.step, new.weight, new.step_started_at) == (Phase.CANARY, 1, 25.0, T0 + 70)
+    assert new.step_start_candidate_requests == 1234  # the next step's minRequests count from here
+    assert new.reason.startswith("approved by erin: step 2 of 3")
+    assert outcome.route is not None and outcome.route.weight == 25.0
+    assert outcome.transition is not None
+    assert (outcome.transition.source, outcome.transition.actor) == (Phase.AWAITING_APPROVAL, "erin")
+
+
+def test_approve_after_the_last_step_promotes() -> None:
+    waiting = at_step(2).model_copy(update={"phase": Phase.AWAITING_APPROVAL})
+    outcome = apply_command(waiting, SPEC, Command.APPROVE, actor="erin", now=T0 + 70)
+    assert outcome.state.phase is Phase.PROMOTED
+    assert outcome.state.reason == "approved by erin: promoted"
+
+
+def test_approve_needs_a_rollout_awaiting_approval() -> None:
+    with pytest.raises(Conflict, match="canary, not awaiting approval"):
+        apply_command(at_step(1), SPEC, Command.APPROVE, actor="erin", now=T0 + 1)

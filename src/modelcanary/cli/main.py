@@ -266,7 +266,8 @@ def rollout_status(
 ) -> None:
     """A rollout's phase, step, evidence per metric and history. Exit code 0 unless it rolled back
     or was aborted (1)."""
-    from modelcanary.cli.views import rollout_report, status_view
+    from modelcanary.cli.views import status_view
+    from modelcanary.controller.report import rollout_report
 
     state_store = Workspace.at(workdir, store=store, registry=registry).store()
     report = rollout_report(state_store, rollout_id)

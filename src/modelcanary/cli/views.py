@@ -3,51 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
-from typing import Any
 
 from rich.console import Group
 from rich.table import Column, Table
 
-from modelcanary.adapters.store.sql import SqlStore
-from modelcanary.domain.judgement import Judgement, Look, Verdict
-from modelcanary.domain.spec import load_spec
-from modelcanary.domain.state import RolloutState, Transition
-from modelcanary.domain.telemetry import RolloutTelemetry
-from modelcanary.engine.analysis import analyse, pair
+from modelcanary.controller.report import Report
+from modelcanary.domain.judgement import Verdict
+from modelcanary.domain.state import RolloutState
 
 _STYLE = {Verdict.PASS: "green", Verdict.FAIL: "bold red", Verdict.INCONCLUSIVE: "yellow", Verdict.NO_DATA: "dim"}
-
-
-@dataclass(frozen=True)
-class Report:
-    state: RolloutState
-    history: list[Transition]
-    telemetry: RolloutTelemetry
-    judgement: Judgement  # as decided, for an ended rollout; the judge's view now, for a live one
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "rollout": self.state.model_dump(mode="json", exclude={"judge_memory"}),
-            "judgement": {**self.judgement.model_dump(mode="json"), "verdict": self.judgement.verdict.value},
-            "requests": {"baseline": self.telemetry.baseline.requests, "candidate": self.telemetry.candidate.requests},
-            "labels": {"baseline": self.telemetry.baseline.labels, "candidate": self.telemetry.candidate.labels},
-            "history": [transition.model_dump(mode="json") for transition in self.history],
-        }
-
-
-def rollout_report(store: SqlStore, rollout_id: str) -> Report:
-    state, text = store.get(rollout_id)
-    telemetry = pair(store.read_telemetry(rollout_id))
-    history = store.history(rollout_id)
-    decided = [t.judgement for t in history if t.judgement is not None]
-    if state.phase.is_terminal() and decided:
-        # an ended rollout shows the evidence it was decided on, as saved with the decision
-        judgement = Judgement.model_validate(decided[-1])
-    else:  # a live one, the judge's view of the telemetry now (judges are pure: nothing is saved)
-        look = Look(at=state.updated_at - state.created_at, weight=state.weight, telemetry=telemetry)
-        judgement, _ = analyse(load_spec(text), look, state.judge_memory)
-    return Report(state=state, history=history, telemetry=telemetry, judgement=judgement)
 
 
 def _when(at: float | None) -> str:

@@ -1,14 +1,16 @@
-"""What operators do: start a rollout from a spec, pause, resume or abort one."""
+"""What operators do: start a rollout from a spec; pause, resume, abort, promote or approve one."""
 
 from __future__ import annotations
 
 import time
 import uuid
+from typing import Protocol
 
 from modelcanary.domain.spec import load_spec
 from modelcanary.domain.state import RolloutState
+from modelcanary.engine.analysis import pair
 from modelcanary.engine.decide import Command, apply_command, new_state
-from modelcanary.ports import Registry, RolloutStore
+from modelcanary.ports import Registry, RolloutStore, TelemetryStore
 
 
 def start_rollout(
@@ -26,9 +28,23 @@ def start_rollout(
     return state
 
 
+class CommandStore(RolloutStore, TelemetryStore, Protocol):
+    pass
+
+
 def run_command(
-    store: RolloutStore, rollout_id: str, command: Command, *, actor: str, now: float | None = None
+    store: CommandStore, rollout_id: str, command: Command, *, actor: str, now: float | None = None
 ) -> RolloutState:
+    """Apply an operator's command and save it with compare-and-set (``Conflict`` if the rollout
+    changed meanwhile, or the command does not fit its phase)."""
     state, text = store.get(rollout_id)
-    outcome = apply_command(state, load_spec(text), command, actor=actor, now=time.time() if now is None else now)
+    requests = pair(store.read_telemetry(rollout_id)).candidate.requests
+    outcome = apply_command(
+        state,
+        load_spec(text),
+        command,
+        actor=actor,
+        now=time.time() if now is None else now,
+        candidate_requests=requests,
+    )
     return store.save(outcome, expected_version=state.version)

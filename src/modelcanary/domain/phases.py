@@ -14,6 +14,7 @@ from modelcanary.domain.errors import Conflict
 class Phase(enum.StrEnum):
     PENDING = "pending"  # saved, not yet picked up by a controller
     CANARY = "canary"  # serving the candidate to a share of live traffic, step by step
+    AWAITING_APPROVAL = "awaiting_approval"  # holding its weight until an approver lets it go on
     PROMOTED = "promoted"
     ROLLED_BACK = "rolled_back"
     ABORTED = "aborted"
@@ -29,7 +30,8 @@ class Phase(enum.StrEnum):
 TRANSITIONS: dict[Phase, frozenset[Phase]] = {
     Phase.PENDING: frozenset({Phase.CANARY, Phase.ABORTED}),
     # canary -> canary is the advance to the next step
-    Phase.CANARY: frozenset({Phase.CANARY, Phase.PROMOTED, Phase.ROLLED_BACK, Phase.ABORTED}),
+    Phase.CANARY: frozenset({Phase.CANARY, Phase.AWAITING_APPROVAL, Phase.PROMOTED, Phase.ROLLED_BACK, Phase.ABORTED}),
+    Phase.AWAITING_APPROVAL: frozenset({Phase.CANARY, Phase.PROMOTED, Phase.ROLLED_BACK, Phase.ABORTED}),
     Phase.PROMOTED: frozenset(),
     Phase.ROLLED_BACK: frozenset(),
     Phase.ABORTED: frozenset(),

@@ -38,10 +38,12 @@ class Command(enum.StrEnum):
     PAUSE = "pause"
     RESUME = "resume"
     ABORT = "abort"
+    PROMOTE = "promote"  # promote now, whatever step the rollout is at
+    APPROVE = "approve"  # let a rollout awaiting approval go on to its next step
 
     @property
     def participle(self) -> str:
-        return {"pause": "paused", "resume": "resumed", "abort": "aborted"}[self.value]
+        return self.value.removesuffix("e") + "ed"
 
 
 def new_state(
@@ -98,10 +100,34 @@ def decide(
     return Outcome(state=state)
 
 
-def apply_command(state: RolloutState, spec: RolloutSpec, command: Command, *, actor: str, now: float) -> Outcome:
-    """An operator's pause, resume or abort. Raises ``Conflict`` when the rollout has ended."""
+def apply_command(
+    state: RolloutState, spec: RolloutSpec, command: Command, *, actor: str, now: float, candidate_requests: int = 0
+) -> Outcome:
+    """An operator's pause, resume, abort, promote or approve. Raises ``Conflict`` when the rollout
+    has ended or the command does not fit its phase. ``candidate_requests`` (cumulative) starts
+    the count of the step an approval lets the rollout into."""
     if state.phase.is_terminal():
         raise Conflict(f"rollout {state.id} has ended ({state.phase.value}); it cannot be {command.participle}")
+    if command is Command.PROMOTE:
+        if state.phase is Phase.PENDING:
+            raise Conflict(f"rollout {state.id} has not started yet; it cannot be promoted")
+        return _promote(state, spec, now=now, reason=f"promoted by {actor}", actor=actor)
+    if command is Command.APPROVE:
+        if state.phase is not Phase.AWAITING_APPROVAL:
+            raise Conflict(f"rollout {state.id} is {state.phase.value}, not awaiting approval")
+        if state.step + 1 == len(spec.spec.traffic.steps):
+            return _promote(state, spec, now=now, reason=f"approved by {actor}: promoted", actor=actor)
+        outcome = _enter_step(
+            state, spec, state.step + 1, now=now, candidate_requests=candidate_requests, judgement=None
+        )
+        reason = f"approved by {actor}: {outcome.state.reason}"
+        assert outcome.transition is not None
+        return outcome.model_copy(
+            update={
+                "state": outcome.state.model_copy(update={"reason": reason}),
+                "transition": outcome.transition.model_copy(update={"reason": reason, "actor": actor}),
+            }
+        )
     if command is Command.ABORT:
         return _change(
             state,
@@ -159,7 +185,15 @@ def _enter_step(
     )
 
 
-def _promote(state: RolloutState, spec: RolloutSpec, *, now: float, judgement: Judgement) -> Outcome:
+def _promote(
+    state: RolloutState,
+    spec: RolloutSpec,
+    *,
+    now: float,
+    judgement: Judgement | None = None,
+    reason: str = "promoted: every step passed",
+    actor: str = CONTROLLER,
+) -> Outcome:
     actions: tuple[Action, ...] = ()
     alias = spec.spec.on_success.set_alias
     if alias:
@@ -168,8 +202,8 @@ def _promote(state: RolloutState, spec: RolloutSpec, *, now: float, judgement: J
     return _change(
         state,
         now=now,
-        reason="promoted: every step passed",
-        actor=CONTROLLER,
+        reason=reason,
+        actor=actor,
         judgement=judgement,
         phase=Phase.PROMOTED,
         weight=100.0,

@@ -1,0 +1,1 @@
+"""The control API: rollouts, judgements, history and audit over HTTP, with token auth and roles."""
