@@ -53,6 +53,7 @@ def status_view(report: Report) -> Group:
         )
     if judgement.hold:
         head.add_row("hold", judgement.hold)
+    threshold = judgement.threshold
     metrics = Table(
         "metric",
         "verdict",
@@ -61,6 +62,7 @@ def status_view(report: Report) -> Group:
         "limit",
         "samples b/c",
         "e-value",
+        Column("evidence" if threshold is None else f"evidence to 1/alpha = {threshold:.3g}", no_wrap=True),
         title=f"judge: {judgement.judge}",
     )
     for metric in report.judgement.metrics:
@@ -73,6 +75,9 @@ def status_view(report: Report) -> Group:
             ),
             f"{metric.baseline_samples}/{metric.candidate_samples}",
             "-" if metric.e_value is None else f"{metric.e_value:.3g}",
+            "-"
+            if metric.e_value is None or threshold is None
+            else f"[{_STYLE[metric.verdict]}]{_bar(metric.e_value, threshold)}[/]│",
         )
     history = Table("at", "actor", "phase", "weight", "reason", title="history")
     for transition in report.history:
@@ -87,7 +92,8 @@ def status_view(report: Report) -> Group:
 
 
 def _bar(e_value: float, threshold: float, width: int = 20) -> str:
-    """Evidence on a log scale from 1 to the threshold: full when the judge rolls back.
+    """Evidence on a log scale from 1 to the threshold (the 1/alpha line, drawn after the bar by
+    the views): full when the judge rolls back.
 
     >>> _bar(1.0, 20.0, width=4), _bar(20.0, 20.0, width=4)
     ('░░░░', '████')

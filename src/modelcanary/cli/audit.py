@@ -1,0 +1,54 @@
+"""``modelcanary audit …``: check and export the hash-chained audit log, locally or through a
+control API (``--server``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from modelcanary.cli.options import EXIT_ENDED_BADLY, target_options
+
+if TYPE_CHECKING:
+    from modelcanary.cli.operations import Operations
+
+
+@click.group()
+def audit() -> None:
+    """Check and export the hash-chained audit log."""
+
+
+@audit.command("verify", epilog="Exit codes: 0 the chain holds; 1 it is broken; 2 usage or known error.")
+@target_options
+def audit_verify(ops: Operations) -> None:
+    """Recompute every event's hash in order. Exit 0 if the chain holds; 1 with the first broken
+    link if any event was edited, deleted or reordered."""
+    check = ops.verify_audit()
+    if check.broken is not None:
+        broken = check.broken
+        click.echo(
+            f"audit chain BROKEN at event id {broken.id} (position {broken.position} of {check.count}): {broken.reason}"
+        )
+        sys.exit(EXIT_ENDED_BADLY)
+    events = ops.audit_events()
+    head = events[-1]["hash"] if events else "(empty)"
+    click.echo(f"audit chain verified: {check.count} events, head {head}")
+
+
+@audit.command("export")
+@click.option("--out", type=click.Path(dir_okay=False), help="write here instead of standard output")
+@click.option("--rollout", "rollout_id", help="only this rollout's events")
+@target_options
+def audit_export(out: str | None, rollout_id: str | None, ops: Operations) -> None:
+    """Every audit event as JSON Lines, oldest first, with its hashes. The last line's hash is the
+    chain's head: keep it elsewhere to detect events cut off the end later."""
+    events = ops.audit_events(rollout_id)
+    lines = "".join(json.dumps(event, sort_keys=True) + "\n" for event in events)
+    if out:
+        Path(out).write_text(lines)
+        click.echo(f"{len(events)} events to {out}; head {events[-1]['hash'] if events else '(empty)'}", err=True)
+    else:
+        click.echo(lines, nl=False)

@@ -1,0 +1,116 @@
+"""Options and error handling every command shares: where the state lives (a work folder, a store
+URL, or a remote control API), and known errors as one line and exit code 2."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from modelcanary.domain.errors import ModelcanaryError
+
+if TYPE_CHECKING:
+    from modelcanary.cli.operations import Operations
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Exit codes CI scripts gate on (docs/cli.md); click's own usage errors exit 2 as well.
+EXIT_OK = 0  # promoted, or the command was accepted
+EXIT_ENDED_BADLY = 1  # rolled back or aborted
+EXIT_ERROR = 2  # usage or known error: nothing was done
+EXIT_STILL_RUNNING = 3  # --wait / --watch reached its --timeout with the rollout still active
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 promoted or command accepted; 1 rolled back or aborted; 2 usage or known error; "
+    "3 still running when --timeout passed."
+)
+
+
+def workspace_options(fn: F) -> F:
+    fn = click.option("--registry", help="MLflow registry URI (default: sqlite in the work folder)")(fn)
+    fn = click.option("--store", help="store URL (default: sqlite in the work folder)")(fn)
+    return click.option(
+        "--workdir",
+        type=click.Path(file_okay=False),
+        help="work folder [default: $MODELCANARY_WORKDIR or ./.modelcanary]",
+    )(fn)
+
+
+def errors_to_exit(fn: F) -> F:
+    """Known errors become one clear message and exit code 2, not a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ModelcanaryError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_ERROR)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def target_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Adds ``--workdir/--store/--registry`` (act on a store here) and ``--server/--token`` (act
+    through a control API), and hands the command one ``ops: Operations`` instead: the command's
+    body is the same either way."""
+
+    @wraps(fn)
+    def wrapper(
+        *args: Any,
+        workdir: str | None,
+        store: str | None,
+        registry: str | None,
+        server: str | None,
+        token: str | None,
+        **kwargs: Any,
+    ) -> Any:
+        ops = _operations(workdir=workdir, store=store, registry=registry, server=server, token=token)
+        try:
+            return fn(*args, ops=ops, **kwargs)
+        finally:
+            ops.close()
+
+    wrapped = errors_to_exit(wrapper)
+    wrapped = click.option(
+        "--token",
+        envvar="MODELCANARY_TOKEN",
+        help="bearer token for --server [default: $MODELCANARY_TOKEN]",
+    )(wrapped)
+    wrapped = click.option(
+        "--server",
+        envvar="MODELCANARY_SERVER",
+        metavar="URL",
+        help="act through the control API at URL (http://host:8080) instead of on a local store "
+        "[default: $MODELCANARY_SERVER]",
+    )(wrapped)
+    return workspace_options(wrapped)
+
+
+def _operations(
+    *, workdir: str | None, store: str | None, registry: str | None, server: str | None, token: str | None
+) -> Operations:
+    if server:
+        given = [
+            name for name, value in (("--workdir", workdir), ("--store", store), ("--registry", registry)) if value
+        ]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} act on a local store; with --server the server's is used")
+        if not token:
+            raise click.UsageError("--server needs a token: give --token or set MODELCANARY_TOKEN")
+        from modelcanary.cli.remote import RemoteOperations
+
+        return RemoteOperations(server, token)
+    from modelcanary.cli.operations import LocalOperations
+    from modelcanary.cli.workspace import Workspace
+
+    return LocalOperations(Workspace.at(workdir, store=store, registry=registry), actor=local_actor())
+
+
+def local_actor() -> str:
+    """Who a command run on a local store is audited as (a remote one is audited as its token)."""
+    return f"cli:{os.environ.get('USER') or os.environ.get('LOGNAME') or 'unknown'}"
