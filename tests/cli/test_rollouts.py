@@ -1,0 +1,214 @@
+"""Every rollout command, once on a local store and once through the control API on a real server:
+the same scenario gives the same exit codes and the same words."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from modelcanary.domain.phases import Phase
+from modelcanary.domain.state import Outcome, Transition
+from modelcanary.engine.decide import Command
+
+if TYPE_CHECKING:
+    from tests.cli.conftest import Target
+
+SPEC = """\
+apiVersion: modelcanary/v1
+kind: Rollout
+metadata: {name: fraud-v2}
+spec:
+  endpoint: fraud
+  baseline: models:/fraud/1
+  candidate: models:/fraud/2
+  traffic:
+    steps:
+      - {weight: 5, minRequests: 10, minDuration: 1s}
+      - {weight: 50, minRequests: 10, minDuration: 1s}
+  analysis:
+    metrics: [{kind: error_rate}]
+"""
+
+
+@pytest.fixture
+def spec_file(tmp_path: Path) -> Path:
+    path = tmp_path / "rollout.yaml"
+    path.write_text(SPEC)
+    return path
+
+
+def _tick(target: Target) -> None:
+    """One controller tick on the target's store (the server's, remotely)."""
+    from modelcanary.adapters.registry.mlflow import MlflowRegistry
+    from modelcanary.controller.loop import Controller
+
+    Controller(store=target.store, registry=MlflowRegistry(target.registry_uri)).tick()
+
+
+def _await_approval(target: Target, rollout_id: str) -> None:
+    """Put a canary rollout where an approval gate would: awaiting approval at its step."""
+    state, _ = target.store.get(rollout_id)
+    waiting = state.model_copy(update={"phase": Phase.AWAITING_APPROVAL, "reason": "step 1 passed; approve to go on"})
+    transition = Transition(
+        at=time.time(),
+        source=state.phase,
+        target=Phase.AWAITING_APPROVAL,
+        step=state.step,
+        weight=state.weight,
+        paused=False,
+        reason=waiting.reason,
+        actor="controller",
+    )
+    target.store.save(Outcome(state=waiting, transition=transition), expected_version=state.version)
+
+
+def test_one_scenario_every_command(target: Target, spec_file: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SPEC.replace("weight: 5,", "weight: 500,"))
+    refused = target.run("rollout", "start", str(bad))
+    assert refused.exit_code == 2, refused.output
+    assert f"invalid rollout spec {bad}" in refused.stderr
+    assert "spec.traffic.steps[0].weight (line 10): Input should be less than or equal to 100" in refused.stderr
+    assert "Traceback" not in refused.output
+
+    started = target.run("rollout", "start", str(spec_file))
+    assert started.exit_code == 0, started.output
+    rollout_id = started.stdout.strip()
+    assert f"started {rollout_id}: models:/fraud/1 -> models:/fraud/2 on endpoint fraud" in started.stderr
+    busy = target.run("rollout", "start", str(spec_file))
+    assert busy.exit_code == 2 and f"already has an active rollout: {rollout_id}" in busy.stderr
+
+    paused = target.run("rollout", "pause", rollout_id)
+    assert (paused.exit_code, paused.stdout) == (0, f"{rollout_id}: paused by {target.actor}\n")
+    again = target.run("rollout", "pause", rollout_id)
+    assert again.exit_code == 2 and f"error: rollout {rollout_id} is already paused" in again.stderr
+    assert target.run("rollout", "resume", rollout_id).exit_code == 0
+    early = target.run("rollout", "promote", rollout_id)
+    assert early.exit_code == 2 and "has not started yet; it cannot be promoted" in early.stderr
+
+    _tick(target)  # pending -> step 1 at 5%
+    unasked = target.run("rollout", "approve", rollout_id)
+    assert unasked.exit_code == 2 and f"rollout {rollout_id} is canary, not awaiting approval" in unasked.stderr
+    _await_approval(target, rollout_id)
+    approved = target.run("rollout", "approve", rollout_id)
+    assert approved.exit_code == 0, approved.output
+    assert approved.stdout == f"{rollout_id}: approved by {target.actor}: step 2 of 2: candidate at 50%\n"
+
+    status = target.run("rollout", "status", rollout_id, "--json")
+    assert status.exit_code == 0, status.output
+    report = json.loads(status.stdout)
+    assert (report["rollout"]["phase"], report["rollout"]["weight"]) == ("canary", 50.0)
+    assert [metric["name"] for metric in report["judgement"]["metrics"]] == ["error-rate"]
+    assert report["requests"] == {"baseline": 0, "candidate": 0}
+    assert [(entry["target"], entry["actor"]) for entry in report["history"]] == [
+        ("pending", target.actor),
+        ("pending", target.actor),
+        ("canary", "controller"),
+        ("awaiting_approval", "controller"),
+        ("canary", target.actor),
+    ]
+    shown = target.run("rollout", "status", rollout_id)
+    assert shown.exit_code == 0
+    assert "step 2, candidate at 50%" in shown.stdout and "evidence to 1/alpha" in shown.stdout
+
+    promoted = target.run("rollout", "promote", rollout_id)
+    assert (promoted.exit_code, promoted.stdout) == (0, f"{rollout_id}: promoted by {target.actor}\n")
+    assert target.run("rollout", "status", rollout_id).exit_code == 0
+    assert target.run("rollout", "status", rollout_id, "--watch").exit_code == 0  # ended: one frame, exit 0
+    ended = target.run("rollout", "abort", rollout_id)
+    assert ended.exit_code == 2 and "has ended (promoted); it cannot be aborted" in ended.stderr
+
+    listed = target.run("rollout", "list", "--json")
+    assert [(entry["id"], entry["phase"]) for entry in json.loads(listed.stdout)] == [(rollout_id, "promoted")]
+    assert "judge_memory" not in json.loads(listed.stdout)[0]
+    assert json.loads(target.run("rollout", "list", "--active", "--json").stdout) == []
+    assert rollout_id in target.run("rollout", "list").stdout
+    assert target.run("rollout", "spec", rollout_id).stdout == SPEC
+
+    missing = target.run("rollout", "status", "nope")
+    assert missing.exit_code == 2 and "no rollout 'nope'" in missing.stderr
+
+    verified = target.run("audit", "verify")
+    assert verified.exit_code == 0, verified.output
+    events = [json.loads(line) for line in target.run("audit", "export", "--rollout", rollout_id).stdout.splitlines()]
+    assert [(event["action"], event["actor"]) for event in events] == [
+        ("rollout.create", target.actor),
+        ("rollout.pending", target.actor),  # paused
+        ("rollout.pending", target.actor),  # resumed
+        ("rollout.canary", "controller"),
+        ("rollout.awaiting_approval", "controller"),
+        ("rollout.canary", target.actor),
+        ("rollout.promoted", target.actor),
+    ]
+    assert verified.stdout == f"audit chain verified: {len(events)} events, head {events[-1]['hash']}\n"
+
+
+@pytest.fixture
+def operator(target: Target) -> Iterator[Callable[[Command], None]]:
+    """``operator(command)`` starts a thread that waits for a rollout to be pending, lets the
+    controller start it, then runs ``command`` on it: something for ``--wait`` to wait for."""
+    from modelcanary.controller.operations import run_command
+
+    threads: list[threading.Thread] = []
+    stop = threading.Event()
+
+    def act(command: Command) -> None:
+        while not stop.is_set():
+            active = target.store.list_rollouts(active_only=True)
+            if active and active[0].phase is Phase.PENDING:
+                _tick(target)
+                run_command(target.store, active[0].id, command, actor="test:operator")
+                return
+            time.sleep(0.02)
+
+    def start(command: Command) -> None:
+        threads.append(threading.Thread(target=act, args=(command,), daemon=True))
+        threads[-1].start()
+
+    yield start
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=10)
+
+
+def test_wait_and_watch_exit_with_the_outcome(
+    target: Target, spec_file: Path, operator: Callable[[Command], None]
+) -> None:
+    waiting = target.run("rollout", "start", str(spec_file), "--wait", "--timeout", "0.2", "--interval", "0.05")
+    assert waiting.exit_code == 3, waiting.output
+    rollout_id = waiting.stdout.strip()
+    assert f"{rollout_id} still pending at 0% (step 0): waiting for the controller" in waiting.stderr
+    watched = target.run("rollout", "status", rollout_id, "--watch", "--timeout", "0.1", "--interval", "0.05")
+    assert watched.exit_code == 3 and f"{rollout_id} still pending" in watched.stderr
+    assert target.run("rollout", "status", rollout_id).exit_code == 0  # still running is fine without --watch
+    assert target.run("rollout", "abort", rollout_id).exit_code == 0
+    aborted = target.run("rollout", "status", rollout_id, "--watch", "--json")
+    assert aborted.exit_code == 1 and json.loads(aborted.stdout)["rollout"]["phase"] == "aborted"
+
+    operator(Command.PROMOTE)
+    promoted = target.run("rollout", "start", str(spec_file), "--wait", "--interval", "0.05")
+    assert promoted.exit_code == 0, promoted.output
+    assert "promoted at 100%: promoted by test:operator" in promoted.stderr
+
+    operator(Command.ABORT)
+    rolled = target.run("rollout", "start", str(spec_file), "--wait", "--interval", "0.05")
+    assert rolled.exit_code == 1, rolled.output
+    assert "aborted at 0%: aborted by test:operator" in rolled.stderr
+    rollout_id = rolled.stdout.strip()
+    assert target.run("rollout", "status", rollout_id).exit_code == 1
+
+
+def test_help_documents_the_exit_codes() -> None:
+    from click.testing import CliRunner
+
+    from modelcanary.cli.main import cli
+
+    for command in ("start", "status"):
+        shown = CliRunner().invoke(cli, ["rollout", command, "--help"])
+        assert "Exit codes: 0 promoted or command accepted; 1 rolled back or aborted; 2 usage" in shown.stdout
