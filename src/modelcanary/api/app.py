@@ -4,9 +4,10 @@ every error is problem+json (see problems.py). Handlers are plain functions, whi
 in its thread pool, because the store is synchronous.
 
 The gateway's data plane does not pass through here: ``modelcanary serve`` mounts this app
-behind the gateway's own routes (see ``mount_beside``)."""
+behind the gateway's own routes (see ``mount_beside``).
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: FastAPI reads the handlers' annotations at run
+time, and those made inside a function (a command's role) cannot be resolved from strings."""
 
 import importlib.util
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ from starlette.routing import BaseRoute, Mount
 
 from modelcanary.adapters.store.sql import SqlStore
 from modelcanary.api import models
-from modelcanary.api.auth import Auth, check_endpoint, forbidden
+from modelcanary.api.auth import BearerAuth, check_endpoint, forbidden, require
 from modelcanary.api.problems import MEDIA_TYPE, install, responses
 from modelcanary.controller.operations import run_command, start_rollout
 from modelcanary.controller.report import rollout_report
@@ -40,6 +41,9 @@ COMMANDS = {
     Command.PROMOTE: Role.APPROVER,
     Command.APPROVE: Role.APPROVER,
 }
+Viewer = Annotated[TokenInfo, Depends(require(Role.VIEWER))]
+Operator = Annotated[TokenInfo, Depends(require(Role.OPERATOR))]
+Admin = Annotated[TokenInfo, Depends(require(Role.ADMIN))]
 AUTHED = (401, 403, 422)  # what any route behind auth may answer, besides its own
 
 
@@ -47,10 +51,8 @@ def _shown(state: RolloutState) -> dict[str, Any]:
     return state.model_dump(mode="json", exclude={"judge_memory"})
 
 
-def rollout_routes(store: SqlStore, registry: Registry, auth: Auth) -> APIRouter:
+def rollout_routes(store: SqlStore, registry: Registry) -> APIRouter:
     router = APIRouter(prefix=f"{PREFIX}/rollouts", tags=["rollouts"])
-    Viewer = Annotated[TokenInfo, Depends(auth.require(Role.VIEWER))]
-    Operator = Annotated[TokenInfo, Depends(auth.require(Role.OPERATOR))]
 
     def visible(token: TokenInfo, rollout_id: str) -> tuple[RolloutState, str]:
         """A rollout the token may see; one on another endpoint does not exist for it."""
@@ -98,13 +100,13 @@ def rollout_routes(store: SqlStore, registry: Registry, auth: Auth) -> APIRouter
         return {"baseline": summed.baseline.to_json(), "candidate": summed.candidate.to_json()}
 
     for command, role in COMMANDS.items():
-        _command_route(router, store, auth, command, role)
+        _command_route(router, store, command, role)
     return router
 
 
-def _command_route(router: APIRouter, store: SqlStore, auth: Auth, command: Command, role: Role) -> None:
+def _command_route(router: APIRouter, store: SqlStore, command: Command, role: Role) -> None:
     def steer(
-        token: Annotated[TokenInfo, Depends(auth.require(role))],
+        token: Annotated[TokenInfo, Depends(require(role))],
         rollout_id: str,
         request: Annotated[models.CommandRequest | None, Body()] = None,
     ) -> Any:
@@ -126,9 +128,8 @@ def _command_route(router: APIRouter, store: SqlStore, auth: Auth, command: Comm
     )
 
 
-def audit_routes(store: SqlStore, auth: Auth) -> APIRouter:
+def audit_routes(store: SqlStore) -> APIRouter:
     router = APIRouter(prefix=f"{PREFIX}/audit", tags=["audit"])
-    Viewer = Annotated[TokenInfo, Depends(auth.require(Role.VIEWER))]
 
     @router.get("", response_model=list[models.AuditEvent], responses=responses(*AUTHED, 404))
     def events(token: Viewer, rollout: Annotated[str | None, Query(description="only this rollout's")] = None) -> Any:
@@ -155,9 +156,8 @@ def _token_view(info: TokenInfo) -> dict[str, Any]:
     return info.model_dump(mode="json")
 
 
-def token_routes(store: SqlStore, auth: Auth) -> APIRouter:
+def token_routes(store: SqlStore) -> APIRouter:
     router = APIRouter(prefix=f"{PREFIX}/tokens", tags=["tokens"])
-    Admin = Annotated[TokenInfo, Depends(auth.require(Role.ADMIN))]
 
     @router.post("", status_code=201, response_model=models.NewToken, responses=responses(*AUTHED, 409))
     def create(token: Admin, request: models.TokenRequest) -> Any:
@@ -205,7 +205,9 @@ class ControlApi(FastAPI):
 
 def create_api(store: SqlStore, registry: Registry, *, routers: Sequence[APIRouter] = ()) -> FastAPI:
     """The control API on ``store`` and ``registry``. ``routers`` are added as they are (the
-    dashboard's, say); a ``modelcanary.api.dashboard`` module with ``routes()`` is mounted too."""
+    dashboard's, say: under ``/api/v1`` they are behind the same auth, and their handlers get the
+    caller with ``Depends(auth.require(role))``); a ``modelcanary.api.dashboard`` module with
+    ``routes()`` is mounted too. The OpenAPI schema and its docs page are public, as is health."""
     from modelcanary import __version__
 
     app = ControlApi(
@@ -217,17 +219,19 @@ def create_api(store: SqlStore, registry: Registry, *, routers: Sequence[APIRout
         redoc_url=None,
     )
     install(app)
-    auth = Auth(store)
-    app.state.auth = auth  # for routes added later that want the same auth
+    public = frozenset(
+        {f"{PREFIX}/health", f"{PREFIX}/openapi.json", f"{PREFIX}/docs", f"{PREFIX}/docs/oauth2-redirect"}
+    )
+    app.add_middleware(BearerAuth, tokens=store, prefix=PREFIX, public=public)
 
     @app.get(f"{PREFIX}/health", response_model=models.Health, tags=["health"])
     def health() -> Any:
         """Up and answering (no token needed)."""
         return {"ok": True}
 
-    app.include_router(rollout_routes(store, registry, auth))
-    app.include_router(audit_routes(store, auth))
-    app.include_router(token_routes(store, auth))
+    app.include_router(rollout_routes(store, registry))
+    app.include_router(audit_routes(store))
+    app.include_router(token_routes(store))
     for router in routers:
         app.include_router(router)
     app.router.routes.extend(_dashboard_routes())
