@@ -11,8 +11,9 @@ from pathlib import Path
 
 import click
 
+from modelcanary.cli.admin import register
 from modelcanary.cli.audit import audit
-from modelcanary.cli.options import errors_to_exit, workspace_options
+from modelcanary.cli.options import errors_to_exit, local_actor, workspace_options
 from modelcanary.cli.rollouts import rollout
 from modelcanary.cli.workspace import Workspace
 from modelcanary.domain.errors import ModelcanaryError
@@ -34,10 +35,12 @@ def cli(verbose: bool) -> None:
 @click.option("--tick", default=1.0, show_default=True, type=float, help="seconds between controller ticks")
 @errors_to_exit
 def serve(workdir: str | None, store: str | None, registry: str | None, host: str, port: int, tick: float) -> None:
-    """Run the gateway and the controller in one process (the embedded default)."""
+    """Run the gateway, the controller and the control API (under /api/v1) in one process (the
+    embedded default)."""
     import uvicorn
 
     from modelcanary.adapters.backends.inprocess import InProcessBackend
+    from modelcanary.api.app import create_api, mount_beside
     from modelcanary.controller.loop import Controller
     from modelcanary.gateway.app import Gateway, create_app
 
@@ -51,6 +54,7 @@ def serve(workdir: str | None, store: str | None, registry: str | None, host: st
     )
     controller = Controller(store=state_store, registry=model_registry, holder=_holder())
     app = create_app(gateway, background=[lambda: controller.run(interval_s=tick)])
+    mount_beside(app, create_api(state_store, model_registry))
     click.echo(f"modelcanary serving on http://{host}:{port} (work folder {space.workdir})", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
@@ -175,6 +179,9 @@ def demo(scenario: str, workdir: str, port: int, json_path: str | None) -> None:
 
 def _holder() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
+
+
+register(cli, workspace_options=workspace_options, errors_to_exit=errors_to_exit, actor=local_actor)
 
 
 def main() -> None:
