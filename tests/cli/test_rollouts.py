@@ -113,6 +113,11 @@ def test_one_scenario_every_command(target: Target, spec_file: Path, tmp_path: P
         ("awaiting_approval", "controller"),
         ("canary", target.actor),
     ]
+    running = [(entry["id"], entry["phase"]) for entry in json.loads(target.run("rollout", "list", "--json").stdout)]
+    assert running == [(rollout_id, "canary")]
+    assert [entry["id"] for entry in json.loads(target.run("rollout", "list", "--active", "--json").stdout)] == [
+        rollout_id
+    ]
     shown = target.run("rollout", "status", rollout_id)
     assert shown.exit_code == 0
     assert "step 2, candidate at 50%" in shown.stdout and "evidence to 1/alpha" in shown.stdout
@@ -146,7 +151,9 @@ def test_one_scenario_every_command(target: Target, spec_file: Path, tmp_path: P
         ("rollout.canary", target.actor),
         ("rollout.promoted", target.actor),
     ]
-    assert verified.stdout == f"audit chain verified: {len(events)} events, head {events[-1]['hash']}\n"
+    every = [json.loads(line) for line in target.run("audit", "export").stdout.splitlines()]  # tokens' too
+    assert [event for event in every if event["rollout_id"] == rollout_id] == events
+    assert verified.stdout == f"audit chain verified: {len(every)} events, head {every[-1]['hash']}\n"
 
 
 @pytest.fixture

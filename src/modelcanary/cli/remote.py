@@ -106,7 +106,8 @@ class RemoteOperations:
         return RolloutState.model_validate(created)
 
     def rollouts(self, *, active_only: bool = False) -> list[RolloutState]:
-        listed = self.client.call("GET", "/rollouts", query={"active": "true" if active_only else "false"})
+        # active=false asks for the ended ones only: every rollout is no parameter at all
+        listed = self.client.call("GET", "/rollouts", query={"active": "true"} if active_only else None)
         return [RolloutState.model_validate(entry) for entry in listed]
 
     def rollout(self, rollout_id: str) -> tuple[RolloutState, str]:
