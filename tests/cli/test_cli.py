@@ -1,4 +1,5 @@
-"""The rollout commands against a real SQLite store and a real MLflow registry."""
+"""The local-only commands against a real SQLite store and a real MLflow registry: tampering with
+the audit log, and the gateway's options. (Every rollout command, local and remote: test_rollouts.py.)"""
 
 from __future__ import annotations
 
@@ -45,71 +46,6 @@ def spec_file(tmp_path: Path) -> Path:
 
 def _rollouts(tmp_path: Path) -> list[Any]:
     return Workspace.at(tmp_path).store().list_rollouts()
-
-
-def test_start_prints_the_id_and_saves_a_pending_rollout(run: Any, spec_file: Path, tmp_path: Path) -> None:
-    result = run("rollout", "start", str(spec_file))
-    assert result.exit_code == 0, result.output
-    rollout_id = result.stdout.strip().splitlines()[-1]
-    [state] = _rollouts(tmp_path)
-    assert state.id == rollout_id
-    assert (state.phase.value, state.baseline.version, state.candidate.version) == ("pending", "1", "2")
-
-
-def test_a_bad_spec_is_refused_with_field_and_line_and_saves_nothing(run: Any, tmp_path: Path) -> None:
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(SPEC.replace("weight: 5", "weight: 500"))
-    result = run("rollout", "start", str(bad))
-    assert result.exit_code == 2
-    assert "spec.traffic.steps[0].weight (line 10): Input should be less than or equal to 100" in result.stderr
-    assert "Traceback" not in result.output
-    assert _rollouts(tmp_path) == []
-
-
-def test_an_unknown_model_is_refused_and_saves_nothing(run: Any, tmp_path: Path) -> None:
-    spec = tmp_path / "unknown.yaml"
-    spec.write_text(SPEC.replace("models:/fraud/2", "models:/fraud/99"))
-    result = run("rollout", "start", str(spec))
-    assert result.exit_code == 2
-    assert "models:/fraud/99" in result.stderr
-    assert _rollouts(tmp_path) == []
-
-
-def test_a_second_rollout_on_a_busy_endpoint_is_refused(run: Any, spec_file: Path, tmp_path: Path) -> None:
-    first = run("rollout", "start", str(spec_file)).stdout.strip()
-    result = run("rollout", "start", str(spec_file))
-    assert result.exit_code == 2
-    assert f"already has an active rollout: {first}" in result.stderr
-    assert len(_rollouts(tmp_path)) == 1
-
-
-def test_pause_resume_abort_and_their_exit_codes(run: Any, spec_file: Path, tmp_path: Path) -> None:
-    rollout_id = run("rollout", "start", str(spec_file)).stdout.strip()
-    assert run("rollout", "pause", rollout_id).exit_code == 0
-    assert _rollouts(tmp_path)[0].paused
-    again = run("rollout", "pause", rollout_id)
-    assert again.exit_code == 2 and "already paused" in again.stderr
-    assert run("rollout", "resume", rollout_id).exit_code == 0
-    assert not _rollouts(tmp_path)[0].paused
-    status = run("rollout", "status", rollout_id, "--json")
-    assert status.exit_code == 0
-    assert json.loads(status.stdout)["rollout"]["phase"] == "pending"
-    aborted = run("rollout", "abort", rollout_id)
-    assert aborted.exit_code == 0 and "aborted by cli:" in aborted.stdout
-    status = run("rollout", "status", rollout_id, "--json")
-    assert status.exit_code == 1  # CI gates on it: aborted is not a success
-    history = json.loads(status.stdout)["history"]
-    assert [entry["reason"].split(" by ")[0] for entry in history] == ["paused", "resumed", "aborted"]
-    assert run("rollout", "status", rollout_id, "--watch").exit_code == 1  # ended: renders once and exits
-
-
-def test_list_and_unknown_ids(run: Any, spec_file: Path) -> None:
-    rollout_id = run("rollout", "start", str(spec_file)).stdout.strip()
-    listed = run("rollout", "list", "--json")
-    assert [entry["id"] for entry in json.loads(listed.stdout)] == [rollout_id]
-    assert rollout_id in run("rollout", "list").stdout
-    missing = run("rollout", "status", "nope")
-    assert missing.exit_code == 2 and "no rollout 'nope'" in missing.stderr
 
 
 def test_audit_verify_and_export(run: Any, spec_file: Path, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ the same scenario gives the same exit codes and the same words."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -76,6 +77,7 @@ def test_one_scenario_every_command(target: Target, spec_file: Path, tmp_path: P
     assert f"invalid rollout spec {bad}" in refused.stderr
     assert "spec.traffic.steps[0].weight (line 10): Input should be less than or equal to 100" in refused.stderr
     assert "Traceback" not in refused.output
+    assert target.store.list_rollouts() == []
 
     started = target.run("rollout", "start", str(spec_file))
     assert started.exit_code == 0, started.output
@@ -120,10 +122,11 @@ def test_one_scenario_every_command(target: Target, spec_file: Path, tmp_path: P
     ]
     shown = target.run("rollout", "status", rollout_id)
     assert shown.exit_code == 0
-    assert "step 2, candidate at 50%" in shown.stdout and "evidence to 1/alpha" in shown.stdout
+    assert "step 2, candidate at 50%" in shown.stdout and "the judge rolls back at 1/alpha" in shown.stdout
 
-    promoted = target.run("rollout", "promote", rollout_id)
-    assert (promoted.exit_code, promoted.stdout) == (0, f"{rollout_id}: promoted by {target.actor}\n")
+    promoted = target.run("rollout", "promote", rollout_id, "--reason", "INC-42 fixed by v2")
+    assert promoted.stdout == f"{rollout_id}: promoted by {target.actor}: INC-42 fixed by v2\n"
+    assert promoted.exit_code == 0
     assert target.run("rollout", "status", rollout_id).exit_code == 0
     assert target.run("rollout", "status", rollout_id, "--watch").exit_code == 0  # ended: one frame, exit 0
     ended = target.run("rollout", "abort", rollout_id)
@@ -219,3 +222,26 @@ def test_help_documents_the_exit_codes() -> None:
     for command in ("start", "status"):
         shown = CliRunner().invoke(cli, ["rollout", command, "--help"])
         assert "Exit codes: 0 promoted or command accepted; 1 rolled back or aborted; 2 usage" in shown.stdout
+
+
+def test_an_unknown_model_is_refused_and_saves_nothing(target: Target, tmp_path: Path) -> None:
+    spec = tmp_path / "unknown.yaml"
+    spec.write_text(SPEC.replace("models:/fraud/2", "models:/fraud/99"))
+    result = target.run("rollout", "start", str(spec))
+    assert result.exit_code == 2 and result.stderr.startswith("error: ")
+    assert "models:/fraud/99" in result.stderr
+    assert target.store.list_rollouts() == []
+
+
+def test_watch_shows_the_evidence_until_the_rollout_ends(
+    target: Target, spec_file: Path, operator: Callable[[Command], None]
+) -> None:
+    rollout_id = target.run("rollout", "start", str(spec_file)).stdout.strip()
+    operator(Command.PROMOTE)
+    watched = target.run("rollout", "status", rollout_id, "--watch", "--interval", "0.05")
+    assert watched.exit_code == 0, watched.output
+    # not a terminal here: the live view leaves only its last frame
+    assert "promoted, step 1, candidate at 100%" in watched.stdout
+    assert "(the judge rolls back at 1/alpha = 22.2)" in watched.stdout
+    assert re.search(r"error-rate +░{20}│ +1\n", watched.stdout), watched.stdout
+    assert "promoted by test:operator" in watched.stdout

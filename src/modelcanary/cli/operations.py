@@ -54,8 +54,9 @@ class Operations(Protocol):
         """State, history, telemetry and judgement, as ``controller.report`` tells them."""
         ...
 
-    def command(self, rollout_id: str, command: Command) -> RolloutState:
-        """Pause, resume, abort, promote or approve; ``Conflict`` when it does not fit the phase."""
+    def command(self, rollout_id: str, command: Command, *, reason: str | None = None) -> RolloutState:
+        """Pause, resume, abort, promote or approve, with the operator's ``reason`` (added to the
+        history's and the audit log's); ``Conflict`` when it does not fit the phase."""
         ...
 
     def audit_events(self, rollout_id: str | None = None) -> list[dict[str, Any]]:
@@ -97,10 +98,10 @@ class LocalOperations:
 
         return rollout_report(self.store, rollout_id)
 
-    def command(self, rollout_id: str, command: Command) -> RolloutState:
+    def command(self, rollout_id: str, command: Command, *, reason: str | None = None) -> RolloutState:
         from modelcanary.controller.operations import run_command
 
-        return run_command(self.store, rollout_id, command, actor=self.actor)
+        return run_command(self.store, rollout_id, command, actor=self.actor, reason=reason)
 
     def audit_events(self, rollout_id: str | None = None) -> list[dict[str, Any]]:
         return self.store.audit_events(rollout_id)

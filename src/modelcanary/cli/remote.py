@@ -133,8 +133,9 @@ class RemoteOperations:
             judgement=Judgement.model_validate(report["judgement"]),
         )
 
-    def command(self, rollout_id: str, command: Command) -> RolloutState:
-        done = self.client.call("POST", f"/rollouts/{_quote(rollout_id)}/{command.value}", body={})
+    def command(self, rollout_id: str, command: Command, *, reason: str | None = None) -> RolloutState:
+        body = {"reason": reason} if reason else {}
+        done = self.client.call("POST", f"/rollouts/{_quote(rollout_id)}/{command.value}", body=body)
         return RolloutState.model_validate(done)
 
     def audit_events(self, rollout_id: str | None = None) -> list[dict[str, Any]]:

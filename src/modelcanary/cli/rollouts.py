@@ -202,9 +202,10 @@ def rollout_spec(rollout_id: str, ops: Operations) -> None:
 def _command(command: Command, help_text: str) -> None:
     @rollout.command(command.value, help=help_text, epilog="Exit codes: 0 accepted; 2 refused (with why).")
     @click.argument("rollout_id")
+    @click.option("--reason", help="why: recorded in the rollout's history and the audit log")
     @target_options
-    def run(rollout_id: str, ops: Operations) -> None:
-        state = ops.command(rollout_id, command)
+    def run(rollout_id: str, reason: str | None, ops: Operations) -> None:
+        state = ops.command(rollout_id, command, reason=reason)
         click.echo(f"{state.id}: {state.reason}")
 
 

@@ -6,9 +6,10 @@ import datetime as dt
 
 from rich.console import Group
 from rich.table import Column, Table
+from rich.text import Text
 
 from modelcanary.controller.report import Report
-from modelcanary.domain.judgement import Verdict
+from modelcanary.domain.judgement import Judgement, Verdict
 from modelcanary.domain.state import RolloutState
 
 _STYLE = {Verdict.PASS: "green", Verdict.FAIL: "bold red", Verdict.INCONCLUSIVE: "yellow", Verdict.NO_DATA: "dim"}
@@ -45,15 +46,8 @@ def status_view(report: Report) -> Group:
     )
     head.add_row("reason", state.reason)
     judgement = report.judgement
-    if judgement.e_value is not None and judgement.threshold is not None:
-        head.add_row(
-            "evidence",
-            f"{_bar(judgement.e_value, judgement.threshold)} e-value {judgement.e_value:.3g} "
-            f"of {judgement.threshold:.3g} to roll back",
-        )
     if judgement.hold:
         head.add_row("hold", judgement.hold)
-    threshold = judgement.threshold
     metrics = Table(
         "metric",
         "verdict",
@@ -62,10 +56,9 @@ def status_view(report: Report) -> Group:
         "limit",
         "samples b/c",
         "e-value",
-        Column("evidence" if threshold is None else f"evidence to 1/alpha = {threshold:.3g}", no_wrap=True),
         title=f"judge: {judgement.judge}",
     )
-    for metric in report.judgement.metrics:
+    for metric in judgement.metrics:
         metrics.add_row(
             metric.name,
             f"[{_STYLE[metric.verdict]}]{metric.verdict.value}[/]",
@@ -75,9 +68,6 @@ def status_view(report: Report) -> Group:
             ),
             f"{metric.baseline_samples}/{metric.candidate_samples}",
             "-" if metric.e_value is None else f"{metric.e_value:.3g}",
-            "-"
-            if metric.e_value is None or threshold is None
-            else f"[{_STYLE[metric.verdict]}]{_bar(metric.e_value, threshold)}[/]│",
         )
     history = Table("at", "actor", "phase", "weight", "reason", title="history")
     for transition in report.history:
@@ -88,7 +78,24 @@ def status_view(report: Report) -> Group:
             f"{transition.weight:g}%",
             transition.reason,
         )
-    return Group(head, metrics, history)
+    return Group(head, *_evidence(report.judgement), metrics, history)
+
+
+def _evidence(judgement: Judgement) -> list[Text | Table]:
+    """Each metric's e-value, and their weighted mean that the judge acts on, as a bar against the
+    1/alpha line (judges without e-values show none)."""
+    threshold = judgement.threshold
+    rows = [(metric.name, metric.e_value, metric.verdict) for metric in judgement.metrics]
+    rows.append(("all metrics", judgement.e_value, judgement.verdict))
+    if threshold is None or all(e_value is None for _, e_value, _ in rows):
+        return []
+    title = Text(f"evidence against the candidate (the judge rolls back at 1/alpha = {threshold:.3g})", style="bold")
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="dim")  # an indent under the title
+    for name, e_value, verdict in rows:
+        if e_value is not None:
+            grid.add_row("", name, f"[{_STYLE[verdict]}]{_bar(e_value, threshold)}[/]│", f"{e_value:.3g}")
+    return [title, grid]
 
 
 def _bar(e_value: float, threshold: float, width: int = 20) -> str:
