@@ -3,6 +3,7 @@ the same scenario gives the same exit codes and the same words."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import threading
@@ -245,3 +246,29 @@ def test_watch_shows_the_evidence_until_the_rollout_ends(
     assert "(the judge rolls back at 1/alpha = 22.2)" in watched.stdout
     assert re.search(r"error-rate +░{20}│ +1\n", watched.stdout), watched.stdout
     assert "promoted by test:operator" in watched.stdout
+
+
+def test_audit_export_and_a_tampered_chain(target: Target, spec_file: Path, tmp_path: Path) -> None:
+    rollout_id = target.run("rollout", "start", str(spec_file)).stdout.strip()
+    assert target.run("rollout", "abort", rollout_id).exit_code == 0
+    out = tmp_path / "audit.jsonl"
+    exported = target.run("audit", "export", "--out", str(out))
+    assert exported.exit_code == 0, exported.output
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(e["action"], e["rollout_id"]) for e in events if e["rollout_id"]] == [
+        ("rollout.create", rollout_id),
+        ("rollout.aborted", rollout_id),
+    ]
+    assert all(later["prev_hash"] == earlier["hash"] for earlier, later in itertools.pairwise(events))
+    assert f"{len(events)} events to {out}; head {events[-1]['hash']}" in exported.stderr
+    assert target.run("audit", "export").stdout == out.read_text()  # to standard output, the same lines
+
+    from modelcanary.adapters.store.schema import audit
+
+    edited = events[-2]
+    with target.store.engine.begin() as conn:
+        conn.execute(audit.update().where(audit.c.id == edited["id"]).values(actor="cli:mallory"))
+    broken = target.run("audit", "verify")
+    assert broken.exit_code == 1, broken.output
+    assert f"BROKEN at event id {edited['id']} (position {len(events) - 2} of " in broken.stdout
+    assert "hash does not match" in broken.stdout
