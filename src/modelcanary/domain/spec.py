@@ -100,9 +100,28 @@ class Step(_Model):
         return self
 
 
+class CircuitBreaker(_Model):
+    """Fault isolation for the candidate. A candidate call that raises, answers 5xx or misses its
+    ``deadline`` is a failure: the baseline answers that request instead. After
+    ``consecutive_failures`` failures in a row on one gateway, that gateway takes the candidate
+    out at once and reports it, and the controller rolls the rollout back at its next tick."""
+
+    consecutive_failures: int = Field(default=5, ge=1, le=1_000_000)
+    deadline: Seconds | None = Field(
+        default=None, description="the candidate's time to answer; None: no deadline (it runs inline, cheapest)"
+    )
+
+    @model_validator(mode="after")
+    def _positive_deadline(self) -> CircuitBreaker:
+        if self.deadline is not None and self.deadline <= 0:
+            raise ValueError("deadline must be more than 0 (e.g. 250ms); leave it out for none")
+        return self
+
+
 class Traffic(_Model):
     steps: list[Step] = Field(min_length=1)
     sticky_key: StickyKey | None = None
+    circuit_breaker: CircuitBreaker = CircuitBreaker()
     on_timeout: Literal["rollback", "pause", "hold"] = Field(
         default="rollback", description="what a step's maxDuration without a pass or a failure leads to"
     )

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from modelcanary.domain.phases import Phase
-from modelcanary.domain.spec import StickyKey
+from modelcanary.domain.spec import CircuitBreaker, StickyKey
 
 
 class _Value(BaseModel):
@@ -86,6 +86,7 @@ class Route(_Value):
     weight: float = 0.0
     rollout_id: str | None = None
     sticky: StickyKey | None = None
+    breaker: CircuitBreaker | None = None  # the candidate's fault isolation; None: no breaker, no deadline
 
 
 class Outcome(_Value):

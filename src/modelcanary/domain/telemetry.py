@@ -59,6 +59,9 @@ class VariantTelemetry:
     # scores of labelled predictions, split by their ground-truth label
     positive_label_scores: list[int] = field(default_factory=lambda: _zeros(SCORE_EDGES))
     negative_label_scores: list[int] = field(default_factory=lambda: _zeros(SCORE_EDGES))
+    # times a gateway's circuit breaker took this variant out, and why (the first reason merged wins)
+    breaker_trips: int = 0
+    breaker_reason: str = ""
 
     def observe(self, *, latency_ms: float, error: bool = False, cpu_ms: float = 0.0) -> None:
         """One request, however many rows it held."""
@@ -90,6 +93,8 @@ class VariantTelemetry:
             score_counts=_add(self.score_counts, other.score_counts),
             positive_label_scores=_add(self.positive_label_scores, other.positive_label_scores),
             negative_label_scores=_add(self.negative_label_scores, other.negative_label_scores),
+            breaker_trips=self.breaker_trips + other.breaker_trips,
+            breaker_reason=self.breaker_reason or other.breaker_reason,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -101,6 +106,8 @@ class VariantTelemetry:
             "score_counts": self.score_counts,
             "positive_label_scores": self.positive_label_scores,
             "negative_label_scores": self.negative_label_scores,
+            "breaker_trips": self.breaker_trips,
+            "breaker_reason": self.breaker_reason,
         }
 
     @classmethod
@@ -114,6 +121,8 @@ class VariantTelemetry:
             score_counts=list(data["score_counts"]),
             positive_label_scores=list(data["positive_label_scores"]),
             negative_label_scores=list(data["negative_label_scores"]),
+            breaker_trips=int(data.get("breaker_trips", 0)),
+            breaker_reason=str(data.get("breaker_reason", "")),
         )
 
 

@@ -169,6 +169,7 @@ def _enter_step(
         weight=step.weight,
         rollout_id=state.id,
         sticky=spec.spec.traffic.sticky_key,
+        breaker=spec.spec.traffic.circuit_breaker,
     )
     return _change(
         state,

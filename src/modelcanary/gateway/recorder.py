@@ -85,6 +85,12 @@ class Recorder:
             self.forgotten_predictions += 1
         return ids
 
+    def trip(self, rollout_id: str, variant: Variant, reason: str) -> None:
+        """A circuit breaker took ``variant`` out: counted, with why, for the controller."""
+        counts = self._variant(rollout_id, variant)
+        counts.breaker_trips += 1
+        counts.breaker_reason = counts.breaker_reason or reason
+
     def label(self, items: Sequence[tuple[str, int]]) -> int:
         """Join labels to their predictions, all or none: every id is checked before any is counted."""
         seen: set[str] = set()
