@@ -13,7 +13,6 @@ import httpx
 import pytest
 
 from modelcanary.adapters.registry.mlflow import MlflowRegistry
-from modelcanary.adapters.testing import FunctionModel
 from modelcanary.controller.loop import Controller
 from modelcanary.controller.operations import start_rollout
 from modelcanary.domain.phases import Phase
@@ -21,22 +20,6 @@ from modelcanary.domain.spec import CircuitBreaker, StickyKey
 from modelcanary.domain.state import ModelVersion, Route
 from modelcanary.engine.analysis import pair
 from modelcanary.gateway.app import VARIANT_HEADER, Gateway
-from modelcanary.ports import Model
-
-Predict = Callable[[dict[str, list[Any]]], list[Any]]
-
-
-class WithCandidate:
-    """The session's real backend for every version but the candidate (``fraud/2``), which is ``fn``."""
-
-    def __init__(self, real: Any, fn: Predict) -> None:
-        self.real = real
-        self.fn = fn
-
-    def load(self, version: ModelVersion) -> Model:
-        if version.version == "2":
-            return FunctionModel(self.fn, self.real.load(version).columns)
-        return self.real.load(version)  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -66,7 +49,7 @@ def _baseline_says(pyfunc_backend: Any, versions: Any, rows: list[dict[str, floa
 
 
 def test_a_candidate_past_its_deadline_does_not_hold_the_client(
-    serve: Any, store: Any, pyfunc_backend: Any, versions: Any, mlflow_registry: Any
+    serve: Any, store: Any, pyfunc_backend: Any, versions: Any, mlflow_registry: Any, with_candidate: Any
 ) -> None:
     """The candidate hangs until the test lets it go, which it does only after every response came
     back: had any request waited for the candidate, it would never have been answered."""
@@ -77,7 +60,7 @@ def test_a_candidate_past_its_deadline_does_not_hold_the_client(
         return [[0.5, 0.5] for _ in inputs["amount"]]
 
     store.put_route(_route(versions, "r-deadline", CircuitBreaker(consecutive_failures=1000, deadline=0.05)))
-    gateway = Gateway(routes=store, backend=WithCandidate(pyfunc_backend, hangs), telemetry=store, source="gw-1")
+    gateway = Gateway(routes=store, backend=with_candidate(hangs), telemetry=store, source="gw-1")
     running = serve.start(gateway)
     rows = mlflow_registry.rows[:2]
     try:
@@ -100,7 +83,7 @@ def test_a_candidate_past_its_deadline_does_not_hold_the_client(
 
 
 def test_a_candidate_within_its_deadline_answers_from_the_pool(
-    serve: Any, store: Any, pyfunc_backend: Any, versions: Any, mlflow_registry: Any
+    serve: Any, store: Any, pyfunc_backend: Any, versions: Any, mlflow_registry: Any, with_candidate: Any
 ) -> None:
     ran_on: set[str] = set()
 
@@ -110,9 +93,7 @@ def test_a_candidate_within_its_deadline_answers_from_the_pool(
         return [[0.25, 0.75] for _ in inputs["amount"]]
 
     store.put_route(_route(versions, "r-in-time", CircuitBreaker(deadline=30.0)))
-    running = serve.start(
-        Gateway(routes=store, backend=WithCandidate(pyfunc_backend, slow), telemetry=store, source="gw-1")
-    )
+    running = serve.start(Gateway(routes=store, backend=with_candidate(slow), telemetry=store, source="gw-1"))
     with running.client() as http:
         for who in range(3):
             response = http.post(
@@ -128,7 +109,7 @@ def test_a_candidate_within_its_deadline_answers_from_the_pool(
 
 
 def test_a_success_resets_the_count_of_failures_in_a_row(
-    serve: Any, store: Any, pyfunc_backend: Any, versions: Any, mlflow_registry: Any
+    serve: Any, store: Any, pyfunc_backend: Any, versions: Any, mlflow_registry: Any, with_candidate: Any
 ) -> None:
     calls = itertools.count()
 
@@ -138,9 +119,7 @@ def test_a_success_resets_the_count_of_failures_in_a_row(
         return [[0.9, 0.1] for _ in inputs["amount"]]
 
     store.put_route(_route(versions, "r-flaky", CircuitBreaker(consecutive_failures=2)))
-    running = serve.start(
-        Gateway(routes=store, backend=WithCandidate(pyfunc_backend, flaky), telemetry=store, source="gw-1")
-    )
+    running = serve.start(Gateway(routes=store, backend=with_candidate(flaky), telemetry=store, source="gw-1"))
     with running.client() as http:
         seen = [
             http.post(
@@ -179,7 +158,7 @@ def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) -
 
 @pytest.mark.parametrize("store_url", ["sqlite", "postgresql"], indirect=True)
 def test_consecutive_failures_take_the_candidate_out_and_the_controller_rolls_back(
-    serve: Any, open_store: Any, pyfunc_backend: Any, registry: MlflowRegistry, mlflow_registry: Any
+    serve: Any, open_store: Any, with_candidate: Any, registry: MlflowRegistry, mlflow_registry: Any
 ) -> None:
     def broken(_inputs: dict[str, list[Any]]) -> list[Any]:
         raise RuntimeError("candidate crashed")
@@ -188,7 +167,7 @@ def test_consecutive_failures_take_the_candidate_out_and_the_controller_rolls_ba
     state = start_rollout(store, registry, BREAKING_SPEC, source="test", actor="test")
     controller = Controller(store=store, registry=registry)
     controller.tick()  # canary, candidate at 100%
-    gateway = Gateway(routes=store, backend=WithCandidate(pyfunc_backend, broken), telemetry=store, source="gw-9")
+    gateway = Gateway(routes=store, backend=with_candidate(broken), telemetry=store, source="gw-9")
     running = serve.start(gateway)
     rows = mlflow_registry.rows[:1]
 

@@ -9,7 +9,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -19,32 +19,19 @@ from starlette.responses import Response
 from starlette.routing import Route as HttpRoute
 
 from modelcanary.domain.errors import ModelcanaryError, RequestError, UnknownEndpoint
-from modelcanary.domain.state import ModelVersion, Route
+from modelcanary.domain.state import ModelVersion
 from modelcanary.domain.telemetry import Variant
 from modelcanary.gateway import protocols
-from modelcanary.gateway.faults import CandidateRunner, Guard
+from modelcanary.gateway.faults import CandidateRunner, DeadlineMissed, Guard
+from modelcanary.gateway.metrics import Metrics
 from modelcanary.gateway.recorder import Recorder, parse_labels, score_of
 from modelcanary.gateway.router import choose
+from modelcanary.gateway.serving import Serving
 from modelcanary.ports import Backend, Model, RouteSource, TelemetryStore
 
 log = logging.getLogger("modelcanary.gateway")
 MAX_BODY_BYTES = 8 * 1024 * 1024
 VARIANT_HEADER = "x-modelcanary-variant"
-
-
-@dataclass(frozen=True, slots=True)
-class Serving:
-    """One endpoint's route with its models loaded: what a request needs, swapped in whole."""
-
-    route: Route
-    baseline: Model
-    candidate: Model | None
-    guard: Guard = field(default_factory=lambda: Guard(None))  # kept across refreshes of the same rollout
-
-    def version(self, variant: Variant) -> ModelVersion:
-        if variant is Variant.CANDIDATE and self.route.candidate is not None:
-            return self.route.candidate
-        return self.route.baseline
 
 
 def _ms_since(started: float) -> float:
@@ -57,22 +44,6 @@ def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None
 
 def _error(exc: RequestError) -> Response:
     return _json({"error": str(exc), "field": exc.field}, status=exc.status)
-
-
-class StaticRoutes:
-    """A ``RouteSource`` for endpoints named on the command line, each serving one model with no
-    rollout, with a store's routes (when there is a store) taking precedence endpoint by endpoint:
-    a rollout started on a static endpoint takes it over, and gives it back when it ends."""
-
-    def __init__(self, routes: dict[str, Route], store: RouteSource | None = None) -> None:
-        self._static = routes
-        self._store = store
-
-    def routes_version(self) -> int:
-        return self._store.routes_version() if self._store is not None else 0
-
-    def routes(self) -> dict[str, Route]:
-        return {**self._static, **(self._store.routes() if self._store is not None else {})}
 
 
 class Gateway:
@@ -91,6 +62,7 @@ class Gateway:
         self._telemetry = telemetry
         self.source = source
         self.recorder = Recorder(max_predictions=max_predictions)
+        self.metrics = Metrics()
         self.serving: dict[str, Serving] = {}
         self._routes_version = -1
         self._models: dict[str, Model] = {}
@@ -123,12 +95,15 @@ class Gateway:
             old = self.serving.get(endpoint)
             same = old is not None and (old.route.rollout_id, old.route.breaker) == (route.rollout_id, route.breaker)
             guard = old.guard if same and old is not None else Guard(route.breaker)
-            serving[endpoint] = Serving(route=route, baseline=baseline, candidate=candidate, guard=guard)
+            series = self.metrics.endpoint(endpoint)
+            serving[endpoint] = Serving(route=route, baseline=baseline, candidate=candidate, series=series, guard=guard)
         # a candidate this gateway's breaker took out stays out for the rest of its rollout
         self._tripped &= {route.rollout_id for route in routes.values() if route.rollout_id is not None}
         for endpoint, each in serving.items():
             if each.candidate is not None and each.route.rollout_id in self._tripped:
-                serving[endpoint] = replace(each, candidate=None)
+                serving[endpoint] = each = replace(each, candidate=None)
+            each.series.weight.set(each.route.weight if each.candidate is not None else 0.0)
+            each.series.breaker_open.set(1 if each.route.rollout_id in self._tripped else 0)
         self.serving = serving  # one assignment: a request sees the old table or the new one, whole
         in_use = {version.uri for s in serving.values() for version in (s.route.baseline, s.route.candidate) if version}
         self._models = {uri: model for uri, model in self._models.items() if uri in in_use}
@@ -221,22 +196,28 @@ class Gateway:
         route = serving.route
         # the model runs on this thread, so thread CPU time is its cost (the cost guardrail)
         started, cpu = time.perf_counter(), time.thread_time()
+        series = serving.series.baseline
         try:
             outputs = serving.baseline.predict(columns)
         except RequestError:
             raise
         except Exception as exc:
             log.exception("baseline model of %s failed", route.endpoint)
-            self.recorder.record(route.rollout_id, Variant.BASELINE, latency_ms=_ms_since(started), error=True)
+            latency_ms = _ms_since(started)
+            self.recorder.record(route.rollout_id, Variant.BASELINE, latency_ms=latency_ms, error=True)
+            series.failed(latency_ms / 1e3)
             raise RequestError("the model failed on this input", field="model", status=500) from exc
+        latency_ms, scores = _ms_since(started), [score_of(output) for output in outputs]
         ids = self.recorder.record(
             route.rollout_id,
             Variant.BASELINE,
-            latency_ms=_ms_since(started),
+            latency_ms=latency_ms,
             error=False,
             cpu_ms=(time.thread_time() - cpu) * 1e3,
-            scores=[score_of(output) for output in outputs],
+            scores=scores,
+            sink=series,
         )
+        series.observe(latency_ms / 1e3, scores)
         return Variant.BASELINE, outputs, ids
 
     async def _candidate(
@@ -246,24 +227,31 @@ class Gateway:
         counted, and enough of them in a row take the candidate out of this gateway."""
         started = time.perf_counter()
         ran = await self.candidates.predict(candidate, columns, serving.guard.deadline)
+        series = serving.series.candidate
         if ran.outputs is not None:
             serving.guard.success()
+            latency_ms, scores = _ms_since(started), [score_of(output) for output in ran.outputs]
             ids = self.recorder.record(
                 rollout_id,
                 Variant.CANDIDATE,
-                latency_ms=_ms_since(started),
+                latency_ms=latency_ms,
                 error=False,
                 cpu_ms=ran.cpu_ms,
-                scores=[score_of(output) for output in ran.outputs],
+                scores=scores,
+                sink=series,
             )
+            series.observe(latency_ms / 1e3, scores)
             return Variant.CANDIDATE, ran.outputs, ids
         failed_ms = _ms_since(started)
+        if isinstance(ran.error, DeadlineMissed):
+            serving.series.abandoned.inc()
         if not isinstance(ran.error, RequestError):
             log.warning("candidate model of %s failed: %r", serving.route.endpoint, ran.error)
         # The baseline answers. If it refuses the input too, the client sent it wrong: the
         # RequestError goes to the client and no variant is charged with an error.
         answer = self._baseline(serving, columns)
         self.recorder.record(rollout_id, Variant.CANDIDATE, latency_ms=failed_ms, error=True, cpu_ms=ran.cpu_ms)
+        series.failed(failed_ms / 1e3)
         if serving.guard.failure():
             self._trip(serving, rollout_id, ran.error)
         return answer
@@ -281,6 +269,9 @@ class Gateway:
         endpoint = serving.route.endpoint
         if self.serving.get(endpoint) is serving:
             self.serving = {**self.serving, endpoint: replace(serving, candidate=None)}
+        serving.series.breaker_trips.inc()
+        serving.series.breaker_open.set(1)
+        serving.series.weight.set(0.0)
         self.recorder.trip(rollout_id, Variant.CANDIDATE, reason)
         task = asyncio.get_running_loop().create_task(self.flush())
         self._tasks.add(task)  # hold a reference until it is done (the loop keeps only weak ones)
@@ -331,6 +322,10 @@ class Gateway:
     async def live(self, _request: Request) -> Response:
         return _json({"live": True})
 
+    async def prometheus(self, _request: Request) -> Response:
+        body, content_type = self.metrics.exposition()
+        return Response(body, media_type=content_type)
+
     async def model_metadata(self, request: Request) -> Response:
         try:
             serving = self._serving(request.path_params["endpoint"])
@@ -358,6 +353,7 @@ class Gateway:
             HttpRoute("/v1/feedback", self.feedback, methods=["POST"]),
             HttpRoute("/v2/health/ready", self.ready, methods=["GET"]),
             HttpRoute("/v2/health/live", self.live, methods=["GET"]),
+            HttpRoute("/metrics", self.prometheus, methods=["GET"]),
         ]
 
 

@@ -26,6 +26,10 @@ class CandidateFault(Exception):
     """The candidate did not answer in time, or could not be started."""
 
 
+class DeadlineMissed(CandidateFault):
+    """The candidate did not answer within its deadline; its call was abandoned."""
+
+
 @dataclass
 class Guard:
     """One rollout's candidate on one gateway: its failures in a row, and whether it is out.
@@ -102,7 +106,7 @@ class CandidateRunner:
         done, _ = await asyncio.wait((future,), timeout=deadline)
         if not done:
             self.abandoned += 1
-            return Ran(None, CandidateFault(f"no answer within its deadline of {deadline * 1e3:g} ms"), 0.0)
+            return Ran(None, DeadlineMissed(f"no answer within its deadline of {deadline * 1e3:g} ms"), 0.0)
         return future.result()
 
     def _finished(self, _future: asyncio.Future[Ran]) -> None:

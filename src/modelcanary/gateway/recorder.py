@@ -11,10 +11,16 @@ import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from modelcanary.domain.errors import RequestError, UnknownPrediction
 from modelcanary.domain.telemetry import Variant, VariantTelemetry
+
+
+class LabelSink(Protocol):
+    """Told of each label joined to a prediction (the gateway's Prometheus children)."""
+
+    def label(self, label: int) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +28,7 @@ class _Served:
     rollout_id: str | None
     variant: Variant
     bucket: int | None  # score bucket; None when the output had no score
+    sink: LabelSink | None = None
 
 
 def score_of(output: Any) -> float | None:
@@ -69,6 +76,7 @@ class Recorder:
         error: bool,
         cpu_ms: float = 0.0,
         scores: Sequence[float | None] = (),
+        sink: LabelSink | None = None,
     ) -> list[str]:
         """Count one request and remember its rows' predictions; their ids, one per row."""
         counts = self._variant(rollout_id, variant) if rollout_id is not None else None
@@ -78,7 +86,7 @@ class Recorder:
         for score in scores:
             prediction_id = f"{self._prefix}-{next(self._counter):x}"
             bucket = counts.observe_score(score) if counts is not None and score is not None else None
-            self._served[prediction_id] = _Served(rollout_id, variant, bucket)
+            self._served[prediction_id] = _Served(rollout_id, variant, bucket, sink)
             ids.append(prediction_id)
         while len(self._served) > self._max_predictions:
             self._served.popitem(last=False)
@@ -103,6 +111,8 @@ class Recorder:
             seen.add(prediction_id)
         for prediction_id, label in items:
             served = self._served.pop(prediction_id)
+            if served.sink is not None:
+                served.sink.label(label)
             if served.rollout_id is None:
                 self.labels_without_rollout += 1
             elif served.bucket is not None:
