@@ -71,3 +71,73 @@ def test_breaker_settings() -> None:
 )
 def test_bad_breaker_settings_name_field_and_line(lines: str, where: str, message: str) -> None:
     assert _problems(_spec(lines)) == [(where, message)]
+
+
+SEGMENTS = """\
+    segments:
+      - {name: eu, header: x-region, in: [eu-west, eu-central]}
+      - {name: idle, field: velocity, in: ["0.0"]}
+    candidateSegments: [eu, other]
+"""
+
+
+def test_segments_and_the_segments_that_may_see_the_candidate() -> None:
+    traffic = load_spec(_spec(SEGMENTS)).spec.traffic
+    assert [(s.name, s.header, s.field, s.values) for s in traffic.segments] == [
+        ("eu", "x-region", None, ["eu-west", "eu-central"]),
+        ("idle", None, "velocity", ["0.0"]),
+    ]
+    assert traffic.candidate_segments == ["eu", "other"]
+    # and they survive the JSON the store keeps of a validated spec
+    spec = load_spec(_spec(SEGMENTS))
+    assert type(spec).model_validate_json(spec.model_dump_json(by_alias=True)) == spec
+
+
+def test_no_segments_by_default_and_every_segment_sees_the_candidate() -> None:
+    traffic = load_spec(_spec("")).spec.traffic
+    assert (traffic.segments, traffic.candidate_segments) == ([], None)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "where", "message"),
+    [
+        (
+            "candidateSegments: [eu, other]",
+            "candidateSegments: [eu, us]",
+            "spec.traffic.candidateSegments (line 12)",
+            "Value error, unknown segment(s) us; defined: eu, idle, other",
+        ),
+        (
+            "name: idle,",
+            "name: eu,",
+            "spec.traffic.segments (line 9)",
+            "Value error, segment names must be unique; repeated: eu",
+        ),
+        (
+            "{name: eu, header: x-region,",
+            "{name: eu, header: x-region, field: region,",
+            "spec.traffic.segments[0] (line 10)",
+            "Value error, give exactly one of header or field",
+        ),
+        (
+            "name: idle,",
+            "name: other,",
+            "spec.traffic.segments[1] (line 11)",
+            "Value error, 'other' is the segment of requests no rule matches; name this one otherwise",
+        ),
+        (
+            ' in: ["0.0"]}',
+            " in: []}",
+            "spec.traffic.segments[1].in (line 11)",
+            "List should have at least 1 item after validation, not 0",
+        ),
+        (
+            "name: eu,",
+            "name: 'e u',",
+            "spec.traffic.segments[0].name (line 10)",
+            "String should match pattern '^[A-Za-z0-9][A-Za-z0-9_.-]*$'",
+        ),
+    ],
+)
+def test_bad_segments_name_field_and_line(old: str, new: str, where: str, message: str) -> None:
+    assert _problems(_spec(SEGMENTS.replace(old, new))) == [(where, message)]

@@ -23,7 +23,16 @@ import itertools
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from modelcanary.domain.errors import SpecError
@@ -118,10 +127,60 @@ class CircuitBreaker(_Model):
         return self
 
 
+OTHER_SEGMENT = "other"  # where a request that matches no segment rule belongs
+
+
+class Segment(_Model):
+    """Requests whose header (or input field) holds one of ``values`` belong to segment ``name``.
+
+    The rules are tried in order and the first that matches wins; a request none matches is in
+    segment ``other``. Telemetry is kept per segment, so a regression confined to one shows."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
+    header: str | None = None
+    field: str | None = None
+    values: list[str] = Field(alias="in", min_length=1, max_length=1000)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Segment:
+        if (self.header is None) == (self.field is None):
+            raise ValueError("give exactly one of header or field")
+        if self.name == OTHER_SEGMENT:
+            raise ValueError(f"{OTHER_SEGMENT!r} is the segment of requests no rule matches; name this one otherwise")
+        return self
+
+
 class Traffic(_Model):
     steps: list[Step] = Field(min_length=1)
     sticky_key: StickyKey | None = None
     circuit_breaker: CircuitBreaker = CircuitBreaker()
+    segments: list[Segment] = Field(default_factory=list, max_length=50)
+    candidate_segments: list[str] | None = Field(
+        default=None, description="the only segments that may see the candidate (``other`` included); None: all"
+    )
+
+    @field_validator("segments")
+    @classmethod
+    def _unique_segments(cls, segments: list[Segment]) -> list[Segment]:
+        names = [segment.name for segment in segments]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"segment names must be unique; repeated: {', '.join(repeated)}")
+        return segments
+
+    @field_validator("candidate_segments")
+    @classmethod
+    def _known_segments(cls, names: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        if names is None:
+            return None
+        if "segments" not in info.data:
+            return names  # the segments themselves are wrong; that error is reported
+        known = [segment.name for segment in info.data["segments"]] + [OTHER_SEGMENT]
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise ValueError(f"unknown segment(s) {', '.join(unknown)}; defined: {', '.join(known)}")
+        return names
+
     on_timeout: Literal["rollback", "pause", "hold"] = Field(
         default="rollback", description="what a step's maxDuration without a pass or a failure leads to"
     )

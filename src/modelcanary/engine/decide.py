@@ -170,6 +170,10 @@ def _enter_step(
         rollout_id=state.id,
         sticky=spec.spec.traffic.sticky_key,
         breaker=spec.spec.traffic.circuit_breaker,
+        segments=tuple(spec.spec.traffic.segments),
+        candidate_segments=(
+            tuple(spec.spec.traffic.candidate_segments) if spec.spec.traffic.candidate_segments is not None else None
+        ),
     )
     return _change(
         state,

@@ -26,6 +26,7 @@ from modelcanary.gateway.faults import CandidateRunner, DeadlineMissed, Guard
 from modelcanary.gateway.metrics import Metrics
 from modelcanary.gateway.recorder import Recorder, parse_labels, score_of
 from modelcanary.gateway.router import choose
+from modelcanary.gateway.segments import Segmenter
 from modelcanary.gateway.serving import Serving
 from modelcanary.ports import Backend, Model, RouteSource, TelemetryStore
 
@@ -96,7 +97,14 @@ class Gateway:
             same = old is not None and (old.route.rollout_id, old.route.breaker) == (route.rollout_id, route.breaker)
             guard = old.guard if same and old is not None else Guard(route.breaker)
             series = self.metrics.endpoint(endpoint)
-            serving[endpoint] = Serving(route=route, baseline=baseline, candidate=candidate, series=series, guard=guard)
+            serving[endpoint] = Serving(
+                route=route,
+                baseline=baseline,
+                candidate=candidate,
+                series=series,
+                segmenter=Segmenter.for_route(route, baseline.columns),
+                guard=guard,
+            )
         # a candidate this gateway's breaker took out stays out for the rest of its rollout
         self._tripped &= {route.rollout_id for route in routes.values() if route.rollout_id is not None}
         for endpoint, each in serving.items():
@@ -181,17 +189,23 @@ class Gateway:
             key = request.headers.get(sticky.header)
         elif sticky is not None and sticky.field is not None and sticky.field in columns:
             key = str(columns[sticky.field][0])
-            if not any(column.name == sticky.field for column in serving.baseline.columns or ()):
-                del columns[sticky.field]  # routing only: the model does not take it
+        segmenter, segment = serving.segmenter, None
+        if segmenter.active:
+            segment = segmenter.segment(request.headers, columns)
+        for name in segmenter.routing_only:
+            columns.pop(name, None)  # routing only: the model does not take it
         if (
             serving.candidate is not None
             and route.rollout_id is not None
+            and (segment is None or segmenter.eligible(segment))
             and choose(route.rollout_id, key, route.weight) is Variant.CANDIDATE
         ):
-            return await self._candidate(serving, serving.candidate, route.rollout_id, columns)
-        return self._baseline(serving, columns)
+            return await self._candidate(serving, serving.candidate, route.rollout_id, columns, segment)
+        return self._baseline(serving, columns, segment)
 
-    def _baseline(self, serving: Serving, columns: dict[str, list[Any]]) -> tuple[Variant, list[Any], list[str]]:
+    def _baseline(
+        self, serving: Serving, columns: dict[str, list[Any]], segment: str | None
+    ) -> tuple[Variant, list[Any], list[str]]:
         """The baseline, inline on the loop's thread: the fast path, and the fallback."""
         route = serving.route
         # the model runs on this thread, so thread CPU time is its cost (the cost guardrail)
@@ -204,7 +218,7 @@ class Gateway:
         except Exception as exc:
             log.exception("baseline model of %s failed", route.endpoint)
             latency_ms = _ms_since(started)
-            self.recorder.record(route.rollout_id, Variant.BASELINE, latency_ms=latency_ms, error=True)
+            self.recorder.record(route.rollout_id, Variant.BASELINE, latency_ms=latency_ms, error=True, segment=segment)
             series.failed(latency_ms / 1e3)
             raise RequestError("the model failed on this input", field="model", status=500) from exc
         latency_ms, scores = _ms_since(started), [score_of(output) for output in outputs]
@@ -216,12 +230,13 @@ class Gateway:
             cpu_ms=(time.thread_time() - cpu) * 1e3,
             scores=scores,
             sink=series,
+            segment=segment,
         )
         series.observe(latency_ms / 1e3, scores)
         return Variant.BASELINE, outputs, ids
 
     async def _candidate(
-        self, serving: Serving, candidate: Model, rollout_id: str, columns: dict[str, list[Any]]
+        self, serving: Serving, candidate: Model, rollout_id: str, columns: dict[str, list[Any]], segment: str | None
     ) -> tuple[Variant, list[Any], list[str]]:
         """The candidate within its deadline; on any failure the baseline answers, the failure is
         counted, and enough of them in a row take the candidate out of this gateway."""
@@ -239,6 +254,7 @@ class Gateway:
                 cpu_ms=ran.cpu_ms,
                 scores=scores,
                 sink=series,
+                segment=segment,
             )
             series.observe(latency_ms / 1e3, scores)
             return Variant.CANDIDATE, ran.outputs, ids
@@ -249,8 +265,10 @@ class Gateway:
             log.warning("candidate model of %s failed: %r", serving.route.endpoint, ran.error)
         # The baseline answers. If it refuses the input too, the client sent it wrong: the
         # RequestError goes to the client and no variant is charged with an error.
-        answer = self._baseline(serving, columns)
-        self.recorder.record(rollout_id, Variant.CANDIDATE, latency_ms=failed_ms, error=True, cpu_ms=ran.cpu_ms)
+        answer = self._baseline(serving, columns, segment)
+        self.recorder.record(
+            rollout_id, Variant.CANDIDATE, latency_ms=failed_ms, error=True, cpu_ms=ran.cpu_ms, segment=segment
+        )
         series.failed(failed_ms / 1e3)
         if serving.guard.failure():
             self._trip(serving, rollout_id, ran.error)

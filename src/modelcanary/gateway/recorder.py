@@ -29,6 +29,7 @@ class _Served:
     variant: Variant
     bucket: int | None  # score bucket; None when the output had no score
     sink: LabelSink | None = None
+    segment: str | None = None
 
 
 def score_of(output: Any) -> float | None:
@@ -77,16 +78,23 @@ class Recorder:
         cpu_ms: float = 0.0,
         scores: Sequence[float | None] = (),
         sink: LabelSink | None = None,
+        segment: str | None = None,
     ) -> list[str]:
-        """Count one request and remember its rows' predictions; their ids, one per row."""
+        """Count one request (in its segment too, if it has one) and remember its rows'
+        predictions; their ids, one per row."""
         counts = self._variant(rollout_id, variant) if rollout_id is not None else None
+        part = counts.segment(segment) if counts is not None and segment is not None else None
         if counts is not None:
             counts.observe(latency_ms=latency_ms, error=error, cpu_ms=cpu_ms)
+        if part is not None:
+            part.observe(latency_ms=latency_ms, error=error, cpu_ms=cpu_ms)
         ids = []
         for score in scores:
             prediction_id = f"{self._prefix}-{next(self._counter):x}"
             bucket = counts.observe_score(score) if counts is not None and score is not None else None
-            self._served[prediction_id] = _Served(rollout_id, variant, bucket, sink)
+            if part is not None and score is not None:
+                part.observe_score(score)
+            self._served[prediction_id] = _Served(rollout_id, variant, bucket, sink, segment)
             ids.append(prediction_id)
         while len(self._served) > self._max_predictions:
             self._served.popitem(last=False)
@@ -116,7 +124,10 @@ class Recorder:
             if served.rollout_id is None:
                 self.labels_without_rollout += 1
             elif served.bucket is not None:
-                self._variant(served.rollout_id, served.variant).observe_label(bucket=served.bucket, label=label)
+                counts = self._variant(served.rollout_id, served.variant)
+                counts.observe_label(bucket=served.bucket, label=label)
+                if served.segment is not None:
+                    counts.segment(served.segment).observe_label(bucket=served.bucket, label=label)
         return len(items)
 
     def changed(self) -> list[tuple[str, Variant, VariantTelemetry]]:

@@ -8,6 +8,7 @@ from modelcanary.domain.state import ModelVersion, Route
 from modelcanary.domain.telemetry import Variant
 from modelcanary.gateway.faults import Guard
 from modelcanary.gateway.metrics import EndpointSeries
+from modelcanary.gateway.segments import Segmenter
 from modelcanary.ports import Model, RouteSource
 
 
@@ -19,6 +20,7 @@ class Serving:
     baseline: Model
     candidate: Model | None
     series: EndpointSeries  # its Prometheus children, bound once
+    segmenter: Segmenter = field(default_factory=Segmenter)  # its segment rules, compiled
     guard: Guard = field(default_factory=lambda: Guard(None))  # kept across refreshes of the same rollout
 
     def version(self, variant: Variant) -> ModelVersion:
