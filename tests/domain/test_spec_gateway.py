@@ -141,3 +141,40 @@ def test_no_segments_by_default_and_every_segment_sees_the_candidate() -> None:
 )
 def test_bad_segments_name_field_and_line(old: str, new: str, where: str, message: str) -> None:
     assert _problems(_spec(SEGMENTS.replace(old, new))) == [(where, message)]
+
+
+def test_cache_settings() -> None:
+    assert load_spec(_spec("")).spec.traffic.cache is None
+    text = _spec("    cache: {maxEntries: 500, ttl: 2m, variants: [candidate]}\n")
+    cache = load_spec(text).spec.traffic.cache
+    assert cache is not None and (cache.max_entries, cache.ttl, cache.variants) == (500, 120.0, ["candidate"])
+    default = load_spec(_spec("    cache: {}\n")).spec.traffic.cache
+    assert default is not None and (default.max_entries, default.ttl, default.variants) == (
+        10_000,
+        60.0,
+        ["baseline", "candidate"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("lines", "where", "message"),
+    [
+        (
+            "    cache:\n      maxEntries: 0\n",
+            "spec.traffic.cache.maxEntries (line 10)",
+            "Input should be greater than or equal to 1",
+        ),
+        (
+            "    cache:\n      ttl: 0s\n",
+            "spec.traffic.cache (line 9)",
+            "Value error, ttl must be more than 0 (e.g. 60s)",
+        ),
+        (
+            "    cache:\n      variants: [shadow]\n",
+            "spec.traffic.cache.variants[0] (line 10)",
+            "Input should be 'baseline' or 'candidate'",
+        ),
+    ],
+)
+def test_bad_cache_settings_name_field_and_line(lines: str, where: str, message: str) -> None:
+    assert _problems(_spec(lines)) == [(where, message)]

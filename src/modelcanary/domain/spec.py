@@ -127,6 +127,21 @@ class CircuitBreaker(_Model):
         return self
 
 
+class Cache(_Model):
+    """A prediction cache per variant: up to ``max_entries`` input rows and their outputs, each
+    kept for ``ttl``; the least recently used goes first. For models whose inputs repeat."""
+
+    max_entries: int = Field(default=10_000, ge=1, le=10_000_000)
+    ttl: Seconds = 60.0
+    variants: list[Literal["baseline", "candidate"]] = Field(default=["baseline", "candidate"], min_length=1)
+
+    @model_validator(mode="after")
+    def _positive_ttl(self) -> Cache:
+        if self.ttl <= 0:
+            raise ValueError("ttl must be more than 0 (e.g. 60s)")
+        return self
+
+
 OTHER_SEGMENT = "other"  # where a request that matches no segment rule belongs
 
 
@@ -158,6 +173,7 @@ class Traffic(_Model):
     candidate_segments: list[str] | None = Field(
         default=None, description="the only segments that may see the candidate (``other`` included); None: all"
     )
+    cache: Cache | None = None
 
     @field_validator("segments")
     @classmethod

@@ -62,6 +62,9 @@ class VariantTelemetry:
     # times a gateway's circuit breaker took this variant out, and why (the first reason merged wins)
     breaker_trips: int = 0
     breaker_reason: str = ""
+    # rows answered from the prediction cache, and rows looked up there in vain
+    cache_hits: int = 0
+    cache_misses: int = 0
     # the same counts per segment of the traffic (named by the spec's segment rules); the totals
     # above hold every segment, and are what the judge judges
     segments: dict[str, VariantTelemetry] = field(default_factory=dict)
@@ -82,6 +85,12 @@ class VariantTelemetry:
 
     def observe_label(self, *, bucket: int, label: int) -> None:
         (self.positive_label_scores if label else self.negative_label_scores)[bucket] += 1
+
+    @property
+    def cache_hit_rate(self) -> float | None:
+        """Share of rows looked up in the prediction cache that were found there."""
+        looked_up = self.cache_hits + self.cache_misses
+        return self.cache_hits / looked_up if looked_up else None
 
     @property
     def labels(self) -> int:
@@ -119,6 +128,8 @@ class VariantTelemetry:
             negative_label_scores=_add(self.negative_label_scores, other.negative_label_scores),
             breaker_trips=self.breaker_trips + other.breaker_trips,
             breaker_reason=self.breaker_reason or other.breaker_reason,
+            cache_hits=self.cache_hits + other.cache_hits,
+            cache_misses=self.cache_misses + other.cache_misses,
             segments={
                 name: self.segments[name].merged(other.segments[name])
                 if name in self.segments and name in other.segments
@@ -145,6 +156,8 @@ class VariantTelemetry:
             "negative_label_scores": self.negative_label_scores,
             "breaker_trips": self.breaker_trips,
             "breaker_reason": self.breaker_reason,
+            "cache_hits": self.cache_hits,
+            "cache_misses": self.cache_misses,
             **(
                 {"segments": {name: counts.to_json() for name, counts in self.segments.items()}}
                 if self.segments
@@ -165,6 +178,8 @@ class VariantTelemetry:
             negative_label_scores=list(data["negative_label_scores"]),
             breaker_trips=int(data.get("breaker_trips", 0)),
             breaker_reason=str(data.get("breaker_reason", "")),
+            cache_hits=int(data.get("cache_hits", 0)),
+            cache_misses=int(data.get("cache_misses", 0)),
             segments={str(name): cls.from_json(counts) for name, counts in data.get("segments", {}).items()},
         )
 

@@ -174,6 +174,7 @@ def _enter_step(
         candidate_segments=(
             tuple(spec.spec.traffic.candidate_segments) if spec.spec.traffic.candidate_segments is not None else None
         ),
+        cache=spec.spec.traffic.cache,
     )
     return _change(
         state,

@@ -22,11 +22,11 @@ from modelcanary.domain.errors import ModelcanaryError, RequestError, UnknownEnd
 from modelcanary.domain.state import ModelVersion
 from modelcanary.domain.telemetry import Variant
 from modelcanary.gateway import protocols
-from modelcanary.gateway.faults import CandidateRunner, DeadlineMissed, Guard
+from modelcanary.gateway.cache import counted
+from modelcanary.gateway.faults import CandidateRunner, DeadlineMissed, Ran
 from modelcanary.gateway.metrics import Metrics
 from modelcanary.gateway.recorder import Recorder, parse_labels, score_of
 from modelcanary.gateway.router import choose
-from modelcanary.gateway.segments import Segmenter
 from modelcanary.gateway.serving import Serving
 from modelcanary.ports import Backend, Model, RouteSource, TelemetryStore
 
@@ -93,17 +93,8 @@ class Gateway:
                 if endpoint in self.serving:
                     serving[endpoint] = self.serving[endpoint]
                 continue
-            old = self.serving.get(endpoint)
-            same = old is not None and (old.route.rollout_id, old.route.breaker) == (route.rollout_id, route.breaker)
-            guard = old.guard if same and old is not None else Guard(route.breaker)
-            series = self.metrics.endpoint(endpoint)
-            serving[endpoint] = Serving(
-                route=route,
-                baseline=baseline,
-                candidate=candidate,
-                series=series,
-                segmenter=Segmenter.for_route(route, baseline.columns),
-                guard=guard,
+            serving[endpoint] = Serving.build(
+                route, baseline, candidate, series=self.metrics.endpoint(endpoint), old=self.serving.get(endpoint)
             )
         # a candidate this gateway's breaker took out stays out for the rest of its rollout
         self._tripped &= {route.rollout_id for route in routes.values() if route.rollout_id is not None}
@@ -211,8 +202,14 @@ class Gateway:
         # the model runs on this thread, so thread CPU time is its cost (the cost guardrail)
         started, cpu = time.perf_counter(), time.thread_time()
         series = serving.series.baseline
+        lookup = serving.baseline_cache.lookup(columns) if serving.baseline_cache is not None else None
         try:
-            outputs = serving.baseline.predict(columns)
+            if lookup is None:
+                outputs = serving.baseline.predict(columns)
+            elif lookup.missing:
+                outputs = lookup.fill(serving.baseline.predict(lookup.missing_columns(columns)))
+            else:
+                outputs = lookup.outputs
         except RequestError:
             raise
         except Exception as exc:
@@ -231,6 +228,7 @@ class Gateway:
             scores=scores,
             sink=series,
             segment=segment,
+            cache=counted(lookup, series),
         )
         series.observe(latency_ms / 1e3, scores)
         return Variant.BASELINE, outputs, ids
@@ -241,7 +239,17 @@ class Gateway:
         """The candidate within its deadline; on any failure the baseline answers, the failure is
         counted, and enough of them in a row take the candidate out of this gateway."""
         started = time.perf_counter()
-        ran = await self.candidates.predict(candidate, columns, serving.guard.deadline)
+        lookup = serving.candidate_cache.lookup(columns) if serving.candidate_cache is not None else None
+        if lookup is not None and not lookup.missing:
+            ran = Ran(lookup.outputs, None, 0.0)
+        else:
+            todo = lookup.missing_columns(columns) if lookup is not None else columns
+            ran = await self.candidates.predict(candidate, todo, serving.guard.deadline)
+            if ran.outputs is not None and lookup is not None:
+                try:
+                    ran = Ran(lookup.fill(ran.outputs), None, ran.cpu_ms)
+                except ValueError as exc:
+                    ran = Ran(None, exc, ran.cpu_ms)
         series = serving.series.candidate
         if ran.outputs is not None:
             serving.guard.success()
@@ -255,6 +263,7 @@ class Gateway:
                 scores=scores,
                 sink=series,
                 segment=segment,
+                cache=counted(lookup, series),
             )
             series.observe(latency_ms / 1e3, scores)
             return Variant.CANDIDATE, ran.outputs, ids

@@ -34,6 +34,8 @@ class Series:
     scores: Any
     positive_labels: Any
     negative_labels: Any
+    cache_hits: Any
+    cache_misses: Any
 
     def observe(self, latency_s: float, scores: Sequence[float | None]) -> None:
         self.requests.inc()
@@ -119,6 +121,12 @@ class Metrics:
             ["endpoint"],
             registry=registry,
         )
+        self.cache_hits = Counter(
+            f"{PREFIX}_cache_hits", "Rows answered from the prediction cache", lane, registry=registry
+        )
+        self.cache_misses = Counter(
+            f"{PREFIX}_cache_misses", "Rows looked up in the prediction cache and not found", lane, registry=registry
+        )
         self._bound: dict[str, EndpointSeries] = {}
 
     def _lane(self, endpoint: str, variant: Variant, lane: str) -> Series:
@@ -130,6 +138,8 @@ class Metrics:
             scores=self.scores.labels(*values),
             positive_labels=self.labels.labels(*values, "1"),
             negative_labels=self.labels.labels(*values, "0"),
+            cache_hits=self.cache_hits.labels(*values),
+            cache_misses=self.cache_misses.labels(*values),
         )
 
     def endpoint(self, endpoint: str) -> EndpointSeries:

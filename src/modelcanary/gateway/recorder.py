@@ -79,6 +79,7 @@ class Recorder:
         scores: Sequence[float | None] = (),
         sink: LabelSink | None = None,
         segment: str | None = None,
+        cache: tuple[int, int] = (0, 0),
     ) -> list[str]:
         """Count one request (in its segment too, if it has one) and remember its rows'
         predictions; their ids, one per row."""
@@ -86,6 +87,9 @@ class Recorder:
         part = counts.segment(segment) if counts is not None and segment is not None else None
         if counts is not None:
             counts.observe(latency_ms=latency_ms, error=error, cpu_ms=cpu_ms)
+            if cache != (0, 0):  # (hits, misses) in the prediction cache, in rows
+                counts.cache_hits += cache[0]
+                counts.cache_misses += cache[1]
         if part is not None:
             part.observe(latency_ms=latency_ms, error=error, cpu_ms=cpu_ms)
         ids = []

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from modelcanary.domain.state import ModelVersion, Route
 from modelcanary.domain.telemetry import Variant
+from modelcanary.gateway.cache import PredictionCache, cache_for
 from modelcanary.gateway.faults import Guard
 from modelcanary.gateway.metrics import EndpointSeries
 from modelcanary.gateway.segments import Segmenter
@@ -20,8 +21,32 @@ class Serving:
     baseline: Model
     candidate: Model | None
     series: EndpointSeries  # its Prometheus children, bound once
+    baseline_cache: PredictionCache | None = None
+    candidate_cache: PredictionCache | None = None
     segmenter: Segmenter = field(default_factory=Segmenter)  # its segment rules, compiled
     guard: Guard = field(default_factory=lambda: Guard(None))  # kept across refreshes of the same rollout
+
+    @classmethod
+    def build(
+        cls, route: Route, baseline: Model, candidate: Model | None, *, series: EndpointSeries, old: Serving | None
+    ) -> Serving:
+        """The serving of a new route; what the old one (same endpoint) had that still fits is kept:
+        the breaker's count for the same rollout, the caches of the same models."""
+        same = old is not None and (old.route.rollout_id, old.route.breaker) == (route.rollout_id, route.breaker)
+        return cls(
+            route=route,
+            baseline=baseline,
+            candidate=candidate,
+            series=series,
+            segmenter=Segmenter.for_route(route, baseline.columns),
+            guard=old.guard if same and old is not None else Guard(route.breaker),
+            baseline_cache=cache_for(
+                route.cache, Variant.BASELINE, route.baseline, old.baseline_cache if old else None
+            ),
+            candidate_cache=cache_for(
+                route.cache, Variant.CANDIDATE, route.candidate, old.candidate_cache if old else None
+            ),
+        )
 
     def version(self, variant: Variant) -> ModelVersion:
         if variant is Variant.CANDIDATE and self.route.candidate is not None:
