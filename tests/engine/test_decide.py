@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from modelcanary.domain.errors import Conflict
 from modelcanary.domain.judgement import Judgement, MetricJudgement, Verdict
 from modelcanary.domain.phases import TRANSITIONS, Phase
-from modelcanary.domain.spec import RolloutSpec, StickyKey, load_spec
+from modelcanary.domain.spec import CircuitBreaker, RolloutSpec, StickyKey, load_spec
 from modelcanary.domain.state import Action, ActionKind, ModelVersion, Outcome, RolloutState, Route
 from modelcanary.engine.decide import CONTROLLER, ROLLBACK_TAG, Command, apply_command, decide, new_state
 
@@ -129,6 +129,7 @@ def test_pending_enters_step_zero() -> None:
         weight=5.0,
         rollout_id="r1",
         sticky=StickyKey(header="x-user-id"),
+        breaker=CircuitBreaker(),
     )
     transition = outcome.transition
     assert transition is not None

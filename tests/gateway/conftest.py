@@ -14,7 +14,10 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+from modelcanary.adapters.testing import FunctionModel
+from modelcanary.domain.state import ModelVersion
 from modelcanary.gateway.app import Gateway, create_app
+from modelcanary.ports import Model
 
 T = TypeVar("T")
 START_TIMEOUT_S = 30.0
@@ -137,3 +140,23 @@ spec:
   analysis:
     metrics: [{kind: error_rate}]
 """
+
+
+class WithCandidate:
+    """A backend: the session's real models for every version but the candidate (``fraud/2``),
+    which is the function ``fn`` with the real candidate's signature (so it can hang or raise)."""
+
+    def __init__(self, real: Any, fn: Any) -> None:
+        self.real = real
+        self.fn = fn
+
+    def load(self, version: ModelVersion) -> Model:
+        if version.version == "2":
+            return FunctionModel(self.fn, self.real.load(version).columns)
+        return self.real.load(version)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def with_candidate(pyfunc_backend: Any) -> Any:
+    """``with_candidate(fn)``: a ``WithCandidate`` backend over the session's real models."""
+    return lambda fn: WithCandidate(pyfunc_backend, fn)

@@ -33,6 +33,11 @@ class Report:
             "judgement": {**self.judgement.model_dump(mode="json"), "verdict": self.judgement.verdict.value},
             "requests": {"baseline": self.telemetry.baseline.requests, "candidate": self.telemetry.candidate.requests},
             "labels": {"baseline": self.telemetry.baseline.labels, "candidate": self.telemetry.candidate.labels},
+            # per segment of the traffic (the spec's segment rules): a regression confined to one shows here
+            "segments": {
+                name: {"baseline": counts.baseline.summary(), "candidate": counts.candidate.summary()}
+                for name, counts in self.telemetry.by_segment().items()
+            },
             "history": [transition.model_dump(mode="json") for transition in self.history],
         }
 

@@ -23,7 +23,16 @@ import itertools
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from modelcanary.domain.errors import SpecError
@@ -100,9 +109,94 @@ class Step(_Model):
         return self
 
 
+class CircuitBreaker(_Model):
+    """Fault isolation for the candidate. A candidate call that raises, answers 5xx or misses its
+    ``deadline`` is a failure: the baseline answers that request instead. After
+    ``consecutive_failures`` failures in a row on one gateway, that gateway takes the candidate
+    out at once and reports it, and the controller rolls the rollout back at its next tick."""
+
+    consecutive_failures: int = Field(default=5, ge=1, le=1_000_000)
+    deadline: Seconds | None = Field(
+        default=None, description="the candidate's time to answer; None: no deadline (it runs inline, cheapest)"
+    )
+
+    @model_validator(mode="after")
+    def _positive_deadline(self) -> CircuitBreaker:
+        if self.deadline is not None and self.deadline <= 0:
+            raise ValueError("deadline must be more than 0 (e.g. 250ms); leave it out for none")
+        return self
+
+
+class Cache(_Model):
+    """A prediction cache per variant: up to ``max_entries`` input rows and their outputs, each
+    kept for ``ttl``; the least recently used goes first. For models whose inputs repeat."""
+
+    max_entries: int = Field(default=10_000, ge=1, le=10_000_000)
+    ttl: Seconds = 60.0
+    variants: list[Literal["baseline", "candidate"]] = Field(default=["baseline", "candidate"], min_length=1)
+
+    @model_validator(mode="after")
+    def _positive_ttl(self) -> Cache:
+        if self.ttl <= 0:
+            raise ValueError("ttl must be more than 0 (e.g. 60s)")
+        return self
+
+
+OTHER_SEGMENT = "other"  # where a request that matches no segment rule belongs
+
+
+class Segment(_Model):
+    """Requests whose header (or input field) holds one of ``values`` belong to segment ``name``.
+
+    The rules are tried in order and the first that matches wins; a request none matches is in
+    segment ``other``. Telemetry is kept per segment, so a regression confined to one shows."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
+    header: str | None = None
+    field: str | None = None
+    values: list[str] = Field(alias="in", min_length=1, max_length=1000)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Segment:
+        if (self.header is None) == (self.field is None):
+            raise ValueError("give exactly one of header or field")
+        if self.name == OTHER_SEGMENT:
+            raise ValueError(f"{OTHER_SEGMENT!r} is the segment of requests no rule matches; name this one otherwise")
+        return self
+
+
 class Traffic(_Model):
     steps: list[Step] = Field(min_length=1)
     sticky_key: StickyKey | None = None
+    circuit_breaker: CircuitBreaker = CircuitBreaker()
+    segments: list[Segment] = Field(default_factory=list, max_length=50)
+    candidate_segments: list[str] | None = Field(
+        default=None, description="the only segments that may see the candidate (``other`` included); None: all"
+    )
+    cache: Cache | None = None
+
+    @field_validator("segments")
+    @classmethod
+    def _unique_segments(cls, segments: list[Segment]) -> list[Segment]:
+        names = [segment.name for segment in segments]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"segment names must be unique; repeated: {', '.join(repeated)}")
+        return segments
+
+    @field_validator("candidate_segments")
+    @classmethod
+    def _known_segments(cls, names: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        if names is None:
+            return None
+        if "segments" not in info.data:
+            return names  # the segments themselves are wrong; that error is reported
+        known = [segment.name for segment in info.data["segments"]] + [OTHER_SEGMENT]
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise ValueError(f"unknown segment(s) {', '.join(unknown)}; defined: {', '.join(known)}")
+        return names
+
     on_timeout: Literal["rollback", "pause", "hold"] = Field(
         default="rollback", description="what a step's maxDuration without a pass or a failure leads to"
     )

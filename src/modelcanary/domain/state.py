@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from modelcanary.domain.phases import Phase
-from modelcanary.domain.spec import StickyKey
+from modelcanary.domain.spec import Cache, CircuitBreaker, Segment, StickyKey
 
 
 class _Value(BaseModel):
@@ -86,6 +86,10 @@ class Route(_Value):
     weight: float = 0.0
     rollout_id: str | None = None
     sticky: StickyKey | None = None
+    breaker: CircuitBreaker | None = None  # the candidate's fault isolation; None: no breaker, no deadline
+    segments: tuple[Segment, ...] = ()  # rules that put each request in a segment (telemetry per segment)
+    candidate_segments: tuple[str, ...] | None = None  # the only segments that may see the candidate; None: all
+    cache: Cache | None = None  # prediction caches per variant; None: none
 
 
 class Outcome(_Value):

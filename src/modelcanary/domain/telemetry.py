@@ -59,6 +59,15 @@ class VariantTelemetry:
     # scores of labelled predictions, split by their ground-truth label
     positive_label_scores: list[int] = field(default_factory=lambda: _zeros(SCORE_EDGES))
     negative_label_scores: list[int] = field(default_factory=lambda: _zeros(SCORE_EDGES))
+    # times a gateway's circuit breaker took this variant out, and why (the first reason merged wins)
+    breaker_trips: int = 0
+    breaker_reason: str = ""
+    # rows answered from the prediction cache, and rows looked up there in vain
+    cache_hits: int = 0
+    cache_misses: int = 0
+    # the same counts per segment of the traffic (named by the spec's segment rules); the totals
+    # above hold every segment, and are what the judge judges
+    segments: dict[str, VariantTelemetry] = field(default_factory=dict)
 
     def observe(self, *, latency_ms: float, error: bool = False, cpu_ms: float = 0.0) -> None:
         """One request, however many rows it held."""
@@ -78,8 +87,35 @@ class VariantTelemetry:
         (self.positive_label_scores if label else self.negative_label_scores)[bucket] += 1
 
     @property
+    def cache_hit_rate(self) -> float | None:
+        """Share of rows looked up in the prediction cache that were found there."""
+        looked_up = self.cache_hits + self.cache_misses
+        return self.cache_hits / looked_up if looked_up else None
+
+    @property
     def labels(self) -> int:
         return sum(self.positive_label_scores) + sum(self.negative_label_scores)
+
+    def summary(self, threshold: float = 0.5) -> dict[str, Any]:
+        """Requests, errors, labels, and the error rate and accuracy (scores >= ``threshold`` read
+        as positive) where there is data for them: what a per-segment table shows.
+
+        >>> counts = VariantTelemetry()
+        >>> counts.observe(latency_ms=1.0); counts.observe(latency_ms=1.0, error=True)
+        >>> counts.observe_label(bucket=score_bucket(0.9), label=1)
+        >>> counts.summary()
+        {'requests': 2, 'errors': 1, 'labels': 1, 'error_rate': 0.5, 'accuracy': 1.0}
+        """
+        cut = score_bucket(threshold)
+        labels = self.labels
+        correct = sum(self.positive_label_scores[cut:]) + sum(self.negative_label_scores[:cut])
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "labels": labels,
+            "error_rate": self.errors / self.requests if self.requests else None,
+            "accuracy": correct / labels if labels else None,
+        }
 
     def merged(self, other: VariantTelemetry) -> VariantTelemetry:
         return VariantTelemetry(
@@ -90,7 +126,24 @@ class VariantTelemetry:
             score_counts=_add(self.score_counts, other.score_counts),
             positive_label_scores=_add(self.positive_label_scores, other.positive_label_scores),
             negative_label_scores=_add(self.negative_label_scores, other.negative_label_scores),
+            breaker_trips=self.breaker_trips + other.breaker_trips,
+            breaker_reason=self.breaker_reason or other.breaker_reason,
+            cache_hits=self.cache_hits + other.cache_hits,
+            cache_misses=self.cache_misses + other.cache_misses,
+            segments={
+                name: self.segments[name].merged(other.segments[name])
+                if name in self.segments and name in other.segments
+                else VariantTelemetry.from_json((self.segments.get(name) or other.segments[name]).to_json())
+                for name in self.segments.keys() | other.segments.keys()
+            },
         )
+
+    def segment(self, name: str) -> VariantTelemetry:
+        """The counts of one segment, made on first use."""
+        counts = self.segments.get(name)
+        if counts is None:
+            counts = self.segments[name] = VariantTelemetry()
+        return counts
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -101,6 +154,15 @@ class VariantTelemetry:
             "score_counts": self.score_counts,
             "positive_label_scores": self.positive_label_scores,
             "negative_label_scores": self.negative_label_scores,
+            "breaker_trips": self.breaker_trips,
+            "breaker_reason": self.breaker_reason,
+            "cache_hits": self.cache_hits,
+            "cache_misses": self.cache_misses,
+            **(
+                {"segments": {name: counts.to_json() for name, counts in self.segments.items()}}
+                if self.segments
+                else {}
+            ),
         }
 
     @classmethod
@@ -114,6 +176,11 @@ class VariantTelemetry:
             score_counts=list(data["score_counts"]),
             positive_label_scores=list(data["positive_label_scores"]),
             negative_label_scores=list(data["negative_label_scores"]),
+            breaker_trips=int(data.get("breaker_trips", 0)),
+            breaker_reason=str(data.get("breaker_reason", "")),
+            cache_hits=int(data.get("cache_hits", 0)),
+            cache_misses=int(data.get("cache_misses", 0)),
+            segments={str(name): cls.from_json(counts) for name, counts in data.get("segments", {}).items()},
         )
 
 
@@ -132,3 +199,14 @@ class RolloutTelemetry:
 
     def of(self, variant: Variant) -> VariantTelemetry:
         return self.baseline if variant is Variant.BASELINE else self.candidate
+
+    def by_segment(self) -> dict[str, RolloutTelemetry]:
+        """Both variants' counts in each segment either of them saw, in name order."""
+        names = sorted(self.baseline.segments.keys() | self.candidate.segments.keys())
+        return {
+            name: RolloutTelemetry(
+                baseline=self.baseline.segments.get(name) or VariantTelemetry(),
+                candidate=self.candidate.segments.get(name) or VariantTelemetry(),
+            )
+            for name in names
+        }

@@ -8,6 +8,7 @@ from modelcanary.domain.judgement import Judgement, Look, Memory
 from modelcanary.domain.spec import RolloutSpec
 from modelcanary.domain.telemetry import RolloutTelemetry, Variant, VariantTelemetry
 from modelcanary.judges import get_judge
+from modelcanary.judges.guardrails import circuit_breaker
 
 
 def pair(rows: Iterable[tuple[Variant, VariantTelemetry]]) -> RolloutTelemetry:
@@ -22,5 +23,12 @@ def pair(rows: Iterable[tuple[Variant, VariantTelemetry]]) -> RolloutTelemetry:
 
 
 def analyse(spec: RolloutSpec, look: Look, memory: Memory) -> tuple[Judgement, Memory]:
-    """Run the spec's judge on one look; the judgement, and the judge's memory for the next look."""
-    return get_judge(spec.spec.analysis.judge)(spec.spec.analysis, look, memory)
+    """Run the spec's judge on one look; the judgement, and the judge's memory for the next look.
+
+    A tripped circuit breaker (a gateway took the candidate out) joins the judgement as a failed
+    check, whatever the judge, so the rollout rolls back with the breaker's reason."""
+    judgement, memory = get_judge(spec.spec.analysis.judge)(spec.spec.analysis, look, memory)
+    tripped = circuit_breaker(look.telemetry)
+    if tripped is not None:
+        judgement = judgement.model_copy(update={"metrics": (*judgement.metrics, tripped)})
+    return judgement, memory

@@ -169,6 +169,12 @@ def _enter_step(
         weight=step.weight,
         rollout_id=state.id,
         sticky=spec.spec.traffic.sticky_key,
+        breaker=spec.spec.traffic.circuit_breaker,
+        segments=tuple(spec.spec.traffic.segments),
+        candidate_segments=(
+            tuple(spec.spec.traffic.candidate_segments) if spec.spec.traffic.candidate_segments is not None else None
+        ),
+        cache=spec.spec.traffic.cache,
     )
     return _change(
         state,

@@ -9,7 +9,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -19,33 +19,20 @@ from starlette.responses import Response
 from starlette.routing import Route as HttpRoute
 
 from modelcanary.domain.errors import ModelcanaryError, RequestError, UnknownEndpoint
-from modelcanary.domain.state import ModelVersion, Route
+from modelcanary.domain.state import ModelVersion
 from modelcanary.domain.telemetry import Variant
 from modelcanary.gateway import protocols
+from modelcanary.gateway.cache import counted
+from modelcanary.gateway.faults import CandidateRunner, DeadlineMissed, Ran
+from modelcanary.gateway.metrics import Metrics
 from modelcanary.gateway.recorder import Recorder, parse_labels, score_of
 from modelcanary.gateway.router import choose
+from modelcanary.gateway.serving import Serving
 from modelcanary.ports import Backend, Model, RouteSource, TelemetryStore
 
 log = logging.getLogger("modelcanary.gateway")
 MAX_BODY_BYTES = 8 * 1024 * 1024
 VARIANT_HEADER = "x-modelcanary-variant"
-
-
-@dataclass(frozen=True, slots=True)
-class Serving:
-    """One endpoint's route with its models loaded: what a request needs, swapped in whole."""
-
-    route: Route
-    baseline: Model
-    candidate: Model | None
-
-    def model(self, variant: Variant) -> Model:
-        return self.candidate if variant is Variant.CANDIDATE and self.candidate is not None else self.baseline
-
-    def version(self, variant: Variant) -> ModelVersion:
-        if variant is Variant.CANDIDATE and self.route.candidate is not None:
-            return self.route.candidate
-        return self.route.baseline
 
 
 def _ms_since(started: float) -> float:
@@ -60,22 +47,6 @@ def _error(exc: RequestError) -> Response:
     return _json({"error": str(exc), "field": exc.field}, status=exc.status)
 
 
-class StaticRoutes:
-    """A ``RouteSource`` for endpoints named on the command line, each serving one model with no
-    rollout, with a store's routes (when there is a store) taking precedence endpoint by endpoint:
-    a rollout started on a static endpoint takes it over, and gives it back when it ends."""
-
-    def __init__(self, routes: dict[str, Route], store: RouteSource | None = None) -> None:
-        self._static = routes
-        self._store = store
-
-    def routes_version(self) -> int:
-        return self._store.routes_version() if self._store is not None else 0
-
-    def routes(self) -> dict[str, Route]:
-        return {**self._static, **(self._store.routes() if self._store is not None else {})}
-
-
 class Gateway:
     def __init__(
         self,
@@ -85,15 +56,21 @@ class Gateway:
         telemetry: TelemetryStore | None,
         source: str,
         max_predictions: int = 200_000,
+        candidate_workers: int = 4,
     ) -> None:
         self._routes = routes
         self._backend = backend
         self._telemetry = telemetry
         self.source = source
         self.recorder = Recorder(max_predictions=max_predictions)
+        self.metrics = Metrics()
         self.serving: dict[str, Serving] = {}
         self._routes_version = -1
         self._models: dict[str, Model] = {}
+        self.candidates = CandidateRunner(workers=candidate_workers)
+        self._tripped: set[str] = set()  # rollouts whose candidate this gateway took out
+        self._flush_lock = asyncio.Lock()  # flushes in order: an older snapshot never lands last
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- control: routes and flushes, off the request path -----------------------------------------
 
@@ -116,7 +93,16 @@ class Gateway:
                 if endpoint in self.serving:
                     serving[endpoint] = self.serving[endpoint]
                 continue
-            serving[endpoint] = Serving(route=route, baseline=baseline, candidate=candidate)
+            serving[endpoint] = Serving.build(
+                route, baseline, candidate, series=self.metrics.endpoint(endpoint), old=self.serving.get(endpoint)
+            )
+        # a candidate this gateway's breaker took out stays out for the rest of its rollout
+        self._tripped &= {route.rollout_id for route in routes.values() if route.rollout_id is not None}
+        for endpoint, each in serving.items():
+            if each.candidate is not None and each.route.rollout_id in self._tripped:
+                serving[endpoint] = each = replace(each, candidate=None)
+            each.series.weight.set(each.route.weight if each.candidate is not None else 0.0)
+            each.series.breaker_open.set(1 if each.route.rollout_id in self._tripped else 0)
         self.serving = serving  # one assignment: a request sees the old table or the new one, whole
         in_use = {version.uri for s in serving.values() for version in (s.route.baseline, s.route.candidate) if version}
         self._models = {uri: model for uri, model in self._models.items() if uri in in_use}
@@ -136,14 +122,18 @@ class Gateway:
     async def flush(self) -> None:
         if self._telemetry is None:
             return
-        rows = self.recorder.changed()
-        if not rows:
-            return
-        try:
-            await asyncio.to_thread(self._telemetry.write_telemetry, self.source, rows)
-        except ModelcanaryError:
-            self.recorder.unflushed(rows)  # cumulative counts: the next flush carries them
-            log.exception("telemetry flush failed; will retry")
+        async with self._flush_lock:
+            rows = self.recorder.changed()
+            if not rows:
+                return
+            try:
+                await asyncio.to_thread(self._telemetry.write_telemetry, self.source, rows)
+            except ModelcanaryError:
+                self.recorder.unflushed(rows)  # cumulative counts: the next flush carries them
+                log.exception("telemetry flush failed; will retry")
+
+    def close(self) -> None:
+        self.candidates.close()
 
     async def run(self, *, poll_s: float = 0.5, flush_s: float = 1.0) -> None:
         """Follow the routing table and flush telemetry until cancelled."""
@@ -178,7 +168,7 @@ class Gateway:
         except orjson.JSONDecodeError as exc:
             raise RequestError(f"not valid JSON: {exc}", field="body") from exc
 
-    def _predict(
+    async def _predict(
         self, serving: Serving, request: Request, columns: dict[str, list[Any]], prefix: str
     ) -> tuple[Variant, list[Any], list[str]]:
         """Route, predict, record. A failing candidate costs the client nothing: the baseline answers."""
@@ -190,49 +180,136 @@ class Gateway:
             key = request.headers.get(sticky.header)
         elif sticky is not None and sticky.field is not None and sticky.field in columns:
             key = str(columns[sticky.field][0])
-            if not any(column.name == sticky.field for column in serving.baseline.columns or ()):
-                del columns[sticky.field]  # routing only: the model does not take it
-        variant = Variant.BASELINE
-        if serving.candidate is not None and route.rollout_id is not None:
-            variant = choose(route.rollout_id, key, route.weight)
+        segmenter, segment = serving.segmenter, None
+        if segmenter.active:
+            segment = segmenter.segment(request.headers, columns)
+        for name in segmenter.routing_only:
+            columns.pop(name, None)  # routing only: the model does not take it
+        if (
+            serving.candidate is not None
+            and route.rollout_id is not None
+            and (segment is None or segmenter.eligible(segment))
+            and choose(route.rollout_id, key, route.weight) is Variant.CANDIDATE
+        ):
+            return await self._candidate(serving, serving.candidate, route.rollout_id, columns, segment)
+        return self._baseline(serving, columns, segment)
+
+    def _baseline(
+        self, serving: Serving, columns: dict[str, list[Any]], segment: str | None
+    ) -> tuple[Variant, list[Any], list[str]]:
+        """The baseline, inline on the loop's thread: the fast path, and the fallback."""
+        route = serving.route
         # the model runs on this thread, so thread CPU time is its cost (the cost guardrail)
         started, cpu = time.perf_counter(), time.thread_time()
+        series = serving.series.baseline
+        lookup = serving.baseline_cache.lookup(columns) if serving.baseline_cache is not None else None
         try:
-            outputs = serving.model(variant).predict(columns)
+            if lookup is None:
+                outputs = serving.baseline.predict(columns)
+            elif lookup.missing:
+                outputs = lookup.fill(serving.baseline.predict(lookup.missing_columns(columns)))
+            else:
+                outputs = lookup.outputs
+        except RequestError:
+            raise
         except Exception as exc:
-            if variant is Variant.BASELINE:
-                if isinstance(exc, RequestError):
-                    raise
-                log.exception("baseline model of %s failed", route.endpoint)
-                self.recorder.record(route.rollout_id, variant, latency_ms=_ms_since(started), error=True)
-                raise RequestError("the model failed on this input", field="model", status=500) from exc
-            if not isinstance(exc, RequestError):
-                log.warning("candidate model of %s failed: %r", route.endpoint, exc)
-            failed_ms, failed_cpu_ms = _ms_since(started), (time.thread_time() - cpu) * 1e3
-            started, cpu = time.perf_counter(), time.thread_time()
-            # The baseline answers. If it refuses the input too, the client sent it wrong: the
-            # RequestError goes to the client and no variant is charged with an error.
-            outputs = serving.baseline.predict(columns)
-            self.recorder.record(
-                route.rollout_id, Variant.CANDIDATE, latency_ms=failed_ms, error=True, cpu_ms=failed_cpu_ms
-            )
-            variant = Variant.BASELINE
+            log.exception("baseline model of %s failed", route.endpoint)
+            latency_ms = _ms_since(started)
+            self.recorder.record(route.rollout_id, Variant.BASELINE, latency_ms=latency_ms, error=True, segment=segment)
+            series.failed(latency_ms / 1e3)
+            raise RequestError("the model failed on this input", field="model", status=500) from exc
+        latency_ms, scores = _ms_since(started), [score_of(output) for output in outputs]
         ids = self.recorder.record(
             route.rollout_id,
-            variant,
-            latency_ms=_ms_since(started),
+            Variant.BASELINE,
+            latency_ms=latency_ms,
             error=False,
             cpu_ms=(time.thread_time() - cpu) * 1e3,
-            scores=[score_of(output) for output in outputs],
+            scores=scores,
+            sink=series,
+            segment=segment,
+            cache=counted(lookup, series),
         )
-        return variant, outputs, ids
+        series.observe(latency_ms / 1e3, scores)
+        return Variant.BASELINE, outputs, ids
+
+    async def _candidate(
+        self, serving: Serving, candidate: Model, rollout_id: str, columns: dict[str, list[Any]], segment: str | None
+    ) -> tuple[Variant, list[Any], list[str]]:
+        """The candidate within its deadline; on any failure the baseline answers, the failure is
+        counted, and enough of them in a row take the candidate out of this gateway."""
+        started = time.perf_counter()
+        lookup = serving.candidate_cache.lookup(columns) if serving.candidate_cache is not None else None
+        if lookup is not None and not lookup.missing:
+            ran = Ran(lookup.outputs, None, 0.0)
+        else:
+            todo = lookup.missing_columns(columns) if lookup is not None else columns
+            ran = await self.candidates.predict(candidate, todo, serving.guard.deadline)
+            if ran.outputs is not None and lookup is not None:
+                try:
+                    ran = Ran(lookup.fill(ran.outputs), None, ran.cpu_ms)
+                except ValueError as exc:
+                    ran = Ran(None, exc, ran.cpu_ms)
+        series = serving.series.candidate
+        if ran.outputs is not None:
+            serving.guard.success()
+            latency_ms, scores = _ms_since(started), [score_of(output) for output in ran.outputs]
+            ids = self.recorder.record(
+                rollout_id,
+                Variant.CANDIDATE,
+                latency_ms=latency_ms,
+                error=False,
+                cpu_ms=ran.cpu_ms,
+                scores=scores,
+                sink=series,
+                segment=segment,
+                cache=counted(lookup, series),
+            )
+            series.observe(latency_ms / 1e3, scores)
+            return Variant.CANDIDATE, ran.outputs, ids
+        failed_ms = _ms_since(started)
+        if isinstance(ran.error, DeadlineMissed):
+            serving.series.abandoned.inc()
+        if not isinstance(ran.error, RequestError):
+            log.warning("candidate model of %s failed: %r", serving.route.endpoint, ran.error)
+        # The baseline answers. If it refuses the input too, the client sent it wrong: the
+        # RequestError goes to the client and no variant is charged with an error.
+        answer = self._baseline(serving, columns, segment)
+        self.recorder.record(
+            rollout_id, Variant.CANDIDATE, latency_ms=failed_ms, error=True, cpu_ms=ran.cpu_ms, segment=segment
+        )
+        series.failed(failed_ms / 1e3)
+        if serving.guard.failure():
+            self._trip(serving, rollout_id, ran.error)
+        return answer
+
+    def _trip(self, serving: Serving, rollout_id: str, error: BaseException | None) -> None:
+        """Take the candidate out of this gateway now, and tell the controller through the store now."""
+        breaker = serving.guard.breaker
+        assert breaker is not None
+        reason = (
+            f"the candidate failed {breaker.consecutive_failures} times in a row on gateway {self.source} "
+            f"(last: {type(error).__name__}: {error}); the gateway took it out"
+        )
+        log.error("endpoint %s, rollout %s: %s", serving.route.endpoint, rollout_id, reason)
+        self._tripped.add(rollout_id)
+        endpoint = serving.route.endpoint
+        if self.serving.get(endpoint) is serving:
+            self.serving = {**self.serving, endpoint: replace(serving, candidate=None)}
+        serving.series.breaker_trips.inc()
+        serving.series.breaker_open.set(1)
+        serving.series.weight.set(0.0)
+        self.recorder.trip(rollout_id, Variant.CANDIDATE, reason)
+        task = asyncio.get_running_loop().create_task(self.flush())
+        self._tasks.add(task)  # hold a reference until it is done (the loop keeps only weak ones)
+        task.add_done_callback(self._tasks.discard)
 
     async def infer_v2(self, request: Request) -> Response:
         try:
             serving = self._serving(request.path_params["endpoint"])
             body = await self._body(request)
             columns = protocols.v2_columns(body, serving.baseline.columns)
-            variant, outputs, ids = self._predict(serving, request, columns, "inputs")
+            variant, outputs, ids = await self._predict(serving, request, columns, "inputs")
         except RequestError as exc:
             return _error(exc)
         version = serving.version(variant)
@@ -251,7 +328,7 @@ class Gateway:
             serving = self._serving(request.path_params["endpoint"])
             body = await self._body(request)
             columns = protocols.mlflow_columns(body, serving.baseline.columns)
-            variant, outputs, ids = self._predict(serving, request, columns, protocols.mlflow_format(body))
+            variant, outputs, ids = await self._predict(serving, request, columns, protocols.mlflow_format(body))
         except RequestError as exc:
             return _error(exc)
         content = {"predictions": outputs, "prediction_ids": ids, "variant": variant.value}
@@ -271,6 +348,10 @@ class Gateway:
 
     async def live(self, _request: Request) -> Response:
         return _json({"live": True})
+
+    async def prometheus(self, _request: Request) -> Response:
+        body, content_type = self.metrics.exposition()
+        return Response(body, media_type=content_type)
 
     async def model_metadata(self, request: Request) -> Response:
         try:
@@ -299,6 +380,7 @@ class Gateway:
             HttpRoute("/v1/feedback", self.feedback, methods=["POST"]),
             HttpRoute("/v2/health/ready", self.ready, methods=["GET"]),
             HttpRoute("/v2/health/live", self.live, methods=["GET"]),
+            HttpRoute("/metrics", self.prometheus, methods=["GET"]),
         ]
 
 
@@ -321,5 +403,6 @@ def create_app(gateway: Gateway, *, background: list[Callable[[], Any]] | None =
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await gateway.flush()
+            gateway.close()
 
     return Starlette(routes=gateway.routes(), lifespan=lifespan)

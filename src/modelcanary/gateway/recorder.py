@@ -11,10 +11,16 @@ import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from modelcanary.domain.errors import RequestError, UnknownPrediction
 from modelcanary.domain.telemetry import Variant, VariantTelemetry
+
+
+class LabelSink(Protocol):
+    """Told of each label joined to a prediction (the gateway's Prometheus children)."""
+
+    def label(self, label: int) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +28,8 @@ class _Served:
     rollout_id: str | None
     variant: Variant
     bucket: int | None  # score bucket; None when the output had no score
+    sink: LabelSink | None = None
+    segment: str | None = None
 
 
 def score_of(output: Any) -> float | None:
@@ -69,21 +77,39 @@ class Recorder:
         error: bool,
         cpu_ms: float = 0.0,
         scores: Sequence[float | None] = (),
+        sink: LabelSink | None = None,
+        segment: str | None = None,
+        cache: tuple[int, int] = (0, 0),
     ) -> list[str]:
-        """Count one request and remember its rows' predictions; their ids, one per row."""
+        """Count one request (in its segment too, if it has one) and remember its rows'
+        predictions; their ids, one per row."""
         counts = self._variant(rollout_id, variant) if rollout_id is not None else None
+        part = counts.segment(segment) if counts is not None and segment is not None else None
         if counts is not None:
             counts.observe(latency_ms=latency_ms, error=error, cpu_ms=cpu_ms)
+            if cache != (0, 0):  # (hits, misses) in the prediction cache, in rows
+                counts.cache_hits += cache[0]
+                counts.cache_misses += cache[1]
+        if part is not None:
+            part.observe(latency_ms=latency_ms, error=error, cpu_ms=cpu_ms)
         ids = []
         for score in scores:
             prediction_id = f"{self._prefix}-{next(self._counter):x}"
             bucket = counts.observe_score(score) if counts is not None and score is not None else None
-            self._served[prediction_id] = _Served(rollout_id, variant, bucket)
+            if part is not None and score is not None:
+                part.observe_score(score)
+            self._served[prediction_id] = _Served(rollout_id, variant, bucket, sink, segment)
             ids.append(prediction_id)
         while len(self._served) > self._max_predictions:
             self._served.popitem(last=False)
             self.forgotten_predictions += 1
         return ids
+
+    def trip(self, rollout_id: str, variant: Variant, reason: str) -> None:
+        """A circuit breaker took ``variant`` out: counted, with why, for the controller."""
+        counts = self._variant(rollout_id, variant)
+        counts.breaker_trips += 1
+        counts.breaker_reason = counts.breaker_reason or reason
 
     def label(self, items: Sequence[tuple[str, int]]) -> int:
         """Join labels to their predictions, all or none: every id is checked before any is counted."""
@@ -97,10 +123,15 @@ class Recorder:
             seen.add(prediction_id)
         for prediction_id, label in items:
             served = self._served.pop(prediction_id)
+            if served.sink is not None:
+                served.sink.label(label)
             if served.rollout_id is None:
                 self.labels_without_rollout += 1
             elif served.bucket is not None:
-                self._variant(served.rollout_id, served.variant).observe_label(bucket=served.bucket, label=label)
+                counts = self._variant(served.rollout_id, served.variant)
+                counts.observe_label(bucket=served.bucket, label=label)
+                if served.segment is not None:
+                    counts.segment(served.segment).observe_label(bucket=served.bucket, label=label)
         return len(items)
 
     def changed(self) -> list[tuple[str, Variant, VariantTelemetry]]:

@@ -83,3 +83,36 @@ def cost(metric: CostMetric, telemetry: RolloutTelemetry) -> MetricJudgement:
         reason=f"candidate {per_cand:.4g} CPU ms per request {'above' if worse else 'within'} limit {limit:.4g} "
         f"(baseline {per_base:.4g})",
     )
+
+
+def circuit_breaker(telemetry: RolloutTelemetry) -> MetricJudgement | None:
+    """A failed check when any gateway's circuit breaker took the candidate out; None otherwise.
+
+    Not a metric a spec names: every rollout has it, whatever its judge, and it needs no samples.
+
+    >>> from modelcanary.domain.telemetry import RolloutTelemetry
+    >>> telemetry = RolloutTelemetry()
+    >>> circuit_breaker(telemetry) is None
+    True
+    >>> telemetry.candidate.breaker_trips, telemetry.candidate.breaker_reason = 1, "5 failures in a row"
+    >>> circuit_breaker(telemetry).verdict.value
+    'fail'
+    """
+    candidate = telemetry.candidate
+    if candidate.breaker_trips == 0:
+        return None
+    return MetricJudgement(
+        name=CIRCUIT_BREAKER,
+        kind=CIRCUIT_BREAKER,
+        verdict=Verdict.FAIL,
+        baseline=None,
+        candidate=float(candidate.breaker_trips),
+        limit=0.0,
+        baseline_samples=telemetry.baseline.requests,
+        candidate_samples=candidate.requests,
+        unit="gateways that took the candidate out",
+        reason=candidate.breaker_reason or f"the circuit breaker tripped on {candidate.breaker_trips} gateway(s)",
+    )
+
+
+CIRCUIT_BREAKER = "circuit-breaker"

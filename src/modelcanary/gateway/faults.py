@@ -1,0 +1,118 @@
+"""Fault isolation for the candidate: a deadline it can be abandoned at, and a circuit breaker.
+
+The baseline runs inline on the event loop thread, as before: it has nobody to fall back on, and a
+thread hop would cost every request. The candidate runs inline too unless its route gives it a
+deadline; then it runs in a small thread pool and the request waits for it at most that long. A
+thread cannot be killed, so a candidate that hangs keeps its worker busy: once every worker is
+held by an abandoned call, further candidate calls fail at once instead of queueing behind them.
+
+Everything here is touched only on the event loop thread (the pool's done-callbacks are scheduled
+back onto the loop), so nothing needs a lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from modelcanary.domain.spec import CircuitBreaker
+from modelcanary.ports import Model
+
+
+class CandidateFault(Exception):
+    """The candidate did not answer in time, or could not be started."""
+
+
+class DeadlineMissed(CandidateFault):
+    """The candidate did not answer within its deadline; its call was abandoned."""
+
+
+@dataclass
+class Guard:
+    """One rollout's candidate on one gateway: its failures in a row, and whether it is out.
+
+    >>> guard = Guard(CircuitBreaker(consecutive_failures=2))
+    >>> guard.failure(), guard.failure(), guard.tripped
+    (False, True, True)
+    >>> guard = Guard(CircuitBreaker(consecutive_failures=2))
+    >>> guard.failure(), guard.success(), guard.failure(), guard.tripped
+    (False, None, False, False)
+    """
+
+    breaker: CircuitBreaker | None
+    consecutive: int = 0
+    failures: int = 0
+    tripped: bool = False
+
+    @property
+    def deadline(self) -> float | None:
+        return self.breaker.deadline if self.breaker is not None else None
+
+    def success(self) -> None:
+        self.consecutive = 0
+
+    def failure(self) -> bool:
+        """Count one failure; True exactly once, when it trips the breaker."""
+        self.consecutive += 1
+        self.failures += 1
+        if self.breaker is None or self.tripped or self.consecutive < self.breaker.consecutive_failures:
+            return False
+        self.tripped = True
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Ran:
+    """What one candidate call came to: its outputs or its error, and the CPU time it took."""
+
+    outputs: list[Any] | None
+    error: BaseException | None
+    cpu_ms: float
+
+
+def _timed(model: Model, columns: dict[str, list[Any]]) -> Ran:
+    # thread CPU time of the thread the model ran on: its cost, for the cost guardrail
+    cpu = time.thread_time()
+    try:
+        outputs = model.predict(columns)
+    except Exception as exc:
+        return Ran(None, exc, (time.thread_time() - cpu) * 1e3)
+    return Ran(outputs, None, (time.thread_time() - cpu) * 1e3)
+
+
+class CandidateRunner:
+    """Runs candidate predictions: inline without a deadline, in a bounded pool with one."""
+
+    def __init__(self, *, workers: int = 4) -> None:
+        self.workers = workers
+        self.in_flight = 0  # calls started in the pool and not finished, abandoned ones included
+        self.abandoned = 0  # calls that missed their deadline
+        self._pool: ThreadPoolExecutor | None = None
+
+    async def predict(self, model: Model, columns: dict[str, list[Any]], deadline: float | None) -> Ran:
+        if deadline is None:
+            return _timed(model, columns)
+        if self.in_flight >= self.workers:
+            error = CandidateFault(f"not started: {self.in_flight} earlier candidate calls are still running")
+            return Ran(None, error, 0.0)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="modelcanary-candidate")
+        self.in_flight += 1
+        future = asyncio.get_running_loop().run_in_executor(self._pool, _timed, model, columns)
+        future.add_done_callback(self._finished)
+        done, _ = await asyncio.wait((future,), timeout=deadline)
+        if not done:
+            self.abandoned += 1
+            return Ran(None, DeadlineMissed(f"no answer within its deadline of {deadline * 1e3:g} ms"), 0.0)
+        return future.result()
+
+    def _finished(self, _future: asyncio.Future[Ran]) -> None:
+        self.in_flight -= 1
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None

@@ -1,0 +1,70 @@
+"""What the gateway serves: each endpoint's route with its models loaded, and where routes come from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from modelcanary.domain.state import ModelVersion, Route
+from modelcanary.domain.telemetry import Variant
+from modelcanary.gateway.cache import PredictionCache, cache_for
+from modelcanary.gateway.faults import Guard
+from modelcanary.gateway.metrics import EndpointSeries
+from modelcanary.gateway.segments import Segmenter
+from modelcanary.ports import Model, RouteSource
+
+
+@dataclass(frozen=True, slots=True)
+class Serving:
+    """One endpoint's route with its models loaded: what a request needs, swapped in whole."""
+
+    route: Route
+    baseline: Model
+    candidate: Model | None
+    series: EndpointSeries  # its Prometheus children, bound once
+    baseline_cache: PredictionCache | None = None
+    candidate_cache: PredictionCache | None = None
+    segmenter: Segmenter = field(default_factory=Segmenter)  # its segment rules, compiled
+    guard: Guard = field(default_factory=lambda: Guard(None))  # kept across refreshes of the same rollout
+
+    @classmethod
+    def build(
+        cls, route: Route, baseline: Model, candidate: Model | None, *, series: EndpointSeries, old: Serving | None
+    ) -> Serving:
+        """The serving of a new route; what the old one (same endpoint) had that still fits is kept:
+        the breaker's count for the same rollout, the caches of the same models."""
+        same = old is not None and (old.route.rollout_id, old.route.breaker) == (route.rollout_id, route.breaker)
+        return cls(
+            route=route,
+            baseline=baseline,
+            candidate=candidate,
+            series=series,
+            segmenter=Segmenter.for_route(route, baseline.columns),
+            guard=old.guard if same and old is not None else Guard(route.breaker),
+            baseline_cache=cache_for(
+                route.cache, Variant.BASELINE, route.baseline, old.baseline_cache if old else None
+            ),
+            candidate_cache=cache_for(
+                route.cache, Variant.CANDIDATE, route.candidate, old.candidate_cache if old else None
+            ),
+        )
+
+    def version(self, variant: Variant) -> ModelVersion:
+        if variant is Variant.CANDIDATE and self.route.candidate is not None:
+            return self.route.candidate
+        return self.route.baseline
+
+
+class StaticRoutes:
+    """A ``RouteSource`` for endpoints named on the command line, each serving one model with no
+    rollout, with a store's routes (when there is a store) taking precedence endpoint by endpoint:
+    a rollout started on a static endpoint takes it over, and gives it back when it ends."""
+
+    def __init__(self, routes: dict[str, Route], store: RouteSource | None = None) -> None:
+        self._static = routes
+        self._store = store
+
+    def routes_version(self) -> int:
+        return self._store.routes_version() if self._store is not None else 0
+
+    def routes(self) -> dict[str, Route]:
+        return {**self._static, **(self._store.routes() if self._store is not None else {})}

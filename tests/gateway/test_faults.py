@@ -1,0 +1,200 @@
+"""Fault isolation over real HTTP: the real sklearn baseline from the MLflow registry beside a
+candidate that hangs, raises or flips between the two; a real store and a real controller."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from modelcanary.adapters.registry.mlflow import MlflowRegistry
+from modelcanary.controller.loop import Controller
+from modelcanary.controller.operations import start_rollout
+from modelcanary.domain.phases import Phase
+from modelcanary.domain.spec import CircuitBreaker, StickyKey
+from modelcanary.domain.state import ModelVersion, Route
+from modelcanary.engine.analysis import pair
+from modelcanary.gateway.app import VARIANT_HEADER, Gateway
+
+
+@pytest.fixture
+def versions(registry: MlflowRegistry) -> tuple[ModelVersion, ModelVersion]:
+    return registry.resolve("models:/fraud@champion"), registry.resolve("models:/fraud@challenger")
+
+
+def _route(versions: Any, rollout_id: str, breaker: CircuitBreaker) -> Route:
+    return Route(
+        endpoint="fraud",
+        baseline=versions[0],
+        candidate=versions[1],
+        weight=100.0,
+        rollout_id=rollout_id,
+        sticky=StickyKey(header="x-user-id"),
+        breaker=breaker,
+    )
+
+
+def _records(rows: list[dict[str, float]]) -> dict[str, Any]:
+    return {"dataframe_records": rows}
+
+
+def _baseline_says(pyfunc_backend: Any, versions: Any, rows: list[dict[str, float]]) -> list[Any]:
+    model = pyfunc_backend.load(versions[0])
+    return model.predict({name: [row[name] for row in rows] for name in rows[0]})  # type: ignore[no-any-return]
+
+
+def test_a_candidate_past_its_deadline_does_not_hold_the_client(
+    serve: Any, store: Any, pyfunc_backend: Any, versions: Any, mlflow_registry: Any, with_candidate: Any
+) -> None:
+    """The candidate hangs until the test lets it go, which it does only after every response came
+    back: had any request waited for the candidate, it would never have been answered."""
+    release = threading.Event()
+
+    def hangs(inputs: dict[str, list[Any]]) -> list[Any]:
+        release.wait(60)
+        return [[0.5, 0.5] for _ in inputs["amount"]]
+
+    store.put_route(_route(versions, "r-deadline", CircuitBreaker(consecutive_failures=1000, deadline=0.05)))
+    gateway = Gateway(routes=store, backend=with_candidate(hangs), telemetry=store, source="gw-1")
+    running = serve.start(gateway)
+    rows = mlflow_registry.rows[:2]
+    try:
+        with running.client() as http:
+            for who in range(6):
+                response = http.post(
+                    "/v1/endpoints/fraud/invocations", json=_records(rows), headers={"x-user-id": f"u{who}"}
+                )
+                assert response.status_code == 200, response.text
+                assert response.headers[VARIANT_HEADER] == "baseline"
+                assert response.json()["predictions"] == _baseline_says(pyfunc_backend, versions, rows)
+    finally:
+        release.set()
+    running.flush()
+    total = pair(store.read_telemetry("r-deadline"))
+    assert (total.candidate.requests, total.candidate.errors) == (6, 6)
+    assert (total.baseline.requests, total.baseline.errors) == (6, 0)
+    # four workers took the first four calls and were abandoned; the other two were not even started
+    assert gateway.candidates.abandoned == 4
+
+
+def test_a_candidate_within_its_deadline_answers_from_the_pool(
+    serve: Any, store: Any, pyfunc_backend: Any, versions: Any, mlflow_registry: Any, with_candidate: Any
+) -> None:
+    ran_on: set[str] = set()
+
+    def slow(inputs: dict[str, list[Any]]) -> list[Any]:
+        ran_on.add(threading.current_thread().name)
+        time.sleep(0.01)
+        return [[0.25, 0.75] for _ in inputs["amount"]]
+
+    store.put_route(_route(versions, "r-in-time", CircuitBreaker(deadline=30.0)))
+    running = serve.start(Gateway(routes=store, backend=with_candidate(slow), telemetry=store, source="gw-1"))
+    with running.client() as http:
+        for who in range(3):
+            response = http.post(
+                "/v1/endpoints/fraud/invocations", json=_records(mlflow_registry.rows[:2]), headers={"x-user-id": "u"}
+            )
+            assert (response.status_code, response.headers[VARIANT_HEADER]) == (200, "candidate"), who
+            assert response.json()["predictions"] == [[0.25, 0.75], [0.25, 0.75]]
+    assert ran_on and all(name.startswith("modelcanary-candidate") for name in ran_on)
+    running.flush()
+    total = pair(store.read_telemetry("r-in-time"))
+    assert (total.candidate.requests, total.candidate.errors, total.candidate.breaker_trips) == (3, 0, 0)
+    assert total.candidate.cpu_ms > 0  # measured on the worker thread it ran on
+
+
+def test_a_success_resets_the_count_of_failures_in_a_row(
+    serve: Any, store: Any, pyfunc_backend: Any, versions: Any, mlflow_registry: Any, with_candidate: Any
+) -> None:
+    calls = itertools.count()
+
+    def flaky(inputs: dict[str, list[Any]]) -> list[Any]:
+        if next(calls) % 2 == 0:
+            raise RuntimeError("every other call fails")
+        return [[0.9, 0.1] for _ in inputs["amount"]]
+
+    store.put_route(_route(versions, "r-flaky", CircuitBreaker(consecutive_failures=2)))
+    running = serve.start(Gateway(routes=store, backend=with_candidate(flaky), telemetry=store, source="gw-1"))
+    with running.client() as http:
+        seen = [
+            http.post(
+                "/v1/endpoints/fraud/invocations", json=_records(mlflow_registry.rows[:1]), headers={"x-user-id": "u"}
+            ).headers[VARIANT_HEADER]
+            for _ in range(10)
+        ]
+    assert seen == ["baseline", "candidate"] * 5
+    running.flush()
+    total = pair(store.read_telemetry("r-flaky"))
+    assert (total.candidate.requests, total.candidate.errors, total.candidate.breaker_trips) == (10, 5, 0)
+
+
+BREAKING_SPEC = """\
+apiVersion: modelcanary/v1
+kind: Rollout
+spec:
+  endpoint: fraud
+  baseline: models:/fraud@champion
+  candidate: models:/fraud@challenger
+  traffic:
+    stickyKey: {header: x-user-id}
+    circuitBreaker: {consecutiveFailures: 3}
+    steps: [{weight: 100, minRequests: 1000000, minDuration: 1h, maxDuration: 2h}]
+  analysis:
+    metrics: [{kind: error_rate}]
+"""
+
+
+def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("store_url", ["sqlite", "postgresql"], indirect=True)
+def test_consecutive_failures_take_the_candidate_out_and_the_controller_rolls_back(
+    serve: Any, open_store: Any, with_candidate: Any, registry: MlflowRegistry, mlflow_registry: Any
+) -> None:
+    def broken(_inputs: dict[str, list[Any]]) -> list[Any]:
+        raise RuntimeError("candidate crashed")
+
+    store = open_store()
+    state = start_rollout(store, registry, BREAKING_SPEC, source="test", actor="test")
+    controller = Controller(store=store, registry=registry)
+    controller.tick()  # canary, candidate at 100%
+    gateway = Gateway(routes=store, backend=with_candidate(broken), telemetry=store, source="gw-9")
+    running = serve.start(gateway)
+    rows = mlflow_registry.rows[:1]
+
+    def ask(http: httpx.Client, who: int) -> str:
+        response = http.post("/v1/endpoints/fraud/invocations", json=_records(rows), headers={"x-user-id": f"u{who}"})
+        assert response.status_code == 200, response.text
+        return response.headers[VARIANT_HEADER]
+
+    with running.client() as http:
+        assert [ask(http, who) for who in range(5)] == ["baseline"] * 5
+        # the breaker reached the store by itself (no flush called), and only three calls reached the candidate
+        _wait_for(lambda: pair(store.read_telemetry(state.id)).candidate.breaker_trips == 1, "the breaker's report")
+        total = pair(store.read_telemetry(state.id))
+        assert (total.candidate.requests, total.candidate.errors) == (3, 3)
+        assert "failed 3 times in a row on gateway gw-9" in total.candidate.breaker_reason
+        assert "RuntimeError: candidate crashed" in total.candidate.breaker_reason
+
+        # a new routing table (another endpoint appears) does not bring the candidate back
+        store.put_route(Route(endpoint="churn", baseline=state.baseline))
+        version = store.routes_version()
+        _wait_for(lambda: http.get("/v2/health/ready").json()["routes_version"] >= version, "the new routes")
+        assert ask(http, 99) == "baseline"
+        running.flush()
+        assert pair(store.read_telemetry(state.id)).candidate.requests == 3
+
+    controller.tick()
+    rolled, _ = store.get(state.id)
+    assert rolled.phase is Phase.ROLLED_BACK
+    assert rolled.reason.startswith("rolled back: circuit-breaker failed: the candidate failed 3 times in a row")
+    assert store.routes()["fraud"].candidate is None
