@@ -1,5 +1,5 @@
 """The gateway command's options, against a real MLflow registry. (Every rollout and audit
-command, local and remote: test_rollouts.py.)"""
+command, local and remote: test_rollout_commands.py.)"""
 
 from __future__ import annotations
 

@@ -4,10 +4,12 @@ that is not there. Against the control API on a real server on loopback."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_support import running_api
 from click.testing import CliRunner, Result
 
 from modelcanary.cli.main import cli
@@ -39,10 +41,10 @@ def spec_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def server(api_server: tuple[str, Any], tmp_path: Path) -> tuple[str, str]:
+def server(tmp_path: Path, mlflow_registry: Any) -> Iterator[tuple[str, str]]:
     """The server's URL and its store's URL (for ``token create``, which runs where the store is)."""
-    url, _store = api_server
-    return url, f"sqlite:///{tmp_path / 'server.db'}"
+    with running_api(tmp_path, mlflow_registry.uri) as (url, _store):
+        yield url, f"sqlite:///{tmp_path / 'server.db'}"
 
 
 def _token(store_url: str, name: str, role: str, *endpoints: str) -> str:

@@ -1,9 +1,12 @@
-"""A CLI target to run commands on: a local work folder, or the control API served by a real
-uvicorn server on loopback over the same kind of store (SQLite) and a temp-dir MLflow registry."""
+"""What the CLI tests share: a target to run commands on, either a local work folder or the control
+API served by a real uvicorn server on loopback over a SQLite store and the session's MLflow
+registry. (A module, not a conftest.py: pytest's doctest collection imports every conftest.py as
+``conftest``, and one in a folder that sorts before ``tests/conftest.py`` clashes with it.)"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import threading
@@ -13,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pytest
 from click.testing import CliRunner, Result
 
 from modelcanary.cli.main import cli
@@ -69,15 +71,15 @@ def serve_app(app: Any) -> tuple[str, Any, threading.Thread]:
     return f"http://127.0.0.1:{port}", server, thread
 
 
-@pytest.fixture
-def api_server(tmp_path: Path, mlflow_registry: Any) -> Iterator[tuple[str, SqlStore]]:
-    """The control API on a fresh SQLite store in ``tmp_path``: its URL, and the store."""
+@contextlib.contextmanager
+def running_api(workdir: Path, registry_uri: str) -> Iterator[tuple[str, SqlStore]]:
+    """The control API on a fresh SQLite store in ``workdir``: its URL, and the store."""
     from modelcanary.adapters.registry.mlflow import MlflowRegistry
     from modelcanary.adapters.store.sql import SqlStore
     from modelcanary.api.app import create_api
 
-    store = SqlStore(f"sqlite:///{tmp_path / 'server.db'}")
-    url, server, thread = serve_app(create_api(store, MlflowRegistry(mlflow_registry.uri)))
+    store = SqlStore(f"sqlite:///{workdir / 'server.db'}")
+    url, server, thread = serve_app(create_api(store, MlflowRegistry(registry_uri)))
     try:
         yield url, store
     finally:
@@ -93,35 +95,34 @@ def new_token(store: SqlStore, name: str, role: str, endpoints: list[str] | None
     return secret
 
 
-@pytest.fixture(params=["local", "remote"])
-def target(request: pytest.FixtureRequest, tmp_path: Path, mlflow_registry: Any) -> Iterator[Target]:
-    """The same commands, once on a local work folder and once through a control API."""
+@contextlib.contextmanager
+def target_for(kind: str, workdir: Path, registry_uri: str) -> Iterator[Target]:
+    """The same commands, on a local work folder (``local``) or through a control API (``remote``)."""
     from modelcanary.cli.workspace import Workspace
 
     # keep the caller's environment from choosing for the test
     clean: dict[str, str | None] = {name: None for name in os.environ if name.startswith("MODELCANARY_")}
-    if request.param == "local":
-        store = Workspace.at(tmp_path).store()
+    if kind == "local":
+        store = Workspace.at(workdir).store()
         try:
             yield Target(
                 kind="local",
                 store=store,
-                registry_uri=mlflow_registry.uri,
+                registry_uri=registry_uri,
                 actor=f"cli:{os.environ.get('USER') or os.environ.get('LOGNAME') or 'unknown'}",
-                options=["--workdir", str(tmp_path), "--registry", mlflow_registry.uri],
+                options=["--workdir", str(workdir), "--registry", registry_uri],
                 env=clean,
             )
         finally:
             store.close()
         return
-    url, store = request.getfixturevalue("api_server")
-    token = new_token(store, "ci", "approver")
-    yield Target(
-        kind="remote",
-        store=store,
-        registry_uri=mlflow_registry.uri,
-        actor="token:ci",
-        options=["--server", url, "--token", token],
-        env=clean,
-        server=url,
-    )
+    with running_api(workdir, registry_uri) as (url, store):
+        yield Target(
+            kind="remote",
+            store=store,
+            registry_uri=registry_uri,
+            actor="token:ci",
+            options=["--server", url, "--token", new_token(store, "ci", "approver")],
+            env=clean,
+            server=url,
+        )

@@ -10,16 +10,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import pytest
+from cli_support import Target, target_for
 
 from modelcanary.domain.phases import Phase
 from modelcanary.domain.state import Outcome, Transition
 from modelcanary.engine.decide import Command
-
-if TYPE_CHECKING:
-    from tests.cli.conftest import Target
 
 SPEC = """\
 apiVersion: modelcanary/v1
@@ -36,6 +34,12 @@ spec:
   analysis:
     metrics: [{kind: error_rate}]
 """
+
+
+@pytest.fixture(params=["local", "remote"])
+def target(request: pytest.FixtureRequest, tmp_path: Path, mlflow_registry: Any) -> Iterator[Target]:
+    with target_for(request.param, tmp_path, mlflow_registry.uri) as found:
+        yield found
 
 
 @pytest.fixture
