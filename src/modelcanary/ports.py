@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from modelcanary.domain.access import Role, TokenInfo
 from modelcanary.domain.errors import ModelcanaryError
 from modelcanary.domain.state import Action, ModelVersion, Outcome, RolloutState, Route, Transition
 from modelcanary.domain.telemetry import Variant, VariantTelemetry
@@ -115,3 +116,20 @@ class RouteSource(Protocol):
 class History(Protocol):
     def history(self, rollout_id: str) -> list[Transition]:
         """A rollout's transitions, oldest first."""
+
+
+class Tokens(Protocol):
+    def create_token(
+        self, *, name: str, role: Role, endpoints: Sequence[str] | None, actor: str, now: float | None = None
+    ) -> tuple[TokenInfo, str]:
+        """A new token and its secret, which is returned this once and stored only as a hash
+        (audited); ``Conflict`` if the name was ever taken."""
+
+    def token_by_secret(self, secret: str) -> TokenInfo | None:
+        """The live (not revoked) token with this secret, or None."""
+
+    def list_tokens(self) -> list[TokenInfo]:
+        """Every token, revoked ones too, oldest first; never a secret."""
+
+    def revoke_token(self, key: str, *, actor: str, now: float | None = None) -> TokenInfo:
+        """Revoke the token with this id or name (audited); ``NotFound``, or ``Conflict`` if already revoked."""

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
+from modelcanary.cli.admin import register
 from modelcanary.cli.workspace import Workspace
 from modelcanary.domain.errors import ModelcanaryError
 
@@ -61,10 +62,12 @@ def cli(verbose: bool) -> None:
 @click.option("--tick", default=1.0, show_default=True, type=float, help="seconds between controller ticks")
 @_errors_to_exit
 def serve(workdir: str | None, store: str | None, registry: str | None, host: str, port: int, tick: float) -> None:
-    """Run the gateway and the controller in one process (the embedded default)."""
+    """Run the gateway, the controller and the control API (under /api/v1) in one process (the
+    embedded default)."""
     import uvicorn
 
     from modelcanary.adapters.backends.inprocess import InProcessBackend
+    from modelcanary.api.app import create_api, mount_beside
     from modelcanary.controller.loop import Controller
     from modelcanary.gateway.app import Gateway, create_app
 
@@ -78,6 +81,7 @@ def serve(workdir: str | None, store: str | None, registry: str | None, host: st
     )
     controller = Controller(store=state_store, registry=model_registry, holder=_holder())
     app = create_app(gateway, background=[lambda: controller.run(interval_s=tick)])
+    mount_beside(app, create_api(state_store, model_registry))
     click.echo(f"modelcanary serving on http://{host}:{port} (work folder {space.workdir})", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
@@ -352,6 +356,9 @@ def _holder() -> str:
 
 def _actor() -> str:
     return f"cli:{os.environ.get('USER') or os.environ.get('LOGNAME') or 'unknown'}"
+
+
+register(cli, workspace_options=_workspace_options, errors_to_exit=_errors_to_exit, actor=_actor)
 
 
 def main() -> None:

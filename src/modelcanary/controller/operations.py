@@ -33,10 +33,17 @@ class CommandStore(RolloutStore, TelemetryStore, Protocol):
 
 
 def run_command(
-    store: CommandStore, rollout_id: str, command: Command, *, actor: str, now: float | None = None
+    store: CommandStore,
+    rollout_id: str,
+    command: Command,
+    *,
+    actor: str,
+    now: float | None = None,
+    reason: str | None = None,
 ) -> RolloutState:
     """Apply an operator's command and save it with compare-and-set (``Conflict`` if the rollout
-    changed meanwhile, or the command does not fit its phase)."""
+    changed meanwhile, or the command does not fit its phase). The operator's ``reason``, if
+    given, is added to the one the history and the audit log record."""
     state, text = store.get(rollout_id)
     requests = pair(store.read_telemetry(rollout_id)).candidate.requests
     outcome = apply_command(
@@ -47,4 +54,12 @@ def run_command(
         now=time.time() if now is None else now,
         candidate_requests=requests,
     )
+    if reason and outcome.transition is not None:
+        because = f"{outcome.transition.reason}: {reason}"
+        outcome = outcome.model_copy(
+            update={
+                "state": outcome.state.model_copy(update={"reason": because}),
+                "transition": outcome.transition.model_copy(update={"reason": because}),
+            }
+        )
     return store.save(outcome, expected_version=state.version)

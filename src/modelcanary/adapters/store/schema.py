@@ -100,9 +100,20 @@ audit_head = sa.Table(  # the chain's length and last hash, moved with every app
     sa.Column("count", sa.Integer, nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
 )
+tokens = sa.Table(  # control API tokens (0005): a hash of each secret, never the secret
+    "tokens",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("endpoints", sa.Text),  # a JSON list of endpoint names; NULL for every endpoint
+    sa.Column("hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float),
+)
 
 GENESIS = "0" * 64
-HEAD = "0004"  # the newest migration in migrations/versions (tests check that they agree)
+HEAD = "0005"  # the newest migration in migrations/versions (tests check that they agree)
 MIGRATIONS = Path(__file__).parent / "migrations"
 # PostgreSQL advisory-lock keys: one serialises schema upgrades, one the audit chain's appends
 MIGRATION_LOCK, AUDIT_LOCK = 0x6D63_0001, 0x6D63_0002

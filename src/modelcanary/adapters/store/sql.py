@@ -37,6 +37,7 @@ from modelcanary.adapters.store.schema import (
     telemetry,
     transitions,
 )
+from modelcanary.adapters.store.tokens import TokenTable
 from modelcanary.domain.errors import Conflict, Fenced, ModelcanaryError, NotFound, StoreError
 from modelcanary.domain.state import Action, Outcome, RolloutState, Route, Transition
 from modelcanary.domain.telemetry import Variant, VariantTelemetry
@@ -61,8 +62,8 @@ def _chunks(items: Sequence[str], size: int = 500) -> list[Sequence[str]]:
     return [items[start : start + size] for start in range(0, len(items), size)]
 
 
-class SqlStore:
-    """Implements RolloutStore, ActionQueue, TelemetryStore, RouteSource, History and Leases."""
+class SqlStore(TokenTable):
+    """Implements RolloutStore, ActionQueue, TelemetryStore, RouteSource, History, Leases and Tokens."""
 
     def __init__(self, url: str) -> None:
         self.url = normalise_url(url)

@@ -1,0 +1,122 @@
+"""The API's request and response bodies. Responses are declared so that the OpenAPI schema says
+exactly what a client gets, and a schema check of real responses means something. Shapes that
+mirror a domain model are derived from it, so the two cannot drift apart."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, Field, create_model
+
+from modelcanary.domain.access import Role
+from modelcanary.domain.judgement import Judgement, Verdict
+from modelcanary.domain.state import RolloutState, Transition
+
+
+def _without(model: type[BaseModel], name: str, *, drop: set[str], add: dict[str, Any] | None = None) -> Any:
+    fields: dict[str, Any] = {
+        field: (info.annotation, info) for field, info in model.model_fields.items() if field not in drop
+    }
+    return create_model(name, **fields, **(add or {}))
+
+
+if TYPE_CHECKING:  # to mypy, the models they are derived from
+    Rollout = RolloutState
+    JudgementView = Judgement
+else:
+    # the rollout as the API shows it: its state without the judge's private memory
+    Rollout = _without(RolloutState, "Rollout", drop={"judge_memory"})
+    # with the verdict, a property of the domain model, as a field
+    JudgementView = _without(Judgement, "Judgement", drop=set(), add={"verdict": (Verdict, ...)})
+
+
+class Health(BaseModel):
+    ok: bool
+
+
+class StartRequest(BaseModel):
+    spec: str = Field(description="the rollout spec's YAML text")
+    source: str | None = Field(None, max_length=200, description="a name for the spec in error messages")
+
+
+class CommandRequest(BaseModel):
+    reason: str | None = Field(None, max_length=2000, description="why; recorded in the history and audit log")
+
+
+class RolloutDetail(BaseModel):
+    rollout: Rollout
+    spec: str
+
+
+class PerVariant(BaseModel):
+    baseline: int
+    candidate: int
+
+
+class Report(BaseModel):
+    rollout: Rollout
+    judgement: JudgementView
+    requests: PerVariant
+    labels: PerVariant
+    history: list[Transition]
+
+
+class VariantCounts(BaseModel):
+    requests: int
+    errors: int
+    cpu_ms: float
+    latency_counts: list[int]
+    score_counts: list[int]
+    positive_label_scores: list[int]
+    negative_label_scores: list[int]
+
+
+class Telemetry(BaseModel):
+    baseline: VariantCounts
+    candidate: VariantCounts
+
+
+class AuditEvent(BaseModel):
+    id: int
+    at: float
+    actor: str
+    action: str
+    rollout_id: str | None
+    detail: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+class BrokenLink(BaseModel):
+    id: int
+    position: int
+    reason: str
+
+
+class AuditVerify(BaseModel):
+    ok: bool
+    count: int
+    broken: BrokenLink | None
+
+
+class TokenRequest(BaseModel):
+    name: str = Field(description="unique, shown as the actor token:NAME; 1-64 letters, digits, _ . @ -")
+    role: Role
+    endpoints: list[str] | None = Field(None, description="the endpoints this token may see and act on; null: all")
+
+
+class Token(BaseModel):
+    id: str
+    name: str
+    role: Role
+    endpoints: list[str] | None
+    created_at: float
+    revoked_at: float | None
+
+
+class NewToken(BaseModel):
+    id: str
+    name: str
+    role: Role
+    endpoints: list[str] | None
+    token: str = Field(description="the secret, shown this once: the store keeps only its hash")

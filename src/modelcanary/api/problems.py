@@ -1,0 +1,98 @@
+"""Errors as ``application/problem+json`` (RFC 9457), one shape for every failure the API reports:
+``{"type", "title", "status", "detail", "field"}``, where ``field`` names the request field at
+fault when there is one. Domain errors map to statuses here, in one table."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+
+from modelcanary.domain.errors import (
+    Conflict,
+    ModelcanaryError,
+    NotFound,
+    RegistryError,
+    RequestError,
+    SpecError,
+    StoreError,
+)
+
+MEDIA_TYPE = "application/problem+json"
+
+
+class Problem(BaseModel):
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    field: str | None = None
+
+
+def problem(
+    status: int, detail: str, *, field: str | None = None, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    body = Problem(title=HTTPStatus(status).phrase, status=status, detail=detail, field=field)
+    return JSONResponse(body.model_dump(), status_code=status, media_type=MEDIA_TYPE, headers=dict(headers or {}))
+
+
+def status_of(exc: ModelcanaryError) -> int:
+    """
+    >>> status_of(NotFound("x")), status_of(SpecError([])), status_of(RequestError("x", status=404))
+    (404, 422, 404)
+    """
+    if isinstance(exc, RequestError):
+        return exc.status
+    if isinstance(exc, SpecError | RegistryError):
+        return 422  # the spec is invalid, or names a model the registry does not hold
+    if isinstance(exc, NotFound):
+        return 404
+    if isinstance(exc, Conflict):
+        return 409
+    if isinstance(exc, StoreError):
+        return 503
+    return 400
+
+
+def _field(exc: ModelcanaryError) -> str | None:
+    if isinstance(exc, RequestError):
+        return exc.field
+    if isinstance(exc, SpecError | RegistryError):
+        return "spec"
+    return None
+
+
+async def _domain(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ModelcanaryError)
+    return problem(status_of(exc), str(exc), field=_field(exc))
+
+
+async def _http(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    return problem(exc.status_code, str(exc.detail), headers=exc.headers)
+
+
+async def _validation(_request: Request, exc: Exception) -> JSONResponse:
+    """Every invalid field, each named by its place in the request (``body.role``, ``query.active``)."""
+    assert isinstance(exc, RequestValidationError)
+    errors: list[Any] = list(exc.errors())
+    places = [".".join(str(part) for part in error.get("loc", ())) for error in errors]
+    detail = "; ".join(f"{place}: {error.get('msg', 'invalid')}" for place, error in zip(places, errors, strict=True))
+    return problem(422, detail or "invalid request", field=places[0] if places else None)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(ModelcanaryError, _domain)
+    app.add_exception_handler(HTTPException, _http)
+    app.add_exception_handler(RequestValidationError, _validation)
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI entries for a route's error statuses, each a ``Problem``."""
+    return {status: {"model": Problem, "description": HTTPStatus(status).phrase} for status in statuses}
