@@ -4,11 +4,11 @@ mirror a domain model are derived from it, so the two cannot drift apart."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, Field, create_model
 
-from modelcanary.domain.access import Role
+from modelcanary.domain.access import TOKEN_NAME, Role
 from modelcanary.domain.judgement import Judgement, Verdict
 from modelcanary.domain.state import RolloutState, Transition
 
@@ -100,9 +100,14 @@ class AuditVerify(BaseModel):
 
 
 class TokenRequest(BaseModel):
-    name: str = Field(description="unique, shown as the actor token:NAME; 1-64 letters, digits, _ . @ -")
+    name: str = Field(
+        pattern=f"^{TOKEN_NAME.pattern}$",
+        description="unique, shown as the actor token:NAME; 1-64 letters, digits, _ . @ -",
+    )
     role: Role
-    endpoints: list[str] | None = Field(None, description="the endpoints this token may see and act on; null: all")
+    endpoints: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        None, min_length=1, description="the endpoints this token may see and act on; null: all"
+    )
 
 
 class Token(BaseModel):

@@ -1,0 +1,175 @@
+"""Auth over the real app: every route but health refuses a missing, unknown or revoked token
+(the routes are read from the app's own OpenAPI schema, so a new one cannot slip past), each role
+gets exactly its routes, tokens limited to endpoints see and touch only those, and secrets are
+shown once and stored only as hashes."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from api_support import Api, spec_for
+
+from modelcanary.adapters.store.schema import tokens
+from modelcanary.domain.access import Role
+
+# the least role each operation needs; every operation of the schema but health must be listed
+NEEDS = {
+    ("get", "/api/v1/rollouts"): Role.VIEWER,
+    ("post", "/api/v1/rollouts"): Role.OPERATOR,
+    ("get", "/api/v1/rollouts/{rollout_id}"): Role.VIEWER,
+    ("get", "/api/v1/rollouts/{rollout_id}/report"): Role.VIEWER,
+    ("get", "/api/v1/rollouts/{rollout_id}/telemetry"): Role.VIEWER,
+    ("post", "/api/v1/rollouts/{rollout_id}/pause"): Role.OPERATOR,
+    ("post", "/api/v1/rollouts/{rollout_id}/resume"): Role.OPERATOR,
+    ("post", "/api/v1/rollouts/{rollout_id}/abort"): Role.OPERATOR,
+    ("post", "/api/v1/rollouts/{rollout_id}/promote"): Role.APPROVER,
+    ("post", "/api/v1/rollouts/{rollout_id}/approve"): Role.APPROVER,
+    ("get", "/api/v1/audit"): Role.VIEWER,
+    ("get", "/api/v1/audit/verify"): Role.VIEWER,
+    ("post", "/api/v1/tokens"): Role.ADMIN,
+    ("get", "/api/v1/tokens"): Role.ADMIN,
+    ("delete", "/api/v1/tokens/{token_id}"): Role.ADMIN,
+}
+
+
+def _operations(api: Api) -> list[tuple[str, str]]:
+    schema = api.client.get("/api/v1/openapi.json").json()
+    return sorted((method, path) for path, item in schema["paths"].items() for method in item)
+
+
+def test_the_schema_has_exactly_the_contracts_routes_each_declaring_bearer_auth(api: Api) -> None:
+    operations = _operations(api)
+    assert set(operations) == {*NEEDS, ("get", "/api/v1/health")}
+    schema = api.client.get("/api/v1/openapi.json").json()
+    for method, path in NEEDS:
+        assert schema["paths"][path][method]["security"] == [{"HTTPBearer": []}], (method, path)
+
+
+def test_every_route_but_health_is_401_without_a_valid_token(api: Api) -> None:
+    revoked = api.token("gone", Role.ADMIN)
+    api.store.revoke_token("gone", actor="test")
+    rollout_id = api.start()
+    refused = []
+    for method, path in _operations(api):
+        if path == "/api/v1/health":
+            continue
+        url = path.replace("{rollout_id}", rollout_id).replace("{token_id}", "gone")
+        for header in (
+            {},
+            {"Authorization": "Bearer mc_not-a-token"},
+            {"Authorization": f"Bearer {revoked}"},
+            {"Authorization": f"Basic {api.secrets['admin']}"},
+        ):
+            # a malformed body must not get a 422 past the missing token
+            response = api.client.request(method, url, headers=header, content=b"{not json")
+            problem = response.json()
+            if (
+                response.status_code != 401
+                or response.headers["content-type"] != "application/problem+json"
+                or response.headers["www-authenticate"] != 'Bearer realm="modelcanary"'
+                or problem["status"] != 401
+            ):
+                refused.append((method, url, header, response.status_code, problem))
+    assert refused == []
+    assert api.client.get("/api/v1/health").json() == {"ok": True}
+    assert api.client.get("/api/v1/no-such-route").status_code == 401  # unknown paths reveal nothing either
+    assert api.store.list_rollouts()[0].phase.value == "pending"  # nothing was done
+
+
+def test_each_role_may_do_exactly_what_its_rank_allows(api: Api) -> None:
+    rollout_id = api.start()
+    wrong = []
+    for (method, path), needed in NEEDS.items():
+        url = path.replace("{rollout_id}", rollout_id).replace("{token_id}", "no-such-token")
+        body = {"name": "x", "role": "sideways"} if path == "/api/v1/tokens" else {"spec": ": bad"}
+        for role in Role:
+            response = api.call(role.value, method, url, json=body if method == "post" else None)
+            allowed = role.allows(needed)
+            if allowed == (response.status_code == 403) or response.status_code == 401:
+                wrong.append((method, url, role.value, response.status_code, response.json()))
+            if not allowed:
+                assert f"needs {needed.value} or above" in response.json()["detail"]
+    assert wrong == []
+
+
+def test_a_token_limited_to_endpoints_sees_and_acts_only_on_them(api: Api) -> None:
+    fraud = api.start("admin")
+    churn = api.start("admin", spec_for("churn"))
+    api.token("fraud-team", Role.APPROVER, endpoints=["fraud"])
+    team = "fraud-team"
+
+    assert [r["id"] for r in api.call(team, "GET", "/api/v1/rollouts").json()] == [fraud]
+    assert {r["id"] for r in api.call("viewer", "GET", "/api/v1/rollouts").json()} == {fraud, churn}
+    for suffix in ("", "/report", "/telemetry"):
+        assert api.call(team, "GET", f"/api/v1/rollouts/{fraud}{suffix}").status_code == 200
+        hidden = api.call(team, "GET", f"/api/v1/rollouts/{churn}{suffix}")
+        assert (hidden.status_code, hidden.json()["detail"]) == (404, f"no rollout {churn!r}")
+    assert api.call(team, "GET", "/api/v1/audit", params={"rollout": churn}).status_code == 404
+    assert {e["rollout_id"] for e in api.call(team, "GET", "/api/v1/audit").json()} == {fraud}
+
+    refused = api.call(team, "POST", f"/api/v1/rollouts/{churn}/pause")
+    assert (refused.status_code, refused.json()["detail"]) == (
+        403,
+        "token 'fraud-team' may not act on endpoint 'churn'",
+    )
+    assert api.call(team, "POST", f"/api/v1/rollouts/{fraud}/pause").json()["paused"] is True
+    api.call("admin", "POST", f"/api/v1/rollouts/{fraud}/abort")
+    assert api.call(team, "POST", "/api/v1/rollouts", json={"spec": spec_for("churn-2")}).status_code == 403
+    assert api.call(team, "POST", "/api/v1/rollouts", json={"spec": spec_for("fraud")}).status_code == 201
+    assert not api.store.get(churn)[0].paused
+
+
+def test_an_admin_limited_to_endpoints_cannot_make_a_wider_token(api: Api) -> None:
+    api.token("fraud-admin", Role.ADMIN, endpoints=["fraud"])
+    wider = api.call("fraud-admin", "POST", "/api/v1/tokens", json={"name": "all", "role": "viewer"})
+    assert wider.status_code == 403
+    narrow = {"name": "fraud-viewer", "role": "viewer", "endpoints": ["fraud"]}
+    assert api.call("fraud-admin", "POST", "/api/v1/tokens", json=narrow).status_code == 201
+    listed = [t["name"] for t in api.call("fraud-admin", "GET", "/api/v1/tokens").json()]
+    assert listed == ["fraud-admin", "fraud-viewer"]
+    assert api.call("fraud-admin", "DELETE", f"/api/v1/tokens/{api.store.list_tokens()[0].id}").status_code == 403
+
+
+def test_a_token_is_shown_once_stored_hashed_and_revoking_it_stops_it_at_once(api: Api) -> None:
+    created = api.call("admin", "POST", "/api/v1/tokens", json={"name": "ci", "role": "operator"})
+    assert created.status_code == 201
+    body = created.json()
+    secret = body.pop("token")
+    assert secret.startswith("mc_")
+    assert body == {"id": body["id"], "name": "ci", "role": "operator", "endpoints": None}
+    headers = {"Authorization": f"Bearer {secret}"}
+    assert api.client.get("/api/v1/rollouts", headers=headers).status_code == 200
+
+    listed = api.call("admin", "GET", "/api/v1/tokens")
+    assert secret not in listed.text and "token" not in listed.json()[-1]
+    with api.store.engine.connect() as conn:
+        stored = conn.execute(sa.select(tokens)).all()
+    audit = api.call("admin", "GET", "/api/v1/audit")
+    assert audit.status_code == 200
+    dump = "\n".join(str(row) for row in stored) + audit.text
+    assert secret not in dump and secret[3:] not in dump
+
+    again = api.call("admin", "POST", "/api/v1/tokens", json={"name": "ci", "role": "viewer"})
+    assert again.status_code == 409
+    revoked = api.call("admin", "DELETE", f"/api/v1/tokens/{body['id']}")
+    assert revoked.status_code == 200 and revoked.json()["revoked_at"] is not None
+    assert api.client.get("/api/v1/rollouts", headers=headers).status_code == 401
+    assert api.call("admin", "DELETE", f"/api/v1/tokens/{body['id']}").status_code == 409
+    assert api.call("admin", "DELETE", "/api/v1/tokens/nobody").status_code == 404
+    actions = [(e["actor"], e["action"], e["detail"]["name"]) for e in api.store.audit_events()[-2:]]
+    assert actions == [("token:admin", "token.create", "ci"), ("token:admin", "token.revoke", "ci")]
+
+
+def test_a_bad_token_request_names_the_field(api: Api) -> None:
+    for body, field in [
+        ({"name": "ci", "role": "root"}, "body.role"),
+        ({"role": "viewer"}, "body.name"),
+        ({"name": "has space", "role": "viewer"}, "body.name"),
+        ({"name": "ci", "role": "viewer", "endpoints": []}, "body.endpoints"),
+        ({"name": "ci", "role": "viewer", "endpoints": ["fraud", ""]}, "body.endpoints.1"),
+    ]:
+        response = api.call("admin", "POST", "/api/v1/tokens", json=body)
+        assert (response.status_code, response.json()["field"]) == (422, field), response.json()
+    assert (
+        "'viewer', 'operator', 'approver' or 'admin'"
+        in api.call("admin", "POST", "/api/v1/tokens", json={"name": "ci", "role": "root"}).json()["detail"]
+    )

@@ -1,0 +1,118 @@
+"""Rollouts through the control API: start from a spec, read, steer, report, telemetry and the
+audit log, with every change recorded under the token that made it."""
+
+from __future__ import annotations
+
+from api_support import SPEC, Api
+
+from modelcanary.domain.access import Role
+from modelcanary.domain.telemetry import Variant, VariantTelemetry
+
+
+def test_start_pause_resume_abort_records_each_token_as_the_actor(api: Api) -> None:
+    api.token("ann", Role.OPERATOR)
+    started = api.call("ann", "POST", "/api/v1/rollouts", json={"spec": SPEC, "source": "fraud.yaml"})
+    assert started.status_code == 201
+    rollout = started.json()
+    rollout_id = rollout["id"]
+    assert (rollout["phase"], rollout["endpoint"], rollout["candidate"]["version"]) == ("pending", "fraud", "2")
+    assert "judge_memory" not in rollout
+
+    paused = api.call("ann", "POST", f"/api/v1/rollouts/{rollout_id}/pause", json={"reason": "on-call is busy"})
+    assert paused.status_code == 200 and paused.json()["paused"] is True
+    assert paused.json()["reason"] == "paused by token:ann: on-call is busy"
+    again = api.call("ann", "POST", f"/api/v1/rollouts/{rollout_id}/pause")
+    assert (again.status_code, again.json()["detail"]) == (409, f"rollout {rollout_id} is already paused")
+    resumed = api.call("operator", "POST", f"/api/v1/rollouts/{rollout_id}/resume")
+    assert resumed.json()["paused"] is False
+    aborted = api.call("admin", "POST", f"/api/v1/rollouts/{rollout_id}/abort", json=None)
+    assert aborted.json()["phase"] == "aborted"
+
+    detail = api.call("viewer", "GET", f"/api/v1/rollouts/{rollout_id}").json()
+    assert detail["spec"] == SPEC and detail["rollout"]["phase"] == "aborted"
+    report = api.call("viewer", "GET", f"/api/v1/rollouts/{rollout_id}/report").json()
+    assert [(t["actor"], t["reason"]) for t in report["history"]] == [
+        ("token:ann", "paused by token:ann: on-call is busy"),
+        ("token:operator", "resumed by token:operator"),
+        ("token:admin", "aborted by token:admin"),
+    ]
+    events = api.call("viewer", "GET", "/api/v1/audit", params={"rollout": rollout_id}).json()
+    assert [(e["actor"], e["action"]) for e in events] == [
+        ("token:ann", "rollout.create"),
+        ("token:ann", "rollout.pending"),
+        ("token:operator", "rollout.pending"),
+        ("token:admin", "rollout.aborted"),
+    ]
+    assert api.call("viewer", "GET", "/api/v1/audit/verify").json() == {
+        "ok": True,
+        "count": len(api.store.audit_events()),
+        "broken": None,
+    }
+    finished = api.call("admin", "POST", f"/api/v1/rollouts/{rollout_id}/resume")
+    assert finished.status_code == 409 and "has ended (aborted)" in finished.json()["detail"]
+
+
+def test_a_bad_spec_is_422_naming_each_field_with_its_line_and_saves_nothing(api: Api) -> None:
+    bad = SPEC.replace("weight: 5", "weight: 500").replace("kind: error_rate", "kind: nonsense")
+    response = api.call("operator", "POST", "/api/v1/rollouts", json={"spec": bad, "source": "team/fraud.yaml"})
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["field"] == "spec" and problem["title"] == "Unprocessable Entity"
+    assert problem["detail"].startswith("invalid rollout spec team/fraud.yaml:\n")
+    assert "spec.traffic.steps[0].weight (line 10): Input should be less than or equal to 100" in problem["detail"]
+    assert "(line 12)" in problem["detail"]  # the metric's kind, on its own line
+    unknown = api.call("operator", "POST", "/api/v1/rollouts", json={"spec": SPEC.replace("fraud/2", "fraud/99")})
+    assert unknown.status_code == 422 and "models:/fraud/99" in unknown.json()["detail"]
+    missing = api.call("operator", "POST", "/api/v1/rollouts", json={"source": "x"})
+    assert (missing.status_code, missing.json()["field"]) == (422, "body.spec")
+    assert api.store.list_rollouts() == []
+
+
+def test_a_second_rollout_on_a_busy_endpoint_is_409_and_lists_filter_by_activity(api: Api) -> None:
+    first = api.start()
+    busy = api.call("operator", "POST", "/api/v1/rollouts", json={"spec": SPEC})
+    assert busy.status_code == 409 and first in busy.json()["detail"]
+    assert [r["id"] for r in api.call("viewer", "GET", "/api/v1/rollouts?active=true").json()] == [first]
+    assert api.call("viewer", "GET", "/api/v1/rollouts?active=false").json() == []
+    api.call("operator", "POST", f"/api/v1/rollouts/{first}/abort")
+    second = api.start()
+    assert [r["id"] for r in api.call("viewer", "GET", "/api/v1/rollouts").json()] == [second, first]
+    assert [r["id"] for r in api.call("viewer", "GET", "/api/v1/rollouts?active=false").json()] == [first]
+    bad = api.call("viewer", "GET", "/api/v1/rollouts?active=maybe")
+    assert (bad.status_code, bad.json()["field"]) == (422, "query.active")
+
+
+def test_promote_and_approve_are_409_when_they_do_not_fit_the_phase(api: Api) -> None:
+    rollout_id = api.start()
+    promote = api.call("approver", "POST", f"/api/v1/rollouts/{rollout_id}/promote")
+    assert (promote.status_code, promote.json()["detail"]) == (
+        409,
+        f"rollout {rollout_id} has not started yet; it cannot be promoted",
+    )
+    approve = api.call("approver", "POST", f"/api/v1/rollouts/{rollout_id}/approve")
+    assert approve.status_code == 409 and "not awaiting approval" in approve.json()["detail"]
+    assert api.call("approver", "POST", "/api/v1/rollouts/nope/approve").status_code == 404
+
+
+def test_report_and_telemetry_show_the_stored_counts_and_every_metrics_evidence(api: Api) -> None:
+    rollout_id = api.start()
+    baseline, candidate = VariantTelemetry(), VariantTelemetry()
+    for index in range(40):
+        baseline.observe(latency_ms=5.0 + index)
+        candidate.observe(latency_ms=7.0, error=index % 10 == 0)
+    api.store.write_telemetry(
+        "gw-1", [(rollout_id, Variant.BASELINE, baseline), (rollout_id, Variant.CANDIDATE, candidate)]
+    )
+
+    telemetry = api.call("viewer", "GET", f"/api/v1/rollouts/{rollout_id}/telemetry").json()
+    assert telemetry == {"baseline": baseline.to_json(), "candidate": candidate.to_json()}
+    report = api.call("viewer", "GET", f"/api/v1/rollouts/{rollout_id}/report").json()
+    assert report["requests"] == {"baseline": 40, "candidate": 40}
+    [metric] = report["judgement"]["metrics"]
+    assert metric["kind"] == "error_rate"
+    assert (metric["baseline_samples"], metric["candidate_samples"]) == (40, 40)
+    assert metric["candidate"] == 0.1 and metric["baseline"] == 0.0
+    assert {"e_value", "bound", "limit", "verdict", "reason"} <= set(metric)
+    assert report["judgement"]["verdict"] in {"pass", "fail", "inconclusive", "no_data"}
+    assert report["rollout"]["id"] == rollout_id and report["history"] == []
