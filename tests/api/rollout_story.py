@@ -1,15 +1,14 @@
 """A rollout with a story, for the dashboard and report tests: started by a person on the real MLflow
 registry, driven by a real controller on a hand-moved clock over telemetry written through a real
-SQLite store, so its history, judgements, telemetry and audit trail are all real."""
+SQLite store, so its history, judgements, telemetry and audit trail are all real. The fixtures are
+imported by conftest.py."""
 
 from __future__ import annotations
 
 import json
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -102,20 +101,17 @@ class Story:
 
 
 @pytest.fixture
-def story(tmp_path: Path, registry: MlflowRegistry) -> Iterator[Story]:
+def story(store: SqlStore, registry: MlflowRegistry) -> Story:
     """A rollout at step 1 (10%), with a first look's telemetry judged; the clock stands near now."""
     start = time.time() - 600
-    story = Story(store=SqlStore(f"sqlite:///{tmp_path / 'modelcanary.db'}"), registry=registry, now=start)
+    story = Story(store=store, registry=registry, now=start)
     state = start_rollout(story.store, registry, story_spec(), source="story.yaml", actor=STARTER, now=start)
     story.rollout_id = state.id
     (entered,) = story.tick(start + 1)
     assert entered.phase is Phase.CANARY
     story.telemetry(counts(1000, correct=450, wrong=50), counts(20, correct=9, wrong=1))
     assert story.tick(start + 5) == []
-    try:
-        yield story
-    finally:
-        story.store.close()
+    return story
 
 
 @pytest.fixture

@@ -342,7 +342,8 @@
       .map((w) => `<line x1="${L}" x2="${W - R}" y1="${y(w)}" y2="${y(w)}" stroke="#eee"/>
         <text x="${L - 4}" y="${y(w) + 4}" text-anchor="end">${w}%</text>`)
       .join("");
-    return svg("candidate weight over time", grid + timeAxis(end, x) +
+    const frame = `<rect x="${L}" y="${T}" width="${W - L - R}" height="${H - T - B}" fill="none" stroke="#ddd"/>`;
+    return svg("candidate weight over time", frame + grid + timeAxis(end, x) +
       `<path id="weight-line" d="${path}" fill="none" stroke="${COLOURS[0]}" stroke-width="2"/>`);
   }
 
@@ -383,14 +384,16 @@
 
   function timeAxis(end, x) {
     return [0, 1, 2, 3, 4]
-      .map((i) => `<text x="${x((end * i) / 4)}" y="${H - B + 16}" text-anchor="middle">${duration((end * i) / 4)}</text>`)
+      .map((i) => {
+        const anchor = i === 0 ? "start" : i === 4 ? "end" : "middle"; // the ends stay inside the frame
+        return `<text x="${x((end * i) / 4)}" y="${H - B + 16}" text-anchor="${anchor}">${duration((end * i) / 4)}</text>`;
+      })
       .join("");
   }
 
   function svg(label, body, height = H) {
     return `<svg role="img" aria-label="${esc(label)}" width="${W}" height="${height}" viewBox="0 0 ${W} ${height}">
-      <rect x="${L}" y="${T}" width="${W - L - R}" height="${H - T - B}" fill="none" stroke="#ddd"
-        ${height === H ? "" : 'visibility="hidden"'}/>${body}</svg>`;
+      ${body}</svg>`;
   }
 
   // -- formatting -------------------------------------------------------------------------------
