@@ -208,6 +208,13 @@ def test_the_dashboard_in_a_real_browser(browser: Any, story: Any, registry: Any
         if os.environ.get("MODELCANARY_DASHBOARD_SCREENSHOT"):  # to refresh docs/img/dashboard.png
             shutil.copy(shot, os.environ["MODELCANARY_DASHBOARD_SCREENSHOT"])
 
+        # the post-mortem report, fetched with the token and saved as a file
+        with page.expect_download() as download:
+            page.click("#download-report")
+        assert download.value.suggested_filename == f"{story.rollout_id}.html"
+        saved = Path(download.value.path()).read_text()
+        assert "<b>CANARY (paused)</b>" in saved and "paused by token:carol" in saved
+
         # a revoked token sends the person back to the form, which says why
         store.revoke_token("carol", actor="test")
         expect(page.locator("#login-error")).to_contain_text("refused this token")
