@@ -25,8 +25,8 @@ from modelcanary.api.problems import MEDIA_TYPE, install, responses
 from modelcanary.controller.operations import run_command, start_rollout
 from modelcanary.controller.report import rollout_report
 from modelcanary.domain.access import Role, TokenInfo
-from modelcanary.domain.errors import NotFound
-from modelcanary.domain.spec import load_spec
+from modelcanary.domain.errors import NotFound, SpecError
+from modelcanary.domain.spec import RolloutSpec, load_spec
 from modelcanary.domain.state import RolloutState
 from modelcanary.engine.analysis import pair
 from modelcanary.engine.decide import Command
@@ -45,6 +45,18 @@ Viewer = Annotated[TokenInfo, Depends(require(Role.VIEWER))]
 Operator = Annotated[TokenInfo, Depends(require(Role.OPERATOR))]
 Admin = Annotated[TokenInfo, Depends(require(Role.ADMIN))]
 AUTHED = (401, 403, 422)  # what any route behind auth may answer, besides its own
+BODY = 400  # a request body that is not even text (FastAPI: "There was an error parsing the body")
+
+
+def _parse(text: str, source: str) -> RolloutSpec:
+    """``load_spec``, with the YAML reader's own errors (a control character, say), which it lets
+    through, reported as the spec's fault too."""
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        return load_spec(text, source=source)
+    except YAMLError as exc:
+        raise SpecError([("yaml", str(exc).replace("\n", " "))], source=source) from exc
 
 
 def _shown(state: RolloutState) -> dict[str, Any]:
@@ -72,12 +84,12 @@ def rollout_routes(store: SqlStore, registry: Registry) -> APIRouter:
             states = [state for state in states if state.phase.is_terminal()]
         return [_shown(state) for state in states if token.sees(state.endpoint)]
 
-    @router.post("", status_code=201, response_model=models.Rollout, responses=responses(*AUTHED, 409))
+    @router.post("", status_code=201, response_model=models.Rollout, responses=responses(*AUTHED, BODY, 409))
     def start(token: Operator, request: models.StartRequest) -> Any:
         """Validate the spec, resolve its models and save the rollout as pending. A bad spec is 422
         with every field at fault and its line; 409 if the endpoint already has an active rollout."""
         source = request.source or "<request body>"
-        check_endpoint(token, load_spec(request.spec, source=source).spec.endpoint)
+        check_endpoint(token, _parse(request.spec, source).spec.endpoint)
         return _shown(start_rollout(store, registry, request.spec, source=source, actor=token.actor))
 
     @router.get("/{rollout_id}", response_model=models.RolloutDetail, responses=responses(*AUTHED, 404))
@@ -124,7 +136,7 @@ def _command_route(router: APIRouter, store: SqlStore, command: Command, role: R
         methods=["POST"],
         name=command.value,
         response_model=models.Rollout,
-        responses=responses(*AUTHED, 404, 409),
+        responses=responses(*AUTHED, BODY, 404, 409),
     )
 
 
@@ -159,7 +171,7 @@ def _token_view(info: TokenInfo) -> dict[str, Any]:
 def token_routes(store: SqlStore) -> APIRouter:
     router = APIRouter(prefix=f"{PREFIX}/tokens", tags=["tokens"])
 
-    @router.post("", status_code=201, response_model=models.NewToken, responses=responses(*AUTHED, 409))
+    @router.post("", status_code=201, response_model=models.NewToken, responses=responses(*AUTHED, BODY, 409))
     def create(token: Admin, request: models.TokenRequest) -> Any:
         """A new token; its secret is in this response only. An admin limited to endpoints may make
         tokens only for those endpoints."""
