@@ -25,3 +25,6 @@ def api(store: SqlStore, registry: MlflowRegistry) -> Iterator[Api]:
         for role in Role:
             found.token(role.value, role)
         yield found
+
+
+from rollout_story import ended_story, story  # noqa: E402, F401  (fixtures of the dashboard and report tests)

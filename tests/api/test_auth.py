@@ -28,6 +28,9 @@ NEEDS = {
     ("post", "/api/v1/tokens"): Role.ADMIN,
     ("get", "/api/v1/tokens"): Role.ADMIN,
     ("delete", "/api/v1/tokens/{token_id}"): Role.ADMIN,
+    # the dashboard's (api/dashboard.py)
+    ("get", "/api/v1/whoami"): Role.VIEWER,
+    ("get", "/api/v1/rollouts/{rollout_id}/report.html"): Role.VIEWER,
 }
 
 

@@ -246,16 +246,16 @@ def create_api(store: SqlStore, registry: Registry, *, routers: Sequence[APIRout
     app.include_router(token_routes(store))
     for router in routers:
         app.include_router(router)
-    app.router.routes.extend(_dashboard_routes())
+    app.router.routes.extend(_dashboard_routes(store))
     return app
 
 
-def _dashboard_routes() -> list[BaseRoute]:
+def _dashboard_routes(store: SqlStore) -> list[BaseRoute]:
     """The dashboard's routes (``/ui``), if this installation has the dashboard module."""
     if importlib.util.find_spec("modelcanary.api.dashboard") is None:
         return []
     dashboard = importlib.import_module("modelcanary.api.dashboard")
-    return list(dashboard.routes())
+    return list(dashboard.routes(store))
 
 
 def mount_beside(app: Starlette, api: FastAPI) -> Starlette:

@@ -53,12 +53,30 @@ class PerVariant(BaseModel):
     candidate: int
 
 
+class VariantSummary(BaseModel):
+    """One variant's numbers as a person reads them (controller.report.variant_summary)."""
+
+    requests: int
+    errors: int
+    error_rate: float | None
+    latency_ms: dict[str, float | None] = Field(description="quantiles from the latency buckets: p50, p90, p95, p99")
+    labels: int
+    positive_labels: int
+    cpu_ms_per_request: float | None
+
+
+class PerVariantSummary(BaseModel):
+    baseline: VariantSummary
+    candidate: VariantSummary
+
+
 class Report(BaseModel):
     rollout: Rollout
     judgement: JudgementView
     requests: PerVariant
     labels: PerVariant
     history: list[Transition]
+    variants: PerVariantSummary
 
 
 class VariantCounts(BaseModel):

@@ -153,6 +153,24 @@ def controller_command(
     controller.step_down()
 
 
+@cli.command("report")
+@click.argument("rollout_id")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="the HTML file to write")
+@workspace_options
+@errors_to_exit
+def report_command(rollout_id: str, out: str, workdir: str | None, store: str | None, registry: str | None) -> None:
+    """Write one self-contained HTML file telling a rollout's whole story, for a post-mortem or an
+    audit: spec, timeline with actors and reasons, the evidence behind each decision, the final
+    decision, model versions, and the audit events with the chain's verify result."""
+    from modelcanary.api.report_html import report_html
+
+    state_store = Workspace.at(workdir, store=store, registry=registry).store()
+    page = report_html(state_store, rollout_id, now=time.time())  # NotFound before anything is written
+    Path(out).write_text(page, encoding="utf-8")
+    phase = state_store.get(rollout_id)[0].phase.value
+    click.echo(f"report of {rollout_id} ({phase}) to {out}", err=True)
+
+
 cli.add_command(rollout)
 cli.add_command(audit)
 

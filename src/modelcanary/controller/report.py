@@ -11,9 +11,12 @@ from typing import Any, Protocol
 from modelcanary.domain.judgement import Judgement, Look
 from modelcanary.domain.spec import load_spec
 from modelcanary.domain.state import RolloutState, Transition
-from modelcanary.domain.telemetry import RolloutTelemetry
+from modelcanary.domain.telemetry import LATENCY_EDGES_MS, RolloutTelemetry, Variant, VariantTelemetry
 from modelcanary.engine.analysis import analyse, pair
 from modelcanary.ports import History, RolloutStore, TelemetryStore
+from modelcanary.stats.histogram import quantile
+
+LATENCY_QUANTILES = (0.5, 0.9, 0.95, 0.99)
 
 
 class ReportStore(RolloutStore, TelemetryStore, History, Protocol):
@@ -39,7 +42,35 @@ class Report:
                 for name, counts in self.telemetry.by_segment().items()
             },
             "history": [transition.model_dump(mode="json") for transition in self.history],
+            "variants": {variant.value: variant_summary(self.telemetry.of(variant)) for variant in Variant},
         }
+
+
+def variant_summary(telemetry: VariantTelemetry) -> dict[str, Any]:
+    """What a person reads off one variant's counts: its error rate, latency quantiles (ms, from the
+    buckets, so within 10% of the exact ones) and labels (how many, how many positive). None where
+    there is no data yet.
+
+    >>> t = VariantTelemetry()
+    >>> for ms in (1.0, 2.0, 3.0, 50.0): t.observe(latency_ms=ms, error=ms > 10)
+    >>> summary = variant_summary(t)
+    >>> summary["error_rate"], summary["labels"], round(summary["latency_ms"]["p50"], 1)
+    (0.25, 0, 2.1)
+    >>> variant_summary(VariantTelemetry())["latency_ms"]["p99"] is None
+    True
+    """
+    positives = sum(telemetry.positive_label_scores)
+    return {
+        "requests": telemetry.requests,
+        "errors": telemetry.errors,
+        "error_rate": telemetry.errors / telemetry.requests if telemetry.requests else None,
+        "latency_ms": {
+            f"p{round(q * 100):d}": quantile(LATENCY_EDGES_MS, telemetry.latency_counts, q) for q in LATENCY_QUANTILES
+        },
+        "labels": telemetry.labels,
+        "positive_labels": positives,
+        "cpu_ms_per_request": telemetry.cpu_ms / telemetry.requests if telemetry.requests else None,
+    }
 
 
 def rollout_report(store: ReportStore, rollout_id: str) -> Report:
