@@ -14,7 +14,7 @@ from modelcanary.adapters.store.schema import audit
 from modelcanary.api.report_html import report_html
 from modelcanary.cli.main import cli
 
-Story = Any  # tests/api/conftest.py's Story
+Story = Any  # tests/control_api/conftest.py's Story
 
 
 class _Text(HTMLParser):
