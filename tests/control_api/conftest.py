@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
-from api_support import Api
+from .api_support import Api
 from fastapi.testclient import TestClient
 
 from modelcanary.api.app import create_api
@@ -27,4 +27,4 @@ def api(store: SqlStore, registry: MlflowRegistry) -> Iterator[Api]:
         yield found
 
 
-from rollout_story import ended_story, story  # noqa: E402, F401  (fixtures of the dashboard and report tests)
+from .rollout_story import ended_story, story  # noqa: E402, F401  (fixtures of the dashboard and report tests)

@@ -6,7 +6,7 @@ shown once and stored only as hashes."""
 from __future__ import annotations
 
 import sqlalchemy as sa
-from api_support import Api, spec_for
+from .api_support import Api, spec_for
 
 from modelcanary.adapters.store.schema import tokens
 from modelcanary.domain.access import Role

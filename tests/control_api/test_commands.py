@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from api_support import SPEC
+from .api_support import SPEC
 from click.testing import CliRunner
 
 from modelcanary.adapters.store.schema import tokens

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_support import Api
+from .api_support import Api
 
 from modelcanary.api.app import create_api
 from modelcanary.domain.access import Role

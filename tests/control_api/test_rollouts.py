@@ -3,7 +3,7 @@ audit log, with every change recorded under the token that made it."""
 
 from __future__ import annotations
 
-from api_support import SPEC, Api
+from .api_support import SPEC, Api
 
 from modelcanary.domain.access import Role
 from modelcanary.domain.telemetry import Variant, VariantTelemetry

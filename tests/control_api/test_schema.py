@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import schemathesis
-from api_support import SPEC
+from .api_support import SPEC
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import (
