@@ -175,6 +175,7 @@ def _enter_step(
             tuple(spec.spec.traffic.candidate_segments) if spec.spec.traffic.candidate_segments is not None else None
         ),
         cache=spec.spec.traffic.cache,
+        shadow=spec.spec.traffic.shadow,
     )
     return _change(
         state,

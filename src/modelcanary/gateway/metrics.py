@@ -21,7 +21,7 @@ from modelcanary.domain.telemetry import Variant
 PREFIX = "modelcanary"
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 SCORE_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
-LIVE = "live"
+LIVE, SHADOW = "live", "shadow"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +61,8 @@ class EndpointSeries:
     baseline: Series
     candidate: Series
     weight: Any
+    shadow: Series  # the candidate's shadow lane
+    shed: Any
     breaker_open: Any
     breaker_trips: Any
     abandoned: Any
@@ -127,6 +129,12 @@ class Metrics:
         self.cache_misses = Counter(
             f"{PREFIX}_cache_misses", "Rows looked up in the prediction cache and not found", lane, registry=registry
         )
+        self.shed = Counter(
+            f"{PREFIX}_shadow_shed",
+            "Request copies the shadow lane dropped because its queue was full",
+            ["endpoint"],
+            registry=registry,
+        )
         self._bound: dict[str, EndpointSeries] = {}
 
     def _lane(self, endpoint: str, variant: Variant, lane: str) -> Series:
@@ -149,6 +157,8 @@ class Metrics:
             bound = self._bound[endpoint] = EndpointSeries(
                 baseline=self._lane(endpoint, Variant.BASELINE, LIVE),
                 candidate=self._lane(endpoint, Variant.CANDIDATE, LIVE),
+                shadow=self._lane(endpoint, Variant.CANDIDATE, SHADOW),
+                shed=self.shed.labels(endpoint),
                 weight=self.weight.labels(endpoint),
                 breaker_open=self.breaker_open.labels(endpoint),
                 breaker_trips=self.breaker_trips.labels(endpoint),
