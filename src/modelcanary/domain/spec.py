@@ -149,6 +149,9 @@ class Shadow(_Model):
     on the same labelled rows."""
 
     sample: float = Field(default=0.1, gt=0, le=1)
+    duration: Seconds = Field(
+        default=0.0, description="a shadow phase this long before the first step; 0: none, shadow beside the steps"
+    )
     queue: int = Field(default=1000, ge=1, le=1_000_000)
     keep: Seconds = 600.0
 
