@@ -28,9 +28,11 @@ from modelcanary.gateway.faults import CandidateRunner, DeadlineMissed, Ran
 from modelcanary.gateway.metrics import Metrics
 from modelcanary.gateway.recorder import Recorder, parse_labels, score_of
 from modelcanary.gateway.router import choose
-from modelcanary.gateway.serving import Serving
+from modelcanary.gateway.serving import Serving, StaticRoutes
 from modelcanary.gateway.shadow import Copy, ShadowLane
 from modelcanary.ports import Backend, Model, RouteSource, TelemetryStore
+
+__all__ = ["MAX_BODY_BYTES", "VARIANT_HEADER", "Gateway", "Serving", "StaticRoutes", "create_app"]
 
 log = logging.getLogger("modelcanary.gateway")
 MAX_BODY_BYTES = 8 * 1024 * 1024
