@@ -7,11 +7,12 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
-from .api_support import Api
 from fastapi.testclient import TestClient
 
 from modelcanary.api.app import create_api
 from modelcanary.domain.access import Role
+
+from .api_support import Api
 
 if TYPE_CHECKING:
     from modelcanary.adapters.registry.mlflow import MlflowRegistry

@@ -6,10 +6,11 @@ shown once and stored only as hashes."""
 from __future__ import annotations
 
 import sqlalchemy as sa
-from .api_support import Api, spec_for
 
 from modelcanary.adapters.store.schema import tokens
 from modelcanary.domain.access import Role
+
+from .api_support import Api, spec_for
 
 # the least role each operation needs; every operation of the schema but health must be listed
 NEEDS = {

@@ -17,12 +17,13 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from .api_support import SPEC
 from click.testing import CliRunner
 
 from modelcanary.adapters.store.schema import tokens
 from modelcanary.cli.main import cli
 from modelcanary.cli.workspace import Workspace
+
+from .api_support import SPEC
 
 
 @pytest.fixture

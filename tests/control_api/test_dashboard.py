@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from .api_support import Api
 
 from modelcanary.api.app import create_api
 from modelcanary.domain.access import Role
+
+from .api_support import Api
 
 CHROMIUM = os.environ.get("MODELCANARY_CHROMIUM", "/usr/bin/chromium")
 UI_TIMEOUT_MS = 15_000  # how long the page may take to show a change: a bound for a slow machine, not a goal

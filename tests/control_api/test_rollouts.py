@@ -3,10 +3,10 @@ audit log, with every change recorded under the token that made it."""
 
 from __future__ import annotations
 
-from .api_support import SPEC, Api
-
 from modelcanary.domain.access import Role
 from modelcanary.domain.telemetry import Variant, VariantTelemetry
+
+from .api_support import SPEC, Api
 
 
 def test_start_pause_resume_abort_records_each_token_as_the_actor(api: Api) -> None:

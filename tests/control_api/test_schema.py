@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 import schemathesis
-from .api_support import SPEC
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import (
@@ -22,6 +21,8 @@ from schemathesis.checks import (
 from modelcanary.api.app import create_api
 from modelcanary.controller.operations import start_rollout
 from modelcanary.domain.access import Role
+
+from .api_support import SPEC
 
 CHECKS = [
     not_a_server_error,

@@ -11,6 +11,11 @@ from modelcanary.domain.phases import TRANSITIONS, Phase, check_transition
 
 ALLOWED = {
     (Phase.PENDING, Phase.CANARY),
+    (Phase.PENDING, Phase.SHADOW),
+    (Phase.SHADOW, Phase.CANARY),
+    (Phase.SHADOW, Phase.PROMOTED),
+    (Phase.SHADOW, Phase.ROLLED_BACK),
+    (Phase.SHADOW, Phase.ABORTED),
     (Phase.PENDING, Phase.ABORTED),
     (Phase.CANARY, Phase.CANARY),
     (Phase.CANARY, Phase.PROMOTED),
@@ -55,6 +60,7 @@ def test_other_pairs_conflict(source: Phase, target: Phase) -> None:
 def test_phases_are_their_stored_strings() -> None:
     assert [phase.value for phase in Phase] == [
         "pending",
+        "shadow",
         "canary",
         "awaiting_approval",
         "promoted",

@@ -178,3 +178,42 @@ def test_cache_settings() -> None:
 )
 def test_bad_cache_settings_name_field_and_line(lines: str, where: str, message: str) -> None:
     assert _problems(_spec(lines)) == [(where, message)]
+
+
+def test_shadow_settings() -> None:
+    assert load_spec(_spec("")).spec.traffic.shadow is None
+    shadow = load_spec(_spec("    shadow: {sample: 0.25, duration: 1m, queue: 50, keep: 2m}\n")).spec.traffic.shadow
+    assert shadow is not None and (shadow.sample, shadow.duration, shadow.queue, shadow.keep) == (0.25, 60, 50, 120)
+    default = load_spec(_spec("    shadow: {}\n")).spec.traffic.shadow
+    assert default is not None and (default.sample, default.duration, default.queue) == (0.1, 0.0, 1000)
+
+
+@pytest.mark.parametrize(
+    ("lines", "where", "message"),
+    [
+        ("    shadow:\n      sample: 0\n", "spec.traffic.shadow.sample (line 10)", "Input should be greater than 0"),
+        (
+            "    shadow:\n      sample: 1.5\n",
+            "spec.traffic.shadow.sample (line 10)",
+            "Input should be less than or equal to 1",
+        ),
+        (
+            "    shadow:\n      queue: 0\n",
+            "spec.traffic.shadow.queue (line 10)",
+            "Input should be greater than or equal to 1",
+        ),
+        (
+            "    shadow:\n      keep: never\n",
+            "spec.traffic.shadow.keep (line 10)",
+            "Value error, 'never' is not a duration; write e.g. 30s, 5m, 1h or 250ms",
+        ),
+        (
+            "    shadow:\n      duration: -1\n",
+            "spec.traffic.shadow.duration (line 10)",
+            "Input should be greater than or equal to 0",
+        ),
+        ("    shadow:\n      rate: 0.1\n", "spec.traffic.shadow.rate (line 10)", "Extra inputs are not permitted"),
+    ],
+)
+def test_bad_shadow_settings_name_field_and_line(lines: str, where: str, message: str) -> None:
+    assert _problems(_spec(lines)) == [(where, message)]

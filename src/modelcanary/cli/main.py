@@ -82,8 +82,7 @@ def gateway_command(
 
     from modelcanary.adapters.backends.inprocess import InProcessBackend
     from modelcanary.domain.state import Route
-    from modelcanary.gateway.app import Gateway, create_app
-    from modelcanary.gateway.serving import StaticRoutes
+    from modelcanary.gateway.app import Gateway, StaticRoutes, create_app
 
     space = Workspace.at(workdir, store=store, registry=registry)
     model_registry = space.registry()

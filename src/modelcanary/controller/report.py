@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from modelcanary.domain.judgement import Judgement, Look
+from modelcanary.domain.shadow import ShadowTelemetry
 from modelcanary.domain.spec import load_spec
 from modelcanary.domain.state import RolloutState, Transition
 from modelcanary.domain.telemetry import LATENCY_EDGES_MS, RolloutTelemetry, Variant, VariantTelemetry
@@ -41,6 +42,9 @@ class Report:
                 name: {"baseline": counts.baseline.summary(), "candidate": counts.candidate.summary()}
                 for name, counts in self.telemetry.by_segment().items()
             },
+            # the candidate's shadow lane: agreement with the baseline on the same rows, and the paired
+            # comparison on labelled ones, in all and per segment; None without a shadow lane
+            "shadow": _shadow(self.telemetry.candidate.shadow),
             "history": [transition.model_dump(mode="json") for transition in self.history],
             "variants": {variant.value: variant_summary(self.telemetry.of(variant)) for variant in Variant},
         }
@@ -71,6 +75,12 @@ def variant_summary(telemetry: VariantTelemetry) -> dict[str, Any]:
         "positive_labels": positives,
         "cpu_ms_per_request": telemetry.cpu_ms / telemetry.requests if telemetry.requests else None,
     }
+
+
+def _shadow(shadow: ShadowTelemetry | None) -> dict[str, Any] | None:
+    if shadow is None:
+        return None
+    return {**shadow.summary(), "segments": {name: s.summary() for name, s in sorted(shadow.segments.items())}}
 
 
 def rollout_report(store: ReportStore, rollout_id: str) -> Report:

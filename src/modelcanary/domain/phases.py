@@ -13,6 +13,7 @@ from modelcanary.domain.errors import Conflict
 
 class Phase(enum.StrEnum):
     PENDING = "pending"  # saved, not yet picked up by a controller
+    SHADOW = "shadow"  # the candidate predicts copies of live requests off the response path; serves no one
     CANARY = "canary"  # serving the candidate to a share of live traffic, step by step
     AWAITING_APPROVAL = "awaiting_approval"  # holding its weight until an approver lets it go on
     PROMOTED = "promoted"
@@ -28,7 +29,9 @@ class Phase(enum.StrEnum):
 
 
 TRANSITIONS: dict[Phase, frozenset[Phase]] = {
-    Phase.PENDING: frozenset({Phase.CANARY, Phase.ABORTED}),
+    Phase.PENDING: frozenset({Phase.SHADOW, Phase.CANARY, Phase.ABORTED}),
+    # shadow -> canary when its duration is up; an operator may promote or abort it
+    Phase.SHADOW: frozenset({Phase.CANARY, Phase.PROMOTED, Phase.ROLLED_BACK, Phase.ABORTED}),
     # canary -> canary is the advance to the next step
     Phase.CANARY: frozenset({Phase.CANARY, Phase.AWAITING_APPROVAL, Phase.PROMOTED, Phase.ROLLED_BACK, Phase.ABORTED}),
     Phase.AWAITING_APPROVAL: frozenset({Phase.CANARY, Phase.PROMOTED, Phase.ROLLED_BACK, Phase.ABORTED}),

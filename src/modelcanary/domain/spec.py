@@ -142,6 +142,20 @@ class Cache(_Model):
         return self
 
 
+class Shadow(_Model):
+    """The shadow lane: the candidate also predicts a ``sample`` of the requests the baseline
+    serves, off the response path, through a queue of at most ``queue`` requests (shed first,
+    and counted, when full). Its predictions wait ``keep`` for a label, to compare the two models
+    on the same labelled rows."""
+
+    sample: float = Field(default=0.1, gt=0, le=1)
+    duration: Seconds = Field(
+        default=0.0, description="a shadow phase this long before the first step; 0: none, shadow beside the steps"
+    )
+    queue: int = Field(default=1000, ge=1, le=1_000_000)
+    keep: Seconds = 600.0
+
+
 OTHER_SEGMENT = "other"  # where a request that matches no segment rule belongs
 
 
@@ -174,6 +188,7 @@ class Traffic(_Model):
         default=None, description="the only segments that may see the candidate (``other`` included); None: all"
     )
     cache: Cache | None = None
+    shadow: Shadow | None = None
 
     @field_validator("segments")
     @classmethod

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from modelcanary.domain.phases import Phase
-from modelcanary.domain.spec import Cache, CircuitBreaker, Segment, StickyKey
+from modelcanary.domain.spec import Cache, CircuitBreaker, Segment, Shadow, StickyKey
 
 
 class _Value(BaseModel):
@@ -90,6 +90,7 @@ class Route(_Value):
     segments: tuple[Segment, ...] = ()  # rules that put each request in a segment (telemetry per segment)
     candidate_segments: tuple[str, ...] | None = None  # the only segments that may see the candidate; None: all
     cache: Cache | None = None  # prediction caches per variant; None: none
+    shadow: Shadow | None = None  # the candidate's shadow lane; None: none
 
 
 class Outcome(_Value):

@@ -17,6 +17,8 @@ from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelcanary.domain.shadow import ShadowTelemetry
+
 
 class Variant(enum.StrEnum):
     BASELINE = "baseline"
@@ -68,6 +70,8 @@ class VariantTelemetry:
     # the same counts per segment of the traffic (named by the spec's segment rules); the totals
     # above hold every segment, and are what the judge judges
     segments: dict[str, VariantTelemetry] = field(default_factory=dict)
+    # the candidate's shadow lane, paired with the baseline on the same rows; None without one
+    shadow: ShadowTelemetry | None = None
 
     def observe(self, *, latency_ms: float, error: bool = False, cpu_ms: float = 0.0) -> None:
         """One request, however many rows it held."""
@@ -130,6 +134,9 @@ class VariantTelemetry:
             breaker_reason=self.breaker_reason or other.breaker_reason,
             cache_hits=self.cache_hits + other.cache_hits,
             cache_misses=self.cache_misses + other.cache_misses,
+            shadow=(self.shadow or ShadowTelemetry()).merged(other.shadow or ShadowTelemetry())
+            if self.shadow is not None or other.shadow is not None
+            else None,
             segments={
                 name: self.segments[name].merged(other.segments[name])
                 if name in self.segments and name in other.segments
@@ -163,6 +170,7 @@ class VariantTelemetry:
                 if self.segments
                 else {}
             ),
+            **({"shadow": self.shadow.to_json()} if self.shadow is not None else {}),
         }
 
     @classmethod
@@ -181,7 +189,14 @@ class VariantTelemetry:
             cache_hits=int(data.get("cache_hits", 0)),
             cache_misses=int(data.get("cache_misses", 0)),
             segments={str(name): cls.from_json(counts) for name, counts in data.get("segments", {}).items()},
+            shadow=ShadowTelemetry.from_json(data["shadow"]) if data.get("shadow") is not None else None,
         )
+
+    def shadow_lane(self) -> ShadowTelemetry:
+        """The shadow lane's counts, made on first use."""
+        if self.shadow is None:
+            self.shadow = ShadowTelemetry()
+        return self.shadow
 
 
 def _add(left: list[int], right: list[int]) -> list[int]:

@@ -66,8 +66,17 @@ def decide(
     state: RolloutState, spec: RolloutSpec, *, judgement: Judgement | None, candidate_requests: int, now: float
 ) -> Outcome:
     """One controller tick. ``candidate_requests`` is the candidate's cumulative request count."""
+    shadow = spec.spec.traffic.shadow
     if state.phase is Phase.PENDING and not state.paused:
+        if shadow is not None and shadow.duration > 0:
+            return _enter_shadow(state, spec, now=now)
         return _enter_step(state, spec, 0, now=now, candidate_requests=candidate_requests, judgement=None)
+    if state.phase is Phase.SHADOW:
+        # the shadow phase ends when its time is up (a pause stops its clock: resuming restarts it)
+        started = state.step_started_at if state.step_started_at is not None else now
+        if not state.paused and shadow is not None and now - started >= shadow.duration:
+            return _enter_step(state, spec, 0, now=now, candidate_requests=candidate_requests, judgement=None)
+        return Outcome(state=state)
     if state.phase is not Phase.CANARY or judgement is None:
         return Outcome(state=state)
     failing = judgement.failing()
@@ -162,20 +171,7 @@ def _enter_step(
     reason = f"step {index + 1} of {len(spec.spec.traffic.steps)}: candidate at {step.weight:g}%"
     if judgement is not None:
         reason += f" (step {index} passed)"  # the evidence is in the transition's judgement
-    route = Route(
-        endpoint=state.endpoint,
-        baseline=state.baseline,
-        candidate=state.candidate,
-        weight=step.weight,
-        rollout_id=state.id,
-        sticky=spec.spec.traffic.sticky_key,
-        breaker=spec.spec.traffic.circuit_breaker,
-        segments=tuple(spec.spec.traffic.segments),
-        candidate_segments=(
-            tuple(spec.spec.traffic.candidate_segments) if spec.spec.traffic.candidate_segments is not None else None
-        ),
-        cache=spec.spec.traffic.cache,
-    )
+    route = _route(state, spec, step.weight)
     return _change(
         state,
         now=now,
@@ -188,6 +184,43 @@ def _enter_step(
         step_started_at=now,
         step_start_candidate_requests=candidate_requests,
         route=route,
+    )
+
+
+def _route(state: RolloutState, spec: RolloutSpec, weight: float) -> Route:
+    """The route of a rollout that has the candidate loaded: in shadow (weight 0) or at a step."""
+    traffic = spec.spec.traffic
+    return Route(
+        endpoint=state.endpoint,
+        baseline=state.baseline,
+        candidate=state.candidate,
+        weight=weight,
+        rollout_id=state.id,
+        sticky=traffic.sticky_key,
+        breaker=traffic.circuit_breaker,
+        segments=tuple(traffic.segments),
+        candidate_segments=tuple(traffic.candidate_segments) if traffic.candidate_segments is not None else None,
+        cache=traffic.cache,
+        shadow=traffic.shadow,
+    )
+
+
+def _enter_shadow(state: RolloutState, spec: RolloutSpec, *, now: float) -> Outcome:
+    shadow = spec.spec.traffic.shadow
+    assert shadow is not None
+    reason = (
+        f"shadow: the candidate predicts {shadow.sample:.0%} of the baseline's requests off the response path "
+        f"for {shadow.duration:g}s, serving no one"
+    )
+    return _change(
+        state,
+        now=now,
+        reason=reason,
+        actor=CONTROLLER,
+        phase=Phase.SHADOW,
+        weight=0.0,
+        step_started_at=now,
+        route=_route(state, spec, 0.0),
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -27,8 +28,11 @@ from modelcanary.gateway.faults import CandidateRunner, DeadlineMissed, Ran
 from modelcanary.gateway.metrics import Metrics
 from modelcanary.gateway.recorder import Recorder, parse_labels, score_of
 from modelcanary.gateway.router import choose
-from modelcanary.gateway.serving import Serving
+from modelcanary.gateway.serving import Serving, StaticRoutes
+from modelcanary.gateway.shadow import Copy, ShadowLane
 from modelcanary.ports import Backend, Model, RouteSource, TelemetryStore
+
+__all__ = ["MAX_BODY_BYTES", "VARIANT_HEADER", "Gateway", "Serving", "StaticRoutes", "create_app"]
 
 log = logging.getLogger("modelcanary.gateway")
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -64,6 +68,7 @@ class Gateway:
         self.source = source
         self.recorder = Recorder(max_predictions=max_predictions)
         self.metrics = Metrics()
+        self.shadow = ShadowLane(self.recorder)
         self.serving: dict[str, Serving] = {}
         self._routes_version = -1
         self._models: dict[str, Model] = {}
@@ -84,7 +89,8 @@ class Gateway:
         for endpoint, route in routes.items():
             try:
                 baseline = await self._load(route.baseline)
-                candidate = await self._load(route.candidate) if route.candidate and route.weight > 0 else None
+                wanted = route.candidate is not None and (route.weight > 0 or route.shadow is not None)
+                candidate = await self._load(route.candidate) if wanted and route.candidate else None
             except ModelcanaryError:
                 # One endpoint whose model cannot load must not hold back the others (a rollback
                 # included): it keeps what it served, and the next poll tries it again.
@@ -195,7 +201,7 @@ class Gateway:
         return self._baseline(serving, columns, segment)
 
     def _baseline(
-        self, serving: Serving, columns: dict[str, list[Any]], segment: str | None
+        self, serving: Serving, columns: dict[str, list[Any]], segment: str | None, *, shadow: bool = True
     ) -> tuple[Variant, list[Any], list[str]]:
         """The baseline, inline on the loop's thread: the fast path, and the fallback."""
         route = serving.route
@@ -231,6 +237,15 @@ class Gateway:
             cache=counted(lookup, series),
         )
         series.observe(latency_ms / 1e3, scores)
+        settings = route.shadow
+        if (
+            shadow
+            and settings is not None
+            and serving.candidate is not None
+            and route.rollout_id is not None
+            and random.random() < settings.sample
+        ):
+            self.shadow.offer(Copy(serving, route.rollout_id, settings, columns, ids, scores, segment))
         return Variant.BASELINE, outputs, ids
 
     async def _candidate(
@@ -274,7 +289,7 @@ class Gateway:
             log.warning("candidate model of %s failed: %r", serving.route.endpoint, ran.error)
         # The baseline answers. If it refuses the input too, the client sent it wrong: the
         # RequestError goes to the client and no variant is charged with an error.
-        answer = self._baseline(serving, columns, segment)
+        answer = self._baseline(serving, columns, segment, shadow=False)
         self.recorder.record(
             rollout_id, Variant.CANDIDATE, latency_ms=failed_ms, error=True, cpu_ms=ran.cpu_ms, segment=segment
         )
@@ -394,7 +409,7 @@ def create_app(gateway: Gateway, *, background: list[Callable[[], Any]] | None =
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> Any:
         await gateway.refresh()
-        tasks = [asyncio.create_task(gateway.run())]
+        tasks = [asyncio.create_task(gateway.run()), asyncio.create_task(gateway.shadow.run())]
         tasks += [asyncio.create_task(start()) for start in background or ()]
         try:
             yield

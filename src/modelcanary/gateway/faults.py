@@ -73,7 +73,7 @@ class Ran:
     cpu_ms: float
 
 
-def _timed(model: Model, columns: dict[str, list[Any]]) -> Ran:
+def timed(model: Model, columns: dict[str, list[Any]]) -> Ran:
     # thread CPU time of the thread the model ran on: its cost, for the cost guardrail
     cpu = time.thread_time()
     try:
@@ -94,14 +94,14 @@ class CandidateRunner:
 
     async def predict(self, model: Model, columns: dict[str, list[Any]], deadline: float | None) -> Ran:
         if deadline is None:
-            return _timed(model, columns)
+            return timed(model, columns)
         if self.in_flight >= self.workers:
             error = CandidateFault(f"not started: {self.in_flight} earlier candidate calls are still running")
             return Ran(None, error, 0.0)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="modelcanary-candidate")
         self.in_flight += 1
-        future = asyncio.get_running_loop().run_in_executor(self._pool, _timed, model, columns)
+        future = asyncio.get_running_loop().run_in_executor(self._pool, timed, model, columns)
         future.add_done_callback(self._finished)
         done, _ = await asyncio.wait((future,), timeout=deadline)
         if not done:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -58,6 +59,9 @@ class Recorder:
         self._prefix = os.urandom(5).hex()
         self._counter = itertools.count()
         self.forgotten_predictions = 0  # evicted before a label came
+        # the shadow lane's candidate score (and the baseline's) per served prediction id, until a
+        # label comes or ``keep`` runs out: (expires at, baseline score, candidate score)
+        self._shadowed: OrderedDict[str, tuple[float, float, float]] = OrderedDict()
         self.labels_without_rollout = 0
 
     def _variant(self, rollout_id: str, variant: Variant) -> VariantTelemetry:
@@ -105,6 +109,47 @@ class Recorder:
             self.forgotten_predictions += 1
         return ids
 
+    def shadow(
+        self,
+        rollout_id: str,
+        *,
+        segment: str | None,
+        prediction_ids: Sequence[str],
+        baseline_scores: Sequence[float | None],
+        candidate_scores: Sequence[float | None] | None,
+        keep_s: float,
+    ) -> None:
+        """One shadow prediction of the candidate (None when it failed), paired row by row with
+        the baseline's on the same input, and kept to meet the label of the served prediction."""
+        lane = self._variant(rollout_id, Variant.CANDIDATE).shadow_lane()
+        lanes = (lane, lane.segment(segment)) if segment is not None else (lane,)
+        for each in lanes:
+            each.requests += 1
+            each.errors += candidate_scores is None
+        if candidate_scores is None:
+            return
+        expires = time.monotonic() + keep_s
+        for prediction_id, base, cand in zip(prediction_ids, baseline_scores, candidate_scores, strict=True):
+            if base is None or cand is None:
+                continue
+            for each in lanes:
+                each.pair(baseline=base, candidate=cand)
+            if prediction_id in self._served:  # still waiting for its label
+                self._shadowed[prediction_id] = (expires, base, cand)
+        self._forget_shadowed(time.monotonic())
+
+    def _forget_shadowed(self, now: float) -> None:
+        shadowed = self._shadowed
+        while shadowed and (len(shadowed) > self._max_predictions or next(iter(shadowed.values()))[0] <= now):
+            shadowed.popitem(last=False)
+
+    def shed(self, rollout_id: str, segment: str | None) -> None:
+        """A copy for the shadow lane was dropped: its queue was full."""
+        lane = self._variant(rollout_id, Variant.CANDIDATE).shadow_lane()
+        lane.shed += 1
+        if segment is not None:
+            lane.segment(segment).shed += 1
+
     def trip(self, rollout_id: str, variant: Variant, reason: str) -> None:
         """A circuit breaker took ``variant`` out: counted, with why, for the controller."""
         counts = self._variant(rollout_id, variant)
@@ -125,6 +170,13 @@ class Recorder:
             served = self._served.pop(prediction_id)
             if served.sink is not None:
                 served.sink.label(label)
+            shadowed = self._shadowed.pop(prediction_id, None)
+            if shadowed is not None and shadowed[0] > time.monotonic() and served.rollout_id is not None:
+                lane = self._variant(served.rollout_id, Variant.CANDIDATE).shadow_lane()
+                _, base, cand = shadowed
+                lane.label(baseline=base, candidate=cand, label=label)
+                if served.segment is not None:
+                    lane.segment(served.segment).label(baseline=base, candidate=cand, label=label)
             if served.rollout_id is None:
                 self.labels_without_rollout += 1
             elif served.bucket is not None:

@@ -1,0 +1,139 @@
+"""The shadow lane over real HTTP: the candidate predicts copies of baseline-served requests off the
+response path, its agreement with the real baseline and the paired comparison on labels reach the
+store and the report per segment, and a full queue sheds shadow work, never live work."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from modelcanary.controller.loop import Controller
+from modelcanary.controller.operations import start_rollout
+from modelcanary.controller.report import rollout_report
+from modelcanary.domain.spec import Shadow, StickyKey
+from modelcanary.domain.state import Route
+from modelcanary.engine.analysis import pair
+from modelcanary.gateway.app import VARIANT_HEADER, Gateway
+
+SPEC = """\
+apiVersion: modelcanary/v1
+kind: Rollout
+spec:
+  endpoint: fraud
+  baseline: models:/fraud@champion
+  candidate: models:/fraud@challenger
+  traffic:
+    stickyKey: {header: x-user-id}
+    segments: [{name: eu, header: x-region, in: [eu-west]}]
+    candidateSegments: [eu]
+    shadow: {sample: 1.0, queue: 100, keep: 10m}
+    steps: [{weight: 100, minRequests: 1000000, minDuration: 1h, maxDuration: 2h}]
+  analysis:
+    metrics: [{kind: error_rate}]
+"""
+
+
+def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_shadow_predictions_are_compared_with_the_baseline_and_joined_to_labels(
+    serve: Any, store: Any, registry: Any, mlflow_registry: Any, pyfunc_backend: Any, with_candidate: Any
+) -> None:
+    def confident(inputs: dict[str, list[Any]]) -> list[Any]:
+        return [[0.1, 0.9] for _ in inputs["amount"]]
+
+    state = start_rollout(store, registry, SPEC, source="test", actor="test")
+    Controller(store=store, registry=registry).tick()
+    gateway = Gateway(routes=store, backend=with_candidate(confident), telemetry=store, source="gw-sh")
+    running = serve.start(gateway)
+    rows = mlflow_registry.rows[:12]
+    baseline = pyfunc_backend.load(state.baseline)
+    served: dict[str, tuple[str, float]] = {}  # prediction id -> (segment, the baseline's score)
+    with running.client() as http:
+        for who, row in enumerate(rows):
+            region = "eu-west" if who < 4 else "us-east"
+            response = http.post(
+                "/v1/endpoints/fraud/invocations",
+                json={"dataframe_records": [row]},
+                headers={"x-user-id": f"u{who}", "x-region": region},
+            )
+            assert response.status_code == 200
+            expected = "candidate" if region == "eu-west" else "baseline"
+            assert response.headers[VARIANT_HEADER] == expected
+            if expected == "baseline":  # only what the baseline served is copied to the shadow lane
+                (prediction_id,) = response.json()["prediction_ids"]
+                score = baseline.predict({name: [value] for name, value in row.items()})[0][1]
+                served[prediction_id] = ("other", score)
+        _wait_for(lambda: gateway.shadow.done == 8, "eight shadow predictions")
+        labels = [{"prediction_id": prediction_id, "label": 1} for prediction_id in served]
+        assert http.post("/v1/feedback", json={"labels": labels}).json() == {"accepted": 8}
+    running.flush()
+
+    candidate = pair(store.read_telemetry(state.id)).candidate
+    shadow = candidate.shadow
+    assert shadow is not None
+    assert candidate.requests == 4  # the live lane: eu only
+    discordant = sum(score < 0.5 for _, score in served.values())  # the candidate always says 0.9
+    assert (shadow.requests, shadow.errors, shadow.shed, shadow.pairs) == (8, 0, 0, 8)
+    assert shadow.discordant == discordant
+    # every label is 1: the candidate is right on all eight, the baseline where it scored >= 0.5
+    assert shadow.paired_labels == [8 - discordant, 0, discordant, 0]
+    assert set(shadow.segments) == {"other"} and shadow.segments["other"].pairs == 8
+
+    report = rollout_report(store, state.id).to_json()["shadow"]
+    assert report["pairs"] == 8 and report["discordant_rate"] == discordant / 8
+    assert report["candidate_accuracy"] == 1.0
+    assert report["baseline_accuracy"] == (8 - discordant) / 8
+    mean = sum(0.9 - score for _, score in served.values()) / 8
+    assert abs(report["mean_score_difference"] - mean) <= 0.01  # histogram buckets of 0.02
+    assert report["segments"]["other"]["labelled_pairs"] == 8
+
+
+def test_a_full_shadow_queue_sheds_copies_and_never_holds_live_requests(
+    serve: Any, store: Any, registry: Any, mlflow_registry: Any, with_candidate: Any
+) -> None:
+    """The candidate hangs until the test lets it go after every live response came back."""
+    release = threading.Event()
+
+    def hangs(inputs: dict[str, list[Any]]) -> list[Any]:
+        release.wait(60)
+        return [[0.5, 0.5] for _ in inputs["amount"]]
+
+    store.put_route(
+        Route(
+            endpoint="fraud",
+            baseline=registry.resolve("models:/fraud@champion"),
+            candidate=registry.resolve("models:/fraud@challenger"),
+            weight=0.0,  # shadow only: no live candidate traffic
+            rollout_id="r-shed",
+            sticky=StickyKey(header="x-user-id"),
+            shadow=Shadow(sample=1.0, queue=1),
+        )
+    )
+    gateway = Gateway(routes=store, backend=with_candidate(hangs), telemetry=store, source="gw-sh")
+    running = serve.start(gateway)
+    try:
+        with running.client() as http:
+            for who in range(6):
+                response = http.post(
+                    "/v1/endpoints/fraud/invocations",
+                    json={"dataframe_records": mlflow_registry.rows[:1]},
+                    headers={"x-user-id": f"u{who}"},
+                )
+                assert (response.status_code, response.headers[VARIANT_HEADER]) == (200, "baseline")
+            metrics = http.get("/metrics").text
+    finally:
+        release.set()
+    # one copy with the hung candidate, one in the queue of one, the other four shed
+    _wait_for(lambda: gateway.shadow.done == 2, "the two copies that were not shed")
+    running.flush()
+    shadow = pair(store.read_telemetry("r-shed")).candidate.shadow
+    assert shadow is not None
+    assert (shadow.requests, shadow.shed) == (2, 4)
+    assert 'modelcanary_shadow_shed_total{endpoint="fraud"} 4.0' in metrics
