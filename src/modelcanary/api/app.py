@@ -104,7 +104,12 @@ def rollout_routes(store: SqlStore, registry: Registry) -> APIRouter:
         visible(token, rollout_id)
         return rollout_report(store, rollout_id).to_json()
 
-    @router.get("/{rollout_id}/telemetry", response_model=models.Telemetry, responses=responses(*AUTHED, 404))
+    @router.get(
+        "/{rollout_id}/telemetry",
+        response_model=models.Telemetry,
+        response_model_exclude_unset=True,  # segments and shadow only where the gateway keeps them
+        responses=responses(*AUTHED, 404),
+    )
     def telemetry(token: Viewer, rollout_id: str) -> Any:
         """Each variant's cumulative counts, summed over every gateway."""
         visible(token, rollout_id)

@@ -77,6 +77,9 @@ class Report(BaseModel):
     labels: PerVariant
     history: list[Transition]
     variants: PerVariantSummary
+    # per-segment counts and the shadow lane's agreement (the gateway's segments and shadow lane)
+    segments: dict[str, dict[str, dict[str, Any]]] = {}
+    shadow: dict[str, Any] | None = None
 
 
 class VariantCounts(BaseModel):
@@ -87,6 +90,12 @@ class VariantCounts(BaseModel):
     score_counts: list[int]
     positive_label_scores: list[int]
     negative_label_scores: list[int]
+    breaker_trips: int = 0
+    breaker_reason: str | None = None
+    cache_hits: int = 0
+    cache_misses: int = 0
+    segments: dict[str, VariantCounts] | None = None  # present when the spec has segments
+    shadow: dict[str, Any] | None = None  # the candidate's shadow lane, when it has one
 
 
 class Telemetry(BaseModel):
