@@ -30,6 +30,11 @@ class Column:
 
 
 class Model(Protocol):
+    """A loaded model. Two optional members, looked up with ``getattr`` by the gateway:
+    ``async def apredict(columns) -> list`` — what the gateway awaits instead of ``predict`` when
+    present (a remote server, a Ray deployment, a batching queue: anything that waits), and
+    ``output_shape: list[int]`` — the output tensor's shape for V2 model metadata (-1 where it varies)."""
+
     columns: tuple[Column, ...] | None  # the input signature; None when the model has none
 
     def predict(self, columns: dict[str, list[Any]]) -> list[Any]:

@@ -93,9 +93,18 @@ def serve(workdir: str | None, store: str | None, registry: str | None, host: st
 )
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--max-body-bytes", default=8 * 1024 * 1024, show_default=True, type=click.IntRange(1))
+@click.option("--max-rows", default=10_000, show_default=True, type=click.IntRange(1), help="rows per request")
 @_errors_to_exit
 def gateway_command(
-    workdir: str | None, store: str | None, registry: str | None, endpoints: tuple[str, ...], host: str, port: int
+    workdir: str | None,
+    store: str | None,
+    registry: str | None,
+    endpoints: tuple[str, ...],
+    host: str,
+    port: int,
+    max_body_bytes: int,
+    max_rows: int,
 ) -> None:
     """Run a gateway on its own: the data plane, with no controller. It serves each --endpoint,
     and, given a store (--store or --workdir), follows the store's routing table (rollouts take
@@ -124,6 +133,8 @@ def gateway_command(
         backend=InProcessBackend(),
         telemetry=state_store,
         source=_holder(),
+        max_body_bytes=max_body_bytes,
+        max_rows=max_rows,
     )
     where = f"following {space.store_url}" if state_store is not None else "no store"
     click.echo(
