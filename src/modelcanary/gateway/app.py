@@ -150,6 +150,12 @@ class Gateway:
             self.recorder.unflushed(rows)  # cumulative counts: the next flush carries them
             log.exception("telemetry flush failed; will retry")
 
+    async def close(self) -> None:
+        """Release what the backend holds open (connection pools to remote models)."""
+        aclose = getattr(self._backend, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
     async def run(self, *, poll_s: float = 0.5, flush_s: float = 1.0) -> None:
         """Follow the routing table and flush telemetry until cancelled."""
         last_flush = time.monotonic()
@@ -360,5 +366,6 @@ def create_app(gateway: Gateway, *, background: list[Callable[[], Any]] | None =
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await gateway.flush()
+            await gateway.close()
 
     return Starlette(routes=gateway.routes(), lifespan=lifespan)

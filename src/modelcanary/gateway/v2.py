@@ -27,7 +27,7 @@ import orjson
 
 from modelcanary.domain.errors import RequestError
 from modelcanary.gateway import protocols
-from modelcanary.ports import Column, Model
+from modelcanary.ports import V2_DATATYPES, Column, Model
 
 HEADER_LENGTH = "inference-header-content-length"
 SERVER_NAME = "modelcanary"
@@ -46,16 +46,6 @@ _NUMPY_TYPES = {
     "FP32": "<f4",
     "FP64": "<f8",
 }
-# the signature's type names (MLflow's) as V2 datatypes, and back
-SIGNATURE_TO_V2 = {
-    "double": "FP64",
-    "float": "FP32",
-    "long": "INT64",
-    "integer": "INT32",
-    "boolean": "BOOL",
-    "string": "BYTES",
-}
-V2_TO_SIGNATURE = {v2: name for name, v2 in SIGNATURE_TO_V2.items()} | {"FP16": "float", "INT16": "integer"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +183,7 @@ def server_metadata() -> dict[str, Any]:
 
 
 def _input_metadata(columns: tuple[Column, ...] | None) -> list[dict[str, Any]]:
-    return [{"name": c.name, "datatype": SIGNATURE_TO_V2.get(c.type, "BYTES"), "shape": [-1]} for c in columns or ()]
+    return [{"name": c.name, "datatype": V2_DATATYPES.get(c.type, "BYTES"), "shape": [-1]} for c in columns or ()]
 
 
 def model_metadata(name: str, versions: list[str], model: Model) -> dict[str, Any]:
