@@ -43,6 +43,7 @@ def default_backend() -> RefBackend:
     """Registry models in process, ``v2+http(s)://`` refs forwarded, ``ray://`` refs through Ray Serve
     (each backend imports its client only when it loads a model)."""
     from modelcanary.adapters.backends.inprocess import InProcessBackend
+    from modelcanary.adapters.backends.rayserve import RayServeBackend
     from modelcanary.adapters.backends.v2remote import V2RemoteBackend
 
-    return RefBackend({"registry": InProcessBackend(), "v2": V2RemoteBackend()})
+    return RefBackend({"registry": InProcessBackend(), "v2": V2RemoteBackend(), "ray": RayServeBackend()})
