@@ -22,8 +22,9 @@ from starlette.routing import Route as HttpRoute
 from modelcanary.domain.errors import ModelcanaryError, RequestError, UnknownEndpoint
 from modelcanary.domain.state import ModelVersion
 from modelcanary.domain.telemetry import Variant
-from modelcanary.gateway import protocols
+from modelcanary.gateway import protocols, v2
 from modelcanary.gateway.cache import counted
+from modelcanary.gateway.calls import cpu_ms_since, predict_async
 from modelcanary.gateway.faults import CandidateRunner, DeadlineMissed, Ran
 from modelcanary.gateway.metrics import Metrics
 from modelcanary.gateway.recorder import Recorder, parse_labels, score_of
@@ -61,7 +62,11 @@ class Gateway:
         source: str,
         max_predictions: int = 200_000,
         candidate_workers: int = 4,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        max_rows: int = protocols.MAX_ROWS,
     ) -> None:
+        self.max_body_bytes = max_body_bytes
+        self.max_rows = max_rows
         self._routes = routes
         self._backend = backend
         self._telemetry = telemetry
@@ -138,8 +143,12 @@ class Gateway:
                 self.recorder.unflushed(rows)  # cumulative counts: the next flush carries them
                 log.exception("telemetry flush failed; will retry")
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """Stop the candidate pool and release what the backend holds open (connection pools to remote models)."""
         self.candidates.close()
+        aclose = getattr(self._backend, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
     async def run(self, *, poll_s: float = 0.5, flush_s: float = 1.0) -> None:
         """Follow the routing table and flush telemetry until cancelled."""
@@ -163,12 +172,17 @@ class Gateway:
             raise UnknownEndpoint(f"no endpoint {endpoint!r}; serving: {known}", field="endpoint")
         return serving
 
-    async def _body(self, request: Request) -> Any:
-        if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
-            raise RequestError(f"body larger than {MAX_BODY_BYTES} bytes", field="body", status=413)
+    async def _raw(self, request: Request) -> bytes:
+        limit = self.max_body_bytes
+        if int(request.headers.get("content-length") or 0) > limit:
+            raise RequestError(f"body larger than {limit} bytes", field="body", status=413)
         raw = await request.body()
-        if len(raw) > MAX_BODY_BYTES:
-            raise RequestError(f"body larger than {MAX_BODY_BYTES} bytes", field="body", status=413)
+        if len(raw) > limit:
+            raise RequestError(f"body larger than {limit} bytes", field="body", status=413)
+        return raw
+
+    async def _body(self, request: Request) -> Any:
+        raw = await self._raw(request)
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -179,7 +193,7 @@ class Gateway:
     ) -> tuple[Variant, list[Any], list[str]]:
         """Route, predict, record. A failing candidate costs the client nothing: the baseline answers."""
         route = serving.route
-        protocols.validate(columns, serving.baseline.columns, prefix=prefix)
+        protocols.validate(columns, serving.baseline.columns, prefix=prefix, max_rows=self.max_rows)
         key: str | None = None
         sticky = route.sticky
         if sticky is not None and sticky.header is not None:
@@ -198,12 +212,13 @@ class Gateway:
             and choose(route.rollout_id, key, route.weight) is Variant.CANDIDATE
         ):
             return await self._candidate(serving, serving.candidate, route.rollout_id, columns, segment)
-        return self._baseline(serving, columns, segment)
+        return await self._baseline(serving, columns, segment)
 
-    def _baseline(
+    async def _baseline(
         self, serving: Serving, columns: dict[str, list[Any]], segment: str | None, *, shadow: bool = True
     ) -> tuple[Variant, list[Any], list[str]]:
-        """The baseline, inline on the loop's thread: the fast path, and the fallback."""
+        """The baseline: inline on the loop's thread (an in-process model) or awaited (a remote one, a
+        batching queue); the fast path, and the fallback."""
         route = serving.route
         # the model runs on this thread, so thread CPU time is its cost (the cost guardrail)
         started, cpu = time.perf_counter(), time.thread_time()
@@ -211,9 +226,9 @@ class Gateway:
         lookup = serving.baseline_cache.lookup(columns) if serving.baseline_cache is not None else None
         try:
             if lookup is None:
-                outputs = serving.baseline.predict(columns)
+                outputs = await predict_async(serving.baseline, columns)
             elif lookup.missing:
-                outputs = lookup.fill(serving.baseline.predict(lookup.missing_columns(columns)))
+                outputs = lookup.fill(await predict_async(serving.baseline, lookup.missing_columns(columns)))
             else:
                 outputs = lookup.outputs
         except RequestError:
@@ -230,7 +245,7 @@ class Gateway:
             Variant.BASELINE,
             latency_ms=latency_ms,
             error=False,
-            cpu_ms=(time.thread_time() - cpu) * 1e3,
+            cpu_ms=cpu_ms_since(serving.baseline, cpu),
             scores=scores,
             sink=series,
             segment=segment,
@@ -289,7 +304,7 @@ class Gateway:
             log.warning("candidate model of %s failed: %r", serving.route.endpoint, ran.error)
         # The baseline answers. If it refuses the input too, the client sent it wrong: the
         # RequestError goes to the client and no variant is charged with an error.
-        answer = self._baseline(serving, columns, segment, shadow=False)
+        answer = await self._baseline(serving, columns, segment, shadow=False)
         self.recorder.record(
             rollout_id, Variant.CANDIDATE, latency_ms=failed_ms, error=True, cpu_ms=ran.cpu_ms, segment=segment
         )
@@ -321,22 +336,32 @@ class Gateway:
 
     async def infer_v2(self, request: Request) -> Response:
         try:
-            serving = self._serving(request.path_params["endpoint"])
-            body = await self._body(request)
+            serving = self._serving_v2(request)
+            headers = request.headers
+            body = v2.decode_body(
+                await self._raw(request),
+                header_length=headers.get(v2.HEADER_LENGTH),
+                encoding=headers.get("content-encoding"),
+            )
+            infer = v2.parse_request(body)
             columns = protocols.v2_columns(body, serving.baseline.columns)
             variant, outputs, ids = await self._predict(serving, request, columns, "inputs")
+            version = serving.version(variant)
+            content = protocols.v2_response(
+                model_name=serving.route.endpoint,
+                model_version=f"{version.name}/{version.version}",
+                request_id=infer.request_id,
+                outputs=outputs,
+                variant=variant.value,
+                prediction_ids=ids,
+            )
         except RequestError as exc:
             return _error(exc)
-        version = serving.version(variant)
-        content = protocols.v2_response(
-            model_name=serving.route.endpoint,
-            model_version=f"{version.name}/{version.version}",
-            request_id=body.get("id"),
-            outputs=outputs,
-            variant=variant.value,
-            prediction_ids=ids,
-        )
-        return _json(content, headers={VARIANT_HEADER: variant.value})
+        payload, header_length = v2.encode_response(content, binary=infer.binary_output)
+        if header_length is None:
+            return Response(payload, media_type="application/json", headers={VARIANT_HEADER: variant.value})
+        reply = {VARIANT_HEADER: variant.value, v2.HEADER_LENGTH: header_length}
+        return Response(payload, media_type="application/octet-stream", headers=reply)
 
     async def invocations(self, request: Request) -> Response:
         try:
@@ -368,38 +393,57 @@ class Gateway:
         body, content_type = self.metrics.exposition()
         return Response(body, media_type=content_type)
 
+    def _serving_v2(self, request: Request) -> Serving:
+        """The endpoint of a V2 path; a path naming a version must name one this endpoint serves
+        (the gateway, not the client, picks the variant: the version is checked, not obeyed)."""
+        serving = self._serving(request.path_params["endpoint"])
+        wanted = request.path_params.get("version")
+        if wanted is not None and wanted not in self._versions(serving):
+            raise RequestError(
+                f"endpoint {serving.route.endpoint!r} serves versions {self._versions(serving)}, not {wanted!r}",
+                field="version",
+                status=404,
+            )
+        return serving
+
+    @staticmethod
+    def _versions(serving: Serving) -> list[str]:
+        route = serving.route
+        served = [route.baseline] + ([route.candidate] if serving.candidate is not None and route.candidate else [])
+        return [version.version for version in served if version.version]
+
     async def model_metadata(self, request: Request) -> Response:
         try:
-            serving = self._serving(request.path_params["endpoint"])
+            serving = self._serving_v2(request)
         except RequestError as exc:
             return _error(exc)
-        inputs = [
-            {"name": c.name, "datatype": _V2_TYPE.get(c.type, "BYTES"), "shape": [-1]}
-            for c in serving.baseline.columns or ()
-        ]
-        return _json(
-            {
-                "name": serving.route.endpoint,
-                "versions": [serving.route.baseline.version],
-                "platform": "mlflow",
-                "inputs": inputs,
-                "outputs": [{"name": "predict", "datatype": "FP64", "shape": [-1, -1]}],
-            }
-        )
+        return _json(v2.model_metadata(serving.route.endpoint, self._versions(serving), serving.baseline))
+
+    async def model_ready(self, request: Request) -> Response:
+        try:
+            serving = self._serving_v2(request)
+        except RequestError as exc:
+            return _error(exc)
+        return _json({"name": serving.route.endpoint, "ready": True})
+
+    async def server_metadata(self, _request: Request) -> Response:
+        return _json(v2.server_metadata())
 
     def routes(self) -> list[HttpRoute]:
         return [
+            HttpRoute("/v2", self.server_metadata, methods=["GET"]),
             HttpRoute("/v2/models/{endpoint}/infer", self.infer_v2, methods=["POST"]),
             HttpRoute("/v2/models/{endpoint}", self.model_metadata, methods=["GET"]),
+            HttpRoute("/v2/models/{endpoint}/ready", self.model_ready, methods=["GET"]),
+            HttpRoute("/v2/models/{endpoint}/versions/{version}/infer", self.infer_v2, methods=["POST"]),
+            HttpRoute("/v2/models/{endpoint}/versions/{version}", self.model_metadata, methods=["GET"]),
+            HttpRoute("/v2/models/{endpoint}/versions/{version}/ready", self.model_ready, methods=["GET"]),
             HttpRoute("/v1/endpoints/{endpoint}/invocations", self.invocations, methods=["POST"]),
             HttpRoute("/v1/feedback", self.feedback, methods=["POST"]),
             HttpRoute("/v2/health/ready", self.ready, methods=["GET"]),
             HttpRoute("/v2/health/live", self.live, methods=["GET"]),
             HttpRoute("/metrics", self.prometheus, methods=["GET"]),
         ]
-
-
-_V2_TYPE = {"double": "FP64", "float": "FP32", "long": "INT64", "integer": "INT32", "boolean": "BOOL"}
 
 
 def create_app(gateway: Gateway, *, background: list[Callable[[], Any]] | None = None) -> Starlette:
@@ -418,6 +462,6 @@ def create_app(gateway: Gateway, *, background: list[Callable[[], Any]] | None =
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await gateway.flush()
-            gateway.close()
+            await gateway.close()
 
     return Starlette(routes=gateway.routes(), lifespan=lifespan)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelcanary.domain.spec import CircuitBreaker
+from modelcanary.gateway.calls import predict_async
 from modelcanary.ports import Model
 
 
@@ -93,6 +94,8 @@ class CandidateRunner:
         self._pool: ThreadPoolExecutor | None = None
 
     async def predict(self, model: Model, columns: dict[str, list[Any]], deadline: float | None) -> Ran:
+        if getattr(model, "apredict", None) is not None:
+            return await self._awaited(model, columns, deadline)
         if deadline is None:
             return timed(model, columns)
         if self.in_flight >= self.workers:
@@ -108,6 +111,18 @@ class CandidateRunner:
             self.abandoned += 1
             return Ran(None, DeadlineMissed(f"no answer within its deadline of {deadline * 1e3:g} ms"), 0.0)
         return future.result()
+
+    async def _awaited(self, model: Model, columns: dict[str, list[Any]], deadline: float | None) -> Ran:
+        """A model the loop awaits (remote, Ray, a batching queue) needs no pool: a missed deadline
+        cancels the await. Its CPU is spent elsewhere, so none is charged here (see calls.cpu_ms_since)."""
+        try:
+            outputs = await asyncio.wait_for(predict_async(model, columns), deadline)
+        except TimeoutError:
+            self.abandoned += 1
+            return Ran(None, DeadlineMissed(f"no answer within its deadline of {(deadline or 0.0) * 1e3:g} ms"), 0.0)
+        except Exception as exc:
+            return Ran(None, exc, 0.0)
+        return Ran(outputs, None, 0.0)
 
     def _finished(self, _future: asyncio.Future[Ran]) -> None:
         self.in_flight -= 1
