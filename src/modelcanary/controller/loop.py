@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from modelcanary.controller.gates import default_engine, gated
 from modelcanary.domain.errors import Fenced, ModelcanaryError
 from modelcanary.domain.judgement import Look
 from modelcanary.domain.phases import Phase
@@ -24,8 +25,8 @@ from modelcanary.domain.spec import RolloutSpec, load_spec
 from modelcanary.domain.state import Action, ActionKind, Outcome, RolloutState
 from modelcanary.domain.telemetry import RolloutTelemetry
 from modelcanary.engine.analysis import analyse, pair
-from modelcanary.engine.decide import decide
-from modelcanary.ports import ActionQueue, Fence, Leases, Registry, RolloutStore, TelemetryStore
+from modelcanary.engine.decide import CONTROLLER, decide
+from modelcanary.ports import ActionQueue, Fence, Leases, PolicyEngine, Registry, RolloutStore, TelemetryStore
 
 log = logging.getLogger("modelcanary.controller")
 
@@ -45,7 +46,13 @@ class Controller:
     holder: str | None = None  # this controller's name for the lease; None: act without one (embedded)
     lease_ttl_s: float = 10.0
     fence: Fence | None = None  # the lease held since the last tick, if any
+    policies: PolicyEngine | None = None  # gate policies' evaluator; Rego (regopy) when first needed
     _specs: dict[str, RolloutSpec] = field(default_factory=dict)
+
+    def _policy_engine(self) -> PolicyEngine:
+        if self.policies is None:
+            self.policies = default_engine()
+        return self.policies
 
     def lead(self) -> bool:
         """Take or renew the lease; whether this controller may act now."""
@@ -122,10 +129,25 @@ class Controller:
         """The outcome to save for one rollout, or None when nothing changed: pure, given the clock."""
         now = self.clock()
         judgement, memory = None, state.judge_memory
-        if state.phase is Phase.CANARY:
+        if state.phase in (Phase.CANARY, Phase.AWAITING_APPROVAL):  # an approval's wait is watched too
             look = Look(at=now - state.created_at, weight=state.weight, telemetry=telemetry)
             judgement, memory = analyse(spec, look, state.judge_memory)
-        outcome = decide(state, spec, judgement=judgement, candidate_requests=telemetry.candidate.requests, now=now)
+        outcome = gated(
+            lambda answers: decide(
+                state,
+                spec,
+                judgement=judgement,
+                candidate_requests=telemetry.candidate.requests,
+                now=now,
+                gates=answers,
+            ),
+            engine=self._policy_engine,
+            spec=spec,
+            state=state,
+            judgement=judgement,
+            actor=CONTROLLER,
+            now=now,
+        )
         if outcome.transition is None and memory == state.judge_memory:
             return None
         # the judge's memory is saved with every look, so the evidence survives a restart; the

@@ -12,6 +12,7 @@ imported, so callers above the adapters only ever catch these::
     ├── Conflict             the action does not fit the current state (active rollout exists,
     │   │                    transition not allowed, concurrent update lost its compare-and-set)
     │   └── Fenced           a controller's lease passed to another: its writes are refused
+    ├── PolicyDenied         a policy gate refused a rollout's start; names each policy and its messages
     ├── RegistryError        the model registry refused or failed (unknown model, alias, version)
     └── StoreError           the state store failed
 """
@@ -67,6 +68,20 @@ class Conflict(ModelcanaryError):
 
 class Fenced(Conflict):
     """A write carried a fencing token older than the lease's: its controller is no longer the leader."""
+
+
+class PolicyDenied(ModelcanaryError):
+    """A policy gate refused. ``denials`` lists ``(policy, message)`` pairs.
+
+    >>> str(PolicyDenied("start", [("data-freshness", "trained on data 40 days old; at most 30")]))
+    'the start gate denied the rollout:\\n  data-freshness: trained on data 40 days old; at most 30'
+    """
+
+    def __init__(self, gate: str, denials: list[tuple[str, str]]) -> None:
+        self.gate = gate
+        self.denials = denials
+        lines = "\n".join(f"  {policy}: {message}" for policy, message in denials)
+        super().__init__(f"the {gate} gate denied the rollout:\n{lines}")
 
 
 class RegistryError(ModelcanaryError):

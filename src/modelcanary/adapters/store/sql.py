@@ -62,7 +62,7 @@ def _chunks(items: Sequence[str], size: int = 500) -> list[Sequence[str]]:
 
 
 class SqlStore:
-    """Implements RolloutStore, ActionQueue, TelemetryStore, RouteSource, History and Leases."""
+    """Implements RolloutStore, ActionQueue, TelemetryStore, RouteSource, History, Leases and AuditLog."""
 
     def __init__(self, url: str) -> None:
         self.url = normalise_url(url)
@@ -299,6 +299,12 @@ class SqlStore:
             conn.execute(audit_head.insert().values(name="audit", count=1, hash=digest))
         else:
             conn.execute(audit_head.update().where(audit_head.c.name == "audit").values(count=length + 1, hash=digest))
+
+    def append_audit(
+        self, *, at: float, actor: str, action: str, rollout_id: str | None, detail: dict[str, Any]
+    ) -> None:
+        with self._tx() as conn:
+            self._audit(conn, at=at, actor=actor, action=action, rollout_id=rollout_id, detail=detail)
 
     def audit_events(self, rollout_id: str | None = None) -> list[dict[str, Any]]:
         query = sa.select(audit).order_by(audit.c.id)

@@ -1,0 +1,98 @@
+"""Gates in the control loop and in operators' commands, on a real SQLite store with real regopy: a
+denial holds the rollout once in its history and audit log and lets it go when the policy does;
+``onDeny: rollback`` ends it; a refused command changes nothing. (The registry is the in-memory
+double: these tests are about the loop; tests/adapters/test_rego_policy.py uses a real MLflow.)"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from modelcanary.adapters.store.sql import SqlStore
+from modelcanary.adapters.testing import FakeRegistry
+from modelcanary.controller.loop import Controller
+from modelcanary.controller.operations import run_command, start_rollout
+from modelcanary.domain.errors import PolicyDenied
+from modelcanary.domain.phases import Phase
+from modelcanary.engine.decide import Command
+
+FRIDAY = 1_733_486_400.0  # 2024-12-06T12:00:00Z
+SATURDAY = FRIDAY + 86_400.0
+FREEZE = {"policy": "change-freeze", "params": {"weekdays": ["Saturday", "Sunday"]}}
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def spec_text(gates: dict[str, Any]) -> str:
+    body = {
+        "endpoint": "fraud",
+        "baseline": "models:/fraud@champion",
+        "candidate": "models:/fraud@challenger",
+        "traffic": {"steps": [{"weight": 10}, {"weight": 50}]},
+        "analysis": {"metrics": [{"kind": "error_rate"}]},
+        "gates": gates,
+    }
+    return json.dumps({"apiVersion": "modelcanary/v1", "kind": "Rollout", "spec": body})
+
+
+@pytest.fixture
+def registry() -> FakeRegistry:
+    return FakeRegistry({"fraud": ["1", "2"]}, {("fraud", "champion"): "1", ("fraud", "challenger"): "2"})
+
+
+def test_a_step_gate_denial_holds_once_then_lets_go_when_the_policy_allows(
+    store: SqlStore, registry: FakeRegistry
+) -> None:
+    clock = Clock(SATURDAY)
+    state = start_rollout(store, registry, spec_text({"step": [FREEZE]}), source="t", actor="ana", now=clock.now)
+    controller = Controller(store=store, registry=registry, clock=clock)
+
+    (held,) = controller.tick()
+    assert (held.phase, held.weight) == (Phase.PENDING, 0.0)
+    assert held.reason == "held at the step gate: change-freeze: no changes on Saturday (UTC)"
+    assert store.routes() == {}  # no traffic moved
+    clock.now += 600
+    assert controller.tick() == []  # the same denial: nothing new recorded
+    (entry,) = store.history(state.id)
+    assert entry.gate is not None and entry.gate["denials"][0]["policy"] == "change-freeze"
+    audited = [e for e in store.audit_events(state.id) if e["action"] == "rollout.pending"]
+    assert [e["detail"]["reason"] for e in audited] == [held.reason]
+
+    clock.now = SATURDAY + 2 * 86_400.0  # Monday
+    (entered,) = controller.tick()
+    assert (entered.phase, entered.step, entered.weight) == (Phase.CANARY, 0, 10.0)
+    last = store.history(state.id)[-1]
+    assert last.gate is not None and last.gate["denials"] == [] and last.gate["policies"] == ["change-freeze"]
+
+
+def test_on_deny_rollback_ends_a_rollout_the_step_gate_refuses(store: SqlStore, registry: FakeRegistry) -> None:
+    clock = Clock(SATURDAY)
+    text = spec_text({"step": [FREEZE], "onDeny": "rollback"})
+    state = start_rollout(store, registry, text, source="t", actor="ana", now=clock.now)
+    (ended,) = Controller(store=store, registry=registry, clock=clock).tick()
+    assert ended.id == state.id and ended.phase is Phase.ABORTED  # it never served, so nothing to roll back
+    assert ended.reason == "aborted at the step gate: change-freeze: no changes on Saturday (UTC)"
+
+
+def test_a_promote_command_in_a_freeze_is_refused_and_audited(store: SqlStore, registry: FakeRegistry) -> None:
+    clock = Clock(FRIDAY)
+    state = start_rollout(store, registry, spec_text({"promote": [FREEZE]}), source="t", actor="ana", now=clock.now)
+    Controller(store=store, registry=registry, clock=clock).tick()
+    with pytest.raises(PolicyDenied, match="change-freeze: no changes on Saturday"):
+        run_command(store, state.id, Command.PROMOTE, actor="token:bo", now=SATURDAY)
+    assert store.get(state.id)[0].phase is Phase.CANARY
+    refused = store.audit_events(state.id)[-1]
+    assert (refused["action"], refused["actor"]) == ("rollout.command_refused", "token:bo")
+    assert refused["detail"]["denials"] == [["change-freeze", "no changes on Saturday (UTC)"]]
+
+    promoted = run_command(store, state.id, Command.PROMOTE, actor="token:bo", now=FRIDAY + 3600)
+    assert promoted.phase is Phase.PROMOTED
+    assert [approval.actor for approval in promoted.approvals] == ["token:bo"]  # promoting is approving
