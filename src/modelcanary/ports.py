@@ -45,6 +45,11 @@ class PolicyEngine(Protocol):
         fails to evaluate denies, saying why."""
 
 
+class Notifier(Protocol):
+    def deliver(self, payload: dict[str, str]) -> None:
+        """Send one notification action's payload once; ``DeliveryError`` unless the receiver took it."""
+
+
 class AuditLog(Protocol):
     def append_audit(
         self, *, at: float, actor: str, action: str, rollout_id: str | None, detail: dict[str, Any]
@@ -118,9 +123,12 @@ class ActionQueue(Protocol):
     def pending_actions(self) -> list[tuple[int, Action]]:
         """Side effects saved but not yet marked done, oldest first."""
 
-    def mark_done(self, action_id: int, *, error: str | None = None, fence: Fence | None = None) -> None:
-        """Record that an action ran (or failed with ``error``, to be tried again); a done action is
-        audited. Given a fence, ``Fenced`` once the lease has passed to another holder."""
+    def mark_done(
+        self, action_id: int, *, error: str | None = None, fence: Fence | None = None, final: bool = False
+    ) -> None:
+        """Record that an action ran (or failed with ``error``, to be tried again, unless ``final``:
+        given up); a done or given-up action is audited. Given a fence, ``Fenced`` once the lease
+        has passed to another holder."""
 
 
 class TelemetryStore(Protocol):

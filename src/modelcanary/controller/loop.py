@@ -26,7 +26,16 @@ from modelcanary.domain.state import Action, ActionKind, Outcome, RolloutState
 from modelcanary.domain.telemetry import RolloutTelemetry
 from modelcanary.engine.analysis import analyse, pair
 from modelcanary.engine.decide import CONTROLLER, decide
-from modelcanary.ports import ActionQueue, Fence, Leases, PolicyEngine, Registry, RolloutStore, TelemetryStore
+from modelcanary.ports import (
+    ActionQueue,
+    Fence,
+    Leases,
+    Notifier,
+    PolicyEngine,
+    Registry,
+    RolloutStore,
+    TelemetryStore,
+)
 
 log = logging.getLogger("modelcanary.controller")
 
@@ -47,7 +56,11 @@ class Controller:
     lease_ttl_s: float = 10.0
     fence: Fence | None = None  # the lease held since the last tick, if any
     policies: PolicyEngine | None = None  # gate policies' evaluator; Rego (regopy) when first needed
+    notifier: Notifier | None = None  # webhooks; the standard-library one when first needed
+    notify_attempts: int = 6  # a notification is given up (and audited as failed) after this many
+    notify_backoff_s: float = 1.0  # the wait after the first failure, doubled after each other one
     _specs: dict[str, RolloutSpec] = field(default_factory=dict)
+    _retries: dict[int, tuple[int, float]] = field(default_factory=dict)  # action id -> (failures, next try)
 
     def _policy_engine(self) -> PolicyEngine:
         if self.policies is None:
@@ -156,14 +169,31 @@ class Controller:
         return outcome.model_copy(update={"state": new_state})
 
     def run_actions(self) -> None:
-        """Run pending side effects; one that fails stays pending and is tried again next tick."""
+        """Run pending side effects; one that fails stays pending and is tried again next tick. A
+        notification is tried again after an exponential backoff and given up after
+        ``notify_attempts`` (a receiver that is down must not hold the registry actions behind it,
+        nor be hammered every tick). The backoff is kept in memory: a restart tries at once."""
+        now = self.clock()
         for action_id, action in self.store.pending_actions():
+            notify = action.kind is ActionKind.NOTIFY
+            failures, next_try = self._retries.get(action_id, (0, now))
+            if notify and now < next_try:
+                continue
             try:
                 self._run(action)
             except ModelcanaryError as exc:
-                log.warning("action %s failed, will retry: %s", action.key, exc)
-                self.store.mark_done(action_id, error=str(exc), fence=self.fence)
+                failures += 1
+                final = notify and failures >= self.notify_attempts
+                if final:
+                    log.warning("notification %s failed %d times, giving up: %s", action.key, failures, exc)
+                    self._retries.pop(action_id, None)
+                else:
+                    log.warning("action %s failed, will retry: %s", action.key, exc)
+                    self._retries[action_id] = (failures, now + self.notify_backoff_s * 2 ** (failures - 1))
+                error = f"gave up after {failures} attempts: {exc}" if final else str(exc)
+                self.store.mark_done(action_id, error=error, fence=self.fence, final=final)
             else:
+                self._retries.pop(action_id, None)
                 self.store.mark_done(action_id, fence=self.fence)
 
     def _run(self, action: Action) -> None:
@@ -172,6 +202,12 @@ class Controller:
             self.registry.set_alias(payload["name"], payload["alias"], payload["version"])
         elif action.kind is ActionKind.TAG_VERSION:
             self.registry.set_tag(payload["name"], payload["version"], payload["tag"], payload["value"])
+        elif action.kind is ActionKind.NOTIFY:
+            if self.notifier is None:
+                from modelcanary.adapters.notify.webhook import WebhookNotifier
+
+                self.notifier = WebhookNotifier()
+            self.notifier.deliver(dict(payload))
 
     async def run(self, *, interval_s: float = 1.0) -> None:
         """Tick until cancelled; store calls run in a thread so the gateway's loop stays free."""

@@ -14,6 +14,7 @@ imported, so callers above the adapters only ever catch these::
     │   └── Fenced           a controller's lease passed to another: its writes are refused
     ├── PolicyDenied         a policy gate refused a rollout's start; names each policy and its messages
     ├── RegistryError        the model registry refused or failed (unknown model, alias, version)
+    ├── DeliveryError        a webhook receiver did not take a notification (it is retried)
     └── StoreError           the state store failed
 """
 
@@ -86,6 +87,10 @@ class PolicyDenied(ModelcanaryError):
 
 class RegistryError(ModelcanaryError):
     """The model registry refused or failed."""
+
+
+class DeliveryError(ModelcanaryError):
+    """A notification was not delivered: the receiver failed, refused or could not be reached."""
 
 
 class StoreError(ModelcanaryError):

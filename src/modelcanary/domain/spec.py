@@ -300,6 +300,16 @@ class Gates(_Model):
         return refs
 
 
+class Notify(_Model):
+    """A webhook told of every phase or step change: JSON (with an idempotency key, signed with
+    HMAC-SHA256 when ``secret_env`` names an environment variable holding the secret) or a
+    Slack-compatible ``{"text": ...}``."""
+
+    url: str = Field(pattern=r"^https?://\S+$")
+    secret_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    format: Literal["json", "slack"] = "json"
+
+
 class Body(_Model):
     endpoint: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     baseline: ModelUri
@@ -309,6 +319,7 @@ class Body(_Model):
     on_success: OnSuccess = OnSuccess()
     on_failure: OnFailure = OnFailure()
     gates: Gates = Gates()
+    notify: list[Notify] = []
 
 
 class Metadata(_Model):

@@ -23,6 +23,7 @@ replayed from what the store holds, and every side effect is described, never pe
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Mapping
 
 from modelcanary.domain.errors import Conflict, PolicyDenied
@@ -88,6 +89,19 @@ def decide(
     cross a gate whose policies have not answered changes nothing and ``asks`` for that gate: the
     caller evaluates its policies and decides again with the answer, which is saved with the
     transition, so the decision replays from the store alone."""
+    outcome = _decide(state, spec, judgement=judgement, candidate_requests=candidate_requests, now=now, gates=gates)
+    return notified(state, spec, outcome)
+
+
+def _decide(
+    state: RolloutState,
+    spec: RolloutSpec,
+    *,
+    judgement: Judgement | None,
+    candidate_requests: int,
+    now: float,
+    gates: Mapping[Gate, GateDecision] | None = None,
+) -> Outcome:
     answers = gates or {}
     if state.phase is Phase.PENDING and not state.paused:
         return _go_to(state, spec, 0, now=now, candidate_requests=candidate_requests, judgement=None, gates=answers)
@@ -141,6 +155,56 @@ def apply_command(
     now: float,
     candidate_requests: int = 0,
     gates: Mapping[Gate, GateDecision] | None = None,
+) -> Outcome:
+    """An operator's pause, resume, abort, promote or approve (see ``_apply``)."""
+    outcome = _apply(state, spec, command, actor=actor, now=now, candidate_requests=candidate_requests, gates=gates)
+    return notified(state, spec, outcome)
+
+
+def notified(state: RolloutState, spec: RolloutSpec, outcome: Outcome) -> Outcome:
+    """``outcome`` with a webhook action per ``notify`` target when its phase or step changed. The
+    body is made here, once, so every retry sends the same bytes; its key (the rollout and the
+    version the change is saved as) lets a receiver drop a repeat."""
+    new, transition = outcome.state, outcome.transition
+    if not spec.spec.notify or transition is None or (new.phase, new.step) == (state.phase, state.step):
+        return outcome
+    key = f"{state.id}:v{state.version + 1}"
+    event = {
+        "key": key,
+        "rollout": {"id": state.id, "name": state.name, "endpoint": state.endpoint},
+        "baseline": state.baseline.uri,
+        "candidate": state.candidate.uri,
+        **transition.model_dump(mode="json", exclude={"judgement", "gate"}),
+    }
+    text = (
+        f"modelcanary: rollout {state.name} on {state.endpoint} ({state.candidate.uri}) "
+        f"{transition.source.value} -> {transition.target.value}: {transition.reason}"
+    )
+    actions = [
+        Action(
+            kind=ActionKind.NOTIFY,
+            payload={
+                "url": target.url,
+                "secret_env": target.secret_env or "",
+                "key": key,
+                "body": json.dumps({"text": text} if target.format == "slack" else event, sort_keys=True),
+            },
+            key=f"{key}:notify:{index}",
+        )
+        for index, target in enumerate(spec.spec.notify)
+    ]
+    return outcome.model_copy(update={"actions": (*outcome.actions, *actions)})
+
+
+def _apply(
+    state: RolloutState,
+    spec: RolloutSpec,
+    command: Command,
+    *,
+    actor: str,
+    now: float,
+    candidate_requests: int,
+    gates: Mapping[Gate, GateDecision] | None,
 ) -> Outcome:
     """An operator's pause, resume, abort, promote or approve. Raises ``Conflict`` when the rollout
     has ended or the command does not fit its phase, and ``PolicyDenied`` when a gate's policies

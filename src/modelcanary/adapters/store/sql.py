@@ -417,10 +417,12 @@ class SqlStore:
         with self._tx() as conn:
             return [(row.id, Action.model_validate_json(row.body)) for row in conn.execute(query)]
 
-    def mark_done(self, action_id: int, *, error: str | None = None, fence: Fence | None = None) -> None:
+    def mark_done(
+        self, action_id: int, *, error: str | None = None, fence: Fence | None = None, final: bool = False
+    ) -> None:
         now = time.time()
         values: dict[str, Any] = {"attempts": actions.c.attempts + 1, "last_error": error}
-        if error is None:
+        if error is None or final:
             values["done_at"] = now
         with self._tx() as conn:
             if fence is not None:
@@ -431,12 +433,13 @@ class SqlStore:
                 .values(**values)
                 .returning(actions.c.rollout_id, actions.c.key, actions.c.body)
             ).first()
-            if row is not None and error is None:
+            if row is not None and (error is None or final):
                 action = Action.model_validate_json(row.body)
                 detail = {"key": row.key, "kind": action.kind.value, "payload": action.payload}
-                self._audit(
-                    conn, at=now, actor="controller", action="action.done", rollout_id=row.rollout_id, detail=detail
-                )
+                what = "action.done" if error is None else "action.failed"
+                if error is not None:
+                    detail["error"] = error
+                self._audit(conn, at=now, actor="controller", action=what, rollout_id=row.rollout_id, detail=detail)
 
     # -- telemetry -------------------------------------------------------------------------------
 
