@@ -4,11 +4,8 @@ candidate that meets it and denies one that does not."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,66 +24,13 @@ from modelcanary.engine.decide import Command, apply_command
 from modelcanary.ports import Policy
 
 ROOT = Path(__file__).resolve().parents[2]
-NOW = time.time()
+NOW = time.time()  # within seconds of the registry's making: the data ages below allow for it
 DAY = 86_400.0
-GIT = "0123456789abcdef0123456789abcdef01234567"
-# version -> (auc, log_loss, input columns, days since its training data ended)
-VERSIONS: dict[str, tuple[float, float, dict[str, str], float]] = {
-    "1": (0.90, 0.30, {"amount": "double", "age": "double"}, 10.0),  # the baseline
-    "2": (0.905, 0.29, {"amount": "double", "age": "double"}, 2.0),  # better, fresh, same inputs
-    "3": (0.80, 0.45, {"amount": "double", "country": "string"}, 100.0),  # worse, stale, other inputs
-}
-
-
-class Constant:
-    """A pyfunc model that predicts 0.5 for every row (the gates never load it)."""
-
-    def predict(self, context: Any, model_input: Any, params: Any = None) -> list[float]:
-        return [0.5] * len(model_input)
-
-
-@pytest.fixture(scope="module")
-def gated_registry(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """``scorer`` v1 (@champion), v2 (@good) and v3 (@bad), each logged from a run with metrics,
-    a git commit, data version tags, a dataset input and a signature."""
-    import mlflow
-    import pandas as pd
-    from mlflow.models import infer_signature
-    from mlflow.pyfunc import PythonModel
-
-    root = tmp_path_factory.mktemp("gated-mlflow")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    client = MlflowRegistry(uri).client
-    experiment = client.create_experiment("gates", artifact_location=(root / "artifacts").as_uri())
-    model = type("ConstantModel", (Constant, PythonModel), {})()
-    with (
-        warnings.catch_warnings(),
-        contextlib.redirect_stderr(io.StringIO()),
-        contextlib.redirect_stdout(io.StringIO()),
-    ):
-        warnings.simplefilter("ignore")
-        for version, (auc, loss, columns, age_days) in VERSIONS.items():
-            frame = pd.DataFrame({name: [1.0] if kind == "double" else ["x"] for name, kind in columns.items()})
-            with mlflow.start_run(experiment_id=experiment, run_name=f"scorer-v{version}"):
-                mlflow.log_metrics({"auc": auc, "log_loss": loss})
-                as_of = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(NOW - age_days * DAY))
-                mlflow.set_tags({"mlflow.source.git.commit": GIT, "data.as_of": as_of, "data.version": f"d{version}"})
-                mlflow.log_input(mlflow.data.from_pandas(frame, name=f"train-v{version}"), context="training")
-                mlflow.pyfunc.log_model(
-                    name="model",
-                    python_model=model,
-                    registered_model_name="scorer",
-                    signature=infer_signature(frame, [0.5]),
-                    pip_requirements=[],
-                )
-    for alias, version in (("champion", "1"), ("good", "2"), ("bad", "3")):
-        client.set_registered_model_alias("scorer", alias, version)
-    return uri
 
 
 @pytest.fixture
-def real_registry(gated_registry: str) -> MlflowRegistry:
-    return MlflowRegistry(gated_registry)
+def real_registry(gated_registry: Any) -> MlflowRegistry:
+    return MlflowRegistry(gated_registry.uri)
 
 
 def spec_text(candidate: str, gates: dict[str, Any]) -> str:
@@ -105,10 +49,10 @@ def spec_text(candidate: str, gates: dict[str, Any]) -> str:
     return json.dumps(document, indent=2)
 
 
-def test_the_registry_describes_lineage_and_metadata(real_registry: MlflowRegistry) -> None:
+def test_the_registry_describes_lineage_and_metadata(real_registry: MlflowRegistry, gated_registry: Any) -> None:
     info = real_registry.describe(real_registry.resolve("models:/scorer@good"))
     assert info.run_id and info.source
-    assert info.git_commit == GIT
+    assert info.git_commit == gated_registry.git_commit
     assert info.metrics == {"auc": 0.905, "log_loss": 0.29}
     assert info.data_tags["data.version"] == "d2"
     assert [dataset["name"] for dataset in info.datasets] == ["train-v2"]
@@ -117,7 +61,7 @@ def test_the_registry_describes_lineage_and_metadata(real_registry: MlflowRegist
         ("amount", "double"),
         ("age", "double"),
     ]
-    assert info.data_as_of is not None and abs((NOW - info.data_as_of) / DAY - 2.0) < 1e-3
+    assert info.data_as_of is not None and abs((gated_registry.now - info.data_as_of) / DAY - 2.0) < 1e-3
 
 
 # (policy ref, its params, the candidate alias it allows, the one it denies, words of the denial)

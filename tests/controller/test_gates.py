@@ -65,6 +65,9 @@ def test_a_step_gate_denial_holds_once_then_lets_go_when_the_policy_allows(
     assert entry.gate is not None and entry.gate["denials"][0]["policy"] == "change-freeze"
     audited = [e for e in store.audit_events(state.id) if e["action"] == "rollout.pending"]
     assert [e["detail"]["reason"] for e in audited] == [held.reason]
+    assert audited[0]["detail"]["gate"]["denials"] == [
+        {"policy": "change-freeze", "message": "no changes on Saturday (UTC)"}
+    ]
 
     clock.now = SATURDAY + 2 * 86_400.0  # Monday
     (entered,) = controller.tick()

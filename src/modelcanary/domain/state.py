@@ -48,6 +48,16 @@ class ModelInfo(_Value):
     run_started_at: float | None = None  # epoch seconds
     data_as_of: float | None = None  # epoch seconds: the newest training data (a data tag, else the run's start)
 
+    def lineage(self) -> dict[str, Any]:
+        """Where the model came from, as the audit log keeps it (metrics and tags stay in the state).
+
+        >>> ModelInfo(run_id="r1", git_commit="abc", data_tags={"data.version": "d7"}).lineage()["data_tags"]
+        {'data.version': 'd7'}
+        """
+        return self.model_dump(
+            mode="json", include={"run_id", "source", "git_commit", "data_tags", "datasets", "data_as_of"}
+        )
+
 
 class ApprovalRecord(_Value):
     """Someone let a rollout go on: at an approval step, or by promoting it."""

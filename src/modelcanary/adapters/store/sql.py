@@ -56,6 +56,25 @@ class _Contended(Exception):
     """The batched save cannot tell which rollout failed: redo it one savepoint each."""
 
 
+def _created(state: RolloutState, spec_json: str | None) -> dict[str, Any]:
+    """A new rollout's audit detail: both models and, when known, their lineage and the traffic plan
+    (steps and sticky key), so who was served what, when and why is answerable from the log alone."""
+    detail: dict[str, Any] = {
+        "endpoint": state.endpoint,
+        "baseline": state.baseline.uri,
+        "candidate": state.candidate.uri,
+    }
+    infos = {"baseline": state.baseline_info, "candidate": state.candidate_info}
+    if any(infos.values()):
+        detail["lineage"] = {role: info.lineage() if info else None for role, info in infos.items()}
+    traffic = json.loads(spec_json).get("spec", {}).get("traffic") if spec_json else None
+    if traffic is not None:
+        detail["traffic"] = traffic
+    if state.policies:
+        detail["policies"] = sorted(state.policies)
+    return detail
+
+
 def _chunks(items: Sequence[str], size: int = 500) -> list[Sequence[str]]:
     """Bound ``IN (...)`` lists: old SQLite builds allow 999 parameters per statement."""
     return [items[start : start + size] for start in range(0, len(items), size)]
@@ -111,7 +130,7 @@ class SqlStore:
                 actor=actor,
                 action="rollout.create",
                 rollout_id=state.id,
-                detail={"endpoint": state.endpoint, "baseline": state.baseline.uri, "candidate": state.candidate.uri},
+                detail=_created(state, spec_json),
             )
 
     def get(self, rollout_id: str) -> tuple[RolloutState, str]:
@@ -249,19 +268,22 @@ class SqlStore:
 
     def _append_transition(self, conn: Connection, rollout_id: str, transition: Transition) -> None:
         conn.execute(transitions.insert().values(rollout_id=rollout_id, body=transition.model_dump_json()))
+        detail: dict[str, Any] = {
+            "source": transition.source.value,
+            "step": transition.step,
+            "weight": transition.weight,
+            "paused": transition.paused,
+            "reason": transition.reason,
+        }
+        if transition.gate is not None:  # the policies asked and what they denied
+            detail["gate"] = transition.gate
         self._audit(
             conn,
             at=transition.at,
             actor=transition.actor,
             action=f"rollout.{transition.target.value}",
             rollout_id=rollout_id,
-            detail={
-                "source": transition.source.value,
-                "step": transition.step,
-                "weight": transition.weight,
-                "paused": transition.paused,
-                "reason": transition.reason,
-            },
+            detail=detail,
         )
 
     def history(self, rollout_id: str) -> list[Transition]:
