@@ -173,3 +173,23 @@ def test_a_policy_file_is_read_relative_to_the_spec_and_a_broken_one_is_a_spec_e
     assert where[1].startswith("spec.gates.promote[1] (line ")
     assert "neither a .rego file nor a built-in policy" in caught.value.problems[1][1]
     assert store.list_rollouts() == []
+
+
+@pytest.mark.parametrize(
+    ("source", "document", "denial"),
+    [
+        ("allow := true", {}, None),  # no deny rule: allowed
+        ('deny := "nope"', {}, 'deny must be a set of messages, got "nope"'),
+        (
+            "deny contains x if { x := to_number(input.v) }",
+            {"v": "abc"},
+            "the policy failed to evaluate: a run-time error in the policy (a built-in function failed on its input)",
+        ),
+    ],
+)
+def test_a_policy_that_cannot_answer_denies(source: str, document: dict[str, Any], denial: str | None) -> None:
+    engine = RegoPolicyEngine()
+    policy = Policy("p", f"package p\nimport rego.v1\n{source}\n", {})
+    decision = engine.evaluate(Gate.STEP, [policy], document)
+    assert [d.message for d in decision.denials] == ([denial] if denial else [])
+    assert engine.evaluate(Gate.STEP, [policy], document) == decision  # the same from the compiled bundle

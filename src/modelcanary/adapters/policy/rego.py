@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,10 @@ def builtin_policies() -> list[str]:
 class RegoPolicyEngine:
     """Implements PolicyEngine. Each policy gets an interpreter of its own, so two policies in the
     same package cannot merge their rules."""
+
+    def __init__(self) -> None:
+        self._bundles: dict[str, tuple[Any, Any]] = {}  # source -> (its builder, its compiled bundle)
+        self._lock = threading.Lock()
 
     def source(self, ref: str, *, relative_to: str | None) -> str:
         path = Path(ref)
@@ -69,16 +74,41 @@ class RegoPolicyEngine:
         package = _PACKAGE.search(policy.source)
         if package is None:
             return ["the policy has no package line"]
-        ok, answer = _query(policy.source, f"data.{package.group(1)}.deny", {**document, "params": policy.params})
+        ok, answer = self._run(policy.source, package.group(1), {**document, "params": policy.params})
         if not ok:  # fail closed: a policy that cannot answer does not allow
             return [f"the policy failed to evaluate: {answer}"]
-        if answer == "undefined":  # no deny rule matched
+        if answer == "undefined":  # no deny rule at all
             return []
         result = json.loads(answer)
-        messages = (result[0] if isinstance(result, list) else result).get("expressions", [None])[0]
+        messages = (result[0] if isinstance(result, list) else result).get("bindings", {}).get("deny")
         if not isinstance(messages, list):
             return [f"deny must be a set of messages, got {json.dumps(messages)}"]
         return sorted(message if isinstance(message, str) else json.dumps(message) for message in messages)
+
+    def _run(self, source: str, package: str, document: dict[str, Any]) -> tuple[bool, str]:
+        """Query a policy's ``deny`` through a bundle compiled once per source: compiling takes
+        ~10x as long as evaluating (20 ms against 2 ms), and a held rollout asks every tick."""
+        from regopy import RegoError
+
+        with self._lock:
+            try:
+                if source not in self._bundles:
+                    builder = _interpreter()
+                    builder.add_module("policy", source)
+                    bundle = builder.build(f"deny = data.{package}.deny")
+                    if not bundle.ok():
+                        return False, "the policy does not compile"
+                    self._bundles[source] = (builder, bundle)  # the bundle stays with its builder
+                _, bundle = self._bundles[source]
+                runner = _interpreter()
+                runner.set_input_term(json.dumps(document))
+                output = runner.query_bundle(bundle)
+                ok, text = output.ok(), str(output)
+                del output  # before its interpreter: see _query
+                del runner
+            except RegoError as exc:
+                return False, _rego_error(str(exc), source)
+        return ok, text if ok else _error(text)
 
     def _compile_problem(self, text: str) -> str | None:
         package = _PACKAGE.search(text)
@@ -114,6 +144,9 @@ def _interpreter() -> Any:
 
     rego = Interpreter()
     rego.log_level = LogLevel.NONE  # rego-cpp prints its errors to stdout otherwise; they are returned
+    rego.strict_built_in_errors = (
+        True  # a built-in's error fails the policy (which then denies), as in OPA's strict mode
+    )
     return rego
 
 
@@ -133,6 +166,8 @@ def _rego_error(text: str, source: str) -> str:
 
 def _error(text: str) -> str:
     """rego-cpp's error report, on one line: ``message at policy:LINE:COL``."""
+    if text.strip() == "<error>":  # what regopy 1.5 reports of a run-time error, with no more detail
+        return "a run-time error in the policy (a built-in function failed on its input)"
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("Errors:")]
     where = next((line.removeprefix("-- ") for line in lines if line.startswith("-- ")), "")
     message = lines[0] if lines else text
