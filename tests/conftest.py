@@ -8,6 +8,7 @@ import contextlib
 import io
 import logging
 import os
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -282,3 +283,76 @@ def gateway_processes(tmp_path_factory: pytest.TempPathFactory, mlflow_registry:
         yield started
     finally:
         started.stop_all()
+
+
+# -- a registry for policy gates and lineage -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GatedRegistry:
+    """A real MLflow registry for policy gates and lineage: ``scorer`` v1 (@champion), v2 (@good,
+    better, fresher, the same inputs) and v3 (@bad: worse, stale, other inputs)."""
+
+    uri: str
+    now: float  # when it was made: data ages count from here
+    git_commit: str
+
+
+GATED_GIT_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+# version -> (auc, log_loss, input columns, days since its training data ended)
+GATED_VERSIONS: dict[str, tuple[float, float, dict[str, str], float]] = {
+    "1": (0.90, 0.30, {"amount": "double", "age": "double"}, 10.0),  # the baseline
+    "2": (0.905, 0.29, {"amount": "double", "age": "double"}, 2.0),  # better, fresh, same inputs
+    "3": (0.80, 0.45, {"amount": "double", "country": "string"}, 100.0),  # worse, stale, other inputs
+}
+
+
+class Constant:
+    """A pyfunc model that predicts 0.5 for every row (the gates never load it)."""
+
+    def predict(self, context: Any, model_input: Any, params: Any = None) -> list[float]:
+        return [0.5] * len(model_input)
+
+
+@pytest.fixture(scope="session")
+def gated_registry(tmp_path_factory: pytest.TempPathFactory) -> GatedRegistry:
+    """``scorer`` v1 (@champion), v2 (@good) and v3 (@bad), each logged from a run with metrics,
+    a git commit, data version tags, a dataset input and a signature."""
+    import mlflow
+    import pandas as pd
+    from mlflow.models import infer_signature
+    from mlflow.pyfunc import PythonModel
+
+    from modelcanary.adapters.registry.mlflow import MlflowRegistry
+
+    now = time.time()
+    root = tmp_path_factory.mktemp("gated-mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowRegistry(uri).client
+    experiment = client.create_experiment("gates", artifact_location=(root / "artifacts").as_uri())
+    model = type("ConstantModel", (Constant, PythonModel), {})()
+    with (
+        warnings.catch_warnings(),
+        contextlib.redirect_stderr(io.StringIO()),
+        contextlib.redirect_stdout(io.StringIO()),
+    ):
+        warnings.simplefilter("ignore")
+        for version, (auc, loss, columns, age_days) in GATED_VERSIONS.items():
+            frame = pd.DataFrame({name: [1.0] if kind == "double" else ["x"] for name, kind in columns.items()})
+            with mlflow.start_run(experiment_id=experiment, run_name=f"scorer-v{version}"):
+                mlflow.log_metrics({"auc": auc, "log_loss": loss})
+                as_of = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now - age_days * 86_400.0))
+                mlflow.set_tags(
+                    {"mlflow.source.git.commit": GATED_GIT_COMMIT, "data.as_of": as_of, "data.version": f"d{version}"}
+                )
+                mlflow.log_input(mlflow.data.from_pandas(frame, name=f"train-v{version}"), context="training")
+                mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=model,
+                    registered_model_name="scorer",
+                    signature=infer_signature(frame, [0.5]),
+                    pip_requirements=[],
+                )
+    for alias, version in (("champion", "1"), ("good", "2"), ("bad", "3")):
+        client.set_registered_model_alias("scorer", alias, version)
+    return GatedRegistry(uri=uri, now=now, git_commit=GATED_GIT_COMMIT)

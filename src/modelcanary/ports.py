@@ -8,7 +8,8 @@ from typing import Any, Protocol
 
 from modelcanary.domain.access import Role, TokenInfo
 from modelcanary.domain.errors import ModelcanaryError
-from modelcanary.domain.state import Action, ModelVersion, Outcome, RolloutState, Route, Transition
+from modelcanary.domain.gates import Gate, GateDecision
+from modelcanary.domain.state import Action, ModelInfo, ModelVersion, Outcome, RolloutState, Route, Transition
 from modelcanary.domain.telemetry import Variant, VariantTelemetry
 
 
@@ -21,6 +22,40 @@ class Registry(Protocol):
 
     def set_tag(self, name: str, version: str, key: str, value: str) -> None:
         """Set a tag on a model version (idempotent)."""
+
+    def describe(self, version: ModelVersion) -> ModelInfo:
+        """The version's lineage and metadata: run, source, git commit, data tags, metrics, signature."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A gate policy as evaluated: its name (the spec's ref), its source, and its parameters."""
+
+    name: str
+    source: str
+    params: dict[str, Any]
+
+
+class PolicyEngine(Protocol):
+    def source(self, ref: str, *, relative_to: str | None) -> str:
+        """The source of a policy file (relative to the folder ``relative_to``) or built-in name;
+        ``ValueError`` saying why if there is none or it does not compile."""
+
+    def evaluate(self, gate: Gate, policies: Sequence[Policy], document: dict[str, Any]) -> GateDecision:
+        """Every policy's ``deny`` messages for ``document`` (plus its ``params``); a policy that
+        fails to evaluate denies, saying why."""
+
+
+class Notifier(Protocol):
+    def deliver(self, payload: dict[str, str]) -> None:
+        """Send one notification action's payload once; ``DeliveryError`` unless the receiver took it."""
+
+
+class AuditLog(Protocol):
+    def append_audit(
+        self, *, at: float, actor: str, action: str, rollout_id: str | None, detail: dict[str, Any]
+    ) -> None:
+        """Append one event to the hash-chained audit log, on its own (a refused start, say)."""
 
 
 @dataclass(frozen=True)
@@ -110,9 +145,12 @@ class ActionQueue(Protocol):
     def pending_actions(self) -> list[tuple[int, Action]]:
         """Side effects saved but not yet marked done, oldest first."""
 
-    def mark_done(self, action_id: int, *, error: str | None = None, fence: Fence | None = None) -> None:
-        """Record that an action ran (or failed with ``error``, to be tried again); a done action is
-        audited. Given a fence, ``Fenced`` once the lease has passed to another holder."""
+    def mark_done(
+        self, action_id: int, *, error: str | None = None, fence: Fence | None = None, final: bool = False
+    ) -> None:
+        """Record that an action ran (or failed with ``error``, to be tried again, unless ``final``:
+        given up); a done or given-up action is audited. Given a fence, ``Fenced`` once the lease
+        has passed to another holder."""
 
 
 class TelemetryStore(Protocol):

@@ -7,7 +7,7 @@ from typing import Any
 
 from modelcanary.domain.errors import RegistryError
 from modelcanary.domain.spec import parse_model_uri
-from modelcanary.domain.state import ModelVersion
+from modelcanary.domain.state import ModelInfo, ModelVersion
 from modelcanary.ports import Column
 
 
@@ -23,6 +23,7 @@ class FakeRegistry:
         self.versions = versions
         self.aliases = dict(aliases or {})
         self.tags: dict[tuple[str, str], dict[str, str]] = {}
+        self.infos: dict[tuple[str, str], ModelInfo] = {}  # what ``describe`` answers; empty by default
 
     def resolve(self, uri: str) -> ModelVersion:
         name, version, alias = parse_model_uri(uri)
@@ -37,6 +38,9 @@ class FakeRegistry:
 
     def set_tag(self, name: str, version: str, key: str, value: str) -> None:
         self.tags.setdefault((name, version), {})[key] = value
+
+    def describe(self, version: ModelVersion) -> ModelInfo:
+        return self.infos.get((version.name, version.version), ModelInfo())
 
 
 class FunctionModel:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from modelcanary.controller.gates import default_engine, gated
 from modelcanary.domain.errors import Fenced, ModelcanaryError
 from modelcanary.domain.judgement import Look
 from modelcanary.domain.phases import Phase
@@ -24,8 +25,17 @@ from modelcanary.domain.spec import RolloutSpec, load_spec
 from modelcanary.domain.state import Action, ActionKind, Outcome, RolloutState
 from modelcanary.domain.telemetry import RolloutTelemetry
 from modelcanary.engine.analysis import analyse, pair
-from modelcanary.engine.decide import decide
-from modelcanary.ports import ActionQueue, Fence, Leases, Registry, RolloutStore, TelemetryStore
+from modelcanary.engine.decide import CONTROLLER, decide
+from modelcanary.ports import (
+    ActionQueue,
+    Fence,
+    Leases,
+    Notifier,
+    PolicyEngine,
+    Registry,
+    RolloutStore,
+    TelemetryStore,
+)
 
 log = logging.getLogger("modelcanary.controller")
 
@@ -45,7 +55,17 @@ class Controller:
     holder: str | None = None  # this controller's name for the lease; None: act without one (embedded)
     lease_ttl_s: float = 10.0
     fence: Fence | None = None  # the lease held since the last tick, if any
+    policies: PolicyEngine | None = None  # gate policies' evaluator; Rego (regopy) when first needed
+    notifier: Notifier | None = None  # webhooks; the standard-library one when first needed
+    notify_attempts: int = 6  # a notification is given up (and audited as failed) after this many
+    notify_backoff_s: float = 1.0  # the wait after the first failure, doubled after each other one
     _specs: dict[str, RolloutSpec] = field(default_factory=dict)
+    _retries: dict[int, tuple[int, float]] = field(default_factory=dict)  # action id -> (failures, next try)
+
+    def _policy_engine(self) -> PolicyEngine:
+        if self.policies is None:
+            self.policies = default_engine()
+        return self.policies
 
     def lead(self) -> bool:
         """Take or renew the lease; whether this controller may act now."""
@@ -122,10 +142,25 @@ class Controller:
         """The outcome to save for one rollout, or None when nothing changed: pure, given the clock."""
         now = self.clock()
         judgement, memory = None, state.judge_memory
-        if state.phase is Phase.CANARY:
+        if state.phase in (Phase.CANARY, Phase.AWAITING_APPROVAL):  # an approval's wait is watched too
             look = Look(at=now - state.created_at, weight=state.weight, telemetry=telemetry)
             judgement, memory = analyse(spec, look, state.judge_memory)
-        outcome = decide(state, spec, judgement=judgement, candidate_requests=telemetry.candidate.requests, now=now)
+        outcome = gated(
+            lambda answers: decide(
+                state,
+                spec,
+                judgement=judgement,
+                candidate_requests=telemetry.candidate.requests,
+                now=now,
+                gates=answers,
+            ),
+            engine=self._policy_engine,
+            spec=spec,
+            state=state,
+            judgement=judgement,
+            actor=CONTROLLER,
+            now=now,
+        )
         if outcome.transition is None and memory == state.judge_memory:
             return None
         # the judge's memory is saved with every look, so the evidence survives a restart; the
@@ -134,14 +169,31 @@ class Controller:
         return outcome.model_copy(update={"state": new_state})
 
     def run_actions(self) -> None:
-        """Run pending side effects; one that fails stays pending and is tried again next tick."""
+        """Run pending side effects; one that fails stays pending and is tried again next tick. A
+        notification is tried again after an exponential backoff and given up after
+        ``notify_attempts`` (a receiver that is down must not hold the registry actions behind it,
+        nor be hammered every tick). The backoff is kept in memory: a restart tries at once."""
+        now = self.clock()
         for action_id, action in self.store.pending_actions():
+            notify = action.kind is ActionKind.NOTIFY
+            failures, next_try = self._retries.get(action_id, (0, now))
+            if notify and now < next_try:
+                continue
             try:
                 self._run(action)
             except ModelcanaryError as exc:
-                log.warning("action %s failed, will retry: %s", action.key, exc)
-                self.store.mark_done(action_id, error=str(exc), fence=self.fence)
+                failures += 1
+                final = notify and failures >= self.notify_attempts
+                if final:
+                    log.warning("notification %s failed %d times, giving up: %s", action.key, failures, exc)
+                    self._retries.pop(action_id, None)
+                else:
+                    log.warning("action %s failed, will retry: %s", action.key, exc)
+                    self._retries[action_id] = (failures, now + self.notify_backoff_s * 2 ** (failures - 1))
+                error = f"gave up after {failures} attempts: {exc}" if final else str(exc)
+                self.store.mark_done(action_id, error=error, fence=self.fence, final=final)
             else:
+                self._retries.pop(action_id, None)
                 self.store.mark_done(action_id, fence=self.fence)
 
     def _run(self, action: Action) -> None:
@@ -150,6 +202,12 @@ class Controller:
             self.registry.set_alias(payload["name"], payload["alias"], payload["version"])
         elif action.kind is ActionKind.TAG_VERSION:
             self.registry.set_tag(payload["name"], payload["version"], payload["tag"], payload["value"])
+        elif action.kind is ActionKind.NOTIFY:
+            if self.notifier is None:
+                from modelcanary.adapters.notify.webhook import WebhookNotifier
+
+                self.notifier = WebhookNotifier()
+            self.notifier.deliver(dict(payload))
 
     async def run(self, *, interval_s: float = 1.0) -> None:
         """Tick until cancelled; store calls run in a thread so the gateway's loop stays free."""

@@ -4,20 +4,41 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
-from modelcanary.domain.spec import load_spec
+from modelcanary.controller.gates import default_engine, evaluate_gate, gated
+from modelcanary.domain.errors import PolicyDenied, SpecError
+from modelcanary.domain.gates import Gate
+from modelcanary.domain.spec import RolloutSpec, load_spec, locate
 from modelcanary.domain.state import RolloutState, remote_version
 from modelcanary.engine.analysis import pair
 from modelcanary.engine.decide import Command, apply_command, new_state
-from modelcanary.ports import Registry, RolloutStore, TelemetryStore
+from modelcanary.ports import AuditLog, PolicyEngine, Registry, RolloutStore, TelemetryStore
+
+
+class StartStore(RolloutStore, AuditLog, Protocol):
+    pass
 
 
 def start_rollout(
-    store: RolloutStore, registry: Registry, spec_text: str, *, source: str, actor: str, now: float | None = None
+    store: StartStore,
+    registry: Registry,
+    spec_text: str,
+    *,
+    source: str,
+    actor: str,
+    now: float | None = None,
+    policies: PolicyEngine | None = None,
+    policy_dir: str | None = None,
 ) -> RolloutState:
-    """Validate the spec, resolve both models to concrete versions, and save the rollout as pending.
-    Raises ``SpecError``, ``RegistryError`` or ``Conflict`` and then saves nothing."""
+    """Validate the spec, resolve both models to concrete versions, read their lineage from the
+    registry, load the gate policies, ask the start gate, and save the rollout as pending.
+
+    Policy files are read relative to ``policy_dir`` (default: the folder of ``source`` when it is
+    a file, else the working directory). Raises ``SpecError``, ``RegistryError``, ``Conflict`` or
+    ``PolicyDenied`` and then saves no rollout; a denial is audited as ``rollout.refused``."""
     spec = load_spec(spec_text, source=source)
     # a model served elsewhere (v2+http://, ray://) is its ref; the registry resolves the rest
     baseline = remote_version(spec.spec.baseline) or registry.resolve(spec.spec.baseline)
@@ -25,11 +46,49 @@ def start_rollout(
     at = time.time() if now is None else now
     rollout_id = f"{spec.spec.endpoint}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime(at))}-{uuid.uuid4().hex[:6]}"
     state = new_state(spec, rollout_id=rollout_id, baseline=baseline, candidate=candidate, now=at)
+    state = state.model_copy(
+        update={"baseline_info": registry.describe(baseline), "candidate_info": registry.describe(candidate)}
+    )
+    if any(spec.spec.gates.policies(gate.value) for gate in Gate):
+        engine = policies or default_engine()
+        folder = policy_dir or (str(Path(source).parent) if Path(source).is_file() else None)
+        state = state.model_copy(update={"policies": _load_policies(engine, spec, spec_text, source, folder)})
+        if spec.spec.gates.start:
+            decision = evaluate_gate(engine, Gate.START, spec=spec, state=state, judgement=None, actor=actor, now=at)
+            if not decision.allowed:
+                detail = {
+                    "endpoint": state.endpoint,
+                    "baseline": state.baseline.uri,
+                    "candidate": state.candidate.uri,
+                    "gate": decision.model_dump(mode="json"),
+                }
+                store.append_audit(at=at, actor=actor, action="rollout.refused", rollout_id=None, detail=detail)
+                raise PolicyDenied("start", [(denial.policy, denial.message) for denial in decision.denials])
     store.create(state, spec_text, actor=actor, spec_json=spec.model_dump_json(by_alias=True))
     return state
 
 
-class CommandStore(RolloutStore, TelemetryStore, Protocol):
+def _load_policies(
+    engine: PolicyEngine, spec: RolloutSpec, text: str, source: str, folder: str | None
+) -> dict[str, str]:
+    """Every gate policy's source by its ref; a ``SpecError`` naming each one that cannot be read or
+    does not compile, at its line."""
+    sources: dict[str, str] = {}
+    problems: list[tuple[str, str]] = []
+    for gate in Gate:
+        for index, ref in enumerate(spec.spec.gates.policies(gate.value)):
+            if ref.policy in sources:
+                continue
+            try:
+                sources[ref.policy] = engine.source(ref.policy, relative_to=folder)
+            except ValueError as exc:
+                problems.append((locate(text, ("spec", "gates", gate.value, index)), str(exc)))
+    if problems:
+        raise SpecError(problems, source=source)
+    return sources
+
+
+class CommandStore(RolloutStore, TelemetryStore, AuditLog, Protocol):
     pass
 
 
@@ -41,20 +100,33 @@ def run_command(
     actor: str,
     now: float | None = None,
     reason: str | None = None,
+    policies: Callable[[], PolicyEngine] = default_engine,
 ) -> RolloutState:
     """Apply an operator's command and save it with compare-and-set (``Conflict`` if the rollout
     changed meanwhile, or the command does not fit its phase). The operator's ``reason``, if
-    given, is added to the one the history and the audit log record."""
+    given, is added to the one the history and the audit log record. A promote or an approve
+    crosses the gates a controller's advance would; a denial raises ``PolicyDenied``, audited as
+    ``rollout.command_refused``, and changes nothing."""
     state, text = store.get(rollout_id)
+    spec = load_spec(text)
     requests = pair(store.read_telemetry(rollout_id)).candidate.requests
-    outcome = apply_command(
-        state,
-        load_spec(text),
-        command,
-        actor=actor,
-        now=time.time() if now is None else now,
-        candidate_requests=requests,
-    )
+    at = time.time() if now is None else now
+    try:
+        outcome = gated(
+            lambda answers: apply_command(
+                state, spec, command, actor=actor, now=at, candidate_requests=requests, gates=answers
+            ),
+            engine=policies,
+            spec=spec,
+            state=state,
+            judgement=None,
+            actor=actor,
+            now=at,
+        )
+    except PolicyDenied as exc:
+        detail = {"command": command.value, "gate": exc.gate, "denials": [list(denial) for denial in exc.denials]}
+        store.append_audit(at=at, actor=actor, action="rollout.command_refused", rollout_id=rollout_id, detail=detail)
+        raise
     if reason and outcome.transition is not None:
         because = f"{outcome.transition.reason}: {reason}"
         outcome = outcome.model_copy(

@@ -12,9 +12,11 @@ imported, so callers above the adapters only ever catch these::
     ├── Conflict             the action does not fit the current state (active rollout exists,
     │   │                    transition not allowed, concurrent update lost its compare-and-set)
     │   └── Fenced           a controller's lease passed to another: its writes are refused
+    ├── PolicyDenied         a policy gate refused a rollout's start; names each policy and its messages
     ├── RegistryError        the model registry refused or failed (unknown model, alias, version)
     ├── BackendError         a model served elsewhere (a remote V2 server, Ray Serve) failed or is
     │                        unreachable; a candidate's costs the client nothing (the baseline answers)
+    ├── DeliveryError        a webhook receiver did not take a notification (it is retried)
     └── StoreError           the state store failed
 """
 
@@ -71,12 +73,30 @@ class Fenced(Conflict):
     """A write carried a fencing token older than the lease's: its controller is no longer the leader."""
 
 
+class PolicyDenied(ModelcanaryError):
+    """A policy gate refused. ``denials`` lists ``(policy, message)`` pairs.
+
+    >>> str(PolicyDenied("start", [("data-freshness", "trained on data 40 days old; at most 30")]))
+    'the start gate denied the rollout:\\n  data-freshness: trained on data 40 days old; at most 30'
+    """
+
+    def __init__(self, gate: str, denials: list[tuple[str, str]]) -> None:
+        self.gate = gate
+        self.denials = denials
+        lines = "\n".join(f"  {policy}: {message}" for policy, message in denials)
+        super().__init__(f"the {gate} gate denied the rollout:\n{lines}")
+
+
 class RegistryError(ModelcanaryError):
     """The model registry refused or failed."""
 
 
 class BackendError(ModelcanaryError):
     """A model served elsewhere failed, timed out or could not be reached."""
+
+
+class DeliveryError(ModelcanaryError):
+    """A notification was not delivered: the receiver failed, refused or could not be reached."""
 
 
 class StoreError(ModelcanaryError):

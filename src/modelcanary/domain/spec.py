@@ -27,7 +27,9 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -132,6 +134,8 @@ class StickyKey(_Model):
 
 
 class Step(_Model):
+    """A weight step: the candidate serves ``weight`` percent until the judge passes it."""
+
     weight: float = Field(gt=0, le=100, description="percent of eligible traffic sent to the candidate")
     min_requests: int = Field(default=100, ge=0, description="candidate requests needed in this step")
     min_duration: Seconds = 30.0
@@ -214,8 +218,35 @@ class Segment(_Model):
         return self
 
 
+class Approval(_Model):
+    """Wait, at the weight reached so far, until someone with ``role`` approves; the judge keeps
+    watching, so a failing metric still rolls back. At ``timeout`` (none: wait for ever) do
+    ``on_timeout``: roll back, pause for a human, or go on as if approved (``promote``)."""
+
+    role: Literal["approver", "admin"] = "approver"
+    timeout: Seconds | None = None
+    on_timeout: Literal["rollback", "pause", "promote"] = "rollback"
+
+
+class ApprovalStep(_Model):
+    approval: Approval
+
+
+def _step_kind(value: Any) -> str:
+    if isinstance(value, dict) and "approval" in value:
+        return STEP_KINDS[1]
+    return STEP_KINDS[0]
+
+
+# pydantic names the union member it tried in an error's location; ``_where`` skips these names
+STEP_KINDS = ("weight step", "approval step")
+AnyStep = Annotated[
+    Annotated[Step, Tag(STEP_KINDS[0])] | Annotated[ApprovalStep, Tag(STEP_KINDS[1])], Discriminator(_step_kind)
+]
+
+
 class Traffic(_Model):
-    steps: list[Step] = Field(min_length=1)
+    steps: list[AnyStep] = Field(min_length=1)
     sticky_key: StickyKey | None = None
     circuit_breaker: CircuitBreaker = CircuitBreaker()
     segments: list[Segment] = Field(default_factory=list, max_length=50)
@@ -253,7 +284,9 @@ class Traffic(_Model):
 
     @model_validator(mode="after")
     def _increasing(self) -> Traffic:
-        weights = [step.weight for step in self.steps]
+        weights = [step.weight for step in self.steps if isinstance(step, Step)]
+        if not isinstance(self.steps[0], Step):
+            raise ValueError("the first step must be a weight step (an approval waits at the weight reached)")
         if any(later <= earlier for earlier, later in itertools.pairwise(weights)):
             raise ValueError(f"step weights must increase, got {weights}")
         return self
@@ -371,6 +404,49 @@ class OnFailure(_Model):
     tag_version: bool = Field(default=True, description="tag the candidate's registry version with the reason")
 
 
+def _policy_ref(value: object) -> object:
+    return {"policy": value} if isinstance(value, str) else value
+
+
+class PolicyRef(_Model):
+    """A Rego policy: a ``.rego`` file (relative to the spec's file) or a built-in's name, and the
+    parameters it reads as ``input.params``."""
+
+    policy: str = Field(min_length=1)
+    params: dict[str, Any] = {}
+
+
+Policies = list[Annotated[PolicyRef, BeforeValidator(_policy_ref)]]
+
+
+class Gates(_Model):
+    """Policies asked before the rollout starts, before each weight step, and before promotion."""
+
+    start: Policies = []
+    step: Policies = []
+    promote: Policies = []
+    on_deny: Literal["hold", "rollback"] = Field(
+        default="hold", description="what a denial at the step or promote gate leads to"
+    )
+    require_approver: bool = Field(
+        default=False, description="never promote unless someone approved (an approval step or a promote command)"
+    )
+
+    def policies(self, gate: str) -> list[PolicyRef]:
+        refs: list[PolicyRef] = getattr(self, gate)
+        return refs
+
+
+class Notify(_Model):
+    """A webhook told of every phase or step change: JSON (with an idempotency key, signed with
+    HMAC-SHA256 when ``secret_env`` names an environment variable holding the secret) or a
+    Slack-compatible ``{"text": ...}``."""
+
+    url: str = Field(pattern=r"^https?://\S+$")
+    secret_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    format: Literal["json", "slack"] = "json"
+
+
 class Body(_Model):
     endpoint: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     baseline: ModelUri
@@ -379,6 +455,8 @@ class Body(_Model):
     analysis: Analysis
     on_success: OnSuccess = OnSuccess()
     on_failure: OnFailure = OnFailure()
+    gates: Gates = Gates()
+    notify: list[Notify] = []
 
     @field_validator("on_success")
     @classmethod
@@ -424,6 +502,18 @@ def load_spec(text: str, *, source: str = "<spec>") -> RolloutSpec:
         raise SpecError(problems, source=source) from exc
 
 
+def locate(text: str, loc: tuple[int | str, ...]) -> str:
+    """Where a field of a spec's YAML is, as ``SpecError`` names it, for problems found after
+    validation (a policy file that does not compile, say).
+
+    >>> locate("spec:\\n  gates:\\n    start: [a, b]\\n", ("spec", "gates", "start", 1))
+    'spec.gates.start[1] (line 3)'
+    """
+    from ruamel.yaml import YAML
+
+    return _where(YAML(typ="rt").load(text), loc)
+
+
 def _plain(node: Any) -> Any:
     """ruamel's commented containers as plain dicts and lists (pydantic wants plain types)."""
     if isinstance(node, dict):
@@ -447,7 +537,7 @@ def _where(document: Any, loc: tuple[int | str, ...]) -> str:
             path += f".{part}" if path else str(part)
             line = node.lc.key(part)[0] + 1
             node = node[part]
-        elif isinstance(node, CommentedMap) and node.get("kind") == part:
+        elif isinstance(node, CommentedMap) and (node.get("kind") == part or part in STEP_KINDS):
             continue  # pydantic names the union member it tried (the kind); the YAML has no such level
         else:
             path += f".{part}" if path else str(part)

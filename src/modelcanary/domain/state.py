@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from modelcanary.domain.gates import Gate
 from modelcanary.domain.phases import Phase
 from modelcanary.domain.spec import Cache, CircuitBreaker, Segment, Shadow, StickyKey, parse_model_ref
 
@@ -51,6 +52,42 @@ def remote_version(ref: str) -> ModelVersion | None:
     return ModelVersion(name=parts.get("name") or parts["deployment"], version=parts.get("version", ""), ref=ref)
 
 
+class ModelInfo(_Value):
+    """What the registry knows of a model version when its rollout starts: its lineage (run, source,
+    git commit, data version tags and datasets) and what policies judge it by (the run's offline
+    metrics, tags, signature and the age of its training data). Saved with the rollout and in the
+    audit log, so both are answerable later from the store alone."""
+
+    run_id: str | None = None
+    source: str | None = None
+    git_commit: str | None = None  # the run's mlflow.source.git.commit tag
+    data_tags: dict[str, str] = {}  # tags about the training data: keys starting with data or dataset
+    datasets: tuple[dict[str, str], ...] = ()  # the run's logged dataset inputs: name, digest, source
+    metrics: dict[str, float] = {}  # the run's logged metrics (latest value of each)
+    tags: dict[str, str] = {}  # the run's tags, overlaid by the model version's
+    signature: dict[str, Any] | None = None  # {"inputs": [...], "outputs": [...]} as MLflow stores them
+    run_started_at: float | None = None  # epoch seconds
+    data_as_of: float | None = None  # epoch seconds: the newest training data (a data tag, else the run's start)
+
+    def lineage(self) -> dict[str, Any]:
+        """Where the model came from, as the audit log keeps it (metrics and tags stay in the state).
+
+        >>> ModelInfo(run_id="r1", git_commit="abc", data_tags={"data.version": "d7"}).lineage()["data_tags"]
+        {'data.version': 'd7'}
+        """
+        return self.model_dump(
+            mode="json", include={"run_id", "source", "git_commit", "data_tags", "datasets", "data_as_of"}
+        )
+
+
+class ApprovalRecord(_Value):
+    """Someone let a rollout go on: at an approval step, or by promoting it."""
+
+    actor: str
+    at: float
+    step: int
+
+
 class RolloutState(_Value):
     id: str
     name: str
@@ -65,6 +102,11 @@ class RolloutState(_Value):
     candidate: ModelVersion
     reason: str = ""
     judge_memory: dict[str, Any] = {}  # what the judge carries between looks (see domain.judgement.Memory)
+    baseline_info: ModelInfo | None = None  # lineage and metadata, read from the registry at start
+    candidate_info: ModelInfo | None = None
+    policies: dict[str, str] = {}  # each gate policy's Rego source, by its ref, read once at start
+    approvals: tuple[ApprovalRecord, ...] = ()
+    gate_hold: str = ""  # the denial now holding the rollout at a gate; recorded once, not every tick
     version: int = 0  # bumped by every save; the compare-and-set token
     created_at: float
     updated_at: float
@@ -82,11 +124,13 @@ class Transition(_Value):
     reason: str
     actor: str
     judgement: dict[str, Any] | None = None
+    gate: dict[str, Any] | None = None  # the GateDecision this transition crossed or was held at
 
 
 class ActionKind(enum.StrEnum):
     SET_ALIAS = "set_alias"
     TAG_VERSION = "tag_version"
+    NOTIFY = "notify"
 
 
 class Action(_Value):
@@ -122,3 +166,4 @@ class Outcome(_Value):
     transition: Transition | None = None
     route: Route | None = None
     actions: tuple[Action, ...] = ()
+    asks: Gate | None = None  # set (and nothing else changed) when the decision needs this gate's answer first

@@ -23,12 +23,24 @@ replayed from what the store holds, and every side effect is described, never pe
 from __future__ import annotations
 
 import enum
+import json
+from collections.abc import Mapping
 
-from modelcanary.domain.errors import Conflict
+from modelcanary.domain.errors import Conflict, PolicyDenied
+from modelcanary.domain.gates import Gate, GateDecision
 from modelcanary.domain.judgement import Judgement, Verdict
 from modelcanary.domain.phases import Phase, check_transition
-from modelcanary.domain.spec import RolloutSpec
-from modelcanary.domain.state import Action, ActionKind, ModelVersion, Outcome, RolloutState, Route, Transition
+from modelcanary.domain.spec import ApprovalStep, RolloutSpec, Step
+from modelcanary.domain.state import (
+    Action,
+    ActionKind,
+    ApprovalRecord,
+    ModelVersion,
+    Outcome,
+    RolloutState,
+    Route,
+    Transition,
+)
 
 CONTROLLER = "controller"
 ROLLBACK_TAG = "modelcanary.rollback_reason"
@@ -63,37 +75,71 @@ def new_state(
 
 
 def decide(
-    state: RolloutState, spec: RolloutSpec, *, judgement: Judgement | None, candidate_requests: int, now: float
+    state: RolloutState,
+    spec: RolloutSpec,
+    *,
+    judgement: Judgement | None,
+    candidate_requests: int,
+    now: float,
+    gates: Mapping[Gate, GateDecision] | None = None,
 ) -> Outcome:
-    """One controller tick. ``candidate_requests`` is the candidate's cumulative request count."""
+    """One controller tick. ``candidate_requests`` is the candidate's cumulative request count.
+
+    ``gates`` holds the answers of the policy gates evaluated for this tick. A decision that would
+    cross a gate whose policies have not answered changes nothing and ``asks`` for that gate: the
+    caller evaluates its policies and decides again with the answer, which is saved with the
+    transition, so the decision replays from the store alone."""
+    outcome = _decide(state, spec, judgement=judgement, candidate_requests=candidate_requests, now=now, gates=gates)
+    return notified(state, spec, outcome)
+
+
+def _decide(
+    state: RolloutState,
+    spec: RolloutSpec,
+    *,
+    judgement: Judgement | None,
+    candidate_requests: int,
+    now: float,
+    gates: Mapping[Gate, GateDecision] | None = None,
+) -> Outcome:
+    answers = gates or {}
     shadow = spec.spec.traffic.shadow
     if state.phase is Phase.PENDING and not state.paused:
         if shadow is not None and shadow.duration > 0:
-            return _enter_shadow(state, spec, now=now)
-        return _enter_step(state, spec, 0, now=now, candidate_requests=candidate_requests, judgement=None)
+            return _enter_shadow(state, spec, now=now)  # serves no one: no step gate to cross yet
+        return _go_to(state, spec, 0, now=now, candidate_requests=candidate_requests, judgement=None, gates=answers)
     if state.phase is Phase.SHADOW:
         # the shadow phase ends when its time is up (a pause stops its clock: resuming restarts it)
         started = state.step_started_at if state.step_started_at is not None else now
         if not state.paused and shadow is not None and now - started >= shadow.duration:
-            return _enter_step(state, spec, 0, now=now, candidate_requests=candidate_requests, judgement=None)
+            return _go_to(state, spec, 0, now=now, candidate_requests=candidate_requests, judgement=None, gates=answers)
         return Outcome(state=state)
-    if state.phase is not Phase.CANARY or judgement is None:
+    if state.phase not in (Phase.CANARY, Phase.AWAITING_APPROVAL) or judgement is None:
         return Outcome(state=state)
     failing = judgement.failing()
-    if failing:  # a pause stops the rollout advancing, never its protection
+    if failing:  # a pause, an approval or a gate stops the rollout advancing, never its protection
         why = "; ".join(f"{metric.name} failed: {metric.reason}" for metric in failing)
         return _roll_back(state, spec, now=now, reason=why, judgement=judgement)
     if state.paused:
         return Outcome(state=state)
     step = spec.spec.traffic.steps[state.step]
     elapsed = 0.0 if state.step_started_at is None else now - state.step_started_at
+    if state.phase is Phase.AWAITING_APPROVAL:
+        approval = step.approval if isinstance(step, ApprovalStep) else None
+        if approval is None or approval.timeout is None or elapsed < approval.timeout:
+            return Outcome(state=state)
+        why = f"no approval within {approval.timeout:g}s at step {state.step + 1}"
+        if approval.on_timeout == "rollback":
+            return _roll_back(state, spec, now=now, reason=why, judgement=judgement)
+        if approval.on_timeout == "pause":
+            return _change(state, now=now, reason=f"paused for a human: {why}", actor=CONTROLLER, paused=True)
+        return _go_on(
+            state, spec, now=now, candidate_requests=candidate_requests, judgement=judgement, gates=answers, note=why
+        )
+    assert isinstance(step, Step)
     served = candidate_requests - state.step_start_candidate_requests
     if judgement.verdict is Verdict.PASS and elapsed >= step.min_duration and served >= step.min_requests:
-        if state.step + 1 == len(spec.spec.traffic.steps):
-            return _promote(state, spec, now=now, judgement=judgement)
-        return _enter_step(
-            state, spec, state.step + 1, now=now, candidate_requests=candidate_requests, judgement=judgement
-        )
+        return _go_on(state, spec, now=now, candidate_requests=candidate_requests, judgement=judgement, gates=answers)
     if elapsed >= step.max_duration:
         why = (
             f"step {state.step + 1} reached its maxDuration of {step.max_duration:g}s without a pass "
@@ -110,32 +156,93 @@ def decide(
 
 
 def apply_command(
-    state: RolloutState, spec: RolloutSpec, command: Command, *, actor: str, now: float, candidate_requests: int = 0
+    state: RolloutState,
+    spec: RolloutSpec,
+    command: Command,
+    *,
+    actor: str,
+    now: float,
+    candidate_requests: int = 0,
+    gates: Mapping[Gate, GateDecision] | None = None,
+) -> Outcome:
+    """An operator's pause, resume, abort, promote or approve (see ``_apply``)."""
+    outcome = _apply(state, spec, command, actor=actor, now=now, candidate_requests=candidate_requests, gates=gates)
+    return notified(state, spec, outcome)
+
+
+def notified(state: RolloutState, spec: RolloutSpec, outcome: Outcome) -> Outcome:
+    """``outcome`` with a webhook action per ``notify`` target when its phase or step changed. The
+    body is made here, once, so every retry sends the same bytes; its key (the rollout and the
+    version the change is saved as) lets a receiver drop a repeat."""
+    new, transition = outcome.state, outcome.transition
+    if not spec.spec.notify or transition is None or (new.phase, new.step) == (state.phase, state.step):
+        return outcome
+    key = f"{state.id}:v{state.version + 1}"
+    event = {
+        "key": key,
+        "rollout": {"id": state.id, "name": state.name, "endpoint": state.endpoint},
+        "baseline": state.baseline.uri,
+        "candidate": state.candidate.uri,
+        **transition.model_dump(mode="json", exclude={"judgement", "gate"}),
+    }
+    text = (
+        f"modelcanary: rollout {state.name} on {state.endpoint} ({state.candidate.uri}) "
+        f"{transition.source.value} -> {transition.target.value}: {transition.reason}"
+    )
+    actions = [
+        Action(
+            kind=ActionKind.NOTIFY,
+            payload={
+                "url": target.url,
+                "secret_env": target.secret_env or "",
+                "key": key,
+                "body": json.dumps({"text": text} if target.format == "slack" else event, sort_keys=True),
+            },
+            key=f"{key}:notify:{index}",
+        )
+        for index, target in enumerate(spec.spec.notify)
+    ]
+    return outcome.model_copy(update={"actions": (*outcome.actions, *actions)})
+
+
+def _apply(
+    state: RolloutState,
+    spec: RolloutSpec,
+    command: Command,
+    *,
+    actor: str,
+    now: float,
+    candidate_requests: int,
+    gates: Mapping[Gate, GateDecision] | None,
 ) -> Outcome:
     """An operator's pause, resume, abort, promote or approve. Raises ``Conflict`` when the rollout
-    has ended or the command does not fit its phase. ``candidate_requests`` (cumulative) starts
-    the count of the step an approval lets the rollout into."""
+    has ended or the command does not fit its phase, and ``PolicyDenied`` when a gate's policies
+    refuse a promote or an approve (a command is refused, not held). ``candidate_requests``
+    (cumulative) starts the count of the step an approval lets the rollout into; ``gates`` as for
+    ``decide``."""
+    answers = gates or {}
     if state.phase.is_terminal():
         raise Conflict(f"rollout {state.id} has ended ({state.phase.value}); it cannot be {command.participle}")
     if command is Command.PROMOTE:
         if state.phase is Phase.PENDING:
             raise Conflict(f"rollout {state.id} has not started yet; it cannot be promoted")
-        return _promote(state, spec, now=now, reason=f"promoted by {actor}", actor=actor)
+        approved = _approved(state, actor=actor, now=now)
+        checked = _gate(approved, spec, Gate.PROMOTE, answers, now=now, judgement=None, command=True)
+        if isinstance(checked, Outcome):
+            return checked
+        return _promote(approved, spec, now=now, reason=f"promoted by {actor}", actor=actor, gate=checked)
     if command is Command.APPROVE:
         if state.phase is not Phase.AWAITING_APPROVAL:
             raise Conflict(f"rollout {state.id} is {state.phase.value}, not awaiting approval")
-        if state.step + 1 == len(spec.spec.traffic.steps):
-            return _promote(state, spec, now=now, reason=f"approved by {actor}: promoted", actor=actor)
-        outcome = _enter_step(
-            state, spec, state.step + 1, now=now, candidate_requests=candidate_requests, judgement=None
-        )
-        reason = f"approved by {actor}: {outcome.state.reason}"
-        assert outcome.transition is not None
-        return outcome.model_copy(
-            update={
-                "state": outcome.state.model_copy(update={"reason": reason}),
-                "transition": outcome.transition.model_copy(update={"reason": reason, "actor": actor}),
-            }
+        return _go_on(
+            _approved(state, actor=actor, now=now),
+            spec,
+            now=now,
+            candidate_requests=candidate_requests,
+            judgement=None,
+            gates=answers,
+            actor=actor,
+            note=f"approved by {actor}",
         )
     if command is Command.ABORT:
         return _change(
@@ -157,7 +264,67 @@ def apply_command(
     return _change(state, now=now, reason=f"resumed by {actor}", actor=actor, paused=False, step_started_at=now)
 
 
-def _enter_step(
+def required_role(state: RolloutState, spec: RolloutSpec) -> str | None:
+    """The role an approval of this rollout needs now (None unless it awaits one); the control API
+    checks it against the caller's token."""
+    if state.phase is not Phase.AWAITING_APPROVAL:
+        return None
+    step = spec.spec.traffic.steps[state.step]
+    return step.approval.role if isinstance(step, ApprovalStep) else "approver"
+
+
+def _approved(state: RolloutState, *, actor: str, now: float) -> RolloutState:
+    record = ApprovalRecord(actor=actor, at=now, step=state.step)
+    return state.model_copy(update={"approvals": (*state.approvals, record)})
+
+
+def _go_on(
+    state: RolloutState,
+    spec: RolloutSpec,
+    *,
+    now: float,
+    candidate_requests: int,
+    judgement: Judgement | None,
+    gates: Mapping[Gate, GateDecision],
+    actor: str = CONTROLLER,
+    note: str = "",
+) -> Outcome:
+    """Past the current step: into the next one, or, after the last, to promotion."""
+    steps = spec.spec.traffic.steps
+    if state.step + 1 < len(steps):
+        return _go_to(
+            state,
+            spec,
+            state.step + 1,
+            now=now,
+            candidate_requests=candidate_requests,
+            judgement=judgement,
+            gates=gates,
+            actor=actor,
+            note=note,
+        )
+    command = actor != CONTROLLER
+    if spec.spec.gates.require_approver and not state.approvals:
+        why = "promotion needs an approver (gates.requireApprover)"
+        if state.phase is Phase.AWAITING_APPROVAL:  # an approval step timed out with onTimeout: promote
+            return _roll_back(state, spec, now=now, reason=f"{note}; {why}", judgement=judgement)
+        return _change(
+            state,
+            now=now,
+            reason=f"every step passed; awaiting approval: {why}",
+            actor=actor,
+            judgement=judgement,
+            phase=Phase.AWAITING_APPROVAL,
+            step_started_at=now,
+        )
+    checked = _gate(state, spec, Gate.PROMOTE, gates, now=now, judgement=judgement, command=command)
+    if isinstance(checked, Outcome):
+        return checked
+    reason = f"{note}: promoted" if note else "promoted: every step passed"
+    return _promote(state, spec, now=now, judgement=judgement, reason=reason, actor=actor, gate=checked)
+
+
+def _go_to(
     state: RolloutState,
     spec: RolloutSpec,
     index: int,
@@ -165,19 +332,42 @@ def _enter_step(
     now: float,
     candidate_requests: int,
     judgement: Judgement | None,
+    gates: Mapping[Gate, GateDecision],
+    actor: str = CONTROLLER,
+    note: str = "",
 ) -> Outcome:
+    """Into step ``index``: wait there for an approval, or, past the step gate, serve its weight."""
     step = spec.spec.traffic.steps[index]
-    check_transition(state.phase, Phase.CANARY)
-    reason = f"step {index + 1} of {len(spec.spec.traffic.steps)}: candidate at {step.weight:g}%"
-    if judgement is not None:
+    total = len(spec.spec.traffic.steps)
+    prefix = f"{note}: " if note else ""
+    if isinstance(step, ApprovalStep):
+        wait = f" for at most {step.approval.timeout:g}s" if step.approval.timeout is not None else ""
+        return _change(
+            state,
+            now=now,
+            reason=f"{prefix}step {index + 1} of {total}: awaiting approval by {step.approval.role}{wait} "
+            f"(candidate stays at {state.weight:g}%)",
+            actor=actor,
+            judgement=judgement,
+            phase=Phase.AWAITING_APPROVAL,
+            step=index,
+            step_started_at=now,
+            step_start_candidate_requests=candidate_requests,
+        )
+    checked = _gate(state, spec, Gate.STEP, gates, now=now, judgement=judgement, command=actor != CONTROLLER)
+    if isinstance(checked, Outcome):
+        return checked
+    reason = f"{prefix}step {index + 1} of {total}: candidate at {step.weight:g}%"
+    if judgement is not None and index > 0:
         reason += f" (step {index} passed)"  # the evidence is in the transition's judgement
     route = _route(state, spec, step.weight)
     return _change(
         state,
         now=now,
         reason=reason,
-        actor=CONTROLLER,
+        actor=actor,
         judgement=judgement,
+        gate=checked,
         phase=Phase.CANARY,
         step=index,
         weight=step.weight,
@@ -224,6 +414,45 @@ def _enter_shadow(state: RolloutState, spec: RolloutSpec, *, now: float) -> Outc
     )
 
 
+def _gate(
+    state: RolloutState,
+    spec: RolloutSpec,
+    gate: Gate,
+    gates: Mapping[Gate, GateDecision],
+    *,
+    now: float,
+    judgement: Judgement | None,
+    command: bool,
+) -> Outcome | GateDecision | None:
+    """Crossing ``gate``: None when it has no policies, the decision when they allow, and otherwise
+    the outcome to return: a question for the caller, or the denial (held, rolled back, refused)."""
+    if not spec.spec.gates.policies(gate.value):
+        return None
+    decision = gates.get(gate)
+    if decision is None:
+        return Outcome(state=state, asks=gate)
+    if decision.allowed:
+        return decision
+    if command:
+        raise PolicyDenied(gate.value, [(denial.policy, denial.message) for denial in decision.denials])
+    if spec.spec.gates.on_deny == "rollback":
+        if state.phase in (Phase.PENDING, Phase.SHADOW):  # denied its first step: it never served: aborted
+            reason = f"aborted at the {decision.summary()}"
+            return _change(state, now=now, reason=reason, actor=CONTROLLER, gate=decision, phase=Phase.ABORTED)
+        return _roll_back(state, spec, now=now, reason=decision.summary(), judgement=judgement, gate=decision)
+    if state.gate_hold == decision.summary():
+        return Outcome(state=state)  # held for the same reasons as at the last tick: nothing new to record
+    return _change(
+        state,
+        now=now,
+        reason=f"held at the {decision.summary()}",
+        actor=CONTROLLER,
+        judgement=judgement,
+        gate=decision,
+        gate_hold=decision.summary(),
+    )
+
+
 def _promote(
     state: RolloutState,
     spec: RolloutSpec,
@@ -232,6 +461,7 @@ def _promote(
     judgement: Judgement | None = None,
     reason: str = "promoted: every step passed",
     actor: str = CONTROLLER,
+    gate: GateDecision | None = None,
 ) -> Outcome:
     actions: tuple[Action, ...] = ()
     alias = spec.spec.on_success.set_alias
@@ -244,6 +474,7 @@ def _promote(
         reason=reason,
         actor=actor,
         judgement=judgement,
+        gate=gate,
         phase=Phase.PROMOTED,
         weight=100.0,
         route=Route(endpoint=state.endpoint, baseline=state.candidate),
@@ -251,7 +482,15 @@ def _promote(
     )
 
 
-def _roll_back(state: RolloutState, spec: RolloutSpec, *, now: float, reason: str, judgement: Judgement) -> Outcome:
+def _roll_back(
+    state: RolloutState,
+    spec: RolloutSpec,
+    *,
+    now: float,
+    reason: str,
+    judgement: Judgement | None,
+    gate: GateDecision | None = None,
+) -> Outcome:
     actions: tuple[Action, ...] = ()
     if spec.spec.on_failure.tag_version and state.candidate.in_registry:  # a remote model has no version to tag
         payload = {
@@ -267,6 +506,7 @@ def _roll_back(state: RolloutState, spec: RolloutSpec, *, now: float, reason: st
         reason=f"rolled back: {reason}",
         actor=CONTROLLER,
         judgement=judgement,
+        gate=gate,
         phase=Phase.ROLLED_BACK,
         weight=0.0,
         route=Route(endpoint=state.endpoint, baseline=state.baseline),
@@ -281,6 +521,7 @@ def _change(
     reason: str,
     actor: str,
     judgement: Judgement | None = None,
+    gate: GateDecision | None = None,
     route: Route | None = None,
     actions: tuple[Action, ...] = (),
     **updates: object,
@@ -289,6 +530,7 @@ def _change(
     assert isinstance(target, Phase)
     if target is not state.phase:
         check_transition(state.phase, target)
+    updates.setdefault("gate_hold", "")  # any other change ends a hold; a new one records itself again
     new = state.model_copy(update={**updates, "reason": reason, "updated_at": now})
     transition = Transition(
         at=now,
@@ -300,5 +542,6 @@ def _change(
         reason=reason,
         actor=actor,
         judgement=judgement.model_dump(mode="json") if judgement else None,
+        gate=gate.model_dump(mode="json") if gate else None,
     )
     return Outcome(state=new, transition=transition, route=route, actions=actions)

@@ -57,13 +57,32 @@ class _Contended(Exception):
     """The batched save cannot tell which rollout failed: redo it one savepoint each."""
 
 
+def _created(state: RolloutState, spec_json: str | None) -> dict[str, Any]:
+    """A new rollout's audit detail: both models and, when known, their lineage and the traffic plan
+    (steps and sticky key), so who was served what, when and why is answerable from the log alone."""
+    detail: dict[str, Any] = {
+        "endpoint": state.endpoint,
+        "baseline": state.baseline.uri,
+        "candidate": state.candidate.uri,
+    }
+    infos = {"baseline": state.baseline_info, "candidate": state.candidate_info}
+    if any(infos.values()):
+        detail["lineage"] = {role: info.lineage() if info else None for role, info in infos.items()}
+    traffic = json.loads(spec_json).get("spec", {}).get("traffic") if spec_json else None
+    if traffic is not None:
+        detail["traffic"] = traffic
+    if state.policies:
+        detail["policies"] = sorted(state.policies)
+    return detail
+
+
 def _chunks(items: Sequence[str], size: int = 500) -> list[Sequence[str]]:
     """Bound ``IN (...)`` lists: old SQLite builds allow 999 parameters per statement."""
     return [items[start : start + size] for start in range(0, len(items), size)]
 
 
 class SqlStore(TokenTable):
-    """Implements RolloutStore, ActionQueue, TelemetryStore, RouteSource, History, Leases and Tokens."""
+    """Implements RolloutStore, ActionQueue, TelemetryStore, RouteSource, History, Leases, AuditLog and Tokens."""
 
     def __init__(self, url: str) -> None:
         self.url = normalise_url(url)
@@ -112,7 +131,7 @@ class SqlStore(TokenTable):
                 actor=actor,
                 action="rollout.create",
                 rollout_id=state.id,
-                detail={"endpoint": state.endpoint, "baseline": state.baseline.uri, "candidate": state.candidate.uri},
+                detail=_created(state, spec_json),
             )
 
     def get(self, rollout_id: str) -> tuple[RolloutState, str]:
@@ -250,19 +269,22 @@ class SqlStore(TokenTable):
 
     def _append_transition(self, conn: Connection, rollout_id: str, transition: Transition) -> None:
         conn.execute(transitions.insert().values(rollout_id=rollout_id, body=transition.model_dump_json()))
+        detail: dict[str, Any] = {
+            "source": transition.source.value,
+            "step": transition.step,
+            "weight": transition.weight,
+            "paused": transition.paused,
+            "reason": transition.reason,
+        }
+        if transition.gate is not None:  # the policies asked and what they denied
+            detail["gate"] = transition.gate
         self._audit(
             conn,
             at=transition.at,
             actor=transition.actor,
             action=f"rollout.{transition.target.value}",
             rollout_id=rollout_id,
-            detail={
-                "source": transition.source.value,
-                "step": transition.step,
-                "weight": transition.weight,
-                "paused": transition.paused,
-                "reason": transition.reason,
-            },
+            detail=detail,
         )
 
     def history(self, rollout_id: str) -> list[Transition]:
@@ -300,6 +322,12 @@ class SqlStore(TokenTable):
             conn.execute(audit_head.insert().values(name="audit", count=1, hash=digest))
         else:
             conn.execute(audit_head.update().where(audit_head.c.name == "audit").values(count=length + 1, hash=digest))
+
+    def append_audit(
+        self, *, at: float, actor: str, action: str, rollout_id: str | None, detail: dict[str, Any]
+    ) -> None:
+        with self._tx() as conn:
+            self._audit(conn, at=at, actor=actor, action=action, rollout_id=rollout_id, detail=detail)
 
     def audit_events(self, rollout_id: str | None = None) -> list[dict[str, Any]]:
         query = sa.select(audit).order_by(audit.c.id)
@@ -412,10 +440,12 @@ class SqlStore(TokenTable):
         with self._tx() as conn:
             return [(row.id, Action.model_validate_json(row.body)) for row in conn.execute(query)]
 
-    def mark_done(self, action_id: int, *, error: str | None = None, fence: Fence | None = None) -> None:
+    def mark_done(
+        self, action_id: int, *, error: str | None = None, fence: Fence | None = None, final: bool = False
+    ) -> None:
         now = time.time()
         values: dict[str, Any] = {"attempts": actions.c.attempts + 1, "last_error": error}
-        if error is None:
+        if error is None or final:
             values["done_at"] = now
         with self._tx() as conn:
             if fence is not None:
@@ -426,12 +456,13 @@ class SqlStore(TokenTable):
                 .values(**values)
                 .returning(actions.c.rollout_id, actions.c.key, actions.c.body)
             ).first()
-            if row is not None and error is None:
+            if row is not None and (error is None or final):
                 action = Action.model_validate_json(row.body)
                 detail = {"key": row.key, "kind": action.kind.value, "payload": action.payload}
-                self._audit(
-                    conn, at=now, actor="controller", action="action.done", rollout_id=row.rollout_id, detail=detail
-                )
+                what = "action.done" if error is None else "action.failed"
+                if error is not None:
+                    detail["error"] = error
+                self._audit(conn, at=now, actor="controller", action=what, rollout_id=row.rollout_id, detail=detail)
 
     # -- telemetry -------------------------------------------------------------------------------
 

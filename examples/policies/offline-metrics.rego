@@ -1,0 +1,1 @@
+../../src/modelcanary/adapters/policy/library/offline-metrics.rego

@@ -1,0 +1,1 @@
+../../src/modelcanary/adapters/policy/library/signature-match.rego

@@ -1,0 +1,66 @@
+"""The document a gate's policies judge (their ``input``): pure, built from what the store holds, so a
+gate's answer can be reproduced. Its shape is the policies' contract, documented in docs/gates.md.
+
+>>> from modelcanary.domain.gates import Gate
+>>> from modelcanary.domain.state import ModelInfo, ModelVersion
+>>> document = gate_input(Gate.START, spec_json={"endpoint": "fraud"}, state=None,
+...     models={"baseline": (ModelVersion(name="fraud", version="1"), ModelInfo(data_as_of=0.0)),
+...             "candidate": (ModelVersion(name="fraud", version="2"), None)},
+...     judgement=None, actor="cli:ana", now=86_400.0 * 3)
+>>> document["baseline"]["data_age_days"], document["candidate"]["metrics"], document["now_iso"]
+(3.0, {}, '1970-01-04T00:00:00Z')
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from modelcanary.domain.gates import Gate
+from modelcanary.domain.judgement import Judgement
+from modelcanary.domain.state import ModelInfo, ModelVersion, RolloutState
+
+DAY = 86_400.0
+
+
+def gate_input(
+    gate: Gate,
+    *,
+    spec_json: dict[str, Any],
+    state: RolloutState | None,
+    models: dict[str, tuple[ModelVersion, ModelInfo | None]],
+    judgement: Judgement | None,
+    actor: str,
+    now: float,
+) -> dict[str, Any]:
+    """``gate``, ``spec``, ``baseline``/``candidate`` (version, run id, metrics, tags, signature,
+    lineage, ``data_age_days``), ``rollout`` (None at the start gate), ``judgement``, ``actor``,
+    ``now`` (epoch seconds) and ``now_iso``. The clock is an input, never read by a policy, so a
+    freeze window replays."""
+    rollout = None
+    if state is not None:
+        rollout = {
+            "id": state.id,
+            "phase": state.phase.value,
+            "step": state.step,
+            "weight": state.weight,
+            "paused": state.paused,
+            "created_at": state.created_at,
+            "approvals": [approval.model_dump(mode="json") for approval in state.approvals],
+        }
+    return {
+        "gate": gate.value,
+        "spec": spec_json,
+        "rollout": rollout,
+        **{role: _model(version, info, now) for role, (version, info) in models.items()},
+        "judgement": ({**judgement.model_dump(mode="json"), "verdict": judgement.verdict.value} if judgement else None),
+        "actor": actor,
+        "now": now,
+        "now_iso": datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def _model(version: ModelVersion, info: ModelInfo | None, now: float) -> dict[str, Any]:
+    known = info or ModelInfo(run_id=version.run_id, source=version.source)
+    age = None if known.data_as_of is None else (now - known.data_as_of) / DAY
+    return {"name": version.name, "version": version.version, **known.model_dump(mode="json"), "data_age_days": age}

@@ -1,0 +1,195 @@
+"""Policy gates end to end: real regopy, a real MLflow registry in a temp dir whose versions carry
+logged metrics, tags, datasets and signatures, a real SQLite store. Each shipped policy allows a
+candidate that meets it and denies one that does not."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelcanary.adapters.policy.rego import RegoPolicyEngine, builtin_policies
+from modelcanary.adapters.registry.mlflow import MlflowRegistry
+from modelcanary.adapters.store.sql import SqlStore
+from modelcanary.controller.gates import evaluate_gate
+from modelcanary.controller.operations import start_rollout
+from modelcanary.domain.errors import PolicyDenied, SpecError
+from modelcanary.domain.gates import Gate
+from modelcanary.domain.spec import load_spec
+from modelcanary.domain.state import ApprovalRecord
+from modelcanary.engine.decide import Command, apply_command
+from modelcanary.ports import Policy
+
+ROOT = Path(__file__).resolve().parents[2]
+NOW = time.time()  # within seconds of the registry's making: the data ages below allow for it
+DAY = 86_400.0
+
+
+@pytest.fixture
+def real_registry(gated_registry: Any) -> MlflowRegistry:
+    return MlflowRegistry(gated_registry.uri)
+
+
+def spec_text(candidate: str, gates: dict[str, Any]) -> str:
+    document = {
+        "apiVersion": "modelcanary/v1",
+        "kind": "Rollout",
+        "spec": {
+            "endpoint": "scorer",
+            "baseline": "models:/scorer@champion",
+            "candidate": f"models:/scorer@{candidate}",
+            "traffic": {"steps": [{"weight": 10}, {"weight": 50}]},
+            "analysis": {"metrics": [{"kind": "error_rate"}]},
+            "gates": gates,
+        },
+    }
+    return json.dumps(document, indent=2)
+
+
+def test_the_registry_describes_lineage_and_metadata(real_registry: MlflowRegistry, gated_registry: Any) -> None:
+    info = real_registry.describe(real_registry.resolve("models:/scorer@good"))
+    assert info.run_id and info.source
+    assert info.git_commit == gated_registry.git_commit
+    assert info.metrics == {"auc": 0.905, "log_loss": 0.29}
+    assert info.data_tags["data.version"] == "d2"
+    assert [dataset["name"] for dataset in info.datasets] == ["train-v2"]
+    assert info.signature is not None
+    assert [(column["name"], column["type"]) for column in info.signature["inputs"]] == [
+        ("amount", "double"),
+        ("age", "double"),
+    ]
+    assert info.data_as_of is not None and abs((gated_registry.now - info.data_as_of) / DAY - 2.0) < 1e-3
+
+
+# (policy ref, its params, the candidate alias it allows, the one it denies, words of the denial)
+START_POLICIES = [
+    ("offline-metrics", {"metrics": ["auc", "log_loss"], "margin": 0.01, "lowerIsBetter": ["log_loss"]}, "auc is 0.8"),
+    ("data-freshness", {"maxAgeDays": 30}, "100.0 days old; at most 30"),
+    ("signature-match", {}, 'candidate ["amount:double", "country:string"]'),
+]
+
+
+@pytest.mark.parametrize(("policy", "params", "words"), START_POLICIES, ids=[p[0] for p in START_POLICIES])
+def test_each_start_policy_allows_a_fit_candidate_and_refuses_an_unfit_one(
+    store: SqlStore, real_registry: MlflowRegistry, policy: str, params: dict[str, Any], words: str
+) -> None:
+    gates = {"start": [{"policy": policy, "params": params}]}
+    allowed = start_rollout(store, real_registry, spec_text("good", gates), source="t", actor="cli:ana")
+    assert allowed.policies[policy].startswith("#")  # the source, saved with the rollout
+    aborted = apply_command(allowed, load_spec(spec_text("good", gates)), Command.ABORT, actor="t", now=NOW)
+    store.save(aborted, expected_version=0)  # ended, so the endpoint is free for the next try
+    with pytest.raises(PolicyDenied) as caught:
+        start_rollout(store, real_registry, spec_text("bad", gates), source="t", actor="cli:ana")
+    assert caught.value.gate == "start"
+    assert [name for name, _ in caught.value.denials] == [policy] * len(caught.value.denials)
+    assert any(words in message for _, message in caught.value.denials), caught.value.denials
+    assert f"  {policy}: " in str(caught.value)
+    assert [state.id for state in store.list_rollouts()] == [allowed.id]  # the refused one is not saved
+    refused = store.audit_events()[-1]
+    assert (refused["action"], refused["actor"], refused["rollout_id"]) == ("rollout.refused", "cli:ana", None)
+    assert refused["detail"]["candidate"] == "models:/scorer/3"
+    assert refused["detail"]["gate"]["denials"][0]["policy"] == policy
+
+
+def test_require_approver_denies_promotion_until_someone_approved(
+    store: SqlStore, real_registry: MlflowRegistry
+) -> None:
+    text = spec_text("good", {"promote": ["require-approver"]})
+    state = start_rollout(store, real_registry, text, source="t", actor="cli:ana")
+    spec, engine = load_spec(text), RegoPolicyEngine()
+    denied = evaluate_gate(engine, Gate.PROMOTE, spec=spec, state=state, judgement=None, actor="controller", now=NOW)
+    assert [denial.message for denial in denied.denials] == ["no promotion without an approver: 0 of 1 approvals"]
+    approved = state.model_copy(update={"approvals": (ApprovalRecord(actor="token:bo", at=NOW, step=1),)})
+    allowed = evaluate_gate(
+        engine, Gate.PROMOTE, spec=spec, state=approved, judgement=None, actor="controller", now=NOW
+    )
+    assert allowed.allowed and allowed.policies == ("require-approver",)
+
+
+FRIDAY_NOON = 1_733_486_400.0  # 2024-12-06T12:00:00Z
+FREEZE = {
+    "windows": [{"start": "2024-12-20T00:00:00Z", "end": "2025-01-02T00:00:00Z", "reason": "year end"}],
+    "weekdays": ["Saturday", "Sunday"],
+}
+
+
+@pytest.mark.parametrize(
+    ("now", "denial"),
+    [
+        (FRIDAY_NOON, None),
+        (FRIDAY_NOON + DAY, "no changes on Saturday (UTC)"),
+        (FRIDAY_NOON + 20 * DAY, "change freeze (year end) until 2025-01-02T00:00:00Z"),  # a Thursday
+        (FRIDAY_NOON + 27 * DAY, None),  # 2025-01-02, just out of the window
+    ],
+)
+def test_change_freeze_denies_inside_its_windows_and_weekdays(now: float, denial: str | None) -> None:
+    # numpy loaded in the same process once made rego-cpp's time.weekday crash: keep it loaded here
+    import numpy  # noqa: F401
+
+    engine = RegoPolicyEngine()
+    policy = Policy("change-freeze", engine.source("change-freeze", relative_to=None), FREEZE)
+    decision = engine.evaluate(Gate.STEP, [policy], {"now": now})
+    assert [d.message for d in decision.denials] == ([denial] if denial else [])
+
+
+def test_examples_are_the_builtin_policies() -> None:
+    examples = sorted(path.stem for path in (ROOT / "examples" / "policies").glob("*.rego"))
+    assert (
+        examples
+        == builtin_policies()
+        == [
+            "change-freeze",
+            "data-freshness",
+            "offline-metrics",
+            "require-approver",
+            "signature-match",
+        ]
+    )
+
+
+def test_a_policy_file_is_read_relative_to_the_spec_and_a_broken_one_is_a_spec_error_at_its_line(
+    store: SqlStore, real_registry: MlflowRegistry, tmp_path: Path
+) -> None:
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "mine.rego").write_text(
+        "package mine\nimport rego.v1\ndeny contains msg if {\n  input.candidate.metrics.auc < 0.95\n"
+        '  msg := sprintf("auc %v < 0.95", [input.candidate.metrics.auc])\n}\n'
+    )
+    (tmp_path / "policies" / "broken.rego").write_text("package broken\nimport rego.v1\ndeny contains if {\n")
+    spec_file = tmp_path / "rollout.yaml"
+    spec_file.write_text(spec_text("good", {"start": ["policies/mine.rego"]}))
+    with pytest.raises(PolicyDenied, match=r"policies/mine.rego: auc 0.905 < 0.95"):
+        start_rollout(store, real_registry, spec_file.read_text(), source=str(spec_file), actor="t")
+
+    spec_file.write_text(spec_text("good", {"start": ["data-freshness"], "promote": ["policies/broken.rego", "nope"]}))
+    with pytest.raises(SpecError) as caught:
+        start_rollout(store, real_registry, spec_file.read_text(), source=str(spec_file), actor="t")
+    where = [where for where, _ in caught.value.problems]
+    assert where[0].startswith("spec.gates.promote[0] (line ")
+    assert "does not compile" in caught.value.problems[0][1] and "(line " in caught.value.problems[0][1]
+    assert where[1].startswith("spec.gates.promote[1] (line ")
+    assert "neither a .rego file nor a built-in policy" in caught.value.problems[1][1]
+    assert store.list_rollouts() == []
+
+
+@pytest.mark.parametrize(
+    ("source", "document", "denial"),
+    [
+        ("allow := true", {}, None),  # no deny rule: allowed
+        ('deny := "nope"', {}, 'deny must be a set of messages, got "nope"'),
+        (
+            "deny contains x if { x := to_number(input.v) }",
+            {"v": "abc"},
+            "the policy failed to evaluate: a run-time error in the policy (a built-in function failed on its input)",
+        ),
+    ],
+)
+def test_a_policy_that_cannot_answer_denies(source: str, document: dict[str, Any], denial: str | None) -> None:
+    engine = RegoPolicyEngine()
+    policy = Policy("p", f"package p\nimport rego.v1\n{source}\n", {})
+    decision = engine.evaluate(Gate.STEP, [policy], document)
+    assert [d.message for d in decision.denials] == ([denial] if denial else [])
+    assert engine.evaluate(Gate.STEP, [policy], document) == decision  # the same from the compiled bundle

@@ -1,0 +1,158 @@
+"""Webhook notifications from the controller's outbox to a real HTTP receiver on loopback that
+fails its first attempts: spaced retries (on a hand-moved clock), one delivery per key, a valid
+HMAC signature, a Slack-compatible body, and a bounded number of attempts."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from modelcanary.adapters.store.sql import SqlStore
+from modelcanary.adapters.testing import FakeRegistry
+from modelcanary.controller.loop import Controller
+from modelcanary.controller.operations import run_command, start_rollout
+from modelcanary.engine.decide import Command
+
+SECRET = "webhook-secret"
+
+
+class Receiver:
+    """Answers 500 to its first ``failures`` requests, then 204; records every request."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.requests.append((dict(self.headers), body))
+                self.send_response(500 if len(receiver.requests) <= receiver.failures else 204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def delivered(self) -> list[dict[str, Any]]:
+        """The bodies the receiver took, one per idempotency key (as a receiver should dedupe)."""
+        taken: dict[str, dict[str, Any]] = {}
+        for index, (headers, body) in enumerate(self.requests):
+            if index >= self.failures:
+                taken.setdefault(headers["X-Modelcanary-Key"], json.loads(body))
+        return list(taken.values())
+
+
+@pytest.fixture
+def receiver(request: pytest.FixtureRequest) -> Iterator[Receiver]:
+    server = Receiver(failures=request.param)
+    server.thread.start()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def spec_text(notify: list[dict[str, Any]]) -> str:
+    body = {
+        "endpoint": "fraud",
+        "baseline": "models:/fraud@champion",
+        "candidate": "models:/fraud@challenger",
+        "traffic": {"steps": [{"weight": 10}, {"weight": 50}]},
+        "analysis": {"metrics": [{"kind": "error_rate"}]},
+        "notify": notify,
+    }
+    return json.dumps({"apiVersion": "modelcanary/v1", "kind": "Rollout", "metadata": {"name": "f2"}, "spec": body})
+
+
+def registry() -> FakeRegistry:
+    return FakeRegistry({"fraud": ["1", "2"]}, {("fraud", "champion"): "1", ("fraud", "challenger"): "2"})
+
+
+@pytest.mark.parametrize("receiver", [2], indirect=True)
+def test_a_phase_change_is_delivered_once_signed_after_spaced_retries(
+    store: SqlStore, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOOK_SECRET", SECRET)
+    clock, fakes = Clock(1_000.0), registry()
+    notify = [{"url": receiver.url, "secretEnv": "HOOK_SECRET"}, {"url": receiver.url, "format": "slack"}]
+    state = start_rollout(store, fakes, spec_text(notify), source="t", actor="ana", now=clock.now)
+    controller = Controller(store=store, registry=fakes, clock=clock, notify_backoff_s=10.0)
+
+    controller.tick()  # pending -> canary: two notifications; the first two attempts fail (500)
+    assert len(receiver.requests) == 2
+    controller.tick()  # both are waiting out their backoff: nothing sent
+    assert len(receiver.requests) == 2
+    clock.now += 10.0
+    controller.tick()
+    assert len(receiver.requests) == 4 and store.pending_actions() == []
+    controller.tick()
+    assert len(receiver.requests) == 4  # delivered: never sent again
+
+    signed, slack = receiver.requests[2], receiver.requests[3]
+    headers, body = signed
+    key = f"{state.id}:v1"
+    assert headers["X-Modelcanary-Key"] == key
+    expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(headers["X-Modelcanary-Signature"], expected)
+    event = json.loads(body)
+    assert (event["key"], event["source"], event["target"], event["weight"]) == (key, "pending", "canary", 10.0)
+    assert event["rollout"] == {"id": state.id, "name": "f2", "endpoint": "fraud"}
+    assert receiver.requests[0][1] == body  # a retry sends the very same bytes
+    assert "X-Modelcanary-Signature" not in slack[0]
+    assert json.loads(slack[1]) == {
+        "text": "modelcanary: rollout f2 on fraud (models:/fraud/2) pending -> canary: step 1 of 2: candidate at 10%"
+    }
+
+    run_command(store, state.id, Command.ABORT, actor="token:bo", now=clock.now)
+    controller.tick()
+    assert [(e["source"], e["target"], e["actor"]) for e in receiver.delivered() if "key" in e] == [
+        ("pending", "canary", "controller"),
+        ("canary", "aborted", "token:bo"),
+    ]
+    done = [e for e in store.audit_events(state.id) if e["action"] == "action.done"]
+    assert len(done) == 4
+
+
+@pytest.mark.parametrize("receiver", [100], indirect=True)
+def test_a_notification_is_given_up_after_its_attempts_and_audited(store: SqlStore, receiver: Receiver) -> None:
+    clock, fakes = Clock(1_000.0), registry()
+    state = start_rollout(store, fakes, spec_text([{"url": receiver.url}]), source="t", actor="ana", now=clock.now)
+    controller = Controller(store=store, registry=fakes, clock=clock, notify_attempts=3, notify_backoff_s=1.0)
+    for _ in range(10):
+        controller.tick()
+        clock.now += 5.0
+    assert len(receiver.requests) == 3
+    assert store.pending_actions() == []
+    (failed,) = [e for e in store.audit_events(state.id) if e["action"] == "action.failed"]
+    assert (
+        failed["detail"]["error"] == f"gave up after 3 attempts: webhook {receiver.url}: HTTP 500 Internal Server Error"
+    )
+
+
+def test_a_missing_secret_is_a_delivery_error_naming_the_variable() -> None:
+    from modelcanary.adapters.notify.webhook import WebhookNotifier
+    from modelcanary.domain.errors import DeliveryError
+
+    with pytest.raises(DeliveryError, match="environment variable NO_SUCH_SECRET_VAR is not set"):
+        WebhookNotifier().deliver(
+            {"url": "http://127.0.0.1:9/x", "secret_env": "NO_SUCH_SECRET_VAR", "key": "k", "body": "{}"}
+        )
