@@ -4,6 +4,7 @@ audit log, with every change recorded under the token that made it."""
 from __future__ import annotations
 
 from modelcanary.domain.access import Role
+from modelcanary.domain.phases import Phase
 from modelcanary.domain.telemetry import Variant, VariantTelemetry
 
 from .api_support import SPEC, Api
@@ -119,3 +120,71 @@ def test_report_and_telemetry_show_the_stored_counts_and_every_metrics_evidence(
     assert {"e_value", "bound", "limit", "verdict", "reason"} <= set(metric)
     assert report["judgement"]["verdict"] in {"pass", "fail", "inconclusive", "no_data"}
     assert report["rollout"]["id"] == rollout_id and report["history"] == []
+
+
+GATED_SPEC = """\
+apiVersion: modelcanary/v1
+kind: Rollout
+metadata: {name: fraud-v2}
+spec:
+  endpoint: fraud
+  baseline: models:/fraud/1
+  candidate: models:/fraud/2
+  traffic:
+    steps:
+      - {weight: 5, minRequests: 0, minDuration: 0s}
+      - {approval: {role: admin}}
+      - {weight: 50}
+  analysis:
+    metrics: [{kind: error_rate}]
+  gates:
+    promote: [{policy: require-approver, params: {minApprovals: 2}}]
+"""
+
+
+def _tick_with_a_pass(api: Api, rollout_id: str) -> None:
+    """One controller decision on a passing judgement, saved through the store."""
+    from modelcanary.domain.judgement import Judgement, MetricJudgement, Verdict
+    from modelcanary.domain.spec import load_spec
+    from modelcanary.engine.decide import decide
+
+    state, text = api.store.get(rollout_id)
+    passed = MetricJudgement(
+        name="error-rate",
+        kind="error_rate",
+        verdict=Verdict.PASS,
+        baseline=0.0,
+        candidate=0.0,
+        limit=0.01,
+        baseline_samples=1000,
+        candidate_samples=1000,
+        reason="within its margin",
+    )
+    outcome = decide(
+        state,
+        load_spec(text),
+        judgement=Judgement(judge="sequential", metrics=(passed,)),
+        candidate_requests=1000,
+        now=state.updated_at + 1,
+    )
+    api.store.save(outcome, expected_version=state.version)
+
+
+def test_an_approval_step_needs_its_role_and_a_denied_promotion_is_403(api: Api) -> None:
+    rollout_id = api.start(spec=GATED_SPEC)
+    _tick_with_a_pass(api, rollout_id)  # pending -> step 1
+    _tick_with_a_pass(api, rollout_id)  # step 1 passed -> the approval step
+    assert api.store.get(rollout_id)[0].phase is Phase.AWAITING_APPROVAL
+
+    refused = api.call("approver", "POST", f"/api/v1/rollouts/{rollout_id}/approve")
+    assert refused.status_code == 403 and "needs the admin role" in refused.json()["detail"]
+    approved = api.call("admin", "POST", f"/api/v1/rollouts/{rollout_id}/approve")
+    assert approved.status_code == 200 and approved.json()["phase"] == "canary"
+
+    # one approval so far (admin's): the promote gate asks for two different people
+    denied = api.call("approver", "POST", f"/api/v1/rollouts/{rollout_id}/promote")
+    assert denied.status_code == 403, denied.text
+    assert denied.headers["content-type"].startswith("application/problem+json")
+    assert "require-approver" in denied.json()["detail"] and "1 of 2 approvals" in denied.json()["detail"]
+    assert api.store.get(rollout_id)[0].phase is Phase.CANARY  # refused: nothing changed
+    assert any(event["action"] == "rollout.command_refused" for event in api.store.audit_events(rollout_id))

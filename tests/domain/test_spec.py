@@ -387,3 +387,9 @@ def test_spec_error_text_names_source_field_and_line() -> None:
         "invalid rollout spec fraud.yaml:\n"
         "  spec.traffic.steps[1].weight (line 12): Input should be less than or equal to 100"
     )
+
+
+def test_a_character_yaml_does_not_allow_is_a_spec_error_at_its_line() -> None:
+    with pytest.raises(SpecError) as caught:
+        load_spec("apiVersion: modelcanary/v1\nkind: \x07Rollout\n")
+    assert caught.value.problems == [("line 2", "character '\\x07' is not allowed in YAML")]

@@ -29,7 +29,7 @@ from modelcanary.domain.errors import NotFound, SpecError
 from modelcanary.domain.spec import RolloutSpec, load_spec
 from modelcanary.domain.state import RolloutState
 from modelcanary.engine.analysis import pair
-from modelcanary.engine.decide import Command
+from modelcanary.engine.decide import Command, required_role
 from modelcanary.ports import Registry
 
 PREFIX = "/api/v1"
@@ -127,8 +127,11 @@ def _command_route(router: APIRouter, store: SqlStore, command: Command, role: R
         rollout_id: str,
         request: Annotated[models.CommandRequest | None, Body()] = None,
     ) -> Any:
-        state, _ = store.get(rollout_id)
+        state, text = store.get(rollout_id)
         check_endpoint(token, state.endpoint)
+        needed = required_role(state, load_spec(text)) if command is Command.APPROVE else None
+        if needed is not None and not token.role.allows(Role(needed)):
+            raise forbidden(f"this approval step needs the {needed} role; token {token.name!r} is {token.role.value}")
         reason = request.reason if request is not None else None
         return _shown(run_command(store, rollout_id, command, actor=token.actor, reason=reason))
 

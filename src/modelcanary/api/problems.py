@@ -18,6 +18,7 @@ from modelcanary.domain.errors import (
     Conflict,
     ModelcanaryError,
     NotFound,
+    PolicyDenied,
     RegistryError,
     RequestError,
     SpecError,
@@ -46,6 +47,8 @@ def status_of(exc: ModelcanaryError) -> int:
     """
     >>> status_of(NotFound("x")), status_of(SpecError([])), status_of(RequestError("x", status=404))
     (404, 422, 404)
+    >>> status_of(PolicyDenied("promote", [("freeze", "a change freeze is on")]))
+    403
     """
     if isinstance(exc, RequestError):
         return exc.status
@@ -53,6 +56,8 @@ def status_of(exc: ModelcanaryError) -> int:
         return 422  # the spec is invalid, or names a model the registry does not hold
     if isinstance(exc, NotFound):
         return 404
+    if isinstance(exc, PolicyDenied):
+        return 403  # a policy gate refused the action, with its messages in the detail
     if isinstance(exc, Conflict):
         return 409
     if isinstance(exc, StoreError):

@@ -485,7 +485,8 @@ class RolloutSpec(_Model):
 def load_spec(text: str, *, source: str = "<spec>") -> RolloutSpec:
     """Parse and validate a YAML spec; raise ``SpecError`` naming each bad field and its line."""
     from ruamel.yaml import YAML
-    from ruamel.yaml.error import MarkedYAMLError
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+    from ruamel.yaml.reader import ReaderError
 
     try:
         document = YAML(typ="rt").load(text)
@@ -493,6 +494,12 @@ def load_spec(text: str, *, source: str = "<spec>") -> RolloutSpec:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}" if mark else "yaml"
         raise SpecError([(where, str(exc.problem or exc))], source=source) from exc
+    except ReaderError as exc:  # a character YAML does not allow (a control character, say)
+        line = text.count("\n", 0, exc.position) + 1 if isinstance(exc.position, int) else 1
+        char = exc.character if isinstance(exc.character, str) else chr(exc.character)
+        raise SpecError([(f"line {line}", f"character {char!r} is not allowed in YAML")], source=source) from exc
+    except YAMLError as exc:
+        raise SpecError([("yaml", str(exc))], source=source) from exc
     if not isinstance(document, dict):
         raise SpecError([("line 1", "a rollout spec is a YAML mapping with apiVersion, kind and spec")], source=source)
     try:
