@@ -1,15 +1,22 @@
-"""What the control API tests share: a spec, and a client holding a token per role."""
+"""What the control API tests share: a spec, and the ``api`` fixture: the control API over a real
+SQLite store and the session's real MLflow registry, called through FastAPI's TestClient (the real
+app, in process), with a token per role. Test modules load it with ``pytest_plugins``: a conftest.py in
+this folder would shadow tests/conftest.py when pytest imports conftests for their doctests."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import pytest
 from fastapi.testclient import TestClient
 
+from modelcanary.api.app import create_api
 from modelcanary.domain.access import Role
 
 if TYPE_CHECKING:
+    from modelcanary.adapters.registry.mlflow import MlflowRegistry
     from modelcanary.adapters.store.sql import SqlStore
 
 SPEC = """\
@@ -54,3 +61,12 @@ class Api:
         response = self.call(who, "POST", "/api/v1/rollouts", json={"spec": spec})
         assert response.status_code == 201, response.text
         return str(response.json()["id"])
+
+
+@pytest.fixture
+def api(store: SqlStore, registry: MlflowRegistry) -> Iterator[Api]:
+    with TestClient(create_api(store, registry)) as client:
+        found = Api(client=client, store=store, secrets={})
+        for role in Role:
+            found.token(role.value, role)
+        yield found

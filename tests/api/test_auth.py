@@ -11,6 +11,8 @@ from api_support import Api, spec_for
 from modelcanary.adapters.store.schema import tokens
 from modelcanary.domain.access import Role
 
+pytest_plugins = ["api_support"]  # the api fixture
+
 # the least role each operation needs; every operation of the schema but health must be listed
 NEEDS = {
     ("get", "/api/v1/rollouts"): Role.VIEWER,

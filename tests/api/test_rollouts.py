@@ -8,6 +8,8 @@ from api_support import SPEC, Api
 from modelcanary.domain.access import Role
 from modelcanary.domain.telemetry import Variant, VariantTelemetry
 
+pytest_plugins = ["api_support"]  # the api fixture
+
 
 def test_start_pause_resume_abort_records_each_token_as_the_actor(api: Api) -> None:
     api.token("ann", Role.OPERATOR)
