@@ -55,7 +55,9 @@ def serve(workdir: str | None, store: str | None, registry: str | None, host: st
     controller = Controller(store=state_store, registry=model_registry, holder=_holder())
     app = create_app(gateway, background=[lambda: controller.run(interval_s=tick)])
     mount_beside(app, create_api(state_store, model_registry))
-    click.echo(f"modelcanary serving on http://{host}:{port} (work folder {space.workdir})", err=True)
+    click.echo(
+        f"modelcanary serving on http://{host}:{port}, control API at /api/v1 (work folder {space.workdir})", err=True
+    )
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
 
