@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from modelcanary.domain.errors import ModelcanaryError
+from modelcanary.domain.spec import Source
 from modelcanary.domain.state import Action, ModelVersion, Outcome, RolloutState, Route, Transition
-from modelcanary.domain.telemetry import Variant, VariantTelemetry
+from modelcanary.domain.telemetry import RolloutTelemetry, Variant, VariantTelemetry
 
 
 class Registry(Protocol):
@@ -115,3 +116,17 @@ class RouteSource(Protocol):
 class History(Protocol):
     def history(self, rollout_id: str) -> list[Transition]:
         """A rollout's transitions, oldest first."""
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One read of a metric source: both variants' telemetry, or why there is none. A failed query
+    is data the controller holds the rollout on, never an exception that stops it."""
+
+    telemetry: RolloutTelemetry | None
+    error: str | None = None
+
+
+class MetricSource(Protocol):
+    def measure(self, source: Source, *, since: float, until: float) -> Measurement:
+        """Each variant's cumulative telemetry from ``since`` to ``until`` (Unix seconds); never raises."""
