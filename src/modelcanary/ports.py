@@ -9,8 +9,9 @@ from typing import Any, Protocol
 from modelcanary.domain.access import Role, TokenInfo
 from modelcanary.domain.errors import ModelcanaryError
 from modelcanary.domain.gates import Gate, GateDecision
+from modelcanary.domain.spec import Source
 from modelcanary.domain.state import Action, ModelInfo, ModelVersion, Outcome, RolloutState, Route, Transition
-from modelcanary.domain.telemetry import Variant, VariantTelemetry
+from modelcanary.domain.telemetry import RolloutTelemetry, Variant, VariantTelemetry
 
 
 class Registry(Protocol):
@@ -192,3 +193,17 @@ class Tokens(Protocol):
 
     def revoke_token(self, key: str, *, actor: str, now: float | None = None) -> TokenInfo:
         """Revoke the token with this id or name (audited); ``NotFound``, or ``Conflict`` if already revoked."""
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One read of a metric source: both variants' telemetry, or why there is none. A failed query
+    is data the controller holds the rollout on, never an exception that stops it."""
+
+    telemetry: RolloutTelemetry | None
+    error: str | None = None
+
+
+class MetricSource(Protocol):
+    def measure(self, source: Source, *, since: float, until: float) -> Measurement:
+        """Each variant's cumulative telemetry from ``since`` to ``until`` (Unix seconds); never raises."""

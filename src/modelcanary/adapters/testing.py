@@ -6,9 +6,9 @@ from collections.abc import Callable
 from typing import Any
 
 from modelcanary.domain.errors import RegistryError
-from modelcanary.domain.spec import parse_model_uri
+from modelcanary.domain.spec import Source, parse_model_uri
 from modelcanary.domain.state import ModelInfo, ModelVersion
-from modelcanary.ports import Column
+from modelcanary.ports import Column, Measurement
 
 
 class FakeRegistry:
@@ -63,3 +63,22 @@ class FakeBackend:
             return self.models[f"{version.name}/{version.version}"]
         except KeyError:
             raise RegistryError(f"{version.uri}: no such model") from None
+
+
+class FakeMetrics:
+    """A metric source that answers each read with the next of ``measurements`` (the last one
+    repeats), and keeps the reads it was asked for.
+
+    >>> from modelcanary.ports import Measurement
+    >>> source = FakeMetrics([Measurement(telemetry=None, error="down")])
+    >>> source.measure(None, since=0.0, until=1.0).error, source.reads
+    ('down', [(0.0, 1.0)])
+    """
+
+    def __init__(self, measurements: list[Measurement]) -> None:
+        self.measurements = measurements
+        self.reads: list[tuple[float, float]] = []
+
+    def measure(self, source: Source, *, since: float, until: float) -> Measurement:
+        self.reads.append((since, until))
+        return self.measurements[min(len(self.reads), len(self.measurements)) - 1]

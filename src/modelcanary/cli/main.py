@@ -213,6 +213,62 @@ cli.add_command(rollout)
 cli.add_command(audit)
 
 
+@cli.command("watch")
+@click.option(
+    "--template",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="the rollout spec to start; its candidate is pinned to each new version",
+)
+@click.option("--alias", help="the registry alias to follow [default: the template candidate's alias]")
+@click.option("--interval", default=30.0, show_default=True, type=float, help="seconds between looks")
+@click.option("--once", is_flag=True, help="look once and exit (for cron or a CI step)")
+@workspace_options
+@errors_to_exit
+def watch_command(
+    template: str,
+    alias: str | None,
+    interval: float,
+    once: bool,
+    workdir: str | None,
+    store: str | None,
+    registry: str | None,
+) -> None:
+    """Start a rollout from --template whenever the registry alias (models:/NAME@ALIAS, NAME being
+    the template candidate's model) moves to a version no rollout of the endpoint has had. Safe to
+    restart and to run twice: what was seen is read from the store's rollouts."""
+    from modelcanary.controller.watch import Watcher
+    from modelcanary.domain.errors import RegistryError
+
+    space = Workspace.at(workdir, store=store, registry=registry)
+    watcher = Watcher(
+        store=space.store(),
+        registry=space.registry(),
+        template=Path(template).read_text(),
+        alias=alias,
+        source=template,
+    )
+    click.echo(f"watching {watcher.uri} for endpoint {watcher.endpoint} (template {template})", err=True)
+    last = ""
+    while True:
+        try:
+            check = watcher.check(actor=f"watch:{watcher.uri}")
+        except RegistryError as exc:  # the alias is not set yet, or the registry is down: look again
+            if once:
+                raise
+            reason = f"cannot resolve {watcher.uri}: {exc}"
+        else:
+            if check.started is not None:
+                click.echo(check.started.id)
+            reason = check.reason
+        if reason != last:
+            click.echo(reason, err=True)
+            last = reason
+        if once:
+            return
+        time.sleep(interval)
+
+
 @cli.command()
 @click.option(
     "--scenario",

@@ -6,6 +6,12 @@ Several controllers may share one store: given a ``holder`` name, a controller a
 holds the ``controller`` lease, renewed every tick, and every write it makes carries the lease's
 fencing token, so a controller that stalled past its lease (a long GC pause, a frozen VM) has its
 writes refused instead of contradicting the new leader.
+
+A rollout whose spec names a metric source (models served outside the gateway) has its telemetry
+read from that source every ``source.interval`` and written to the store under the source's name,
+so the judge, the report and the API read it as they read the gateway's. A failed read keeps the
+last good one in the store and holds the rollout: no step advances while its data is stale, though
+a failing metric still rolls back and a step's maxDuration still runs out.
 """
 
 from __future__ import annotations
@@ -23,13 +29,14 @@ from modelcanary.domain.judgement import Look
 from modelcanary.domain.phases import Phase
 from modelcanary.domain.spec import RolloutSpec, load_spec
 from modelcanary.domain.state import Action, ActionKind, Outcome, RolloutState
-from modelcanary.domain.telemetry import RolloutTelemetry
+from modelcanary.domain.telemetry import RolloutTelemetry, Variant
 from modelcanary.engine.analysis import analyse, pair
 from modelcanary.engine.decide import CONTROLLER, decide
 from modelcanary.ports import (
     ActionQueue,
     Fence,
     Leases,
+    MetricSource,
     Notifier,
     PolicyEngine,
     Registry,
@@ -59,7 +66,10 @@ class Controller:
     notifier: Notifier | None = None  # webhooks; the standard-library one when first needed
     notify_attempts: int = 6  # a notification is given up (and audited as failed) after this many
     notify_backoff_s: float = 1.0  # the wait after the first failure, doubled after each other one
+    sources: Callable[[str], MetricSource] | None = None  # name -> source; None: adapters.sources' factory
     _specs: dict[str, RolloutSpec] = field(default_factory=dict)
+    _read_at: dict[str, float] = field(default_factory=dict)  # when each sourced rollout was last read
+    measurement_errors: dict[str, str] = field(default_factory=dict)  # rollout id -> why its last read failed
     _retries: dict[int, tuple[int, float]] = field(default_factory=dict)  # action id -> (failures, next try)
 
     def _policy_engine(self) -> PolicyEngine:
@@ -106,6 +116,7 @@ class Controller:
             return []
         active = self.store.list_rollouts(active_only=True)
         self._load_specs(active)
+        self._read_sources(active)
         telemetry = self.store.read_telemetry_many([state.id for state in active if state.id in self._specs])
         decided: list[Outcome] = []
         for state in active:
@@ -138,6 +149,36 @@ class Controller:
         self.run_actions()
         return changed
 
+    def _read_sources(self, active: list[RolloutState]) -> None:
+        """Read each due rollout's metric source into the store; a failure is kept as data."""
+        self._read_at = {key: at for key, at in self._read_at.items() if key in self._specs}
+        self.measurement_errors = {key: e for key, e in self.measurement_errors.items() if key in self._specs}
+        for state in active:
+            spec = self._specs.get(state.id)
+            source = spec.spec.source if spec is not None else None
+            if source is None or state.phase is Phase.PENDING:
+                continue
+            now = self.clock()
+            if now < self._read_at.get(state.id, -float("inf")) + source.prometheus.interval:
+                continue
+            self._read_at[state.id] = now
+            measurement = self._source(source.name).measure(source, since=state.created_at, until=now)
+            if measurement.telemetry is None:
+                self.measurement_errors[state.id] = measurement.error or "no telemetry"
+                log.warning("rollout %s: holding on a measurement error: %s", state.id, measurement.error)
+                continue
+            self.measurement_errors.pop(state.id, None)
+            read = measurement.telemetry
+            rows = [(state.id, Variant.BASELINE, read.baseline), (state.id, Variant.CANDIDATE, read.candidate)]
+            self.store.write_telemetry(source.name, rows)
+
+    def _source(self, name: str) -> MetricSource:
+        if self.sources is None:
+            from modelcanary.adapters.sources import metric_source
+
+            self.sources = metric_source
+        return self.sources(name)
+
     def _decide(self, state: RolloutState, spec: RolloutSpec, telemetry: RolloutTelemetry) -> Outcome | None:
         """The outcome to save for one rollout, or None when nothing changed: pure, given the clock."""
         now = self.clock()
@@ -145,6 +186,10 @@ class Controller:
         if state.phase in (Phase.CANARY, Phase.AWAITING_APPROVAL):  # an approval's wait is watched too
             look = Look(at=now - state.created_at, weight=state.weight, telemetry=telemetry)
             judgement, memory = analyse(spec, look, state.judge_memory)
+            error = self.measurement_errors.get(state.id)
+            if error is not None:  # judged on the last good read, but nothing advances on stale data
+                held = f"measurement error: {error}" + (f"; {judgement.hold}" if judgement.hold else "")
+                judgement = judgement.model_copy(update={"hold": held})
         outcome = gated(
             lambda answers: decide(
                 state,

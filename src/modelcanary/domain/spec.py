@@ -447,6 +447,51 @@ class Notify(_Model):
     format: Literal["json", "slack"] = "json"
 
 
+class VariantQueries(_Model):
+    """PromQL for one variant. Each is read as a cumulative counter: the judge sees its growth since
+    the rollout started (its value now minus its value at the start), so write the counter itself
+    (``sum(model_requests_total{version="2"})``), not a ``rate()``. A query holding ``$window`` is read
+    once instead, with the rollout's age in its place: ``sum(increase(model_requests_total[$window]))``
+    reads through counter resets, with extrapolated counts."""
+
+    requests: str = Field(min_length=1, description="one series: the variant's request count")
+    errors: str = Field(min_length=1, description="one series: the variant's failed-request count")
+    latency_buckets: str | None = Field(
+        default=None, description="a histogram's cumulative buckets, one series per le: 'sum(...) by (le)'"
+    )
+
+
+class PrometheusSource(_Model):
+    """Telemetry for models served outside the gateway (Triton, KServe, Seldon), from PromQL."""
+
+    url: str = Field(pattern=r"^https?://", description="the Prometheus server, e.g. http://prometheus:9090")
+    baseline: VariantQueries
+    candidate: VariantQueries
+    interval: Seconds = Field(default=10.0, description="between reads; no shorter than the scrape interval")
+    timeout: Seconds = Field(default=5.0, gt=0, description="per query")
+    latency_unit: Literal["s", "ms"] = Field(default="s", description="the unit of the histogram's le bounds")
+
+    @model_validator(mode="after")
+    def _both_or_neither_histogram(self) -> PrometheusSource:
+        if (self.baseline.latency_buckets is None) != (self.candidate.latency_buckets is None):
+            raise ValueError("give latencyBuckets for both variants or for neither")
+        return self
+
+
+class Source(_Model):
+    """Where the judge's telemetry comes from when the gateway does not serve the models."""
+
+    prometheus: PrometheusSource
+
+    @property
+    def name(self) -> str:
+        return "prometheus"
+
+
+# what a Prometheus source can measure: request and error counts, and latency if it has buckets
+_PROMETHEUS_KINDS = ("error_rate", "latency")
+
+
 class Body(_Model):
     endpoint: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     baseline: ModelUri
@@ -465,6 +510,22 @@ class Body(_Model):
         if value.set_alias and candidate is not None and not candidate.startswith("models:/"):
             raise ValueError(f"setAlias moves a registry alias, but the candidate {candidate!r} is not in the registry")
         return value
+
+    source: Source | None = Field(default=None, description="the gateway's own telemetry when none is named")
+
+    @model_validator(mode="after")
+    def _source_measures_metrics(self) -> Body:
+        if self.source is None:
+            return self
+        for metric in self.analysis.metrics:
+            if metric.kind not in _PROMETHEUS_KINDS:
+                raise ValueError(
+                    f"metric {metric.name!r} ({metric.kind}) needs the gateway's telemetry; a prometheus source "
+                    f"measures only {' and '.join(_PROMETHEUS_KINDS)}"
+                )
+            if metric.kind == "latency" and self.source.prometheus.baseline.latency_buckets is None:
+                raise ValueError(f"metric {metric.name!r} (latency) needs latencyBuckets queries in the source")
+        return self
 
 
 class Metadata(_Model):

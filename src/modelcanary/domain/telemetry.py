@@ -199,6 +199,32 @@ class VariantTelemetry:
         return self.shadow
 
 
+def latency_counts_from_buckets(buckets: list[tuple[float, float]]) -> list[int]:
+    """Our latency histogram from a Prometheus-style one: ``(le_ms, cumulative count)`` pairs, the
+    last ``le`` possibly infinite.
+
+    Each Prometheus bucket says only that its values lie in ``(previous le, le]``, so they are all
+    put in our bucket holding ``le``: a value is never read as faster than it may have been, and
+    resolution is the coarser of the two histograms (Prometheus' default buckets are 2-2.5x apart,
+    ours 10%). Values above the last finite ``le`` are known only to exceed it and go in the bucket
+    just above it.
+
+    >>> counts = latency_counts_from_buckets([(5.0, 3), (10.0, 3), (float("inf"), 4)])
+    >>> sum(counts), counts[bisect_right(LATENCY_EDGES_MS, 5.0)], counts[bisect_right(LATENCY_EDGES_MS, 10.0) + 1]
+    (4, 3, 1)
+    """
+    counts = _zeros(LATENCY_EDGES_MS)
+    previous, last_index = 0.0, 0
+    for le, cumulative in sorted(buckets):
+        in_bucket = round(cumulative - previous)
+        if in_bucket < 0:
+            raise ValueError(f"histogram buckets must not decrease with le; bucket le={le:g} ms has fewer")
+        index = min(last_index + 1, len(LATENCY_EDGES_MS)) if le == float("inf") else bisect_right(LATENCY_EDGES_MS, le)
+        counts[index] += in_bucket
+        previous, last_index = cumulative, index
+    return counts
+
+
 def _add(left: list[int], right: list[int]) -> list[int]:
     if len(left) != len(right):
         raise ValueError("histograms over different bucket edges cannot be merged")

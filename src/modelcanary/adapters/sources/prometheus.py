@@ -1,0 +1,157 @@
+"""Prometheus as a metric source: each variant's counters and latency histogram from PromQL.
+
+Every query is an instant query (``GET /api/v1/query``) read twice, at the rollout's start and now;
+the judge sees the difference, so counts are exact integers since the start, as the gateway's own
+telemetry is. A counter that went down (its target restarted since the start) cannot be read that
+way and is reported as an error, as is anything else that goes wrong: an unreachable server, a
+PromQL error (with Prometheus' message), a query returning several series where one was asked for.
+
+A query holding ``$window`` computes the growth itself and is read once, now, with ``$window`` set to
+the rollout's age (``sum(increase(requests_total[$window]))``): PromQL's ``increase`` survives
+counter resets, at the price of extrapolated, rounded counts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from modelcanary.domain.spec import PrometheusSource, Source, VariantQueries
+from modelcanary.domain.telemetry import RolloutTelemetry, VariantTelemetry, latency_counts_from_buckets
+from modelcanary.ports import Measurement
+
+NAME = "prometheus"
+
+
+class QueryError(Exception):
+    """One query failed; its message says which and why (caught in ``measure``, never escapes it)."""
+
+
+class PrometheusMetrics:
+    """Reads ``spec.source.prometheus`` queries over Prometheus' HTTP API."""
+
+    def measure(self, source: Source, *, since: float, until: float) -> Measurement:
+        config = source.prometheus
+        try:
+            telemetry = RolloutTelemetry(
+                baseline=_variant(config, config.baseline, since, until),
+                candidate=_variant(config, config.candidate, since, until),
+            )
+        except QueryError as exc:
+            return Measurement(telemetry=None, error=f"prometheus {config.url}: {exc}")
+        return Measurement(telemetry=telemetry)
+
+
+def _variant(config: PrometheusSource, queries: VariantQueries, since: float, until: float) -> VariantTelemetry:
+    requests = _growth(config, queries.requests, since, until)
+    errors = _growth(config, queries.errors, since, until)
+    if errors > requests:
+        raise QueryError(f"{errors} errors but {requests} requests: {queries.errors!r} counts more than requests")
+    telemetry = VariantTelemetry(requests=requests, errors=errors)
+    if queries.latency_buckets is not None:
+        scale = 1000.0 if config.latency_unit == "s" else 1.0
+        if WINDOW in queries.latency_buckets:
+            now, start = _buckets(config, _windowed(queries.latency_buckets, since, until), until), {}
+        else:
+            now = _buckets(config, queries.latency_buckets, until)
+            start = _buckets(config, queries.latency_buckets, since)
+        grown = []
+        for le, count in now.items():
+            delta = count - start.get(le, 0.0)
+            if delta < 0:
+                raise QueryError(f"bucket le={le:g} of {queries.latency_buckets!r} went down: {_RESET}")
+            grown.append((le * scale, delta))
+        try:
+            telemetry.latency_counts = latency_counts_from_buckets(grown)
+        except ValueError as exc:
+            raise QueryError(f"{queries.latency_buckets!r}: {exc}") from exc
+    return telemetry
+
+
+WINDOW = "$window"  # in a query: the rollout's age, as a PromQL duration (e.g. 3600000ms)
+
+
+def _windowed(query: str, since: float, until: float) -> str:
+    return query.replace(WINDOW, f"{max(round((until - since) * 1000), 1)}ms")
+
+
+_RESET = (
+    "the target restarted since the rollout began (a counter reset); to read through restarts, write the "
+    "query with increase(...[$window])"
+)
+
+
+def _growth(config: PrometheusSource, query: str, since: float, until: float) -> int:
+    if WINDOW in query:  # the query computes the growth itself, e.g. with increase(...[$window])
+        return round(_one(config, _windowed(query, since, until), until))
+    now, start = _one(config, query, until), _one(config, query, since)
+    if now < start:
+        raise QueryError(f"{query!r} went down from {start:g} to {now:g}: {_RESET}")
+    return round(now - start)
+
+
+def _one(config: PrometheusSource, query: str, at: float) -> float:
+    """A query's single value; 0 when it has no series (a counter not yet created)."""
+    kind, result = _query(config, query, at)
+    if kind == "scalar":
+        return _number(query, result[1])
+    if kind != "vector":
+        raise QueryError(f"{query!r} gave a {kind}; write a query whose result is one number")
+    if len(result) > 1:
+        labels = ", ".join(json.dumps(series.get("metric", {}), sort_keys=True) for series in result[:3])
+        raise QueryError(f"{query!r} gave {len(result)} series ({labels}, ...); aggregate it to one, e.g. sum(...)")
+    return _number(query, result[0]["value"][1]) if result else 0.0
+
+
+def _buckets(config: PrometheusSource, query: str, at: float) -> dict[float, float]:
+    """Cumulative count per ``le`` bound."""
+    kind, result = _query(config, query, at)
+    if kind != "vector":
+        raise QueryError(f"{query!r} gave a {kind}; latencyBuckets wants one series per le: sum(...) by (le)")
+    buckets: dict[float, float] = {}
+    for series in result:
+        le = series.get("metric", {}).get("le")
+        if le is None:
+            raise QueryError(f"{query!r} gave a series without an le label; aggregate it with sum(...) by (le)")
+        bound = _number(query, le)
+        if bound in buckets:
+            raise QueryError(f"{query!r} gave le={le} twice; aggregate it with sum(...) by (le)")
+        buckets[bound] = _number(query, series["value"][1])
+    return buckets
+
+
+def _number(query: str, text: Any) -> float:
+    try:
+        value = float(text)
+    except (TypeError, ValueError) as exc:
+        raise QueryError(f"{query!r} gave {text!r}, not a number") from exc
+    if math.isnan(value):
+        raise QueryError(f"{query!r} gave NaN")
+    return value
+
+
+def _query(config: PrometheusSource, query: str, at: float) -> tuple[str, Any]:
+    url = f"{config.url.rstrip('/')}/api/v1/query?" + urllib.parse.urlencode({"query": query, "time": f"{at:.3f}"})
+    try:
+        with urllib.request.urlopen(url, timeout=config.timeout) as response:
+            body = json.load(response)
+    except urllib.error.HTTPError as exc:  # Prometheus answers bad PromQL with 400 and a JSON error
+        raise QueryError(f"{query!r}: {_problem(exc)}") from exc
+    except (OSError, ValueError) as exc:  # refused, timed out, DNS, not JSON
+        raise QueryError(f"{query!r}: {exc}") from exc
+    if body.get("status") != "success":
+        raise QueryError(f"{query!r}: {body.get('errorType', 'error')}: {body.get('error', body)}")
+    data = body.get("data", {})
+    return str(data.get("resultType")), data.get("result")
+
+
+def _problem(exc: urllib.error.HTTPError) -> str:
+    try:
+        body = json.load(exc)
+        return f"HTTP {exc.code} {body.get('errorType', '')}: {body.get('error', '')}".strip()
+    except (OSError, ValueError):
+        return f"HTTP {exc.code} {exc.reason}"

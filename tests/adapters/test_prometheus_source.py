@@ -1,0 +1,339 @@
+"""Prometheus as a metric source, against a real Prometheus server (Debian's ``prometheus``
+binary, started here on loopback with a temp config and storage) scraping a real target: a process
+exposing prometheus_client counters and a histogram per model version, driven by the test.
+
+Skips when the binary is missing, unless ``MODELCANARY_REQUIRE_PROMETHEUS`` is set (CI sets it)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from bisect import bisect_right
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelcanary.adapters.sources.prometheus import PrometheusMetrics
+from modelcanary.adapters.store.sql import SqlStore
+from modelcanary.adapters.testing import FakeRegistry
+from modelcanary.controller.loop import Controller
+from modelcanary.controller.operations import start_rollout
+from modelcanary.controller.report import rollout_report
+from modelcanary.domain.errors import SpecError
+from modelcanary.domain.phases import Phase
+from modelcanary.domain.spec import Source, load_spec
+from modelcanary.domain.telemetry import LATENCY_EDGES_MS
+
+SCRAPE = "200ms"
+WAIT_S = 60.0  # for Prometheus to start or to scrape what the test drove; never reached when it works
+
+
+@dataclass
+class Prometheus:
+    url: str
+    target: str
+
+    def drive(self, version: str, latencies_s: list[float], errors: int = 0) -> None:
+        body = json.dumps({"version": version, "latencies_s": latencies_s, "errors": errors}).encode()
+        urllib.request.urlopen(urllib.request.Request(f"{self.target}/observe", data=body), timeout=10).close()
+
+    def value(self, query: str) -> float:
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+        with urllib.request.urlopen(url, timeout=10) as response:
+            result = json.load(response)["data"]["result"]
+        return float(result[0]["value"][1]) if result else 0.0
+
+    def scraped(self, version: str, requests: int) -> None:
+        """Wait until Prometheus holds ``requests`` requests of ``version`` (and the same in the
+        histogram, scraped in the same sample)."""
+        deadline = time.monotonic() + WAIT_S
+        query = f'sum(model_requests_total{{version="{version}"}})'
+        while self.value(query) != requests:
+            assert time.monotonic() < deadline, f"Prometheus never scraped {requests} requests of v{version}"
+            time.sleep(0.05)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        if os.environ.get("MODELCANARY_REQUIRE_PROMETHEUS"):
+            pytest.fail("MODELCANARY_REQUIRE_PROMETHEUS is set but no prometheus binary is on PATH")
+        pytest.skip("no prometheus binary on PATH (apt-get install prometheus); set MODELCANARY_REQUIRE_PROMETHEUS")
+    root = tmp_path_factory.mktemp("prometheus")
+    target = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("prometheus_target.py"))], stdout=subprocess.PIPE, text=True
+    )
+    server = None
+    try:
+        assert target.stdout is not None
+        target_port = int(target.stdout.readline())
+        (root / "prometheus.yml").write_text(
+            f"global: {{scrape_interval: {SCRAPE}, scrape_timeout: {SCRAPE}}}\n"
+            f"scrape_configs:\n- job_name: model\n  static_configs: [{{targets: ['127.0.0.1:{target_port}']}}]\n"
+        )
+        port = _free_port()
+        server = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={root / 'prometheus.yml'}",
+                f"--storage.tsdb.path={root / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=(root / "prometheus.log").open("w"),
+        )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            assert server.poll() is None, (root / "prometheus.log").read_text()[-2000:]
+            try:
+                urllib.request.urlopen(f"{url}/-/ready", timeout=2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "Prometheus did not get ready"
+                time.sleep(0.1)
+        running = Prometheus(url=url, target=f"http://127.0.0.1:{target_port}")
+        while running.value('up{job="model"}') != 1:  # its first scrape of the target
+            assert time.monotonic() < deadline, "Prometheus never scraped the target"
+            time.sleep(0.05)
+        yield running
+    finally:
+        for process in (server, target):
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=30)
+
+
+def source(url: str, *, candidate_requests: str = 'sum(model_requests_total{version="2"})') -> dict[str, Any]:
+    def queries(version: str, requests: str | None = None) -> dict[str, str]:
+        return {
+            "requests": requests or f'sum(model_requests_total{{version="{version}"}})',
+            "errors": f'sum(model_errors_total{{version="{version}"}})',
+            "latencyBuckets": f'sum(model_latency_seconds_bucket{{version="{version}"}}) by (le)',
+        }
+
+    return {
+        "prometheus": {
+            "url": url,
+            "interval": 0,
+            "baseline": queries("1"),
+            "candidate": queries("2", candidate_requests),
+        }
+    }
+
+
+def test_reads_each_variants_growth_since_the_start(prometheus: Prometheus) -> None:
+    # traffic before the rollout starts is not the rollout's
+    prometheus.drive("1", [0.004] * 30, errors=3)
+    prometheus.drive("2", [0.004] * 10)
+    prometheus.scraped("1", 30)
+    prometheus.scraped("2", 10)
+    since = time.time()
+    prometheus.drive("1", [0.004] * 100, errors=1)
+    prometheus.drive("2", [0.004] * 50 + [0.3] * 40 + [20.0] * 10, errors=7)
+    prometheus.scraped("1", 130)
+    prometheus.scraped("2", 110)
+
+    measurement = PrometheusMetrics().measure(
+        Source.model_validate(source(prometheus.url)), since=since, until=time.time()
+    )
+
+    assert measurement.error is None and measurement.telemetry is not None
+    baseline, candidate = measurement.telemetry.baseline, measurement.telemetry.candidate
+    assert (baseline.requests, baseline.errors) == (100, 1)
+    assert (candidate.requests, candidate.errors) == (100, 7)
+    assert sum(baseline.latency_counts) == 100 and sum(candidate.latency_counts) == 100
+    # each request sits in our bucket holding its Prometheus bucket's le: 4 ms -> le 5 ms, 300 ms -> le 500 ms
+    assert baseline.latency_counts[bisect_right(LATENCY_EDGES_MS, 5.0)] == 100
+    assert candidate.latency_counts[bisect_right(LATENCY_EDGES_MS, 5.0)] == 50
+    assert candidate.latency_counts[bisect_right(LATENCY_EDGES_MS, 500.0)] == 40
+    # above the last finite le (10 s) a value is only known to exceed it: just above it
+    assert candidate.latency_counts[bisect_right(LATENCY_EDGES_MS, 10_000.0) + 1] == 10
+
+
+def test_a_windowed_query_reads_increase_over_the_rollouts_age(prometheus: Prometheus) -> None:
+    before = prometheus.value('sum(model_requests_total{version="2"})')
+    prometheus.scraped("2", int(before))
+    since = time.time()
+    # a window spanning many scrapes, the traffic in its middle: increase() needs two samples or more
+    time.sleep(1.5)
+    prometheus.drive("2", [0.004] * 100)
+    prometheus.scraped("2", int(before) + 100)
+    time.sleep(1.5)
+    config = source(prometheus.url)
+    config["prometheus"]["candidate"] = {
+        "requests": 'sum(increase(model_requests_total{version="2"}[$window]))',
+        "errors": 'sum(increase(model_errors_total{version="2"}[$window]))',
+        "latencyBuckets": 'sum(increase(model_latency_seconds_bucket{version="2"}[$window])) by (le)',
+    }
+
+    measurement = PrometheusMetrics().measure(Source.model_validate(config), since=since, until=time.time())
+
+    assert measurement.telemetry is not None, measurement.error
+    candidate = measurement.telemetry.candidate
+    # increase() extrapolates to the window's edges: near the 100 requests, not exactly them
+    assert 80 <= candidate.requests <= 120 and candidate.errors == 0
+    assert candidate.latency_counts[bisect_right(LATENCY_EDGES_MS, 5.0)] == sum(candidate.latency_counts)
+
+
+@pytest.mark.parametrize(
+    ("candidate_requests", "expected"),
+    [
+        ("sum(model_requests_total{", "bad_data"),  # a PromQL syntax error: Prometheus' own message
+        ("model_requests_total", "aggregate it to one"),  # two series (versions 1 and 2) where one was asked
+        ('model_latency_seconds_bucket{version="2"}[1m]', "gave a matrix"),
+    ],
+)
+def test_a_failed_query_is_data_naming_the_query(
+    prometheus: Prometheus, candidate_requests: str, expected: str
+) -> None:
+    prometheus.drive("1", [0.01])
+    prometheus.drive("2", [0.01])
+    config = Source.model_validate(source(prometheus.url, candidate_requests=candidate_requests))
+
+    measurement = PrometheusMetrics().measure(config, since=time.time() - 60, until=time.time())
+
+    assert measurement.telemetry is None
+    assert measurement.error is not None and expected in measurement.error and candidate_requests in measurement.error
+
+
+def test_an_unreachable_server_is_data_too() -> None:
+    config = Source.model_validate(source(f"http://127.0.0.1:{_free_port()}"))
+    measurement = PrometheusMetrics().measure(config, since=0.0, until=1.0)
+    assert measurement.telemetry is None and measurement.error is not None and "refused" in measurement.error
+
+
+def rollout_spec(url: str, *, candidate_requests: str = 'sum(model_requests_total{version="2"})') -> str:
+    document = {
+        "apiVersion": "modelcanary/v1",
+        "kind": "Rollout",
+        "spec": {
+            "endpoint": "fraud",
+            "baseline": "models:/fraud/1",
+            "candidate": "models:/fraud/2",
+            "traffic": {"steps": [{"weight": 50, "minRequests": 200, "minDuration": 0, "maxDuration": "10m"}]},
+            "analysis": {"metrics": [{"kind": "error_rate", "margin": 0.02}, {"kind": "latency", "margin": 0.5}]},
+            "source": source(url, candidate_requests=candidate_requests),
+        },
+    }
+    return json.dumps(document)
+
+
+# a lognormal's quantiles (median 50 ms, sigma 1): a latency distribution spread over the default
+# buckets. Piled into one or two buckets, no request would exceed the baseline's quantile bucket and
+# the latency test could never show the candidate within its margin (see docs/ecosystem.md).
+SPREAD = [0.05 * math.exp(statistics.NormalDist().inv_cdf((i + 0.5) / 1000)) for i in range(1000)]
+
+
+def fraud_registry() -> FakeRegistry:
+    return FakeRegistry({"fraud": ["1", "2"]})
+
+
+def run_until_ended(controller: Controller, store: SqlStore, rollout_id: str, drive: Any) -> Any:
+    """Tick, driving one batch of traffic per tick, until the rollout ends."""
+    for _ in range(50):
+        controller.tick()
+        state, _ = store.get(rollout_id)
+        if state.phase.is_terminal():
+            return state
+        drive()
+    report = rollout_report(store, rollout_id)
+    raise AssertionError(
+        f"rollout still {state.phase.value} after 50 ticks: {state.reason}; {report.judgement.summary()}"
+    )
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_the_controller_rolls_back_a_candidate_failing_in_prometheus(prometheus: Prometheus, open_store: Any) -> None:
+    store = open_store()
+    state = start_rollout(store, fraud_registry(), rollout_spec(prometheus.url), source="spec", actor="test")
+    seen = {"1": prometheus.value('sum(model_requests_total{version="1"})')}
+    seen["2"] = prometheus.value('sum(model_requests_total{version="2"})')
+
+    def drive() -> None:  # the candidate fails one request in five; the baseline one in a hundred
+        for version, errors in (("1", 2), ("2", 40)):
+            prometheus.drive(version, [0.004] * 200, errors=errors)
+            seen[version] += 200
+            prometheus.scraped(version, int(seen[version]))
+
+    controller = Controller(store=store, registry=fraud_registry())
+    ended = run_until_ended(controller, store, state.id, drive)
+
+    assert ended.phase is Phase.ROLLED_BACK
+    assert "error-rate failed" in ended.reason
+    # the report reads what the controller read from Prometheus, from the store
+    report = rollout_report(store, state.id)
+    assert report.telemetry.candidate.requests > 0
+    assert report.telemetry.candidate.errors / report.telemetry.candidate.requests == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_the_controller_promotes_a_candidate_as_good_in_prometheus(prometheus: Prometheus, open_store: Any) -> None:
+    store = open_store()
+    state = start_rollout(store, fraud_registry(), rollout_spec(prometheus.url), source="spec", actor="test")
+    seen = {version: prometheus.value(f'sum(model_requests_total{{version="{version}"}})') for version in "12"}
+
+    def drive() -> None:  # the same latencies, spread over many of Prometheus' default buckets; no errors
+        for version in "12":
+            prometheus.drive(version, SPREAD)
+            seen[version] += 1000
+            prometheus.scraped(version, int(seen[version]))
+
+    ended = run_until_ended(Controller(store=store, registry=fraud_registry()), store, state.id, drive)
+
+    assert ended.phase is Phase.PROMOTED, ended.reason
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_a_failing_query_holds_the_rollout_and_says_why(prometheus: Prometheus, open_store: Any) -> None:
+    store = open_store()
+    bad = "sum(rate(model_requests_total[1m])"  # unbalanced: Prometheus refuses it
+    document = json.loads(rollout_spec(prometheus.url, candidate_requests=bad))
+    # read once an hour: the clock moved past maxDuration below must not query the future
+    document["spec"]["source"]["prometheus"]["interval"] = "1h"
+    text = json.dumps(document)
+    state = start_rollout(store, fraud_registry(), text, source="spec", actor="test")
+    offset = {"s": 0.0}
+    controller = Controller(store=store, registry=fraud_registry(), clock=lambda: time.time() + offset["s"])
+
+    controller.tick()  # pending -> canary
+    controller.tick()  # the first read fails: held, not crashed
+    held, _ = store.get(state.id)
+    assert held.phase is Phase.CANARY
+    assert bad in controller.measurement_errors[state.id]
+
+    offset["s"] = 601.0  # the step's maxDuration runs out with no good read since: rolled back, saying why
+    controller.tick()
+    ended, _ = store.get(state.id)
+    assert ended.phase is Phase.ROLLED_BACK
+    assert "measurement error" in ended.reason and bad in ended.reason, ended.reason
+
+
+def test_a_spec_cannot_ask_prometheus_for_what_it_does_not_measure() -> None:
+    document = json.loads(rollout_spec("http://prometheus:9090"))
+    document["spec"]["analysis"]["metrics"].append({"kind": "quality"})
+    with pytest.raises(SpecError, match=r"quality.*needs the gateway's telemetry"):
+        load_spec(json.dumps(document))
+    del document["spec"]["source"]["prometheus"]["candidate"]["latencyBuckets"]
+    document["spec"]["analysis"]["metrics"].pop()
+    with pytest.raises(SpecError, match="latencyBuckets for both variants or for neither"):
+        load_spec(json.dumps(document))
