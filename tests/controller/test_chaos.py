@@ -203,16 +203,22 @@ def test_two_controllers_racing_on_postgresql_decide_each_rollout_once(
     store = SqlStore(store_url)
     ids = start_all(store, registry_uri)
     rng = random.Random(11)
-    running = [controller(store_url, registry_uri, "a0"), controller(store_url, registry_uri, "b0")]
+    names = ["a0", "b0"]
+    running = [controller(store_url, registry_uri, name) for name in names]
     kills, deadline = 0, time.monotonic() + DEADLINE_S
     try:
         while not all_ended(store) and time.monotonic() < deadline:
             time.sleep(rng.uniform(0.2, 1.0))
-            victim = rng.randrange(2)  # kill one, hard; the other takes over when the lease runs out
+            # kill one, hard: the leader when there is one (so the lease must change hands, however
+            # fast the machine), else either; the other takes over when the lease runs out
+            with store.engine.connect() as conn:
+                holder = conn.exec_driver_sql("SELECT holder FROM leases").scalar()
+            victim = names.index(holder) if holder in names else rng.randrange(2)
             running[victim].send_signal(signal.SIGKILL)
             running[victim].wait()
             kills += 1
-            running[victim] = controller(store_url, registry_uri, f"{'ab'[victim]}{kills}")
+            names[victim] = f"{'ab'[victim]}{kills}"
+            running[victim] = controller(store_url, registry_uri, names[victim])
     finally:
         for process in running:
             process.send_signal(signal.SIGTERM)
