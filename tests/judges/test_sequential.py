@@ -3,6 +3,7 @@ regressions (a tail-only one included), holding on a sample-ratio mismatch, pass
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +60,7 @@ def run(
     weights: tuple[float, ...] = (5, 25, 50),
     spec: Analysis | None = None,
     realised: Callable[[float], float] | None = None,
+    baseline: Arm = Arm(),
 ) -> tuple[int | None, Judgement]:
     """Fold the judge over ``looks`` 10-second looks; the look index of the first FAIL, if any."""
     rng = np.random.default_rng(seed)
@@ -68,7 +70,7 @@ def run(
     for index in range(looks):
         weight = weights[min(index * len(weights) // looks, len(weights) - 1)]
         share = (realised or (lambda w: w))(weight) / 100
-        _add(telemetry.baseline, Arm(), int(rng.poisson(rps * 10 * (1 - share))), rng)
+        _add(telemetry.baseline, baseline, int(rng.poisson(rps * 10 * (1 - share))), rng)
         _add(telemetry.candidate, candidate, int(rng.poisson(rps * 10 * share)), rng)
         snapshot = RolloutTelemetry(
             VariantTelemetry.from_json(telemetry.baseline.to_json()),
@@ -160,6 +162,93 @@ def test_no_data_is_never_a_pass_and_a_first_look_bets_nothing_on_absolute_margi
     first, memory = judge(spec, Look(at=10, weight=5, telemetry=flood), {})
     assert not first.failing()  # no baseline rate before this look: an absolute margin has no ratio yet
     assert memory["e"]["error-rate"] == [0.0] * len(memory["e"]["error-rate"])
+
+
+# -- a baseline at 0 (or 1): the bad-event count is zero and the ratio null is infinite ---------------
+
+ERRORS_MARGIN = {"kind": "error_rate", "margin": 0.01}
+ACCURACY_MARGIN = {"kind": "quality", "name": "accuracy", "margin": 0.02}
+
+
+@pytest.mark.parametrize(
+    ("metric", "baseline", "candidate"),
+    [
+        (ERRORS_MARGIN, Arm(error_rate=0.0), Arm(error_rate=0.3)),
+        (ERRORS_MARGIN, Arm(error_rate=0.0005), Arm(error_rate=0.3)),  # a baseline error or two
+        (ACCURACY_MARGIN, Arm(accuracy=1.0), Arm(accuracy=0.7)),
+    ],
+    ids=["errors 0 -> 30%", "errors 0.05% -> 30%", "accuracy 100% -> 70%"],
+)
+def test_a_flawless_baseline_does_not_blind_an_absolute_margin(
+    metric: dict[str, Any], baseline: Arm, candidate: Arm
+) -> None:
+    """The regression: a baseline without errors gave the ratio test an infinite null (1 + margin
+    / 0), so it bet nothing and a candidate failing 30% of its requests ran on for ever. The
+    candidate is now tested against the baseline's upper bound plus the margin."""
+    for seed in range(3):
+        index, judgement = run(candidate, seed=seed, spec=analysis(metrics=[metric]), baseline=baseline)
+        assert index is not None, f"seed {seed}: never rolled back"
+        (failed,) = judgement.failing()
+        assert failed.candidate_samples <= 300, f"seed {seed}: {failed.candidate_samples} requests exposed"
+
+
+@pytest.mark.parametrize(
+    ("baseline", "candidate"),
+    [
+        (Arm(error_rate=0.0), Arm(error_rate=0.0)),
+        (Arm(error_rate=0.05), Arm(error_rate=0.0)),
+        (Arm(error_rate=1.0), Arm(error_rate=1.0)),
+        (Arm(error_rate=1.0), Arm(error_rate=0.5)),
+    ],
+    ids=["both zero", "candidate zero", "both all errors", "baseline all errors"],
+)
+def test_rates_at_the_edges_pass_a_candidate_within_its_margin(baseline: Arm, candidate: Arm) -> None:
+    """No rollback, and the confidence bounds (a baseline's lower one of 0 included) show it within."""
+    index, judgement = run(candidate, seed=2, spec=analysis(metrics=[ERRORS_MARGIN]), baseline=baseline)
+    assert index is None
+    assert [m.verdict for m in judgement.metrics] == [Verdict.PASS]
+
+
+def test_a_and_a_at_the_margin_over_a_flawless_baseline_stays_within_alpha() -> None:
+    """240 streams whose candidate fails exactly at the margin (1%) beside a baseline that never
+    fails, the null's boundary: the Clopper-Pearson upper end of the false-rollback rate stays at
+    or below alpha = 5% (the tight boundary of the one-sample e-process alone is checked in
+    tests/stats/test_eprocess.py)."""
+    from scipy import stats
+
+    spec, streams = analysis(metrics=[ERRORS_MARGIN]), 240
+    false_rollbacks = sum(
+        run(Arm(error_rate=0.01), seed=1000 + seed, looks=40, spec=spec, baseline=Arm(error_rate=0.0))[0] is not None
+        for seed in range(streams)
+    )
+    assert stats.beta.ppf(0.975, false_rollbacks + 1, streams - false_rollbacks) <= 0.05
+
+
+def _constant(ms: float) -> Callable[[np.random.Generator, int], np.ndarray]:
+    return lambda rng, n: np.full(n, ms)
+
+
+@pytest.mark.parametrize("margin", [0.0, 0.2])
+def test_constant_latencies_roll_back_a_slower_candidate_only(margin: float) -> None:
+    """Every request in one bucket: no baseline request is above its own quantile, so every
+    bad event is the candidate's, and the conditional test (null ratio 1) bets on them."""
+    spec = analysis(metrics=[{"kind": "latency", "quantile": 0.99, "margin": margin}])
+    steady = Arm(latency=_constant(40.0))
+    slower, _ = run(Arm(latency=_constant(80.0)), seed=0, spec=spec, baseline=steady)
+    same, judgement = run(Arm(latency=_constant(40.0)), seed=0, spec=spec, baseline=steady)
+    assert slower is not None and slower < 5
+    assert same is None and not judgement.failing()
+
+
+@pytest.mark.parametrize("distance", ["psi", "js", "wasserstein"])
+def test_drift_over_histograms_with_empty_buckets_is_finite(distance: str) -> None:
+    """Every score in one bucket (all others empty): identical variants are 0 apart and pass, a
+    candidate in another bucket fails with a finite distance."""
+    spec = analysis(metrics=[{"kind": "drift", "distance": distance, "limit": 0.2}])
+    same, judgement = run(Arm(score=0.9), seed=0, spec=spec, looks=10, baseline=Arm(score=0.9))
+    assert same is None and judgement.metrics[0].candidate == 0.0
+    moved, judgement = run(Arm(score=0.2), seed=0, spec=spec, looks=10, baseline=Arm(score=0.9))
+    assert moved is not None and math.isfinite(judgement.metrics[0].candidate or math.nan)
 
 
 def test_drift_and_cost_guardrails_fail_on_their_limits() -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from modelcanary.stats.eprocess import bet_better, bet_worse, log_lr, plug_in_ratio, rate_bounds, theta
+from modelcanary.stats.eprocess import bet_above, bet_better, bet_worse, log_lr, plug_in_ratio, rate_bounds, theta
 
 
 @pytest.mark.parametrize(("x", "total", "alt", "null"), [(3, 10, 0.4, 0.2), (0, 7, 0.1, 0.05), (9, 9, 0.9, 0.5)])
@@ -47,6 +47,61 @@ def test_the_bad_event_e_process_is_a_supermartingale_under_the_null(null_ratio:
                 for x in range(total + 1)
             )
             assert expectation <= 1 + 1e-9
+
+
+@pytest.mark.parametrize("bound", [0.01, 0.3])
+def test_the_one_sample_e_process_is_a_supermartingale_under_the_null(bound: float) -> None:
+    """E[factor] <= 1 computed exactly over the binomial law of a batch, for every bet and every
+    rate at or below the bound, 0 included (a baseline without errors and a candidate without
+    errors); = 1 at the bound itself when it bets."""
+    n = 40
+    for rate in (0.0, bound / 2, bound):
+        for alt in (bound / 2, bound * 1.1, bound * 3, 0.9):
+            expectation = sum(stats.binom.pmf(x, n, rate) * math.exp(bet_above(x, n, bound, alt)) for x in range(n + 1))
+            assert expectation <= 1 + 1e-9
+            if rate == bound and alt > bound:
+                assert expectation == pytest.approx(1.0, rel=1e-9)
+
+
+def test_the_one_sample_bet_is_the_binomial_likelihood_ratio_and_never_degenerate() -> None:
+    expected = stats.binom.logpmf(3, 10, 0.3) - stats.binom.logpmf(3, 10, 0.01)
+    assert bet_above(3, 10, 0.01, 0.3) == pytest.approx(expected, rel=1e-12)
+    assert bet_above(0, 10, 0.01, 0.3) < 0  # no bad events: the bet loses, it is not clipped to 0
+    assert bet_above(10, 10, 1.0, 0.5) == 0.0  # a bound of 1 cannot be rejected: no bet
+    assert bet_above(3, 10, 0.0, 0.3) == 0.0  # nor a bound of 0 (never built: the margin is > 0)
+    assert bet_above(3, 0, 0.01, 0.3) == 0.0  # no exposure
+
+
+def _one_sample_rejections(bound: float, peek: bool = False, streams: int = 500) -> int:
+    """Streams whose rate sits exactly at the bound, each read after every batch of 100 with the
+    judge's mixture (half on the plug-in bet at the smoothed running rate, half on fixed bets at
+    bound x 1.1 ... 10); ``peek`` bets at the batch's own rate, which no valid test may see."""
+    grid = (1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
+    rng = np.random.default_rng(11)
+    rejected = 0
+    for _ in range(streams):
+        logs, bad, n = [0.0] * (1 + len(grid)), 0, 0
+        for x in rng.binomial(100, bound, size=60):
+            bets = [(bad + 0.5) / (n + 1.0), *(bound * g for g in grid)]
+            if peek:
+                bets = [max(x / 100, bound * 1.01)] * len(bets)
+            logs = [log + bet_above(int(x), 100, bound, a) for log, a in zip(logs, bets, strict=True)]
+            bad, n = bad + int(x), n + 100
+            e = 0.5 * math.exp(logs[0]) + 0.5 * sum(math.exp(g) for g in logs[1:]) / len(grid)
+            if e >= 20:  # 1 / alpha
+                rejected += 1
+                break
+    return rejected
+
+
+@pytest.mark.parametrize("bound", [0.01, 0.05])
+def test_the_one_sample_e_process_at_the_boundary_rejects_at_most_alpha(bound: float) -> None:
+    """Ville's inequality promises at most alpha = 5% of streams ever reach 1/alpha: the
+    Clopper-Pearson upper end of the observed rate stays at or below it (a peeking bet, the check
+    that this can fail, rejects almost every stream)."""
+    rejected = _one_sample_rejections(bound)
+    assert stats.beta.ppf(0.975, rejected + 1, 500 - rejected) <= 0.05
+    assert _one_sample_rejections(bound, peek=True, streams=50) > 40
 
 
 def test_rate_bounds_cover_the_truth_at_every_look_at_once() -> None:

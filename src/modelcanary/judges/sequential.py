@@ -40,7 +40,7 @@ from modelcanary.domain.spec import (
 from modelcanary.domain.telemetry import LATENCY_EDGES_MS, RolloutTelemetry, VariantTelemetry, score_bucket
 from modelcanary.judges.guardrails import guardrail
 from modelcanary.stats.classification import Confusion, confusion
-from modelcanary.stats.eprocess import bet_better, bet_worse, plug_in_ratio, rate_bounds
+from modelcanary.stats.eprocess import bet_above, bet_better, bet_worse, plug_in_ratio, rate_bounds
 from modelcanary.stats.histogram import quantile
 
 NAME = "sequential"
@@ -53,6 +53,11 @@ _MIN_BASELINE_FOR_THRESHOLD = 20  # baseline requests before a latency threshold
 # the fixed alternatives each e-process bets on, as multiples of its null ratio
 GRID = (1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
 _SIDE = 1 + len(GRID)  # components per side: the plug-in, then the grid
+# An absolute margin over a baseline rate below margin / (_ONE_SAMPLE_RATIO - 1) is tested with the
+# one-sample test (candidate vs the baseline's upper bound + margin), not as a rate ratio: a ratio
+# null of 1 + margin / L grows without limit as the baseline's rate L goes to 0, and the ratio test
+# then bets nothing (at L = 0, never), while the candidate may fail every other request.
+_ONE_SAMPLE_RATIO = GRID[-1]
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,7 @@ class _Stream:
     now: _Counts
     prev: _Counts
     r0: float  # the null ratio: bad-event rate of the candidate / the baseline's, at most
+    bound: float | None = None  # set instead: the candidate's own bad-event rate, at most (one-sample test)
 
 
 def judge(analysis: Analysis, look: Look, memory: Memory) -> tuple[Judgement, Memory]:
@@ -136,10 +142,16 @@ def _update(stream: _Stream, logs: list[float]) -> list[float]:
     """
     x_c, n_c = stream.now.bad_c - stream.prev.bad_c, stream.now.n_c - stream.prev.n_c
     x_b, n_b = stream.now.bad_b - stream.prev.bad_b, stream.now.n_b - stream.prev.n_b
+    if stream.bound is not None:
+        # the one-sample test: the candidate's rate against the bound; the plug-in bets at the
+        # candidate's own smoothed rate so far, the grid at multiples of the bound
+        bound = stream.bound
+        a_hat = (stream.prev.bad_c + 0.5) / (stream.prev.n_c + 1.0)
+        bets = [a_hat, *(bound * g for g in GRID)]
+        fail = [log + bet_above(x_c, n_c, bound, a) for log, a in zip(logs[:_SIDE], bets, strict=True)]
+        return fail + logs[_SIDE:]  # the passing side of rate metrics is read from confidence bounds
     r_hat = min(plug_in_ratio(stream.prev.bad_c, stream.prev.n_c, stream.prev.bad_b, stream.prev.n_b), 50.0)
     r0 = stream.r0
-    if math.isinf(r0):
-        return logs
     worse = [r_hat, *(r0 * g for g in GRID)]
     better = [r_hat, *(r0 / g for g in GRID)]
     fail = [log + bet_worse(x_c, x_b, n_c, n_b, r0, r) for log, r in zip(logs[: len(worse)], worse, strict=True)]
@@ -173,14 +185,20 @@ def _streams(metric: Metric, prev: RolloutTelemetry, now: RolloutTelemetry, alph
         return _latency_streams(metric, prev, now)
     assert isinstance(metric, ErrorRateMetric | QualityMetric)
     counts_now, counts_prev = _rate_counts(metric, now), _rate_counts(metric, prev)
-    r0 = 1.0
+    r0, bound = 1.0, None
     if metric.margin > 0:
-        # H0 is rate_c <= rate_b + margin: as a ratio, 1 + margin / rate_b. A lower bound on the
-        # baseline's rate (its own alpha spent) keeps that ratio on the safe side.
-        # Until the baseline has shown a rate there is no ratio to test: no bet (r0 = inf).
-        low = rate_bounds(counts_prev.bad_b, counts_prev.n_b, alpha_b)[0]
-        r0 = 1 + metric.margin / low if low > 0 else math.inf
-    return [_Stream(key=metric.name, weight=1.0, now=counts_now, prev=counts_prev, r0=r0)]
+        # H0 is rate_c <= rate_b + margin. A time-uniform confidence sequence on the baseline's rate
+        # from the data before the interval (its own alpha spent; both ends hold at once) turns it
+        # into a null the e-process can bet against: as a ratio, 1 + margin / L with L the lower
+        # end; where the baseline's rate is near 0 that ratio is useless (infinite at L = 0), so the
+        # candidate's rate alone is tested against U + margin with U the upper end. Until the
+        # baseline has shown anything, U is 1 and nothing is bet.
+        low, high = rate_bounds(counts_prev.bad_b, counts_prev.n_b, alpha_b)
+        if low * (_ONE_SAMPLE_RATIO - 1) > metric.margin:
+            r0 = 1 + metric.margin / low
+        else:
+            r0, bound = math.inf, high + metric.margin
+    return [_Stream(key=metric.name, weight=1.0, now=counts_now, prev=counts_prev, r0=r0, bound=bound)]
 
 
 def _rate_counts(metric: ErrorRateMetric | QualityMetric, t: RolloutTelemetry) -> _Counts:

@@ -12,6 +12,10 @@ likelihood ratio of a predictable alternative theta_hat >= theta0 against theta0
 at most 1, so the running product is a test supermartingale: by Ville's inequality it crosses 1/alpha
 with probability at most alpha, however often it is looked at. (Given the exposures, the exact law
 is hypergeometric, which is smaller in convex order than the binomial, so the bound holds.)
+
+Conditioning cannot test an absolute margin over a baseline whose rate is 0: every bad event may
+then come from the candidate under the null. ``bet_above`` is the one-sample test the judge uses
+there, the candidate's rate against the baseline's upper bound plus the margin.
 """
 
 from __future__ import annotations
@@ -60,6 +64,25 @@ def bet_worse(x_c: int, x_b: int, n_c: float, n_b: float, r0: float, r_hat: floa
     if n_c <= 0 or n_b <= 0 or r_hat <= r0:
         return 0.0
     return log_lr(x_c, x_c + x_b, theta(n_c, n_b, r_hat), theta(n_c, n_b, r0))
+
+
+def bet_above(x: int, n: float, bound: float, alt: float) -> float:
+    """One interval's factor (log) of the one-sample e-process against H0: rate <= ``bound``,
+    betting at ``alt``: ``x`` bad events out of ``n``.
+
+    For an absolute margin over a baseline whose rate is near zero the two-sample ratio test above
+    has nothing to condition on (every bad event may come from the candidate when the baseline's
+    rate is 0), so the candidate is tested alone against the baseline's upper confidence bound plus
+    the margin. For alt >= bound the likelihood ratio has expectation at most 1 under every rate
+    <= bound (the binomial has a monotone likelihood ratio), so the running product is a test
+    supermartingale. A bound at or above 1 can never be rejected: no bet.
+
+    >>> bet_above(3, 10, 0.01, 0.3) > 0, bet_above(3, 10, 0.3, 0.2), bet_above(3, 10, 1.0, 0.5)
+    (True, 0.0, 0.0)
+    """
+    if n <= 0 or not 0 < bound < 1 or alt <= bound or alt >= 1:
+        return 0.0
+    return log_lr(x, int(n), alt, bound)
 
 
 def bet_better(x_c: int, x_b: int, n_c: float, n_b: float, r0: float, r_hat: float) -> float:
