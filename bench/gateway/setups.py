@@ -1,0 +1,129 @@
+"""The setups, one small function each. A setup starts its server(s), warms them, puts load on
+them and stops them, returning one or more measured rows; one that cannot run here raises
+``NotRun`` with the reason, which the table shows in place of figures."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.gateway import servers
+from bench.gateway.load import Load, bodies, lua_script, paced, wrk
+from bench.gateway.model import Prepared
+from bench.gateway.servers import NotRun, Server
+
+
+@dataclass
+class Context:
+    prepared: Prepared
+    folder: Path
+    seconds: float
+    connections: int
+    warmup_s: float
+    install: bool  # may a missing server venv be made now?
+    bare_rps: list[float] = field(default_factory=list)  # setup (1)'s throughput, each round so far
+
+    def script(self, path: str = "/v2/models/fraud/infer") -> Path:
+        return lua_script(path, bodies(self.prepared.rows), self.folder)
+
+    def closed(self, server: Server, *, connections: int | None = None) -> Load:
+        """Warm up, then the measured wrk run."""
+        script = self.script()
+        if self.warmup_s > 0:
+            wrk(server.url, script, connections=connections or self.connections, seconds=self.warmup_s)
+        return wrk(server.url, script, connections=connections or self.connections, seconds=self.seconds)
+
+    def open(self, server: Server, rate: float) -> Load:
+        payloads = bodies(self.prepared.rows)
+        if self.warmup_s > 0:
+            paced(
+                server.url, payloads, rate=rate, seconds=self.warmup_s, connections=self.connections, folder=self.folder
+            )
+        return paced(
+            server.url, payloads, rate=rate, seconds=self.seconds, connections=self.connections, folder=self.folder
+        )
+
+
+Rows = dict[str, Load]  # row label -> what was measured
+
+
+def _running(server: Server, measure: Callable[[Server], Rows]) -> Rows:
+    try:
+        return measure(server)
+    finally:
+        server.stop()
+
+
+def hello(ctx: Context) -> Rows:
+    """(0) the same uvicorn app answering a constant: how far the load generator and the HTTP
+    stack go on this machine, so that no figure below is the generator's limit."""
+    server = servers.bare(ctx.prepared.joblib_path, ctx.folder, hello=True)
+    return _running(server, lambda s: {"0 ceiling: uvicorn hello, no model": ctx.closed(s)})
+
+
+def bare(ctx: Context) -> Rows:
+    """(1) the bare uvicorn app calling the model."""
+    rows = _running(
+        servers.bare(ctx.prepared.joblib_path, ctx.folder), lambda s: {"1 bare uvicorn + model": ctx.closed(s)}
+    )
+    ctx.bare_rps.append(rows["1 bare uvicorn + model"].rps)
+    return rows
+
+
+def _gateway(ctx: Context, *, name: str = "gateway", extra: list[str] | None = None) -> Server:
+    return servers.gateway(ctx.prepared.store_url, ctx.prepared.registry_uri, ctx.folder, name=name, extra=extra)
+
+
+def gateway(ctx: Context) -> Rows:
+    """(2) ``modelcanary gateway`` following a store with a rollout at 50%, sticky keys, telemetry on."""
+    return _running(_gateway(ctx), lambda s: {"2 gateway 50/50 sticky": ctx.closed(s)})
+
+
+def shadow(ctx: Context) -> Rows:
+    """(3) (2) with a 100% shadow lane, and (2) alone, both at a fixed offered load of half (1)'s
+    throughput (this round's), open loop."""
+    if not ctx.bare_rps:
+        raise NotRun("needs setup 1's throughput first")
+    rate = ctx.bare_rps[-1] / 2
+    raise NotRun(f"feature missing: the shadow lane (would run at {rate:.0f} req/s)")
+
+
+def batching(ctx: Context) -> Rows:
+    """(4) dynamic batching against none, at 64 connections."""
+    raise NotRun("feature missing: dynamic batching")
+
+
+def mlserver(ctx: Context) -> Rows:
+    """(5) MLServer 1.7, sklearn runtime, V2; with and without its adaptive batching."""
+    rows: Rows = {}
+    path = ctx.prepared.joblib_path
+    rows |= _running(servers.mlserver(path, ctx.folder, install=ctx.install), lambda s: {"5 MLServer": ctx.closed(s)})
+    server = servers.mlserver(path, ctx.folder, install=ctx.install, adaptive_batching=True)
+    rows |= _running(server, lambda s: {"5b MLServer adaptive batching": ctx.closed(s)})
+    return rows
+
+
+def ray(ctx: Context) -> Rows:
+    """(6) Ray Serve, default settings."""
+    return _running(
+        servers.ray_serve(ctx.prepared.joblib_path, ctx.folder, install=ctx.install),
+        lambda s: {"6 Ray Serve": ctx.closed(s)},
+    )
+
+
+def remote(ctx: Context) -> Rows:
+    """(7) the gateway forwarding to a remote V2 server, against the client calling it directly."""
+    raise NotRun("feature missing: the remote V2 backend")
+
+
+SETUPS: dict[str, Callable[[Context], Rows]] = {
+    "0": hello,
+    "1": bare,
+    "2": gateway,
+    "3": shadow,
+    "4": batching,
+    "5": mlserver,
+    "6": ray,
+    "7": remote,
+}
