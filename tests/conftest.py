@@ -218,3 +218,67 @@ def store(tmp_path: Path) -> Iterator[SqlStore]:
         yield sql_store
     finally:
         sql_store.close()
+
+
+@dataclass
+class GatewayProcesses:
+    """Starts ``modelcanary gateway`` processes on loopback; each is stopped when the test ends."""
+
+    tmp_path: Path
+    registry_uri: str
+    processes: list[Any]
+
+    def start(self, *args: str, ready_s: float = 90.0) -> str:
+        """Start one with ``args`` (e.g. ``--endpoint fraud=models:/fraud/1``); its base URL once ready."""
+        import socket
+        import subprocess
+        import sys
+        import time
+
+        import httpx
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        workdir = self.tmp_path / f"gateway-{port}"
+        workdir.mkdir()
+        command = [sys.executable, "-m", "modelcanary", "gateway", "--registry", self.registry_uri, "--port", str(port)]
+        process = subprocess.Popen(
+            [*command, *args],
+            stderr=(workdir / "stderr.log").open("w"),
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "MODELCANARY_WORKDIR": str(workdir)},
+        )
+        self.processes.append(process)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + ready_s
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise AssertionError(f"gateway exited {process.returncode}: {(workdir / 'stderr.log').read_text()}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{base}/v2/health/ready", timeout=2).status_code == 200:
+                    return base
+            time.sleep(0.05)
+        raise AssertionError(f"gateway on {base} not ready after {ready_s} s")
+
+    def stop_all(self) -> None:
+        import signal
+        import subprocess
+
+        for process in self.processes:
+            process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self.processes.clear()
+
+
+@pytest.fixture(scope="module")
+def gateway_processes(tmp_path_factory: pytest.TempPathFactory, mlflow_registry: RealRegistry) -> Iterator[Any]:
+    """``gateway_processes.start(*args)``: real ``modelcanary gateway`` processes on the session's registry."""
+    started = GatewayProcesses(tmp_path_factory.mktemp("gateways"), mlflow_registry.uri, [])
+    try:
+        yield started
+    finally:
+        started.stop_all()

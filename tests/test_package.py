@@ -24,7 +24,7 @@ def test_exported_members_are_exactly_all() -> None:
 
 def test_import_is_light() -> None:
     """The root import pulls in none of the heavy clients (they load where they are used)."""
-    heavy = "('mlflow', 'sqlalchemy', 'sklearn', 'pandas', 'starlette')"
+    heavy = "('mlflow', 'sqlalchemy', 'sklearn', 'pandas', 'starlette', 'ray', 'aiohttp')"
     code = f"import sys, modelcanary; print(sorted(m for m in {heavy} if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

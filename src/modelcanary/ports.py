@@ -29,7 +29,28 @@ class Column:
     required: bool = True
 
 
+# the signature's type names as Open Inference Protocol (V2) datatypes, and back
+V2_DATATYPES = {
+    "double": "FP64",
+    "float": "FP32",
+    "long": "INT64",
+    "integer": "INT32",
+    "boolean": "BOOL",
+    "string": "BYTES",
+}
+SIGNATURE_TYPES = {v2: name for name, v2 in V2_DATATYPES.items()} | {
+    "FP16": "float",
+    "INT16": "integer",
+    "INT8": "integer",
+}
+
+
 class Model(Protocol):
+    """A loaded model. Two optional members, looked up with ``getattr`` by the gateway:
+    ``async def apredict(columns) -> list`` — what the gateway awaits instead of ``predict`` when
+    present (a remote server, a Ray deployment, a batching queue: anything that waits), and
+    ``output_shape: list[int]`` — the output tensor's shape for V2 model metadata (-1 where it varies)."""
+
     columns: tuple[Column, ...] | None  # the input signature; None when the model has none
 
     def predict(self, columns: dict[str, list[Any]]) -> list[Any]:

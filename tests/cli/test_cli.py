@@ -145,6 +145,8 @@ def test_audit_verify_and_export(run: Any, spec_file: Path, tmp_path: Path) -> N
 
 def test_gateway_refuses_a_bad_endpoint_before_serving(run: Any) -> None:
     malformed = run("gateway", "--endpoint", "fraud")
-    assert malformed.exit_code == 2 and "expected NAME=MODEL_URI, got 'fraud'" in malformed.output
+    assert malformed.exit_code == 2 and "expected NAME=MODEL_REF, got 'fraud'" in malformed.output
     unknown = run("gateway", "--endpoint", "fraud=models:/nope@champion")
     assert unknown.exit_code == 2 and "nope" in unknown.output
+    bad_ref = run("gateway", "--endpoint", "fraud=s3://bucket/fraud")
+    assert bad_ref.exit_code == 2 and "'s3://bucket/fraud' is not a model ref" in bad_ref.output

@@ -264,10 +264,29 @@ def test_bad_model_uri() -> None:
     assert _problems(_edit("models:/fraud/2", "s3://bucket/fraud")) == [
         (
             "spec.candidate (line 8)",
-            "Value error, 's3://bucket/fraud' is not a registry model URI; "
-            "write models:/NAME@ALIAS or models:/NAME/VERSION",
+            "Value error, 's3://bucket/fraud' is not a model ref; write models:/NAME@ALIAS, models:/NAME/VERSION, "
+            "v2+http://HOST:PORT/models/NAME[/versions/V] or ray://APP/DEPLOYMENT",
         )
     ]
+
+
+@pytest.mark.parametrize(
+    "ref",
+    ["v2+http://127.0.0.1:8001/models/fraud", "v2+https://infer.example/v1/models/fraud/versions/3", "ray://app/Fraud"],
+)
+def test_remote_model_refs_are_accepted(ref: str) -> None:
+    assert load_spec(_edit("models:/fraud/2", ref)).spec.candidate == ref
+
+
+def test_a_remote_model_ref_needs_models_and_a_name() -> None:
+    assert _problems(_edit("models:/fraud/2", "v2+http://127.0.0.1:8001/fraud"))[0][0] == "spec.candidate (line 8)"
+
+
+def test_set_alias_needs_a_registry_candidate() -> None:
+    text = _edit("models:/fraud/2", "v2+http://127.0.0.1:8001/models/fraud") + "  onSuccess: {setAlias: champion}\n"
+    problems = _problems(text)
+    assert len(problems) == 1 and problems[0][0].startswith("spec.onSuccess (line ")
+    assert "not in the registry" in problems[0][1]
 
 
 def test_unknown_metric_kind() -> None:

@@ -261,6 +261,13 @@ def test_single_step_spec_promotes_from_its_only_step() -> None:
 # --- rolling back ----------------------------------------------------------------------------------------------------
 
 
+def test_a_remote_candidate_rolls_back_with_no_registry_tag() -> None:
+    remote = ModelVersion(name="fraud", version="", ref="v2+http://10.0.0.7:8000/models/fraud")
+    state = at_step(1).model_copy(update={"candidate": remote})
+    outcome = decide(state, SPEC, judgement=judged(Verdict.FAIL), candidate_requests=1000, now=T0)
+    assert outcome.state.phase is Phase.ROLLED_BACK and outcome.actions == ()
+
+
 @pytest.mark.parametrize("elapsed", [0.0, 59.0, 599.0])
 def test_any_failing_metric_rolls_back_at_once(elapsed: float) -> None:
     state = at_step(1)

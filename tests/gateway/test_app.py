@@ -196,8 +196,21 @@ def test_health_and_metadata(client: httpx.Client, mlflow_registry: Any) -> None
     assert body["routes_version"] >= 0  # which routing table this gateway serves
     metadata = client.get("/v2/models/fraud").json()
     assert metadata["name"] == "fraud"
-    assert metadata["versions"] == ["1"]
+    assert metadata["versions"] == ["1", "2"]  # the baseline's and, during the rollout, the candidate's
     assert metadata["inputs"] == [{"name": n, "datatype": "FP64", "shape": [-1]} for n in mlflow_registry.features]
+    assert metadata["outputs"] == [{"name": "predict", "datatype": "FP64", "shape": [-1, 2]}]
+    assert client.get("/v2/models/fraud/versions/2").json() == metadata
+    assert client.get("/v2").json()["extensions"] == ["binary_tensor_data"]
+    assert client.get("/v2/models/fraud/ready").json() == {"name": "fraud", "ready": True}
+    assert client.get("/v2/models/fraud/versions/1/ready").status_code == 200
+
+
+def test_v2_paths_name_what_is_not_served(client: httpx.Client, rows: Rows) -> None:
+    missing = client.get("/v2/models/nope/ready")
+    assert (missing.status_code, missing.json()["field"]) == (404, "endpoint")
+    wrong = client.post("/v2/models/fraud/versions/7/infer", json=v2_body(rows[:1]))
+    assert wrong.status_code == 404
+    assert wrong.json()["error"] == "version: endpoint 'fraud' serves versions ['1', '2'], not '7'"
 
 
 # -- request errors -------------------------------------------------------------------------------
@@ -237,7 +250,7 @@ def test_a_string_in_a_double_column_is_named(client: httpx.Client, rows: Rows) 
     bad = [dict(rows[0], amount="lots")]
     response = client.post("/v2/models/fraud/infer", json=v2_body(bad))
     assert 400 <= response.status_code < 500
-    assert response.json()["field"] == "inputs.amount"
+    assert response.json()["field"] == "inputs[0].data"  # the tensor (amount) and, in the message, the index
     assert "'lots'" in response.json()["error"]
     response = client.post("/v1/endpoints/fraud/invocations", json={"dataframe_records": bad})
     assert 400 <= response.status_code < 500

@@ -38,8 +38,8 @@ def test_v2_column_tensors_may_be_rows_by_one() -> None:
 
 
 def test_v2_single_2d_tensor_is_split_in_signature_order() -> None:
-    flat = {"inputs": [tensor("x", [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 3], "BYTES")]}
-    nested = {"inputs": [tensor("x", [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], [2, 3], "BYTES")]}
+    flat = {"inputs": [tensor("x", [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 3])]}
+    nested = {"inputs": [tensor("x", [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], [2, 3])]}
     expected = {"amount": [1.0, 4.0], "hour": [2.0, 5.0], "country": [3.0, 6.0]}
     assert v2_columns(flat, SIGNATURE) == expected
     assert v2_columns(nested, SIGNATURE) == expected
@@ -139,6 +139,13 @@ def test_mlflow_instances_as_rows_take_names_from_the_signature() -> None:
 def test_mlflow_inputs_as_dict_of_columns() -> None:
     assert mlflow_columns({"inputs": {"amount": [12.5, 99.0], "hour": [3, 23]}}, None) == EXPECTED
     assert mlflow_columns({"inputs": {"amount": 12.5, "hour": 3}}, None) == {"amount": [12.5], "hour": [3]}
+
+
+def test_mlflow_scalars_feed_a_one_input_model() -> None:
+    one = (Column("amount", "double"),)
+    assert mlflow_columns({"instances": [12.5, 99.0]}, one) == {"amount": [12.5, 99.0]}
+    assert mlflow_columns({"inputs": [12.5], "params": {"k": 1}}, one) == {"amount": [12.5]}
+    assert refused(mlflow_columns, {"instances": [12.5, 99.0]}, SIGNATURE).field == "instances[0]"
 
 
 def test_mlflow_inputs_as_rows() -> None:

@@ -64,7 +64,7 @@ def serve(workdir: str | None, store: str | None, registry: str | None, host: st
     """Run the gateway and the controller in one process (the embedded default)."""
     import uvicorn
 
-    from modelcanary.adapters.backends.inprocess import InProcessBackend
+    from modelcanary.adapters.backends.refs import default_backend
     from modelcanary.controller.loop import Controller
     from modelcanary.gateway.app import Gateway, create_app
 
@@ -72,7 +72,7 @@ def serve(workdir: str | None, store: str | None, registry: str | None, host: st
     state_store, model_registry = space.store(), space.registry()
     gateway = Gateway(
         routes=state_store,
-        backend=InProcessBackend(),
+        backend=default_backend(),
         telemetry=state_store,
         source=f"{socket.gethostname()}-{os.getpid()}",
     )
@@ -88,14 +88,24 @@ def serve(workdir: str | None, store: str | None, registry: str | None, host: st
     "--endpoint",
     "endpoints",
     multiple=True,
-    metavar="NAME=MODEL_URI",
-    help="serve MODEL_URI (models:/fraud@champion) as endpoint NAME with no rollout; repeatable",
+    metavar="NAME=MODEL_REF",
+    help="serve MODEL_REF (models:/fraud@champion, v2+http://HOST:PORT/models/NAME, ray://APP/DEPLOYMENT) "
+    "as endpoint NAME with no rollout; repeatable",
 )
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--max-body-bytes", default=8 * 1024 * 1024, show_default=True, type=click.IntRange(1))
+@click.option("--max-rows", default=10_000, show_default=True, type=click.IntRange(1), help="rows per request")
 @_errors_to_exit
 def gateway_command(
-    workdir: str | None, store: str | None, registry: str | None, endpoints: tuple[str, ...], host: str, port: int
+    workdir: str | None,
+    store: str | None,
+    registry: str | None,
+    endpoints: tuple[str, ...],
+    host: str,
+    port: int,
+    max_body_bytes: int,
+    max_rows: int,
 ) -> None:
     """Run a gateway on its own: the data plane, with no controller. It serves each --endpoint,
     and, given a store (--store or --workdir), follows the store's routing table (rollouts take
@@ -103,8 +113,8 @@ def gateway_command(
     balancer; the controller adds their telemetry up."""
     import uvicorn
 
-    from modelcanary.adapters.backends.inprocess import InProcessBackend
-    from modelcanary.domain.state import Route
+    from modelcanary.adapters.backends.refs import default_backend
+    from modelcanary.domain.state import Route, remote_version
     from modelcanary.gateway.app import Gateway, StaticRoutes, create_app
 
     space = Workspace.at(workdir, store=store, registry=registry)
@@ -113,17 +123,23 @@ def gateway_command(
     for entry in endpoints:
         name, _, uri = entry.partition("=")
         if not name or not uri:
-            raise click.BadParameter(f"expected NAME=MODEL_URI, got {entry!r}", param_hint="'--endpoint'")
-        static[name] = Route(endpoint=name, baseline=model_registry.resolve(uri))
+            raise click.BadParameter(f"expected NAME=MODEL_REF, got {entry!r}", param_hint="'--endpoint'")
+        try:
+            remote = remote_version(uri)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--endpoint'") from exc
+        static[name] = Route(endpoint=name, baseline=remote or model_registry.resolve(uri))
     given = store or workdir or os.environ.get("MODELCANARY_STORE") or os.environ.get("MODELCANARY_WORKDIR")
     state_store = space.store() if given else None
     if state_store is None and not static:
         raise click.UsageError("give at least one --endpoint, or a store (--store or --workdir) to follow")
     gateway = Gateway(
         routes=StaticRoutes(static, state_store),
-        backend=InProcessBackend(),
+        backend=default_backend(),
         telemetry=state_store,
         source=_holder(),
+        max_body_bytes=max_body_bytes,
+        max_rows=max_rows,
     )
     where = f"following {space.store_url}" if state_store is not None else "no store"
     click.echo(

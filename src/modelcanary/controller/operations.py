@@ -7,7 +7,7 @@ import uuid
 from typing import Protocol
 
 from modelcanary.domain.spec import load_spec
-from modelcanary.domain.state import RolloutState
+from modelcanary.domain.state import RolloutState, remote_version
 from modelcanary.engine.analysis import pair
 from modelcanary.engine.decide import Command, apply_command, new_state
 from modelcanary.ports import Registry, RolloutStore, TelemetryStore
@@ -19,8 +19,9 @@ def start_rollout(
     """Validate the spec, resolve both models to concrete versions, and save the rollout as pending.
     Raises ``SpecError``, ``RegistryError`` or ``Conflict`` and then saves nothing."""
     spec = load_spec(spec_text, source=source)
-    baseline = registry.resolve(spec.spec.baseline)
-    candidate = registry.resolve(spec.spec.candidate)
+    # a model served elsewhere (v2+http://, ray://) is its ref; the registry resolves the rest
+    baseline = remote_version(spec.spec.baseline) or registry.resolve(spec.spec.baseline)
+    candidate = remote_version(spec.spec.candidate) or registry.resolve(spec.spec.candidate)
     at = time.time() if now is None else now
     rollout_id = f"{spec.spec.endpoint}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime(at))}-{uuid.uuid4().hex[:6]}"
     state = new_state(spec, rollout_id=rollout_id, baseline=baseline, candidate=candidate, now=at)

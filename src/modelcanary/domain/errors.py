@@ -13,6 +13,8 @@ imported, so callers above the adapters only ever catch these::
     │   │                    transition not allowed, concurrent update lost its compare-and-set)
     │   └── Fenced           a controller's lease passed to another: its writes are refused
     ├── RegistryError        the model registry refused or failed (unknown model, alias, version)
+    ├── BackendError         a model served elsewhere (a remote V2 server, Ray Serve) failed or is
+    │                        unreachable; a candidate's costs the client nothing (the baseline answers)
     └── StoreError           the state store failed
 """
 
@@ -71,6 +73,10 @@ class Fenced(Conflict):
 
 class RegistryError(ModelcanaryError):
     """The model registry refused or failed."""
+
+
+class BackendError(ModelcanaryError):
+    """A model served elsewhere failed, timed out or could not be reached."""
 
 
 class StoreError(ModelcanaryError):

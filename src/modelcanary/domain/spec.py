@@ -23,7 +23,16 @@ import itertools
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from modelcanary.domain.errors import SpecError
@@ -31,6 +40,15 @@ from modelcanary.domain.errors import SpecError
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w.-]+))$")
+# a model on a remote Open Inference Protocol server, optionally under a path prefix
+_V2_REF = re.compile(
+    r"^v2\+(?P<scheme>https?)://(?P<host>[^/?#]+)(?P<prefix>(?:/[^/?#]+)*?)"
+    r"/models/(?P<name>[^/?#]+)(?:/versions/(?P<version>[^/?#]+))?$"
+)
+_RAY_REF = re.compile(r"^ray://(?P<app>[^/?#]+)/(?P<deployment>[^/?#]+)$")
+MODEL_REF_FORMS = (
+    "models:/NAME@ALIAS, models:/NAME/VERSION, v2+http://HOST:PORT/models/NAME[/versions/V] or ray://APP/DEPLOYMENT"
+)
 
 
 def parse_duration(value: object) -> float:
@@ -61,13 +79,32 @@ def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
     return match.group("name"), match.group("version"), match.group("alias")
 
 
-def _model_uri(value: object) -> str:
-    parse_model_uri(str(value))
+def parse_model_ref(ref: str) -> tuple[str, dict[str, str]]:
+    """Which kind of model a ref names (``registry``, ``v2`` or ``ray``) and its parts.
+
+    >>> parse_model_ref("v2+http://10.0.0.7:8000/models/fraud/versions/3")
+    ('v2', {'base': 'http://10.0.0.7:8000', 'name': 'fraud', 'version': '3'})
+    >>> parse_model_ref("ray://fraud-app/FraudModel")
+    ('ray', {'app': 'fraud-app', 'deployment': 'FraudModel'})
+    """
+    if ref.startswith("models:/"):
+        name, version, alias = parse_model_uri(ref)
+        return "registry", {"name": name, "version": version or "", "alias": alias or ""}
+    if match := _V2_REF.match(ref):
+        base = f"{match['scheme']}://{match['host']}{match['prefix']}"
+        return "v2", {"base": base, "name": match["name"], "version": match["version"] or ""}
+    if match := _RAY_REF.match(ref):
+        return "ray", {"app": match["app"], "deployment": match["deployment"]}
+    raise ValueError(f"{ref!r} is not a model ref; write {MODEL_REF_FORMS}")
+
+
+def _model_ref(value: object) -> str:
+    parse_model_ref(str(value))
     return str(value)
 
 
 Seconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
-ModelUri = Annotated[str, BeforeValidator(_model_uri)]
+ModelUri = Annotated[str, BeforeValidator(_model_ref)]
 
 
 class _Model(BaseModel):
@@ -235,6 +272,14 @@ class Body(_Model):
     analysis: Analysis
     on_success: OnSuccess = OnSuccess()
     on_failure: OnFailure = OnFailure()
+
+    @field_validator("on_success")
+    @classmethod
+    def _alias_needs_a_registry_candidate(cls, value: OnSuccess, info: ValidationInfo) -> OnSuccess:
+        candidate = info.data.get("candidate")
+        if value.set_alias and candidate is not None and not candidate.startswith("models:/"):
+            raise ValueError(f"setAlias moves a registry alias, but the candidate {candidate!r} is not in the registry")
+        return value
 
 
 class Metadata(_Model):

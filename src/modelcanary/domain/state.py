@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from modelcanary.domain.phases import Phase
-from modelcanary.domain.spec import StickyKey
+from modelcanary.domain.spec import StickyKey, parse_model_ref
 
 
 class _Value(BaseModel):
@@ -18,16 +18,37 @@ class _Value(BaseModel):
 
 class ModelVersion(_Value):
     """A concrete registry version (aliases are resolved when a rollout starts, so the alias moving
-    mid-rollout does not change what is served)."""
+    mid-rollout does not change what is served), or a model served elsewhere, named by its ``ref``
+    (a remote V2 server or a Ray Serve deployment: the registry neither resolves nor tags those).
+
+    >>> ModelVersion(name="fraud", version="7").uri
+    'models:/fraud/7'
+    >>> remote_version("v2+http://10.0.0.7:8000/models/fraud").uri
+    'v2+http://10.0.0.7:8000/models/fraud'
+    """
 
     name: str
     version: str
     run_id: str | None = None
     source: str | None = None
+    ref: str | None = None
 
     @property
     def uri(self) -> str:
-        return f"models:/{self.name}/{self.version}"
+        return self.ref if self.ref is not None else f"models:/{self.name}/{self.version}"
+
+    @property
+    def in_registry(self) -> bool:
+        return self.ref is None
+
+
+def remote_version(ref: str) -> ModelVersion | None:
+    """The version of a model served elsewhere (``v2+http://…``, ``ray://…``); None for a registry
+    URI, which the registry resolves. Raises ``ValueError`` for something that is neither."""
+    kind, parts = parse_model_ref(ref)
+    if kind == "registry":
+        return None
+    return ModelVersion(name=parts.get("name") or parts["deployment"], version=parts.get("version", ""), ref=ref)
 
 
 class RolloutState(_Value):

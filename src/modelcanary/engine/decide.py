@@ -196,7 +196,7 @@ def _promote(
 ) -> Outcome:
     actions: tuple[Action, ...] = ()
     alias = spec.spec.on_success.set_alias
-    if alias:
+    if alias and state.candidate.in_registry:
         payload = {"name": state.candidate.name, "alias": alias, "version": state.candidate.version}
         actions = (Action(kind=ActionKind.SET_ALIAS, payload=payload, key=f"{state.id}:set_alias:{alias}"),)
     return _change(
@@ -214,7 +214,7 @@ def _promote(
 
 def _roll_back(state: RolloutState, spec: RolloutSpec, *, now: float, reason: str, judgement: Judgement) -> Outcome:
     actions: tuple[Action, ...] = ()
-    if spec.spec.on_failure.tag_version:
+    if spec.spec.on_failure.tag_version and state.candidate.in_registry:  # a remote model has no version to tag
         payload = {
             "name": state.candidate.name,
             "version": state.candidate.version,

@@ -21,7 +21,8 @@ from starlette.routing import Route as HttpRoute
 from modelcanary.domain.errors import ModelcanaryError, RequestError, UnknownEndpoint
 from modelcanary.domain.state import ModelVersion, Route
 from modelcanary.domain.telemetry import Variant
-from modelcanary.gateway import protocols
+from modelcanary.gateway import protocols, v2
+from modelcanary.gateway.calls import predict_async
 from modelcanary.gateway.recorder import Recorder, parse_labels, score_of
 from modelcanary.gateway.router import choose
 from modelcanary.ports import Backend, Model, RouteSource, TelemetryStore
@@ -85,7 +86,11 @@ class Gateway:
         telemetry: TelemetryStore | None,
         source: str,
         max_predictions: int = 200_000,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        max_rows: int = protocols.MAX_ROWS,
     ) -> None:
+        self.max_body_bytes = max_body_bytes
+        self.max_rows = max_rows
         self._routes = routes
         self._backend = backend
         self._telemetry = telemetry
@@ -145,6 +150,12 @@ class Gateway:
             self.recorder.unflushed(rows)  # cumulative counts: the next flush carries them
             log.exception("telemetry flush failed; will retry")
 
+    async def close(self) -> None:
+        """Release what the backend holds open (connection pools to remote models)."""
+        aclose = getattr(self._backend, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
     async def run(self, *, poll_s: float = 0.5, flush_s: float = 1.0) -> None:
         """Follow the routing table and flush telemetry until cancelled."""
         last_flush = time.monotonic()
@@ -167,23 +178,28 @@ class Gateway:
             raise UnknownEndpoint(f"no endpoint {endpoint!r}; serving: {known}", field="endpoint")
         return serving
 
-    async def _body(self, request: Request) -> Any:
-        if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
-            raise RequestError(f"body larger than {MAX_BODY_BYTES} bytes", field="body", status=413)
+    async def _raw(self, request: Request) -> bytes:
+        limit = self.max_body_bytes
+        if int(request.headers.get("content-length") or 0) > limit:
+            raise RequestError(f"body larger than {limit} bytes", field="body", status=413)
         raw = await request.body()
-        if len(raw) > MAX_BODY_BYTES:
-            raise RequestError(f"body larger than {MAX_BODY_BYTES} bytes", field="body", status=413)
+        if len(raw) > limit:
+            raise RequestError(f"body larger than {limit} bytes", field="body", status=413)
+        return raw
+
+    async def _body(self, request: Request) -> Any:
+        raw = await self._raw(request)
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise RequestError(f"not valid JSON: {exc}", field="body") from exc
 
-    def _predict(
+    async def _predict(
         self, serving: Serving, request: Request, columns: dict[str, list[Any]], prefix: str
     ) -> tuple[Variant, list[Any], list[str]]:
         """Route, predict, record. A failing candidate costs the client nothing: the baseline answers."""
         route = serving.route
-        protocols.validate(columns, serving.baseline.columns, prefix=prefix)
+        protocols.validate(columns, serving.baseline.columns, prefix=prefix, max_rows=self.max_rows)
         key: str | None = None
         sticky = route.sticky
         if sticky is not None and sticky.header is not None:
@@ -198,7 +214,7 @@ class Gateway:
         # the model runs on this thread, so thread CPU time is its cost (the cost guardrail)
         started, cpu = time.perf_counter(), time.thread_time()
         try:
-            outputs = serving.model(variant).predict(columns)
+            outputs = await predict_async(serving.model(variant), columns)
         except Exception as exc:
             if variant is Variant.BASELINE:
                 if isinstance(exc, RequestError):
@@ -212,7 +228,7 @@ class Gateway:
             started, cpu = time.perf_counter(), time.thread_time()
             # The baseline answers. If it refuses the input too, the client sent it wrong: the
             # RequestError goes to the client and no variant is charged with an error.
-            outputs = serving.baseline.predict(columns)
+            outputs = await predict_async(serving.baseline, columns)
             self.recorder.record(
                 route.rollout_id, Variant.CANDIDATE, latency_ms=failed_ms, error=True, cpu_ms=failed_cpu_ms
             )
@@ -229,29 +245,39 @@ class Gateway:
 
     async def infer_v2(self, request: Request) -> Response:
         try:
-            serving = self._serving(request.path_params["endpoint"])
-            body = await self._body(request)
+            serving = self._serving_v2(request)
+            headers = request.headers
+            body = v2.decode_body(
+                await self._raw(request),
+                header_length=headers.get(v2.HEADER_LENGTH),
+                encoding=headers.get("content-encoding"),
+            )
+            infer = v2.parse_request(body)
             columns = protocols.v2_columns(body, serving.baseline.columns)
-            variant, outputs, ids = self._predict(serving, request, columns, "inputs")
+            variant, outputs, ids = await self._predict(serving, request, columns, "inputs")
+            version = serving.version(variant)
+            content = protocols.v2_response(
+                model_name=serving.route.endpoint,
+                model_version=f"{version.name}/{version.version}",
+                request_id=infer.request_id,
+                outputs=outputs,
+                variant=variant.value,
+                prediction_ids=ids,
+            )
         except RequestError as exc:
             return _error(exc)
-        version = serving.version(variant)
-        content = protocols.v2_response(
-            model_name=serving.route.endpoint,
-            model_version=f"{version.name}/{version.version}",
-            request_id=body.get("id"),
-            outputs=outputs,
-            variant=variant.value,
-            prediction_ids=ids,
-        )
-        return _json(content, headers={VARIANT_HEADER: variant.value})
+        payload, header_length = v2.encode_response(content, binary=infer.binary_output)
+        if header_length is None:
+            return Response(payload, media_type="application/json", headers={VARIANT_HEADER: variant.value})
+        reply = {VARIANT_HEADER: variant.value, v2.HEADER_LENGTH: header_length}
+        return Response(payload, media_type="application/octet-stream", headers=reply)
 
     async def invocations(self, request: Request) -> Response:
         try:
             serving = self._serving(request.path_params["endpoint"])
             body = await self._body(request)
             columns = protocols.mlflow_columns(body, serving.baseline.columns)
-            variant, outputs, ids = self._predict(serving, request, columns, protocols.mlflow_format(body))
+            variant, outputs, ids = await self._predict(serving, request, columns, protocols.mlflow_format(body))
         except RequestError as exc:
             return _error(exc)
         content = {"predictions": outputs, "prediction_ids": ids, "variant": variant.value}
@@ -272,37 +298,56 @@ class Gateway:
     async def live(self, _request: Request) -> Response:
         return _json({"live": True})
 
+    def _serving_v2(self, request: Request) -> Serving:
+        """The endpoint of a V2 path; a path naming a version must name one this endpoint serves
+        (the gateway, not the client, picks the variant: the version is checked, not obeyed)."""
+        serving = self._serving(request.path_params["endpoint"])
+        wanted = request.path_params.get("version")
+        if wanted is not None and wanted not in self._versions(serving):
+            raise RequestError(
+                f"endpoint {serving.route.endpoint!r} serves versions {self._versions(serving)}, not {wanted!r}",
+                field="version",
+                status=404,
+            )
+        return serving
+
+    @staticmethod
+    def _versions(serving: Serving) -> list[str]:
+        route = serving.route
+        served = [route.baseline] + ([route.candidate] if serving.candidate is not None and route.candidate else [])
+        return [version.version for version in served if version.version]
+
     async def model_metadata(self, request: Request) -> Response:
         try:
-            serving = self._serving(request.path_params["endpoint"])
+            serving = self._serving_v2(request)
         except RequestError as exc:
             return _error(exc)
-        inputs = [
-            {"name": c.name, "datatype": _V2_TYPE.get(c.type, "BYTES"), "shape": [-1]}
-            for c in serving.baseline.columns or ()
-        ]
-        return _json(
-            {
-                "name": serving.route.endpoint,
-                "versions": [serving.route.baseline.version],
-                "platform": "mlflow",
-                "inputs": inputs,
-                "outputs": [{"name": "predict", "datatype": "FP64", "shape": [-1, -1]}],
-            }
-        )
+        return _json(v2.model_metadata(serving.route.endpoint, self._versions(serving), serving.baseline))
+
+    async def model_ready(self, request: Request) -> Response:
+        try:
+            serving = self._serving_v2(request)
+        except RequestError as exc:
+            return _error(exc)
+        return _json({"name": serving.route.endpoint, "ready": True})
+
+    async def server_metadata(self, _request: Request) -> Response:
+        return _json(v2.server_metadata())
 
     def routes(self) -> list[HttpRoute]:
         return [
+            HttpRoute("/v2", self.server_metadata, methods=["GET"]),
             HttpRoute("/v2/models/{endpoint}/infer", self.infer_v2, methods=["POST"]),
             HttpRoute("/v2/models/{endpoint}", self.model_metadata, methods=["GET"]),
+            HttpRoute("/v2/models/{endpoint}/ready", self.model_ready, methods=["GET"]),
+            HttpRoute("/v2/models/{endpoint}/versions/{version}/infer", self.infer_v2, methods=["POST"]),
+            HttpRoute("/v2/models/{endpoint}/versions/{version}", self.model_metadata, methods=["GET"]),
+            HttpRoute("/v2/models/{endpoint}/versions/{version}/ready", self.model_ready, methods=["GET"]),
             HttpRoute("/v1/endpoints/{endpoint}/invocations", self.invocations, methods=["POST"]),
             HttpRoute("/v1/feedback", self.feedback, methods=["POST"]),
             HttpRoute("/v2/health/ready", self.ready, methods=["GET"]),
             HttpRoute("/v2/health/live", self.live, methods=["GET"]),
         ]
-
-
-_V2_TYPE = {"double": "FP64", "float": "FP32", "long": "INT64", "integer": "INT32", "boolean": "BOOL"}
 
 
 def create_app(gateway: Gateway, *, background: list[Callable[[], Any]] | None = None) -> Starlette:
@@ -321,5 +366,6 @@ def create_app(gateway: Gateway, *, background: list[Callable[[], Any]] | None =
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await gateway.flush()
+            await gateway.close()
 
     return Starlette(routes=gateway.routes(), lifespan=lifespan)

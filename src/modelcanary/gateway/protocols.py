@@ -20,6 +20,7 @@ from modelcanary.domain.errors import RequestError
 from modelcanary.ports import Column
 
 MAX_ROWS = 10_000
+OUTPUT_NAME = "predict"  # every endpoint has one output tensor, whichever variant answers
 _V2_TYPES = {
     "BOOL",
     "UINT8",
@@ -36,6 +37,9 @@ _V2_TYPES = {
     "BYTES",
 }
 _NUMERIC = {"double", "float", "long", "integer"}
+# which JSON values a tensor of each datatype may hold (bool is an int in Python: checked first)
+_INTEGER_TYPES = {"UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"}
+_FLOAT_TYPES = {"FP16", "FP32", "FP64"}
 
 
 def _flatten(data: Any) -> list[Any]:
@@ -51,11 +55,32 @@ def _require(condition: bool, message: str, field: str) -> None:
         raise RequestError(message, field=field)
 
 
+def _check_values(data: list[Any], datatype: str, field: str) -> None:
+    """Every value fits the tensor's datatype; the first that does not is named with its index."""
+    if datatype in _FLOAT_TYPES or datatype in _INTEGER_TYPES:
+        kinds: type | tuple[type, ...] = int if datatype in _INTEGER_TYPES else (int, float)
+        for index, value in enumerate(data):
+            if isinstance(value, bool) or not isinstance(value, kinds):
+                raise RequestError(f"{datatype} needs numbers, got {value!r} at [{index}]", field=field)
+    elif datatype == "BOOL":
+        for index, value in enumerate(data):
+            _require(isinstance(value, bool), f"BOOL needs true or false, got {value!r} at [{index}]", field)
+    else:
+        for index, value in enumerate(data):
+            _require(isinstance(value, str), f"BYTES needs strings, got {value!r} at [{index}]", field)
+
+
+def _check_parameters(holder: dict[str, Any], where: str) -> None:
+    parameters = holder.get("parameters")
+    _require(parameters is None or isinstance(parameters, dict), "must be an object", f"{where}parameters")
+
+
 def v2_columns(body: Any, signature: tuple[Column, ...] | None) -> dict[str, list[Any]]:
     """Columns of a V2 infer request: one 1-D tensor per column, or one 2-D tensor in signature order."""
     _require(isinstance(body, dict), "an infer request is a JSON object", "body")
     inputs = body.get("inputs")
     _require(isinstance(inputs, list) and len(inputs) > 0, "must be a non-empty list of tensors", "inputs")
+    _check_parameters(body, "")
     columns: dict[str, list[Any]] = {}
     for index, tensor in enumerate(inputs):
         where = f"inputs[{index}]"
@@ -69,12 +94,20 @@ def v2_columns(body: Any, signature: tuple[Column, ...] | None) -> dict[str, lis
         )
         _require(datatype in _V2_TYPES, f"must be one of {', '.join(sorted(_V2_TYPES))}", f"{where}.datatype")
         _require(name not in columns, "a tensor of this name came earlier", f"{where}.name")
+        _check_parameters(tensor, f"{where}.")
         _require("data" in tensor, "the tensor's values are missing", f"{where}.data")
         data = _flatten(tensor["data"])
         _require(
             len(data) == math.prod(shape),
             f"holds {len(data)} values but shape {shape} needs {math.prod(shape)}",
             f"{where}.data",
+        )
+        _check_values(data, datatype, f"{where}.data")
+        column = next((c for c in signature or () if c.name == name), None)
+        _require(
+            column is None or column.type not in _NUMERIC or datatype in _FLOAT_TYPES or datatype in _INTEGER_TYPES,
+            f"the model takes numbers ({column.type if column else ''}) for {name!r}, not {datatype}",
+            f"{where}.datatype",
         )
         if len(shape) == 2 and shape[1] != 1:
             _require(len(inputs) == 1, "a 2-D tensor must be the only input", f"{where}.shape")
@@ -128,6 +161,8 @@ def mlflow_columns(body: Any, signature: tuple[Column, ...] | None) -> dict[str,
         return {name: [row[name] for row in payload] for name in names}
     _require(signature is not None, "rows without names need a model signature to name the columns", key)
     assert signature is not None
+    if len(signature) == 1 and not any(isinstance(row, list | dict) for row in payload):
+        return {signature[0].name: list(payload)}  # a one-input model: {"instances": [1.5, 2.0]}
     return _from_rows(payload, [column.name for column in signature], key)
 
 
@@ -139,12 +174,14 @@ def _from_rows(rows: Sequence[Any], names: Sequence[str], field: str) -> dict[st
     return {name: [row[offset] for row in rows] for offset, name in enumerate(names)}
 
 
-def validate(columns: dict[str, list[Any]], signature: tuple[Column, ...] | None, *, prefix: str) -> int:
-    """Check columns against the model's signature; the number of rows."""
+def validate(
+    columns: dict[str, list[Any]], signature: tuple[Column, ...] | None, *, prefix: str, max_rows: int = MAX_ROWS
+) -> int:
+    """Check columns against the model's signature and the row bound; the number of rows."""
     lengths = {len(values) for values in columns.values()}
     _require(len(lengths) == 1, "all inputs must have the same number of rows", prefix)
     rows = lengths.pop()
-    _require(0 < rows <= MAX_ROWS, f"a request holds 1 to {MAX_ROWS} rows, not {rows}", prefix)
+    _require(0 < rows <= max_rows, f"a request holds 1 to {max_rows} rows, not {rows}", prefix)
     for column in signature or ():
         values = columns.get(column.name)
         if values is None:
@@ -160,6 +197,30 @@ def validate(columns: dict[str, list[Any]], signature: tuple[Column, ...] | None
     return rows
 
 
+def output_tensor(outputs: list[Any]) -> tuple[str, list[int], list[Any]]:
+    """The datatype, shape and row-major data of a model's outputs, one per row.
+
+    >>> output_tensor([[0.9, 0.1], [0.2, 0.8]])
+    ('FP64', [2, 2], [0.9, 0.1, 0.2, 0.8])
+    >>> output_tensor([1, 0, 1]), output_tensor(["cat"])
+    (('INT64', [3], [1, 0, 1]), ('BYTES', [1], ['cat']))
+    """
+    width = len(outputs[0]) if outputs and isinstance(outputs[0], list) else 0
+    if width and any(not isinstance(row, list) or len(row) != width for row in outputs):
+        raise RequestError(f"the model's rows are not all lists of {width} values", field="outputs", status=500)
+    shape = [len(outputs), width] if width else [len(outputs)]
+    data = _flatten(outputs)
+    if all(isinstance(value, bool) for value in data):
+        datatype = "BOOL"
+    elif all(isinstance(value, int) and not isinstance(value, bool) for value in data):
+        datatype = "INT64"
+    elif all(isinstance(value, int | float) and not isinstance(value, bool) for value in data):
+        datatype = "FP64"
+    else:
+        datatype, data = "BYTES", [value if isinstance(value, str) else str(value) for value in data]
+    return (datatype if data else "FP64"), shape, data
+
+
 def v2_response(
     *,
     model_name: str,
@@ -169,12 +230,11 @@ def v2_response(
     variant: str,
     prediction_ids: list[str],
 ) -> dict[str, Any]:
-    width = len(outputs[0]) if outputs and isinstance(outputs[0], list) else 0
-    shape = [len(outputs), width] if width else [len(outputs)]
+    datatype, shape, data = output_tensor(outputs)
     response: dict[str, Any] = {
         "model_name": model_name,
         "model_version": model_version,
-        "outputs": [{"name": "predict", "shape": shape, "datatype": "FP64", "data": _flatten(outputs)}],
+        "outputs": [{"name": OUTPUT_NAME, "shape": shape, "datatype": datatype, "data": data}],
         "parameters": {"variant": variant, "prediction_ids": prediction_ids},
     }
     if request_id is not None:

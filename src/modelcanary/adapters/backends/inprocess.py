@@ -21,6 +21,10 @@ class PyfuncModel:
                 Column(name=spec.name, type=getattr(spec.type, "name", str(spec.type)), required=spec.required)
                 for spec in schema.inputs
             )
+        outputs = pyfunc.metadata.get_output_schema()
+        self.output_shape: list[int] | None = None
+        if outputs is not None and outputs.is_tensor_spec() and len(outputs.inputs) == 1:
+            self.output_shape = [int(d) for d in outputs.inputs[0].shape]
 
     def predict(self, columns: dict[str, list[Any]]) -> list[Any]:
         import numpy as np

@@ -1,0 +1,199 @@
+"""The Open Inference Protocol (KServe V2) on the wire, beyond the JSON tensors of ``protocols``:
+the binary tensor data extension, requested outputs, and server and model metadata.
+
+Off-the-shelf clients send binary tensors by default (tritonclient's ``InferInput.set_data_from_numpy``
+and ``InferRequestedOutput`` both default to ``binary_data=True``): the body is a JSON header of
+``Inference-Header-Content-Length`` bytes followed by each binary input's raw little-endian values,
+in the order of ``inputs``. Binary inputs are decoded into the JSON tensors' ``data`` lists, so one
+parser (``protocols.v2_columns``) checks every request whatever its encoding.
+
+>>> body, header = encode_response({"outputs": [{"name": "predict", "shape": [2], "datatype": "FP64",
+...                                 "data": [0.5, 1.0]}]}, binary=True)
+>>> header is not None and body[int(header):] == bytes(np.asarray([0.5, 1.0], "<f8"))
+True
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from modelcanary.domain.errors import RequestError
+from modelcanary.gateway import protocols
+from modelcanary.ports import V2_DATATYPES, Column, Model
+
+HEADER_LENGTH = "inference-header-content-length"
+SERVER_NAME = "modelcanary"
+EXTENSIONS = ("binary_tensor_data",)
+_NUMPY_TYPES = {
+    "BOOL": "?",
+    "UINT8": "<u1",
+    "UINT16": "<u2",
+    "UINT32": "<u4",
+    "UINT64": "<u8",
+    "INT8": "<i1",
+    "INT16": "<i2",
+    "INT32": "<i4",
+    "INT64": "<i8",
+    "FP16": "<f2",
+    "FP32": "<f4",
+    "FP64": "<f8",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class InferRequest:
+    """A parsed infer request: its JSON (binary inputs decoded into ``data``), its id, and how the
+    client wants the output back."""
+
+    body: dict[str, Any]
+    request_id: Any
+    binary_output: bool
+
+
+def decode_body(raw: bytes, *, header_length: str | None, encoding: str | None) -> dict[str, Any]:
+    """The JSON of an infer request, with binary tensors (if any) decoded into ``data`` lists."""
+    if encoding in ("gzip", "deflate"):
+        try:
+            raw = gzip.decompress(raw) if encoding == "gzip" else zlib.decompress(raw)
+        except (OSError, zlib.error) as exc:
+            raise RequestError(f"not valid {encoding} data: {exc}", field="body") from exc
+    elif encoding not in (None, "", "identity"):
+        raise RequestError(f"content encoding {encoding!r} is not supported (gzip, deflate)", field="body", status=415)
+    size = len(raw)
+    if header_length is not None:
+        if not header_length.isdigit() or int(header_length) > len(raw):
+            raise RequestError(
+                f"must be a byte count within the body's {len(raw)}", field="Inference-Header-Content-Length"
+            )
+        size = int(header_length)
+    try:
+        body = orjson.loads(raw[:size])
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(f"not valid JSON: {exc}", field="body") from exc
+    if not isinstance(body, dict):
+        raise RequestError("an infer request is a JSON object", field="body")
+    _decode_binary_inputs(body, memoryview(raw)[size:])
+    return body
+
+
+def _decode_binary_inputs(body: dict[str, Any], blob: memoryview) -> None:
+    inputs = body.get("inputs")
+    offset = 0
+    for index, tensor in enumerate(inputs if isinstance(inputs, list) else ()):
+        parameters = tensor.get("parameters") if isinstance(tensor, dict) else None
+        size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+        if size is None:
+            continue
+        where = f"inputs[{index}]"
+        if not isinstance(size, int) or size < 0 or offset + size > len(blob):
+            raise RequestError(
+                f"{size!r} bytes do not fit the {len(blob) - offset} binary bytes left",
+                field=f"{where}.parameters.binary_data_size",
+            )
+        if "data" in tensor:
+            raise RequestError("give data or binary_data_size, not both", field=f"{where}.data")
+        tensor["data"] = _decode_tensor(bytes(blob[offset : offset + size]), tensor, where)
+        offset += size
+    if offset != len(blob):
+        raise RequestError(f"{len(blob) - offset} binary bytes belong to no input", field="body")
+
+
+def _decode_tensor(chunk: bytes, tensor: dict[str, Any], where: str) -> list[Any]:
+    datatype, shape = tensor.get("datatype"), tensor.get("shape")
+    if datatype == "BYTES":
+        values, offset = [], 0
+        while offset < len(chunk):
+            if offset + 4 > len(chunk):
+                raise RequestError("a BYTES element's 4-byte length is cut off", field=f"{where}.data")
+            (length,) = struct.unpack_from("<I", chunk, offset)
+            values.append(chunk[offset + 4 : offset + 4 + length].decode("utf-8", errors="replace"))
+            offset += 4 + length
+        return values
+    dtype = _NUMPY_TYPES.get(str(datatype))
+    if dtype is None:
+        raise RequestError(f"binary data needs one of {', '.join(_NUMPY_TYPES)} or BYTES", field=f"{where}.datatype")
+    count = math.prod(shape) if isinstance(shape, list) and all(isinstance(d, int) for d in shape) else -1
+    itemsize = np.dtype(dtype).itemsize
+    if count < 0 or count * itemsize != len(chunk):
+        raise RequestError(
+            f"{len(chunk)} bytes are not shape {shape} of {datatype} ({itemsize} bytes each)",
+            field=f"{where}.parameters.binary_data_size",
+        )
+    return list(np.frombuffer(chunk, dtype=dtype).tolist())
+
+
+def parse_request(body: dict[str, Any]) -> InferRequest:
+    """Check the requested outputs (the endpoint has one, ``predict``) and how they want their data."""
+    parameters = body.get("parameters") or {}
+    binary = bool(isinstance(parameters, dict) and parameters.get("binary_data_output"))
+    requested = body.get("outputs")
+    if requested is not None:
+        if not isinstance(requested, list):
+            raise RequestError("must be a list of {name, parameters}", field="outputs")
+        for index, output in enumerate(requested):
+            name = output.get("name") if isinstance(output, dict) else None
+            if name != protocols.OUTPUT_NAME:
+                raise RequestError(
+                    f"no output {name!r}; this endpoint's only output is {protocols.OUTPUT_NAME!r}",
+                    field=f"outputs[{index}].name",
+                )
+            wanted = output.get("parameters") or {}
+            if not isinstance(wanted, dict):
+                raise RequestError("must be an object", field=f"outputs[{index}].parameters")
+            if wanted.get("classification"):
+                raise RequestError("the classification extension is not supported", field=f"outputs[{index}]")
+            binary = bool(wanted.get("binary_data", binary))
+    return InferRequest(body=body, request_id=body.get("id"), binary_output=binary)
+
+
+def encode_response(content: dict[str, Any], *, binary: bool) -> tuple[bytes, str | None]:
+    """The response body, and the JSON header's length when outputs travel as binary."""
+    if not binary:
+        return orjson.dumps(content), None
+    chunks = []
+    for output in content["outputs"]:
+        data = output.pop("data")
+        if output["datatype"] == "BYTES":
+            encoded = [str(value).encode() for value in data]
+            chunk = b"".join(struct.pack("<I", len(item)) + item for item in encoded)
+        else:
+            chunk = np.asarray(data, dtype=_NUMPY_TYPES[output["datatype"]]).tobytes()
+        output.setdefault("parameters", {})["binary_data_size"] = len(chunk)
+        chunks.append(chunk)
+    header = orjson.dumps(content)
+    return header + b"".join(chunks), str(len(header))
+
+
+def server_metadata() -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("modelcanary")
+    except PackageNotFoundError:  # run from a source tree
+        installed = "0"
+    return {"name": SERVER_NAME, "version": installed, "extensions": list(EXTENSIONS)}
+
+
+def _input_metadata(columns: tuple[Column, ...] | None) -> list[dict[str, Any]]:
+    return [{"name": c.name, "datatype": V2_DATATYPES.get(c.type, "BYTES"), "shape": [-1]} for c in columns or ()]
+
+
+def model_metadata(name: str, versions: list[str], model: Model) -> dict[str, Any]:
+    """What a V2 client asks before it builds inputs: the endpoint's inputs (its baseline's signature)
+    and its one output, whose width the model states when it knows it (``output_shape``)."""
+    shape = list(getattr(model, "output_shape", None) or [-1, -1])
+    return {
+        "name": name,
+        "versions": versions,
+        "platform": "modelcanary",
+        "inputs": _input_metadata(model.columns),
+        "outputs": [{"name": protocols.OUTPUT_NAME, "datatype": "FP64", "shape": shape}],
+    }

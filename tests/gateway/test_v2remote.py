@@ -1,0 +1,152 @@
+"""A model served by a remote V2 server: a second ``modelcanary gateway`` process on loopback serving
+the real MLflow model. Loaded by ref, forwarded through the pooled aiohttp session, used as a
+gateway's candidate; a remote that fails costs the client nothing (the baseline answers)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from modelcanary.adapters.backends.inprocess import InProcessBackend
+from modelcanary.adapters.backends.refs import RefBackend
+from modelcanary.adapters.backends.v2remote import V2RemoteBackend
+from modelcanary.domain.errors import BackendError, RequestError
+from modelcanary.domain.state import ModelVersion, Route, remote_version
+from modelcanary.domain.telemetry import Variant
+from modelcanary.gateway.app import Gateway, StaticRoutes
+
+
+@pytest.fixture(scope="module")
+def remote(gateway_processes: Any) -> str:
+    """A ref to ``fraud`` v2 served by another gateway process."""
+    base = gateway_processes.start("--endpoint", "fraud=models:/fraud/2")
+    return f"v2+{base}/models/fraud"
+
+
+@pytest.fixture(scope="module")
+def direct(pyfunc_backend: Any) -> Any:
+    return pyfunc_backend.load(ModelVersion(name="fraud", version="2"))
+
+
+def _columns(rows: list[dict[str, float]]) -> dict[str, list[float]]:
+    return {name: [row[name] for row in rows] for name in rows[0]}
+
+
+def test_a_remote_model_loads_its_signature_and_predicts_as_the_model_does(
+    remote: str, direct: Any, mlflow_registry: Any
+) -> None:
+    version = remote_version(remote)
+    assert version is not None and version.uri == remote and not version.in_registry
+    model = V2RemoteBackend().load(version)
+    assert model.columns == direct.columns
+    assert model.output_shape == [-1, 2]
+    columns = _columns(mlflow_registry.rows[:4])
+    assert model.predict(columns) == direct.predict(columns)
+
+    async def forward() -> list[Any]:
+        backend = V2RemoteBackend()
+        try:
+            loaded = backend.load(version)
+            return list(await asyncio.gather(*(loaded.apredict(columns) for _ in range(20))))
+        finally:
+            await backend.aclose()
+
+    assert asyncio.run(forward()) == [direct.predict(columns)] * 20
+
+
+def test_the_remote_says_which_input_it_refuses(remote: str, mlflow_registry: Any) -> None:
+    version = remote_version(remote)
+    assert version is not None
+    model = V2RemoteBackend().load(version)
+    with pytest.raises(RequestError) as caught:
+        model.predict({"amount": [1.0], "velocity": [1.0]})
+    assert caught.value.status == 400
+    assert "inputs: the model needs input 'age'" in str(caught.value)
+
+
+def test_load_failures_name_the_ref(remote: str) -> None:
+    with pytest.raises(BackendError, match="answered 404"):
+        V2RemoteBackend().load(ModelVersion(name="x", version="", ref=remote.replace("/fraud", "/nope")))
+    with pytest.raises(BackendError, match="no model metadata"):
+        V2RemoteBackend(timeout_s=2).load(ModelVersion(name="x", version="", ref="v2+http://127.0.0.1:9/models/x"))
+
+
+@pytest.fixture
+def canary(serve: Any, pyfunc_backend: Any, remote: str) -> Iterator[tuple[Any, Gateway]]:
+    """A gateway whose candidate (all of the traffic) is the remote model; baseline in process."""
+    del pyfunc_backend  # the session's cached models are not needed: this gateway loads its own
+    candidate = remote_version(remote)
+    route = Route(
+        endpoint="fraud",
+        baseline=ModelVersion(name="fraud", version="1"),
+        candidate=candidate,
+        weight=100.0,
+        rollout_id="r-remote",
+    )
+    backend = RefBackend({"registry": InProcessBackend(), "v2": V2RemoteBackend(timeout_s=5)})
+    gateway = Gateway(routes=StaticRoutes({"fraud": route}), backend=backend, telemetry=None, source="t")
+    running = serve.start(gateway)
+    with running.client() as client:
+        yield client, gateway
+
+
+def test_a_gateway_forwards_its_candidate_to_the_remote(
+    canary: tuple[Any, Gateway], direct: Any, mlflow_registry: Any, pyfunc_backend: Any
+) -> None:
+    client, _gateway = canary
+    rows = mlflow_registry.rows[:3]
+    response = client.post("/v1/endpoints/fraud/invocations", json={"dataframe_records": rows})
+    assert response.status_code == 200, response.text
+    assert response.json()["variant"] == "candidate"
+    assert response.json()["predictions"] == direct.predict(_columns(rows))
+    v2 = client.post(
+        "/v2/models/fraud/infer",
+        json={"inputs": [{"name": k, "shape": [3], "datatype": "FP64", "data": v} for k, v in _columns(rows).items()]},
+    )
+    assert v2.status_code == 200 and v2.json()["model_version"] == "fraud/"
+
+
+def test_a_failing_remote_candidate_costs_the_client_nothing(
+    serve: Any, pyfunc_backend: Any, mlflow_registry: Any
+) -> None:
+    """The remote (here a gateway in this process, so the test can stop it) goes away after loading:
+    the baseline answers every request and the candidate's failures are counted."""
+    remote = serve.start(
+        Gateway(
+            routes=StaticRoutes({"fraud": Route(endpoint="fraud", baseline=ModelVersion(name="fraud", version="2"))}),
+            backend=pyfunc_backend,
+            telemetry=None,
+            source="remote",
+        )
+    )
+    route = Route(
+        endpoint="fraud",
+        baseline=ModelVersion(name="fraud", version="1"),
+        candidate=remote_version(f"v2+{remote.url}/models/fraud"),
+        weight=100.0,
+        rollout_id="r-down",
+    )
+    backend = RefBackend({"registry": pyfunc_backend, "v2": V2RemoteBackend(timeout_s=5)})
+    gateway = Gateway(routes=StaticRoutes({"fraud": route}), backend=backend, telemetry=None, source="t")
+    running = serve.start(gateway)
+    rows = mlflow_registry.rows[:2]
+    baseline = pyfunc_backend.load(ModelVersion(name="fraud", version="1"))
+    with running.client() as client:
+        assert client.post("/v1/endpoints/fraud/invocations", json={"dataframe_records": rows}).json()["variant"] == (
+            "candidate"
+        )
+        remote.stop()
+        answers = [client.post("/v1/endpoints/fraud/invocations", json={"dataframe_records": rows}) for _ in range(3)]
+    assert [a.status_code for a in answers] == [200] * 3
+    assert {a.json()["variant"] for a in answers} == {"baseline"}
+    assert answers[0].json()["predictions"] == baseline.predict(_columns(rows))
+    counts = {variant: telemetry for _id, variant, telemetry in running.call(_changed(gateway))}
+    assert counts[Variant.CANDIDATE].errors == 3 and counts[Variant.CANDIDATE].requests == 4
+    assert counts[Variant.BASELINE].requests == 3 and counts[Variant.BASELINE].errors == 0
+
+
+async def _changed(gateway: Gateway) -> Any:
+    return gateway.recorder.changed()
