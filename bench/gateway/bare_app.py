@@ -14,7 +14,18 @@ import joblib
 import numpy as np
 import orjson
 
+from bench.gateway.model import MODEL_NAME
+from modelcanary.sim.fraud import BASELINE_FEATURES
+
 HEADERS = [(b"content-type", b"application/json")]
+METADATA = orjson.dumps(
+    {
+        "name": MODEL_NAME,
+        "platform": "sklearn",
+        "inputs": [{"name": name, "datatype": "FP64", "shape": [-1]} for name in BASELINE_FEATURES],
+        "outputs": [{"name": "predict_proba", "datatype": "FP64", "shape": [-1, 2]}],
+    }
+)
 
 
 HELLO = b'{"model_name":"fraud","outputs":[]}'
@@ -36,14 +47,18 @@ def make_app(model: Any, *, hello: bool = False) -> Any:
             message = await receive()
             body += message.get("body", b"")
             more = message.get("more_body", False)
-        if scope["method"] == "GET":  # readiness
-            status, payload = 200, b'{"ready":true}'
+        if scope["method"] == "GET":  # model metadata, else readiness
+            status, payload = 200, METADATA if scope["path"] == f"/v2/models/{MODEL_NAME}" else b'{"ready":true}'
         elif hello:
             status, payload = 200, HELLO
         else:
             request = orjson.loads(body)
-            tensor = request["inputs"][0]
-            x = np.asarray(tensor["data"], dtype=np.float64).reshape(tensor["shape"])
+            tensors = request["inputs"]
+            if len(tensors) == 1:  # one [rows, features] tensor
+                x = np.asarray(tensors[0]["data"], dtype=np.float64).reshape(tensors[0]["shape"])
+            else:  # one 1-D tensor per column, in the metadata's order
+                data = {tensor["name"]: tensor["data"] for tensor in tensors}
+                x = np.array([data[name] for name in BASELINE_FEATURES], dtype=np.float64).T
             proba = model.predict_proba(x)
             out = {"name": "predict_proba", "datatype": "FP64", "shape": list(proba.shape), "data": proba.ravel()}
             payload = orjson.dumps(

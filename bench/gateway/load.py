@@ -1,6 +1,7 @@
 """The load generators. Every setup gets the same requests: one V2 infer body per row of the
-model's input (one [1, 4] FP64 tensor; ``outputs`` asks MLServer for ``predict_proba``, which the
-others return anyway), each with its own ``x-user-id`` sticky key.
+model's input (one [1, 4] FP64 tensor), each with its own ``x-user-id`` sticky key. MLServer's
+bodies also ask for the ``predict_proba`` output (what the others return anyway; the gateway
+refuses an output it does not have, as the protocol says it should).
 
 Closed loop: ``wrk`` (Debian's), a Lua script cycling through requests formatted once, results from
 its ``done`` hook; its own CPU time is measured (``wait4``) so its share of the machine is on record.
@@ -47,25 +48,22 @@ end
 """
 
 
-def bodies(rows: np.ndarray, count: int = 500) -> list[str]:
+def bodies(rows: np.ndarray, count: int = 500, *, outputs: list[str] | None = None) -> list[str]:
     out = []
     for index in range(min(count, len(rows))):
-        out.append(
-            json.dumps(
-                {
-                    "id": str(index),
-                    "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [1, 4], "data": rows[index].tolist()}],
-                    "outputs": [{"name": "predict_proba"}],
-                },
-                separators=(",", ":"),
-            )
-        )
+        body: dict[str, Any] = {
+            "id": str(index),
+            "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [1, 4], "data": rows[index].tolist()}],
+        }
+        if outputs:
+            body["outputs"] = [{"name": name} for name in outputs]
+        out.append(json.dumps(body, separators=(",", ":")))
     return out
 
 
 def lua_script(path: str, payloads: list[str], folder: Path) -> Path:
     quoted = ",\n".join("[[" + payload + "]]" for payload in payloads)
-    script = folder / f"wrk-{abs(hash((path, len(payloads))))}.lua"
+    script = folder / f"wrk-{abs(hash((path, tuple(payloads))))}.lua"
     script.write_text(
         LUA.replace("{BODIES}", "{" + quoted + "}").replace("PATH", path).replace("HEADER", STICKY_HEADER)
     )

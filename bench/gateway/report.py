@@ -44,7 +44,9 @@ def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
     def ratio(a: str, b: str, key: str = "rps") -> float | None:
         x, y = _find(rows, a), _find(rows, b)
-        return x[key] / y[key] if x and y and y[key] else None
+        if not x or not y or not y[key] or x["errors"] or y["errors"]:
+            return None  # a row with failed requests says nothing about speed
+        return float(x[key] / y[key])
 
     gateway, bare = _find(rows, "2 "), _find(rows, "1 ")
     checks = [
@@ -70,7 +72,7 @@ def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         {
             "goal": goal,
             "value": value,
-            "shown": fmt.format(value) if value is not None else "not measured",
+            "shown": fmt.format(value) if value is not None else "not measured (or requests failed)",
             "met": ok(value) if value is not None else None,
         }
         for goal, value, ok, fmt in checks

@@ -146,8 +146,12 @@ def gateway(
     command = [sys.executable, "-m", "modelcanary", "gateway", "--registry", registry_uri, "--port", str(port)]
     command += ["--store", store_url] if store_url else []
     command += extra or []
-    env = {"MODELCANARY_WORKDIR": str(folder / f"{name}-workdir")}
-    return start(name, command, f"{base}/v2/health/ready", f"{base}/v2/models/fraud/infer", folder, env=env)
+    workdir = folder / f"{name}-cwd"  # no store unless given: nothing in the environment names one
+    workdir.mkdir(exist_ok=True)
+    env = {"MODELCANARY_WORKDIR": "", "MODELCANARY_STORE": ""}
+    return start(
+        name, command, f"{base}/v2/health/ready", f"{base}/v2/models/fraud/infer", folder, cwd=workdir, env=env
+    )
 
 
 def mlserver(joblib_path: Path, folder: Path, *, install: bool, adaptive_batching: bool = False) -> Server:

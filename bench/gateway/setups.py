@@ -24,12 +24,12 @@ class Context:
     install: bool  # may a missing server venv be made now?
     bare_rps: list[float] = field(default_factory=list)  # setup (1)'s throughput, each round so far
 
-    def script(self, path: str = "/v2/models/fraud/infer") -> Path:
-        return lua_script(path, bodies(self.prepared.rows), self.folder)
+    def script(self, path: str = "/v2/models/fraud/infer", outputs: list[str] | None = None) -> Path:
+        return lua_script(path, bodies(self.prepared.rows, outputs=outputs), self.folder)
 
-    def closed(self, server: Server, *, connections: int | None = None) -> Load:
+    def closed(self, server: Server, *, connections: int | None = None, outputs: list[str] | None = None) -> Load:
         """Warm up, then the measured wrk run."""
-        script = self.script()
+        script = self.script(outputs=outputs)
         if self.warmup_s > 0:
             wrk(server.url, script, connections=connections or self.connections, seconds=self.warmup_s)
         return wrk(server.url, script, connections=connections or self.connections, seconds=self.seconds)
@@ -46,6 +46,7 @@ class Context:
 
 
 Rows = dict[str, Load]  # row label -> what was measured
+PROBA = ["predict_proba"]  # MLServer's sklearn runtime returns labels unless asked for this
 
 
 def _running(server: Server, measure: Callable[[Server], Rows]) -> Rows:
@@ -98,9 +99,11 @@ def mlserver(ctx: Context) -> Rows:
     """(5) MLServer 1.7, sklearn runtime, V2; with and without its adaptive batching."""
     rows: Rows = {}
     path = ctx.prepared.joblib_path
-    rows |= _running(servers.mlserver(path, ctx.folder, install=ctx.install), lambda s: {"5 MLServer": ctx.closed(s)})
+    rows |= _running(
+        servers.mlserver(path, ctx.folder, install=ctx.install), lambda s: {"5 MLServer": ctx.closed(s, outputs=PROBA)}
+    )
     server = servers.mlserver(path, ctx.folder, install=ctx.install, adaptive_batching=True)
-    rows |= _running(server, lambda s: {"5b MLServer adaptive batching": ctx.closed(s)})
+    rows |= _running(server, lambda s: {"5b MLServer adaptive batching": ctx.closed(s, outputs=PROBA)})
     return rows
 
 
@@ -113,8 +116,21 @@ def ray(ctx: Context) -> Rows:
 
 
 def remote(ctx: Context) -> Rows:
-    """(7) the gateway forwarding to a remote V2 server, against the client calling it directly."""
-    raise NotRun("feature missing: the remote V2 backend")
+    """(7) the gateway forwarding to a remote V2 server, against the client calling it directly.
+    The remote server is the bare app of (1) (the fastest V2 server here, so forwarding's own cost
+    is what shows); the gateway serves it as a static endpoint (``--endpoint
+    fraud=v2+http://HOST:PORT/models/fraud``), no store."""
+    rows: Rows = {}
+    server = servers.bare(ctx.prepared.joblib_path, ctx.folder)
+    try:
+        rows["7a direct to the V2 server"] = ctx.closed(server)
+        base = server.url.removesuffix("/v2/models/fraud/infer")
+        extra = ["--endpoint", f"fraud=v2+{base}/models/fraud"]
+        forwarding = servers.gateway(None, ctx.prepared.registry_uri, ctx.folder, name="gateway-remote", extra=extra)
+        rows |= _running(forwarding, lambda s: {"7b via gateway to the V2 server": ctx.closed(s)})
+    finally:
+        server.stop()
+    return rows
 
 
 SETUPS: dict[str, Callable[[Context], Rows]] = {
