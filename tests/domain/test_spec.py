@@ -265,7 +265,7 @@ def test_bad_model_uri() -> None:
         (
             "spec.candidate (line 8)",
             "Value error, 's3://bucket/fraud' is not a model ref; write models:/NAME@ALIAS, models:/NAME/VERSION, "
-            "v2+http://HOST:PORT/models/NAME[/versions/V] or ray://APP/DEPLOYMENT",
+            "v2+http://HOST:PORT/models/NAME[/versions/V][?columns=A,B] or ray://APP/DEPLOYMENT",
         )
     ]
 

@@ -64,7 +64,7 @@ def test_invalid_example_is_refused_at_the_marked_lines() -> None:
         f"spec.traffic.steps[2].minRequest (line {marked[2]})",
     ]
     messages = [message for _where, message in caught.value.problems]
-    assert "is not a registry model URI" in messages[0]
+    assert "is not a model ref; write models:/NAME@ALIAS" in messages[0]
     assert messages[1] == "Value error, maxDuration must be at least minDuration"
     assert messages[2] == "Extra inputs are not permitted"
     assert str(caught.value).startswith("invalid rollout spec invalid-rollout.yaml:\n")

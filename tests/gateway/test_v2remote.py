@@ -146,7 +146,76 @@ def test_a_failing_remote_candidate_costs_the_client_nothing(
     counts = {variant: telemetry for _id, variant, telemetry in running.call(_changed(gateway))}
     assert counts[Variant.CANDIDATE].errors == 3 and counts[Variant.CANDIDATE].requests == 4
     assert counts[Variant.BASELINE].requests == 3 and counts[Variant.BASELINE].errors == 0
+    # the in-process baseline's CPU is measured; the awaited remote's is not charged with the loop's work
+    assert counts[Variant.BASELINE].cpu_ms > 0 and counts[Variant.CANDIDATE].cpu_ms == 0
 
 
 async def _changed(gateway: Gateway) -> Any:
     return gateway.recorder.changed()
+
+
+@pytest.fixture
+def matrix_server(pyfunc_backend: Any) -> Iterator[str]:
+    """A V2 server of Triton's and MLServer's sklearn kind: one 2-D input ``input-0: [-1, 3]``, answered
+    by the real model, on loopback."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route as HttpRoute
+
+    model = pyfunc_backend.load(ModelVersion(name="fraud", version="2"))
+    names = ("amount", "velocity", "age")
+
+    async def metadata(_request: Request) -> JSONResponse:
+        inputs = [{"name": "input-0", "datatype": "FP64", "shape": [-1, 3]}]
+        return JSONResponse({"name": "sk", "inputs": inputs, "outputs": [{"name": "predict", "shape": [-1, 2]}]})
+
+    async def infer(request: Request) -> JSONResponse:
+        tensor = (await request.json())["inputs"][0]
+        rows = [tensor["data"][i : i + 3] for i in range(0, len(tensor["data"]), 3)]
+        outputs = model.predict({name: [row[k] for row in rows] for k, name in enumerate(names)})
+        flat = [value for row in outputs for value in row]
+        return JSONResponse(
+            {"outputs": [{"name": "predict", "shape": [len(rows), 2], "datatype": "FP64", "data": flat}]}
+        )
+
+    app = Starlette(
+        routes=[HttpRoute("/v2/models/sk", metadata), HttpRoute("/v2/models/sk/infer", infer, methods=["POST"])]
+    )
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    try:
+        yield f"v2+http://127.0.0.1:{sock.getsockname()[1]}/models/sk"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def test_a_model_taking_one_2d_tensor_gets_the_named_columns_in_order(
+    matrix_server: str, direct: Any, mlflow_registry: Any
+) -> None:
+    with pytest.raises(BackendError, match=r"not one column; name its columns in order in the ref: \.\.\.\?columns="):
+        V2RemoteBackend().load(ModelVersion(name="sk", version="", ref=matrix_server))
+    ref = f"{matrix_server}?columns=amount,velocity,age"
+    version = remote_version(ref)
+    assert version is not None
+    model = V2RemoteBackend().load(version)
+    assert [column.name for column in model.columns or ()] == ["amount", "velocity", "age"]
+    rows = mlflow_registry.rows[:3]
+    shuffled = {name: [row[name] for row in rows] for name in ("age", "amount", "velocity")}  # another order
+    assert model.predict(shuffled) == direct.predict(_columns(rows))
+    with pytest.raises(RequestError, match="the model needs input 'velocity'"):
+        model.predict({"amount": [1.0], "age": [2.0]})
+    with pytest.raises(BackendError, match="names 2 columns of one 2-D input"):
+        V2RemoteBackend().load(ModelVersion(name="sk", version="", ref=f"{matrix_server}?columns=amount,age"))

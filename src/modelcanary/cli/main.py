@@ -96,6 +96,20 @@ def serve(workdir: str | None, store: str | None, registry: str | None, host: st
 @click.option("--port", default=8080, show_default=True, type=int)
 @click.option("--max-body-bytes", default=8 * 1024 * 1024, show_default=True, type=click.IntRange(1))
 @click.option("--max-rows", default=10_000, show_default=True, type=click.IntRange(1), help="rows per request")
+@click.option(
+    "--batch-max-size",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="batch concurrent requests to in-process models, up to this many rows per predict call (0: off)",
+)
+@click.option(
+    "--batch-max-wait-us",
+    default=500,
+    show_default=True,
+    type=click.IntRange(0),
+    help="how long (microseconds) a batch's first request waits for others",
+)
 @_errors_to_exit
 def gateway_command(
     workdir: str | None,
@@ -106,6 +120,8 @@ def gateway_command(
     port: int,
     max_body_bytes: int,
     max_rows: int,
+    batch_max_size: int,
+    batch_max_wait_us: int,
 ) -> None:
     """Run a gateway on its own: the data plane, with no controller. It serves each --endpoint,
     and, given a store (--store or --workdir), follows the store's routing table (rollouts take
@@ -133,9 +149,14 @@ def gateway_command(
     state_store = space.store() if given else None
     if state_store is None and not static:
         raise click.UsageError("give at least one --endpoint, or a store (--store or --workdir) to follow")
+    batching = None
+    if batch_max_size > 0:
+        from modelcanary.adapters.backends.batching import BatchSettings
+
+        batching = BatchSettings(max_batch_size=batch_max_size, max_wait_us=batch_max_wait_us)
     gateway = Gateway(
         routes=StaticRoutes(static, state_store),
-        backend=default_backend(),
+        backend=default_backend(batching=batching),
         telemetry=state_store,
         source=_holder(),
         max_body_bytes=max_body_bytes,

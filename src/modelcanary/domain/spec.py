@@ -43,11 +43,12 @@ _MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<ali
 # a model on a remote Open Inference Protocol server, optionally under a path prefix
 _V2_REF = re.compile(
     r"^v2\+(?P<scheme>https?)://(?P<host>[^/?#]+)(?P<prefix>(?:/[^/?#]+)*?)"
-    r"/models/(?P<name>[^/?#]+)(?:/versions/(?P<version>[^/?#]+))?$"
+    r"/models/(?P<name>[^/?#]+)(?:/versions/(?P<version>[^/?#]+))?(?:\?columns=(?P<columns>[\w.-]+(?:,[\w.-]+)*))?$"
 )
 _RAY_REF = re.compile(r"^ray://(?P<app>[^/?#]+)/(?P<deployment>[^/?#]+)$")
 MODEL_REF_FORMS = (
-    "models:/NAME@ALIAS, models:/NAME/VERSION, v2+http://HOST:PORT/models/NAME[/versions/V] or ray://APP/DEPLOYMENT"
+    "models:/NAME@ALIAS, models:/NAME/VERSION, v2+http://HOST:PORT/models/NAME[/versions/V][?columns=A,B] "
+    "or ray://APP/DEPLOYMENT"
 )
 
 
@@ -83,7 +84,7 @@ def parse_model_ref(ref: str) -> tuple[str, dict[str, str]]:
     """Which kind of model a ref names (``registry``, ``v2`` or ``ray``) and its parts.
 
     >>> parse_model_ref("v2+http://10.0.0.7:8000/models/fraud/versions/3")
-    ('v2', {'base': 'http://10.0.0.7:8000', 'name': 'fraud', 'version': '3'})
+    ('v2', {'base': 'http://10.0.0.7:8000', 'name': 'fraud', 'version': '3', 'columns': ''})
     >>> parse_model_ref("ray://fraud-app/FraudModel")
     ('ray', {'app': 'fraud-app', 'deployment': 'FraudModel'})
     """
@@ -92,7 +93,13 @@ def parse_model_ref(ref: str) -> tuple[str, dict[str, str]]:
         return "registry", {"name": name, "version": version or "", "alias": alias or ""}
     if match := _V2_REF.match(ref):
         base = f"{match['scheme']}://{match['host']}{match['prefix']}"
-        return "v2", {"base": base, "name": match["name"], "version": match["version"] or ""}
+        parts = {
+            "base": base,
+            "name": match["name"],
+            "version": match["version"] or "",
+            "columns": match["columns"] or "",
+        }
+        return "v2", parts
     if match := _RAY_REF.match(ref):
         return "ray", {"app": match["app"], "deployment": match["deployment"]}
     raise ValueError(f"{ref!r} is not a model ref; write {MODEL_REF_FORMS}")

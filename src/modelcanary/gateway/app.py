@@ -22,7 +22,7 @@ from modelcanary.domain.errors import ModelcanaryError, RequestError, UnknownEnd
 from modelcanary.domain.state import ModelVersion, Route
 from modelcanary.domain.telemetry import Variant
 from modelcanary.gateway import protocols, v2
-from modelcanary.gateway.calls import predict_async
+from modelcanary.gateway.calls import cpu_ms_since, predict_async
 from modelcanary.gateway.recorder import Recorder, parse_labels, score_of
 from modelcanary.gateway.router import choose
 from modelcanary.ports import Backend, Model, RouteSource, TelemetryStore
@@ -224,7 +224,7 @@ class Gateway:
                 raise RequestError("the model failed on this input", field="model", status=500) from exc
             if not isinstance(exc, RequestError):
                 log.warning("candidate model of %s failed: %r", route.endpoint, exc)
-            failed_ms, failed_cpu_ms = _ms_since(started), (time.thread_time() - cpu) * 1e3
+            failed_ms, failed_cpu_ms = _ms_since(started), cpu_ms_since(serving.model(variant), cpu)
             started, cpu = time.perf_counter(), time.thread_time()
             # The baseline answers. If it refuses the input too, the client sent it wrong: the
             # RequestError goes to the client and no variant is charged with an error.
@@ -238,7 +238,7 @@ class Gateway:
             variant,
             latency_ms=_ms_since(started),
             error=False,
-            cpu_ms=(time.thread_time() - cpu) * 1e3,
+            cpu_ms=cpu_ms_since(serving.model(variant), cpu),
             scores=[score_of(output) for output in outputs],
         )
         return variant, outputs, ids

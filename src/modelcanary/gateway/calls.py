@@ -10,6 +10,7 @@ an in-process model's few microseconds cost less than a thread hop.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from modelcanary.ports import Model
@@ -21,3 +22,12 @@ async def predict_async(model: Model, columns: dict[str, list[Any]]) -> list[Any
         outputs: list[Any] = await apredict(columns)
         return outputs
     return model.predict(columns)
+
+
+def cpu_ms_since(model: Model, cpu_start: float) -> float:
+    """The model's CPU cost on this thread since ``time.thread_time()`` was ``cpu_start``: measured for
+    a model that ran inline; 0.0 (not measured here) for an awaited one, whose work happens on another
+    thread or server while this thread serves other requests, which must not be charged to it."""
+    if getattr(model, "apredict", None) is not None:
+        return 0.0
+    return (time.thread_time() - cpu_start) * 1e3

@@ -10,10 +10,15 @@ modelcanary.domain.errors.BackendError: no backend for ray models (ray://app/m);
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from modelcanary.domain.errors import BackendError
 from modelcanary.domain.spec import parse_model_ref
 from modelcanary.domain.state import ModelVersion
 from modelcanary.ports import Backend, Model
+
+if TYPE_CHECKING:
+    from modelcanary.adapters.backends.batching import BatchSettings
 
 
 class RefBackend:
@@ -39,11 +44,15 @@ class RefBackend:
                 await aclose()
 
 
-def default_backend() -> RefBackend:
-    """Registry models in process, ``v2+http(s)://`` refs forwarded, ``ray://`` refs through Ray Serve
-    (each backend imports its client only when it loads a model)."""
+def default_backend(*, batching: BatchSettings | None = None) -> RefBackend:
+    """Registry models in process (batched, given ``batching``), ``v2+http(s)://`` refs forwarded,
+    ``ray://`` refs through Ray Serve (each backend imports its client only when it loads a model)."""
+    from modelcanary.adapters.backends.batching import BatchingBackend
     from modelcanary.adapters.backends.inprocess import InProcessBackend
     from modelcanary.adapters.backends.rayserve import RayServeBackend
     from modelcanary.adapters.backends.v2remote import V2RemoteBackend
 
-    return RefBackend({"registry": InProcessBackend(), "v2": V2RemoteBackend(), "ray": RayServeBackend()})
+    registry: Backend = InProcessBackend()
+    if batching is not None:
+        registry = BatchingBackend(registry, batching)
+    return RefBackend({"registry": registry, "v2": V2RemoteBackend(), "ray": RayServeBackend()})

@@ -1,6 +1,8 @@
 """Models served by a remote Open Inference Protocol (KServe V2) server: Triton, KServe, MLServer, or
 another modelcanary gateway. A model ref ``v2+http://HOST:PORT[/PREFIX]/models/NAME[/versions/V]``
-names one.
+names one; a model that takes one 2-D tensor (Triton's and MLServer's sklearn models, ``input-0:
+[-1, 3]``) is named with its columns in order, ``...?columns=amount,velocity,age``, and gets one
+``[rows, 3]`` tensor in that order whatever order the client sent them in.
 
 Forwarding is the gateway's hot path, so it goes through one pooled keep-alive ``aiohttp`` session per
 backend (MEASUREMENTS.md: httpx's AsyncClient forwarded ~9x slower on the same two hops), awaited on
@@ -67,23 +69,46 @@ def outputs_of(response: Any, where: str) -> list[Any]:
     return [data[offset : offset + width] for offset in range(0, len(data), width)]
 
 
+def matrix(columns: dict[str, list[Any]], order: tuple[Column, ...], name: str, datatype: str) -> list[dict[str, Any]]:
+    """One ``[rows, columns]`` tensor, its columns in ``order`` (for a model that takes one 2-D input).
+
+    >>> matrix({"b": [2, 4], "a": [1, 3]}, (Column("a", "double"), Column("b", "double")), "input-0", "FP64")
+    [{'name': 'input-0', 'shape': [2, 2], 'datatype': 'FP64', 'data': [1, 2, 3, 4]}]
+    """
+    try:
+        picked = [columns[column.name] for column in order]
+    except KeyError as exc:
+        raise RequestError(f"the model needs input {exc.args[0]!r}", field="inputs") from exc
+    rows = len(picked[0]) if picked else 0
+    data = [value for row in zip(*picked, strict=True) for value in row]
+    return [{"name": name, "shape": [rows, len(order)], "datatype": datatype, "data": data}]
+
+
 class V2RemoteModel:
-    def __init__(self, backend: V2RemoteBackend, ref: str, url: str, metadata: dict[str, Any]) -> None:
+    def __init__(
+        self, backend: V2RemoteBackend, ref: str, url: str, metadata: dict[str, Any], *, matrix_columns: list[str]
+    ) -> None:
         self._backend = backend
         self.ref = ref
         self.url = url
         inputs = metadata.get("inputs") or []
-        self.columns: tuple[Column, ...] | None = (
-            tuple(
-                Column(name=tensor["name"], type=SIGNATURE_TYPES.get(tensor.get("datatype"), "string"))
-                for tensor in inputs
-            )
-            or None
-        )
+        self._matrix: tuple[str, str] | None = None  # (input name, datatype) when it takes one 2-D tensor
+        self.columns: tuple[Column, ...] | None
+        if matrix_columns:
+            name = inputs[0]["name"] if len(inputs) == 1 else "input-0"
+            datatype = inputs[0].get("datatype", "FP64") if len(inputs) == 1 else "FP64"
+            self._matrix = (name, datatype)
+            kind = SIGNATURE_TYPES.get(datatype, "string")
+            self.columns = tuple(Column(name=column, type=kind) for column in matrix_columns)
+        else:
+            signature = [(t["name"], SIGNATURE_TYPES.get(t.get("datatype"), "string")) for t in inputs]
+            self.columns = tuple(Column(name=n, type=kind) for n, kind in signature) or None
         outputs = metadata.get("outputs") or []
         self.output_shape: list[int] | None = list(outputs[0]["shape"]) if len(outputs) == 1 else None
 
     def _body(self, columns: dict[str, list[Any]]) -> bytes:
+        if self._matrix is not None and self.columns is not None:
+            return orjson.dumps({"inputs": matrix(columns, self.columns, *self._matrix)})
         return orjson.dumps({"inputs": columnar(columns, self.columns)})
 
     def _outputs(self, status: int, raw: bytes) -> list[Any]:
@@ -174,11 +199,19 @@ class V2RemoteBackend:
             raise BackendError(f"{version.uri}: the server answered {exc.code} for {path}") from exc
         except (urllib.error.URLError, TimeoutError, orjson.JSONDecodeError) as exc:
             raise BackendError(f"{version.uri}: no model metadata at {path}: {exc}") from exc
-        for index, tensor in enumerate(metadata.get("inputs") or []):
+        matrix_columns = parts["columns"].split(",") if parts["columns"] else []
+        inputs = metadata.get("inputs") or []
+        for index, tensor in enumerate(inputs):
             shape = tensor.get("shape") or []
-            if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
+            if matrix_columns:
+                if len(inputs) > 1 or len(shape) != 2 or shape[1] not in (-1, len(matrix_columns)):
+                    raise BackendError(
+                        f"{version.uri}: ?columns= names {len(matrix_columns)} columns of one 2-D input, but the "
+                        f"model's inputs are {[(t.get('name'), t.get('shape')) for t in inputs]}"
+                    )
+            elif len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
                 raise BackendError(
                     f"{version.uri}: input {index} ({tensor.get('name')!r}, shape {shape}) is not one column; "
-                    "only models with one 1-D input per column can be forwarded to"
+                    "name its columns in order in the ref: ...?columns=A,B,C"
                 )
-        return V2RemoteModel(self, version.uri, f"{path}/infer", metadata)
+        return V2RemoteModel(self, version.uri, f"{path}/infer", metadata, matrix_columns=matrix_columns)

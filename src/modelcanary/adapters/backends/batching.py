@@ -1,0 +1,176 @@
+"""Dynamic batching for in-process models: concurrent requests to one model (one variant) are
+grouped into one ``predict`` call, and each gets its own rows back.
+
+A batch leaves when it holds ``max_batch_size`` rows, or ``max_wait_us`` after its first request
+arrived, whichever comes first; and one batch runs at a time, on a worker thread of its own, so
+while it runs the event loop keeps parsing requests and the next batch fills up (under load
+batches grow by themselves, with no wait added). A request bigger than ``max_batch_size`` runs alone.
+
+When a batch fails, each of its requests is retried alone: the one whose input broke the batch gets
+its own error, and the others their answers. (A model that fails on everything therefore runs
+twice per request; its failures are the candidate-failure path's business.)
+
+>>> import asyncio
+>>> from modelcanary.adapters.testing import FunctionModel
+>>> calls = []
+>>> def double(columns):
+...     calls.append(len(columns["x"]))
+...     return [2 * x for x in columns["x"]]
+>>> model = BatchingModel(FunctionModel(double), BatchSettings(max_batch_size=8, max_wait_us=1000))
+>>> async def three():
+...     return await asyncio.gather(*(model.apredict({"x": [i, i]}) for i in range(3)))
+>>> asyncio.run(three()), calls
+([[0, 0], [2, 2], [4, 4]], [6])
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from modelcanary.domain.state import ModelVersion
+from modelcanary.ports import Backend, Column, Model
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchSettings:
+    max_batch_size: int = 64  # rows per predict call
+    max_wait_us: int = 500  # how long the first request of a batch waits for company
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1 or self.max_wait_us < 0:
+            raise ValueError(f"batching needs max_batch_size >= 1 and max_wait_us >= 0, got {self}")
+
+
+@dataclass(slots=True)
+class _Waiting:
+    columns: dict[str, list[Any]]
+    rows: int
+    future: asyncio.Future[list[Any]]
+
+
+class BatchingModel:
+    def __init__(self, model: Model, settings: BatchSettings) -> None:
+        self.model = model
+        self.settings = settings
+        self.columns: tuple[Column, ...] | None = model.columns
+        self.output_shape: list[int] | None = getattr(model, "output_shape", None)
+        self._pending: deque[_Waiting] = deque()
+        self._rows = 0
+        self._due = False  # the oldest waiting request has waited long enough, or a batch is full
+        self._running = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelcanary-batch")
+        # counters, for tests and telemetry
+        self.batches = 0
+        self.batched_requests = 0
+        self.retried_alone = 0
+
+    def predict(self, columns: dict[str, list[Any]]) -> list[Any]:
+        return self.model.predict(columns)
+
+    async def apredict(self, columns: dict[str, list[Any]]) -> list[Any]:
+        loop = asyncio.get_running_loop()
+        waiting = _Waiting(columns, len(next(iter(columns.values()), [])), loop.create_future())
+        self._pending.append(waiting)
+        self._rows += waiting.rows
+        if self._rows >= self.settings.max_batch_size:
+            self._due = True
+        if self._due:
+            self._submit()
+        elif self._timer is None:
+            self._timer = loop.call_later(self.settings.max_wait_us / 1e6, self._expire)
+        return await waiting.future
+
+    def _expire(self) -> None:
+        self._timer = None
+        self._due = True
+        self._submit()
+
+    def _submit(self) -> None:
+        """Start the next batch if none is running; what is left waits for the running one."""
+        if self._running or not self._pending:
+            return
+        batch: list[_Waiting] = []
+        rows = 0
+        while self._pending and (not batch or rows + self._pending[0].rows <= self.settings.max_batch_size):
+            waiting = self._pending.popleft()
+            batch.append(waiting)
+            rows += waiting.rows
+        self._rows -= rows
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._due = self._rows >= self.settings.max_batch_size
+        if self._pending and not self._due:
+            self._timer = asyncio.get_running_loop().call_later(self.settings.max_wait_us / 1e6, self._expire)
+        self._running = True
+        task = asyncio.ensure_future(self._run(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, batch: list[_Waiting]) -> None:
+        try:
+            groups: dict[frozenset[str], list[_Waiting]] = {}
+            for waiting in batch:  # requests with other columns cannot share a frame
+                groups.setdefault(frozenset(waiting.columns), []).append(waiting)
+            for group in groups.values():
+                await self._predict_group(group)
+        finally:
+            self._running = False
+            if self._due or (self._pending and self._timer is None):
+                self._submit()
+
+    async def _call(self, columns: dict[str, list[Any]]) -> list[Any]:
+        return await asyncio.get_running_loop().run_in_executor(self._worker, self.model.predict, columns)
+
+    async def _predict_group(self, group: list[_Waiting]) -> None:
+        self.batches += 1
+        self.batched_requests += len(group)
+        if len(group) == 1:
+            await self._alone(group[0])
+            return
+        merged: dict[str, list[Any]] = {name: [] for name in group[0].columns}
+        for waiting in group:
+            for name, values in waiting.columns.items():
+                merged[name].extend(values)
+        try:
+            outputs = await self._call(merged)
+            if len(outputs) != sum(waiting.rows for waiting in group):
+                raise ValueError(f"{len(outputs)} outputs for {sum(w.rows for w in group)} rows")
+        except Exception:
+            self.retried_alone += len(group)
+            for waiting in group:
+                await self._alone(waiting)
+            return
+        offset = 0
+        for waiting in group:
+            if not waiting.future.done():  # the client may have gone
+                waiting.future.set_result(outputs[offset : offset + waiting.rows])
+            offset += waiting.rows
+
+    async def _alone(self, waiting: _Waiting) -> None:
+        try:
+            outputs = await self._call(waiting.columns)
+        except Exception as exc:
+            if not waiting.future.done():
+                waiting.future.set_exception(exc)
+            return
+        if not waiting.future.done():
+            waiting.future.set_result(outputs)
+
+
+class BatchingBackend:
+    """Wraps every model another backend loads in its own ``BatchingModel`` (so batches are per
+    variant: a baseline and a candidate never share one)."""
+
+    def __init__(self, inner: Backend, settings: BatchSettings) -> None:
+        self.inner = inner
+        self.settings = settings
+
+    def load(self, version: ModelVersion) -> BatchingModel:
+        return BatchingModel(self.inner.load(version), self.settings)
