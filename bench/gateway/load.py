@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.gateway.model import STICKY_HEADER
+from bench.gateway import STICKY_HEADER
 
 LUA = """\
 local bodies = {BODIES}

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.gateway import STICKY_HEADER
 from modelcanary.sim.fraud import BASELINE_FEATURES, make_transactions
 
 MODEL_NAME = "fraud"
-STICKY_HEADER = "x-user-id"
 ROLLOUT_SPEC = """\
 apiVersion: modelcanary/v1
 kind: Rollout
@@ -26,14 +26,14 @@ spec:
   baseline: models:/fraud@champion
   candidate: models:/fraud@challenger
   traffic:
-    stickyKey: {header: x-user-id}
+    stickyKey: {header: STICKY}
     steps:
       - {weight: 50, minRequests: 100, minDuration: 10h, maxDuration: 20h}
       - {weight: 100, minRequests: 100, minDuration: 10h, maxDuration: 20h}
   analysis:
     metrics:
       - {kind: error_rate, margin: 0.5}
-"""
+""".replace("STICKY", STICKY_HEADER)
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,12 @@ def _register(model: object, rows: np.ndarray, registry_uri: str, artifacts: Pat
     client.set_registered_model_alias(MODEL_NAME, "challenger", "2")
 
 
-def _start_rollout(store_url: str, registry_uri: str) -> None:
+SHADOW_SPEC = ROLLOUT_SPEC.replace(
+    "    stickyKey: {header: x-user-id}\n", "    stickyKey: {header: x-user-id}\n    shadow: {sample: 1.0}\n"
+)
+
+
+def _start_rollout(store_url: str, registry_uri: str, spec: str = ROLLOUT_SPEC) -> None:
     """A rollout at 50% candidate with sticky keys, as the controller leaves it after one tick."""
     from modelcanary.adapters.registry.mlflow import MlflowRegistry
     from modelcanary.adapters.store.sql import SqlStore
@@ -115,9 +120,17 @@ def _start_rollout(store_url: str, registry_uri: str) -> None:
     from modelcanary.controller.operations import start_rollout
 
     store, registry = SqlStore(store_url), MlflowRegistry(registry_uri)
-    start_rollout(store, registry, ROLLOUT_SPEC, source="bench", actor="bench")
+    start_rollout(store, registry, spec, source="bench", actor="bench")
     Controller(store=store, registry=registry, holder="bench").tick()
     [route] = store.routes().values()
     if route.weight != 50:
         raise RuntimeError(f"the rollout is at {route.weight}% candidate, not 50%")
     store.close()
+
+
+if __name__ == "__main__":
+    # python -m bench.gateway.model STORE_URL REGISTRY_URI [shadow]: a rollout in a fresh store, made
+    # by whichever modelcanary is first on PYTHONPATH (setup 3 may run another branch's gateway)
+    import sys
+
+    _start_rollout(sys.argv[1], sys.argv[2], SHADOW_SPEC if sys.argv[3:] == ["shadow"] else ROLLOUT_SPEC)

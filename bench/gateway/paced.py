@@ -16,7 +16,7 @@ import time
 
 import aiohttp
 
-from bench.gateway.model import STICKY_HEADER
+from bench.gateway import STICKY_HEADER
 
 
 async def run(url: str, rate: float, seconds: float, connections: int, payloads: list[bytes]) -> dict[str, float]:

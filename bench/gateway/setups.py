@@ -4,6 +4,9 @@ them and stops them, returning one or more measured rows; one that cannot run he
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +25,10 @@ class Context:
     connections: int
     warmup_s: float
     install: bool  # may a missing server venv be made now?
+    shadow_ref: str | None = None  # run setup 3's gateway from this git ref (a branch not merged here)
     bare_rps: list[float] = field(default_factory=list)  # setup (1)'s throughput, each round so far
+    gateway_rps: list[float] = field(default_factory=list)  # setup (2)'s
+    notes: dict[str, str] = field(default_factory=dict)  # label -> how it was run, for the record
 
     def script(self, path: str = "/v2/models/fraud/infer", outputs: list[str] | None = None) -> Path:
         return lua_script(path, bodies(self.prepared.rows, outputs=outputs), self.folder)
@@ -46,6 +52,7 @@ class Context:
 
 
 Rows = dict[str, Load]  # row label -> what was measured
+BATCHING = ["--batch-max-size", "64", "--batch-max-wait-us", "500"]
 PROBA = ["predict_proba"]  # MLServer's sklearn runtime returns labels unless asked for this
 
 
@@ -78,21 +85,57 @@ def _gateway(ctx: Context, *, name: str = "gateway", extra: list[str] | None = N
 
 def gateway(ctx: Context) -> Rows:
     """(2) ``modelcanary gateway`` following a store with a rollout at 50%, sticky keys, telemetry on."""
-    return _running(_gateway(ctx), lambda s: {"2 gateway 50/50 sticky": ctx.closed(s)})
+    rows = _running(_gateway(ctx), lambda s: {"2 gateway 50/50 sticky": ctx.closed(s)})
+    ctx.gateway_rps.append(rows["2 gateway 50/50 sticky"].rps)
+    return rows
 
 
 def shadow(ctx: Context) -> Rows:
-    """(3) (2) with a 100% shadow lane, and (2) alone, both at a fixed offered load of half (1)'s
-    throughput (this round's), open loop."""
+    """(3) (2) with a 100% shadow lane, and (2) alone, both at one fixed offered load, open loop:
+    half (1)'s throughput this round, or half (2)'s if the gateway cannot carry that (then both
+    would only queue, and their p99 would be the queue's, not the shadow lane's cost)."""
     if not ctx.bare_rps:
         raise NotRun("needs setup 1's throughput first")
     rate = ctx.bare_rps[-1] / 2
-    raise NotRun(f"feature missing: the shadow lane (would run at {rate:.0f} req/s)")
+    why = "half of (1)'s throughput"
+    if ctx.gateway_rps and ctx.gateway_rps[-1] < rate:
+        rate, why = ctx.gateway_rps[-1] / 2, "half of (2)'s throughput: half of (1)'s is more than the gateway carries"
+    for label in ("3a gateway 50/50, paced", "3b + 100% shadow lane, paced"):
+        ctx.notes[label] = f"offered {why}"
+    source = servers.branch_source(ctx.shadow_ref, ctx.folder) if ctx.shadow_ref else None
+    stores = _shadow_stores(ctx, source)
+    rows: Rows = {}
+    for label, store_url in (("3a gateway 50/50, paced", stores[0]), ("3b + 100% shadow lane, paced", stores[1])):
+        name = "gateway-" + label[:2]
+        server = servers.gateway(store_url, ctx.prepared.registry_uri, ctx.folder, name=name, source=source)
+        rows |= _running(server, lambda s, label=label: {label: ctx.open(s, rate)})  # type: ignore[misc]
+    return rows
+
+
+def _shadow_stores(ctx: Context, source: Path | None) -> tuple[str, str]:
+    """Two fresh stores (made once) by the modelcanary that setup 3 runs: a rollout at 50%, and the
+    same with ``shadow: {sample: 1.0}``."""
+    urls = (f"sqlite:///{ctx.folder / 'shadow-off.db'}", f"sqlite:///{ctx.folder / 'shadow-on.db'}")
+    if not (ctx.folder / "shadow-on.db").exists():
+        env = {**os.environ, "PYTHONPATH": servers.python_path(source)}
+        for url, extra in zip(urls, ([], ["shadow"]), strict=True):
+            command = [sys.executable, "-m", "bench.gateway.model", url, ctx.prepared.registry_uri, *extra]
+            done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=servers.ROOT, check=False)
+            if done.returncode != 0:
+                tail = done.stderr.strip()[-600:]
+                raise NotRun(f"feature missing: cannot start a rollout with a shadow lane here ({tail})")
+    return urls
 
 
 def batching(ctx: Context) -> Rows:
-    """(4) dynamic batching against none, at 64 connections."""
-    raise NotRun("feature missing: dynamic batching")
+    """(4) dynamic batching against none, at 64 connections: the gateway of (2), then the same with
+    ``--batch-max-size 64 --batch-max-wait-us 500``."""
+    rows: Rows = {}
+    for label, extra in (("4a gateway unbatched, 64 conns", []), ("4b gateway batched, 64 conns", BATCHING)):
+        rows |= _running(
+            _gateway(ctx, name=label[:2], extra=extra), lambda s, label=label: {label: ctx.closed(s, connections=64)}
+        )  # type: ignore[misc]
+    return rows
 
 
 def mlserver(ctx: Context) -> Rows:
