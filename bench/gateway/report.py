@@ -1,0 +1,105 @@
+"""Medians over rounds, ratios to setup (1), the goals of issue 4 (reported, never asserted), and
+the table and JSON record."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from bench.gateway.load import Load
+
+BARE = "1 bare uvicorn + model"
+
+
+def summarise(measured: dict[str, list[Load]]) -> list[dict[str, Any]]:
+    """One row per label: the median of each figure over the rounds, and the ratios to (1)."""
+    rows = []
+    for label, loads in measured.items():
+        generator = [load.generator_cpu_s / load.seconds for load in loads]
+        row: dict[str, Any] = {
+            "setup": label,
+            "rounds": len(loads),
+            "rps": statistics.median(load.rps for load in loads),
+            "p50_ms": statistics.median(load.p50_ms for load in loads),
+            "p99_ms": statistics.median(load.p99_ms for load in loads),
+            "errors": sum(load.errors for load in loads),
+            "generator_cpu_share": statistics.median(generator),  # of one core
+            "offered_rps": loads[0].offered_rps,
+            "each_round": [load.to_json() for load in loads],
+        }
+        rows.append(row)
+    bare = next((row for row in rows if row["setup"] == BARE), None)
+    for row in rows:
+        row["rps_vs_bare"] = row["rps"] / bare["rps"] if bare else None
+        row["p50_ms_minus_bare"] = row["p50_ms"] - bare["p50_ms"] if bare else None
+    return rows
+
+
+def _find(rows: list[dict[str, Any]], prefix: str) -> dict[str, Any] | None:
+    return next((row for row in rows if row["setup"].startswith(prefix)), None)
+
+
+def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each goal of issue 4 with the measured value, or why it could not be judged."""
+
+    def ratio(a: str, b: str, key: str = "rps") -> float | None:
+        x, y = _find(rows, a), _find(rows, b)
+        if not x or not y or not y[key] or x["errors"] or y["errors"]:
+            return None  # a row with failed requests says nothing about speed
+        return float(x[key] / y[key])
+
+    gateway, bare = _find(rows, "2 "), _find(rows, "1 ")
+    checks = [
+        ("(2) >= 0.9x (1) throughput", ratio("2 ", "1 "), lambda v: v >= 0.9, "{:.2f}x"),
+        (
+            "(2) p50 within +0.5 ms of (1)",
+            gateway["p50_ms"] - bare["p50_ms"] if gateway and bare else None,
+            lambda v: v <= 0.5,
+            "{:+.2f} ms",
+        ),
+        ("(2) >= 3x MLServer", ratio("2 ", "5 "), lambda v: v >= 3, "{:.2f}x"),
+        ("(2) >= 10x Ray Serve", ratio("2 ", "6 "), lambda v: v >= 10, "{:.1f}x"),
+        (
+            "(3) live p99 within +10% of (2) at the same load",
+            ratio("3b", "3a", "p99_ms"),
+            lambda v: v <= 1.1,
+            "{:.2f}x",
+        ),
+        ("(4) batching >= 2x unbatched", ratio("4b", "4a"), lambda v: v >= 2, "{:.2f}x"),
+        ("(7) via gateway >= 0.9x direct", ratio("7b", "7a"), lambda v: v >= 0.9, "{:.2f}x"),
+    ]
+    return [
+        {
+            "goal": goal,
+            "value": value,
+            "shown": fmt.format(value) if value is not None else "not measured (or requests failed)",
+            "met": ok(value) if value is not None else None,
+        }
+        for goal, value, ok, fmt in checks
+    ]
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "" if value is None else fmt.format(value)
+
+
+def markdown(rows: list[dict[str, Any]], not_run: dict[str, str], checks: list[dict[str, Any]], setting: str) -> str:
+    out = [
+        f"{setting}\n",
+        "| setup | req/s | p50 ms | p99 ms | req/s ÷ (1) | p50 - (1) ms | errors | load gen CPU |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for row in rows:
+        offered = f" (offered {row['offered_rps']:.0f}/s)" if row["offered_rps"] else ""
+        out.append(
+            f"| {row['setup']}{offered} | {row['rps']:,.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
+            f"{_num(row['rps_vs_bare'], '{:.2f}')} | {_num(row['p50_ms_minus_bare'], '{:+.2f}')} | {row['errors']} | "
+            f"{row['generator_cpu_share']:.0%} |"
+        )
+    for key, why in not_run.items():
+        out.append(f"| ({key}) not run: {why} | | | | | | | |")
+    out += ["", "| goal (issue 4) | measured | met |", "|---|--:|:-:|"]
+    for check in checks:
+        met = {True: "yes", False: "**no**", None: "-"}[check["met"]]
+        out.append(f"| {check['goal']} | {check['shown']} | {met} |")
+    return "\n".join(out) + "\n"

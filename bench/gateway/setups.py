@@ -1,0 +1,188 @@
+"""The setups, one small function each. A setup starts its server(s), warms them, puts load on
+them and stops them, returning one or more measured rows; one that cannot run here raises
+``NotRun`` with the reason, which the table shows in place of figures."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.gateway import servers
+from bench.gateway.load import Load, bodies, lua_script, paced, wrk
+from bench.gateway.model import Prepared
+from bench.gateway.servers import NotRun, Server
+
+
+@dataclass
+class Context:
+    prepared: Prepared
+    folder: Path
+    seconds: float
+    connections: int
+    warmup_s: float
+    install: bool  # may a missing server venv be made now?
+    shadow_ref: str | None = None  # run setup 3's gateway from this git ref (a branch not merged here)
+    bare_rps: list[float] = field(default_factory=list)  # setup (1)'s throughput, each round so far
+    gateway_rps: list[float] = field(default_factory=list)  # setup (2)'s
+    notes: dict[str, str] = field(default_factory=dict)  # label -> how it was run, for the record
+
+    def script(self, path: str = "/v2/models/fraud/infer", outputs: list[str] | None = None) -> Path:
+        return lua_script(path, bodies(self.prepared.rows, outputs=outputs), self.folder)
+
+    def closed(self, server: Server, *, connections: int | None = None, outputs: list[str] | None = None) -> Load:
+        """Warm up, then the measured wrk run."""
+        script = self.script(outputs=outputs)
+        if self.warmup_s > 0:
+            wrk(server.url, script, connections=connections or self.connections, seconds=self.warmup_s)
+        return wrk(server.url, script, connections=connections or self.connections, seconds=self.seconds)
+
+    def open(self, server: Server, rate: float) -> Load:
+        payloads = bodies(self.prepared.rows)
+        if self.warmup_s > 0:
+            paced(
+                server.url, payloads, rate=rate, seconds=self.warmup_s, connections=self.connections, folder=self.folder
+            )
+        return paced(
+            server.url, payloads, rate=rate, seconds=self.seconds, connections=self.connections, folder=self.folder
+        )
+
+
+Rows = dict[str, Load]  # row label -> what was measured
+BATCHING = ["--batch-max-size", "64", "--batch-max-wait-us", "500"]
+PROBA = ["predict_proba"]  # MLServer's sklearn runtime returns labels unless asked for this
+
+
+def _running(server: Server, measure: Callable[[Server], Rows]) -> Rows:
+    try:
+        return measure(server)
+    finally:
+        server.stop()
+
+
+def hello(ctx: Context) -> Rows:
+    """(0) the same uvicorn app answering a constant: how far the load generator and the HTTP
+    stack go on this machine, so that no figure below is the generator's limit."""
+    server = servers.bare(ctx.prepared.joblib_path, ctx.folder, hello=True)
+    return _running(server, lambda s: {"0 ceiling: uvicorn hello, no model": ctx.closed(s)})
+
+
+def bare(ctx: Context) -> Rows:
+    """(1) the bare uvicorn app calling the model."""
+    rows = _running(
+        servers.bare(ctx.prepared.joblib_path, ctx.folder), lambda s: {"1 bare uvicorn + model": ctx.closed(s)}
+    )
+    ctx.bare_rps.append(rows["1 bare uvicorn + model"].rps)
+    return rows
+
+
+def _gateway(ctx: Context, *, name: str = "gateway", extra: list[str] | None = None) -> Server:
+    return servers.gateway(ctx.prepared.store_url, ctx.prepared.registry_uri, ctx.folder, name=name, extra=extra)
+
+
+def gateway(ctx: Context) -> Rows:
+    """(2) ``modelcanary gateway`` following a store with a rollout at 50%, sticky keys, telemetry on."""
+    rows = _running(_gateway(ctx), lambda s: {"2 gateway 50/50 sticky": ctx.closed(s)})
+    ctx.gateway_rps.append(rows["2 gateway 50/50 sticky"].rps)
+    return rows
+
+
+def shadow(ctx: Context) -> Rows:
+    """(3) (2) with a 100% shadow lane, and (2) alone, both at one fixed offered load, open loop:
+    half (1)'s throughput this round, or half (2)'s if the gateway cannot carry that (then both
+    would only queue, and their p99 would be the queue's, not the shadow lane's cost)."""
+    if not ctx.bare_rps:
+        raise NotRun("needs setup 1's throughput first")
+    rate = ctx.bare_rps[-1] / 2
+    why = "half of (1)'s throughput"
+    if ctx.gateway_rps and ctx.gateway_rps[-1] < rate:
+        rate, why = ctx.gateway_rps[-1] / 2, "half of (2)'s throughput: half of (1)'s is more than the gateway carries"
+    for label in ("3a gateway 50/50, paced", "3b + 100% shadow lane, paced"):
+        ctx.notes[label] = f"offered {why}"
+    source = servers.branch_source(ctx.shadow_ref, ctx.folder) if ctx.shadow_ref else None
+    stores = _shadow_stores(ctx, source)
+    rows: Rows = {}
+    for label, store_url in (("3a gateway 50/50, paced", stores[0]), ("3b + 100% shadow lane, paced", stores[1])):
+        name = "gateway-" + label[:2]
+        server = servers.gateway(store_url, ctx.prepared.registry_uri, ctx.folder, name=name, source=source)
+        rows |= _running(server, lambda s, label=label: {label: ctx.open(s, rate)})  # type: ignore[misc]
+    return rows
+
+
+def _shadow_stores(ctx: Context, source: Path | None) -> tuple[str, str]:
+    """Two fresh stores (made once) by the modelcanary that setup 3 runs: a rollout at 50%, and the
+    same with ``shadow: {sample: 1.0}``."""
+    urls = (f"sqlite:///{ctx.folder / 'shadow-off.db'}", f"sqlite:///{ctx.folder / 'shadow-on.db'}")
+    if not (ctx.folder / "shadow-on.db").exists():
+        env = {**os.environ, "PYTHONPATH": servers.python_path(source)}
+        for url, extra in zip(urls, ([], ["shadow"]), strict=True):
+            command = [sys.executable, "-m", "bench.gateway.model", url, ctx.prepared.registry_uri, *extra]
+            done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=servers.ROOT, check=False)
+            if done.returncode != 0:
+                tail = done.stderr.strip()[-600:]
+                raise NotRun(f"feature missing: cannot start a rollout with a shadow lane here ({tail})")
+    return urls
+
+
+def batching(ctx: Context) -> Rows:
+    """(4) dynamic batching against none, at 64 connections: the gateway of (2), then the same with
+    ``--batch-max-size 64 --batch-max-wait-us 500``."""
+    rows: Rows = {}
+    for label, extra in (("4a gateway unbatched, 64 conns", []), ("4b gateway batched, 64 conns", BATCHING)):
+        rows |= _running(
+            _gateway(ctx, name=label[:2], extra=extra), lambda s, label=label: {label: ctx.closed(s, connections=64)}
+        )  # type: ignore[misc]
+    return rows
+
+
+def mlserver(ctx: Context) -> Rows:
+    """(5) MLServer 1.7, sklearn runtime, V2; with and without its adaptive batching."""
+    rows: Rows = {}
+    path = ctx.prepared.joblib_path
+    rows |= _running(
+        servers.mlserver(path, ctx.folder, install=ctx.install), lambda s: {"5 MLServer": ctx.closed(s, outputs=PROBA)}
+    )
+    server = servers.mlserver(path, ctx.folder, install=ctx.install, adaptive_batching=True)
+    rows |= _running(server, lambda s: {"5b MLServer adaptive batching": ctx.closed(s, outputs=PROBA)})
+    return rows
+
+
+def ray(ctx: Context) -> Rows:
+    """(6) Ray Serve, default settings."""
+    return _running(
+        servers.ray_serve(ctx.prepared.joblib_path, ctx.folder, install=ctx.install),
+        lambda s: {"6 Ray Serve": ctx.closed(s)},
+    )
+
+
+def remote(ctx: Context) -> Rows:
+    """(7) the gateway forwarding to a remote V2 server, against the client calling it directly.
+    The remote server is the bare app of (1) (the fastest V2 server here, so forwarding's own cost
+    is what shows); the gateway serves it as a static endpoint (``--endpoint
+    fraud=v2+http://HOST:PORT/models/fraud``), no store."""
+    rows: Rows = {}
+    server = servers.bare(ctx.prepared.joblib_path, ctx.folder)
+    try:
+        rows["7a direct to the V2 server"] = ctx.closed(server)
+        base = server.url.removesuffix("/v2/models/fraud/infer")
+        extra = ["--endpoint", f"fraud=v2+{base}/models/fraud"]
+        forwarding = servers.gateway(None, ctx.prepared.registry_uri, ctx.folder, name="gateway-remote", extra=extra)
+        rows |= _running(forwarding, lambda s: {"7b via gateway to the V2 server": ctx.closed(s)})
+    finally:
+        server.stop()
+    return rows
+
+
+SETUPS: dict[str, Callable[[Context], Rows]] = {
+    "0": hello,
+    "1": bare,
+    "2": gateway,
+    "3": shadow,
+    "4": batching,
+    "5": mlserver,
+    "6": ray,
+    "7": remote,
+}

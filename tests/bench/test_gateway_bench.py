@@ -1,0 +1,52 @@
+"""Smoke test of ``python -m bench.gateway`` for about a second a setup, on setups 1 (bare uvicorn
++ model) and 2 (``modelcanary gateway`` with a rollout at 50%): real servers, real wrk, and the
+table and JSON record have their shape. Figures come from the benchmark run, never from here."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # bench/ is a top-level package beside src/, not an installed one
+    sys.path.insert(0, str(ROOT))
+
+from bench.gateway.__main__ import main  # noqa: E402
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)"),
+]
+
+
+def test_setups_1_and_2_print_and_write_their_rows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "record.json"
+    args = ["--setups", "1,2,3", "--rounds", "1", "--seconds", "1", "--warmup", "0", "--connections", "4"]
+    assert main([*args, "--json", str(out), "--markdown", str(tmp_path / "t.md"), "--results-dir", str(tmp_path)]) == 0
+
+    record = json.loads(out.read_text())
+    rows = {row["setup"]: row for row in record["rows"]}
+    assert sorted(rows) == ["1 bare uvicorn + model", "2 gateway 50/50 sticky"]
+    for row in rows.values():
+        assert row["rps"] > 0 and row["p99_ms"] >= row["p50_ms"] > 0
+        assert row["errors"] == 0  # every request answered 200
+        assert row["rounds"] == 1 and len(row["each_round"]) == 1
+    assert rows["1 bare uvicorn + model"]["rps_vs_bare"] == 1.0
+    assert rows["2 gateway 50/50 sticky"]["rps_vs_bare"] == pytest.approx(
+        rows["2 gateway 50/50 sticky"]["rps"] / rows["1 bare uvicorn + model"]["rps"]
+    )
+    # a setup that cannot run says why instead of showing figures
+    assert "3" in record["not_run"] and record["not_run"]["3"]
+    goals = {goal["goal"]: goal for goal in record["goals"]}
+    assert goals["(2) >= 0.9x (1) throughput"]["value"] is not None
+    assert goals["(2) >= 3x MLServer"]["met"] is None  # not measured in this run
+
+    table = capsys.readouterr().out
+    assert "| 1 bare uvicorn + model | " in table and "| 2 gateway 50/50 sticky | " in table
+    assert "(3) not run: " in table
+    assert (tmp_path / "t.md").read_text().strip() == table.strip()
+    assert list(tmp_path.glob("gateway-*.json")) and list(tmp_path.glob("gateway-*.md"))
