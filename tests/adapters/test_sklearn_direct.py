@@ -1,0 +1,162 @@
+"""The sklearn direct path of ``PyfuncModel`` gives the generic pyfunc's outputs, bit for bit."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from modelcanary.adapters.backends.inprocess import PyfuncModel
+from modelcanary.adapters.registry.mlflow import MlflowRegistry
+from modelcanary.domain.errors import RequestError
+
+
+def _pair(pyfunc: Any) -> tuple[PyfuncModel, PyfuncModel]:
+    direct, generic = PyfuncModel(pyfunc), PyfuncModel(pyfunc, direct=False)
+    assert direct.direct and not generic.direct
+    return direct, generic
+
+
+@pytest.fixture(scope="module")
+def registered(mlflow_registry: Any) -> dict[str, tuple[PyfuncModel, PyfuncModel]]:
+    import mlflow.pyfunc
+
+    registry = MlflowRegistry(mlflow_registry.uri)
+    return {
+        version: _pair(mlflow.pyfunc.load_model(registry.resolve(f"models:/fraud/{version}").uri))
+        for version in ("1", "2")
+    }
+
+
+def _save(path: Path, model: Any, signature: Any, **kwargs: Any) -> Any:
+    import mlflow.pyfunc
+    import mlflow.sklearn
+
+    with (
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()),
+    ):
+        warnings.simplefilter("ignore")
+        mlflow.sklearn.save_model(model, str(path), signature=signature, pip_requirements=["scikit-learn"], **kwargs)
+        return mlflow.pyfunc.load_model(str(path))
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[PyfuncModel, PyfuncModel]:
+    """The demo's baseline pipeline (a ColumnTransformer selecting by name), its signature
+    naming the candidate's extra feature as an optional column the baseline ignores."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema, TensorSpec
+
+    from modelcanary.sim.fraud import BASELINE_FEATURES, train_models
+
+    columns = [ColSpec("double", name) for name in BASELINE_FEATURES] + [
+        ColSpec("double", "merchant_risk", required=False)
+    ]
+    signature = ModelSignature(inputs=Schema(columns), outputs=Schema([TensorSpec(np.dtype(np.float64), (-1, 2))]))
+    model = train_models(seed=5, n_train=2_000).baseline
+    path = tmp_path_factory.mktemp("demo") / "model"
+    return _pair(_save(path, model, signature, pyfunc_predict_fn="predict_proba"))
+
+
+@pytest.fixture(scope="module")
+def on_arrays(tmp_path_factory: pytest.TempPathFactory, mlflow_registry: Any) -> tuple[PyfuncModel, PyfuncModel]:
+    """A classifier fitted on a plain array (no feature names), logged with the default ``predict``."""
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(300, 3))
+    model = LogisticRegression().fit(X, (X[:, 0] + X[:, 2] > 3).astype(np.int64))
+    frame = _frame(mlflow_registry.features, X)
+    return _pair(_save(tmp_path_factory.mktemp("arrays") / "model", model, infer_signature(frame, model.predict(X))))
+
+
+def _frame(names: tuple[str, ...], X: np.ndarray) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(X, columns=list(names))
+
+
+def _requests(names: list[str], rows: int, *, seed: int) -> list[dict[str, list[Any]]]:
+    """Batches of 1, 7, 64 and the rest; every third value a JSON-style int, as clients send them."""
+    rng = np.random.default_rng(seed)
+    values = np.abs(rng.lognormal(mean=2.0, sigma=1.5, size=(rows, len(names))))
+    cells = [[int(v) if (i + j) % 3 == 0 else float(v) for j, v in enumerate(row)] for i, row in enumerate(values)]
+    batches, start = [], 0
+    for size in (1, 7, 64, rows):
+        chunk = cells[start : start + size]
+        if not chunk:
+            break
+        batches.append({name: [row[j] for row in chunk] for j, name in enumerate(names)})
+        start += size
+    return batches
+
+
+def test_registered_versions_give_the_pyfuncs_outputs(registered: dict[str, tuple[PyfuncModel, PyfuncModel]]) -> None:
+    for direct, generic in registered.values():
+        names = [column.name for column in direct.columns or ()]
+        for request in _requests(names, 300, seed=1):
+            outputs = direct.predict(request)
+            assert outputs == generic.predict(request)
+            assert len(outputs) == len(request[names[0]]) and all(len(row) == 2 for row in outputs)
+
+
+def test_extra_inputs_are_ignored_as_the_pyfunc_ignores_them(
+    registered: dict[str, tuple[PyfuncModel, PyfuncModel]],
+) -> None:
+    direct, generic = registered["1"]
+    names = [column.name for column in direct.columns or ()]
+    request = dict(reversed(_requests(names, 10, seed=2)[2].items()), note=["x"] * 2)
+    request["note"] = ["x"] * len(request[names[0]])
+    assert direct.predict(request) == generic.predict(request)
+
+
+def test_the_demo_pipeline_gives_the_pyfuncs_outputs_with_and_without_its_optional_column(
+    demo: tuple[PyfuncModel, PyfuncModel],
+) -> None:
+    direct, generic = demo
+    names = [column.name for column in direct.columns or ()]
+    for request in _requests(names, 200, seed=3):
+        assert direct.predict(request) == generic.predict(request)
+        without = {name: values for name, values in request.items() if name != "merchant_risk"}
+        assert direct.predict(without) == generic.predict(without)
+
+
+def test_an_estimator_fitted_on_arrays_gives_the_pyfuncs_labels(on_arrays: tuple[PyfuncModel, PyfuncModel]) -> None:
+    direct, generic = on_arrays
+    names = [column.name for column in direct.columns or ()]
+    seen: set[int] = set()
+    for request in _requests(names, 200, seed=4):
+        outputs = direct.predict(request)
+        assert outputs == generic.predict(request)
+        seen |= set(outputs)
+    assert seen == {0, 1}
+
+
+@pytest.mark.parametrize(
+    ("change", "names"),
+    [
+        ({"age": None}, "age"),  # a required column is missing
+        ({"amount": ["ten", 1.0]}, "amount"),  # a string in a double column
+        ({"velocity": [[1.0, 2.0], [3.0, 4.0]]}, "velocity"),  # a nested list is not one number a row
+        ({"amount": [float("inf"), 1.0]}, "amount"),  # not finite
+        ({"amount": [1.0]}, "same number of rows"),
+    ],
+)
+def test_a_bad_input_is_a_422_naming_the_column_on_both_paths(
+    registered: dict[str, tuple[PyfuncModel, PyfuncModel]], change: dict[str, Any], names: str
+) -> None:
+    good = {"amount": [10.0, 20.0], "velocity": [1, 2], "age": [300.0, 5.0]}
+    request = {name: values for name, values in (good | change).items() if values is not None}
+    for model in registered["1"]:
+        with pytest.raises(RequestError) as caught:
+            model.predict(request)
+        assert caught.value.status == 422 and caught.value.field == "inputs"
+        assert names in str(caught.value)
