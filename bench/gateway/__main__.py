@@ -44,9 +44,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--setup-servers", action="store_true", help="make bench/.venv-servers (MLServer, Ray) and exit"
     )
     parser.add_argument("--no-install", action="store_true", help="report MLServer/Ray as not run if not installed")
-    parser.add_argument(
-        "--shadow-ref", help="run setup 3's gateway from this git ref (a branch with the shadow lane, not merged here)"
-    )
     parser.add_argument("--json", type=Path, help="also write the record here")
     parser.add_argument("--markdown", type=Path, help="also write the table here")
     parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where the run's record goes")
@@ -77,7 +74,6 @@ def main(argv: list[str] | None = None) -> int:
             connections=args.connections,
             warmup_s=args.warmup,
             install=not args.no_install,
-            shadow_ref=args.shadow_ref,
         )
         measured: dict[str, list[Load]] = {}
         not_run: dict[str, str] = {}

@@ -138,21 +138,8 @@ def bare(joblib_path: Path, folder: Path, *, hello: bool = False) -> Server:
     return start("hello" if hello else "bare", command, f"{base}/", f"{base}/v2/models/fraud/infer", folder)
 
 
-def branch_source(ref: str, folder: Path) -> Path:
-    """The tree of git ``ref`` (e.g. another helper's branch), unpacked under ``folder``: a setup can
-    run that branch's gateway with this project's venv, without merging it."""
-    target = folder / f"src-{ref.replace('/', '-')}"
-    if not target.exists():
-        target.mkdir(parents=True)
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], capture_output=True, check=False)
-        if archive.returncode != 0:
-            raise NotRun(f"no git ref {ref!r}: {archive.stderr.decode().strip()}")
-        subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
-    return target
-
-
-def python_path(source: Path | None) -> str:
-    return f"{source / 'src'}:{ROOT}" if source is not None else str(ROOT)
+def python_path() -> str:
+    return str(ROOT)  # bench/ is a top-level package beside src/
 
 
 def gateway(
@@ -162,7 +149,6 @@ def gateway(
     *,
     name: str = "gateway",
     extra: list[str] | None = None,
-    source: Path | None = None,
 ) -> Server:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -171,7 +157,7 @@ def gateway(
     command += extra or []
     workdir = folder / f"{name}-cwd"  # no store unless given: nothing in the environment names one
     workdir.mkdir(exist_ok=True)
-    env = {"MODELCANARY_WORKDIR": "", "MODELCANARY_STORE": "", "PYTHONPATH": python_path(source)}
+    env = {"MODELCANARY_WORKDIR": "", "MODELCANARY_STORE": "", "PYTHONPATH": python_path()}
     return start(
         name, command, f"{base}/v2/health/ready", f"{base}/v2/models/fraud/infer", folder, cwd=workdir, env=env
     )

@@ -25,7 +25,6 @@ class Context:
     connections: int
     warmup_s: float
     install: bool  # may a missing server venv be made now?
-    shadow_ref: str | None = None  # run setup 3's gateway from this git ref (a branch not merged here)
     bare_rps: list[float] = field(default_factory=list)  # setup (1)'s throughput, each round so far
     gateway_rps: list[float] = field(default_factory=list)  # setup (2)'s
     notes: dict[str, str] = field(default_factory=dict)  # label -> how it was run, for the record
@@ -102,22 +101,20 @@ def shadow(ctx: Context) -> Rows:
         rate, why = ctx.gateway_rps[-1] / 2, "half of (2)'s throughput: half of (1)'s is more than the gateway carries"
     for label in ("3a gateway 50/50, paced", "3b + 100% shadow lane, paced"):
         ctx.notes[label] = f"offered {why}"
-    source = servers.branch_source(ctx.shadow_ref, ctx.folder) if ctx.shadow_ref else None
-    stores = _shadow_stores(ctx, source)
+    stores = _shadow_stores(ctx)
     rows: Rows = {}
     for label, store_url in (("3a gateway 50/50, paced", stores[0]), ("3b + 100% shadow lane, paced", stores[1])):
         name = "gateway-" + label[:2]
-        server = servers.gateway(store_url, ctx.prepared.registry_uri, ctx.folder, name=name, source=source)
+        server = servers.gateway(store_url, ctx.prepared.registry_uri, ctx.folder, name=name)
         rows |= _running(server, lambda s, label=label: {label: ctx.open(s, rate)})  # type: ignore[misc]
     return rows
 
 
-def _shadow_stores(ctx: Context, source: Path | None) -> tuple[str, str]:
-    """Two fresh stores (made once) by the modelcanary that setup 3 runs: a rollout at 50%, and the
-    same with ``shadow: {sample: 1.0}``."""
+def _shadow_stores(ctx: Context) -> tuple[str, str]:
+    """Two fresh stores (made once): a rollout at 50%, and the same with ``shadow: {sample: 1.0}``."""
     urls = (f"sqlite:///{ctx.folder / 'shadow-off.db'}", f"sqlite:///{ctx.folder / 'shadow-on.db'}")
     if not (ctx.folder / "shadow-on.db").exists():
-        env = {**os.environ, "PYTHONPATH": servers.python_path(source)}
+        env = {**os.environ, "PYTHONPATH": servers.python_path()}
         for url, extra in zip(urls, ([], ["shadow"]), strict=True):
             command = [sys.executable, "-m", "bench.gateway.model", url, ctx.prepared.registry_uri, *extra]
             done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=servers.ROOT, check=False)
