@@ -5,6 +5,7 @@ shown once and stored only as hashes."""
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 
 from modelcanary.adapters.store.schema import tokens
@@ -36,14 +37,14 @@ NEEDS = {
 
 
 def _operations(api: Api) -> list[tuple[str, str]]:
-    schema = api.client.get("/api/v1/openapi.json").json()
+    schema = api.call("viewer", "GET", "/api/v1/openapi.json").json()
     return sorted((method, path) for path, item in schema["paths"].items() for method in item)
 
 
 def test_the_schema_has_exactly_the_contracts_routes_each_declaring_bearer_auth(api: Api) -> None:
     operations = _operations(api)
     assert set(operations) == {*NEEDS, ("get", "/api/v1/health")}
-    schema = api.client.get("/api/v1/openapi.json").json()
+    schema = api.call("viewer", "GET", "/api/v1/openapi.json").json()
     for method, path in NEEDS:
         assert schema["paths"][path][method]["security"] == [{"HTTPBearer": []}], (method, path)
 
@@ -177,3 +178,35 @@ def test_a_bad_token_request_names_the_field(api: Api) -> None:
         "'viewer', 'operator', 'approver' or 'admin'"
         in api.call("admin", "POST", "/api/v1/tokens", json={"name": "ci", "role": "root"}).json()["detail"]
     )
+
+
+@pytest.mark.parametrize("path", ["/api/v1/openapi.json", "/api/v1/docs", "/ui/", "/ui/app.js", "/ui/style.css"])
+def test_the_schema_its_docs_and_the_dashboards_files_need_a_token_too(api: Api, path: str) -> None:
+    refused = api.call(None, "GET", path)
+    assert refused.status_code == 401 and refused.headers["content-type"].startswith("application/problem+json")
+    assert api.client.get(path, headers={"Authorization": "Bearer mc_nope"}).status_code == 401
+    assert api.call("viewer", "GET", path).status_code == 200
+    # the dashboard's cookie does for a read (a browser's page loads) ...
+    api.client.cookies.set("mc_token", api.secrets["viewer"])
+    try:
+        assert api.call(None, "GET", path).status_code == 200
+    finally:
+        api.client.cookies.clear()
+
+
+def test_a_browser_without_a_token_gets_a_sign_in_form_with_its_401(api: Api) -> None:
+    page = api.client.get("/ui/", headers={"Accept": "text/html"})
+    assert page.status_code == 401 and page.headers["content-type"].startswith("text/html")
+    assert 'id="login"' in page.text and "script-src 'nonce-" in page.headers["content-security-policy"]
+    assert page.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_the_cookie_never_makes_a_change(api: Api) -> None:
+    """A browser sends a cookie by itself; a change needs the bearer header, so a page elsewhere
+    cannot make one with the dashboard's cookie."""
+    api.client.cookies.set("mc_token", api.secrets["admin"])
+    try:
+        made = api.call(None, "POST", "/api/v1/tokens", json={"name": "sneaky", "role": "admin"})
+        assert made.status_code == 401
+    finally:
+        api.client.cookies.clear()

@@ -135,7 +135,9 @@ def test_serve_answers_the_gateway_and_the_api_on_one_port(run: Any, process: An
     assert predicted.status_code == 200 and predicted.headers["x-modelcanary-variant"] in {"baseline", "candidate"}
     events = httpx.get(f"{base}/api/v1/audit", params={"rollout": rollout_id}, headers=headers, timeout=5).json()
     assert events[0]["actor"] == "token:deployer"
-    assert httpx.get(f"{base}/api/v1/openapi.json", timeout=5).json()["info"]["title"] == "modelcanary control API"
+    assert httpx.get(f"{base}/api/v1/openapi.json", timeout=5).status_code == 401  # the schema needs a token too
+    schema = httpx.get(f"{base}/api/v1/openapi.json", headers=headers, timeout=5).json()
+    assert schema["info"]["title"] == "modelcanary control API"
 
 
 @pytest.mark.slow

@@ -69,11 +69,11 @@ def test_the_report_page_is_served_behind_auth_and_scoped(api: Api, story: Any) 
 
 
 def test_the_static_pages_hold_no_data_and_load_nothing_from_elsewhere(api: Api) -> None:
-    index = api.client.get("/ui/")
+    index = api.call("viewer", "GET", "/ui/")
     assert index.status_code == 200 and "<title>modelcanary</title>" in index.text
     assert "default-src 'self'" in index.headers["content-security-policy"]
     for name in ("app.js", "style.css"):
-        asset = api.client.get(f"/ui/{name}")
+        asset = api.call("viewer", "GET", f"/ui/{name}")
         assert asset.status_code == 200
         assert not re.search(r"(src|href)=[\"']?https?:", asset.text)
     assert not re.search(r"https?://", index.text)
@@ -81,7 +81,7 @@ def test_the_static_pages_hold_no_data_and_load_nothing_from_elsewhere(api: Api)
 
 
 def test_the_dashboards_routes_are_in_the_schema(api: Api) -> None:
-    paths = api.client.get("/api/v1/openapi.json").json()["paths"]
+    paths = api.call("viewer", "GET", "/api/v1/openapi.json").json()["paths"]
     assert "/api/v1/whoami" in paths and "/api/v1/rollouts/{rollout_id}/report.html" in paths
 
 

@@ -227,7 +227,8 @@ def create_api(store: SqlStore, registry: Registry, *, routers: Sequence[APIRout
     """The control API on ``store`` and ``registry``. ``routers`` are added as they are (the
     dashboard's, say: under ``/api/v1`` they are behind the same auth, and their handlers get the
     caller with ``Depends(auth.require(role))``); a ``modelcanary.api.dashboard`` module with
-    ``routes()`` is mounted too. The OpenAPI schema and its docs page are public, as is health."""
+    ``routes()`` is mounted too. Every path but health needs a token, the schema, its docs page and
+    the dashboard's files included (a browser gets a sign-in form with its 401)."""
     from modelcanary import __version__
 
     app = ControlApi(
@@ -239,10 +240,11 @@ def create_api(store: SqlStore, registry: Registry, *, routers: Sequence[APIRout
         redoc_url=None,
     )
     install(app)
-    public = frozenset(
-        {f"{PREFIX}/health", f"{PREFIX}/openapi.json", f"{PREFIX}/docs", f"{PREFIX}/docs/oauth2-redirect"}
+    sign_in = _sign_in_page()
+    prefixes = (PREFIX, "/ui") if sign_in is not None else (PREFIX,)
+    app.add_middleware(
+        BearerAuth, tokens=store, prefixes=prefixes, public=frozenset({f"{PREFIX}/health"}), sign_in=sign_in
     )
-    app.add_middleware(BearerAuth, tokens=store, prefix=PREFIX, public=public)
 
     @app.get(f"{PREFIX}/health", response_model=models.Health, tags=["health"])
     def health() -> Any:
@@ -256,6 +258,13 @@ def create_api(store: SqlStore, registry: Registry, *, routers: Sequence[APIRout
         app.include_router(router)
     app.router.routes.extend(_dashboard_routes(store))
     return app
+
+
+def _sign_in_page() -> Any:
+    """The dashboard's sign-in answer (a 401 page), if this installation has the dashboard."""
+    if importlib.util.find_spec("modelcanary.api.dashboard") is None:
+        return None
+    return importlib.import_module("modelcanary.api.dashboard").sign_in_page
 
 
 def _dashboard_routes(store: SqlStore) -> list[BaseRoute]:

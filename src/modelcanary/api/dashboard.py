@@ -2,12 +2,15 @@
 two API routes it needs beyond the contract's: ``whoami`` (which buttons to show) and a rollout's
 post-mortem report as HTML.
 
-The static files hold no data and no secret: the page asks for a token, keeps it in the tab's
-sessionStorage, and sends it as a bearer token to the API, which checks it on every call. So the
-dashboard is behind the same auth as the API, and a token sees in it what it sees through the API.
+The static files hold no data and no secret, and still need a token, like every path but health:
+without one a browser gets ``sign_in_page``, a 401 whose form checks the token against the API and
+keeps it in the tab's sessionStorage (sent as a bearer token with every API call) and in a cookie
+(which the server accepts for reads only, so the browser can load these files). A token sees in the
+dashboard what it sees through the API.
 The pages are served with a content security policy that allows nothing from elsewhere.
 """
 
+import secrets
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,7 +22,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from modelcanary.adapters.store.sql import SqlStore
-from modelcanary.api.auth import require
+from modelcanary.api.auth import CHALLENGE, require
 from modelcanary.api.problems import responses
 from modelcanary.api.report_html import report_html
 from modelcanary.domain.access import Role, TokenInfo
@@ -83,6 +86,43 @@ def api_routes(store: SqlStore) -> APIRouter:
         )
 
     return router
+
+
+_SIGN_IN = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>modelcanary: sign in</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<body><main id="main"><form id="login" autocomplete="off">
+<h1>Sign in</h1>
+<p>Paste an API token (from <code>modelcanary token create</code>). It is kept in this tab only.</p>
+<label>Token <input id="token" name="token" type="password" required spellcheck="false"></label>
+<button type="submit">Sign in</button>
+<p id="login-error" role="alert"></p>
+</form></main>
+<script nonce="NONCE">
+document.getElementById("login").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const token = document.getElementById("token").value.trim();
+  const answer = await fetch("/api/v1/whoami", {headers: {Authorization: `Bearer ${token}`}});
+  if (!answer.ok) {
+    document.getElementById("login-error").textContent =
+      "The API refused this token (unknown or revoked): sign in again.";
+    return;
+  }
+  sessionStorage.setItem("modelcanary.token", token);
+  document.cookie = `mc_token=${encodeURIComponent(token)}; path=/; SameSite=Strict`;
+  location.reload();
+});
+</script></body></html>
+"""
+
+
+def sign_in_page() -> HTMLResponse:
+    """The 401 a browser gets for a dashboard page without a token: a form (its script allowed by
+    a one-time nonce, nothing else inline)."""
+    nonce = secrets.token_urlsafe(16)
+    policy = POLICY.replace("default-src 'self'", f"default-src 'self'; script-src 'nonce-{nonce}'")
+    headers = {"content-security-policy": policy, "cache-control": "no-store", **CHALLENGE}
+    return HTMLResponse(_SIGN_IN.replace("NONCE", nonce), status_code=401, headers=headers)
 
 
 def routes(store: SqlStore) -> list[BaseRoute]:

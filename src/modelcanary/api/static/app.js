@@ -5,6 +5,7 @@
 (() => {
   const API = "/api/v1";
   const KEY = "modelcanary.token"; // sessionStorage: this tab only, gone when it closes
+  const COOKIE = "mc_token"; // auth.COOKIE: what lets the browser load the dashboard's files
   const POLL_MS = 1000;
   const RANK = { viewer: 0, operator: 1, approver: 2, admin: 3 };
   const ACTIVE = ["pending", "canary", "awaiting_approval"];
@@ -45,8 +46,16 @@
     return (response.headers.get("content-type") || "").includes("json") ? response.json() : response.text();
   }
 
+  function remember(token) {
+    // the tab keeps the token for the API calls; the cookie lets the browser load these pages
+    // (the server takes it for reads only: a change always needs the bearer header)
+    sessionStorage.setItem(KEY, token);
+    document.cookie = `${COOKIE}=${encodeURIComponent(token)}; path=/; SameSite=Strict`;
+  }
+
   function signOut(message) {
     sessionStorage.removeItem(KEY);
+    document.cookie = `${COOKIE}=; path=/; SameSite=Strict; max-age=0`;
     me = null;
     view += 1;
     showLogin(message);
@@ -62,7 +71,7 @@
     const form = document.getElementById("login");
     form.addEventListener("submit", (event) => {
       event.preventDefault();
-      sessionStorage.setItem(KEY, document.getElementById("token").value.trim());
+      remember(document.getElementById("token").value.trim());
       route();
     });
     document.getElementById("token").focus();
