@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -20,6 +19,8 @@ from modelcanary.domain.spec import CircuitBreaker, StickyKey
 from modelcanary.domain.state import ModelVersion, Route
 from modelcanary.engine.analysis import pair
 from modelcanary.gateway.app import VARIANT_HEADER, Gateway
+
+from .support import wait_for
 
 
 @pytest.fixture
@@ -149,13 +150,6 @@ spec:
 """
 
 
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize("store_url", ["sqlite", "postgresql"], indirect=True)
 def test_consecutive_failures_take_the_candidate_out_and_the_controller_rolls_back(
     serve: Any, open_store: Any, with_candidate: Any, registry: MlflowRegistry, mlflow_registry: Any
@@ -179,7 +173,11 @@ def test_consecutive_failures_take_the_candidate_out_and_the_controller_rolls_ba
     with running.client() as http:
         assert [ask(http, who) for who in range(5)] == ["baseline"] * 5
         # the breaker reached the store by itself (no flush called), and only three calls reached the candidate
-        _wait_for(lambda: pair(store.read_telemetry(state.id)).candidate.breaker_trips == 1, "the breaker's report")
+        wait_for(
+            lambda: pair(store.read_telemetry(state.id)).candidate.breaker_trips == 1,
+            "the breaker's report",
+            timeout=10.0,
+        )
         total = pair(store.read_telemetry(state.id))
         assert (total.candidate.requests, total.candidate.errors) == (3, 3)
         assert "failed 3 times in a row on gateway gw-9" in total.candidate.breaker_reason
@@ -188,7 +186,9 @@ def test_consecutive_failures_take_the_candidate_out_and_the_controller_rolls_ba
         # a new routing table (another endpoint appears) does not bring the candidate back
         store.put_route(Route(endpoint="churn", baseline=state.baseline))
         version = store.routes_version()
-        _wait_for(lambda: http.get("/v2/health/ready").json()["routes_version"] >= version, "the new routes")
+        wait_for(
+            lambda: http.get("/v2/health/ready").json()["routes_version"] >= version, "the new routes", timeout=10.0
+        )
         assert ask(http, 99) == "baseline"
         running.flush()
         assert pair(store.read_telemetry(state.id)).candidate.requests == 3

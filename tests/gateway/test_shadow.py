@@ -5,8 +5,6 @@ store and the report per segment, and a full queue sheds shadow work, never live
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 from modelcanary.controller.loop import Controller
@@ -16,6 +14,8 @@ from modelcanary.domain.spec import Shadow, StickyKey
 from modelcanary.domain.state import Route
 from modelcanary.engine.analysis import pair
 from modelcanary.gateway.app import VARIANT_HEADER, Gateway
+
+from .support import wait_for
 
 SPEC = """\
 apiVersion: modelcanary/v1
@@ -33,13 +33,6 @@ spec:
   analysis:
     metrics: [{kind: error_rate}]
 """
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.02)
 
 
 def test_shadow_predictions_are_compared_with_the_baseline_and_joined_to_labels(
@@ -70,7 +63,7 @@ def test_shadow_predictions_are_compared_with_the_baseline_and_joined_to_labels(
                 (prediction_id,) = response.json()["prediction_ids"]
                 score = baseline.predict({name: [value] for name, value in row.items()})[0][1]
                 served[prediction_id] = ("other", score)
-        _wait_for(lambda: gateway.shadow.done == 8, "eight shadow predictions")
+        wait_for(lambda: gateway.shadow.done == 8, "eight shadow predictions", timeout=15.0)
         labels = [{"prediction_id": prediction_id, "label": 1} for prediction_id in served]
         assert http.post("/v1/feedback", json={"labels": labels}).json() == {"accepted": 8}
     running.flush()
@@ -131,7 +124,7 @@ def test_a_full_shadow_queue_sheds_copies_and_never_holds_live_requests(
     finally:
         release.set()
     # one copy with the hung candidate, one in the queue of one, the other four shed
-    _wait_for(lambda: gateway.shadow.done == 2, "the two copies that were not shed")
+    wait_for(lambda: gateway.shadow.done == 2, "the two copies that were not shed", timeout=15.0)
     running.flush()
     shadow = pair(store.read_telemetry("r-shed")).candidate.shadow
     assert shadow is not None
