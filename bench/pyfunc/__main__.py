@@ -77,7 +77,7 @@ def _bench(label: str, model: Any, sample: Any, inputs: Any, *, rounds: int, cal
             )
             pyfunc = mlflow.pyfunc.load_model(path)
         direct, generic = PyfuncModel(pyfunc), PyfuncModel(pyfunc, direct=False)
-        assert direct.direct and not generic.direct
+        assert direct.path != "pyfunc" and generic.path == "pyfunc"
         for rows in (1, 64):
             chunk = sample.head(rows)
             columns = {name: chunk[name].tolist() for name in names}

@@ -18,8 +18,31 @@ from modelcanary.domain.errors import RequestError
 
 def _pair(pyfunc: Any) -> tuple[PyfuncModel, PyfuncModel]:
     direct, generic = PyfuncModel(pyfunc), PyfuncModel(pyfunc, direct=False)
-    assert direct.direct and not generic.direct
+    assert direct.path != "pyfunc" and generic.path == "pyfunc"
     return direct, generic
+
+
+def test_each_model_takes_the_fastest_path_that_gives_the_same_outputs(
+    registered: dict[str, tuple[PyfuncModel, PyfuncModel]],
+    demo: tuple[PyfuncModel, PyfuncModel],
+    on_arrays: tuple[PyfuncModel, PyfuncModel],
+) -> None:
+    # fitted on a DataFrame, but nothing in it needs the names: an unnamed copy takes arrays
+    assert registered["1"][0].path == "array"
+    # the demo's ColumnTransformer selects columns by name: it keeps its DataFrame
+    assert demo[0].path == "frame"
+    assert on_arrays[0].path == "array"
+
+
+def test_the_unnamed_copy_leaves_the_registered_estimator_as_it_was(
+    registered: dict[str, tuple[PyfuncModel, PyfuncModel]],
+) -> None:
+    direct, generic = registered["1"]
+    assert hasattr(generic._pyfunc.get_raw_model(), "feature_names_in_")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scikit-learn warns when an estimator fitted with names gets none
+        names = [column.name for column in direct.columns or ()]
+        direct.predict(_requests(names, 5, seed=9)[0])
 
 
 @pytest.fixture(scope="module")
