@@ -4,7 +4,7 @@ every error is problem+json (see problems.py). Handlers are plain functions, whi
 in its thread pool, because the store is synchronous.
 
 The gateway's data plane does not pass through here: ``modelcanary serve`` mounts this app
-behind the gateway's own routes (see ``mount_beside``).
+behind the gateway's own routes (``gateway.app.create_app(..., beside=...)``).
 
 No ``from __future__ import annotations`` here: FastAPI reads the handlers' annotations at run
 time, and those made inside a function (a command's role) cannot be resolved from strings."""
@@ -15,8 +15,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Query
 from fastapi.openapi.utils import get_openapi
-from starlette.applications import Starlette
-from starlette.routing import BaseRoute, Mount
+from starlette.routing import BaseRoute
 
 from modelcanary.adapters.store.sql import SqlStore
 from modelcanary.api import models
@@ -273,10 +272,3 @@ def _dashboard_routes(store: SqlStore) -> list[BaseRoute]:
         return []
     dashboard = importlib.import_module("modelcanary.api.dashboard")
     return list(dashboard.routes(store))
-
-
-def mount_beside(app: Starlette, api: FastAPI) -> Starlette:
-    """Serve ``api`` from ``app`` (the gateway's) for every path the gateway's routes do not match.
-    The gateway's routes are matched first, so its hot path never reaches FastAPI."""
-    app.router.routes.append(Mount("", app=api))
-    return app

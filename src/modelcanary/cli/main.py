@@ -40,7 +40,7 @@ def serve(workdir: str | None, store: str | None, registry: str | None, host: st
     import uvicorn
 
     from modelcanary.adapters.backends.refs import default_backend
-    from modelcanary.api.app import create_api, mount_beside
+    from modelcanary.api.app import create_api
     from modelcanary.controller.loop import Controller
     from modelcanary.gateway.app import Gateway, create_app
 
@@ -53,8 +53,11 @@ def serve(workdir: str | None, store: str | None, registry: str | None, host: st
         source=f"{socket.gethostname()}-{os.getpid()}",
     )
     controller = Controller(store=state_store, registry=model_registry, holder=_holder())
-    app = create_app(gateway, background=[lambda: controller.run(interval_s=tick)])
-    mount_beside(app, create_api(state_store, model_registry))
+    app = create_app(
+        gateway,
+        background=[lambda: controller.run(interval_s=tick)],
+        beside=create_api(state_store, model_registry),
+    )
     click.echo(
         f"modelcanary serving on http://{host}:{port}, control API at /api/v1 (work folder {space.workdir})", err=True
     )

@@ -12,7 +12,6 @@ a dict of equal-length columns; every error names the field that is wrong.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -64,10 +63,12 @@ def _check_values(data: list[Any], datatype: str, field: str) -> None:
                 raise RequestError(f"{datatype} needs numbers, got {value!r} at [{index}]", field=field)
     elif datatype == "BOOL":
         for index, value in enumerate(data):
-            _require(isinstance(value, bool), f"BOOL needs true or false, got {value!r} at [{index}]", field)
+            if not isinstance(value, bool):
+                raise RequestError(f"BOOL needs true or false, got {value!r} at [{index}]", field=field)
     else:
         for index, value in enumerate(data):
-            _require(isinstance(value, str), f"BYTES needs strings, got {value!r} at [{index}]", field)
+            if not isinstance(value, str):
+                raise RequestError(f"BYTES needs strings, got {value!r} at [{index}]", field=field)
 
 
 def _check_parameters(holder: dict[str, Any], where: str) -> None:
@@ -76,47 +77,48 @@ def _check_parameters(holder: dict[str, Any], where: str) -> None:
 
 
 def v2_columns(body: Any, signature: tuple[Column, ...] | None) -> dict[str, list[Any]]:
-    """Columns of a V2 infer request: one 1-D tensor per column, or one 2-D tensor in signature order."""
+    """Columns of a V2 infer request: one 1-D tensor per column, or one 2-D tensor in signature order.
+    On the path of every request: each message is built only when its check fails."""
     _require(isinstance(body, dict), "an infer request is a JSON object", "body")
     inputs = body.get("inputs")
     _require(isinstance(inputs, list) and len(inputs) > 0, "must be a non-empty list of tensors", "inputs")
     _check_parameters(body, "")
+    types = {column.name: column.type for column in signature or ()}
     columns: dict[str, list[Any]] = {}
     for index, tensor in enumerate(inputs):
-        where = f"inputs[{index}]"
-        _require(isinstance(tensor, dict), "a tensor is an object with name, shape, datatype, data", where)
+        if not isinstance(tensor, dict):
+            raise RequestError("a tensor is an object with name, shape, datatype, data", field=f"inputs[{index}]")
         name, shape, datatype = tensor.get("name"), tensor.get("shape"), tensor.get("datatype")
-        _require(isinstance(name, str) and name != "", "a non-empty string is required", f"{where}.name")
-        _require(
-            isinstance(shape, list) and 1 <= len(shape) <= 2 and all(isinstance(d, int) and d >= 0 for d in shape),
-            "must be [rows] or [rows, columns]",
-            f"{where}.shape",
-        )
-        _require(datatype in _V2_TYPES, f"must be one of {', '.join(sorted(_V2_TYPES))}", f"{where}.datatype")
-        _require(name not in columns, "a tensor of this name came earlier", f"{where}.name")
-        _check_parameters(tensor, f"{where}.")
-        _require("data" in tensor, "the tensor's values are missing", f"{where}.data")
+        if not isinstance(name, str) or name == "":
+            raise RequestError("a non-empty string is required", field=f"inputs[{index}].name")
+        if not (isinstance(shape, list) and 1 <= len(shape) <= 2 and all(type(d) is int and d >= 0 for d in shape)):
+            raise RequestError("must be [rows] or [rows, columns]", field=f"inputs[{index}].shape")
+        if datatype not in _V2_TYPES:
+            raise RequestError(f"must be one of {', '.join(sorted(_V2_TYPES))}", field=f"inputs[{index}].datatype")
+        if name in columns:
+            raise RequestError("a tensor of this name came earlier", field=f"inputs[{index}].name")
+        if "parameters" in tensor:
+            _check_parameters(tensor, f"inputs[{index}].")
+        if "data" not in tensor:
+            raise RequestError("the tensor's values are missing", field=f"inputs[{index}].data")
         data = _flatten(tensor["data"])
-        _require(
-            len(data) == math.prod(shape),
-            f"holds {len(data)} values but shape {shape} needs {math.prod(shape)}",
-            f"{where}.data",
-        )
-        _check_values(data, datatype, f"{where}.data")
-        column = next((c for c in signature or () if c.name == name), None)
-        _require(
-            column is None or column.type not in _NUMERIC or datatype in _FLOAT_TYPES or datatype in _INTEGER_TYPES,
-            f"the model takes numbers ({column.type if column else ''}) for {name!r}, not {datatype}",
-            f"{where}.datatype",
-        )
-        if len(shape) == 2 and shape[1] != 1:
-            _require(len(inputs) == 1, "a 2-D tensor must be the only input", f"{where}.shape")
-            _require(
-                signature is not None and len(signature) == shape[1],
-                f"{shape[1]} columns do not match the model's {len(signature) if signature else 'unknown'} inputs",
-                f"{where}.shape",
+        expected = shape[0] if len(shape) == 1 else shape[0] * shape[1]
+        if len(data) != expected:
+            raise RequestError(
+                f"holds {len(data)} values but shape {shape} needs {expected}", field=f"inputs[{index}].data"
             )
-            assert signature is not None
+        _check_values(data, datatype, f"inputs[{index}].data")
+        wanted = types.get(name)
+        if wanted in _NUMERIC and datatype not in _FLOAT_TYPES and datatype not in _INTEGER_TYPES:
+            raise RequestError(
+                f"the model takes numbers ({wanted}) for {name!r}, not {datatype}", field=f"inputs[{index}].datatype"
+            )
+        if len(shape) == 2 and shape[1] != 1:
+            where = f"inputs[{index}].shape"
+            _require(len(inputs) == 1, "a 2-D tensor must be the only input", where)
+            if signature is None or len(signature) != shape[1]:
+                known = len(signature) if signature else "unknown"
+                raise RequestError(f"{shape[1]} columns do not match the model's {known} inputs", field=where)
             width = shape[1]
             return {column.name: data[offset::width] for offset, column in enumerate(signature)}
         columns[name] = data
@@ -175,9 +177,15 @@ def _from_rows(rows: Sequence[Any], names: Sequence[str], field: str) -> dict[st
 
 
 def validate(
-    columns: dict[str, list[Any]], signature: tuple[Column, ...] | None, *, prefix: str, max_rows: int = MAX_ROWS
+    columns: dict[str, list[Any]],
+    signature: tuple[Column, ...] | None,
+    *,
+    prefix: str,
+    max_rows: int = MAX_ROWS,
+    typed: bool = False,
 ) -> int:
-    """Check columns against the model's signature and the row bound; the number of rows."""
+    """Check columns against the model's signature and the row bound; the number of rows.
+    ``typed``: each value's type was checked already (``v2_columns`` does, by tensor datatype)."""
     lengths = {len(values) for values in columns.values()}
     _require(len(lengths) == 1, "all inputs must have the same number of rows", prefix)
     rows = lengths.pop()
@@ -187,7 +195,7 @@ def validate(
         if values is None:
             _require(not column.required, f"the model needs input {column.name!r}", prefix)
             continue
-        if column.type in _NUMERIC:
+        if column.type in _NUMERIC and not typed:
             for row, value in enumerate(values):
                 _require(
                     isinstance(value, int | float) and not isinstance(value, bool),
