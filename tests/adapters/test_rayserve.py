@@ -4,11 +4,15 @@ MLflow model; the backend loads it by ``ray://APP/DEPLOYMENT`` and predicts thro
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+if importlib.util.find_spec("ray") is None and os.environ.get("MODELCANARY_REQUIRE_RAY"):
+    raise ImportError("MODELCANARY_REQUIRE_RAY is set but ray is not installed (scripts/extra-venv.sh ray)")
 ray = pytest.importorskip(
     "ray", reason="Ray Serve is the optional extra modelcanary[ray]: pip install 'modelcanary[ray]'"
 )
