@@ -5,14 +5,13 @@ from __future__ import annotations
 import pytest
 
 from modelcanary.domain.errors import ModelcanaryError, SpecError
+from modelcanary.domain.refs import parse_duration, parse_model_uri
 from modelcanary.domain.spec import (
     ErrorRateMetric,
     LatencyMetric,
     QualityMetric,
     StickyKey,
     load_spec,
-    parse_duration,
-    parse_model_uri,
 )
 
 # Line numbers matter below: each case edits this text and names the line the mistake lands on.

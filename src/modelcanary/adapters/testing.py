@@ -6,7 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 from modelcanary.domain.errors import RegistryError
-from modelcanary.domain.spec import Source, parse_model_uri
+from modelcanary.domain.refs import parse_model_uri
+from modelcanary.domain.spec import Source
 from modelcanary.domain.state import ModelInfo, ModelVersion
 from modelcanary.ports import Column, Measurement
 

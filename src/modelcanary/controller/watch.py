@@ -17,7 +17,8 @@ from typing import Any
 
 from modelcanary.controller.operations import StartStore, start_rollout
 from modelcanary.domain.errors import Conflict, SpecError
-from modelcanary.domain.spec import load_spec, parse_model_uri
+from modelcanary.domain.refs import parse_model_uri
+from modelcanary.domain.spec import load_spec
 from modelcanary.domain.state import ModelVersion, RolloutState
 from modelcanary.ports import Registry
 

@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict
 
 from modelcanary.domain.gates import Gate
 from modelcanary.domain.phases import Phase
-from modelcanary.domain.spec import Cache, CircuitBreaker, Segment, Shadow, StickyKey, parse_model_ref
+from modelcanary.domain.refs import parse_model_ref
+from modelcanary.domain.spec import Cache, CircuitBreaker, Segment, Shadow, StickyKey
 
 
 class _Value(BaseModel):

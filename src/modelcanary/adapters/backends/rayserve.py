@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from modelcanary.domain.errors import BackendError
-from modelcanary.domain.spec import parse_model_ref
+from modelcanary.domain.refs import parse_model_ref
 from modelcanary.domain.state import ModelVersion
 from modelcanary.ports import Column
 

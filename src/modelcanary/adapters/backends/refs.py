@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from modelcanary.domain.errors import BackendError
-from modelcanary.domain.spec import parse_model_ref
+from modelcanary.domain.refs import parse_model_ref
 from modelcanary.domain.state import ModelVersion
 from modelcanary.ports import Backend, Model
 

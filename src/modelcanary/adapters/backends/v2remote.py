@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from modelcanary.domain.errors import BackendError, RequestError
-from modelcanary.domain.spec import parse_model_ref
+from modelcanary.domain.refs import parse_model_ref
 from modelcanary.domain.state import ModelVersion
 from modelcanary.ports import SIGNATURE_TYPES, V2_DATATYPES, Column
 

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from modelcanary.domain.errors import RegistryError
-from modelcanary.domain.spec import parse_model_uri
+from modelcanary.domain.refs import parse_model_uri
 from modelcanary.domain.state import ModelInfo, ModelVersion
 
 GIT_COMMIT_TAG = "mlflow.source.git.commit"
