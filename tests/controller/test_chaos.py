@@ -24,7 +24,7 @@ import pytest
 from modelcanary.adapters.store.sql import SqlStore
 from modelcanary.domain.phases import Phase
 from modelcanary.domain.telemetry import Variant, VariantTelemetry
-from modelcanary.engine.decide import ROLLBACK_TAG
+from modelcanary.engine.outcomes import ROLLBACK_TAG
 
 pytestmark = pytest.mark.slow
 

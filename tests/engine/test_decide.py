@@ -14,7 +14,8 @@ from modelcanary.domain.judgement import Judgement, MetricJudgement, Verdict
 from modelcanary.domain.phases import TRANSITIONS, Phase
 from modelcanary.domain.spec import CircuitBreaker, RolloutSpec, StickyKey, load_spec
 from modelcanary.domain.state import Action, ActionKind, ModelVersion, Outcome, RolloutState, Route
-from modelcanary.engine.decide import CONTROLLER, ROLLBACK_TAG, Command, apply_command, decide, new_state
+from modelcanary.engine.decide import Command, apply_command, decide, new_state
+from modelcanary.engine.outcomes import CONTROLLER, ROLLBACK_TAG
 
 BASELINE = ModelVersion(name="fraud", version="1")
 CANDIDATE = ModelVersion(name="fraud", version="2")

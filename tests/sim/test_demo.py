@@ -13,7 +13,7 @@ import pytest
 from modelcanary.adapters.registry.mlflow import MlflowRegistry
 from modelcanary.adapters.store.sql import SqlStore
 from modelcanary.cli.workspace import Workspace
-from modelcanary.engine.decide import ROLLBACK_TAG
+from modelcanary.engine.outcomes import ROLLBACK_TAG
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

@@ -31,7 +31,8 @@ from modelcanary.domain.spec import RolloutSpec, load_spec
 from modelcanary.domain.state import Action, ActionKind, Outcome, RolloutState
 from modelcanary.domain.telemetry import RolloutTelemetry, Variant
 from modelcanary.engine.analysis import analyse, pair
-from modelcanary.engine.decide import CONTROLLER, decide
+from modelcanary.engine.decide import decide
+from modelcanary.engine.outcomes import CONTROLLER
 from modelcanary.ports import (
     ActionQueue,
     Fence,

@@ -23,27 +23,21 @@ replayed from what the store holds, and every side effect is described, never pe
 from __future__ import annotations
 
 import enum
-import json
 from collections.abc import Mapping
 
 from modelcanary.domain.errors import Conflict, PolicyDenied
 from modelcanary.domain.gates import Gate, GateDecision
 from modelcanary.domain.judgement import Judgement, Verdict
-from modelcanary.domain.phases import Phase, check_transition
+from modelcanary.domain.phases import Phase
 from modelcanary.domain.spec import ApprovalStep, RolloutSpec, Step
 from modelcanary.domain.state import (
-    Action,
-    ActionKind,
     ApprovalRecord,
     ModelVersion,
     Outcome,
     RolloutState,
     Route,
-    Transition,
 )
-
-CONTROLLER = "controller"
-ROLLBACK_TAG = "modelcanary.rollback_reason"
+from modelcanary.engine.outcomes import CONTROLLER, change, notified, promote, roll_back, route_of
 
 
 class Command(enum.StrEnum):
@@ -119,7 +113,7 @@ def _decide(
     failing = judgement.failing()
     if failing:  # a pause, an approval or a gate stops the rollout advancing, never its protection
         why = "; ".join(f"{metric.name} failed: {metric.reason}" for metric in failing)
-        return _roll_back(state, spec, now=now, reason=why, judgement=judgement)
+        return roll_back(state, spec, now=now, reason=why, judgement=judgement)
     if state.paused:
         return Outcome(state=state)
     step = spec.spec.traffic.steps[state.step]
@@ -130,9 +124,9 @@ def _decide(
             return Outcome(state=state)
         why = f"no approval within {approval.timeout:g}s at step {state.step + 1}"
         if approval.on_timeout == "rollback":
-            return _roll_back(state, spec, now=now, reason=why, judgement=judgement)
+            return roll_back(state, spec, now=now, reason=why, judgement=judgement)
         if approval.on_timeout == "pause":
-            return _change(state, now=now, reason=f"paused for a human: {why}", actor=CONTROLLER, paused=True)
+            return change(state, now=now, reason=f"paused for a human: {why}", actor=CONTROLLER, paused=True)
         return _go_on(
             state, spec, now=now, candidate_requests=candidate_requests, judgement=judgement, gates=answers, note=why
         )
@@ -146,10 +140,10 @@ def _decide(
             f"({served} of {step.min_requests} candidate requests; {judgement.summary()})"
         )
         if spec.spec.traffic.on_timeout == "rollback":
-            return _roll_back(state, spec, now=now, reason=why, judgement=judgement)
+            return roll_back(state, spec, now=now, reason=why, judgement=judgement)
         if spec.spec.traffic.on_timeout == "hold":
             return Outcome(state=state)  # keep judging at this weight until evidence or an operator decides
-        return _change(
+        return change(
             state, now=now, reason=f"paused for a human: {why}", actor=CONTROLLER, judgement=judgement, paused=True
         )
     return Outcome(state=state)
@@ -168,41 +162,6 @@ def apply_command(
     """An operator's pause, resume, abort, promote or approve (see ``_apply``)."""
     outcome = _apply(state, spec, command, actor=actor, now=now, candidate_requests=candidate_requests, gates=gates)
     return notified(state, spec, outcome)
-
-
-def notified(state: RolloutState, spec: RolloutSpec, outcome: Outcome) -> Outcome:
-    """``outcome`` with a webhook action per ``notify`` target when its phase or step changed. The
-    body is made here, once, so every retry sends the same bytes; its key (the rollout and the
-    version the change is saved as) lets a receiver drop a repeat."""
-    new, transition = outcome.state, outcome.transition
-    if not spec.spec.notify or transition is None or (new.phase, new.step) == (state.phase, state.step):
-        return outcome
-    key = f"{state.id}:v{state.version + 1}"
-    event = {
-        "key": key,
-        "rollout": {"id": state.id, "name": state.name, "endpoint": state.endpoint},
-        "baseline": state.baseline.uri,
-        "candidate": state.candidate.uri,
-        **transition.model_dump(mode="json", exclude={"judgement", "gate"}),
-    }
-    text = (
-        f"modelcanary: rollout {state.name} on {state.endpoint} ({state.candidate.uri}) "
-        f"{transition.source.value} -> {transition.target.value}: {transition.reason}"
-    )
-    actions = [
-        Action(
-            kind=ActionKind.NOTIFY,
-            payload={
-                "url": target.url,
-                "secret_env": target.secret_env or "",
-                "key": key,
-                "body": json.dumps({"text": text} if target.format == "slack" else event, sort_keys=True),
-            },
-            key=f"{key}:notify:{index}",
-        )
-        for index, target in enumerate(spec.spec.notify)
-    ]
-    return outcome.model_copy(update={"actions": (*outcome.actions, *actions)})
 
 
 def _apply(
@@ -230,7 +189,7 @@ def _apply(
         checked = _gate(approved, spec, Gate.PROMOTE, answers, now=now, judgement=None, command=True)
         if isinstance(checked, Outcome):
             return checked
-        return _promote(approved, spec, now=now, reason=f"promoted by {actor}", actor=actor, gate=checked)
+        return promote(approved, spec, now=now, reason=f"promoted by {actor}", actor=actor, gate=checked)
     if command is Command.APPROVE:
         if state.phase is not Phase.AWAITING_APPROVAL:
             raise Conflict(f"rollout {state.id} is {state.phase.value}, not awaiting approval")
@@ -245,7 +204,7 @@ def _apply(
             note=f"approved by {actor}",
         )
     if command is Command.ABORT:
-        return _change(
+        return change(
             state,
             now=now,
             reason=f"aborted by {actor}",
@@ -257,11 +216,11 @@ def _apply(
     if command is Command.PAUSE:
         if state.paused:
             raise Conflict(f"rollout {state.id} is already paused")
-        return _change(state, now=now, reason=f"paused by {actor}", actor=actor, paused=True)
+        return change(state, now=now, reason=f"paused by {actor}", actor=actor, paused=True)
     if not state.paused:
         raise Conflict(f"rollout {state.id} is not paused")
     # Resuming restarts the step's clock, so a step that timed out gets a fresh maxDuration.
-    return _change(state, now=now, reason=f"resumed by {actor}", actor=actor, paused=False, step_started_at=now)
+    return change(state, now=now, reason=f"resumed by {actor}", actor=actor, paused=False, step_started_at=now)
 
 
 def required_role(state: RolloutState, spec: RolloutSpec) -> str | None:
@@ -307,8 +266,8 @@ def _go_on(
     if spec.spec.gates.require_approver and not state.approvals:
         why = "promotion needs an approver (gates.requireApprover)"
         if state.phase is Phase.AWAITING_APPROVAL:  # an approval step timed out with onTimeout: promote
-            return _roll_back(state, spec, now=now, reason=f"{note}; {why}", judgement=judgement)
-        return _change(
+            return roll_back(state, spec, now=now, reason=f"{note}; {why}", judgement=judgement)
+        return change(
             state,
             now=now,
             reason=f"every step passed; awaiting approval: {why}",
@@ -321,7 +280,7 @@ def _go_on(
     if isinstance(checked, Outcome):
         return checked
     reason = f"{note}: promoted" if note else "promoted: every step passed"
-    return _promote(state, spec, now=now, judgement=judgement, reason=reason, actor=actor, gate=checked)
+    return promote(state, spec, now=now, judgement=judgement, reason=reason, actor=actor, gate=checked)
 
 
 def _go_to(
@@ -342,7 +301,7 @@ def _go_to(
     prefix = f"{note}: " if note else ""
     if isinstance(step, ApprovalStep):
         wait = f" for at most {step.approval.timeout:g}s" if step.approval.timeout is not None else ""
-        return _change(
+        return change(
             state,
             now=now,
             reason=f"{prefix}step {index + 1} of {total}: awaiting approval by {step.approval.role}{wait} "
@@ -360,8 +319,8 @@ def _go_to(
     reason = f"{prefix}step {index + 1} of {total}: candidate at {step.weight:g}%"
     if judgement is not None and index > 0:
         reason += f" (step {index} passed)"  # the evidence is in the transition's judgement
-    route = _route(state, spec, step.weight)
-    return _change(
+    route = route_of(state, spec, step.weight)
+    return change(
         state,
         now=now,
         reason=reason,
@@ -377,24 +336,6 @@ def _go_to(
     )
 
 
-def _route(state: RolloutState, spec: RolloutSpec, weight: float) -> Route:
-    """The route of a rollout that has the candidate loaded: in shadow (weight 0) or at a step."""
-    traffic = spec.spec.traffic
-    return Route(
-        endpoint=state.endpoint,
-        baseline=state.baseline,
-        candidate=state.candidate,
-        weight=weight,
-        rollout_id=state.id,
-        sticky=traffic.sticky_key,
-        breaker=traffic.circuit_breaker,
-        segments=tuple(traffic.segments),
-        candidate_segments=tuple(traffic.candidate_segments) if traffic.candidate_segments is not None else None,
-        cache=traffic.cache,
-        shadow=traffic.shadow,
-    )
-
-
 def _enter_shadow(state: RolloutState, spec: RolloutSpec, *, now: float) -> Outcome:
     shadow = spec.spec.traffic.shadow
     assert shadow is not None
@@ -402,7 +343,7 @@ def _enter_shadow(state: RolloutState, spec: RolloutSpec, *, now: float) -> Outc
         f"shadow: the candidate predicts {shadow.sample:.0%} of the baseline's requests off the response path "
         f"for {shadow.duration:g}s, serving no one"
     )
-    return _change(
+    return change(
         state,
         now=now,
         reason=reason,
@@ -410,7 +351,7 @@ def _enter_shadow(state: RolloutState, spec: RolloutSpec, *, now: float) -> Outc
         phase=Phase.SHADOW,
         weight=0.0,
         step_started_at=now,
-        route=_route(state, spec, 0.0),
+        route=route_of(state, spec, 0.0),
     )
 
 
@@ -438,11 +379,11 @@ def _gate(
     if spec.spec.gates.on_deny == "rollback":
         if state.phase in (Phase.PENDING, Phase.SHADOW):  # denied its first step: it never served: aborted
             reason = f"aborted at the {decision.summary()}"
-            return _change(state, now=now, reason=reason, actor=CONTROLLER, gate=decision, phase=Phase.ABORTED)
-        return _roll_back(state, spec, now=now, reason=decision.summary(), judgement=judgement, gate=decision)
+            return change(state, now=now, reason=reason, actor=CONTROLLER, gate=decision, phase=Phase.ABORTED)
+        return roll_back(state, spec, now=now, reason=decision.summary(), judgement=judgement, gate=decision)
     if state.gate_hold == decision.summary():
         return Outcome(state=state)  # held for the same reasons as at the last tick: nothing new to record
-    return _change(
+    return change(
         state,
         now=now,
         reason=f"held at the {decision.summary()}",
@@ -451,97 +392,3 @@ def _gate(
         gate=decision,
         gate_hold=decision.summary(),
     )
-
-
-def _promote(
-    state: RolloutState,
-    spec: RolloutSpec,
-    *,
-    now: float,
-    judgement: Judgement | None = None,
-    reason: str = "promoted: every step passed",
-    actor: str = CONTROLLER,
-    gate: GateDecision | None = None,
-) -> Outcome:
-    actions: tuple[Action, ...] = ()
-    alias = spec.spec.on_success.set_alias
-    if alias and state.candidate.in_registry:
-        payload = {"name": state.candidate.name, "alias": alias, "version": state.candidate.version}
-        actions = (Action(kind=ActionKind.SET_ALIAS, payload=payload, key=f"{state.id}:set_alias:{alias}"),)
-    return _change(
-        state,
-        now=now,
-        reason=reason,
-        actor=actor,
-        judgement=judgement,
-        gate=gate,
-        phase=Phase.PROMOTED,
-        weight=100.0,
-        route=Route(endpoint=state.endpoint, baseline=state.candidate),
-        actions=actions,
-    )
-
-
-def _roll_back(
-    state: RolloutState,
-    spec: RolloutSpec,
-    *,
-    now: float,
-    reason: str,
-    judgement: Judgement | None,
-    gate: GateDecision | None = None,
-) -> Outcome:
-    actions: tuple[Action, ...] = ()
-    if spec.spec.on_failure.tag_version and state.candidate.in_registry:  # a remote model has no version to tag
-        payload = {
-            "name": state.candidate.name,
-            "version": state.candidate.version,
-            "tag": ROLLBACK_TAG,
-            "value": f"rollout {state.id}: {reason}",
-        }
-        actions = (Action(kind=ActionKind.TAG_VERSION, payload=payload, key=f"{state.id}:tag"),)
-    return _change(
-        state,
-        now=now,
-        reason=f"rolled back: {reason}",
-        actor=CONTROLLER,
-        judgement=judgement,
-        gate=gate,
-        phase=Phase.ROLLED_BACK,
-        weight=0.0,
-        route=Route(endpoint=state.endpoint, baseline=state.baseline),
-        actions=actions,
-    )
-
-
-def _change(
-    state: RolloutState,
-    *,
-    now: float,
-    reason: str,
-    actor: str,
-    judgement: Judgement | None = None,
-    gate: GateDecision | None = None,
-    route: Route | None = None,
-    actions: tuple[Action, ...] = (),
-    **updates: object,
-) -> Outcome:
-    target = updates.get("phase", state.phase)
-    assert isinstance(target, Phase)
-    if target is not state.phase:
-        check_transition(state.phase, target)
-    updates.setdefault("gate_hold", "")  # any other change ends a hold; a new one records itself again
-    new = state.model_copy(update={**updates, "reason": reason, "updated_at": now})
-    transition = Transition(
-        at=now,
-        source=state.phase,
-        target=new.phase,
-        step=new.step,
-        weight=new.weight,
-        paused=new.paused,
-        reason=reason,
-        actor=actor,
-        judgement=judgement.model_dump(mode="json") if judgement else None,
-        gate=gate.model_dump(mode="json") if gate else None,
-    )
-    return Outcome(state=new, transition=transition, route=route, actions=actions)

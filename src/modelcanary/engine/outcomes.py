@@ -1,0 +1,165 @@
+"""The outcomes a decision comes to, described and never performed: a transition with its reason and
+actor, the route it publishes, and the side effects it implies (move an alias on promotion, tag the
+version on a rollback, a webhook per phase change). ``decide`` chooses; these say what the choice
+means, one function each.
+"""
+
+from __future__ import annotations
+
+import json
+
+from modelcanary.domain.gates import GateDecision
+from modelcanary.domain.judgement import Judgement
+from modelcanary.domain.phases import Phase, check_transition
+from modelcanary.domain.spec import RolloutSpec
+from modelcanary.domain.state import Action, ActionKind, Outcome, RolloutState, Route, Transition
+
+CONTROLLER = "controller"
+ROLLBACK_TAG = "modelcanary.rollback_reason"
+
+
+def route_of(state: RolloutState, spec: RolloutSpec, weight: float) -> Route:
+    """The route of a rollout that has the candidate loaded: in shadow (weight 0) or at a step."""
+    traffic = spec.spec.traffic
+    return Route(
+        endpoint=state.endpoint,
+        baseline=state.baseline,
+        candidate=state.candidate,
+        weight=weight,
+        rollout_id=state.id,
+        sticky=traffic.sticky_key,
+        breaker=traffic.circuit_breaker,
+        segments=tuple(traffic.segments),
+        candidate_segments=tuple(traffic.candidate_segments) if traffic.candidate_segments is not None else None,
+        cache=traffic.cache,
+        shadow=traffic.shadow,
+    )
+
+
+def promote(
+    state: RolloutState,
+    spec: RolloutSpec,
+    *,
+    now: float,
+    judgement: Judgement | None = None,
+    reason: str = "promoted: every step passed",
+    actor: str = CONTROLLER,
+    gate: GateDecision | None = None,
+) -> Outcome:
+    actions: tuple[Action, ...] = ()
+    alias = spec.spec.on_success.set_alias
+    if alias and state.candidate.in_registry:
+        payload = {"name": state.candidate.name, "alias": alias, "version": state.candidate.version}
+        actions = (Action(kind=ActionKind.SET_ALIAS, payload=payload, key=f"{state.id}:set_alias:{alias}"),)
+    return change(
+        state,
+        now=now,
+        reason=reason,
+        actor=actor,
+        judgement=judgement,
+        gate=gate,
+        phase=Phase.PROMOTED,
+        weight=100.0,
+        route=Route(endpoint=state.endpoint, baseline=state.candidate),
+        actions=actions,
+    )
+
+
+def roll_back(
+    state: RolloutState,
+    spec: RolloutSpec,
+    *,
+    now: float,
+    reason: str,
+    judgement: Judgement | None,
+    gate: GateDecision | None = None,
+) -> Outcome:
+    actions: tuple[Action, ...] = ()
+    if spec.spec.on_failure.tag_version and state.candidate.in_registry:  # a remote model has no version to tag
+        payload = {
+            "name": state.candidate.name,
+            "version": state.candidate.version,
+            "tag": ROLLBACK_TAG,
+            "value": f"rollout {state.id}: {reason}",
+        }
+        actions = (Action(kind=ActionKind.TAG_VERSION, payload=payload, key=f"{state.id}:tag"),)
+    return change(
+        state,
+        now=now,
+        reason=f"rolled back: {reason}",
+        actor=CONTROLLER,
+        judgement=judgement,
+        gate=gate,
+        phase=Phase.ROLLED_BACK,
+        weight=0.0,
+        route=Route(endpoint=state.endpoint, baseline=state.baseline),
+        actions=actions,
+    )
+
+
+def change(
+    state: RolloutState,
+    *,
+    now: float,
+    reason: str,
+    actor: str,
+    judgement: Judgement | None = None,
+    gate: GateDecision | None = None,
+    route: Route | None = None,
+    actions: tuple[Action, ...] = (),
+    **updates: object,
+) -> Outcome:
+    target = updates.get("phase", state.phase)
+    assert isinstance(target, Phase)
+    if target is not state.phase:
+        check_transition(state.phase, target)
+    updates.setdefault("gate_hold", "")  # any other change ends a hold; a new one records itself again
+    new = state.model_copy(update={**updates, "reason": reason, "updated_at": now})
+    transition = Transition(
+        at=now,
+        source=state.phase,
+        target=new.phase,
+        step=new.step,
+        weight=new.weight,
+        paused=new.paused,
+        reason=reason,
+        actor=actor,
+        judgement=judgement.model_dump(mode="json") if judgement else None,
+        gate=gate.model_dump(mode="json") if gate else None,
+    )
+    return Outcome(state=new, transition=transition, route=route, actions=actions)
+
+
+def notified(state: RolloutState, spec: RolloutSpec, outcome: Outcome) -> Outcome:
+    """``outcome`` with a webhook action per ``notify`` target when its phase or step changed. The
+    body is made here, once, so every retry sends the same bytes; its key (the rollout and the
+    version the change is saved as) lets a receiver drop a repeat."""
+    new, transition = outcome.state, outcome.transition
+    if not spec.spec.notify or transition is None or (new.phase, new.step) == (state.phase, state.step):
+        return outcome
+    key = f"{state.id}:v{state.version + 1}"
+    event = {
+        "key": key,
+        "rollout": {"id": state.id, "name": state.name, "endpoint": state.endpoint},
+        "baseline": state.baseline.uri,
+        "candidate": state.candidate.uri,
+        **transition.model_dump(mode="json", exclude={"judgement", "gate"}),
+    }
+    text = (
+        f"modelcanary: rollout {state.name} on {state.endpoint} ({state.candidate.uri}) "
+        f"{transition.source.value} -> {transition.target.value}: {transition.reason}"
+    )
+    actions = [
+        Action(
+            kind=ActionKind.NOTIFY,
+            payload={
+                "url": target.url,
+                "secret_env": target.secret_env or "",
+                "key": key,
+                "body": json.dumps({"text": text} if target.format == "slack" else event, sort_keys=True),
+            },
+            key=f"{key}:notify:{index}",
+        )
+        for index, target in enumerate(spec.spec.notify)
+    ]
+    return outcome.model_copy(update={"actions": (*outcome.actions, *actions)})
