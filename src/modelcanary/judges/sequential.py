@@ -40,7 +40,7 @@ from modelcanary.domain.spec import (
 from modelcanary.domain.telemetry import LATENCY_EDGES_MS, RolloutTelemetry, VariantTelemetry, score_bucket
 from modelcanary.judges.guardrails import guardrail
 from modelcanary.stats.classification import Confusion, confusion
-from modelcanary.stats.eprocess import bet_above, bet_better, bet_worse, plug_in_ratio, rate_bounds
+from modelcanary.stats.eprocess import bet_above, plug_in_ratio, rate_lower, rate_upper, ratio_bets
 from modelcanary.stats.histogram import quantile
 
 NAME = "sequential"
@@ -152,11 +152,9 @@ def _update(stream: _Stream, logs: list[float]) -> list[float]:
         return fail + logs[_SIDE:]  # the passing side of rate metrics is read from confidence bounds
     r_hat = min(plug_in_ratio(stream.prev.bad_c, stream.prev.n_c, stream.prev.bad_b, stream.prev.n_b), 50.0)
     r0 = stream.r0
-    worse = [r_hat, *(r0 * g for g in GRID)]
-    better = [r_hat, *(r0 / g for g in GRID)]
-    fail = [log + bet_worse(x_c, x_b, n_c, n_b, r0, r) for log, r in zip(logs[: len(worse)], worse, strict=True)]
-    passed = [log + bet_better(x_c, x_b, n_c, n_b, r0, r) for log, r in zip(logs[len(worse) :], better, strict=True)]
-    return fail + passed
+    worse = ratio_bets(x_c, x_b, n_c, n_b, r0, [r_hat, *(r0 * g for g in GRID)], worse=True)
+    better = ratio_bets(x_c, x_b, n_c, n_b, r0, [r_hat, *(r0 / g for g in GRID)], worse=False)
+    return [log + bet for log, bet in zip(logs, worse + better, strict=True)]
 
 
 def _mixture(logs: list[float]) -> float:
@@ -193,11 +191,11 @@ def _streams(metric: Metric, prev: RolloutTelemetry, now: RolloutTelemetry, alph
         # end; where the baseline's rate is near 0 that ratio is useless (infinite at L = 0), so the
         # candidate's rate alone is tested against U + margin with U the upper end. Until the
         # baseline has shown anything, U is 1 and nothing is bet.
-        low, high = rate_bounds(counts_prev.bad_b, counts_prev.n_b, alpha_b)
+        low = rate_lower(counts_prev.bad_b, counts_prev.n_b, alpha_b)
         if low * (_ONE_SAMPLE_RATIO - 1) > metric.margin:
             r0 = 1 + metric.margin / low
         else:
-            r0, bound = math.inf, high + metric.margin
+            r0, bound = math.inf, rate_upper(counts_prev.bad_b, counts_prev.n_b, alpha_b) + metric.margin
     return [_Stream(key=metric.name, weight=1.0, now=counts_now, prev=counts_prev, r0=r0, bound=bound)]
 
 
@@ -274,8 +272,8 @@ def _judge_metric(
     minimum = metric.min_requests if isinstance(metric, ErrorRateMetric) else metric.min_labels
     rate_c = counts.bad_c / counts.n_c if counts.n_c else None
     rate_b = counts.bad_b / counts.n_b if counts.n_b else None
-    high_c = rate_bounds(counts.bad_c, counts.n_c, alpha / 4)[1]
-    low_b = rate_bounds(counts.bad_b, counts.n_b, alpha / 4)[0]
+    high_c = rate_upper(counts.bad_c, counts.n_c, alpha / 4)
+    low_b = rate_lower(counts.bad_b, counts.n_b, alpha / 4)
     within = high_c - low_b <= metric.margin
     quality = isinstance(metric, QualityMetric)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Sequence
+from itertools import accumulate
 
 
 def quantile(edges: Sequence[float], counts: Sequence[int], q: float) -> float | None:
@@ -20,16 +22,16 @@ def quantile(edges: Sequence[float], counts: Sequence[int], q: float) -> float |
         raise ValueError("q must be in (0, 1)")
     if len(counts) != len(edges) + 1:
         raise ValueError("a histogram has one more bucket than edges")
-    total = sum(counts)
+    cumulative = list(accumulate(counts))  # in C: the judge reads six quantiles per look per rollout
+    total = cumulative[-1]
     if total == 0:
         return None
     rank = q * total
-    seen = 0
-    for index, count in enumerate(counts):
-        if count and seen + count >= rank:
-            if index == len(edges):
-                return float(edges[-1])
-            low = 0.0 if index == 0 else float(edges[index - 1])
-            return low + (float(edges[index]) - low) * (rank - seen) / count
-        seen += count
-    return float(edges[-1])
+    # the first bucket whose running count reaches the rank: it holds values (rank > 0, and the
+    # running count before it is short of the rank)
+    index = bisect_left(cumulative, rank)
+    if index >= len(edges):  # the open last bucket
+        return float(edges[-1])
+    seen = cumulative[index - 1] if index else 0
+    low = 0.0 if index == 0 else float(edges[index - 1])
+    return low + (float(edges[index]) - low) * (rank - seen) / counts[index]
