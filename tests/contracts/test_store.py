@@ -263,6 +263,29 @@ def test_save_many_saves_each_on_its_own(store: SqlStore) -> None:
     assert store.save_many([]) == []
 
 
+def test_active_rollouts_reuse_a_known_state_only_at_its_version(store: SqlStore) -> None:
+    """What a controller saved last tick is not read again; a rollout saved by anyone else since,
+    a new one and an ended one are seen as they are stored."""
+    first, second = rollout("r-1"), rollout("r-2", endpoint="churn", at=1_001.0)
+    third, ended = rollout("r-3", endpoint="ads", at=1_002.0), rollout("r-4", endpoint="old", at=999.0)
+    for state in (first, second, third, ended):
+        store.create(state, SPEC_TEXT, actor="alice")
+    saved_first = store.save(moved(first, Phase.CANARY), expected_version=0)
+    saved_second = store.save(moved(second, Phase.CANARY), expected_version=0)
+    store.save(moved(ended, Phase.ABORTED), expected_version=0)
+    known = {"r-1": saved_first, "r-2": saved_second, "r-4": ended}
+    operator = store.save(moved(saved_second, Phase.CANARY, weight=0.0), expected_version=1)  # paused, say
+
+    listed = store.active_rollouts(known)
+
+    assert [state.id for state in listed] == [state.id for state in store.list_rollouts(active_only=True)]
+    assert [state.id for state in listed] == ["r-3", "r-2", "r-1"]  # newest first, the ended one gone
+    assert listed[2] is saved_first  # its version holds: not read again
+    assert listed[1] == operator and listed[1].version == 2  # saved by someone else since: read
+    assert listed[0] == store.get("r-3")[0]  # not known: read
+    assert store.active_rollouts({}) == store.list_rollouts(active_only=True)
+
+
 def test_specs_and_telemetry_read_many_at_once(store: SqlStore) -> None:
     store.create(rollout("r-1"), SPEC_TEXT, actor="alice", spec_json='{"json": 1}')
     store.create(rollout("r-2", endpoint="churn"), "text only\n", actor="alice")

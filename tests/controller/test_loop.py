@@ -4,6 +4,7 @@ start, advance, roll back, promote, retry side effects, obey operators, lose rac
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from typing import Any
 
@@ -371,6 +372,39 @@ def test_a_rollout_paused_while_pending_stays_pending(
     clock.now = T0 + 3
     (entered,) = controller.tick()
     assert (entered.phase, entered.step) == (Phase.CANARY, 0)
+
+
+def test_the_states_kept_between_ticks_are_the_stored_ones(
+    controller: Controller, store: SqlStore, fake_registry: FakeRegistry, clock: Clock
+) -> None:
+    """A tick does not read again the states it saved the tick before (their version holds), so what
+    it keeps must be exactly what a fresh read gives, the judge's memory included; a rollout an
+    operator saved in between is read again."""
+    state = in_canary(controller, store, fake_registry, clock)
+    warm_up(store, controller, state.id)
+    good(store, state.id)
+    clock.now = T0 + 30
+    assert controller.tick() == []
+    kept = controller._states[state.id]
+    assert kept == current(store, state.id) and kept.judge_memory  # as a restarted controller would read it
+    paused = run_command(store, state.id, Command.PAUSE, actor="bob", now=T0 + 31)
+    good(store, state.id, candidate_requests=800)  # new data: the look is saved
+    clock.now = T0 + 62  # past minDuration: the step would advance, were the pause not read
+    assert controller.tick() == []
+    assert controller._states[state.id] == current(store, state.id)
+    assert current(store, state.id).version == paused.version + 1  # judged on the paused state, not the kept one
+    assert (current(store, state.id).step, current(store, state.id).paused) == (0, True)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_a_tick_leaves_the_cycle_collector_as_it_found_it(controller: Controller, enabled: bool) -> None:
+    was = gc.isenabled()
+    try:
+        (gc.enable if enabled else gc.disable)()
+        controller.tick()
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
 
 
 class RacingStore:
