@@ -515,6 +515,30 @@ def test_run_ticks_until_cancelled(
     assert current(store, state.id).phase is Phase.CANARY
 
 
+def test_run_counts_the_interval_from_each_ticks_start(controller: Controller, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tick taking 0.3 s leaves 0.7 s to wait, so every rollout is judged once a second, not once
+    every 1.3 s; a tick longer than the interval is followed by the next at once."""
+    now, waits = [0.0], []
+    durations = iter([0.3, 1.4, 0.0])
+
+    def tick() -> list[RolloutState]:
+        now[0] += next(durations)
+        return []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(round(seconds, 9))
+        now[0] += seconds
+        if len(waits) == 3:
+            raise asyncio.CancelledError
+
+    monkeypatch.setattr(controller, "tick", tick)
+    monkeypatch.setattr("modelcanary.controller.loop.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("modelcanary.controller.loop.asyncio.sleep", sleep)
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(controller.run(interval_s=1.0))
+    assert waits == [0.7, 0.0, 1.0]
+
+
 # -- several controllers: the lease and its fencing token -----------------------------------------
 
 

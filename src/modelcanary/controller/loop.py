@@ -287,10 +287,13 @@ class Controller:
             self.notifier.deliver(dict(payload))
 
     async def run(self, *, interval_s: float = 1.0) -> None:
-        """Tick until cancelled; store calls run in a thread so the gateway's loop stays free."""
+        """Tick every ``interval_s`` until cancelled, counted from each tick's start (a tick that
+        took 0.3 s followed by a full interval's sleep would judge every rollout each 1.3 s); store
+        calls run in a thread so the gateway's loop stays free."""
         while True:
+            started = time.monotonic()
             try:
                 await asyncio.to_thread(self.tick)
             except ModelcanaryError:
                 log.exception("controller tick failed; holding every rollout until the next one")
-            await asyncio.sleep(interval_s)
+            await asyncio.sleep(max(0.0, started + interval_s - time.monotonic()))
