@@ -340,6 +340,8 @@ class SqlStore(TokenTable):
 
     def _audit_many(self, conn: Connection, events: Sequence[dict[str, Any]]) -> None:
         """Append events to the chain in order, each hash covering the one before it."""
+        if not events:
+            return
         if conn.dialect.name == "postgresql":
             # appends must be serial, or two transactions both read the same last hash and fork the
             # chain; SQLite's BEGIN IMMEDIATE already serialises every writer
