@@ -31,6 +31,7 @@ from modelcanary.adapters.store.schema import (
     schema_revision,
 )
 from modelcanary.adapters.store.schema import actions as actions_table
+from modelcanary.adapters.store.schema import routes as routes_table
 from modelcanary.adapters.store.sql import SqlStore
 from modelcanary.domain.errors import Conflict, Fenced, NotFound
 from modelcanary.domain.phases import Phase
@@ -261,6 +262,75 @@ def test_save_many_saves_each_on_its_own(store: SqlStore) -> None:
     assert after["actions"] == before["actions"]
     assert store.verify_audit()[1] is None
     assert store.save_many([]) == []
+
+
+def test_active_rollouts_reuse_a_known_state_only_at_its_version(store: SqlStore) -> None:
+    """What a controller saved last tick is not read again; a rollout saved by anyone else since,
+    a new one and an ended one are seen as they are stored."""
+    first, second = rollout("r-1"), rollout("r-2", endpoint="churn", at=1_001.0)
+    third, ended = rollout("r-3", endpoint="ads", at=1_002.0), rollout("r-4", endpoint="old", at=999.0)
+    for state in (first, second, third, ended):
+        store.create(state, SPEC_TEXT, actor="alice")
+    saved_first = store.save(moved(first, Phase.CANARY), expected_version=0)
+    saved_second = store.save(moved(second, Phase.CANARY), expected_version=0)
+    store.save(moved(ended, Phase.ABORTED), expected_version=0)
+    known = {"r-1": saved_first, "r-2": saved_second, "r-4": ended}
+    operator = store.save(moved(saved_second, Phase.CANARY, weight=0.0), expected_version=1)  # paused, say
+
+    listed = store.active_rollouts(known)
+
+    assert [state.id for state in listed] == [state.id for state in store.list_rollouts(active_only=True)]
+    assert [state.id for state in listed] == ["r-3", "r-2", "r-1"]  # newest first, the ended one gone
+    assert listed[2] is saved_first  # its version holds: not read again
+    assert listed[1] == operator and listed[1].version == 2  # saved by someone else since: read
+    assert listed[0] == store.get("r-3")[0]  # not known: read
+    assert store.active_rollouts({}) == store.list_rollouts(active_only=True)
+
+
+def test_a_batch_of_moves_saves_every_effect_in_order(store: SqlStore) -> None:
+    """A tick where many rollouts move at once writes their effects a batch at a time: each
+    transition audited once, in the batch's order, on one unbroken chain; each route under its own
+    store-wide version, in order, whether the endpoint had a route or not; every action pending."""
+    states = [rollout(f"r-{index}", endpoint=f"e{index}", at=1_000.0 + index) for index in range(12)]
+    for state in states:
+        store.create(state, SPEC_TEXT, actor="alice")
+    store.put_route(Route(endpoint="e3", baseline=BASELINE))  # e3 has a route already, the others none
+    store.append_audit(at=1_005.0, actor="alice", action="note", rollout_id=None, detail={"before": "the batch"})
+    version = store.routes_version()
+
+    results = store.save_many(
+        [(moved(state, Phase.CANARY, actions=(tag_action(state.id),)), 0) for state in states[:-1]]
+        + [(moved(states[-1], Phase.CANARY, with_route=False), 0)]
+    )
+
+    assert [error for _, error in results] == [None] * 12
+    assert store.verify_audit() == (12 + 1 + 12, None)
+    moves = [event for event in store.audit_events() if event["action"] == "rollout.canary"]
+    assert [event["rollout_id"] for event in moves] == [state.id for state in states]
+    assert [event["detail"]["reason"] for event in moves] == ["to canary"] * 12
+    table = store.routes()
+    with store.engine.connect() as conn:
+        versions = dict(conn.execute(sa.select(routes_table.c.endpoint, routes_table.c.version)).all())
+    assert [versions[f"e{index}"] for index in range(11)] == list(range(version + 1, version + 12))
+    assert "e11" not in versions and table["e3"].candidate == CANDIDATE
+    assert store.routes_version() == version + 11
+    assert sorted(action.key for _, action in store.pending_actions()) == sorted(
+        f"r-{index}:tag" for index in range(11)
+    )
+    assert all(len(store.history(state.id)) == 1 for state in states)
+
+
+def test_a_batch_is_refused_whole_once_the_lease_has_moved(store: SqlStore) -> None:
+    old = store.acquire_lease("controller", "a", ttl_s=5, now=100.0)
+    states = [rollout(f"r-{index}", endpoint=f"e{index}") for index in range(3)]
+    for state in states:
+        store.create(state, SPEC_TEXT, actor="alice")
+    assert store.acquire_lease("controller", "b", ttl_s=5, now=200.0) is not None
+    before = _counts(store)
+    with pytest.raises(Fenced):
+        store.save_many([(moved(state, Phase.CANARY), 0) for state in states], fence=old)
+    assert _counts(store) == before
+    assert [store.get(state.id)[0] for state in states] == states
 
 
 def test_specs_and_telemetry_read_many_at_once(store: SqlStore) -> None:

@@ -4,6 +4,7 @@ start, advance, roll back, promote, retry side effects, obey operators, lose rac
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from typing import Any
 
@@ -373,6 +374,39 @@ def test_a_rollout_paused_while_pending_stays_pending(
     assert (entered.phase, entered.step) == (Phase.CANARY, 0)
 
 
+def test_the_states_kept_between_ticks_are_the_stored_ones(
+    controller: Controller, store: SqlStore, fake_registry: FakeRegistry, clock: Clock
+) -> None:
+    """A tick does not read again the states it saved the tick before (their version holds), so what
+    it keeps must be exactly what a fresh read gives, the judge's memory included; a rollout an
+    operator saved in between is read again."""
+    state = in_canary(controller, store, fake_registry, clock)
+    warm_up(store, controller, state.id)
+    good(store, state.id)
+    clock.now = T0 + 30
+    assert controller.tick() == []
+    kept = controller._states[state.id]
+    assert kept == current(store, state.id) and kept.judge_memory  # as a restarted controller would read it
+    paused = run_command(store, state.id, Command.PAUSE, actor="bob", now=T0 + 31)
+    good(store, state.id, candidate_requests=800)  # new data: the look is saved
+    clock.now = T0 + 62  # past minDuration: the step would advance, were the pause not read
+    assert controller.tick() == []
+    assert controller._states[state.id] == current(store, state.id)
+    assert current(store, state.id).version == paused.version + 1  # judged on the paused state, not the kept one
+    assert (current(store, state.id).step, current(store, state.id).paused) == (0, True)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_a_tick_leaves_the_cycle_collector_as_it_found_it(controller: Controller, enabled: bool) -> None:
+    was = gc.isenabled()
+    try:
+        (gc.enable if enabled else gc.disable)()
+        controller.tick()
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
 class RacingStore:
     """The store, with an operator pausing ``target`` right after the controller has read it."""
 
@@ -479,6 +513,30 @@ def test_run_ticks_until_cancelled(
 
     asyncio.run(briefly())
     assert current(store, state.id).phase is Phase.CANARY
+
+
+def test_run_counts_the_interval_from_each_ticks_start(controller: Controller, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tick taking 0.3 s leaves 0.7 s to wait, so every rollout is judged once a second, not once
+    every 1.3 s; a tick longer than the interval is followed by the next at once."""
+    now, waits = [0.0], []
+    durations = iter([0.3, 1.4, 0.0])
+
+    def tick() -> list[RolloutState]:
+        now[0] += next(durations)
+        return []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(round(seconds, 9))
+        now[0] += seconds
+        if len(waits) == 3:
+            raise asyncio.CancelledError
+
+    monkeypatch.setattr(controller, "tick", tick)
+    monkeypatch.setattr("modelcanary.controller.loop.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("modelcanary.controller.loop.asyncio.sleep", sleep)
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(controller.run(interval_s=1.0))
+    assert waits == [0.7, 0.0, 1.0]
 
 
 # -- several controllers: the lease and its fencing token -----------------------------------------

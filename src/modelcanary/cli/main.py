@@ -32,7 +32,9 @@ def cli(verbose: bool) -> None:
 @workspace_options
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
-@click.option("--tick", default=1.0, show_default=True, type=float, help="seconds between controller ticks")
+@click.option(
+    "--tick", default=1.0, show_default=True, type=float, help="seconds from one controller tick's start to the next's"
+)
 @errors_to_exit
 def serve(workdir: str | None, store: str | None, registry: str | None, host: str, port: int, tick: float) -> None:
     """Run the gateway, the controller and the control API (under /api/v1) in one process (the
@@ -154,7 +156,7 @@ def gateway_command(
 
 @cli.command("controller")
 @workspace_options
-@click.option("--tick", default=1.0, show_default=True, type=float, help="seconds between ticks")
+@click.option("--tick", default=1.0, show_default=True, type=float, help="seconds from one tick's start to the next's")
 @click.option(
     "--lease-ttl", default=10.0, show_default=True, type=float, help="seconds a silent leader keeps the lease"
 )
@@ -184,11 +186,13 @@ def controller_command(
     signal.signal(signal.SIGINT, stop)
     click.echo(f"controller {controller.holder} on {space.store_url}", err=True)
     while not stopping:
+        # the next tick is due an interval after this one started, not after it ended: every
+        # rollout is judged each --tick seconds as long as a tick takes less
+        deadline = time.monotonic() + tick
         try:
             controller.tick()
         except ModelcanaryError as exc:  # the store is unreachable, say: decide nothing until it is back
             logging.getLogger("modelcanary.controller").warning("tick failed, holding: %s", exc)
-        deadline = time.monotonic() + tick
         while not stopping and time.monotonic() < deadline:
             time.sleep(min(0.05, tick))
     controller.step_down()

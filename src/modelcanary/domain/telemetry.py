@@ -145,6 +145,19 @@ class VariantTelemetry:
             },
         )
 
+    def checked(self) -> VariantTelemetry:
+        """Itself, if its histograms are over this version's bucket edges (``ValueError`` if not,
+        as ``merged`` would raise)."""
+        for counts, edges in (
+            (self.latency_counts, LATENCY_EDGES_MS),
+            (self.score_counts, SCORE_EDGES),
+            (self.positive_label_scores, SCORE_EDGES),
+            (self.negative_label_scores, SCORE_EDGES),
+        ):
+            if len(counts) != len(edges) + 1:
+                raise ValueError("histograms over different bucket edges cannot be merged")
+        return self
+
     def segment(self, name: str) -> VariantTelemetry:
         """The counts of one segment, made on first use."""
         counts = self.segments.get(name)

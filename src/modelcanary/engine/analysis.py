@@ -12,14 +12,22 @@ from modelcanary.judges.guardrails import circuit_breaker
 
 
 def pair(rows: Iterable[tuple[Variant, VariantTelemetry]]) -> RolloutTelemetry:
-    """Sum every source's cumulative counts per variant (one row per gateway replica and variant)."""
-    total = RolloutTelemetry()
+    """Sum every source's cumulative counts per variant (one row per gateway replica and variant).
+
+    The rows are the caller's to give away, as a store's reads are: a variant with one source (the
+    usual case) is that row itself rather than a copy summed with zeros, which a tick would make
+    for every rollout."""
+    baseline: VariantTelemetry | None = None
+    candidate: VariantTelemetry | None = None
     for variant, counts in rows:
         if variant is Variant.BASELINE:
-            total.baseline = total.baseline.merged(counts)
+            baseline = counts.checked() if baseline is None else baseline.merged(counts)
         else:
-            total.candidate = total.candidate.merged(counts)
-    return total
+            candidate = counts.checked() if candidate is None else candidate.merged(counts)
+    return RolloutTelemetry(
+        baseline=VariantTelemetry() if baseline is None else baseline,
+        candidate=VariantTelemetry() if candidate is None else candidate,
+    )
 
 
 def analyse(spec: RolloutSpec, look: Look, memory: Memory) -> tuple[Judgement, Memory]:

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import accumulate
 
 from modelcanary.domain.judgement import Judgement, Look, Memory, MetricJudgement, Verdict
 from modelcanary.domain.spec import (
@@ -40,8 +41,8 @@ from modelcanary.domain.spec import (
 from modelcanary.domain.telemetry import LATENCY_EDGES_MS, RolloutTelemetry, VariantTelemetry, score_bucket
 from modelcanary.judges.guardrails import guardrail
 from modelcanary.stats.classification import Confusion, confusion
-from modelcanary.stats.eprocess import bet_above, bet_better, bet_worse, plug_in_ratio, rate_bounds
-from modelcanary.stats.histogram import quantile
+from modelcanary.stats.eprocess import bet_above, plug_in_ratio, rate_lower, rate_upper, ratio_bets
+from modelcanary.stats.histogram import quantile_of_running
 
 NAME = "sequential"
 MEMORY_VERSION = 2  # bump when the meaning of the saved memory changes
@@ -80,6 +81,28 @@ class _Stream:
     bound: float | None = None  # set instead: the candidate's own bad-event rate, at most (one-sample test)
 
 
+@dataclass
+class _Tails:
+    """The running sums of the latency histograms one look reads, each summed once: a look reads
+    four histograms for up to six quantiles and sixteen counts above a threshold."""
+
+    _running: dict[int, tuple[list[int], list[int]]] = field(default_factory=dict)
+
+    def running(self, counts: list[int]) -> list[int]:
+        found = self._running.get(id(counts))
+        if found is None:  # the list is kept with its sums, so its id is not reused during the look
+            found = self._running[id(counts)] = (counts, list(accumulate(counts)))
+        return found[1]
+
+    def above(self, counts: list[int], index: int) -> int:
+        """``sum(counts[index:])``."""
+        running = self.running(counts)
+        return running[-1] - running[index - 1] if index else running[-1]
+
+    def quantile(self, counts: list[int], q: float) -> float | None:
+        return quantile_of_running(LATENCY_EDGES_MS, counts, self.running(counts), q)
+
+
 def judge(analysis: Analysis, look: Look, memory: Memory) -> tuple[Judgement, Memory]:
     if memory and memory.get("version") != MEMORY_VERSION:
         # Saved by another version of this judge: start the evidence again at 1 (still valid, only
@@ -100,10 +123,13 @@ def judge(analysis: Analysis, look: Look, memory: Memory) -> tuple[Judgement, Me
     alpha_e = analysis.alpha * (1 - BASELINE_BOUND_SHARE) if margined else analysis.alpha
     alpha_b = analysis.alpha * BASELINE_BOUND_SHARE / max(margined, 1)
 
-    evidence: dict[str, list[float]] = {key: list(value) for key, value in memory.get("e", {}).items()}
+    # the memory's lists are never changed (a look makes new ones), so the new memory may share them
+    evidence: dict[str, list[float]] = dict(memory.get("e", {}))
     metric_e: dict[str, float] = {}
+    tails = _Tails()
+    rates: dict[str, _Counts] = {}  # each rate metric's counts now, read again for its verdict
     for metric in tested:
-        streams = _streams(metric, prev, now, alpha_b)
+        streams = _streams(metric, prev, now, alpha_b, tails, rates)
         total = 0.0
         for stream in streams:
             logs = _update(stream, evidence.get(stream.key, [0.0] * (2 * _SIDE)))
@@ -117,7 +143,9 @@ def judge(analysis: Analysis, look: Look, memory: Memory) -> tuple[Judgement, Me
     judged = tuple(
         guardrail(metric, now)
         if isinstance(metric, DriftMetric | CostMetric)
-        else _judge_metric(metric, now, evidence, metric_e[metric.name], metric.name in responsible, analysis.alpha)
+        else _judge_metric(
+            metric, now, evidence, metric_e[metric.name], metric.name in responsible, analysis.alpha, tails, rates
+        )
         for metric in analysis.metrics
     )
     srm_log, expected_c = memory.get("srm", [0.0, 0.0])
@@ -152,17 +180,15 @@ def _update(stream: _Stream, logs: list[float]) -> list[float]:
         return fail + logs[_SIDE:]  # the passing side of rate metrics is read from confidence bounds
     r_hat = min(plug_in_ratio(stream.prev.bad_c, stream.prev.n_c, stream.prev.bad_b, stream.prev.n_b), 50.0)
     r0 = stream.r0
-    worse = [r_hat, *(r0 * g for g in GRID)]
-    better = [r_hat, *(r0 / g for g in GRID)]
-    fail = [log + bet_worse(x_c, x_b, n_c, n_b, r0, r) for log, r in zip(logs[: len(worse)], worse, strict=True)]
-    passed = [log + bet_better(x_c, x_b, n_c, n_b, r0, r) for log, r in zip(logs[len(worse) :], better, strict=True)]
-    return fail + passed
+    worse = ratio_bets(x_c, x_b, n_c, n_b, r0, [r_hat, *(r0 * g for g in GRID)], worse=True)
+    better = ratio_bets(x_c, x_b, n_c, n_b, r0, [r_hat, *(r0 / g for g in GRID)], worse=False)
+    return [log + bet for log, bet in zip(logs, worse + better, strict=True)]
 
 
 def _mixture(logs: list[float]) -> float:
     """The e-value of one side: half on the plug-in component, half spread over the grid."""
     plug_in, grid = logs[0], logs[1:]
-    return 0.5 * math.exp(min(plug_in, 700.0)) + 0.5 * sum(math.exp(min(g, 700.0)) for g in grid) / len(grid)
+    return 0.5 * math.exp(min(plug_in, 700.0)) + 0.5 * sum([math.exp(min(g, 700.0)) for g in grid]) / len(grid)
 
 
 def _responsible(metric_e: dict[str, float], weights: dict[str, float], threshold: float) -> set[str]:
@@ -180,11 +206,19 @@ def _responsible(metric_e: dict[str, float], weights: dict[str, float], threshol
 # -- streams ---------------------------------------------------------------------------------------
 
 
-def _streams(metric: Metric, prev: RolloutTelemetry, now: RolloutTelemetry, alpha_b: float) -> list[_Stream]:
+def _streams(
+    metric: Metric,
+    prev: RolloutTelemetry,
+    now: RolloutTelemetry,
+    alpha_b: float,
+    tails: _Tails,
+    rates: dict[str, _Counts],
+) -> list[_Stream]:
     if isinstance(metric, LatencyMetric):
-        return _latency_streams(metric, prev, now)
+        return _latency_streams(metric, prev, now, tails)
     assert isinstance(metric, ErrorRateMetric | QualityMetric)
     counts_now, counts_prev = _rate_counts(metric, now), _rate_counts(metric, prev)
+    rates[metric.name] = counts_now
     r0, bound = 1.0, None
     if metric.margin > 0:
         # H0 is rate_c <= rate_b + margin. A time-uniform confidence sequence on the baseline's rate
@@ -193,11 +227,11 @@ def _streams(metric: Metric, prev: RolloutTelemetry, now: RolloutTelemetry, alph
         # end; where the baseline's rate is near 0 that ratio is useless (infinite at L = 0), so the
         # candidate's rate alone is tested against U + margin with U the upper end. Until the
         # baseline has shown anything, U is 1 and nothing is bet.
-        low, high = rate_bounds(counts_prev.bad_b, counts_prev.n_b, alpha_b)
+        low = rate_lower(counts_prev.bad_b, counts_prev.n_b, alpha_b)
         if low * (_ONE_SAMPLE_RATIO - 1) > metric.margin:
             r0 = 1 + metric.margin / low
         else:
-            r0, bound = math.inf, high + metric.margin
+            r0, bound = math.inf, rate_upper(counts_prev.bad_b, counts_prev.n_b, alpha_b) + metric.margin
     return [_Stream(key=metric.name, weight=1.0, now=counts_now, prev=counts_prev, r0=r0, bound=bound)]
 
 
@@ -219,11 +253,9 @@ def _rate_counts(metric: ErrorRateMetric | QualityMetric, t: RolloutTelemetry) -
     return _Counts(bad_c, n_c, bad_b, n_b)
 
 
-def _exceeding(counts: list[int], index: int) -> int:
-    return sum(counts[index:])
-
-
-def _latency_streams(metric: LatencyMetric, prev: RolloutTelemetry, now: RolloutTelemetry) -> list[_Stream]:
+def _latency_streams(
+    metric: LatencyMetric, prev: RolloutTelemetry, now: RolloutTelemetry, tails: _Tails
+) -> list[_Stream]:
     if prev.baseline.requests < _MIN_BASELINE_FOR_THRESHOLD:
         return []
     # the candidate's threshold is the baseline's stretched by the margin, rounded up to a bucket
@@ -234,7 +266,7 @@ def _latency_streams(metric: LatencyMetric, prev: RolloutTelemetry, now: Rollout
         quantiles += [q for q in DISTRIBUTION_QUANTILES if abs(q - metric.quantile) > 1e-9]
     streams = []
     for q in quantiles:
-        edge = quantile(LATENCY_EDGES_MS, prev.baseline.latency_counts, q)
+        edge = tails.quantile(prev.baseline.latency_counts, q)
         assert edge is not None
         index = min(_bucket_above(edge), len(LATENCY_EDGES_MS))  # requests in buckets >= index exceed it
         cand_index = min(index + shift, len(LATENCY_EDGES_MS))
@@ -242,9 +274,9 @@ def _latency_streams(metric: LatencyMetric, prev: RolloutTelemetry, now: Rollout
 
         def counts(t: RolloutTelemetry, base_i: int = index, cand_i: int = cand_index) -> _Counts:
             return _Counts(
-                _exceeding(t.candidate.latency_counts, cand_i),
+                tails.above(t.candidate.latency_counts, cand_i),
                 t.candidate.requests,
-                _exceeding(t.baseline.latency_counts, base_i),
+                tails.above(t.baseline.latency_counts, base_i),
                 t.baseline.requests,
             )
 
@@ -267,15 +299,17 @@ def _judge_metric(
     e_value: float,
     failed: bool,
     alpha: float,
+    tails: _Tails,
+    rates: dict[str, _Counts],
 ) -> MetricJudgement:
     if isinstance(metric, LatencyMetric):
-        return _latency_verdict(metric, now, evidence, e_value, failed, alpha)
-    counts = _rate_counts(metric, now)
+        return _latency_verdict(metric, now, evidence, e_value, failed, alpha, tails)
+    counts = rates[metric.name] if metric.name in rates else _rate_counts(metric, now)
     minimum = metric.min_requests if isinstance(metric, ErrorRateMetric) else metric.min_labels
     rate_c = counts.bad_c / counts.n_c if counts.n_c else None
     rate_b = counts.bad_b / counts.n_b if counts.n_b else None
-    high_c = rate_bounds(counts.bad_c, counts.n_c, alpha / 4)[1]
-    low_b = rate_bounds(counts.bad_b, counts.n_b, alpha / 4)[0]
+    high_c = rate_upper(counts.bad_c, counts.n_c, alpha / 4)
+    low_b = rate_lower(counts.bad_b, counts.n_b, alpha / 4)
     within = high_c - low_b <= metric.margin
     quality = isinstance(metric, QualityMetric)
 
@@ -308,9 +342,10 @@ def _latency_verdict(
     e_value: float,
     failed: bool,
     alpha: float,
+    tails: _Tails,
 ) -> MetricJudgement:
-    base = quantile(LATENCY_EDGES_MS, now.baseline.latency_counts, metric.quantile)
-    cand = quantile(LATENCY_EDGES_MS, now.candidate.latency_counts, metric.quantile)
+    base = tails.quantile(now.baseline.latency_counts, metric.quantile)
+    cand = tails.quantile(now.candidate.latency_counts, metric.quantile)
     logs = evidence.get(f"{metric.name}@q{metric.quantile:g}")
     pass_e = _mixture(logs[_SIDE:]) if logs else 1.0
     samples = (now.baseline.requests, now.candidate.requests)

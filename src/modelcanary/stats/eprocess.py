@@ -21,6 +21,7 @@ there, the candidate's rate against the baseline's upper bound plus the margin.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 
 def theta(n_c: float, n_b: float, ratio: float) -> float:
@@ -92,6 +93,30 @@ def bet_better(x_c: int, x_b: int, n_c: float, n_b: float, r0: float, r_hat: flo
     return log_lr(x_c, x_c + x_b, theta(n_c, n_b, r_hat), theta(n_c, n_b, r0))
 
 
+def ratio_bets(
+    x_c: int, x_b: int, n_c: float, n_b: float, r0: float, ratios: Sequence[float], *, worse: bool
+) -> list[float]:
+    """``bet_worse`` (or with ``worse`` false, ``bet_better``) at each of ``ratios``: the same
+    numbers, with the null's share worked out once, since the judge bets at sixteen ratios per
+    stream at every look, for every rollout.
+
+    >>> ratio_bets(5, 5, 10, 90, 1.0, [3.0, 1.0, 0.5], worse=True) == [bet_worse(5, 5, 10, 90, 1.0, 3.0), 0.0, 0.0]
+    True
+    """
+    total = x_c + x_b
+    if n_c <= 0 or n_b <= 0 or total == 0:
+        return [0.0] * len(ratios)
+    null = theta(n_c, n_b, r0)
+    rest, log, bets = total - x_c, math.log, []
+    for ratio in ratios:
+        if ratio <= r0 if worse else ratio >= r0:  # no bet against the direction tested
+            bets.append(0.0)
+            continue
+        alt = n_c * ratio / (n_c * ratio + n_b)  # theta(n_c, n_b, ratio), written out
+        bets.append(0.0 if alt == null else x_c * log(alt / null) + rest * log((1 - alt) / (1 - null)))
+    return bets
+
+
 _NEWTON_STEPS = 60  # an upper limit only: from a start outside, Newton takes 4-10 steps here
 _TOLERANCE = 1e-12  # on the log scale the iterations run on
 
@@ -113,40 +138,64 @@ def rate_bounds(x: int, n: int, alpha: float) -> tuple[float, float]:
     >>> rate_bounds(0, 0, 0.05)
     (0.0, 1.0)
     """
-    if n == 0:
-        return 0.0, 1.0
-    # log mixture(p0) = constant - x log p0 - (n - x) log(1 - p0) >= log(1/alpha) outside the set,
-    # i.e. x log p0 + (n - x) log(1 - p0) <= target below
-    target = _log_mixture_constant(x, n) - math.log(1 / alpha)
-    p_hat = x / n
+    return rate_lower(x, n, alpha), rate_upper(x, n, alpha)
 
-    tiny = 1e-300
-    # Outside the set the mixture exceeds 1/alpha. On each side of p_hat, in the log of p (below)
-    # or of 1 - p (above), the condition is g(u) = x u + (n - x) log(1 - e^u) <= target (or the
-    # same with x and n - x swapped), and g is concave. Newton's method started outside the set
-    # then climbs monotonically to the boundary, never crossing it, and converges quadratically:
-    # each bound it returns is outside the set by at most the tolerance, so the interval is never
-    # narrower than the exact one.
-    lower = 0.0 if x == 0 else math.exp(_boundary(x, n - x, target, math.log(max(p_hat / 2, tiny))))
-    upper = 1.0 if x == n else -math.expm1(_boundary(n - x, x, target, math.log(max((1 - p_hat) / 2, tiny))))
-    return max(0.0, lower), min(1.0, upper)
+
+# Outside the set the mixture exceeds 1/alpha: its log, constant - x log p0 - (n - x) log(1 - p0), is
+# at least log(1/alpha), i.e. x log p0 + (n - x) log(1 - p0) <= target. On each side of p_hat, in the
+# log of p (below) or of 1 - p (above), the condition is g(u) = x u + (n - x) log(1 - e^u) <= target
+# (or the same with x and n - x swapped), and g is concave. Newton's method started outside the set
+# then climbs monotonically to the boundary, never crossing it, and converges quadratically: each
+# bound it returns is outside the set by at most the tolerance, so the interval is never narrower
+# than the exact one. Each end is a Newton solve of its own: a caller needing one end pays for one.
+
+
+def _target(x: int, n: int, alpha: float) -> float:
+    return _log_mixture_constant(x, n) - math.log(1 / alpha)
+
+
+def rate_lower(x: int, n: int, alpha: float) -> float:
+    """The lower end of ``rate_bounds``.
+
+    >>> rate_lower(10, 1000, 0.05) == rate_bounds(10, 1000, 0.05)[0]
+    True
+    """
+    if n == 0 or x == 0:
+        return 0.0
+    return max(0.0, math.exp(_boundary(x, n - x, _target(x, n, alpha), math.log(max(x / n / 2, _TINY)))))
+
+
+def rate_upper(x: int, n: int, alpha: float) -> float:
+    """The upper end of ``rate_bounds``.
+
+    >>> rate_upper(10, 1000, 0.05) == rate_bounds(10, 1000, 0.05)[1]
+    True
+    """
+    if n == 0 or x == n:
+        return 1.0
+    return min(1.0, -math.expm1(_boundary(n - x, x, _target(x, n, alpha), math.log(max((1 - x / n) / 2, _TINY)))))
+
+
+_TINY = 1e-300
 
 
 def _boundary(a: int, b: int, target: float, start: float) -> float:
     """The u < log(a / (a + b)) where a u + b log(1 - e^u) = target, by Newton from ``start`` moved
-    outside first (where the left side is at most ``target``)."""
-
-    def g(u: float) -> float:
-        return a * u + b * math.log(-math.expm1(u)) - target
-
+    outside first (where the left side is at most ``target``). g is written out rather than
+    called: this runs four times per rate metric per look, for every rollout."""
+    log, exp, expm1 = math.log, math.exp, math.expm1
     u = start
-    while g(u) > 0:  # inside: step out, away from the maximum, until outside
+    m = -expm1(u)  # 1 - e^u
+    g = a * u + b * log(m) - target
+    while g > 0:  # inside: step out, away from the maximum, until outside
         u = 2 * u - 1
+        m = -expm1(u)
+        g = a * u + b * log(m) - target
     for _ in range(_NEWTON_STEPS):
-        e = math.exp(u)
-        slope = a - b * e / -math.expm1(u)  # > 0 left of the maximum
-        step = -g(u) / slope
+        step = -g / (a - b * exp(u) / m)  # the slope is > 0 left of the maximum
         u += step
         if step < _TOLERANCE * max(1.0, abs(u)):
             break
+        m = -expm1(u)
+        g = a * u + b * log(m) - target
     return u

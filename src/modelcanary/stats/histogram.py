@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Sequence
+from itertools import accumulate
 
 
 def quantile(edges: Sequence[float], counts: Sequence[int], q: float) -> float | None:
@@ -16,20 +18,31 @@ def quantile(edges: Sequence[float], counts: Sequence[int], q: float) -> float |
     >>> quantile([10, 20, 30], [0, 0, 0, 0], 0.5) is None
     True
     """
+    return quantile_of_running(edges, counts, list(accumulate(counts)), q)
+
+
+def quantile_of_running(
+    edges: Sequence[float], counts: Sequence[int], running: Sequence[int], q: float
+) -> float | None:
+    """``quantile``, given the running sums of ``counts`` too (a caller reading several quantiles,
+    or tails, of one histogram sums it once).
+
+    >>> quantile_of_running([10, 20, 30], [0, 5, 5, 0], [0, 5, 10, 10], 0.5)
+    20.0
+    """
     if not 0 < q < 1:
         raise ValueError("q must be in (0, 1)")
-    if len(counts) != len(edges) + 1:
+    if len(counts) != len(edges) + 1 or len(running) != len(counts):
         raise ValueError("a histogram has one more bucket than edges")
-    total = sum(counts)
+    total = running[-1]
     if total == 0:
         return None
     rank = q * total
-    seen = 0
-    for index, count in enumerate(counts):
-        if count and seen + count >= rank:
-            if index == len(edges):
-                return float(edges[-1])
-            low = 0.0 if index == 0 else float(edges[index - 1])
-            return low + (float(edges[index]) - low) * (rank - seen) / count
-        seen += count
-    return float(edges[-1])
+    # the first bucket whose running count reaches the rank: it holds values (rank > 0, and the
+    # running count before it is short of the rank)
+    index = bisect_left(running, rank)
+    if index >= len(edges):  # the open last bucket
+        return float(edges[-1])
+    seen = running[index - 1] if index else 0
+    low = 0.0 if index == 0 else float(edges[index - 1])
+    return low + (float(edges[index]) - low) * (rank - seen) / counts[index]

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -79,6 +80,26 @@ def _created(state: RolloutState, spec_json: str | None) -> dict[str, Any]:
 def _chunks(items: Sequence[str], size: int = 500) -> list[Sequence[str]]:
     """Bound ``IN (...)`` lists: old SQLite builds allow 999 parameters per statement."""
     return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+def _transition_event(rollout_id: str, transition: Transition) -> dict[str, Any]:
+    """A transition's audit event."""
+    detail: dict[str, Any] = {
+        "source": transition.source.value,
+        "step": transition.step,
+        "weight": transition.weight,
+        "paused": transition.paused,
+        "reason": transition.reason,
+    }
+    if transition.gate is not None:  # the policies asked and what they denied
+        detail["gate"] = transition.gate
+    return {
+        "at": transition.at,
+        "actor": transition.actor,
+        "action": f"rollout.{transition.target.value}",
+        "rollout_id": rollout_id,
+        "detail": detail,
+    }
 
 
 class SqlStore(TokenTable):
@@ -147,6 +168,26 @@ class SqlStore(TokenTable):
             query = query.where(rollouts.c.active == 1)
         with self._tx() as conn:
             return [RolloutState.model_validate_json(row.state) for row in conn.execute(query)]
+
+    def active_rollouts(self, known: Mapping[str, RolloutState]) -> list[RolloutState]:
+        """The active rollouts, newest first; those still at the version of their state in
+        ``known`` are not read again. A controller knows the state it saved last tick, and parsing
+        a thousand states (the judge's memory included) took longer than the query."""
+        query = sa.select(rollouts.c.id, rollouts.c.version).where(rollouts.c.active == 1)
+        with self._tx() as conn:
+            versions = conn.execute(query.order_by(rollouts.c.created_at.desc())).all()
+            stale = {row.id for row in versions if row.id not in known or known[row.id].version != row.version}
+            fresh: dict[str, RolloutState] = {}
+            for chunk in _chunks(sorted(stale)):
+                rows = conn.execute(sa.select(rollouts.c.id, rollouts.c.state).where(rollouts.c.id.in_(chunk)))
+                fresh.update({row.id: RolloutState.model_validate_json(row.state) for row in rows})
+        # a state read just now may be newer than the version listed (another writer saved it in
+        # between): it is the freshest there is, and its own version is what a save compares with
+        return [
+            fresh[row.id] if row.id in stale else known[row.id]
+            for row in versions
+            if row.id not in stale or row.id in fresh
+        ]
 
     def specs(self, rollout_ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
         """Each rollout's spec text and validated JSON (None for rollouts made before 0003)."""
@@ -236,8 +277,7 @@ class SqlStore(TokenTable):
         ).rowcount
         if updated != len(items):
             raise _Contended  # someone else saved one of them since it was read
-        for new, (outcome, _) in zip(news, items, strict=True):
-            self._save_effects(conn, outcome, new)
+        self._save_effects_many(conn, [(outcome, new) for (outcome, _), new in zip(items, news, strict=True)])
         return [(new, None) for new in news]
 
     def _save_one(self, conn: Connection, outcome: Outcome, new: RolloutState, expected_version: int) -> bool:
@@ -258,34 +298,31 @@ class SqlStore(TokenTable):
 
     def _save_effects(self, conn: Connection, outcome: Outcome, new: RolloutState) -> None:
         """What a saved state brings with it: its transition (audited), its route, its actions."""
-        if outcome.transition is not None:
-            self._append_transition(conn, new.id, outcome.transition)
-        if outcome.route is not None:
-            self._put_route(conn, outcome.route)
-        for action in outcome.actions:
-            conn.execute(
-                actions.insert().values(rollout_id=new.id, key=action.key, body=action.model_dump_json(), attempts=0)
-            )
+        self._save_effects_many(conn, [(outcome, new)])
 
-    def _append_transition(self, conn: Connection, rollout_id: str, transition: Transition) -> None:
-        conn.execute(transitions.insert().values(rollout_id=rollout_id, body=transition.model_dump_json()))
-        detail: dict[str, Any] = {
-            "source": transition.source.value,
-            "step": transition.step,
-            "weight": transition.weight,
-            "paused": transition.paused,
-            "reason": transition.reason,
-        }
-        if transition.gate is not None:  # the policies asked and what they denied
-            detail["gate"] = transition.gate
-        self._audit(
-            conn,
-            at=transition.at,
-            actor=transition.actor,
-            action=f"rollout.{transition.target.value}",
-            rollout_id=rollout_id,
-            detail=detail,
-        )
+    def _save_effects_many(self, conn: Connection, saved: Sequence[tuple[Outcome, RolloutState]]) -> None:
+        """``_save_effects`` for a batch in a few statements rather than eight round trips per
+        rollout: every transition in one insert, their audit events as one stretch of the chain
+        (the lock taken, the head read and written once), the routes' versions from one read, and
+        every action in one insert. A tick where a thousand rollouts move at once (all entering
+        their first step, say) took 2.5 s on PostgreSQL one rollout at a time."""
+        moved = [(new.id, outcome.transition) for outcome, new in saved if outcome.transition is not None]
+        if moved:
+            conn.execute(
+                transitions.insert(),
+                [{"rollout_id": rollout_id, "body": t.model_dump_json()} for rollout_id, t in moved],
+            )
+            self._audit_many(conn, [_transition_event(rollout_id, t) for rollout_id, t in moved])
+        changed_routes = [outcome.route for outcome, _ in saved if outcome.route is not None]
+        if changed_routes:
+            self._put_routes(conn, changed_routes)
+        rows = [
+            {"rollout_id": new.id, "key": action.key, "body": action.model_dump_json(), "attempts": 0}
+            for outcome, new in saved
+            for action in outcome.actions
+        ]
+        if rows:
+            conn.execute(actions.insert(), rows)
 
     def history(self, rollout_id: str) -> list[Transition]:
         query = sa.select(transitions.c.body).where(transitions.c.rollout_id == rollout_id).order_by(transitions.c.id)
@@ -297,6 +334,14 @@ class SqlStore(TokenTable):
     def _audit(
         self, conn: Connection, *, at: float, actor: str, action: str, rollout_id: str | None, detail: dict[str, Any]
     ) -> None:
+        self._audit_many(
+            conn, [{"at": at, "actor": actor, "action": action, "rollout_id": rollout_id, "detail": detail}]
+        )
+
+    def _audit_many(self, conn: Connection, events: Sequence[dict[str, Any]]) -> None:
+        """Append events to the chain in order, each hash covering the one before it."""
+        if not events:
+            return
         if conn.dialect.name == "postgresql":
             # appends must be serial, or two transactions both read the same last hash and fork the
             # chain; SQLite's BEGIN IMMEDIATE already serialises every writer
@@ -305,23 +350,23 @@ class SqlStore(TokenTable):
             sa.select(audit_head.c.count, audit_head.c.hash).where(audit_head.c.name == "audit")
         ).first()
         length, prev = (int(head[0]), str(head[1])) if head is not None else (0, GENESIS)
-        event = {"at": at, "actor": actor, "action": action, "rollout_id": rollout_id, "detail": detail}
-        digest = audit_hash(prev, event)
-        conn.execute(
-            audit.insert().values(
-                at=at,
-                actor=actor,
-                action=action,
-                rollout_id=rollout_id,
-                detail=json.dumps(detail, sort_keys=True),
-                prev_hash=prev,
-                hash=digest,
+        rows = []
+        for event in events:
+            digest = audit_hash(prev, event)
+            rows.append(
+                {**event, "detail": json.dumps(event["detail"], sort_keys=True), "prev_hash": prev, "hash": digest}
             )
-        )
+            prev = digest
+        # the drivers run an executemany as one statement per row, in order (psycopg 3 pipelines
+        # them; SQLAlchemy folds rows into one multi-row VALUES only for psycopg2 or RETURNING):
+        # the chain is walked in id order, so each row's id must follow the one before it
+        conn.execute(audit.insert(), rows)
         if head is None:
-            conn.execute(audit_head.insert().values(name="audit", count=1, hash=digest))
+            conn.execute(audit_head.insert().values(name="audit", count=len(rows), hash=prev))
         else:
-            conn.execute(audit_head.update().where(audit_head.c.name == "audit").values(count=length + 1, hash=digest))
+            conn.execute(
+                audit_head.update().where(audit_head.c.name == "audit").values(count=length + len(rows), hash=prev)
+            )
 
     def append_audit(
         self, *, at: float, actor: str, action: str, rollout_id: str | None, detail: dict[str, Any]
@@ -411,7 +456,42 @@ class SqlStore(TokenTable):
     # -- routes ----------------------------------------------------------------------------------
 
     def _put_route(self, conn: Connection, route: Route) -> None:
-        version = (conn.execute(sa.select(sa.func.max(routes.c.version))).scalar() or 0) + 1
+        self._put_routes(conn, [route])
+
+    def _put_routes(self, conn: Connection, changed: Sequence[Route]) -> None:
+        """Each route under the next store-wide version, in order: one read of the version, one
+        update of the endpoints that have a route and one insert of those that have none."""
+        version = conn.execute(sa.select(sa.func.max(routes.c.version))).scalar() or 0
+        numbered = [(version + offset, route) for offset, route in enumerate(changed, start=1)]
+        endpoints = [route.endpoint for route in changed]
+        if len(set(endpoints)) != len(endpoints):  # one endpoint twice: each in turn, the last one wins
+            for number, route in numbered:
+                self._upsert_route(conn, number, route)
+            return
+        existing: set[str] = set()
+        for chunk in _chunks(endpoints):
+            existing.update(conn.execute(sa.select(routes.c.endpoint).where(routes.c.endpoint.in_(chunk))).scalars())
+        updates = [
+            {"b_endpoint": r.endpoint, "b_version": n, "b_route": r.model_dump_json()}
+            for n, r in numbered
+            if r.endpoint in existing
+        ]
+        if updates:
+            conn.execute(
+                routes.update()
+                .where(routes.c.endpoint == sa.bindparam("b_endpoint"))
+                .values(version=sa.bindparam("b_version"), route=sa.bindparam("b_route")),
+                updates,
+            )
+        inserts = [
+            {"endpoint": r.endpoint, "version": n, "route": r.model_dump_json()}
+            for n, r in numbered
+            if r.endpoint not in existing
+        ]
+        if inserts:
+            conn.execute(routes.insert(), inserts)
+
+    def _upsert_route(self, conn: Connection, version: int, route: Route) -> None:
         body = route.model_dump_json()
         if (
             conn.execute(
@@ -493,7 +573,7 @@ class SqlStore(TokenTable):
                 )
                 for row in conn.execute(query):
                     found[row.rollout_id].append(
-                        (Variant(row.variant), VariantTelemetry.from_json(json.loads(row.counts)))
+                        (Variant(row.variant), VariantTelemetry.from_json(orjson.loads(row.counts)))
                     )
         return found
 
@@ -501,6 +581,6 @@ class SqlStore(TokenTable):
         query = sa.select(telemetry.c.variant, telemetry.c.counts).where(telemetry.c.rollout_id == rollout_id)
         with self._tx() as conn:
             return [
-                (Variant(row.variant), VariantTelemetry.from_json(json.loads(row.counts)))
+                (Variant(row.variant), VariantTelemetry.from_json(orjson.loads(row.counts)))
                 for row in conn.execute(query)
             ]
