@@ -21,7 +21,8 @@ from modelcanary.domain.judgement import Verdict
 from modelcanary.domain.phases import Phase
 from modelcanary.domain.state import RolloutState
 from modelcanary.domain.telemetry import Variant, VariantTelemetry
-from modelcanary.engine.decide import ROLLBACK_TAG, Command
+from modelcanary.engine.decide import Command
+from modelcanary.engine.outcomes import ROLLBACK_TAG
 
 T0 = 10_000.0
 STEPS = [
