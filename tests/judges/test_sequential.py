@@ -14,7 +14,7 @@ import pytest
 from modelcanary.domain.judgement import Judgement, Look, Verdict
 from modelcanary.domain.spec import Analysis
 from modelcanary.domain.telemetry import LATENCY_EDGES_MS, RolloutTelemetry, VariantTelemetry, score_bucket
-from modelcanary.judges.sequential import judge
+from modelcanary.judges.sequential import MEMORY_VERSION, judge
 
 EDGES = np.asarray(LATENCY_EDGES_MS)
 GOOD, BAD = score_bucket(0.9), score_bucket(0.9)
@@ -264,4 +264,27 @@ def test_memory_saved_by_another_version_starts_the_evidence_afresh() -> None:
     _add(telemetry.baseline, Arm(), 1000, np.random.default_rng(0))
     stale = {"prev": {"baseline": {}, "candidate": {}}, "e": {"error-rate": [3.0, 0.0]}}  # an old layout
     judgement, memory = judge(analysis(), Look(at=10, weight=5, telemetry=telemetry), stale)
-    assert memory["version"] == 2 and not judgement.failing()
+    assert memory["version"] == MEMORY_VERSION and not judgement.failing()
+
+
+def test_memory_of_version_2_carries_its_evidence_over() -> None:
+    """Version 2 kept the last look's whole telemetry; read now, it judges as this version's own memory does."""
+    rng = np.random.default_rng(3)
+    first = RolloutTelemetry()
+    _add(first.baseline, Arm(), 2000, rng)
+    _add(first.candidate, Arm(error_rate=0.03), 300, rng)
+    _, memory = judge(analysis(), Look(at=10, weight=10, telemetry=first), {})
+    second = RolloutTelemetry(
+        VariantTelemetry.from_json(first.baseline.to_json()), VariantTelemetry.from_json(first.candidate.to_json())
+    )
+    _add(second.baseline, Arm(), 2000, rng)
+    _add(second.candidate, Arm(error_rate=0.03), 300, rng)
+    old = {
+        "version": 2,
+        "prev": {"baseline": first.baseline.to_json(), "candidate": first.candidate.to_json()},
+        "e": memory["e"],
+        "srm": memory["srm"],
+    }
+    look = Look(at=20, weight=10, telemetry=second)
+    assert judge(analysis(), look, old) == judge(analysis(), look, memory)
+    assert all(len(kept) <= 6 for kept in memory["prev"].values())  # a few counts a stream, no histograms

@@ -45,7 +45,7 @@ from modelcanary.stats.eprocess import bet_above, plug_in_ratio, rate_lower, rat
 from modelcanary.stats.histogram import quantile_of_running
 
 NAME = "sequential"
-MEMORY_VERSION = 2  # bump when the meaning of the saved memory changes
+MEMORY_VERSION = 3  # bump when the meaning of the saved memory changes
 SRM_ALPHA = 0.001  # a mismatch only holds the rollout, so it may demand strong evidence
 DISTRIBUTION_QUANTILES = (0.5, 0.9, 0.99, 0.999)
 BASELINE_BOUND_SHARE = 0.1  # of alpha, spent on the baseline bounds that turn absolute margins into ratios
@@ -71,6 +71,9 @@ class _Counts:
     n_b: int
 
 
+_NONE = _Counts(0, 0, 0, 0)
+
+
 @dataclass(frozen=True)
 class _Stream:
     key: str
@@ -79,6 +82,7 @@ class _Stream:
     prev: _Counts
     r0: float  # the null ratio: bad-event rate of the candidate / the baseline's, at most
     bound: float | None = None  # set instead: the candidate's own bad-event rate, at most (one-sample test)
+    passing: bool = False  # whether a verdict reads its passing side (a latency metric's own quantile)
 
 
 @dataclass
@@ -104,35 +108,24 @@ class _Tails:
 
 
 def judge(analysis: Analysis, look: Look, memory: Memory) -> tuple[Judgement, Memory]:
-    if memory and memory.get("version") != MEMORY_VERSION:
-        # Saved by another version of this judge: start the evidence again at 1 (still valid, only
-        # slower), rather than read numbers whose meaning changed.
-        memory = {}
-    now = look.telemetry
-    prev = (
-        RolloutTelemetry(
-            baseline=VariantTelemetry.from_json(memory["prev"]["baseline"]),
-            candidate=VariantTelemetry.from_json(memory["prev"]["candidate"]),
-        )
-        if "prev" in memory
-        else RolloutTelemetry()
-    )
-    fresh = now.baseline.to_json() != prev.baseline.to_json() or now.candidate.to_json() != prev.candidate.to_json()
     tested = [m for m in analysis.metrics if not isinstance(m, DriftMetric | CostMetric)]
+    memory = _readable(memory, tested)
+    now = look.telemetry
     margined = sum(1 for m in tested if isinstance(m, ErrorRateMetric | QualityMetric) and m.margin > 0)
     alpha_e = analysis.alpha * (1 - BASELINE_BOUND_SHARE) if margined else analysis.alpha
     alpha_b = analysis.alpha * BASELINE_BOUND_SHARE / max(margined, 1)
 
     # the memory's lists are never changed (a look makes new ones), so the new memory may share them
+    before: dict[str, list[int]] = memory.get("prev", {})
     evidence: dict[str, list[float]] = dict(memory.get("e", {}))
     metric_e: dict[str, float] = {}
     tails = _Tails()
     rates: dict[str, _Counts] = {}  # each rate metric's counts now, read again for its verdict
     for metric in tested:
-        streams = _streams(metric, prev, now, alpha_b, tails, rates)
+        streams = _streams(metric, before, now, alpha_b, tails, rates)
         total = 0.0
         for stream in streams:
-            logs = _update(stream, evidence.get(stream.key, [0.0] * (2 * _SIDE)))
+            logs = _update(stream, evidence.get(stream.key, _NO_EVIDENCE))
             evidence[stream.key] = logs
             total += stream.weight * _mixture(logs[:_SIDE])
         metric_e[metric.name] = total / sum(s.weight for s in streams) if streams else 1.0
@@ -148,20 +141,76 @@ def judge(analysis: Analysis, look: Look, memory: Memory) -> tuple[Judgement, Me
         )
         for metric in analysis.metrics
     )
+    requests = [now.baseline.requests, now.candidate.requests]
+    before_requests = memory.get("requests", [0, 0])
     srm_log, expected_c = memory.get("srm", [0.0, 0.0])
-    srm_log, expected_c, hold = _sample_ratio(prev, now, look.weight, srm_log, expected_c)
-    new_memory: Memory = {
-        "version": MEMORY_VERSION,
-        "prev": {"baseline": now.baseline.to_json(), "candidate": now.candidate.to_json()},
-        "e": evidence,
-        "srm": [srm_log, expected_c],
-    }
+    srm_log, expected_c, hold = _sample_ratio(before_requests, requests, look.weight, srm_log, expected_c)
     judgement = Judgement(judge=NAME, metrics=judged, e_value=combined, threshold=1 / alpha_e, hold=hold)
-    return judgement, (new_memory if fresh else memory)  # a look with no new data changes nothing
+    after = _counts_for_next_look(tested, now, tails, rates)
+    if after == before and requests == before_requests:
+        return judgement, memory  # a look with no new data changes nothing
+    return judgement, {"version": MEMORY_VERSION, "prev": after, "requests": requests, "e": evidence, "srm": [srm_log, expected_c]}
+
+
+def _readable(memory: Memory, tested: list[Metric]) -> Memory:
+    """The memory in this version's layout: a version-2 memory (the whole telemetry of the last
+    look) is boiled down to what the next look reads; one of any other version starts the evidence
+    again at 1 (still valid, only slower) rather than read numbers whose meaning changed."""
+    if not memory or memory.get("version") == MEMORY_VERSION:
+        return memory
+    if memory.get("version") != 2:
+        return {}
+    prev = RolloutTelemetry(
+        baseline=VariantTelemetry.from_json(memory["prev"]["baseline"]),
+        candidate=VariantTelemetry.from_json(memory["prev"]["candidate"]),
+    )
+    return {
+        "version": MEMORY_VERSION,
+        "prev": _counts_for_next_look(tested, prev, _Tails(), {}),
+        "requests": [prev.baseline.requests, prev.candidate.requests],
+        "e": memory["e"],
+        "srm": memory["srm"],
+    }
+
+
+def _counts_for_next_look(
+    tested: list[Metric], now: RolloutTelemetry, tails: _Tails, rates: dict[str, _Counts]
+) -> dict[str, list[int]]:
+    """What the next look reads of this one, per stream: the counts so far (a rate stream's, when
+    any is not 0), and for latency the thresholds the next interval is tested at (set by the
+    baseline's quantiles now) with the counts above them so far. A few numbers a stream, rather
+    than every histogram of the look: the memory is saved with the rollout at every look."""
+    kept: dict[str, list[int]] = {}
+    for metric in tested:
+        if isinstance(metric, LatencyMetric):
+            if now.baseline.requests < _MIN_BASELINE_FOR_THRESHOLD:
+                continue
+            # the candidate's threshold is the baseline's stretched by the margin, rounded up to a
+            # bucket edge (up, so the test stays on the safe side of the margin)
+            shift = math.ceil(math.log1p(metric.margin) / math.log(_BUCKET_RATIO) - 1e-9)
+            for q, key, _ in _latency_keys(metric):
+                edge = tails.quantile(now.baseline.latency_counts, q)
+                assert edge is not None
+                index = min(_bucket_above(edge), len(LATENCY_EDGES_MS))  # requests in buckets >= index exceed it
+                cand_index = min(index + shift, len(LATENCY_EDGES_MS))
+                counts = _above(now, index, cand_index, tails)
+                kept[key] = [index, cand_index, counts.bad_c, counts.n_c, counts.bad_b, counts.n_b]
+            continue
+        assert isinstance(metric, ErrorRateMetric | QualityMetric)
+        counts = rates[metric.name] if metric.name in rates else _rate_counts(metric, now)
+        if counts != _NONE:
+            kept[metric.name] = [counts.bad_c, counts.n_c, counts.bad_b, counts.n_b]
+    return kept
+
+
+_NO_EVIDENCE = [0.0] * _SIDE
 
 
 def _update(stream: _Stream, logs: list[float]) -> list[float]:
-    """Add one interval's bets to each component of the stream's two e-processes.
+    """Add one interval's bets to each component of the stream's e-process against "within the
+    margin" (the failing side), and of its e-process against "beyond it" (the passing side) where
+    a verdict reads that: rate metrics pass on confidence bounds instead, and a latency metric on
+    its own quantile only.
 
     Each e-process is an even mixture of a plug-in bet (the ratio estimated from before the
     interval, so it is predictable, and it learns the effect's size) and fixed bets on a grid of
@@ -176,13 +225,15 @@ def _update(stream: _Stream, logs: list[float]) -> list[float]:
         bound = stream.bound
         a_hat = (stream.prev.bad_c + 0.5) / (stream.prev.n_c + 1.0)
         bets = [a_hat, *(bound * g for g in GRID)]
-        fail = [log + bet_above(x_c, n_c, bound, a) for log, a in zip(logs[:_SIDE], bets, strict=True)]
-        return fail + logs[_SIDE:]  # the passing side of rate metrics is read from confidence bounds
+        return [log + bet_above(x_c, n_c, bound, a) for log, a in zip(logs[:_SIDE], bets, strict=True)]
     r_hat = min(plug_in_ratio(stream.prev.bad_c, stream.prev.n_c, stream.prev.bad_b, stream.prev.n_b), 50.0)
     r0 = stream.r0
     worse = ratio_bets(x_c, x_b, n_c, n_b, r0, [r_hat, *(r0 * g for g in GRID)], worse=True)
+    fail = [log + bet for log, bet in zip(logs[:_SIDE], worse, strict=True)]
+    if not stream.passing:
+        return fail
     better = ratio_bets(x_c, x_b, n_c, n_b, r0, [r_hat, *(r0 / g for g in GRID)], worse=False)
-    return [log + bet for log, bet in zip(logs, worse + better, strict=True)]
+    return fail + [log + bet for log, bet in zip(logs[_SIDE:] or _NO_EVIDENCE, better, strict=True)]
 
 
 def _mixture(logs: list[float]) -> float:
@@ -208,17 +259,27 @@ def _responsible(metric_e: dict[str, float], weights: dict[str, float], threshol
 
 def _streams(
     metric: Metric,
-    prev: RolloutTelemetry,
+    before: dict[str, list[int]],
     now: RolloutTelemetry,
     alpha_b: float,
     tails: _Tails,
     rates: dict[str, _Counts],
 ) -> list[_Stream]:
     if isinstance(metric, LatencyMetric):
-        return _latency_streams(metric, prev, now, tails)
+        streams = []
+        for position, (_, key, weight) in enumerate(_latency_keys(metric)):
+            kept = before.get(key)
+            if kept is None:  # the baseline had too few requests at the last look to set thresholds
+                return []
+            index, cand_index, *counts = kept
+            now_above = _above(now, index, cand_index, tails)
+            streams.append(  # the configured quantile comes first: its passing side is the metric's
+                _Stream(key=key, weight=weight, now=now_above, prev=_Counts(*counts), r0=1.0, passing=position == 0)
+            )
+        return streams
     assert isinstance(metric, ErrorRateMetric | QualityMetric)
-    counts_now, counts_prev = _rate_counts(metric, now), _rate_counts(metric, prev)
-    rates[metric.name] = counts_now
+    counts_now = rates[metric.name] = _rate_counts(metric, now)
+    counts_prev = _Counts(*before[metric.name]) if metric.name in before else _NONE
     r0, bound = 1.0, None
     if metric.margin > 0:
         # H0 is rate_c <= rate_b + margin. A time-uniform confidence sequence on the baseline's rate
@@ -253,35 +314,25 @@ def _rate_counts(metric: ErrorRateMetric | QualityMetric, t: RolloutTelemetry) -
     return _Counts(bad_c, n_c, bad_b, n_b)
 
 
-def _latency_streams(
-    metric: LatencyMetric, prev: RolloutTelemetry, now: RolloutTelemetry, tails: _Tails
-) -> list[_Stream]:
-    if prev.baseline.requests < _MIN_BASELINE_FOR_THRESHOLD:
-        return []
-    # the candidate's threshold is the baseline's stretched by the margin, rounded up to a bucket
-    # edge (up, so the test stays on the safe side of the margin)
-    shift = math.ceil(math.log1p(metric.margin) / math.log(_BUCKET_RATIO) - 1e-9)
+def _latency_keys(metric: LatencyMetric) -> list[tuple[float, str, float]]:
+    """The quantiles a latency metric is tested at, each with its stream's key and weight: the
+    configured one carries the metric, the distribution's others share its weight once more."""
     quantiles = [metric.quantile]
     if metric.distribution:
         quantiles += [q for q in DISTRIBUTION_QUANTILES if abs(q - metric.quantile) > 1e-9]
-    streams = []
-    for q in quantiles:
-        edge = tails.quantile(prev.baseline.latency_counts, q)
-        assert edge is not None
-        index = min(_bucket_above(edge), len(LATENCY_EDGES_MS))  # requests in buckets >= index exceed it
-        cand_index = min(index + shift, len(LATENCY_EDGES_MS))
-        weight = 1.0 if q == metric.quantile else 1.0 / (len(quantiles) - 1)
+    return [
+        (q, f"{metric.name}@q{q:g}", 1.0 if q == metric.quantile else 1.0 / (len(quantiles) - 1)) for q in quantiles
+    ]
 
-        def counts(t: RolloutTelemetry, base_i: int = index, cand_i: int = cand_index) -> _Counts:
-            return _Counts(
-                tails.above(t.candidate.latency_counts, cand_i),
-                t.candidate.requests,
-                tails.above(t.baseline.latency_counts, base_i),
-                t.baseline.requests,
-            )
 
-        streams.append(_Stream(key=f"{metric.name}@q{q:g}", weight=weight, now=counts(now), prev=counts(prev), r0=1.0))
-    return streams
+def _above(t: RolloutTelemetry, index: int, cand_index: int, tails: _Tails) -> _Counts:
+    """Requests above the thresholds: the candidate's at bucket ``cand_index``, the baseline's at ``index``."""
+    return _Counts(
+        tails.above(t.candidate.latency_counts, cand_index),
+        t.candidate.requests,
+        tails.above(t.baseline.latency_counts, index),
+        t.baseline.requests,
+    )
 
 
 def _bucket_above(value: float) -> int:
@@ -409,21 +460,23 @@ def _fmt(value: float | None) -> str:
 
 
 def _sample_ratio(
-    prev: RolloutTelemetry, now: RolloutTelemetry, weight: float, log_e: float, expected_c: float
+    prev: list[int], now: list[int], weight: float, log_e: float, expected_c: float
 ) -> tuple[float, float, str | None]:
-    """A plug-in e-process against "requests split at the weight set"; past 1/SRM_ALPHA it holds."""
-    d_c = now.candidate.requests - prev.candidate.requests
-    d_n = d_c + now.baseline.requests - prev.baseline.requests
+    """A plug-in e-process against "requests split at the weight set"; past 1/SRM_ALPHA it holds.
+    ``prev`` and ``now`` are the requests so far, baseline's then candidate's."""
+    (prev_b, prev_c), (now_b, now_c) = prev, now
+    d_c = now_c - prev_c
+    d_n = d_c + now_b - prev_b
     share = weight / 100
     if d_n > 0 and 0 < share < 1:
         # the realised/expected ratio so far, as the alternative's odds multiplier
-        r_hat = (prev.candidate.requests + 0.5) / (expected_c + 0.5)
+        r_hat = (prev_c + 0.5) / (expected_c + 0.5)
         alt = share * r_hat / (share * r_hat + 1 - share)
         log_e += d_c * math.log(alt / share) + (d_n - d_c) * math.log((1 - alt) / (1 - share))
         expected_c += d_n * share
     if log_e < math.log(1 / SRM_ALPHA):
         return log_e, expected_c, None
-    realised = 100 * now.candidate.requests / max(now.candidate.requests + now.baseline.requests, 1)
+    realised = 100 * now_c / max(now_c + now_b, 1)
     return (
         log_e,
         expected_c,
