@@ -11,11 +11,16 @@ that they all stay in canary), tick once to put them in canary, then for each ro
    gateway's flush does), and the clock starts;
 2. tick: the controller reads, judges, decides and saves every rollout; each save's completion time
    minus the flush's gives that rollout's decision latency (the flush landing just before the tick:
-   a flush landing mid-tick waits for the next one, so add up to one tick to these figures);
+   a flush landing mid-tick waits for the next one, so add up to one tick to these figures); with
+   ``--processes`` above 1 the worker processes decide and save their shares, and a rollout they
+   saved counts from the moment the controller heard back (after the worker's commit);
 3. propagation: one rollout is aborted through the store (a routing-table change
    with a new version), and two gateways (two ``Gateway`` objects, each with its own connection
    pool, polling the routing table every ``--poll`` seconds as ``modelcanary serve`` does) record
    when they applied it.
+
+``--processes 1,2`` runs every engine once per count, side by side (the controller alone, then with
+one worker process: ``modelcanary controller --processes``).
 
 The registry is the in-memory one from ``modelcanary.adapters.testing``: no rollout is promoted
 here, and the store and the controller are what is measured.
@@ -32,6 +37,7 @@ import tempfile
 import threading
 import time
 import uuid
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +46,7 @@ from modelcanary.adapters.store.sql import SqlStore
 from modelcanary.adapters.testing import FakeBackend, FakeRegistry, FunctionModel
 from modelcanary.controller.loop import Controller
 from modelcanary.controller.operations import run_command, start_rollout
+from modelcanary.controller.shards import Shards, ShardTick
 from modelcanary.domain.telemetry import Variant, VariantTelemetry
 from modelcanary.engine.decide import Command
 from modelcanary.gateway.app import Gateway
@@ -87,6 +94,25 @@ class TimedStore(SqlStore):
         committed = time.perf_counter()
         self.saved_at.update({saved.id: committed for saved, _ in results if saved is not None})
         return results
+
+
+class TimedShards(Shards):
+    """The worker processes, noting when the controller heard that each of their rollouts was saved."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.saved_at: dict[str, float] = {}
+
+    def submit(self, now: float, fence: Any) -> Any:
+        started = super().submit(now, fence)
+        for future in started:
+            future.add_done_callback(self._note)
+        return started
+
+    def _note(self, future: Future[ShardTick]) -> None:
+        heard = time.perf_counter()
+        if future.exception() is None:
+            self.saved_at.update(dict.fromkeys(future.result().saved, heard))
 
 
 def pg_schema_url(base: str) -> tuple[str, Any]:
@@ -140,12 +166,15 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run_engine(engine: str, url: str, *, rollouts: int, rounds: int, poll_s: float) -> dict[str, Any]:
+def run_engine(
+    engine: str, url: str, *, rollouts: int, rounds: int, poll_s: float, processes: int = 1
+) -> dict[str, Any]:
     registry = FakeRegistry({"m": ["1", "2"]}, {("m", "champion"): "1", ("m", "challenger"): "2"})
     store = TimedStore(url)
     for index in range(rollouts):
         start_rollout(store, registry, SPEC.format(index=index), source=f"e{index}", actor="bench")
-    controller = Controller(store=store, registry=registry, holder="bench", clock=time.time)
+    shards = TimedShards(url, processes) if processes > 1 else None
+    controller = Controller(store=store, registry=registry, holder="bench", clock=time.time, shards=shards)
     began = time.perf_counter()
     controller.tick()  # pending -> canary for every rollout
     enter_s = time.perf_counter() - began
@@ -168,10 +197,13 @@ def run_engine(engine: str, url: str, *, rollouts: int, rounds: int, poll_s: flo
         store.write_telemetry("bench-gateway", rows)
         flushed = time.perf_counter()
         store.saved_at.clear()
+        if shards is not None:
+            shards.saved_at.clear()
         began = time.perf_counter()
         controller.tick()
         ticks.append(time.perf_counter() - began)
-        latencies += [at - flushed for at in store.saved_at.values()]
+        saved_at = {**store.saved_at, **(shards.saved_at if shards is not None else {})}
+        latencies += [at - flushed for at in saved_at.values()]
         # a routing-table change, and when each gateway applied it
         run_command(store, ids[round_index], Command.ABORT, actor="bench")
         changed_at, version = time.perf_counter(), store.routes_version()
@@ -182,9 +214,12 @@ def run_engine(engine: str, url: str, *, rollouts: int, rounds: int, poll_s: flo
     for gateway in gateways:
         gateway.stopping.set()
         gateway.join(10)
+    if shards is not None:
+        shards.close()
     store.close()
     return {
         "engine": engine,
+        "processes": processes,
         "rollouts": rollouts,
         "rounds": rounds,
         "enter_canary_s": enter_s,
@@ -201,11 +236,12 @@ def run_engine(engine: str, url: str, *, rollouts: int, rounds: int, poll_s: flo
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    head = "| engine | rollouts | tick (median s) | ticks/s | p50 decision ms | p99 decision ms "
-    head += "| propagation p50 / max ms |\n|---|--:|--:|--:|--:|--:|--:|\n"
+    head = "| engine | processes | rollouts | tick (median s) | ticks/s | p50 decision ms | p99 decision ms "
+    head += "| propagation p50 / max ms |\n|---|--:|--:|--:|--:|--:|--:|--:|\n"
     for r in rows:
         head += (
-            f"| {r['engine']} | {r['rollouts']:,} | {r['tick_s_median']:.2f} | {r['ticks_per_s']:.2f} | "
+            f"| {r['engine']} | {r.get('processes', 1)} | {r['rollouts']:,} | {r['tick_s_median']:.2f} | "
+            f"{r['ticks_per_s']:.2f} | "
             f"{r['decision_latency_ms_p50']:.0f} | {r['decision_latency_ms_p99']:.0f} | "
             f"{r['propagation_ms_p50']:.0f} / {r['propagation_ms_max']:.0f} |\n"
         )
@@ -223,12 +259,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--poll", type=float, default=0.5, help="gateways' routing-table poll, seconds (serve's default)"
     )
+    parser.add_argument(
+        "--processes", default="1", help="comma-separated process counts to run each engine with (e.g. 1,2)"
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where the run's record goes")
     args = parser.parse_args(argv)
     rows = []
-    for engine in [e.strip() for e in args.engines.split(",") if e.strip()]:
+    counts = [int(p) for p in args.processes.split(",") if p.strip()]
+    for engine, processes in [(e.strip(), p) for e in args.engines.split(",") if e.strip() for p in counts]:
         with tempfile.TemporaryDirectory() as folder:
             if engine == "sqlite":
                 url, cleanup = f"sqlite:///{folder}/bench.db", (lambda: None)
@@ -237,8 +277,16 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 parser.error(f"unknown engine {engine!r}: sqlite or postgresql")
             try:
-                print(f"{engine}: {args.rollouts} rollouts, {args.rounds} rounds ...", file=sys.stderr, flush=True)
-                rows.append(run_engine(engine, url, rollouts=args.rollouts, rounds=args.rounds, poll_s=args.poll))
+                print(
+                    f"{engine}, {processes} process(es): {args.rollouts} rollouts, {args.rounds} rounds ...",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                rows.append(
+                    run_engine(
+                        engine, url, rollouts=args.rollouts, rounds=args.rounds, poll_s=args.poll, processes=processes
+                    )
+                )
             finally:
                 cleanup()
     table = markdown(rows)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -127,10 +127,13 @@ class RolloutStore(Protocol):
     def list_rollouts(self, *, active_only: bool = False) -> list[RolloutState]:
         """Rollouts, newest first."""
 
-    def active_rollouts(self, known: Mapping[str, RolloutState]) -> list[RolloutState]:
+    def active_rollouts(
+        self, known: Mapping[str, RolloutState], *, mine: Callable[[str], bool] | None = None
+    ) -> list[RolloutState]:
         """The active rollouts, newest first, as ``list_rollouts(active_only=True)`` reads them,
         except that a rollout whose stored version is that of its state in ``known`` is that state,
-        not read again (every save bumps the version, so the same version is the same state)."""
+        not read again (every save bumps the version, so the same version is the same state).
+        Given ``mine``, only the rollouts whose id it accepts (a shard's)."""
 
     def save(self, outcome: Outcome, *, expected_version: int, fence: Fence | None = None) -> RolloutState:
         """Save state, transition, route and actions in one transaction if the stored version is

@@ -17,10 +17,12 @@ if str(ROOT) not in sys.path:  # bench/ is a top-level package beside src/, not 
 from bench.controlplane.__main__ import main, run_engine  # noqa: E402
 
 
+@pytest.mark.parametrize("processes", [1, 2])
 @pytest.mark.parametrize("store_url", ["sqlite", "postgresql"], indirect=True)
-def test_every_rollout_is_decided_and_both_gateways_follow(store_url: str) -> None:
-    row = run_engine("engine", store_url, rollouts=12, rounds=2, poll_s=0.05)
-    assert row["decisions"] == 12 + 11  # every active rollout, every round (each round ends by aborting one)
+def test_every_rollout_is_decided_and_both_gateways_follow(store_url: str, processes: int) -> None:
+    row = run_engine("engine", store_url, rollouts=12, rounds=2, poll_s=0.05, processes=processes)
+    # every active rollout, every round (each round ends by aborting one), whichever process saved it
+    assert row["decisions"] == 12 + 11
     assert row["decision_latency_ms_p99"] >= row["decision_latency_ms_p50"] > 0
     assert row["propagation_ms_p50"] is not None and 0 < row["propagation_ms_max"] < 10_000
     assert row["ticks_per_s"] == pytest.approx(1 / row["tick_s_median"])
@@ -29,8 +31,9 @@ def test_every_rollout_is_decided_and_both_gateways_follow(store_url: str) -> No
 def test_the_command_prints_and_writes_its_rows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "rows.json"
     args = ["--rollouts", "5", "--rounds", "1", "--engines", "sqlite", "--poll", "0.05", "--json", str(out)]
-    assert main([*args, "--results-dir", str(tmp_path)]) == 0
-    [row] = json.loads(out.read_text())
-    assert row["engine"] == "sqlite" and row["rollouts"] == 5
-    assert "| sqlite | 5 |" in capsys.readouterr().out
+    assert main([*args, "--processes", "1,2", "--results-dir", str(tmp_path)]) == 0
+    alone, shared = json.loads(out.read_text())
+    assert (alone["engine"], alone["processes"], shared["processes"], shared["rollouts"]) == ("sqlite", 1, 2, 5)
+    printed = capsys.readouterr().out
+    assert "| sqlite | 1 | 5 |" in printed and "| sqlite | 2 | 5 |" in printed
     assert list(tmp_path.glob("controlplane-*.json"))

@@ -161,9 +161,22 @@ def gateway_command(
     "--lease-ttl", default=10.0, show_default=True, type=float, help="seconds a silent leader keeps the lease"
 )
 @click.option("--name", help="this controller's name in the lease [default: host-pid]")
+@click.option(
+    "--processes",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="processes that judge and save a share of the rollouts each tick, this one included (one per core)",
+)
 @errors_to_exit
 def controller_command(
-    workdir: str | None, store: str | None, registry: str | None, tick: float, lease_ttl: float, name: str | None
+    workdir: str | None,
+    store: str | None,
+    registry: str | None,
+    tick: float,
+    lease_ttl: float,
+    name: str | None,
+    processes: int,
 ) -> None:
     """Run a controller on its own, beside gateways that share its store. Several may run against
     one store: one leads at a time (a lease with a fencing token); if it dies another takes over
@@ -171,10 +184,15 @@ def controller_command(
     import signal
 
     from modelcanary.controller.loop import Controller
+    from modelcanary.controller.shards import Shards
 
     space = Workspace.at(workdir, store=store, registry=registry)
     controller = Controller(
-        store=space.store(), registry=space.registry(), holder=name or _holder(), lease_ttl_s=lease_ttl
+        store=space.store(),
+        registry=space.registry(),
+        holder=name or _holder(),
+        lease_ttl_s=lease_ttl,
+        shards=Shards(space.store_url, processes) if processes > 1 else None,
     )
     stopping = False
 
@@ -196,6 +214,8 @@ def controller_command(
         while not stopping and time.monotonic() < deadline:
             time.sleep(min(0.05, tick))
     controller.step_down()
+    if controller.shards is not None:
+        controller.shards.close()
 
 
 @cli.command("report")

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from modelcanary.controller.gates import default_engine, gated
+from modelcanary.controller.shards import Shards
 from modelcanary.domain.errors import Fenced, ModelcanaryError
 from modelcanary.domain.judgement import Look
 from modelcanary.domain.phases import Phase
@@ -54,7 +55,7 @@ LEASE = "controller"
 
 
 @contextmanager
-def _collector_paused() -> Iterator[None]:
+def collector_paused() -> Iterator[None]:
     """Hold CPython's cycle collector off while a tick reads, judges and saves. A tick keeps some
     seventy objects per rollout alive until it ends (states, telemetry, judgements), so at a
     thousand rollouts the collector ran dozens of young and one full collection per tick, a full
@@ -87,6 +88,7 @@ class Controller:
     notify_attempts: int = 6  # a notification is given up (and audited as failed) after this many
     notify_backoff_s: float = 1.0  # the wait after the first failure, doubled after each other one
     sources: Callable[[str], MetricSource] | None = None  # name -> source; None: adapters.sources' factory
+    shards: Shards | None = None  # worker processes that decide a share of the rollouts; None: this one alone
     _specs: dict[str, RolloutSpec] = field(default_factory=dict)
     _states: dict[str, RolloutState] = field(default_factory=dict)  # each active rollout as last read or saved
     _read_at: dict[str, float] = field(default_factory=dict)  # when each sourced rollout was last read
@@ -136,14 +138,40 @@ class Controller:
         step changed."""
         if not self.lead():
             return []
-        with _collector_paused():
+        with collector_paused():
             changed = self._decide_all()
         self.run_actions()
         return changed
 
     def _decide_all(self) -> list[RolloutState]:
+        """Decide and save every active rollout: all of them here, or with ``shards`` this
+        process's share while the workers decide theirs. The states whose phase or step changed."""
+        try:
+            if self.shards is None:
+                return self.decide_shard(lambda _: True)[0]
+            started = self.shards.submit(self.clock(), self.fence)
+            changed = self.decide_shard(self.shards.mine)[0]
+            for shard, future in enumerate(started, start=1):
+                try:
+                    changed += future.result().changed
+                except Fenced:
+                    raise
+                except Exception:  # a worker died or failed: its rollouts hold until the next tick
+                    log.exception("controller worker %d failed; its rollouts hold this tick", shard)
+                    self.shards.restart(shard)
+            return changed
+        except Fenced as exc:  # another controller leads now: act on nothing more
+            log.warning("%s", exc)
+            self.fence = None
+            self._states = {}
+            return []
+
+    def decide_shard(self, mine: Callable[[str], bool]) -> tuple[list[RolloutState], list[str]]:
+        """Read, judge, decide and save the active rollouts that are ``mine``, every decision in
+        one transaction (each rollout on its own compare-and-set). The states whose phase or step
+        changed, and the ids of every rollout saved. ``Fenced`` if the lease moved."""
         # the states this controller saved last tick are not read again while their version holds
-        active = self.store.active_rollouts(self._states)
+        active = self.store.active_rollouts(self._states, mine=mine)
         self._states = {state.id: state for state in active}
         self._load_specs(active)
         self._read_sources(active)
@@ -159,28 +187,24 @@ class Controller:
                 continue
             if outcome is not None:
                 decided.append(outcome)
-        try:
-            results = (
-                self.store.save_many([(outcome, outcome.state.version) for outcome in decided], fence=self.fence)
-                if decided
-                else []
-            )
-        except Fenced as exc:  # another controller leads now: act on nothing more
-            log.warning("%s", exc)
-            self.fence = None
-            self._states = {}
-            return []
+        results = (
+            self.store.save_many([(outcome, outcome.state.version) for outcome in decided], fence=self.fence)
+            if decided
+            else []
+        )
         changed: list[RolloutState] = []
+        saved_ids: list[str] = []
         for outcome, (saved, error) in zip(decided, results, strict=True):
             if saved is not None:
                 self._states[saved.id] = saved
+                saved_ids.append(saved.id)
             if error is not None:  # an operator acted meanwhile: decide again next tick, on fresh state
                 log.info("%s", error)
                 self._states.pop(outcome.state.id, None)
             elif saved is not None and outcome.transition is not None:
                 log.info("rollout %s: %s", saved.id, outcome.transition.reason)
                 changed.append(saved)
-        return changed
+        return changed, saved_ids
 
     def _read_sources(self, active: list[RolloutState]) -> None:
         """Read each due rollout's metric source into the store; a failure is kept as data."""

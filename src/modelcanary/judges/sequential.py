@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
+from typing import NamedTuple
 
 from modelcanary.domain.judgement import Judgement, Look, Memory, MetricJudgement, Verdict
 from modelcanary.domain.spec import (
@@ -61,9 +63,9 @@ _SIDE = 1 + len(GRID)  # components per side: the plug-in, then the grid
 _ONE_SAMPLE_RATIO = GRID[-1]
 
 
-@dataclass(frozen=True)
-class _Counts:
-    """One stream's cumulative bad events and exposures per variant."""
+class _Counts(NamedTuple):
+    """One stream's cumulative bad events and exposures per variant. (Named tuples: a look makes a
+    dozen of each of these, and a frozen dataclass took several times as long to make.)"""
 
     bad_c: int
     n_c: int
@@ -74,8 +76,7 @@ class _Counts:
 _NONE = _Counts(0, 0, 0, 0)
 
 
-@dataclass(frozen=True)
-class _Stream:
+class _Stream(NamedTuple):
     key: str
     weight: float
     now: _Counts
@@ -149,10 +150,16 @@ def judge(analysis: Analysis, look: Look, memory: Memory) -> tuple[Judgement, Me
     after = _counts_for_next_look(tested, now, tails, rates)
     if after == before and requests == before_requests:
         return judgement, memory  # a look with no new data changes nothing
-    return judgement, {"version": MEMORY_VERSION, "prev": after, "requests": requests, "e": evidence, "srm": [srm_log, expected_c]}
+    return judgement, {
+        "version": MEMORY_VERSION,
+        "prev": after,
+        "requests": requests,
+        "e": evidence,
+        "srm": [srm_log, expected_c],
+    }
 
 
-def _readable(memory: Memory, tested: list[Metric]) -> Memory:
+def _readable(memory: Memory, tested: Sequence[Metric]) -> Memory:
     """The memory in this version's layout: a version-2 memory (the whole telemetry of the last
     look) is boiled down to what the next look reads; one of any other version starts the evidence
     again at 1 (still valid, only slower) rather than read numbers whose meaning changed."""
@@ -174,7 +181,7 @@ def _readable(memory: Memory, tested: list[Metric]) -> Memory:
 
 
 def _counts_for_next_look(
-    tested: list[Metric], now: RolloutTelemetry, tails: _Tails, rates: dict[str, _Counts]
+    tested: Sequence[Metric], now: RolloutTelemetry, tails: _Tails, rates: dict[str, _Counts]
 ) -> dict[str, list[int]]:
     """What the next look reads of this one, per stream: the counts so far (a rate stream's, when
     any is not 0), and for latency the thresholds the next interval is tested at (set by the

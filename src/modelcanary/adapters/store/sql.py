@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -169,13 +169,17 @@ class SqlStore(TokenTable):
         with self._tx() as conn:
             return [RolloutState.model_validate_json(row.state) for row in conn.execute(query)]
 
-    def active_rollouts(self, known: Mapping[str, RolloutState]) -> list[RolloutState]:
-        """The active rollouts, newest first; those still at the version of their state in
-        ``known`` are not read again. A controller knows the state it saved last tick, and parsing
-        a thousand states (the judge's memory included) took longer than the query."""
+    def active_rollouts(
+        self, known: Mapping[str, RolloutState], *, mine: Callable[[str], bool] | None = None
+    ) -> list[RolloutState]:
+        """The active rollouts (those ``mine`` accepts), newest first; those still at the version
+        of their state in ``known`` are not read again. A controller knows the state it saved last
+        tick, and parsing a thousand states (the judge's memory included) took longer than the query."""
         query = sa.select(rollouts.c.id, rollouts.c.version).where(rollouts.c.active == 1)
         with self._tx() as conn:
             versions = conn.execute(query.order_by(rollouts.c.created_at.desc())).all()
+            if mine is not None:
+                versions = [row for row in versions if mine(row.id)]
             stale = {row.id for row in versions if row.id not in known or known[row.id].version != row.version}
             fresh: dict[str, RolloutState] = {}
             for chunk in _chunks(sorted(stale)):
