@@ -108,9 +108,9 @@ class Gateways(threading.Thread):
             self.store.write_telemetry("chaos-gateway", rows)
 
 
-def controller(url: str, registry: str, name: str) -> subprocess.Popen[str]:
+def controller(url: str, registry: str, name: str, processes: int = 1) -> subprocess.Popen[str]:
     command = [sys.executable, "-m", "modelcanary", "controller", "--store", url, "--registry", registry]
-    command += ["--tick", "0.05", "--lease-ttl", "1", "--name", name]
+    command += ["--tick", "0.05", "--lease-ttl", "1", "--name", name, "--processes", str(processes)]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert process.stderr is not None
     process.stderr.readline()  # "controller NAME on URL": it is up and about to tick
@@ -204,7 +204,9 @@ def test_two_controllers_racing_on_postgresql_decide_each_rollout_once(
     ids = start_all(store, registry_uri)
     rng = random.Random(11)
     names = ["a0", "b0"]
-    running = [controller(store_url, registry_uri, name) for name in names]
+    # b judges across two processes: its worker, killed with it, must never act for it
+    processes = [1, 2]
+    running = [controller(store_url, registry_uri, name, n) for name, n in zip(names, processes, strict=True)]
     kills, deadline = 0, time.monotonic() + DEADLINE_S
     try:
         while not all_ended(store) and time.monotonic() < deadline:
@@ -218,7 +220,7 @@ def test_two_controllers_racing_on_postgresql_decide_each_rollout_once(
             running[victim].wait()
             kills += 1
             names[victim] = f"{'ab'[victim]}{kills}"
-            running[victim] = controller(store_url, registry_uri, names[victim])
+            running[victim] = controller(store_url, registry_uri, names[victim], processes[victim])
     finally:
         for process in running:
             process.send_signal(signal.SIGTERM)
@@ -230,3 +232,25 @@ def test_two_controllers_racing_on_postgresql_decide_each_rollout_once(
         token: Any = conn.exec_driver_sql("SELECT token FROM leases").scalar()
     assert token >= 2  # the lease changed hands
     store.close()
+
+
+def children(pid: int) -> set[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return {int(child) for child in path.read_text().split()} if path.exists() else set()
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
+def test_a_controller_killed_takes_its_worker_processes_with_it(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'modelcanary.db'}"
+    process = controller(url, f"sqlite:///{tmp_path / 'mlflow.db'}", "c", processes=2)
+    deadline = time.monotonic() + 60
+    while len(children(process.pid)) < 2 and time.monotonic() < deadline:  # the worker, and spawn's tracker
+        time.sleep(0.1)
+    spawned = children(process.pid)
+    assert spawned, "the controller started no worker"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in spawned) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in spawned), "a worker outlived its controller"

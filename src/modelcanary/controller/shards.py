@@ -17,6 +17,9 @@ saved it.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
+import os
+import threading
 import zlib
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -96,12 +99,27 @@ _shard: tuple[int, int] = (0, 1)
 
 def _start(store_url: str, index: int, count: int) -> None:
     global _controller, _shard
+    _exit_with_parent()
     from modelcanary.adapters.store.sql import SqlStore
     from modelcanary.controller.loop import Controller
 
     # a worker moves no alias and sends no webhook (the controller runs every action), so it has no registry
     _controller = Controller(store=SqlStore(store_url), registry=cast(Registry, None))
     _shard = (index, count)
+
+
+def _exit_with_parent() -> None:
+    """End this worker when the controller's process ends, however it ended: a controller killed
+    with SIGKILL cannot shut its workers down, and they must not outlive it."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _tick(now: float, fence: Fence | None) -> ShardTick:
