@@ -52,11 +52,12 @@ class Stream:
         median_ms: float = 40.0,
         accuracy: float = 0.9,
         labelled: float = 0.5,
+        cpu_ms: float | None = 2.0,
     ) -> None:
         latency = self.rng.lognormal(math.log(median_ms), 0.5, requests)
         error, right, positive, label = self.rng.random((4, requests)) < [[error_rate], [accuracy], [0.3], [labelled]]
         for i in range(requests):
-            variant.observe(latency_ms=float(latency[i]), error=bool(error[i]), cpu_ms=2.0)
+            variant.observe(latency_ms=float(latency[i]), error=bool(error[i]), cpu_ms=cpu_ms)
             if error[i]:
                 continue
             predicted = bool(positive[i]) == bool(right[i])  # right predictions agree with the truth
@@ -79,9 +80,10 @@ class Stream:
 def stream(name: str) -> tuple[Look, ...]:
     """Looks every 10 s. ``aa``: 30 min, identical telemetry; ``regression``: 30 min, candidate at 30%
     errors vs 1%, a thousand requests per variant per look; ``mixed``: 10 min, a candidate a little
-    worse on errors, latency and accuracy; ``empty``: 30 min without a request."""
+    worse on errors, latency and accuracy; ``remote``: 10 min, the candidate served by a remote model,
+    whose CPU time the gateway cannot measure; ``empty``: 30 min without a request."""
     s, looks = Stream(seed=sum(map(ord, name))), []
-    minutes = 10 if name == "mixed" else 30
+    minutes = 10 if name in ("mixed", "remote") else 30
     for k in range(1, minutes * 6 + 1):
         if name == "aa":
             s.serve(s.baseline, 300)
@@ -91,6 +93,9 @@ def stream(name: str) -> tuple[Look, ...]:
         elif name == "mixed":
             s.serve(s.baseline, 200)
             s.serve(s.candidate, 200, error_rate=0.02, median_ms=44.0, accuracy=0.88)
+        elif name == "remote":
+            s.serve(s.baseline, 200)
+            s.serve(s.candidate, 200, cpu_ms=None)
         looks.append(s.look(k * LOOK_EVERY_S, same=name == "aa"))
     return tuple(looks)
 
@@ -161,3 +166,12 @@ def test_a_gross_error_regression_is_rolled_back(name: str) -> None:
     first = next((judgement for judgement, _ in fold(name, stream("regression")) if judgement.failing()), None)
     assert first is not None, f"{name} never rolled back a candidate at 30% errors vs 1%"
     assert "errors" in [m.name for m in first.failing()], first.summary()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_cost_is_no_data_where_cpu_time_was_not_measured(name: str) -> None:
+    """A remote candidate costs the gateway nothing it can see: that is no data, not a cost of 0."""
+    for judgement, _ in fold(name, stream("remote")):
+        [cpu] = [m for m in judgement.metrics if m.name == "cpu"]
+        assert cpu.verdict is Verdict.NO_DATA, cpu
+        assert (cpu.baseline_samples > 0, cpu.candidate_samples) == (True, 0)

@@ -86,6 +86,7 @@ class VariantCounts(BaseModel):
     requests: int
     errors: int
     cpu_ms: float
+    cpu_requests: int = 0  # requests whose model CPU time is in cpu_ms (models in the gateway's process)
     latency_counts: list[int]
     score_counts: list[int]
     positive_label_scores: list[int]

@@ -73,7 +73,8 @@ def variant_summary(telemetry: VariantTelemetry) -> dict[str, Any]:
         },
         "labels": telemetry.labels,
         "positive_labels": positives,
-        "cpu_ms_per_request": telemetry.cpu_ms / telemetry.requests if telemetry.requests else None,
+        # over the requests whose CPU time was measured (none for a remote model)
+        "cpu_ms_per_request": telemetry.cpu_ms / telemetry.cpu_requests if telemetry.cpu_requests else None,
     }
 
 

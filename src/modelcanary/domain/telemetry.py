@@ -55,7 +55,10 @@ class VariantTelemetry:
 
     requests: int = 0
     errors: int = 0
-    cpu_ms: float = 0.0  # CPU time the model spent on these requests
+    cpu_ms: float = 0.0  # CPU time the model spent on the requests it was measured on
+    # requests whose model CPU time was measured: those of models in the gateway's own process (a
+    # remote or awaited model's CPU is spent elsewhere, and a metric source has none to give)
+    cpu_requests: int = 0
     latency_counts: list[int] = field(default_factory=lambda: _zeros(LATENCY_EDGES_MS))
     score_counts: list[int] = field(default_factory=lambda: _zeros(SCORE_EDGES))
     # scores of labelled predictions, split by their ground-truth label
@@ -73,10 +76,12 @@ class VariantTelemetry:
     # the candidate's shadow lane, paired with the baseline on the same rows; None without one
     shadow: ShadowTelemetry | None = None
 
-    def observe(self, *, latency_ms: float, error: bool = False, cpu_ms: float = 0.0) -> None:
-        """One request, however many rows it held."""
+    def observe(self, *, latency_ms: float, error: bool = False, cpu_ms: float | None = None) -> None:
+        """One request, however many rows it held; ``cpu_ms`` when the model's CPU time was measured."""
         self.requests += 1
-        self.cpu_ms += cpu_ms
+        if cpu_ms is not None:
+            self.cpu_ms += cpu_ms
+            self.cpu_requests += 1
         self.latency_counts[bisect_right(LATENCY_EDGES_MS, latency_ms)] += 1
         if error:
             self.errors += 1
@@ -126,6 +131,7 @@ class VariantTelemetry:
             requests=self.requests + other.requests,
             errors=self.errors + other.errors,
             cpu_ms=self.cpu_ms + other.cpu_ms,
+            cpu_requests=self.cpu_requests + other.cpu_requests,
             latency_counts=_add(self.latency_counts, other.latency_counts),
             score_counts=_add(self.score_counts, other.score_counts),
             positive_label_scores=_add(self.positive_label_scores, other.positive_label_scores),
@@ -170,6 +176,7 @@ class VariantTelemetry:
             "requests": self.requests,
             "errors": self.errors,
             "cpu_ms": self.cpu_ms,
+            "cpu_requests": self.cpu_requests,
             "latency_counts": self.latency_counts,
             "score_counts": self.score_counts,
             "positive_label_scores": self.positive_label_scores,
@@ -193,6 +200,7 @@ class VariantTelemetry:
             requests=int(data["requests"]),
             errors=int(data["errors"]),
             cpu_ms=float(data.get("cpu_ms", 0.0)),
+            cpu_requests=int(data.get("cpu_requests", 0)),  # not counted by earlier versions: none measured
             latency_counts=list(data["latency_counts"]),
             score_counts=list(data["score_counts"]),
             positive_label_scores=list(data["positive_label_scores"]),

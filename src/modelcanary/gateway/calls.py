@@ -24,10 +24,10 @@ async def predict_async(model: Model, columns: dict[str, list[Any]]) -> list[Any
     return model.predict(columns)
 
 
-def cpu_ms_since(model: Model, cpu_start: float) -> float:
+def cpu_ms_since(model: Model, cpu_start: float) -> float | None:
     """The model's CPU cost on this thread since ``time.thread_time()`` was ``cpu_start``: measured for
-    a model that ran inline; 0.0 (not measured here) for an awaited one, whose work happens on another
+    a model that ran inline; None (not measured here) for an awaited one, whose work happens on another
     thread or server while this thread serves other requests, which must not be charged to it."""
     if getattr(model, "apredict", None) is not None:
-        return 0.0
+        return None
     return (time.thread_time() - cpu_start) * 1e3

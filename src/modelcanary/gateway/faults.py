@@ -67,11 +67,12 @@ class Guard:
 
 @dataclass(frozen=True, slots=True)
 class Ran:
-    """What one candidate call came to: its outputs or its error, and the CPU time it took."""
+    """What one candidate call came to: its outputs or its error, and the CPU time it took (None
+    where it was not measured: an awaited model, a call abandoned or never started)."""
 
     outputs: list[Any] | None
     error: BaseException | None
-    cpu_ms: float
+    cpu_ms: float | None
 
 
 def timed(model: Model, columns: dict[str, list[Any]]) -> Ran:
@@ -100,7 +101,7 @@ class CandidateRunner:
             return timed(model, columns)
         if self.in_flight >= self.workers:
             error = CandidateFault(f"not started: {self.in_flight} earlier candidate calls are still running")
-            return Ran(None, error, 0.0)
+            return Ran(None, error, None)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="modelcanary-candidate")
         self.in_flight += 1
@@ -109,7 +110,7 @@ class CandidateRunner:
         done, _ = await asyncio.wait((future,), timeout=deadline)
         if not done:
             self.abandoned += 1
-            return Ran(None, DeadlineMissed(f"no answer within its deadline of {deadline * 1e3:g} ms"), 0.0)
+            return Ran(None, DeadlineMissed(f"no answer within its deadline of {deadline * 1e3:g} ms"), None)
         return future.result()
 
     async def _awaited(self, model: Model, columns: dict[str, list[Any]], deadline: float | None) -> Ran:
@@ -119,10 +120,10 @@ class CandidateRunner:
             outputs = await asyncio.wait_for(predict_async(model, columns), deadline)
         except TimeoutError:
             self.abandoned += 1
-            return Ran(None, DeadlineMissed(f"no answer within its deadline of {(deadline or 0.0) * 1e3:g} ms"), 0.0)
+            return Ran(None, DeadlineMissed(f"no answer within its deadline of {(deadline or 0.0) * 1e3:g} ms"), None)
         except Exception as exc:
-            return Ran(None, exc, 0.0)
-        return Ran(outputs, None, 0.0)
+            return Ran(None, exc, None)
+        return Ran(outputs, None, None)
 
     def _finished(self, _future: asyncio.Future[Ran]) -> None:
         self.in_flight -= 1

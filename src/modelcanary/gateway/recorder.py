@@ -79,7 +79,7 @@ class Recorder:
         *,
         latency_ms: float,
         error: bool,
-        cpu_ms: float = 0.0,
+        cpu_ms: float | None = None,
         scores: Sequence[float | None] = (),
         sink: LabelSink | None = None,
         segment: str | None = None,

@@ -64,10 +64,13 @@ def drift(metric: DriftMetric, telemetry: RolloutTelemetry) -> MetricJudgement:
 
 
 def cost(metric: CostMetric, telemetry: RolloutTelemetry) -> MetricJudgement:
+    """CPU time per request where it was measured: a variant served by a remote model (or read from
+    a metric source) has no CPU time here, which is no data, not a cost of 0."""
     base, cand = telemetry.baseline, telemetry.candidate
-    if min(base.requests, cand.requests) < metric.min_requests:
-        return _no_data(metric, base.requests, cand.requests, "requests")
-    per_base, per_cand = base.cpu_ms / base.requests, cand.cpu_ms / cand.requests
+    if min(base.cpu_requests, cand.cpu_requests) < metric.min_requests:
+        what = "requests with their model's CPU time measured (models in the gateway's process only)"
+        return _no_data(metric, base.cpu_requests, cand.cpu_requests, what)
+    per_base, per_cand = base.cpu_ms / base.cpu_requests, cand.cpu_ms / cand.cpu_requests
     limit = per_base * (1 + metric.margin)
     worse = per_cand > limit
     return MetricJudgement(
@@ -77,8 +80,8 @@ def cost(metric: CostMetric, telemetry: RolloutTelemetry) -> MetricJudgement:
         baseline=per_base,
         candidate=per_cand,
         limit=limit,
-        baseline_samples=base.requests,
-        candidate_samples=cand.requests,
+        baseline_samples=base.cpu_requests,
+        candidate_samples=cand.cpu_requests,
         unit="cpu ms/request",
         reason=f"candidate {per_cand:.4g} CPU ms per request {'above' if worse else 'within'} limit {limit:.4g} "
         f"(baseline {per_base:.4g})",
