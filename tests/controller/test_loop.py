@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -598,6 +599,13 @@ def test_stepping_down_hands_the_lease_over_at_once(store: SqlStore, fake_regist
 ENDPOINTS = [f"e{index}" for index in range(40)]
 
 
+def endpoints_registry() -> FakeRegistry:
+    return FakeRegistry(
+        {e: ["1", "2"] for e in ENDPOINTS},
+        {(e, alias): v for e in ENDPOINTS for alias, v in (("champion", "1"), ("challenger", "2"))},
+    )
+
+
 def spread(store: SqlStore, fake: FakeRegistry, clock: Clock) -> list[RolloutState]:
     """Rollouts (ids are random) until each of two shards has at least two."""
     states: list[RolloutState] = []
@@ -608,96 +616,81 @@ def spread(store: SqlStore, fake: FakeRegistry, clock: Clock) -> list[RolloutSta
     raise AssertionError("no two rollouts in each shard out of 40")
 
 
-@pytest.mark.parametrize("store_url", ["sqlite", "postgresql"], indirect=True)
-def test_worker_processes_decide_and_save_their_share_and_the_controller_runs_every_action(
-    store_url: str, open_store: Any, clock: Clock
-) -> None:
+Sharded = tuple[SqlStore, FakeRegistry, list[RolloutState], Shards]
+
+
+@pytest.fixture
+def sharded(store_url: str, open_store: Any, clock: Clock) -> Iterator[Sharded]:
+    """A store with rollouts in both of two shards, and one worker process for the second."""
     store = open_store()
-    fake = FakeRegistry(
-        {e: ["1", "2"] for e in ENDPOINTS},
-        {(e, alias): v for e in ENDPOINTS for alias, v in (("champion", "1"), ("challenger", "2"))},
-    )
+    fake = endpoints_registry()
     states = spread(store, fake, clock)
     shards = Shards(store_url, 2)
-    try:
-        controller = Controller(store=store, registry=fake, clock=clock, shards=shards)
-        clock.now = T0 + 1
-        assert sorted(s.id for s in controller.tick()) == sorted(s.id for s in states)  # the workers' count too
-        for state in states:
-            report(
-                store, state.id, baseline=counts(1000, correct=450, wrong=50), candidate=counts(20, correct=9, wrong=1)
-            )
-        assert controller.tick() == []
-        failing = {next(s.id for s in states if shard_of(s.id, 2) == shard) for shard in (0, 1)}
-        for state in states:
-            bad = state.id in failing
-            report(
-                store,
-                state.id,
-                baseline=counts(2000, correct=900, wrong=100),
-                candidate=counts(500, correct=250, wrong=250) if bad else counts(500, correct=450, wrong=50),
-            )
-        clock.now = T0 + 5
+    yield store, fake, states, shards
+    shards.close()
 
-        rolled_back = controller.tick()
-        assert {s.id for s in rolled_back} == failing and {s.phase for s in rolled_back} == {Phase.ROLLED_BACK}
-        for state in states:  # whoever saved the decision, the controller ran its side effect, once
-            tagged = ROLLBACK_TAG in fake.tags.get((state.endpoint, "2"), {})
-            assert tagged is (state.id in failing)
-            assert current(store, state.id).phase is (Phase.ROLLED_BACK if tagged else Phase.CANARY)
-        assert store.pending_actions() == []
-        assert all(current(store, s.id).judge_memory for s in states if s.id not in failing)  # evidence saved
-    finally:
-        shards.close()
+
+@pytest.mark.parametrize("store_url", ["sqlite", "postgresql"], indirect=True)
+def test_worker_processes_decide_and_save_their_share_and_the_controller_runs_every_action(
+    sharded: Sharded, clock: Clock
+) -> None:
+    store, fake, states, shards = sharded
+    controller = Controller(store=store, registry=fake, clock=clock, shards=shards)
+    clock.now = T0 + 1
+    assert sorted(s.id for s in controller.tick()) == sorted(s.id for s in states)  # the workers' count too
+    for state in states:
+        report(store, state.id, baseline=counts(1000, correct=450, wrong=50), candidate=counts(20, correct=9, wrong=1))
+    assert controller.tick() == []
+    failing = {next(s.id for s in states if shard_of(s.id, 2) == shard) for shard in (0, 1)}
+    for state in states:
+        bad = state.id in failing
+        report(
+            store,
+            state.id,
+            baseline=counts(2000, correct=900, wrong=100),
+            candidate=counts(500, correct=250, wrong=250) if bad else counts(500, correct=450, wrong=50),
+        )
+    clock.now = T0 + 5
+
+    rolled_back = controller.tick()
+    assert {s.id for s in rolled_back} == failing and {s.phase for s in rolled_back} == {Phase.ROLLED_BACK}
+    for state in states:  # whoever saved the decision, the controller ran its side effect, once
+        tagged = ROLLBACK_TAG in fake.tags.get((state.endpoint, "2"), {})
+        assert tagged is (state.id in failing)
+        assert current(store, state.id).phase is (Phase.ROLLED_BACK if tagged else Phase.CANARY)
+    assert store.pending_actions() == []
+    assert all(current(store, s.id).judge_memory for s in states if s.id not in failing)  # evidence saved
 
 
 @pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
-def test_a_stalled_leaders_workers_are_fenced_off_too(store_url: str, open_store: Any, clock: Clock) -> None:
-    store = open_store()
-    fake = FakeRegistry(
-        {e: ["1", "2"] for e in ENDPOINTS},
-        {(e, alias): v for e in ENDPOINTS for alias, v in (("champion", "1"), ("challenger", "2"))},
-    )
-    states = spread(store, fake, clock)
-    shards = Shards(store_url, 2)
-    try:
-        stalled = Controller(store=store, registry=fake, clock=clock, holder="a", lease_ttl_s=5, shards=shards)
-        leader = Controller(store=open_store(), registry=fake, clock=clock, holder="b", lease_ttl_s=5)
-        clock.now = T0 + 1
-        assert stalled.lead()
-        clock.now = T0 + 10
-        assert leader.lead()
+def test_a_stalled_leaders_workers_are_fenced_off_too(sharded: Sharded, open_store: Any, clock: Clock) -> None:
+    store, fake, states, shards = sharded
+    stalled = Controller(store=store, registry=fake, clock=clock, holder="a", lease_ttl_s=5, shards=shards)
+    leader = Controller(store=open_store(), registry=fake, clock=clock, holder="b", lease_ttl_s=5)
+    clock.now = T0 + 1
+    assert stalled.lead()
+    clock.now = T0 + 10
+    assert leader.lead()
 
-        stalled.lead = lambda: True  # type: ignore[method-assign]  # it wakes up mid-tick, past lead()
-        assert stalled.tick() == []
-        assert stalled.fence is None
-        assert {current(store, s.id).phase for s in states} == {Phase.PENDING}  # no shard saved anything
-        assert len(leader.tick()) == len(states)
-    finally:
-        shards.close()
+    stalled.lead = lambda: True  # type: ignore[method-assign]  # it wakes up mid-tick, past lead()
+    assert stalled.tick() == []
+    assert stalled.fence is None
+    assert {current(store, s.id).phase for s in states} == {Phase.PENDING}  # no shard saved anything
+    assert len(leader.tick()) == len(states)
 
 
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
-def test_a_worker_that_died_is_started_again(store_url: str, open_store: Any, clock: Clock) -> None:
-    store = open_store()
-    fake = FakeRegistry(
-        {e: ["1", "2"] for e in ENDPOINTS},
-        {(e, alias): v for e in ENDPOINTS for alias, v in (("champion", "1"), ("challenger", "2"))},
-    )
-    states = spread(store, fake, clock)
-    shards = Shards(store_url, 2)
-    try:
-        controller = Controller(store=store, registry=fake, clock=clock, shards=shards)
-        clock.now = T0 + 1
-        assert len(controller.tick()) == len(states)
-        for process in list(shards._workers[0]._processes.values()):
-            process.kill()  # SIGKILL between two ticks
-            process.join()
-        for state in states:
-            run_command(store, state.id, Command.ABORT, actor="alice")
-        assert controller.tick() == []  # aborted rollouts are no longer active: nothing to decide
-        theirs = next(s for s in spread(store, fake, clock) if not shards.mine(s.id))
-        clock.now = T0 + 2
-        assert theirs.id in {s.id for s in controller.tick()}  # decided by the new worker
-    finally:
-        shards.close()
+def test_a_worker_that_died_is_started_again(sharded: Sharded, clock: Clock) -> None:
+    store, fake, states, shards = sharded
+    controller = Controller(store=store, registry=fake, clock=clock, shards=shards)
+    clock.now = T0 + 1
+    assert len(controller.tick()) == len(states)
+    for process in list(shards._workers[0]._processes.values()):
+        process.kill()  # SIGKILL between two ticks
+        process.join()
+    for state in states:
+        run_command(store, state.id, Command.ABORT, actor="alice")
+    assert controller.tick() == []  # aborted rollouts are no longer active: nothing to decide
+    theirs = next(s for s in spread(store, fake, clock) if not shards.mine(s.id))
+    clock.now = T0 + 2
+    assert theirs.id in {s.id for s in controller.tick()}  # decided by the new worker

@@ -145,26 +145,37 @@ class Controller:
 
     def _decide_all(self) -> list[RolloutState]:
         """Decide and save every active rollout: all of them here, or with ``shards`` this
-        process's share while the workers decide theirs. The states whose phase or step changed."""
+        process's share while the workers decide theirs (a tick ends when every share has). The
+        states whose phase or step changed."""
         try:
             if self.shards is None:
                 return self.decide_shard(lambda _: True)[0]
-            started = self.shards.submit(self.clock(), self.fence)
-            changed = self.decide_shard(self.shards.mine)[0]
-            for shard, future in enumerate(started, start=1):
-                try:
-                    changed += future.result().changed
-                except Fenced:
-                    raise
-                except Exception:  # a worker died or failed: its rollouts hold until the next tick
-                    log.exception("controller worker %d failed; its rollouts hold this tick", shard)
-                    self.shards.restart(shard)
-            return changed
+            return self._decide_shared(self.shards)
         except Fenced as exc:  # another controller leads now: act on nothing more
             log.warning("%s", exc)
             self.fence = None
             self._states = {}
             return []
+
+    def _decide_shared(self, shards: Shards) -> list[RolloutState]:
+        started = shards.submit(self.clock(), self.fence)
+        changed: list[RolloutState] = []
+        fenced: Fenced | None = None
+        try:
+            changed += self.decide_shard(shards.mine)[0]
+        except Fenced as exc:
+            fenced = exc
+        for shard, future in enumerate(started, start=1):
+            try:
+                changed += future.result().changed
+            except Fenced as exc:
+                fenced = fenced or exc
+            except Exception:  # a worker died or failed: its rollouts hold until the next tick
+                log.exception("controller worker %d failed; its rollouts hold this tick", shard)
+                shards.restart(shard)
+        if fenced is not None:
+            raise fenced
+        return changed
 
     def decide_shard(self, mine: Callable[[str], bool]) -> tuple[list[RolloutState], list[str]]:
         """Read, judge, decide and save the active rollouts that are ``mine``, every decision in
