@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from modelcanary.domain.errors import SpecError
-from modelcanary.domain.spec import CircuitBreaker, load_spec
+from modelcanary.domain.spec import Batching, CircuitBreaker, load_spec
 
 BASE = """\
 apiVersion: modelcanary/v1
@@ -177,6 +177,40 @@ def test_cache_settings() -> None:
     ],
 )
 def test_bad_cache_settings_name_field_and_line(lines: str, where: str, message: str) -> None:
+    assert _problems(_spec(lines)) == [(where, message)]
+
+
+def test_batching_settings() -> None:
+    assert load_spec(_spec("")).spec.traffic.batching is None
+    text = _spec("    batching: {maxBatchSize: 32, maxWaitUs: 2000, variants: [candidate]}\n")
+    batching = load_spec(text).spec.traffic.batching
+    assert batching == Batching(max_batch_size=32, max_wait_us=2000, variants=["candidate"])
+    assert load_spec(_spec("    batching: {}\n")).spec.traffic.batching == Batching(
+        max_batch_size=64, max_wait_us=500, variants=["baseline", "candidate"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("lines", "where", "message"),
+    [
+        (
+            "    batching:\n      maxBatchSize: 0\n",
+            "spec.traffic.batching.maxBatchSize (line 10)",
+            "Input should be greater than or equal to 1",
+        ),
+        (
+            "    batching:\n      maxWaitUs: -1\n",
+            "spec.traffic.batching.maxWaitUs (line 10)",
+            "Input should be greater than or equal to 0",
+        ),
+        (
+            "    batching:\n      maxWait: 2ms\n",
+            "spec.traffic.batching.maxWait (line 10)",
+            "Extra inputs are not permitted",
+        ),
+    ],
+)
+def test_bad_batching_settings_name_field_and_line(lines: str, where: str, message: str) -> None:
     assert _problems(_spec(lines)) == [(where, message)]
 
 

@@ -1,5 +1,6 @@
 """The shadow phase: pending -> shadow (candidate loaded at weight 0 with its shadow lane) -> the
-first step once the shadow duration is up, through the one transition table."""
+first step once the shadow duration is up, through the one transition table; and the routes the
+decisions publish carrying the spec's other data-plane settings."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ import pytest
 
 from modelcanary.domain.errors import Conflict
 from modelcanary.domain.phases import Phase
-from modelcanary.domain.spec import Shadow, load_spec
+from modelcanary.domain.spec import Batching, Shadow, load_spec
 from modelcanary.domain.state import ModelVersion, RolloutState
 from modelcanary.engine.decide import Command, apply_command, decide, new_state
 
-SPEC = load_spec("""\
+TEXT = """\
 apiVersion: modelcanary/v1
 kind: Rollout
 spec:
@@ -22,7 +23,8 @@ spec:
     shadow: {sample: 0.2, duration: 5m}
     steps: [{weight: 5}, {weight: 50}]
   analysis: {metrics: [{kind: error_rate}]}
-""")
+"""
+SPEC = load_spec(TEXT)
 T0 = 1_000.0
 
 
@@ -83,3 +85,19 @@ def test_without_a_duration_the_shadow_lane_runs_beside_the_steps() -> None:
     outcome = decide(_pending(), spec, judgement=None, candidate_requests=0, now=T0 + 1)
     assert (outcome.state.phase, outcome.state.weight) == (Phase.CANARY, 5.0)
     assert outcome.route is not None and outcome.route.shadow == Shadow(sample=0.2)
+
+
+def test_the_route_carries_the_specs_batching_and_cache() -> None:
+    settings = "    batching: {maxBatchSize: 16, variants: [candidate]}\n    cache: {maxEntries: 100}\n"
+    spec = load_spec(TEXT.replace("    shadow: {sample: 0.2, duration: 5m}\n", settings))
+    pending = new_state(
+        spec,
+        rollout_id="r2",
+        baseline=ModelVersion(name="fraud", version="1"),
+        candidate=ModelVersion(name="fraud", version="2"),
+        now=T0,
+    )
+    route = decide(pending, spec, judgement=None, candidate_requests=0, now=T0 + 1).route
+    assert route is not None and route.weight == 5.0
+    assert route.batching == Batching(max_batch_size=16, variants=["candidate"])
+    assert route.cache is not None and route.cache.max_entries == 100

@@ -9,9 +9,28 @@ from typing import Any
 import httpx
 
 from modelcanary.adapters.backends.batching import BatchingBackend, BatchingModel, BatchSettings
-from modelcanary.domain.spec import StickyKey
+from modelcanary.domain.spec import Batching, StickyKey
 from modelcanary.domain.state import ModelVersion, Route
+from modelcanary.domain.telemetry import Variant
 from modelcanary.gateway.app import Gateway, StaticRoutes
+from modelcanary.gateway.serving import batched
+
+
+async def forty_users(url: str, rows: list[dict[str, Any]]) -> list[httpx.Response]:
+    """Forty users' requests at once, each of one row."""
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        return list(
+            await asyncio.gather(
+                *(
+                    client.post(
+                        "/v1/endpoints/fraud/invocations",
+                        json={"dataframe_records": [rows[user % len(rows)]]},
+                        headers={"x-user-id": f"user-{user}"},
+                    )
+                    for user in range(40)
+                )
+            )
+        )
 
 
 def test_concurrent_clients_are_batched_per_variant(serve: Any, pyfunc_backend: Any, mlflow_registry: Any) -> None:
@@ -31,22 +50,7 @@ def test_concurrent_clients_are_batched_per_variant(serve: Any, pyfunc_backend: 
     rows = mlflow_registry.rows
     direct = {"baseline": pyfunc_backend.load(baseline), "candidate": pyfunc_backend.load(candidate)}
 
-    async def clients() -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=running.url, timeout=30) as client:
-            return list(
-                await asyncio.gather(
-                    *(
-                        client.post(
-                            "/v1/endpoints/fraud/invocations",
-                            json={"dataframe_records": [rows[user % len(rows)]]},
-                            headers={"x-user-id": f"user-{user}"},
-                        )
-                        for user in range(40)
-                    )
-                )
-            )
-
-    responses = asyncio.run(clients())
+    responses = asyncio.run(forty_users(running.url, rows))
     assert [response.status_code for response in responses] == [200] * 40
     for user, response in enumerate(responses):
         variant = response.json()["variant"]
@@ -58,3 +62,39 @@ def test_concurrent_clients_are_batched_per_variant(serve: Any, pyfunc_backend: 
     served = sum(model.batched_requests for model in models if isinstance(model, BatchingModel))
     calls = sum(model.batches for model in models if isinstance(model, BatchingModel))
     assert served == 40 and calls < 40
+
+
+def test_a_rollouts_spec_batches_only_the_variants_it_names(
+    serve: Any, pyfunc_backend: Any, mlflow_registry: Any
+) -> None:
+    """``traffic.batching`` comes with the route: here the candidate is batched and the baseline
+    is not; a routing change with the same settings keeps the candidate's queue."""
+    baseline, candidate = ModelVersion(name="fraud", version="1"), ModelVersion(name="fraud", version="2")
+    settings = Batching(max_batch_size=16, max_wait_us=50_000, variants=["candidate"])
+    route = Route(
+        endpoint="fraud",
+        baseline=baseline,
+        candidate=candidate,
+        weight=50.0,
+        rollout_id="r-spec-batch",
+        sticky=StickyKey(header="x-user-id"),
+        batching=settings,
+    )
+    routes = StaticRoutes({"fraud": route})
+    gateway = Gateway(routes=routes, backend=pyfunc_backend, telemetry=None, source="t")
+    running = serve.start(gateway)
+    rows = mlflow_registry.rows
+
+    responses = asyncio.run(forty_users(running.url, rows))
+    assert [response.status_code for response in responses] == [200] * 40
+    served = gateway.serving["fraud"]
+    assert not isinstance(served.baseline, BatchingModel)
+    assert isinstance(served.candidate, BatchingModel) and served.candidate.settings == BatchSettings(
+        max_batch_size=16, max_wait_us=50_000
+    )
+    to_candidate = sum(response.json()["variant"] == "candidate" for response in responses)
+    assert served.candidate.batched_requests == to_candidate > 1 and served.candidate.batches < to_candidate
+    queue = served.candidate
+    assert batched(settings, Variant.CANDIDATE, queue.model, queue) is queue  # same model and settings: kept
+    other = Batching(max_batch_size=8, max_wait_us=50_000, variants=["candidate"])
+    assert batched(other, Variant.CANDIDATE, queue.model, queue) is not queue

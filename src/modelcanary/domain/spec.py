@@ -114,6 +114,18 @@ class Cache(_Model):
         return self
 
 
+class Batching(_Model):
+    """Dynamic batching per variant, for models in the gateway's own process: concurrent requests
+    to one variant are grouped into one predict call of at most ``max_batch_size`` rows, the first
+    of them waiting at most ``max_wait_us`` microseconds for company (under load batches fill with
+    no wait). A model the gateway already batches (``gateway --batch-max-size``) or awaits (a
+    remote one) is left as it is."""
+
+    max_batch_size: int = Field(default=64, ge=1, le=100_000)
+    max_wait_us: int = Field(default=500, ge=0, le=1_000_000)
+    variants: list[Literal["baseline", "candidate"]] = Field(default=["baseline", "candidate"], min_length=1)
+
+
 class Shadow(_Model):
     """The shadow lane: the candidate also predicts a ``sample`` of the requests the baseline
     serves, off the response path, through a queue of at most ``queue`` requests (shed first,
@@ -187,6 +199,7 @@ class Traffic(_Model):
         default=None, description="the only segments that may see the candidate (``other`` included); None: all"
     )
     cache: Cache | None = None
+    batching: Batching | None = None
     shadow: Shadow | None = None
 
     @field_validator("segments")

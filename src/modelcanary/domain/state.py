@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict
 from modelcanary.domain.gates import Gate
 from modelcanary.domain.phases import Phase
 from modelcanary.domain.refs import parse_model_ref
-from modelcanary.domain.spec import Cache, CircuitBreaker, Segment, Shadow, StickyKey
+from modelcanary.domain.spec import Batching, Cache, CircuitBreaker, Segment, Shadow, StickyKey
 
 
 class _Value(BaseModel):
@@ -156,6 +156,7 @@ class Route(_Value):
     segments: tuple[Segment, ...] = ()  # rules that put each request in a segment (telemetry per segment)
     candidate_segments: tuple[str, ...] | None = None  # the only segments that may see the candidate; None: all
     cache: Cache | None = None  # prediction caches per variant; None: none
+    batching: Batching | None = None  # dynamic batching per variant; None: as the gateway was started
     shadow: Shadow | None = None  # the candidate's shadow lane; None: none
 
 

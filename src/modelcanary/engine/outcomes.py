@@ -32,6 +32,7 @@ def route_of(state: RolloutState, spec: RolloutSpec, weight: float) -> Route:
         segments=tuple(traffic.segments),
         candidate_segments=tuple(traffic.candidate_segments) if traffic.candidate_segments is not None else None,
         cache=traffic.cache,
+        batching=traffic.batching,
         shadow=traffic.shadow,
     )
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypeVar
 
+from modelcanary.adapters.backends.batching import BatchingModel, BatchSettings
+from modelcanary.domain.spec import Batching
 from modelcanary.domain.state import ModelVersion, Route
 from modelcanary.domain.telemetry import Variant
 from modelcanary.gateway.cache import PredictionCache, cache_for
@@ -11,6 +14,8 @@ from modelcanary.gateway.faults import Guard
 from modelcanary.gateway.metrics import EndpointSeries
 from modelcanary.gateway.segments import Segmenter
 from modelcanary.ports import Model, RouteSource
+
+M = TypeVar("M", Model, Model | None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,12 +36,12 @@ class Serving:
         cls, route: Route, baseline: Model, candidate: Model | None, *, series: EndpointSeries, old: Serving | None
     ) -> Serving:
         """The serving of a new route; what the old one (same endpoint) had that still fits is kept:
-        the breaker's count for the same rollout, the caches of the same models."""
+        the breaker's count for the same rollout, the caches and batching queues of the same models."""
         same = old is not None and (old.route.rollout_id, old.route.breaker) == (route.rollout_id, route.breaker)
         return cls(
             route=route,
-            baseline=baseline,
-            candidate=candidate,
+            baseline=batched(route.batching, Variant.BASELINE, baseline, old.baseline if old else None),
+            candidate=batched(route.batching, Variant.CANDIDATE, candidate, old.candidate if old else None),
             series=series,
             segmenter=Segmenter.for_route(route, baseline.columns),
             guard=old.guard if same and old is not None else Guard(route.breaker),
@@ -52,6 +57,20 @@ class Serving:
         if variant is Variant.CANDIDATE and self.route.candidate is not None:
             return self.route.candidate
         return self.route.baseline
+
+
+def batched(settings: Batching | None, variant: Variant, model: M, previous: Model | None) -> M | BatchingModel:
+    """A variant's model under a route's batching: in a batching queue if the route asks for one
+    and the model runs in this process (one the gateway already batches, or awaits, is left as
+    it is); the queue it had if the model and the settings are the same."""
+    if settings is None or model is None or variant.value not in settings.variants:
+        return model
+    if getattr(model, "apredict", None) is not None:
+        return model
+    wanted = BatchSettings(max_batch_size=settings.max_batch_size, max_wait_us=settings.max_wait_us)
+    if isinstance(previous, BatchingModel) and previous.model is model and previous.settings == wanted:
+        return previous
+    return BatchingModel(model, wanted)
 
 
 class StaticRoutes:
