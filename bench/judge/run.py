@@ -24,7 +24,7 @@ from bench.judge import oracle
 from bench.judge.scenarios import Scenario
 from bench.judge.simulate import Streams, simulate
 from modelcanary.domain.judgement import Look, Memory, Verdict
-from modelcanary.domain.spec import Analysis
+from modelcanary.domain.metrics import Analysis
 from modelcanary.judges import JUDGES, Judge
 
 BLOCK = 4

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from bench.judge.distributions import LatencyDist
-from modelcanary.domain.spec import Analysis
+from modelcanary.domain.metrics import Analysis
 
 DEFAULT_ANALYSIS: dict[str, Any] = {
     "alpha": 0.05,

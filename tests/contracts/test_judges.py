@@ -18,7 +18,7 @@ import pytest
 
 from modelcanary import judges
 from modelcanary.domain.judgement import Judgement, Look, Memory, Verdict
-from modelcanary.domain.spec import Analysis
+from modelcanary.domain.metrics import Analysis
 from modelcanary.domain.telemetry import RolloutTelemetry, VariantTelemetry
 
 NAMES = sorted(judges.JUDGES)

@@ -5,14 +5,9 @@ from __future__ import annotations
 import pytest
 
 from modelcanary.domain.errors import ModelcanaryError, SpecError
+from modelcanary.domain.metrics import ErrorRateMetric, LatencyMetric, QualityMetric
 from modelcanary.domain.refs import parse_duration, parse_model_uri
-from modelcanary.domain.spec import (
-    ErrorRateMetric,
-    LatencyMetric,
-    QualityMetric,
-    StickyKey,
-    load_spec,
-)
+from modelcanary.domain.spec import StickyKey, load_spec
 
 # Line numbers matter below: each case edits this text and names the line the mistake lands on.
 MINIMAL = """\

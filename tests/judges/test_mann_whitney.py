@@ -14,7 +14,7 @@ from scipy.stats import mannwhitneyu, norm, rankdata
 
 from modelcanary import judges
 from modelcanary.domain.judgement import Judgement, Look, Memory, Verdict
-from modelcanary.domain.spec import Analysis
+from modelcanary.domain.metrics import Analysis
 from modelcanary.domain.telemetry import RolloutTelemetry, VariantTelemetry
 from modelcanary.judges import mann_whitney
 from modelcanary.judges.mann_whitney import Classification, classify

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from modelcanary.domain.judgement import Judgement, Look, Verdict
-from modelcanary.domain.spec import Analysis
+from modelcanary.domain.metrics import Analysis
 from modelcanary.domain.telemetry import LATENCY_EDGES_MS, RolloutTelemetry, VariantTelemetry, score_bucket
 from modelcanary.judges.sequential import MEMORY_VERSION, judge
 

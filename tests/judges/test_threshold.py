@@ -10,7 +10,7 @@ import pytest
 from modelcanary import judges
 from modelcanary.domain.errors import SpecError
 from modelcanary.domain.judgement import Judgement, Look, Memory, MetricJudgement, Verdict
-from modelcanary.domain.spec import Analysis
+from modelcanary.domain.metrics import Analysis
 from modelcanary.domain.telemetry import LATENCY_EDGES_MS, RolloutTelemetry, VariantTelemetry
 from modelcanary.stats.histogram import quantile
 

@@ -23,9 +23,7 @@ import itertools
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Discriminator,
     Field,
     Tag,
@@ -34,26 +32,13 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic.alias_generators import to_camel
 
 from modelcanary.domain.errors import SpecError
-from modelcanary.domain.refs import parse_duration, parse_model_ref
+from modelcanary.domain.metrics import Analysis
+from modelcanary.domain.specbase import ModelUri, Seconds, SpecModel
 
 
-def _model_ref(value: object) -> str:
-    parse_model_ref(str(value))
-    return str(value)
-
-
-Seconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
-ModelUri = Annotated[str, BeforeValidator(_model_ref)]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
-
-
-class StickyKey(_Model):
+class StickyKey(SpecModel):
     """Where the key that keeps a user on one variant comes from: a header, or an input field."""
 
     header: str | None = None
@@ -66,7 +51,7 @@ class StickyKey(_Model):
         return self
 
 
-class Step(_Model):
+class Step(SpecModel):
     """A weight step: the candidate serves ``weight`` percent until the judge passes it."""
 
     weight: float = Field(gt=0, le=100, description="percent of eligible traffic sent to the candidate")
@@ -81,7 +66,7 @@ class Step(_Model):
         return self
 
 
-class CircuitBreaker(_Model):
+class CircuitBreaker(SpecModel):
     """Fault isolation for the candidate. A candidate call that raises, answers 5xx or misses its
     ``deadline`` is a failure: the baseline answers that request instead. After
     ``consecutive_failures`` failures in a row on one gateway, that gateway takes the candidate
@@ -99,7 +84,7 @@ class CircuitBreaker(_Model):
         return self
 
 
-class Cache(_Model):
+class Cache(SpecModel):
     """A prediction cache per variant: up to ``max_entries`` input rows and their outputs, each
     kept for ``ttl``; the least recently used goes first. For models whose inputs repeat."""
 
@@ -114,7 +99,7 @@ class Cache(_Model):
         return self
 
 
-class Batching(_Model):
+class Batching(SpecModel):
     """Dynamic batching per variant, for models in the gateway's own process: concurrent requests
     to one variant are grouped into one predict call of at most ``max_batch_size`` rows, the first
     of them waiting at most ``max_wait_us`` microseconds for company (under load batches fill with
@@ -126,7 +111,7 @@ class Batching(_Model):
     variants: list[Literal["baseline", "candidate"]] = Field(default=["baseline", "candidate"], min_length=1)
 
 
-class Shadow(_Model):
+class Shadow(SpecModel):
     """The shadow lane: the candidate also predicts a ``sample`` of the requests the baseline
     serves, off the response path, through a queue of at most ``queue`` requests (shed first,
     and counted, when full). Its predictions wait ``keep`` for a label, to compare the two models
@@ -143,7 +128,7 @@ class Shadow(_Model):
 OTHER_SEGMENT = "other"  # where a request that matches no segment rule belongs
 
 
-class Segment(_Model):
+class Segment(SpecModel):
     """Requests whose header (or input field) holds one of ``values`` belong to segment ``name``.
 
     The rules are tried in order and the first that matches wins; a request none matches is in
@@ -163,7 +148,7 @@ class Segment(_Model):
         return self
 
 
-class Approval(_Model):
+class Approval(SpecModel):
     """Wait, at the weight reached so far, until someone with ``role`` approves; the judge keeps
     watching, so a failing metric still rolls back. At ``timeout`` (none: wait for ever) do
     ``on_timeout``: roll back, pause for a human, or go on as if approved (``promote``)."""
@@ -173,7 +158,7 @@ class Approval(_Model):
     on_timeout: Literal["rollback", "pause", "promote"] = "rollback"
 
 
-class ApprovalStep(_Model):
+class ApprovalStep(SpecModel):
     approval: Approval
 
 
@@ -190,7 +175,7 @@ AnyStep = Annotated[
 ]
 
 
-class Traffic(_Model):
+class Traffic(SpecModel):
     steps: list[AnyStep] = Field(min_length=1)
     sticky_key: StickyKey | None = None
     circuit_breaker: CircuitBreaker = CircuitBreaker()
@@ -238,115 +223,11 @@ class Traffic(_Model):
         return self
 
 
-class _Metric(_Model):
-    weight: float = Field(
-        default=1.0, gt=0, description="share of alpha this metric's evidence gets, relative to the others"
-    )
-
-
-class ErrorRateMetric(_Metric):
-    """Candidate error rate may exceed the baseline's by at most ``margin`` (absolute, 0.01 = 1 point)."""
-
-    kind: Literal["error_rate"]
-    name: str = "error-rate"
-    margin: float = Field(default=0.01, ge=0, le=1)
-    min_requests: int = Field(default=100, ge=1)
-
-
-class LatencyMetric(_Metric):
-    """Candidate latency at ``quantile`` may exceed the baseline's by at most ``margin`` (relative, 0.2 = +20%).
-
-    With ``distribution`` (the default) the sequential judge also tests the whole distribution (its
-    p50, p90, p99 and p99.9), so a regression confined to the tail is caught whatever the quantile.
-    """
-
-    kind: Literal["latency"]
-    name: str = "latency"
-    quantile: float = Field(default=0.95, gt=0, lt=1)
-    margin: float = Field(default=0.2, ge=0)
-    min_requests: int = Field(default=50, ge=1)
-    distribution: bool = True
-
-
-class QualityMetric(_Metric):
-    """Candidate ``measure`` on labelled predictions may fall below the baseline's by at most ``margin``.
-
-    A prediction counts as positive when its score is at least ``threshold``.
-    """
-
-    kind: Literal["quality"]
-    name: str = "quality"
-    measure: Literal["accuracy", "precision", "recall"] = "accuracy"
-    threshold: float = Field(default=0.5, ge=0, le=1)
-    margin: float = Field(default=0.02, ge=0, le=1)
-    min_labels: int = Field(default=100, ge=1)
-
-
-class DriftMetric(_Metric):
-    """A guardrail: the distance between the variants' prediction-score distributions stays below ``limit``."""
-
-    kind: Literal["drift"]
-    name: str = "prediction-drift"
-    distance: Literal["psi", "js", "wasserstein"] = "psi"
-    limit: float = Field(default=0.2, gt=0)
-    min_requests: int = Field(default=200, ge=1)
-
-
-class CostMetric(_Metric):
-    """A guardrail: candidate CPU time per request may exceed the baseline's by at most ``margin`` (relative)."""
-
-    kind: Literal["cost"]
-    name: str = "cpu-cost"
-    margin: float = Field(default=0.5, ge=0)
-    min_requests: int = Field(default=100, ge=1)
-
-
-Metric = Annotated[
-    ErrorRateMetric | LatencyMetric | QualityMetric | DriftMetric | CostMetric, Field(discriminator="kind")
-]
-
-
-class ThresholdSettings(_Model):
-    """Flagger's analysis: every ``interval`` each metric is checked on that interval's data alone,
-    and the rollout rolls back after ``failed_checks`` failed checks."""
-
-    interval: Seconds = 60.0
-    failed_checks: int = Field(default=5, ge=1)
-
-
-class MannWhitneySettings(_Model):
-    """Kayenta's NetflixACAJudge: per-interval points of each metric, a Mann-Whitney test at
-    ``confidence`` with an effect ``tolerance``, and a score (percent of metrics passing) against
-    ``pass_score`` and ``marginal_score``."""
-
-    interval: Seconds = 60.0
-    confidence: float = Field(default=0.98, gt=0.5, lt=1)
-    tolerance: float = Field(default=0.25, ge=0)
-    pass_score: float = Field(default=95.0, ge=0, le=100)
-    marginal_score: float = Field(default=75.0, ge=0, le=100)
-
-
-class Analysis(_Model):
-    judge: Literal["sequential", "threshold", "mann_whitney"] = "sequential"
-    alpha: float = Field(default=0.05, gt=0, lt=0.5, description="the promised false-rollback rate")
-    metrics: list[Metric] = Field(min_length=1)
-    threshold: ThresholdSettings = ThresholdSettings()
-    mann_whitney: MannWhitneySettings = MannWhitneySettings()
-
-    @model_validator(mode="after")
-    def _unique_names(self) -> Analysis:
-        names = [metric.name for metric in self.metrics]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise ValueError(f"metric names must be unique; repeated: {', '.join(duplicates)} (set name:)")
-        return self
-
-
-class OnSuccess(_Model):
+class OnSuccess(SpecModel):
     set_alias: str | None = Field(default=None, description="registry alias moved to the candidate on promotion")
 
 
-class OnFailure(_Model):
+class OnFailure(SpecModel):
     tag_version: bool = Field(default=True, description="tag the candidate's registry version with the reason")
 
 
@@ -354,23 +235,23 @@ def _policy_ref(value: object) -> object:
     return {"policy": value} if isinstance(value, str) else value
 
 
-class PolicyRef(_Model):
+class PolicyRef(SpecModel):
     """A Rego policy: a ``.rego`` file (relative to the spec's file) or a built-in's name, and the
     parameters it reads as ``input.params``."""
 
     policy: str = Field(min_length=1)
-    params: dict[str, Any] = {}
+    params: dict[str, Any] = Field(default_factory=dict)
 
 
 Policies = list[Annotated[PolicyRef, BeforeValidator(_policy_ref)]]
 
 
-class Gates(_Model):
+class Gates(SpecModel):
     """Policies asked before the rollout starts, before each weight step, and before promotion."""
 
-    start: Policies = []
-    step: Policies = []
-    promote: Policies = []
+    start: Policies = Field(default_factory=list)
+    step: Policies = Field(default_factory=list)
+    promote: Policies = Field(default_factory=list)
     on_deny: Literal["hold", "rollback"] = Field(
         default="hold", description="what a denial at the step or promote gate leads to"
     )
@@ -383,7 +264,7 @@ class Gates(_Model):
         return refs
 
 
-class Notify(_Model):
+class Notify(SpecModel):
     """A webhook told of every phase or step change: JSON (with an idempotency key, signed with
     HMAC-SHA256 when ``secret_env`` names an environment variable holding the secret) or a
     Slack-compatible ``{"text": ...}``."""
@@ -393,7 +274,7 @@ class Notify(_Model):
     format: Literal["json", "slack"] = "json"
 
 
-class VariantQueries(_Model):
+class VariantQueries(SpecModel):
     """PromQL for one variant. Each is read as a cumulative counter: the judge sees its growth since
     the rollout started (its value now minus its value at the start), so write the counter itself
     (``sum(model_requests_total{version="2"})``), not a ``rate()``. A query holding ``$window`` is read
@@ -407,7 +288,7 @@ class VariantQueries(_Model):
     )
 
 
-class PrometheusSource(_Model):
+class PrometheusSource(SpecModel):
     """Telemetry for models served outside the gateway (Triton, KServe, Seldon), from PromQL."""
 
     url: str = Field(pattern=r"^https?://", description="the Prometheus server, e.g. http://prometheus:9090")
@@ -424,7 +305,7 @@ class PrometheusSource(_Model):
         return self
 
 
-class Source(_Model):
+class Source(SpecModel):
     """Where the judge's telemetry comes from when the gateway does not serve the models."""
 
     prometheus: PrometheusSource
@@ -438,7 +319,7 @@ class Source(_Model):
 _PROMETHEUS_KINDS = ("error_rate", "latency")
 
 
-class Body(_Model):
+class Body(SpecModel):
     endpoint: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     baseline: ModelUri
     candidate: ModelUri
@@ -447,7 +328,7 @@ class Body(_Model):
     on_success: OnSuccess = OnSuccess()
     on_failure: OnFailure = OnFailure()
     gates: Gates = Gates()
-    notify: list[Notify] = []
+    notify: list[Notify] = Field(default_factory=list)
 
     @field_validator("on_success")
     @classmethod
@@ -474,11 +355,11 @@ class Body(_Model):
         return self
 
 
-class Metadata(_Model):
+class Metadata(SpecModel):
     name: str | None = None
 
 
-class RolloutSpec(_Model):
+class RolloutSpec(SpecModel):
     api_version: Literal["modelcanary/v1"]
     kind: Literal["Rollout"]
     metadata: Metadata = Metadata()

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from modelcanary.domain.errors import SpecError
 from modelcanary.domain.judgement import Judgement, Look, Memory
-from modelcanary.domain.spec import Analysis
+from modelcanary.domain.metrics import Analysis
 from modelcanary.judges import mann_whitney, sequential, threshold
 
 Judge = Callable[[Analysis, Look, Memory], tuple[Judgement, Memory]]

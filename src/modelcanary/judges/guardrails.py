@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 
 from modelcanary.domain.judgement import MetricJudgement, Verdict
-from modelcanary.domain.spec import CostMetric, DriftMetric
+from modelcanary.domain.metrics import CostMetric, DriftMetric
 from modelcanary.domain.telemetry import SCORE_EDGES, RolloutTelemetry
 from modelcanary.stats.drift import js, psi, wasserstein
 

@@ -43,7 +43,7 @@ from statistics import fmean
 from typing import Any, Literal
 
 from modelcanary.domain.judgement import Judgement, Look, Memory, MetricJudgement, Verdict
-from modelcanary.domain.spec import Analysis, CostMetric, DriftMetric, MannWhitneySettings, QualityMetric
+from modelcanary.domain.metrics import Analysis, CostMetric, DriftMetric, MannWhitneySettings, QualityMetric
 from modelcanary.judges.guardrails import guardrail
 from modelcanary.judges.threshold import Tested, cumulative, interval_value, next_due, unit
 from modelcanary.stats.mann_whitney import shift_interval, without_outliers

@@ -31,7 +31,7 @@ from itertools import accumulate
 from typing import NamedTuple
 
 from modelcanary.domain.judgement import Judgement, Look, Memory, MetricJudgement, Verdict
-from modelcanary.domain.spec import (
+from modelcanary.domain.metrics import (
     Analysis,
     CostMetric,
     DriftMetric,

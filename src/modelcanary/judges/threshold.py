@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelcanary.domain.judgement import Judgement, Look, Memory, MetricJudgement, Verdict
-from modelcanary.domain.spec import Analysis, CostMetric, DriftMetric, ErrorRateMetric, LatencyMetric, QualityMetric
+from modelcanary.domain.metrics import Analysis, CostMetric, DriftMetric, ErrorRateMetric, LatencyMetric, QualityMetric
 from modelcanary.domain.telemetry import LATENCY_EDGES_MS, VariantTelemetry, score_bucket
 from modelcanary.judges.guardrails import guardrail
 from modelcanary.stats.classification import Confusion, confusion
