@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -180,3 +181,8 @@ def migrate(conn: Connection) -> None:
     if revision == "0001" and "alembic_version" not in sa.inspect(conn).get_table_names():
         command.stamp(config, "0001")  # made by 0.1.0's create_all: its tables are revision 0001's
     command.upgrade(config, "head")
+
+
+def chunks(items: Sequence[str], size: int = 500) -> list[Sequence[str]]:
+    """Bound ``IN (...)`` lists: old SQLite builds allow 999 parameters per statement."""
+    return [items[start : start + size] for start in range(0, len(items), size)]

@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -24,19 +23,19 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from modelcanary.adapters.store.audit import AuditLog
 from modelcanary.adapters.store.schema import (
     actions,
+    chunks,
     engine_for,
     leases,
     migrate,
     normalise_url,
     rollouts,
     routes,
-    telemetry,
     transitions,
 )
+from modelcanary.adapters.store.telemetry import TelemetryTable
 from modelcanary.adapters.store.tokens import TokenTable
 from modelcanary.domain.errors import Conflict, Fenced, ModelcanaryError, NotFound, StoreError
 from modelcanary.domain.state import Action, Outcome, RolloutState, Route, Transition
-from modelcanary.domain.telemetry import Variant, VariantTelemetry
 from modelcanary.ports import Fence
 
 
@@ -75,11 +74,6 @@ _BATCH_UPDATE = (
 )
 
 
-def _chunks(items: Sequence[str], size: int = 500) -> list[Sequence[str]]:
-    """Bound ``IN (...)`` lists: old SQLite builds allow 999 parameters per statement."""
-    return [items[start : start + size] for start in range(0, len(items), size)]
-
-
 def _transition_event(rollout_id: str, transition: Transition) -> dict[str, Any]:
     """A transition's audit event."""
     detail: dict[str, Any] = {
@@ -100,7 +94,7 @@ def _transition_event(rollout_id: str, transition: Transition) -> dict[str, Any]
     }
 
 
-class SqlStore(TokenTable, AuditLog):
+class SqlStore(TokenTable, AuditLog, TelemetryTable):
     """Implements RolloutStore, ActionQueue, TelemetryStore, RouteSource, History, Leases, AuditLog and Tokens."""
 
     def __init__(self, url: str) -> None:
@@ -180,7 +174,7 @@ class SqlStore(TokenTable, AuditLog):
                 versions = [row for row in versions if mine(row.id)]
             stale = {row.id for row in versions if row.id not in known or known[row.id].version != row.version}
             fresh: dict[str, RolloutState] = {}
-            for chunk in _chunks(sorted(stale)):
+            for chunk in chunks(sorted(stale)):
                 rows = conn.execute(sa.select(rollouts.c.id, rollouts.c.state).where(rollouts.c.id.in_(chunk)))
                 fresh.update({row.id: RolloutState.model_validate_json(row.state) for row in rows})
         # a state read just now may be newer than the version listed (another writer saved it in
@@ -195,7 +189,7 @@ class SqlStore(TokenTable, AuditLog):
         """Each rollout's spec text and validated JSON (None for rollouts made before 0003)."""
         found: dict[str, tuple[str, str | None]] = {}
         with self._tx() as conn:
-            for chunk in _chunks(rollout_ids):
+            for chunk in chunks(rollout_ids):
                 query = sa.select(rollouts.c.id, rollouts.c.spec, rollouts.c.spec_json).where(rollouts.c.id.in_(chunk))
                 found.update({row.id: (row.spec, row.spec_json) for row in conn.execute(query)})
         return found
@@ -250,7 +244,7 @@ class SqlStore(TokenTable, AuditLog):
     ) -> list[tuple[RolloutState | None, ModelcanaryError | None]]:
         keys = [action.key for outcome, _ in items for action in outcome.actions]
         if len(set(keys)) != len(keys) or any(
-            conn.execute(sa.select(actions.c.key).where(actions.c.key.in_(chunk))).first() for chunk in _chunks(keys)
+            conn.execute(sa.select(actions.c.key).where(actions.c.key.in_(chunk))).first() for chunk in chunks(keys)
         ):
             raise _Contended  # an action key already saved: the slow path names the rollout
         news = [outcome.state.model_copy(update={"version": expected + 1}) for outcome, expected in items]
@@ -384,7 +378,7 @@ class SqlStore(TokenTable, AuditLog):
                 self._upsert_route(conn, number, route)
             return
         existing: set[str] = set()
-        for chunk in _chunks(endpoints):
+        for chunk in chunks(endpoints):
             existing.update(conn.execute(sa.select(routes.c.endpoint).where(routes.c.endpoint.in_(chunk))).scalars())
         updates = [
             {"b_endpoint": r.endpoint, "b_version": n, "b_route": r.model_dump_json()}
@@ -458,39 +452,3 @@ class SqlStore(TokenTable, AuditLog):
                 if error is not None:
                     detail["error"] = error
                 self._audit(conn, at=now, actor="controller", action=what, rollout_id=row.rollout_id, detail=detail)
-
-    # -- telemetry -------------------------------------------------------------------------------
-
-    def write_telemetry(self, source: str, rows: Sequence[tuple[str, Variant, VariantTelemetry]]) -> None:
-        now = time.time()
-        with self._tx() as conn:
-            for rollout_id, variant, counts in rows:
-                key = (
-                    (telemetry.c.rollout_id == rollout_id)
-                    & (telemetry.c.variant == variant.value)
-                    & (telemetry.c.source == source)
-                )
-                body = json.dumps(counts.to_json())
-                if conn.execute(telemetry.update().where(key).values(counts=body, updated_at=now)).rowcount == 0:
-                    conn.execute(
-                        telemetry.insert().values(
-                            rollout_id=rollout_id, variant=variant.value, source=source, counts=body, updated_at=now
-                        )
-                    )
-
-    def read_telemetry_many(self, rollout_ids: Sequence[str]) -> dict[str, list[tuple[Variant, VariantTelemetry]]]:
-        """``read_telemetry`` for many rollouts in one transaction."""
-        found: dict[str, list[tuple[Variant, VariantTelemetry]]] = {rollout_id: [] for rollout_id in rollout_ids}
-        with self._tx() as conn:
-            for chunk in _chunks(rollout_ids):
-                query = sa.select(telemetry.c.rollout_id, telemetry.c.variant, telemetry.c.counts).where(
-                    telemetry.c.rollout_id.in_(chunk)
-                )
-                for row in conn.execute(query):
-                    found[row.rollout_id].append(
-                        (Variant(row.variant), VariantTelemetry.from_json(orjson.loads(row.counts)))
-                    )
-        return found
-
-    def read_telemetry(self, rollout_id: str) -> list[tuple[Variant, VariantTelemetry]]:
-        return self.read_telemetry_many([rollout_id])[rollout_id]

@@ -1,0 +1,61 @@
+"""Telemetry in the SQL store: each source's cumulative counts per rollout and variant, one row
+each, overwritten by every flush (a gateway writes its totals since it started; the judge sums
+the sources)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from modelcanary.adapters.store.schema import chunks, telemetry
+from modelcanary.domain.telemetry import Variant, VariantTelemetry
+
+
+class TelemetryTable:
+    """The telemetry methods of ``SqlStore`` (which brings ``_tx``)."""
+
+    if TYPE_CHECKING:
+
+        def _tx(self) -> AbstractContextManager[Connection]: ...
+
+    def write_telemetry(self, source: str, rows: Sequence[tuple[str, Variant, VariantTelemetry]]) -> None:
+        now = time.time()
+        with self._tx() as conn:
+            for rollout_id, variant, counts in rows:
+                key = (
+                    (telemetry.c.rollout_id == rollout_id)
+                    & (telemetry.c.variant == variant.value)
+                    & (telemetry.c.source == source)
+                )
+                body = json.dumps(counts.to_json())
+                if conn.execute(telemetry.update().where(key).values(counts=body, updated_at=now)).rowcount == 0:
+                    conn.execute(
+                        telemetry.insert().values(
+                            rollout_id=rollout_id, variant=variant.value, source=source, counts=body, updated_at=now
+                        )
+                    )
+
+    def read_telemetry_many(self, rollout_ids: Sequence[str]) -> dict[str, list[tuple[Variant, VariantTelemetry]]]:
+        """``read_telemetry`` for many rollouts in one transaction."""
+        found: dict[str, list[tuple[Variant, VariantTelemetry]]] = {rollout_id: [] for rollout_id in rollout_ids}
+        with self._tx() as conn:
+            for chunk in chunks(rollout_ids):
+                query = sa.select(telemetry.c.rollout_id, telemetry.c.variant, telemetry.c.counts).where(
+                    telemetry.c.rollout_id.in_(chunk)
+                )
+                for row in conn.execute(query):
+                    found[row.rollout_id].append(
+                        (Variant(row.variant), VariantTelemetry.from_json(orjson.loads(row.counts)))
+                    )
+        return found
+
+    def read_telemetry(self, rollout_id: str) -> list[tuple[Variant, VariantTelemetry]]:
+        """One rollout's rows: each source's cumulative counts per variant (``engine.analysis.pair`` sums them)."""
+        return self.read_telemetry_many([rollout_id])[rollout_id]
