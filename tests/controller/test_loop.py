@@ -566,18 +566,23 @@ def test_only_the_lease_holder_acts_and_another_takes_over_when_it_falls_silent(
     assert first.fence is None
 
 
+def stall(stalled: Controller, leader: Controller, clock: Clock) -> None:
+    """``stalled`` takes the lease, stalls past its expiry while ``leader`` takes over, and wakes up
+    mid-tick, past ``lead()``, still believing it leads."""
+    clock.now = T0 + 1
+    assert stalled.lead()
+    clock.now = T0 + 10
+    assert leader.lead()
+    stalled.lead = lambda: True  # type: ignore[method-assign]
+
+
 def test_a_stalled_leaders_decision_is_fenced_off(store: SqlStore, fake_registry: FakeRegistry, clock: Clock) -> None:
     """a took the lease, then stalled (a GC pause, a frozen VM) past its expiry while b took over;
     when a wakes up still believing it leads, its save is refused and changes nothing."""
     stalled = Controller(store=store, registry=fake_registry, clock=clock, holder="a", lease_ttl_s=5)
     leader = Controller(store=store, registry=fake_registry, clock=clock, holder="b", lease_ttl_s=5)
     state = start(store, fake_registry, clock)
-    clock.now = T0 + 1
-    assert stalled.lead()
-    clock.now = T0 + 10
-    assert leader.lead()
-
-    stalled.lead = lambda: True  # type: ignore[method-assign]  # it wakes up mid-tick, past lead()
+    stall(stalled, leader, clock)
     assert stalled.tick() == []
     assert stalled.fence is None  # it noticed, and stops acting
     assert (current(store, state.id).phase, store.history(state.id)) == (Phase.PENDING, [])
@@ -667,12 +672,7 @@ def test_a_stalled_leaders_workers_are_fenced_off_too(sharded: Sharded, open_sto
     store, fake, states, shards = sharded
     stalled = Controller(store=store, registry=fake, clock=clock, holder="a", lease_ttl_s=5, shards=shards)
     leader = Controller(store=open_store(), registry=fake, clock=clock, holder="b", lease_ttl_s=5)
-    clock.now = T0 + 1
-    assert stalled.lead()
-    clock.now = T0 + 10
-    assert leader.lead()
-
-    stalled.lead = lambda: True  # type: ignore[method-assign]  # it wakes up mid-tick, past lead()
+    stall(stalled, leader, clock)
     assert stalled.tick() == []
     assert stalled.fence is None
     assert {current(store, s.id).phase for s in states} == {Phase.PENDING}  # no shard saved anything

@@ -149,7 +149,7 @@ class Controller:
         states whose phase or step changed."""
         try:
             if self.shards is None:
-                return self.decide_shard(lambda _: True)[0]
+                return self.decide_shard()[0]
             return self._decide_shared(self.shards)
         except Fenced as exc:  # another controller leads now: act on nothing more
             log.warning("%s", exc)
@@ -177,10 +177,11 @@ class Controller:
             raise fenced
         return changed
 
-    def decide_shard(self, mine: Callable[[str], bool]) -> tuple[list[RolloutState], list[str]]:
-        """Read, judge, decide and save the active rollouts that are ``mine``, every decision in
-        one transaction (each rollout on its own compare-and-set). The states whose phase or step
-        changed, and the ids of every rollout saved. ``Fenced`` if the lease moved."""
+    def decide_shard(self, mine: Callable[[str], bool] | None = None) -> tuple[list[RolloutState], list[str]]:
+        """Read, judge, decide and save the active rollouts that are ``mine`` (all, without it),
+        every decision in one transaction (each rollout on its own compare-and-set). The states
+        whose phase or step changed, and the ids of every rollout saved. ``Fenced`` if the lease
+        moved."""
         # the states this controller saved last tick are not read again while their version holds
         active = self.store.active_rollouts(self._states, mine=mine)
         self._states = {state.id: state for state in active}
