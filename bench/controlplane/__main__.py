@@ -11,7 +11,8 @@ that they all stay in canary), tick once to put them in canary, then for each ro
    gateway's flush does; its time is the ``flush`` column), and the clock starts;
 2. tick: the controller reads, judges, decides and saves every rollout; each save's completion time
    minus the flush's gives that rollout's decision latency (the flush landing just before the tick:
-   a flush landing mid-tick waits for the next one, so add up to one tick to these figures); with
+   in a running controller a flush landing between ticks waits for the next one, up to its
+   ``--tick`` interval, which these figures leave out); with
    ``--processes`` above 1 the worker processes decide and save their shares, and a rollout they
    saved counts from the moment the controller heard back (after the worker's commit);
 3. propagation: one rollout is aborted through the store (a routing-table change
