@@ -172,6 +172,16 @@ class TelemetryStore(Protocol):
     def read_telemetry_many(self, rollout_ids: Sequence[str]) -> dict[str, list[tuple[Variant, VariantTelemetry]]]:
         """``read_telemetry`` for many rollouts at once."""
 
+    def relay_labels(self, via: str, items: Sequence[tuple[str, str, int]]) -> None:
+        """Keep labels (issuer, prediction id, label) that gateway ``via`` received for another
+        gateway's predictions, until the issuer takes them."""
+
+    def take_labels(self, issuer: str) -> list[tuple[str, int]]:
+        """Remove and return the (prediction id, label) pairs relayed to ``issuer``, oldest first."""
+
+    def expire_labels(self, received_before: float) -> int:
+        """Drop relayed labels received before that time; how many."""
+
 
 class RouteSource(Protocol):
     def routes_version(self) -> int:

@@ -8,6 +8,7 @@ import hashlib
 import itertools
 import json
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -405,6 +406,22 @@ def test_telemetry_upserts_per_source_and_reads_every_source(store: SqlStore) ->
     assert (total.candidate.requests, total.candidate.errors) == (9, 2)
     assert total.baseline == telemetry(30, errors=1, labels=4).merged(telemetry(5))  # histograms survive the round trip
     assert store.read_telemetry("unknown") == []
+
+
+def test_relayed_labels_wait_for_their_issuer_who_takes_each_once(open_store: Callable[[], SqlStore]) -> None:
+    store, other = open_store(), open_store()  # two gateways' connections
+    store.relay_labels("gw-b", [("aaaaaaaaaa", "aaaaaaaaaa-1", 1), ("cccccccccc", "cccccccccc-7", 0)])
+    store.relay_labels("gw-c", [("aaaaaaaaaa", "aaaaaaaaaa-2", 0), ("aaaaaaaaaa", "aaaaaaaaaa-1", 0)])
+    assert other.take_labels("bbbbbbbbbb") == []
+    # oldest first, a label sent twice comes twice (the issuer counts the second as unmatched)
+    assert store.take_labels("aaaaaaaaaa") == [("aaaaaaaaaa-1", 1), ("aaaaaaaaaa-2", 0), ("aaaaaaaaaa-1", 0)]
+    assert other.take_labels("aaaaaaaaaa") == []  # taken once
+    # one nobody took expires; a fresh one does not
+    assert store.expire_labels(time.time() - 60) == 0
+    store.relay_labels("gw-b", [("dddddddddd", "dddddddddd-3", 1)])
+    assert other.expire_labels(time.time() + 1) == 2
+    assert store.take_labels("cccccccccc") == [] == store.take_labels("dddddddddd")
+    store.relay_labels("gw-b", [])  # nothing to write is no statement at all
 
 
 # -- audit ----------------------------------------------------------------------------------------

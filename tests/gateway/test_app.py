@@ -319,12 +319,12 @@ def test_a_scoring_body_that_is_not_an_object_is_400(shared: Any, payload: bytes
 def test_single_and_batch_labels_are_accepted(client: httpx.Client, rows: Rows) -> None:
     _, ids = predict_ids(client, rows[:3], who=5)
     single = client.post("/v1/feedback", json={"prediction_id": ids[0], "label": 1})
-    assert single.status_code == 200 and single.json() == {"accepted": 1}
+    assert single.status_code == 200 and single.json() == {"accepted": 1, "relayed": 0}
     batch = client.post(
         "/v1/feedback",
         json={"labels": [{"prediction_id": ids[1], "label": 0}, {"prediction_id": ids[2], "label": True}]},
     )
-    assert batch.status_code == 200 and batch.json() == {"accepted": 2}
+    assert batch.status_code == 200 and batch.json() == {"accepted": 2, "relayed": 0}
 
 
 def test_an_unknown_id_is_404_and_its_batch_changes_nothing(client: httpx.Client, rows: Rows) -> None:
@@ -341,7 +341,7 @@ def test_an_unknown_id_is_404_and_its_batch_changes_nothing(client: httpx.Client
     again = client.post(
         "/v1/feedback", json=[{"prediction_id": ids[0], "label": 1}, {"prediction_id": ids[1], "label": 0}]
     )
-    assert again.status_code == 200 and again.json() == {"accepted": 2}
+    assert again.status_code == 200 and again.json() == {"accepted": 2, "relayed": 0}
 
 
 def test_a_label_other_than_0_or_1_is_400_naming_it(client: httpx.Client, rows: Rows) -> None:
@@ -350,7 +350,7 @@ def test_a_label_other_than_0_or_1_is_400_naming_it(client: httpx.Client, rows: 
     response = client.post("/v1/feedback", json={"labels": items})
     assert response.status_code == 400
     assert response.json()["field"] == "labels[1].label"
-    assert client.post("/v1/feedback", json={"labels": items[:1]}).json() == {"accepted": 1}
+    assert client.post("/v1/feedback", json={"labels": items[:1]}).json() == {"accepted": 1, "relayed": 0}
 
 
 def test_a_second_label_for_the_same_prediction_is_404(client: httpx.Client, rows: Rows) -> None:
@@ -399,7 +399,7 @@ def test_telemetry_reaches_the_store(
             row_counts[variant] += len(ids)
             if who % 4 < 2:  # label some of them, in one batch per request
                 items = [{"prediction_id": i, "label": who % 2} for i in ids]
-                assert http.post("/v1/feedback", json={"labels": items}).json() == {"accepted": len(ids)}
+                assert http.post("/v1/feedback", json={"labels": items}).json() == {"accepted": len(ids), "relayed": 0}
                 labelled[variant] += len(ids)
     assert served["baseline"] and served["candidate"]
     running.flush()

@@ -1,6 +1,7 @@
 """Scale-out, for real: two ``modelcanary gateway`` processes follow one store (SQLite and
 PostgreSQL) with a real MLflow registry. Both serve the rollout's route and a static endpoint,
-their telemetry adds up in the store, and a routing change reaches both."""
+their telemetry adds up in the store, a label sent to the other replica is counted by the one that
+made the prediction, and a routing change reaches both."""
 
 from __future__ import annotations
 
@@ -112,6 +113,21 @@ def test_two_gateway_processes_follow_one_store_and_their_telemetry_adds_up(
     assert (total.baseline.requests + total.candidate.requests) == 60  # 30 + 20 + 10, from both sources
     assert total.candidate.requests == served.count("candidate") + served[:10].count("candidate")
     assert len(store.read_telemetry(state.id)) >= 3  # rows per (source, variant): both gateways wrote
+
+    # behind a load balancer a label may reach either replica: the one that made the prediction counts it
+    made = httpx.post(f"{first}/v1/endpoints/fraud/invocations", json={"dataframe_records": rows[:3]}, timeout=10)
+    labels = [{"prediction_id": each, "label": 1} for each in made.json()["prediction_ids"]]
+    assert httpx.post(f"{second}/v1/feedback", json={"labels": labels}, timeout=10).json() == {
+        "accepted": 3,
+        "relayed": 3,
+    }
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        total = pair(store.read_telemetry(state.id))
+        if total.baseline.labels + total.candidate.labels >= 3:
+            break
+        time.sleep(0.1)
+    assert total.baseline.labels + total.candidate.labels == 3
 
     run_command(store, state.id, Command.ABORT, actor="test")
     aborted = store.routes_version()

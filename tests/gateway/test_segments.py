@@ -54,7 +54,7 @@ def test_only_the_allowed_segments_see_the_candidate_and_counts_are_kept_per_seg
             if expected == "candidate":
                 eu_ids += response.json()["prediction_ids"]
         labels = [{"prediction_id": prediction_id, "label": 1} for prediction_id in eu_ids]
-        assert http.post("/v1/feedback", json={"labels": labels}).json() == {"accepted": 5}
+        assert http.post("/v1/feedback", json={"labels": labels}).json() == {"accepted": 5, "relayed": 0}
     running.flush()
     total = pair(store.read_telemetry("r-segments"))
     assert (total.candidate.requests, total.baseline.requests) == (5, 9)

@@ -14,13 +14,11 @@ from typing import Any
 import pytest
 
 from modelcanary.adapters.store.sql import SqlStore
-from modelcanary.adapters.testing import FakeBackend, FakeRegistry, FunctionModel
-from modelcanary.controller.loop import Controller
-from modelcanary.controller.operations import start_rollout
 from modelcanary.domain.errors import StoreError
 from modelcanary.domain.phases import Phase
 from modelcanary.engine.analysis import pair
-from modelcanary.gateway.app import Gateway
+
+from .support import in_canary, predict_x, x_gateway
 
 
 class Proxy:
@@ -86,41 +84,31 @@ def proxy() -> Iterator[Proxy]:
     forwarder.cut()
 
 
-def _requests(client: Any, users: range) -> None:
-    for user in users:
-        response = client.post(
-            "/v1/endpoints/fraud/invocations",
-            json={"dataframe_records": [{"x": 1.0}]},
-            headers={"x-user-id": str(user)},
-        )
-        assert response.status_code == 200, response.text
+@pytest.fixture
+def proxied(store_url: str, proxy: Proxy) -> Iterator[SqlStore]:
+    """A store on PostgreSQL reached through ``proxy``."""
+    if "127.0.0.1:5432" not in store_url:
+        pytest.skip("the proxy forwards to 127.0.0.1:5432")
+    store = SqlStore(store_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}"))
+    yield store
+    store.close()
 
 
 @pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
 def test_an_unreachable_store_holds_the_controller_and_the_gateway_serves_on(
-    store_url: str, proxy: Proxy, serve: Any, long_rollout_spec: str
+    proxied: SqlStore, proxy: Proxy, serve: Any, long_rollout_spec: str
 ) -> None:
-    if "127.0.0.1:5432" not in store_url:
-        pytest.skip("the proxy forwards to 127.0.0.1:5432")
-    url = store_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
-    store = SqlStore(url)
-    registry = FakeRegistry({"fraud": ["1", "2"]}, {("fraud", "champion"): "1", ("fraud", "challenger"): "2"})
-    state = start_rollout(store, registry, long_rollout_spec, source="test", actor="test")
-    controller = Controller(store=store, registry=registry, holder="controller")
-    (entered,) = controller.tick()
-    model = FunctionModel(lambda columns: [0.5] * len(columns["x"]))
-    gateway = Gateway(
-        routes=store, backend=FakeBackend({"fraud/1": model, "fraud/2": model}), telemetry=store, source="gw"
-    )
-    running = serve.start(gateway)
+    store = proxied
+    state, controller = in_canary(store, long_rollout_spec)
+    running = serve.start(x_gateway(store, "gw"))
     with running.client() as client:
-        _requests(client, range(10))
+        predict_x(client, range(10))
         running.flush()
 
         proxy.cut()
         with pytest.raises(StoreError):
             controller.tick()  # no decision on data it cannot read
-        _requests(client, range(10, 30))  # served on the last routing table
+        predict_x(client, range(10, 30))  # served on the last routing table
         running.flush()  # fails, logs, and keeps the counts for the next flush
 
         proxy.restore()
@@ -128,9 +116,30 @@ def test_an_unreachable_store_holds_the_controller_and_the_gateway_serves_on(
         total = pair(store.read_telemetry(state.id))
         assert total.baseline.requests + total.candidate.requests == 30  # nothing lost
         assert controller.tick() == []  # back at work: judged, nothing to change yet
-        _requests(client, range(30, 35))
+        predict_x(client, range(30, 35))
     current, _ = store.get(state.id)
     assert (current.phase, current.step) == (Phase.CANARY, 0)
-    assert len(store.history(state.id)) == 1 == len([entered])
+    assert len(store.history(state.id)) == 1
     assert store.verify_audit()[1] is None
-    store.close()
+
+
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+def test_labels_to_relay_while_the_store_is_unreachable_are_refused_whole_and_taken_later(
+    proxied: SqlStore, proxy: Proxy, serve: Any, long_rollout_spec: str
+) -> None:
+    store = proxied
+    in_canary(store, long_rollout_spec)
+    running = serve.start(x_gateway(store, "gw"))
+    with running.client() as client:
+        (own,) = predict_x(client, range(1))
+        labels = {"labels": [{"prediction_id": own, "label": 1}, {"prediction_id": "0123456789-1", "label": 0}]}
+
+        proxy.cut()
+        refused = client.post("/v1/feedback", json=labels)
+        assert refused.status_code == 503
+        assert refused.json()["field"] == "labels"
+        assert "send them again" in refused.json()["error"]
+
+        proxy.restore()  # the client sends again: its own label was not taken the first time
+        assert client.post("/v1/feedback", json=labels).json() == {"accepted": 2, "relayed": 1}
+    assert store.take_labels("0123456789") == [("0123456789-1", 0)]

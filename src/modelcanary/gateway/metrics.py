@@ -117,6 +117,7 @@ class EndpointSeries:
 
 
 _LANE = ("endpoint", "variant", "lane")
+RELAY_OUTCOMES = ("sent", "joined", "unmatched", "expired")
 # (name, help, kind) of every family; kind: counter or gauge per endpoint, or per lane
 _PER_LANE = (
     ("requests", "Prediction requests served", "counter"),
@@ -163,6 +164,8 @@ class Metrics:
     def __init__(self) -> None:
         self._bound: dict[str, EndpointSeries] = {}
         self._registry: Any = None
+        # labels for another gateway's predictions, by what became of them (see ``Gateway.feedback``)
+        self.relayed_labels = {outcome: Count() for outcome in RELAY_OUTCOMES}
 
     def endpoint(self, endpoint: str) -> EndpointSeries:
         """The endpoint's series, made on first use and kept."""
@@ -217,6 +220,15 @@ class Metrics:
             for endpoint, bound in self._bound.items():
                 family.add_metric([endpoint], getattr(bound, field).value)
             yield family
+        relayed = CounterMetricFamily(
+            f"{PREFIX}_relayed_labels",
+            "Labels for another gateway's predictions: sent on through the store by this gateway, or "
+            "taken by it for its own and joined, unmatched (prediction forgotten or labelled), or expired untaken",
+            labels=("outcome",),
+        )
+        for outcome, count in self.relayed_labels.items():
+            relayed.add_metric([outcome], count.value)
+        yield relayed
 
     def exposition(self) -> tuple[bytes, str]:
         """The text exposition of every series, and its content type."""

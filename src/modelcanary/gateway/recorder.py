@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -16,6 +17,9 @@ from typing import Any, Protocol
 
 from modelcanary.domain.errors import RequestError, UnknownPrediction
 from modelcanary.domain.telemetry import Variant, VariantTelemetry
+
+_ISSUER = re.compile(r"[0-9a-f]{10}")  # a recorder's prefix: 5 random bytes in hex
+_COUNTER = re.compile(r"[0-9a-f]+")
 
 
 class LabelSink(Protocol):
@@ -63,6 +67,7 @@ class Recorder:
         # label comes or ``keep`` runs out: (expires at, baseline score, candidate score)
         self._shadowed: OrderedDict[str, tuple[float, float, float]] = OrderedDict()
         self.labels_without_rollout = 0
+        self.unmatched_relayed_labels = 0  # relayed here for predictions no longer held
 
     def _variant(self, rollout_id: str, variant: Variant) -> VariantTelemetry:
         key = (rollout_id, variant)
@@ -156,8 +161,38 @@ class Recorder:
         counts.breaker_trips += 1
         counts.breaker_reason = counts.breaker_reason or reason
 
-    def label(self, items: Sequence[tuple[str, int]]) -> int:
-        """Join labels to their predictions, all or none: every id is checked before any is counted."""
+    @property
+    def issuer(self) -> str:
+        """The prefix of every prediction id this recorder issues: which replica made a prediction."""
+        return self._prefix
+
+    def partition(
+        self, items: Sequence[tuple[str, int]], *, relay: bool
+    ) -> tuple[list[tuple[str, int]], list[tuple[str, str, int]]]:
+        """Labels for this replica's predictions, and those for another replica's as (issuer,
+        prediction id, label); an id no replica could have issued is refused, naming it, and so is
+        another replica's where there is nothing to ``relay`` it through (no store)."""
+        mine, others = [], []
+        for index, (prediction_id, label) in enumerate(items):
+            issuer, dash, counter = prediction_id.partition("-")
+            if issuer == self._prefix:
+                mine.append((prediction_id, label))
+                continue
+            if not (dash and _ISSUER.fullmatch(issuer) and _COUNTER.fullmatch(counter)):
+                why = "not an id a gateway issued"
+            elif not relay:
+                why = "another gateway issued it, and this one has no store to pass the label on through"
+            else:
+                others.append((issuer, prediction_id, label))
+                continue
+            raise UnknownPrediction(
+                f"unknown prediction id {prediction_id!r}: {why}", field=f"labels[{index}].prediction_id"
+            )
+        return mine, others
+
+    def take(self, items: Sequence[tuple[str, int]]) -> list[tuple[str, int, _Served]]:
+        """Claim the predictions these labels are for, all or none: every id is checked before any
+        is claimed. ``apply`` counts them; ``restore`` gives them back (a relay that failed)."""
         seen: set[str] = set()
         for index, (prediction_id, _label) in enumerate(items):
             if prediction_id not in self._served or prediction_id in seen:
@@ -166,8 +201,31 @@ class Recorder:
                     field=f"labels[{index}].prediction_id",
                 )
             seen.add(prediction_id)
+        return [(prediction_id, label, self._served.pop(prediction_id)) for prediction_id, label in items]
+
+    def restore(self, taken: Sequence[tuple[str, int, _Served]]) -> None:
+        for prediction_id, _label, served in taken:
+            self._served[prediction_id] = served
+
+    def label(self, items: Sequence[tuple[str, int]]) -> int:
+        """Join labels to their predictions, all or none (see ``take``)."""
+        taken = self.take(items)
+        self.apply(taken)
+        return len(taken)
+
+    def label_relayed(self, items: Sequence[tuple[str, int]]) -> int:
+        """Join labels another replica received for this one's predictions; those whose
+        prediction is no longer held (forgotten, or labelled twice) are counted in
+        ``unmatched_relayed_labels``. How many joined."""
+        known: dict[str, int] = {}
         for prediction_id, label in items:
-            served = self._served.pop(prediction_id)
+            if prediction_id in self._served:
+                known.setdefault(prediction_id, label)  # the first label of an id counts, as here
+        self.unmatched_relayed_labels += len(items) - len(known)
+        return self.label(list(known.items()))
+
+    def apply(self, taken: Sequence[tuple[str, int, _Served]]) -> None:
+        for prediction_id, label, served in taken:
             if served.sink is not None:
                 served.sink.label(label)
             shadowed = self._shadowed.pop(prediction_id, None)
@@ -184,7 +242,6 @@ class Recorder:
                 counts.observe_label(bucket=served.bucket, label=label)
                 if served.segment is not None:
                     counts.segment(served.segment).observe_label(bucket=served.bucket, label=label)
-        return len(items)
 
     def changed(self) -> list[tuple[str, Variant, VariantTelemetry]]:
         """Copies of the counts changed since the last call (cumulative, so a lost write is harmless)."""

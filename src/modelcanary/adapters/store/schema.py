@@ -112,9 +112,19 @@ tokens = sa.Table(  # control API tokens (0005): a hash of each secret, never th
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("revoked_at", sa.Float),
 )
+relayed_labels = sa.Table(  # labels that reached a gateway other than the one that made the prediction (0006)
+    "relayed_labels",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("issuer", sa.String(32), nullable=False, index=True),  # the prediction id's prefix
+    sa.Column("prediction_id", sa.String(64), nullable=False),
+    sa.Column("label", sa.Integer, nullable=False),
+    sa.Column("via", sa.String(100), nullable=False),  # the gateway that received it
+    sa.Column("received_at", sa.Float, nullable=False),
+)
 
 GENESIS = "0" * 64
-HEAD = "0005"  # the newest migration in migrations/versions (tests check that they agree)
+HEAD = "0006"  # the newest migration in migrations/versions (tests check that they agree)
 MIGRATIONS = Path(__file__).parent / "migrations"
 # PostgreSQL advisory-lock keys: one serialises schema upgrades, one the audit chain's appends
 MIGRATION_LOCK, AUDIT_LOCK = 0x6D63_0001, 0x6D63_0002

@@ -1,6 +1,6 @@
 """Telemetry in the SQL store: each source's cumulative counts per rollout and variant, one row
 each, overwritten by every flush (a gateway writes its totals since it started; the judge sums
-the sources)."""
+the sources); and labels in transit between gateways (``relay_labels``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from modelcanary.adapters.store.schema import chunks, telemetry
+from modelcanary.adapters.store.schema import chunks, relayed_labels, telemetry
 from modelcanary.domain.telemetry import Variant, VariantTelemetry
 
 
@@ -67,3 +67,34 @@ class TelemetryTable:
     def read_telemetry(self, rollout_id: str) -> list[tuple[Variant, VariantTelemetry]]:
         """One rollout's rows: each source's cumulative counts per variant (``engine.analysis.pair`` sums them)."""
         return self.read_telemetry_many([rollout_id])[rollout_id]
+
+    def relay_labels(self, via: str, items: Sequence[tuple[str, str, int]]) -> None:
+        """Labels that gateway ``via`` received for predictions another gateway made:
+        (issuer, prediction id, label), kept until the issuer takes them."""
+        if not items:
+            return
+        now = time.time()
+        values = [
+            {"issuer": issuer, "prediction_id": prediction_id, "label": label, "via": via, "received_at": now}
+            for issuer, prediction_id, label in items
+        ]
+        with self._tx() as conn:
+            conn.execute(sa.insert(relayed_labels), values)
+
+    def take_labels(self, issuer: str) -> list[tuple[str, int]]:
+        """The labels relayed to ``issuer``, oldest first, removed as they are read (one statement:
+        two replicas of one issuer cannot both take a label)."""
+        with self._tx() as conn:
+            taken = conn.execute(
+                sa.delete(relayed_labels)
+                .where(relayed_labels.c.issuer == issuer)
+                .returning(relayed_labels.c.id, relayed_labels.c.prediction_id, relayed_labels.c.label)
+            ).all()
+        return [(row.prediction_id, row.label) for row in sorted(taken, key=lambda row: row.id)]
+
+    def expire_labels(self, received_before: float) -> int:
+        """Drop relayed labels no gateway took since ``received_before`` (their issuer is gone, and
+        its predictions with it); how many."""
+        with self._tx() as conn:
+            done = conn.execute(sa.delete(relayed_labels).where(relayed_labels.c.received_at < received_before))
+        return int(done.rowcount)

@@ -1,0 +1,92 @@
+"""Labels behind a load balancer: a label may reach any gateway replica, and only the replica that
+made the prediction holds what to join it to. Two real gateways on loopback share one store (SQLite
+and PostgreSQL): a label sent to the other one is relayed through the store and counted once, by
+the gateway that made the prediction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from modelcanary.adapters.store.sql import SqlStore
+from modelcanary.adapters.testing import FakeBackend, FunctionModel
+from modelcanary.domain.state import ModelVersion, Route
+from modelcanary.engine.analysis import pair
+from modelcanary.gateway.app import Gateway, StaticRoutes
+
+from .support import in_canary, predict_x, x_gateway
+
+
+def _alone() -> Gateway:
+    """A gateway with no store, serving fraud v1."""
+    model = FunctionModel(lambda columns: [0.5] * len(columns["x"]))
+    route = Route(endpoint="fraud", baseline=ModelVersion(name="fraud", version="1"))
+    return Gateway(
+        routes=StaticRoutes({"fraud": route}, None),
+        backend=FakeBackend({"fraud/1": model}),
+        telemetry=None,
+        source="alone",
+    )
+
+
+def _labels(ids: list[str], label: int = 1) -> dict[str, Any]:
+    return {"labels": [{"prediction_id": each, "label": label} for each in ids]}
+
+
+def _relayed(running: Any) -> dict[str, float]:
+    return {outcome: count.value for outcome, count in running.gateway.metrics.relayed_labels.items()}
+
+
+@pytest.mark.parametrize("store_url", ["sqlite", "postgresql"], indirect=True)
+def test_a_label_sent_to_another_replica_is_counted_once_by_the_one_that_made_the_prediction(
+    store_url: str, serve: Any, long_rollout_spec: str
+) -> None:
+    store = SqlStore(store_url)
+    state, _ = in_canary(store, long_rollout_spec)  # 50% candidate
+    first, second = serve.start(x_gateway(store, "gw-1")), serve.start(x_gateway(store, "gw-2"))
+    for running in (first, second):
+        running.call(running.gateway.refresh())
+    with first.client() as one, second.client() as two:
+        made_by_first, made_by_second = predict_x(one, range(20)), predict_x(two, range(20, 25))
+
+        # a batch of the other's ids and its own: its own are joined here, the rest relayed
+        response = two.post("/v1/feedback", json=_labels(made_by_first[:12] + made_by_second))
+        assert response.status_code == 200, response.text
+        assert response.json() == {"accepted": 17, "relayed": 12}
+        # the rest straight to the first; one relayed id sent again through the second
+        assert one.post("/v1/feedback", json=_labels(made_by_first[12:])).json() == {"accepted": 8, "relayed": 0}
+        assert two.post("/v1/feedback", json=_labels(made_by_first[:1], 0)).json() == {"accepted": 1, "relayed": 1}
+        # a made-up id of a gateway's form is relayed too: its issuer never takes it, and it expires
+        assert two.post("/v1/feedback", json=_labels(["0123456789-ff"])).json()["relayed"] == 1
+
+        second.flush()
+        first.flush()  # takes the relayed labels, joins them, writes them with its own counts
+        total = pair(store.read_telemetry(state.id))
+        assert total.baseline.labels + total.candidate.labels == 25  # each prediction labelled once
+        assert total.baseline.requests + total.candidate.requests == 25
+        assert _relayed(second) == {"sent": 14, "joined": 0, "unmatched": 0, "expired": 0}
+        assert _relayed(first) == {"sent": 0, "joined": 12, "unmatched": 1, "expired": 0}  # the second label of one id
+        metrics = one.get("/metrics").text
+        assert 'modelcanary_relayed_labels_total{outcome="joined"} 12.0' in metrics
+
+        # one the first never took (its issuer is gone) expires
+        assert store.expire_labels(float("inf")) == 1
+        first.flush()
+        assert pair(store.read_telemetry(state.id)).candidate.labels == total.candidate.labels
+    store.close()
+
+
+def test_without_a_store_another_replicas_id_is_refused_and_the_batch_keeps_nothing(serve: Any) -> None:
+    running = serve.start(_alone())
+    with running.client() as client:
+        mine = predict_x(client, range(2))
+        refused = client.post("/v1/feedback", json=_labels([mine[0], "0123456789-1a"]))
+        assert refused.status_code == 404
+        assert refused.json()["field"] == "labels[1].prediction_id"
+        assert "no store to pass the label on" in refused.json()["error"]
+        made_up = client.post("/v1/feedback", json=_labels(["0123456789"]))
+        assert (made_up.status_code, made_up.json()["field"]) == (404, "labels[0].prediction_id")
+        assert "not an id a gateway issued" in made_up.json()["error"]
+        # all or nothing: the refused batch's own id is still there to label
+        assert client.post("/v1/feedback", json=_labels(mine)).json() == {"accepted": 2, "relayed": 0}
