@@ -30,8 +30,9 @@ from modelcanary.gateway.asgi import Handler, Reply, error_reply, read_body, wit
 from modelcanary.gateway.cache import counted
 from modelcanary.gateway.calls import cpu_ms_since, predict_async
 from modelcanary.gateway.faults import CandidateRunner, DeadlineMissed, Ran
+from modelcanary.gateway.labels import Labels
 from modelcanary.gateway.metrics import Metrics
-from modelcanary.gateway.recorder import Recorder, parse_labels, score_of
+from modelcanary.gateway.recorder import Recorder, score_of
 from modelcanary.gateway.router import choose
 from modelcanary.gateway.serving import Serving, StaticRoutes
 from modelcanary.gateway.shadow import Copy, ShadowLane
@@ -41,9 +42,6 @@ __all__ = ["MAX_BODY_BYTES", "VARIANT_HEADER", "Gateway", "Serving", "StaticRout
 
 log = logging.getLogger("modelcanary.gateway")
 MAX_BODY_BYTES = 8 * 1024 * 1024
-# A label relayed to another gateway waits this long for it (it takes them every flush, ~1 s):
-# one still there after that was for a gateway that is gone, and its predictions with it.
-RELAYED_LABELS_KEEP_S = 600.0
 VARIANT_HEADER = "x-modelcanary-variant"
 _VARIANT_HEADER = VARIANT_HEADER.encode()
 
@@ -94,6 +92,7 @@ class Gateway:
         self.recorder = Recorder(max_predictions=max_predictions)
         self.metrics = Metrics()
         self.shadow = ShadowLane(self.recorder)
+        self.labels = Labels(self.recorder, telemetry, source, self.metrics.relayed_labels)
         self.serving: dict[str, Serving] = {}
         self._routes_version = -1
         self._models: dict[str, Model] = {}
@@ -101,7 +100,6 @@ class Gateway:
         self._tripped: set[str] = set()  # rollouts whose candidate this gateway took out
         self._flush_lock = asyncio.Lock()  # flushes in order: an older snapshot never lands last
         self._tasks: set[asyncio.Task[None]] = set()
-        self._next_expiry = 0.0  # when to drop relayed labels no gateway took
         self._loaded = False  # a model was loaded since the heap was last settled
         self._settled_once = False
 
@@ -161,7 +159,7 @@ class Gateway:
         if self._telemetry is None:
             return
         async with self._flush_lock:
-            await self._take_relayed_labels()
+            await self.labels.take_relayed()
             rows = self.recorder.changed()
             if not rows:
                 return
@@ -170,24 +168,6 @@ class Gateway:
             except ModelcanaryError:
                 self.recorder.unflushed(rows)  # cumulative counts: the next flush carries them
                 log.exception("telemetry flush failed; will retry")
-
-    async def _take_relayed_labels(self) -> None:
-        """Join the labels other gateways received for this one's predictions (before the flush
-        that carries them), and now and then drop those whose gateway is gone."""
-        assert self._telemetry is not None
-        store, relayed = self._telemetry, self.metrics.relayed_labels
-        try:
-            taken = await asyncio.to_thread(store.take_labels, self.recorder.issuer)
-            if taken:
-                before = self.recorder.unmatched_relayed_labels
-                relayed["joined"].inc(self.recorder.label_relayed(taken))
-                relayed["unmatched"].inc(self.recorder.unmatched_relayed_labels - before)
-            now = time.time()
-            if now >= self._next_expiry:
-                self._next_expiry = now + RELAYED_LABELS_KEEP_S / 10
-                relayed["expired"].inc(await asyncio.to_thread(store.expire_labels, now - RELAYED_LABELS_KEEP_S))
-        except ModelcanaryError:
-            log.exception("could not take relayed labels; will retry")  # they wait in the store
 
     async def close(self) -> None:
         """Stop the candidate pool and release what the backend holds open (connection pools to remote models)."""
@@ -416,28 +396,11 @@ class Gateway:
         return 200, orjson.dumps(content), [(_VARIANT_HEADER, variant.value.encode())]
 
     async def feedback(self, request: Request) -> Response:
-        """Labels, all or none. Those for this process's predictions are joined here; those for
-        another gateway's (behind one load balancer, a label may reach any replica) go through the
-        store to the gateway that made the prediction, which joins them at its next flush."""
+        """``POST /v1/feedback``: labels, all or none (``labels.Labels``)."""
         try:
-            mine, others = self.recorder.partition(
-                parse_labels(await self._body(request)), relay=self._telemetry is not None
-            )
-            taken = self.recorder.take(mine)
-            if others:
-                assert self._telemetry is not None
-                try:
-                    await asyncio.to_thread(self._telemetry.relay_labels, self.source, others)
-                except ModelcanaryError as exc:
-                    self.recorder.restore(taken)
-                    log.exception("could not relay %d labels to other gateways", len(others))
-                    why = f"the store is unreachable, so no label was taken; send them again ({exc})"
-                    return _error(RequestError(why, field="labels", status=503))
-                self.metrics.relayed_labels["sent"].inc(len(others))
-            self.recorder.apply(taken)
+            return _json(await self.labels.accept(await self._body(request)))
         except RequestError as exc:
             return _error(exc)
-        return _json({"accepted": len(mine) + len(others), "relayed": len(others)})
 
     async def ready(self, _request: Request) -> Response:
         if self._routes_version < 0:

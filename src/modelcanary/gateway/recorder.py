@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import itertools
 import os
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from modelcanary.domain.errors import RequestError, UnknownPrediction
+from modelcanary.domain.errors import UnknownPrediction
 from modelcanary.domain.telemetry import Variant, VariantTelemetry
-
-_ISSUER = re.compile(r"[0-9a-f]{10}")  # a recorder's prefix: 5 random bytes in hex
-_COUNTER = re.compile(r"[0-9a-f]+")
 
 
 class LabelSink(Protocol):
@@ -166,30 +162,6 @@ class Recorder:
         """The prefix of every prediction id this recorder issues: which replica made a prediction."""
         return self._prefix
 
-    def partition(
-        self, items: Sequence[tuple[str, int]], *, relay: bool
-    ) -> tuple[list[tuple[str, int]], list[tuple[str, str, int]]]:
-        """Labels for this replica's predictions, and those for another replica's as (issuer,
-        prediction id, label); an id no replica could have issued is refused, naming it, and so is
-        another replica's where there is nothing to ``relay`` it through (no store)."""
-        mine, others = [], []
-        for index, (prediction_id, label) in enumerate(items):
-            issuer, dash, counter = prediction_id.partition("-")
-            if issuer == self._prefix:
-                mine.append((prediction_id, label))
-                continue
-            if not (dash and _ISSUER.fullmatch(issuer) and _COUNTER.fullmatch(counter)):
-                why = "not an id a gateway issued"
-            elif not relay:
-                why = "another gateway issued it, and this one has no store to pass the label on through"
-            else:
-                others.append((issuer, prediction_id, label))
-                continue
-            raise UnknownPrediction(
-                f"unknown prediction id {prediction_id!r}: {why}", field=f"labels[{index}].prediction_id"
-            )
-        return mine, others
-
     def take(self, items: Sequence[tuple[str, int]]) -> list[tuple[str, int, _Served]]:
         """Claim the predictions these labels are for, all or none: every id is checked before any
         is claimed. ``apply`` counts them; ``restore`` gives them back (a relay that failed)."""
@@ -255,24 +227,3 @@ class Recorder:
     def unflushed(self, rows: Sequence[tuple[str, Variant, VariantTelemetry]]) -> None:
         """Mark rows whose write failed as changed again, so the next flush retries them."""
         self._changed.update((rollout_id, variant) for rollout_id, variant, _counts in rows)
-
-
-def parse_labels(body: Any) -> list[tuple[str, int]]:
-    """``{"prediction_id", "label"}``, ``{"labels": [...]}`` or a bare list of those objects."""
-    items = body.get("labels") if isinstance(body, dict) and "labels" in body else body
-    if isinstance(items, dict):
-        items = [items]
-    if not isinstance(items, list) or not items:
-        raise RequestError('send {"prediction_id": ..., "label": 0 or 1} or {"labels": [...]}', field="body")
-    parsed = []
-    for index, item in enumerate(items):
-        where = f"labels[{index}]"
-        if not isinstance(item, dict):
-            raise RequestError("must be an object with prediction_id and label", field=where)
-        prediction_id, label = item.get("prediction_id"), item.get("label")
-        if not isinstance(prediction_id, str):
-            raise RequestError("must be the prediction_id string the gateway returned", field=f"{where}.prediction_id")
-        if label not in (0, 1):  # true and false compare equal to 1 and 0
-            raise RequestError(f"must be 0 or 1 (or true/false), got {label!r}", field=f"{where}.label")
-        parsed.append((prediction_id, int(label)))
-    return parsed

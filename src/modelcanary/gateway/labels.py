@@ -1,0 +1,134 @@
+"""Labels: a feedback body parsed, and each label joined where its prediction was made.
+
+A prediction's id starts with the issuing recorder's prefix (ten random hex digits, new at every
+process start), and only that process holds what a label joins to (variant, score bucket,
+segment, shadow pair). Behind a load balancer a label may reach any replica: one for another
+replica's prediction is written to the store, and the issuer takes its own at every flush, before
+the telemetry write that carries them (docs/gateway.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from modelcanary.domain.errors import ModelcanaryError, RequestError, UnknownPrediction
+from modelcanary.gateway.metrics import Count
+from modelcanary.gateway.recorder import Recorder
+from modelcanary.ports import TelemetryStore
+
+log = logging.getLogger("modelcanary.gateway")
+
+# A label relayed to another gateway waits this long for it (it takes them every flush, ~1 s):
+# one still there after that was for a gateway that is gone, and its predictions with it.
+RELAYED_LABELS_KEEP_S = 600.0
+_ISSUER = re.compile(r"[0-9a-f]{10}")  # a recorder's prefix: 5 random bytes in hex
+_COUNTER = re.compile(r"[0-9a-f]+")
+
+
+class Labels:
+    """One gateway's labels: joined by its recorder, or relayed through ``store`` (None: this
+    gateway has no store, and takes labels for its own predictions only). ``counts`` are the
+    ``modelcanary_relayed_labels_total`` children by outcome."""
+
+    def __init__(self, recorder: Recorder, store: TelemetryStore | None, source: str, counts: dict[str, Count]) -> None:
+        self._recorder = recorder
+        self._store = store
+        self._source = source
+        self._counts = counts
+        self._next_expiry = 0.0  # when to drop relayed labels no gateway took
+
+    async def accept(self, body: Any) -> dict[str, int]:
+        """A feedback body's labels, all or none: this process's own predictions are claimed
+        first, the rest relayed, and the claimed ones given back if the relay fails (503)."""
+        mine, others = partition(parse_labels(body), self._recorder.issuer, relay=self._store is not None)
+        taken = self._recorder.take(mine)
+        if others:
+            assert self._store is not None
+            try:
+                await asyncio.to_thread(self._store.relay_labels, self._source, others)
+            except ModelcanaryError as exc:
+                self._recorder.restore(taken)
+                log.exception("could not relay %d labels to other gateways", len(others))
+                why = f"the store is unreachable, so no label was taken; send them again ({exc})"
+                raise RequestError(why, field="labels", status=503) from exc
+            self._counts["sent"].inc(len(others))
+        self._recorder.apply(taken)
+        return {"accepted": len(mine) + len(others), "relayed": len(others)}
+
+    async def take_relayed(self) -> None:
+        """Join the labels other gateways received for this one's predictions, and now and then
+        drop those whose gateway is gone. A failed read leaves them in the store for the next."""
+        store, recorder = self._store, self._recorder
+        if store is None:
+            return
+        try:
+            taken = await asyncio.to_thread(store.take_labels, recorder.issuer)
+            if taken:
+                before = recorder.unmatched_relayed_labels
+                self._counts["joined"].inc(recorder.label_relayed(taken))
+                self._counts["unmatched"].inc(recorder.unmatched_relayed_labels - before)
+            now = time.time()
+            if now >= self._next_expiry:
+                self._next_expiry = now + RELAYED_LABELS_KEEP_S / 10
+                expired = await asyncio.to_thread(store.expire_labels, now - RELAYED_LABELS_KEEP_S)
+                self._counts["expired"].inc(expired)
+        except ModelcanaryError:
+            log.exception("could not take relayed labels; will retry")
+
+
+def partition(
+    items: Sequence[tuple[str, int]], issuer: str, *, relay: bool
+) -> tuple[list[tuple[str, int]], list[tuple[str, str, int]]]:
+    """Labels for the predictions of ``issuer`` (this replica), and those for another replica's as
+    (its issuer, prediction id, label); an id no replica could have issued is refused, naming it,
+    and so is another replica's where there is nothing to ``relay`` it through (no store).
+
+    >>> partition([("0123456789-a", 1), ("abcdefabcd-1f", 0)], "0123456789", relay=True)
+    ([('0123456789-a', 1)], [('abcdefabcd', 'abcdefabcd-1f', 0)])
+    >>> partition([("0123456789-a", 1), ("mine", 0)], "0123456789", relay=True)
+    Traceback (most recent call last):
+    modelcanary.domain.errors.UnknownPrediction: labels[1].prediction_id: unknown prediction id 'mine': not an id a gateway issued
+    """
+    mine, others = [], []
+    for index, (prediction_id, label) in enumerate(items):
+        prefix, dash, counter = prediction_id.partition("-")
+        if prefix == issuer:
+            mine.append((prediction_id, label))
+            continue
+        if not (dash and _ISSUER.fullmatch(prefix) and _COUNTER.fullmatch(counter)):
+            why = "not an id a gateway issued"
+        elif not relay:
+            why = "another gateway issued it, and this one has no store to pass the label on through"
+        else:
+            others.append((prefix, prediction_id, label))
+            continue
+        raise UnknownPrediction(
+            f"unknown prediction id {prediction_id!r}: {why}", field=f"labels[{index}].prediction_id"
+        )
+    return mine, others
+
+
+def parse_labels(body: Any) -> list[tuple[str, int]]:
+    """``{"prediction_id", "label"}``, ``{"labels": [...]}`` or a bare list of those objects."""
+    items = body.get("labels") if isinstance(body, dict) and "labels" in body else body
+    if isinstance(items, dict):
+        items = [items]
+    if not isinstance(items, list) or not items:
+        raise RequestError('send {"prediction_id": ..., "label": 0 or 1} or {"labels": [...]}', field="body")
+    parsed = []
+    for index, item in enumerate(items):
+        where = f"labels[{index}]"
+        if not isinstance(item, dict):
+            raise RequestError("must be an object with prediction_id and label", field=where)
+        prediction_id, label = item.get("prediction_id"), item.get("label")
+        if not isinstance(prediction_id, str):
+            raise RequestError("must be the prediction_id string the gateway returned", field=f"{where}.prediction_id")
+        if label not in (0, 1):  # true and false compare equal to 1 and 0
+            raise RequestError(f"must be 0 or 1 (or true/false), got {label!r}", field=f"{where}.label")
+        parsed.append((prediction_id, int(label)))
+    return parsed
