@@ -5,6 +5,9 @@ the gateway that made the prediction."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from typing import Any
 
 import pytest
@@ -90,3 +93,61 @@ def test_without_a_store_another_replicas_id_is_refused_and_the_batch_keeps_noth
         assert "not an id a gateway issued" in made_up.json()["error"]
         # all or nothing: the refused batch's own id is still there to label
         assert client.post("/v1/feedback", json=_labels(mine)).json() == {"accepted": 2, "relayed": 0}
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_refusals_name_the_item_where_it_stood_in_the_batch(store_url: str, serve: Any, long_rollout_spec: str) -> None:
+    store = SqlStore(store_url)
+    in_canary(store, long_rollout_spec)
+    running = serve.start(x_gateway(store, "gw"))
+    with running.client() as client:
+        (own,) = predict_x(client, range(1))
+        unknown_own = own.split("-")[0] + "-fffffff"
+        for batch, where, why in (
+            (["abcdefabcd-1", unknown_own], 1, "never issued here"),  # positions count the relayed ones too
+            (["abcdefabcd-1", "abcdefabcd-1"], 1, "labelled twice in this batch"),
+            ([own, "abcdefabcd-" + "f" * 17], 1, "not an id a gateway issued"),  # longer than any counter
+        ):
+            refused = client.post("/v1/feedback", json=_labels(batch))
+            assert refused.status_code == 404, refused.text
+            assert refused.json()["field"] == f"labels[{where}].prediction_id"
+            assert why in refused.json()["error"]
+        assert client.post("/v1/feedback", json=_labels([own])).json() == {"accepted": 1, "relayed": 0}
+    assert store.take_labels("abcdefabcd") == []  # nothing of the refused batches was relayed
+    store.close()
+
+
+class _SlowTake(SqlStore):
+    """The real store, answering ``take_labels`` only a while after its DELETE committed."""
+
+    def take_labels(self, issuer: str) -> list[tuple[str, int]]:
+        taken = super().take_labels(issuer)
+        time.sleep(0.3)
+        return taken
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_a_flush_cancelled_mid_take_loses_no_label(store_url: str, long_rollout_spec: str) -> None:
+    """At shutdown the app cancels the gateway's loop, possibly while a take is in the store; the
+    labels it deleted there are still joined, by the last flush."""
+    store = _SlowTake(store_url)
+    state, _ = in_canary(store, long_rollout_spec)
+    gateway = x_gateway(store, "gw")
+
+    async def scenario() -> None:
+        await gateway.refresh()
+        serving = gateway.serving["fraud"]
+        _, _, ids = await gateway._predict(serving, {}, {"x": [1.0, 2.0]}, "inputs")
+        store.relay_labels("other", [(gateway.recorder.issuer, each, 1) for each in ids])
+        flush = asyncio.get_running_loop().create_task(gateway.flush())
+        await asyncio.sleep(0.1)  # the take has deleted the rows and not returned yet
+        flush.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flush
+        await gateway.flush()  # the last flush, as the app's shutdown runs it
+
+    asyncio.run(scenario())
+    assert gateway.metrics.relayed_labels["joined"].value == 2
+    total = pair(store.read_telemetry(state.id))
+    assert total.baseline.labels + total.candidate.labels == 2
+    store.close()

@@ -27,7 +27,7 @@ log = logging.getLogger("modelcanary.gateway")
 # one still there after that was for a gateway that is gone, and its predictions with it.
 RELAYED_LABELS_KEEP_S = 600.0
 _ISSUER = re.compile(r"[0-9a-f]{10}")  # a recorder's prefix: 5 random bytes in hex
-_COUNTER = re.compile(r"[0-9a-f]+")
+_COUNTER = re.compile(r"[0-9a-f]{1,16}")  # a recorder's running count in hex
 
 
 class Labels:
@@ -41,12 +41,13 @@ class Labels:
         self._source = source
         self._counts = counts
         self._next_expiry = 0.0  # when to drop relayed labels no gateway took
+        self._taking: asyncio.Task[None] | None = None  # a take of relayed labels under way
 
     async def accept(self, body: Any) -> dict[str, int]:
         """A feedback body's labels, all or none: this process's own predictions are claimed
         first, the rest relayed, and the claimed ones given back if the relay fails (503)."""
-        mine, others = partition(parse_labels(body), self._recorder.issuer, relay=self._store is not None)
-        taken = self._recorder.take(mine)
+        mine, others, positions = partition(parse_labels(body), self._recorder.issuer, relay=self._store is not None)
+        taken = self._recorder.take(mine, positions=positions)
         if others:
             assert self._store is not None
             try:
@@ -54,7 +55,7 @@ class Labels:
             except ModelcanaryError as exc:
                 self._recorder.restore(taken)
                 log.exception("could not relay %d labels to other gateways", len(others))
-                why = f"the store is unreachable, so no label was taken; send them again ({exc})"
+                why = "the store is unreachable, so no label was taken; send them again"
                 raise RequestError(why, field="labels", status=503) from exc
             self._counts["sent"].inc(len(others))
         self._recorder.apply(taken)
@@ -62,10 +63,19 @@ class Labels:
 
     async def take_relayed(self) -> None:
         """Join the labels other gateways received for this one's predictions, and now and then
-        drop those whose gateway is gone. A failed read leaves them in the store for the next."""
-        store, recorder = self._store, self._recorder
-        if store is None:
+        drop those whose gateway is gone. A failed read leaves them in the store for the next.
+
+        The take runs in a task of its own, shielded: a flush cancelled at shutdown while the
+        store's ``DELETE ... RETURNING`` is under way would otherwise drop what it returned; the
+        next call (the last flush) waits for that take to join its labels first."""
+        if self._store is None:
             return
+        if self._taking is None or self._taking.done():
+            self._taking = asyncio.get_running_loop().create_task(self._take(self._store))
+        await asyncio.shield(self._taking)
+
+    async def _take(self, store: TelemetryStore) -> None:
+        recorder = self._recorder
         try:
             taken = await asyncio.to_thread(store.take_labels, recorder.issuer)
             if taken:
@@ -83,34 +93,39 @@ class Labels:
 
 def partition(
     items: Sequence[tuple[str, int]], issuer: str, *, relay: bool
-) -> tuple[list[tuple[str, int]], list[tuple[str, str, int]]]:
-    """Labels for the predictions of ``issuer`` (this replica), and those for another replica's as
-    (its issuer, prediction id, label); an id no replica could have issued is refused, naming it,
-    and so is another replica's where there is nothing to ``relay`` it through (no store).
+) -> tuple[list[tuple[str, int]], list[tuple[str, str, int]], list[int]]:
+    """Labels for the predictions of ``issuer`` (this replica), those for another replica's as
+    (its issuer, prediction id, label), and where each of the first stood in ``items``. Refused,
+    naming the item: an id no replica could have issued, an id twice in one batch, and another
+    replica's id where there is nothing to ``relay`` it through (no store).
 
-    >>> partition([("0123456789-a", 1), ("abcdefabcd-1f", 0)], "0123456789", relay=True)
-    ([('0123456789-a', 1)], [('abcdefabcd', 'abcdefabcd-1f', 0)])
-    >>> partition([("0123456789-a", 1), ("mine", 0)], "0123456789", relay=True)
+    >>> partition([("abcdefabcd-1f", 0), ("0123456789-a", 1)], "0123456789", relay=True)
+    ([('0123456789-a', 1)], [('abcdefabcd', 'abcdefabcd-1f', 0)], [1])
+    >>> partition([("0123456789-a", 1), ("mine", 0)], "0123456789", relay=True)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    modelcanary.domain.errors.UnknownPrediction: labels[1].prediction_id: unknown prediction id 'mine': not an id a gateway issued
+    modelcanary.domain.errors.UnknownPrediction: labels[1].prediction_id: ...: not an id a gateway issued
     """
-    mine, others = [], []
+    mine, others, positions, seen = [], [], [], set()
     for index, (prediction_id, label) in enumerate(items):
         prefix, dash, counter = prediction_id.partition("-")
-        if prefix == issuer:
+        why = None
+        if prediction_id in seen:
+            why = "it is labelled twice in this batch"
+        elif prefix == issuer:
             mine.append((prediction_id, label))
-            continue
-        if not (dash and _ISSUER.fullmatch(prefix) and _COUNTER.fullmatch(counter)):
+            positions.append(index)
+        elif not (dash and _ISSUER.fullmatch(prefix) and _COUNTER.fullmatch(counter)):
             why = "not an id a gateway issued"
         elif not relay:
             why = "another gateway issued it, and this one has no store to pass the label on through"
         else:
             others.append((prefix, prediction_id, label))
-            continue
-        raise UnknownPrediction(
-            f"unknown prediction id {prediction_id!r}: {why}", field=f"labels[{index}].prediction_id"
-        )
-    return mine, others
+        if why is not None:
+            raise UnknownPrediction(
+                f"unknown prediction id {prediction_id!r}: {why}", field=f"labels[{index}].prediction_id"
+            )
+        seen.add(prediction_id)
+    return mine, others, positions
 
 
 def parse_labels(body: Any) -> list[tuple[str, int]]:

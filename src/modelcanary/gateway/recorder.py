@@ -162,15 +162,19 @@ class Recorder:
         """The prefix of every prediction id this recorder issues: which replica made a prediction."""
         return self._prefix
 
-    def take(self, items: Sequence[tuple[str, int]]) -> list[tuple[str, int, _Served]]:
+    def take(
+        self, items: Sequence[tuple[str, int]], *, positions: Sequence[int] | None = None
+    ) -> list[tuple[str, int, _Served]]:
         """Claim the predictions these labels are for, all or none: every id is checked before any
-        is claimed. ``apply`` counts them; ``restore`` gives them back (a relay that failed)."""
+        is claimed (an error names ``labels[i]``, i from ``positions``: where each item stood in
+        the request). ``apply`` counts them; ``restore`` gives them back (a relay that failed)."""
         seen: set[str] = set()
         for index, (prediction_id, _label) in enumerate(items):
             if prediction_id not in self._served or prediction_id in seen:
+                where = positions[index] if positions is not None else index
                 raise UnknownPrediction(
                     f"unknown prediction id {prediction_id!r} (never issued here, already labelled, or forgotten)",
-                    field=f"labels[{index}].prediction_id",
+                    field=f"labels[{where}].prediction_id",
                 )
             seen.add(prediction_id)
         return [(prediction_id, label, self._served.pop(prediction_id)) for prediction_id, label in items]
