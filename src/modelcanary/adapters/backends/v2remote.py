@@ -4,9 +4,10 @@ names one; a model that takes one 2-D tensor (Triton's and MLServer's sklearn mo
 [-1, 3]``) is named with its columns in order, ``...?columns=amount,velocity,age``, and gets one
 ``[rows, 3]`` tensor in that order whatever order the client sent them in.
 
-Forwarding is the gateway's hot path, so it goes through one pooled keep-alive ``aiohttp`` session per
-backend (MEASUREMENTS.md: httpx's AsyncClient forwarded ~9x slower on the same two hops), awaited on
-the gateway's event loop (``apredict``). The model's signature comes from the server's model metadata
+Forwarding is the gateway's hot path, so it goes through pooled keep-alive connections per server
+(``http1.Http1Pool``: a lean HTTP/1.1 client; aiohttp's cost the gateway ~70 µs a forwarded request
+here, and httpx's AsyncClient was ~9x slower still, MEASUREMENTS.md), awaited on the gateway's
+event loop (``apredict``). The model's signature comes from the server's model metadata
 once, at load time. Failures become ``BackendError`` (unreachable, timeout, 5xx: the candidate-failure
 path) or ``RequestError`` (the server refused the input with a 4xx, and says why).
 
@@ -18,18 +19,17 @@ from __future__ import annotations
 
 import asyncio
 import urllib.error
+import urllib.parse
 import urllib.request
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
+from modelcanary.adapters.backends.http1 import Http1Pool, HttpError
 from modelcanary.domain.errors import BackendError, RequestError
 from modelcanary.domain.refs import parse_model_ref
 from modelcanary.domain.state import ModelVersion
 from modelcanary.ports import SIGNATURE_TYPES, V2_DATATYPES, Column
-
-if TYPE_CHECKING:
-    import aiohttp
 
 
 def _datatype(values: list[Any]) -> str:
@@ -91,6 +91,10 @@ class V2RemoteModel:
         self._backend = backend
         self.ref = ref
         self.url = url
+        parts = urllib.parse.urlsplit(url)
+        tls = parts.scheme == "https"
+        self._server = (parts.hostname or "", parts.port or (443 if tls else 80), tls)
+        self._path = parts.path + (f"?{parts.query}" if parts.query else "")
         inputs = metadata.get("inputs") or []
         self._matrix: tuple[str, str] | None = None  # (input name, datatype) when it takes one 2-D tensor
         self.columns: tuple[Column, ...] | None
@@ -126,17 +130,10 @@ class V2RemoteModel:
         return outputs_of(content, self.ref)
 
     async def apredict(self, columns: dict[str, list[Any]]) -> list[Any]:
-        import aiohttp
-
-        session = self._backend.session()
         try:
-            async with session.post(
-                self.url, data=self._body(columns), headers={"content-type": "application/json"}
-            ) as response:
-                raw = await response.read()
-                status = response.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise BackendError(f"{self.ref}: {type(exc).__name__}: {exc}") from exc
+            status, raw = await self._backend.pool(*self._server).post(self._path, self._body(columns))
+        except HttpError as exc:
+            raise BackendError(f"{self.ref}: {exc}") from exc
         return self._outputs(status, raw)
 
     def predict(self, columns: dict[str, list[Any]]) -> list[Any]:
@@ -154,31 +151,30 @@ class V2RemoteModel:
 
 
 class V2RemoteBackend:
-    """Loads ``v2+http(s)://`` refs. One keep-alive connection pool serves every model it loads; it
-    belongs to the event loop that first forwards a request (the gateway's)."""
+    """Loads ``v2+http(s)://`` refs. One pool of keep-alive connections per server serves every model
+    it loads there; the pools belong to the event loop that first forwards a request (the gateway's)."""
 
     def __init__(self, *, timeout_s: float = 30.0, connections: int = 256) -> None:
         self.timeout_s = timeout_s
-        self.connections = connections
-        self._session: aiohttp.ClientSession | None = None
+        self.connections = connections  # at most, per server
+        self._pools: dict[tuple[str, int, bool], Http1Pool] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def session(self) -> aiohttp.ClientSession:
-        import aiohttp
-
+    def pool(self, host: str, port: int, tls: bool) -> Http1Pool:
         loop = asyncio.get_running_loop()
-        if self._session is None or self._session.closed or self._loop is not loop:
-            connector = aiohttp.TCPConnector(limit=self.connections, keepalive_timeout=60)
-            self._session = aiohttp.ClientSession(
-                connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout_s)
+        if self._loop is not loop:
+            self._pools, self._loop = {}, loop
+        pool = self._pools.get((host, port, tls))
+        if pool is None:
+            pool = self._pools[(host, port, tls)] = Http1Pool(
+                host, port, tls=tls, limit=self.connections, timeout_s=self.timeout_s
             )
-            self._loop = loop
-        return self._session
+        return pool
 
     async def aclose(self) -> None:
-        if self._session is not None and self._loop is asyncio.get_running_loop():
-            await self._session.close()
-        self._session = None
+        for pool in self._pools.values():
+            pool.close()
+        self._pools = {}
 
     def load(self, version: ModelVersion) -> V2RemoteModel:
         """Read the model's metadata (its inputs become the signature); ``BackendError`` if the
