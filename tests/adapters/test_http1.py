@@ -181,3 +181,77 @@ def test_a_caller_that_gives_up_leaves_no_connection_behind(run: Any) -> None:
         server.close()
 
     run(scenario())
+
+
+def test_interim_answers_are_skipped_and_a_body_may_end_with_the_connection(run: Any) -> None:
+    answers = iter(
+        [
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n" + _ok(b"first"),
+            b'HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n{"until": "close"}',
+            _ok(b"third"),
+        ]
+    )
+
+    async def scripted(_body: bytes) -> bytes:
+        return next(answers)
+
+    async def scenario() -> None:
+        server = Server(scripted)
+        server.close_after.add(b"2")
+        pool = Http1Pool("127.0.0.1", await server.start(), tls=False)
+        assert await pool.post("/a", b"1") == (200, b"first")
+        assert await pool.post("/a", b"2") == (200, b'{"until": "close"}')
+        assert await pool.post("/a", b"3") == (200, b"third")
+        assert pool.opened == 2  # the HTTP/1.0 answer's connection ended with it
+        server.close()
+
+    run(scenario())
+
+
+def test_a_server_that_hangs_up_as_it_accepts_is_an_error_the_gateway_handles(run: Any) -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    async def scenario() -> None:
+        server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+        pool = Http1Pool("127.0.0.1", server.sockets[0].getsockname()[1], tls=False)
+        for _ in range(20):  # on uvloop the write could raise RuntimeError, not an HttpError
+            with pytest.raises(HttpError):
+                await pool.post("/a", b"x")
+        server.close()
+
+    run(scenario())
+
+
+def test_stray_bytes_on_an_idle_connection_and_old_idle_connections_are_not_reused(
+    run: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def double(body: bytes) -> bytes:
+        return _ok(body) + (_ok(b"stray") if body == b"twice" else b"")
+
+    async def scenario() -> None:
+        server = Server(double)
+        pool = Http1Pool("127.0.0.1", await server.start(), tls=False)
+        assert await pool.post("/a", b"twice") == (200, b"twice")
+        await asyncio.sleep(0.05)
+        assert await pool.post("/a", b"next") == (200, b"next")  # not the stray answer
+        assert pool.opened == 2
+        monkeypatch.setattr("modelcanary.adapters.backends.http1.IDLE_S", 0.0)
+        assert await pool.post("/a", b"later") == (200, b"later")
+        assert pool.opened == 3  # idle past IDLE_S: closed, not reused
+        server.close()
+
+    run(scenario())
+
+
+def test_the_host_header_names_the_port_unless_it_is_the_schemes_and_brackets_ipv6() -> None:
+    headers = [
+        Http1Pool(host, port, tls=tls)._host_header
+        for host, port, tls in (
+            ("a.example", 80, False),
+            ("a.example", 443, True),
+            ("a.example", 8080, False),
+            ("::1", 8000, False),
+        )
+    ]
+    assert headers == ["a.example", "a.example", "a.example:8080", "[::1]:8000"]

@@ -5,11 +5,12 @@ Forwarding to a remote V2 server is the gateway's hot path, and aiohttp's client
 and fast next to httpx, spent about 70 µs of the gateway's ~170 µs a forwarded request here
 (docs/backends.md): request and response objects, header multidicts, tracing hooks, a timeout
 task. This client does what forwarding needs and no more: it writes one request, reads one
-response (Content-Length or chunked), and puts the connection back unless either side said
-``Connection: close``. A connection the server closed while it was idle in the pool is noticed
-when a request on it gets no response at all; that request is sent once more on a new
-connection (an inference request may be sent twice; a server that never answered it did not
-act on it, or acted without telling anyone).
+response (Content-Length, chunked, or up to the close), skips 1xx interim answers, and puts the
+connection back unless either side said ``Connection: close``. A request is never sent twice:
+it goes again on a new connection only when the pooled one turned out closed before it was
+written, and pooled connections idle for ``IDLE_S`` are dropped before a server's keep-alive
+timeout closes them under a request. Bytes that arrive when no request is waiting close the
+connection (they cannot be matched to any request).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Any
 
 import httptools
 
+IDLE_S = 4.0  # under uvicorn's keep-alive timeout (5 s), the shortest of the V2 servers' here
+
 
 class HttpError(Exception):
     """The server could not be reached, closed the connection, sent what is not HTTP, or did not
@@ -27,7 +30,7 @@ class HttpError(Exception):
 
 
 class HttpClosed(HttpError):
-    """The server closed the connection before any of the response arrived."""
+    """The connection was closed before the request went out: nothing was sent, so it may go again."""
 
 
 class _Connection(asyncio.Protocol):
@@ -38,14 +41,18 @@ class _Connection(asyncio.Protocol):
         self.chunks: list[bytes] = []
         self.closed = False
         self.keep_alive = True
-        self.answered = False  # any byte of a response arrived for the request under way
+        self.sized = False  # the response under way has a Content-Length or is chunked
+        self.headers_done = False
+        self.idle_since = 0.0  # when it went back to the pool (loop time)
 
     # -- asyncio.Protocol
     def connection_made(self, transport: Any) -> None:  # asyncio's Transport, or uvloop's (not a subclass)
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        self.answered = True
+        if self.waiter is None:  # nothing was asked: a stray or late answer; the stream is not ours to trust
+            self.close()
+            return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -54,33 +61,62 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        why = f"the server closed the connection{f': {exc}' if exc else ''}"
-        self._fail(HttpError(why) if self.answered else HttpClosed(why))
+        waiter = self.waiter
+        if waiter is not None and not waiter.done() and self.headers_done and not self.sized:
+            # a body without a length ends where the connection does (HTTP/1.0, or Connection: close)
+            self.waiter = None
+            self.keep_alive = False
+            waiter.set_result((self.parser.get_status_code(), b"".join(self.chunks)))
+            return
+        self._fail(HttpError(f"the server closed the connection{f': {exc}' if exc else ''}"))
 
     # -- httptools callbacks
     def on_message_begin(self) -> None:
         self.chunks = []
         self.keep_alive = True
+        self.sized = False
+        self.headers_done = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() == b"connection" and value.strip().lower() == b"close":
+        name = name.lower()
+        if name == b"connection" and value.strip().lower() == b"close":
             self.keep_alive = False
+        elif name == b"content-length" or name == b"transfer-encoding":
+            self.sized = True
+
+    def on_headers_complete(self) -> None:
+        self.headers_done = True
+        if self.parser.get_status_code() in (204, 304):
+            self.sized = True  # no body, whatever the headers say
 
     def on_body(self, body: bytes) -> None:
         self.chunks.append(body)
 
     def on_message_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:  # 100 Continue, 103 Early Hints: the answer is still to come
+            return
         self.keep_alive = self.keep_alive and self.parser.should_keep_alive()
         waiter, self.waiter = self.waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result((self.parser.get_status_code(), b"".join(self.chunks)))
+        if waiter is None:  # a second answer to one request: nothing after it can be trusted
+            self.close()
+        elif not waiter.done():
+            waiter.set_result((status, b"".join(self.chunks)))
 
     # -- use
     def send(self, request: bytes, loop: asyncio.AbstractEventLoop) -> asyncio.Future[tuple[int, bytes]]:
+        """The request written; its answer to come. ``HttpClosed`` when the connection is closed
+        already, so nothing was sent."""
         assert self.transport is not None and self.waiter is None
-        self.answered = False
+        if self.closed or self.transport.is_closing():
+            raise HttpClosed("the server closed the connection before the request was sent")
         self.waiter = loop.create_future()
-        self.transport.write(request)
+        try:
+            self.transport.write(request)
+        except (RuntimeError, OSError) as exc:  # uvloop: "handler is closed", raced with the close
+            self.waiter = None
+            self.close()
+            raise HttpClosed(f"the connection closed as the request was sent: {exc}") from exc
         return self.waiter
 
     def _fail(self, error: Exception) -> None:
@@ -102,7 +138,8 @@ class Http1Pool:
         self.host, self.port = host, port
         self.timeout_s = timeout_s
         self._ssl: ssl.SSLContext | None = ssl.create_default_context() if tls else None
-        self._host_header = host if port in (80, 443) else f"{host}:{port}"
+        named = f"[{host}]" if ":" in host else host  # an IPv6 address
+        self._host_header = named if port == (443 if tls else 80) else f"{named}:{port}"
         self._idle: list[_Connection] = []
         self._slots = asyncio.Semaphore(limit)
         self.opened = 0  # connections made, for tests and the curious
@@ -117,30 +154,35 @@ class Http1Pool:
         request = head.encode("latin-1") + body
         loop = asyncio.get_running_loop()
         async with self._slots:
-            connection = None
-            while self._idle and connection is None:
-                connection = self._idle.pop()
-                if connection.closed:
-                    connection = None
-            reused = connection is not None
+            connection = self._pooled(loop.time())
             if connection is None:
                 connection = await self._connect(loop)
             try:
                 try:
                     status, raw = await self._exchange(connection, request, loop)
-                except HttpClosed:
-                    if not reused:
-                        raise
-                    connection = await self._connect(loop)  # it had gone stale in the pool: once more, afresh
+                except HttpClosed:  # closed while it sat in the pool, and nothing was sent: once more, afresh
+                    connection = await self._connect(loop)
                     status, raw = await self._exchange(connection, request, loop)
             except BaseException:  # an error, a timeout, or the caller gave up (a deadline): never reused
                 connection.close()
                 raise
             if connection.keep_alive and not connection.closed:
+                connection.idle_since = loop.time()
                 self._idle.append(connection)
             else:
                 connection.close()
             return status, raw
+
+    def _pooled(self, now: float) -> _Connection | None:
+        """The most recently used idle connection still open and not idle for longer than
+        ``IDLE_S`` (the server may be about to close it: a request it never answers cannot be
+        sent again, as the server may have acted on it)."""
+        while self._idle:
+            connection = self._idle.pop()
+            if not connection.closed and now - connection.idle_since < IDLE_S:
+                return connection
+            connection.close()
+        return None
 
     async def _exchange(
         self, connection: _Connection, request: bytes, loop: asyncio.AbstractEventLoop
