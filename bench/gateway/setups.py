@@ -106,8 +106,32 @@ def shadow(ctx: Context) -> Rows:
     for label, store_url in (("3a gateway 50/50, paced", stores[0]), ("3b + 100% shadow lane, paced", stores[1])):
         name = "gateway-" + label[:2]
         server = servers.gateway(store_url, ctx.prepared.registry_uri, ctx.folder, name=name)
-        rows |= _running(server, lambda s, label=label: {label: ctx.open(s, rate)})  # type: ignore[misc]
+        rows |= _running(server, lambda s, label=label: _paced(ctx, s, label, rate))  # type: ignore[misc]
     return rows
+
+
+def _paced(ctx: Context, server: Server, label: str, rate: float) -> Rows:
+    rows = {label: ctx.open(server, rate)}
+    if label.startswith("3b"):  # what the lane did with the copies it was given (warm-up included)
+        done, shed = _shadow_tally(server)
+        key = "3b shadow copies predicted / shed, per round"
+        ctx.notes[key] = ctx.notes.get(key, "") + f"{done:,.0f} / {shed:,.0f}; "
+    return rows
+
+
+def _shadow_tally(server: Server) -> tuple[float, float]:
+    """The gateway's shadow-lane requests and shed copies, from its ``/metrics``."""
+    import urllib.request
+
+    base = server.url.split("/v2/")[0]
+    done = shed = 0.0
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith("modelcanary_requests_total{") and 'lane="shadow"' in line:
+                done += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("modelcanary_shadow_shed_total{"):
+                shed += float(line.rsplit(" ", 1)[1])
+    return done, shed
 
 
 def _shadow_stores(ctx: Context) -> tuple[str, str]:

@@ -7,6 +7,9 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import pytest
+
+from modelcanary.adapters.testing import FakeBackend, FakeRegistry, FunctionModel
 from modelcanary.controller.loop import Controller
 from modelcanary.controller.operations import start_rollout
 from modelcanary.controller.report import rollout_report
@@ -130,3 +133,49 @@ def test_a_full_shadow_queue_sheds_copies_and_never_holds_live_requests(
     assert shadow is not None
     assert (shadow.requests, shadow.shed) == (2, 4)
     assert 'modelcanary_shadow_shed_total{endpoint="fraud"} 4.0' in metrics
+
+
+SHORT_SHADOW = """\
+apiVersion: modelcanary/v1
+kind: Rollout
+spec:
+  endpoint: fraud
+  baseline: models:/fraud@champion
+  candidate: models:/fraud@challenger
+  traffic:
+    shadow: {sample: 1.0}
+    BREAKER
+    steps: [{weight: 0.001, minRequests: 1000000, minDuration: 1h, maxDuration: 2h}]
+  analysis:
+    metrics: [{kind: error_rate}]
+"""
+
+
+@pytest.mark.parametrize("breaker", ["", "circuitBreaker: {consecutiveFailures: 3, deadline: 1s}"])
+def test_a_short_shadow_prediction_runs_on_the_loop_unless_the_candidate_has_a_deadline(
+    serve: Any, store: Any, breaker: str
+) -> None:
+    """Shadow copies of a candidate trusted inline (no deadline) whose predictions are short run on
+    the loop's thread once one has been timed; a candidate with a deadline always gets the thread."""
+    threads: list[str] = []
+
+    def candidate(columns: dict[str, list[Any]]) -> list[float]:
+        threads.append(threading.current_thread().name)
+        return [0.5] * len(columns["x"])
+
+    registry = FakeRegistry({"fraud": ["1", "2"]}, {("fraud", "champion"): "1", ("fraud", "challenger"): "2"})
+    start_rollout(store, registry, SHORT_SHADOW.replace("BREAKER", breaker), source="test", actor="test")
+    Controller(store=store, registry=registry).tick()
+    baseline = FunctionModel(lambda columns: [0.5] * len(columns["x"]))
+    backend = FakeBackend({"fraud/1": baseline, "fraud/2": FunctionModel(candidate)})
+    gateway = Gateway(routes=store, backend=backend, telemetry=store, source="gw-inline")
+    running = serve.start(gateway)
+    with running.client() as http:
+        for sent in range(1, 21):
+            response = http.post("/v1/endpoints/fraud/invocations", json={"dataframe_records": [{"x": 1.0}]})
+            assert response.status_code == 200
+            wait_for(lambda: gateway.shadow.done == sent, "the copy's shadow prediction", timeout=10)  # noqa: B023
+    shadow_thread = [name.startswith("modelcanary-shadow") for name in threads]
+    assert len(threads) == 20  # every request's copy; none live at 0.001%
+    assert shadow_thread[0]  # the first shadow prediction is timed on the thread
+    assert all(shadow_thread) if breaker else not any(shadow_thread[2:])

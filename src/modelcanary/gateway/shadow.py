@@ -4,8 +4,15 @@ response path.
 A live request only appends a copy to a bounded queue (or, when the queue is full, counts it as
 shed and drops it): it never waits for the shadow work. One worker task takes copies off the queue
 and runs the candidate on a thread of its own, so shadow work never takes the live candidate's
-workers either; under pressure the queue fills and shadow work is what is dropped. The results are
-recorded on the event loop thread, like every other count.
+workers either. It starts a copy only when the event loop has nothing else ready to run (a
+turn of the loop comes back within ``QUIET_S``), and runs a candidate whose shadow predictions
+take under ``INLINE_S`` on the loop's own thread (``_inline_ok``): started whenever a copy was
+queued, on a thread, a shadow prediction of an in-process model contended with live requests
+for the interpreter, and live p99 went from 5.5 to 10.4 ms at half the bare server's load
+(docs/gateway-benchmark.md). So shadow work uses the loop's idle time; live requests waiting on
+a remote model leave the loop idle, and shadow work goes on beside them. Under pressure the queue
+fills and shadow work is what is dropped, counted. The results are recorded on the event loop
+thread, like every other count.
 """
 
 from __future__ import annotations
@@ -25,6 +32,9 @@ from modelcanary.gateway.recorder import Recorder, score_of
 from modelcanary.gateway.serving import Serving
 
 log = logging.getLogger("modelcanary.gateway.shadow")
+QUIET_S = 50e-6  # a turn of an idle loop: one poll for I/O, nothing to run
+BUSY_PAUSE_S = 0.5e-3  # how long to leave a busy loop alone before looking again
+INLINE_S = 1e-3  # a shadow prediction shorter than this runs on the loop's thread, in an idle moment
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +57,20 @@ class ShadowLane:
         self._wake: asyncio.Event | None = None
         self._pool: ThreadPoolExecutor | None = None
         self.done = 0  # copies the candidate has predicted (or failed on)
+        self._took_s: float | None = None  # a shadow prediction's time, smoothed
+
+    def _inline_ok(self, copy: Copy, candidate: Any) -> bool:
+        """Whether to run this copy on the loop's own thread: an in-process candidate trusted inline
+        on the live path too (no deadline in its spec), whose shadow predictions have been short.
+        On the shadow thread, its interpreter time contended with the loop's at every switch, and
+        live p99 doubled at half load (docs/gateway-benchmark.md); inline, a live request that comes
+        in meanwhile waits at most one such prediction."""
+        return (
+            getattr(candidate, "apredict", None) is None
+            and copy.serving.guard.deadline is None
+            and self._took_s is not None
+            and self._took_s < INLINE_S
+        )
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -62,6 +86,16 @@ class ShadowLane:
             self._wake.set()
         return True
 
+    @staticmethod
+    async def _quiet() -> None:
+        """Until a turn of the event loop comes back at once: nothing else was ready to run."""
+        while True:
+            started = time.perf_counter()
+            await asyncio.sleep(0)
+            if time.perf_counter() - started < QUIET_S:
+                return
+            await asyncio.sleep(BUSY_PAUSE_S)
+
     async def run(self) -> None:
         """Predict queued copies until cancelled."""
         self._wake = asyncio.Event()
@@ -73,13 +107,18 @@ class ShadowLane:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
+                await self._quiet()
                 copy = self._queue.popleft()
                 candidate = copy.serving.candidate
                 if candidate is None:  # the breaker took it out since: nothing to compare
                     continue
                 started = time.perf_counter()
-                ran = await loop.run_in_executor(self._pool, timed, candidate, copy.columns)
+                if self._inline_ok(copy, candidate):
+                    ran = timed(candidate, copy.columns)
+                else:
+                    ran = await loop.run_in_executor(self._pool, timed, candidate, copy.columns)
                 took_s = time.perf_counter() - started
+                self._took_s = took_s if self._took_s is None else 0.9 * self._took_s + 0.1 * took_s
                 if ran.error is not None:
                     log.warning("shadow prediction of %s failed: %r", copy.serving.route.endpoint, ran.error)
                 scores = [score_of(output) for output in ran.outputs] if ran.outputs is not None else None
