@@ -79,9 +79,9 @@ class Labels:
         try:
             taken = await asyncio.to_thread(store.take_labels, recorder.issuer)
             if taken:
-                before = recorder.unmatched_relayed_labels
-                self._counts["joined"].inc(recorder.label_relayed(taken))
-                self._counts["unmatched"].inc(recorder.unmatched_relayed_labels - before)
+                joined, unmatched = recorder.label_relayed(taken)
+                self._counts["joined"].inc(joined)
+                self._counts["unmatched"].inc(unmatched)
             now = time.time()
             if now >= self._next_expiry:
                 self._next_expiry = now + RELAYED_LABELS_KEEP_S / 10

@@ -63,7 +63,6 @@ class Recorder:
         # label comes or ``keep`` runs out: (expires at, baseline score, candidate score)
         self._shadowed: OrderedDict[str, tuple[float, float, float]] = OrderedDict()
         self.labels_without_rollout = 0
-        self.unmatched_relayed_labels = 0  # relayed here for predictions no longer held
 
     def _variant(self, rollout_id: str, variant: Variant) -> VariantTelemetry:
         key = (rollout_id, variant)
@@ -189,16 +188,14 @@ class Recorder:
         self.apply(taken)
         return len(taken)
 
-    def label_relayed(self, items: Sequence[tuple[str, int]]) -> int:
-        """Join labels another replica received for this one's predictions; those whose
-        prediction is no longer held (forgotten, or labelled twice) are counted in
-        ``unmatched_relayed_labels``. How many joined."""
+    def label_relayed(self, items: Sequence[tuple[str, int]]) -> tuple[int, int]:
+        """Join labels another replica received for this one's predictions: how many joined, and
+        how many found no prediction held here (forgotten, or labelled already)."""
         known: dict[str, int] = {}
         for prediction_id, label in items:
             if prediction_id in self._served:
                 known.setdefault(prediction_id, label)  # the first label of an id counts, as here
-        self.unmatched_relayed_labels += len(items) - len(known)
-        return self.label(list(known.items()))
+        return self.label(list(known.items())), len(items) - len(known)
 
     def apply(self, taken: Sequence[tuple[str, int, _Served]]) -> None:
         for prediction_id, label, served in taken:
