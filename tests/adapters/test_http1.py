@@ -30,6 +30,7 @@ class Server:
         self.close_after: set[bytes] = set()  # bodies after whose answer the server closes the connection
         self.connections = 0
         self.requests = 0
+        self.heads: list[bytes] = []  # each request's line and headers, as received
         self.server: asyncio.Server | None = None
 
     async def start(self) -> int:
@@ -41,6 +42,7 @@ class Server:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
+                self.heads.append(head)
                 length = next(
                     int(line.split(b":", 1)[1])
                     for line in head.split(b"\r\n")
@@ -85,6 +87,25 @@ def test_connections_are_kept_alive_and_reused(run: Any) -> None:
         answers = await asyncio.gather(*(pool.post("/infer", f"{i}".encode()) for i in range(40)))
         assert answers == [(200, f"got {i}".encode()) for i in range(40)]
         assert server.requests == 40 and server.connections <= 4 == pool.opened
+        pool.close()
+        server.close()
+
+    run(scenario())
+
+
+def test_headers_go_with_the_request_and_a_line_break_in_one_is_refused(run: Any) -> None:
+    async def echo(body: bytes) -> bytes:
+        return _ok(body)
+
+    async def scenario() -> None:
+        server = Server(echo)
+        pool = Http1Pool("127.0.0.1", await server.start(), tls=False)
+        assert await pool.post("/infer", b"1", headers={"X-User-Id": "u1", "Traceparent": "00-ab-cd-01"}) == (200, b"1")
+        lines = server.heads[0].split(b"\r\n")
+        assert b"X-User-Id: u1" in lines and b"Traceparent: 00-ab-cd-01" in lines
+        with pytest.raises(ValueError, match="line break"):
+            await pool.post("/infer", b"2", headers={"X-User-Id": "u1\r\nX-Admin: yes"})
+        assert server.requests == 1  # nothing of the refused request was sent
         pool.close()
         server.close()
 

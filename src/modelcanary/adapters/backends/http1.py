@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Mapping
 from typing import Any
 
 import httptools
@@ -144,12 +145,20 @@ class Http1Pool:
         self._slots = asyncio.Semaphore(limit)
         self.opened = 0  # connections made, for tests and the curious
 
-    async def post(self, path: str, body: bytes, content_type: str = "application/json") -> tuple[int, bytes]:
-        """POST ``body`` to ``path``; the response's status and body. ``HttpError`` if there is none
-        within ``timeout_s`` (the connection is dropped) or the server is unreachable."""
+    async def post(
+        self, path: str, body: bytes, content_type: str = "application/json", headers: Mapping[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        """POST ``body`` to ``path`` (with ``headers`` besides Host, Content-Type and Content-Length);
+        the response's status and body. ``HttpError`` if there is none within ``timeout_s`` (the
+        connection is dropped) or the server is unreachable."""
+        extra = ""
+        for name, value in (headers or {}).items():
+            if any(c in name or c in value for c in "\r\n"):
+                raise ValueError(f"header {name!r}: a line break in a header would end it early")
+            extra += f"{name}: {value}\r\n"
         head = (
             f"POST {path} HTTP/1.1\r\nHost: {self._host_header}\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
+            f"{extra}Content-Length: {len(body)}\r\n\r\n"
         )
         request = head.encode("latin-1") + body
         loop = asyncio.get_running_loop()
