@@ -5,16 +5,11 @@ writes its rows. Figures come from the benchmark run, never from here."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # bench/ is a top-level package beside src/, not an installed one
-    sys.path.insert(0, str(ROOT))
-
-from bench.controlplane.__main__ import main, run_engine  # noqa: E402
+from bench.controlplane.__main__ import main, run_engine
 
 
 @pytest.mark.parametrize("processes", [1, 2])

@@ -7,16 +7,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # bench/ is a top-level package beside src/, not an installed one
-    sys.path.insert(0, str(ROOT))
-
-from bench.gateway.__main__ import main  # noqa: E402
+from bench.gateway.__main__ import main
 
 pytestmark = [
     pytest.mark.slow,

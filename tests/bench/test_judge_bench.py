@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 from scipy import stats
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # bench/ is a top-level package beside src/, not an installed one
-    sys.path.insert(0, str(ROOT))
-
-from bench.judge.__main__ import DEFAULT_SCENARIOS, main  # noqa: E402
-from bench.judge.scenarios import load_scenarios  # noqa: E402
-from bench.judge.summary import clopper_pearson  # noqa: E402
+from bench.judge.__main__ import DEFAULT_SCENARIOS, main
+from bench.judge.scenarios import load_scenarios
+from bench.judge.summary import clopper_pearson
 
 SCENARIOS = """
 defaults:
