@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from modelcanary.domain.errors import RequestError
-from modelcanary.gateway.protocols import MAX_ROWS, mlflow_columns, v2_columns, v2_response, validate
+from modelcanary.gateway.protocols import MAX_ROWS, mlflow_columns, output_tensor, v2_columns, v2_response, validate
 from modelcanary.ports import Column
 
 SIGNATURE = (Column("amount", "double"), Column("hour", "long"), Column("country", "string", required=False))
@@ -80,6 +80,44 @@ def test_v2_errors_name_the_tensor_field(broken: dict[str, Any], field: str) -> 
     error = refused(v2_columns, {"inputs": [good, bad]}, SIGNATURE)
     assert error.field == field
     assert str(error).startswith(f"{field}: ")
+
+
+class Price(float):
+    """A float subclass, as a numpy scalar or a client's own number type would be."""
+
+
+@pytest.mark.parametrize(
+    ("datatype", "good", "bad"),
+    [
+        ("FP64", [1.5, 2, Price(3.0)], [1.5, True, 3.0]),
+        ("FP32", [0.5, 1], [0.5, "1", 2.0]),
+        ("INT64", [1, 2, 3], [1, 2.5, 3]),
+        ("UINT8", [0, 255], [0, False]),
+        ("BOOL", [True, False], [True, 1]),
+        ("BYTES", ["a", "b"], ["a", 2]),
+    ],
+)
+def test_v2_values_must_fit_their_datatype(datatype: str, good: list[Any], bad: list[Any]) -> None:
+    assert v2_columns({"inputs": [tensor("x", good, [len(good)], datatype)]}, None) == {"x": good}
+    error = refused(v2_columns, {"inputs": [tensor("x", bad, [len(bad)], datatype)]}, None)
+    assert error.field == "inputs[0].data"
+    assert f"got {bad[1]!r} at [1]" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("outputs", "datatype"),
+    [
+        ([[0.9, 0.1]], "FP64"),
+        ([[1, 0.5]], "FP64"),
+        ([3, 4], "INT64"),
+        ([True, False], "BOOL"),
+        ([Price(0.5)], "FP64"),  # a subclass of float is still a number
+        ([True, 0.5], "BYTES"),  # booleans among numbers: neither, so text
+        ([], "FP64"),
+    ],
+)
+def test_output_datatypes(outputs: list[Any], datatype: str) -> None:
+    assert output_tensor(outputs)[0] == datatype
 
 
 def test_v2_data_count_message() -> None:
