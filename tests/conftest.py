@@ -320,8 +320,9 @@ def gated_registry(tmp_path_factory: pytest.TempPathFactory) -> GatedRegistry:
     a git commit, data version tags, a dataset input and a signature."""
     import mlflow
     import pandas as pd
+    from mlflow.data.pandas_dataset import from_pandas
     from mlflow.models import infer_signature
-    from mlflow.pyfunc import PythonModel
+    from mlflow.pyfunc.model import PythonModel
 
     from modelcanary.adapters.registry.mlflow import MlflowRegistry
 
@@ -345,7 +346,7 @@ def gated_registry(tmp_path_factory: pytest.TempPathFactory) -> GatedRegistry:
                 mlflow.set_tags(
                     {"mlflow.source.git.commit": GATED_GIT_COMMIT, "data.as_of": as_of, "data.version": f"d{version}"}
                 )
-                mlflow.log_input(mlflow.data.from_pandas(frame, name=f"train-v{version}"), context="training")
+                mlflow.log_input(from_pandas(frame, name=f"train-v{version}"), context="training")
                 mlflow.pyfunc.log_model(
                     name="model",
                     python_model=model,

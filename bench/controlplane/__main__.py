@@ -38,6 +38,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -116,7 +117,7 @@ class TimedShards(Shards):
             self.saved_at.update(dict.fromkeys(future.result().saved, heard))
 
 
-def pg_schema_url(base: str) -> tuple[str, Any]:
+def pg_schema_url(base: str) -> tuple[str, Callable[[], None]]:
     import sqlalchemy as sa
 
     schema = f"bench_{uuid.uuid4().hex[:10]}"
@@ -274,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     counts = [int(p) for p in args.processes.split(",") if p.strip()]
     for engine, processes in [(e.strip(), p) for e in args.engines.split(",") if e.strip() for p in counts]:
+        cleanup: Callable[[], None]
         with tempfile.TemporaryDirectory() as folder:
             if engine == "sqlite":
                 url, cleanup = f"sqlite:///{folder}/bench.db", (lambda: None)

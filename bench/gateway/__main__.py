@@ -83,12 +83,12 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 print(f"round {round_index + 1}/{args.rounds}: setup {key} ...", file=sys.stderr, flush=True)
                 try:
-                    rows = SETUPS[key](ctx)
+                    setup_rows = SETUPS[key](ctx)
                 except NotRun as exc:
                     not_run[key] = str(exc)
                     print(f"  not run: {exc}", file=sys.stderr, flush=True)
                     continue
-                for label, load in rows.items():
+                for label, load in setup_rows.items():
                     measured.setdefault(label, []).append(load)
                     print(
                         f"  {label}: {load.rps:,.0f} req/s p50 {load.p50_ms:.2f} p99 {load.p99_ms:.2f} ms "

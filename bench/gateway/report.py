@@ -4,6 +4,7 @@ the table and JSON record."""
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from typing import Any
 
 from bench.gateway.load import Load
@@ -49,7 +50,7 @@ def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return float(x[key] / y[key])
 
     gateway, bare = _find(rows, "2 "), _find(rows, "1 ")
-    checks = [
+    checks: list[tuple[str, float | None, Callable[[float], bool], str]] = [
         ("(2) >= 0.9x (1) throughput", ratio("2 ", "1 "), lambda v: v >= 0.9, "{:.2f}x"),
         (
             "(2) p50 within +0.5 ms of (1)",

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from bench.gateway import servers
@@ -106,7 +107,7 @@ def shadow(ctx: Context) -> Rows:
     for label, store_url in (("3a gateway 50/50, paced", stores[0]), ("3b + 100% shadow lane, paced", stores[1])):
         name = "gateway-" + label[:2]
         server = servers.gateway(store_url, ctx.prepared.registry_uri, ctx.folder, name=name)
-        rows |= _running(server, lambda s, label=label: _paced(ctx, s, label, rate))  # type: ignore[misc]
+        rows |= _running(server, partial(_paced, ctx, label=label, rate=rate))
     return rows
 
 
@@ -153,9 +154,11 @@ def batching(ctx: Context) -> Rows:
     ``--batch-max-size 64 --batch-max-wait-us 500``."""
     rows: Rows = {}
     for label, extra in (("4a gateway unbatched, 64 conns", []), ("4b gateway batched, 64 conns", BATCHING)):
-        rows |= _running(
-            _gateway(ctx, name=label[:2], extra=extra), lambda s, label=label: {label: ctx.closed(s, connections=64)}
-        )  # type: ignore[misc]
+
+        def measure(s: Server, label: str = label) -> Rows:
+            return {label: ctx.closed(s, connections=64)}
+
+        rows |= _running(_gateway(ctx, name=label[:2], extra=extra), measure)
     return rows
 
 

@@ -22,6 +22,7 @@ import tempfile
 import timeit
 import warnings
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -84,13 +85,13 @@ def _bench(label: str, model: Any, sample: Any, inputs: Any, *, rounds: int, cal
             assert direct.predict(columns) == generic.predict(columns)
             frame = chunk[names]
             timed: list[tuple[str, Callable[[], Any]]] = [
-                ("PyfuncModel.predict, generic pyfunc", lambda c=columns: generic.predict(c)),
-                ("PyfuncModel.predict, sklearn direct", lambda c=columns: direct.predict(c)),
-                ("pipeline.predict_proba(DataFrame)", lambda f=frame: model.predict_proba(f)),
+                ("PyfuncModel.predict, generic pyfunc", partial(generic.predict, columns)),
+                ("PyfuncModel.predict, sklearn direct", partial(direct.predict, columns)),
+                ("pipeline.predict_proba(DataFrame)", partial(model.predict_proba, frame)),
             ]
             # the floor: the final estimator alone on the float64 array the steps before it produce
             last, scaled = model.steps[-1][1], model[:-1].transform(frame)
-            timed.append(("LogisticRegression.predict_proba(array)", lambda e=last, s=scaled: e.predict_proba(s)))
+            timed.append(("LogisticRegression.predict_proba(array)", partial(last.predict_proba, scaled)))
             for name, call in timed:
                 median, low, high = _time(call, rounds=rounds, calls=calls)
                 print(f"{label:10} {name:44} {rows:>4} {median:>10.0f} {low:>7.0f}-{high:<8.0f}")

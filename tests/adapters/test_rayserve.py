@@ -49,7 +49,8 @@ def ray_app(mlflow_registry: Any, tmp_path_factory: pytest.TempPathFactory) -> I
 
     try:
         serve.start(proxy_location="Disabled")
-        serve.run(Fraud.bind(), name=APP, route_prefix=None)
+        # @serve.deployment makes Fraud a Deployment with .bind; mypy keeps a decorated class its own type
+        serve.run(Fraud.bind(), name=APP, route_prefix=None)  # type: ignore[attr-defined]
         yield f"ray://{APP}/Fraud"
     finally:
         serve.shutdown()

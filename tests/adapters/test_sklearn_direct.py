@@ -79,8 +79,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[PyfuncModel, PyfuncM
 
     from modelcanary.sim.fraud import BASELINE_FEATURES, train_models
 
-    columns = [ColSpec("double", name) for name in BASELINE_FEATURES] + [
-        ColSpec("double", "merchant_risk", required=False)
+    columns: list[ColSpec | TensorSpec] = [
+        *(ColSpec("double", name) for name in BASELINE_FEATURES),
+        ColSpec("double", "merchant_risk", required=False),
     ]
     signature = ModelSignature(inputs=Schema(columns), outputs=Schema([TensorSpec(np.dtype(np.float64), (-1, 2))]))
     model = train_models(seed=5, n_train=2_000).baseline
@@ -176,8 +177,8 @@ def test_an_estimator_fitted_on_arrays_gives_the_pyfuncs_labels(on_arrays: tuple
 def test_a_bad_input_is_a_422_naming_the_column_on_both_paths(
     registered: dict[str, tuple[PyfuncModel, PyfuncModel]], change: dict[str, Any], names: str
 ) -> None:
-    good = {"amount": [10.0, 20.0], "velocity": [1, 2], "age": [300.0, 5.0]}
-    request = {name: values for name, values in (good | change).items() if values is not None}
+    good: dict[str, Any] = {"amount": [10.0, 20.0], "velocity": [1, 2], "age": [300.0, 5.0]}
+    request: dict[str, list[Any]] = {name: values for name, values in (good | change).items() if values is not None}
     for model in registered["1"]:
         with pytest.raises(RequestError) as caught:
             model.predict(request)

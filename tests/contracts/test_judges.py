@@ -124,7 +124,8 @@ def test_memory_is_json_and_round_trips(name: str) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_deterministic_and_leaves_its_inputs_alone(name: str) -> None:
-    judge, memory = judges.get_judge(name), {}
+    judge = judges.get_judge(name)
+    memory: Memory = {}
     for look in stream("mixed"):
         saved_memory = copy.deepcopy(memory)
         saved_telemetry = copy.deepcopy((look.telemetry.baseline.to_json(), look.telemetry.candidate.to_json()))

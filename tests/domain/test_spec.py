@@ -7,7 +7,7 @@ import pytest
 from modelcanary.domain.errors import ModelcanaryError, SpecError
 from modelcanary.domain.metrics import ErrorRateMetric, LatencyMetric, QualityMetric
 from modelcanary.domain.refs import parse_duration, parse_model_uri
-from modelcanary.domain.spec import StickyKey, load_spec
+from modelcanary.domain.spec import Step, StickyKey, load_spec
 
 # Line numbers matter below: each case edits this text and names the line the mistake lands on.
 MINIMAL = """\
@@ -80,7 +80,9 @@ def test_full_spec_reads_every_camel_case_key() -> None:
     assert (body.endpoint, body.baseline, body.candidate) == ("fraud", "models:/fraud@champion", "models:/fraud/7")
     assert body.traffic.sticky_key == StickyKey(field="user_id")
     assert body.traffic.on_timeout == "pause"
-    assert [(s.weight, s.min_requests, s.min_duration, s.max_duration) for s in body.traffic.steps] == [
+    steps = [step for step in body.traffic.steps if isinstance(step, Step)]
+    assert steps == body.traffic.steps  # weight steps only
+    assert [(s.weight, s.min_requests, s.min_duration, s.max_duration) for s in steps] == [
         (1.0, 500, 120.0, 3600.0),
         (12.5, 0, 0.25, 30.0),
         (100.0, 100, 45.0, 90.5),
@@ -103,6 +105,7 @@ def test_minimal_spec_gets_the_documented_defaults() -> None:
     assert spec.metadata.name is None
     assert spec.name == "fraud"  # the endpoint names a rollout that has no metadata.name
     step = body.traffic.steps[0]
+    assert isinstance(step, Step)
     assert (step.min_requests, step.min_duration, step.max_duration) == (100, 30.0, 600.0)
     assert body.traffic.sticky_key is None
     assert body.traffic.on_timeout == "rollback"
@@ -168,7 +171,9 @@ def test_parse_duration_refuses_booleans() -> None:
 )
 def test_durations_in_a_spec(written: str, seconds: float) -> None:
     spec = load_spec(_edit("      - weight: 5\n", f"      - weight: 5\n        minDuration: {written}\n"))
-    assert spec.spec.traffic.steps[0].min_duration == seconds
+    step = spec.spec.traffic.steps[0]
+    assert isinstance(step, Step)
+    assert step.min_duration == seconds
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from modelcanary.domain.errors import SpecError
-from modelcanary.domain.spec import StickyKey, load_spec
+from modelcanary.domain.spec import Step, StickyKey, load_spec
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 VALID = sorted(path for path in EXAMPLES.glob("*.yaml") if not path.name.startswith("invalid-"))
@@ -33,8 +33,10 @@ def test_fraud_rollout_is_the_documented_plan() -> None:
         "models:/fraud@champion",
         "models:/fraud@challenger",
     )
-    assert [step.weight for step in spec.traffic.steps] == [1, 5, 25, 50, 100]
-    for step in spec.traffic.steps:
+    steps = [step for step in spec.traffic.steps if isinstance(step, Step)]
+    assert steps == spec.traffic.steps  # weight steps only
+    assert [step.weight for step in steps] == [1, 5, 25, 50, 100]
+    for step in steps:
         assert step.min_requests > 0
         # written in minutes: whole minutes, at least one
         assert step.min_duration >= 60 and step.min_duration % 60 == 0
@@ -80,5 +82,7 @@ def test_demo_spec_loads() -> None:
     text = files("modelcanary.sim").joinpath("demo-rollout.yaml").read_text()
     spec = load_spec(text, source="demo-rollout.yaml")
     assert spec.name == "fraud-challenger"
-    assert [step.weight for step in spec.spec.traffic.steps] == [10, 25, 50, 100]
+    steps = [step for step in spec.spec.traffic.steps if isinstance(step, Step)]
+    assert steps == spec.spec.traffic.steps  # weight steps only
+    assert [step.weight for step in steps] == [10, 25, 50, 100]
     assert spec.spec.on_success.set_alias == "champion"

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from modelcanary.domain.errors import Conflict
 from modelcanary.domain.judgement import Judgement, MetricJudgement, Verdict
 from modelcanary.domain.phases import TRANSITIONS, Phase
-from modelcanary.domain.spec import CircuitBreaker, RolloutSpec, StickyKey, load_spec
+from modelcanary.domain.spec import CircuitBreaker, RolloutSpec, Step, StickyKey, load_spec
 from modelcanary.domain.state import Action, ActionKind, ModelVersion, Outcome, RolloutState, Route
 from modelcanary.engine.decide import Command, apply_command, decide, new_state
 from modelcanary.engine.outcomes import CONTROLLER, ROLLBACK_TAG
@@ -87,7 +87,9 @@ def pending(spec: RolloutSpec = SPEC) -> RolloutState:
 
 def at_step(index: int, *, spec: RolloutSpec = SPEC, started: float = T0, requests: int = 1000) -> RolloutState:
     """A canary rollout that entered step ``index`` at ``started`` with ``requests`` candidate requests so far."""
-    weight = spec.spec.traffic.steps[index].weight
+    step = spec.spec.traffic.steps[index]
+    assert isinstance(step, Step)
+    weight = step.weight
     return pending(spec).model_copy(
         update={
             "phase": Phase.CANARY,

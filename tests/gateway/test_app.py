@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -78,12 +78,13 @@ def expected(pyfunc_backend: Any, versions: Any) -> Callable[[str, Rows], list[l
     models = {"baseline": pyfunc_backend.load(versions[0]), "candidate": pyfunc_backend.load(versions[1])}
 
     def predict(variant: str, rows: Rows) -> list[list[float]]:
-        return models[variant].predict({name: [row[name] for row in rows] for name in rows[0]})
+        predicted: list[list[float]] = models[variant].predict({name: [row[name] for row in rows] for name in rows[0]})
+        return predicted
 
     return predict
 
 
-def v2_body(rows: Rows, **extra: Any) -> dict[str, Any]:
+def v2_body(rows: Sequence[Mapping[str, object]], **extra: Any) -> dict[str, Any]:
     inputs = [
         {"name": name, "shape": [len(rows)], "datatype": "FP64", "data": [row[name] for row in rows]}
         for name in rows[0]

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelcanary.domain.judgement import Judgement, Look, Verdict
+from modelcanary.domain.judgement import Judgement, Look, Memory, Verdict
 from modelcanary.domain.metrics import Analysis
 from modelcanary.domain.telemetry import LATENCY_EDGES_MS, RolloutTelemetry, VariantTelemetry, score_bucket
 from modelcanary.judges.sequential import MEMORY_VERSION, judge
@@ -65,7 +65,8 @@ def run(
     """Fold the judge over ``looks`` 10-second looks; the look index of the first FAIL, if any."""
     rng = np.random.default_rng(seed)
     spec = spec or analysis()
-    telemetry, memory = RolloutTelemetry(), {}
+    telemetry = RolloutTelemetry()
+    memory: Memory = {}
     judgement: Judgement | None = None
     for index in range(looks):
         weight = weights[min(index * len(weights) // looks, len(weights) - 1)]

@@ -40,7 +40,9 @@ def test_measures_equal_sklearn(seed: int, size: int, prevalence: float) -> None
         assert counts.n == size
         assert counts.tp == int(((predicted == 1) & (labels == 1)).sum())
         assert counts.fp == int(((predicted == 1) & (labels == 0)).sum())
-        assert counts.measure("accuracy") == (pytest.approx(accuracy_score(labels, predicted)), size)
+        accuracy, accuracy_n = counts.measure("accuracy")
+        assert accuracy == pytest.approx(accuracy_score(labels, predicted))
+        assert accuracy_n == size
         precision, predicted_positive = counts.measure("precision")
         assert predicted_positive == int(predicted.sum())
         if predicted_positive:

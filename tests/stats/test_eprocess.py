@@ -138,7 +138,7 @@ def test_rate_bounds_are_where_the_beta_binomial_mixture_crosses_one_over_alpha(
     from scipy.special import betaln
 
     def log_mixture(p0: float) -> float:
-        return betaln(0.5 + x, 0.5 + n - x) - betaln(0.5, 0.5) - x * math.log(p0) - (n - x) * math.log1p(-p0)
+        return float(betaln(0.5 + x, 0.5 + n - x) - betaln(0.5, 0.5) - x * math.log(p0) - (n - x) * math.log1p(-p0))
 
     def excess(p0: float) -> float:
         return log_mixture(p0) - math.log(1 / alpha)
