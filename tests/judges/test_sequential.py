@@ -138,6 +138,41 @@ def test_a_sample_ratio_mismatch_holds_without_rolling_back() -> None:
     assert judgement.verdict is not Verdict.PASS
 
 
+def _split_looks(lag_s: float, served_share: Callable[[float], float], seed: int) -> list[str | None]:
+    """The hold at each look of a rollout at 10%, 25%, then 50% (one look a second, ~470 requests
+    each) whose gateways split at the old weight for ``lag_s`` after each change, and otherwise at
+    ``served_share(weight)``."""
+    rng = np.random.default_rng(seed)
+    telemetry, holds = RolloutTelemetry(), []
+    memory: Memory = {}
+    at, old = 0.0, None
+    for weight, looks in ((10.0, 11), (25.0, 4), (50.0, 30)):
+        changed_at = at
+        for _ in range(looks):
+            at += 1.0
+            n = int(rng.poisson(470))
+            lagging = 0 if old is None else int(n * min(max(changed_at + lag_s - (at - 1.0), 0.0), 1.0))
+            served = rng.binomial(lagging, old / 100 if old else 0.0) + rng.binomial(
+                n - lagging, served_share(weight) / 100
+            )
+            _add(telemetry.candidate, Arm(), int(served), rng)
+            _add(telemetry.baseline, Arm(), n - int(served), rng)
+            judgement, memory = judge(analysis(), Look(at=at, weight=weight, telemetry=telemetry), memory)
+            holds.append(judgement.hold)
+        old = weight
+    return holds
+
+
+def test_requests_split_at_the_old_weight_while_gateways_catch_up_are_not_a_mismatch() -> None:
+    """Gateways apply a new weight a poll after it is set, and report a flush later: counted, ~1.5 s
+    of requests at the old split made this process hold nearly every time (the demo's good candidate
+    rolled back for it). Those requests are left out; a split that stays wrong still holds."""
+    for seed in range(20):
+        assert set(_split_looks(1.5, lambda weight: weight, seed)) == {None}
+    held = _split_looks(1.5, lambda weight: weight * 0.85, seed=0)
+    assert held[-1] is not None and "sample-ratio mismatch" in held[-1]
+
+
 def test_a_good_candidate_is_shown_within_its_margins() -> None:
     spec = analysis(
         metrics=[
