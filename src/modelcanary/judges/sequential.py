@@ -42,14 +42,13 @@ from modelcanary.domain.metrics import (
 )
 from modelcanary.domain.telemetry import LATENCY_EDGES_MS, RolloutTelemetry, VariantTelemetry, score_bucket
 from modelcanary.judges.guardrails import guardrail
+from modelcanary.judges.sample_ratio import SampleRatio
 from modelcanary.stats.classification import Confusion, confusion
 from modelcanary.stats.eprocess import bet_above, plug_in_ratio, rate_lower, rate_upper, ratio_bets
 from modelcanary.stats.histogram import quantile_of_running
 
 NAME = "sequential"
 MEMORY_VERSION = 3  # bump when the meaning of the saved memory changes
-SRM_ALPHA = 0.001  # a mismatch only holds the rollout, so it may demand strong evidence
-SRM_SETTLE_S = 5.0  # after the weight changes, seconds of requests the mismatch test leaves out (_SampleRatio)
 DISTRIBUTION_QUANTILES = (0.5, 0.9, 0.99, 0.999)
 BASELINE_BOUND_SHARE = 0.1  # of alpha, spent on the baseline bounds that turn absolute margins into ratios
 _BUCKET_RATIO = LATENCY_EDGES_MS[1] / LATENCY_EDGES_MS[0]
@@ -145,7 +144,7 @@ def judge(analysis: Analysis, look: Look, memory: Memory) -> tuple[Judgement, Me
     )
     requests = [now.baseline.requests, now.candidate.requests]
     before_requests = memory.get("requests", [0, 0])
-    srm = _SampleRatio.read(memory.get("srm"), look, before_requests)
+    srm = SampleRatio.read(memory.get("srm"), look, before_requests)
     hold = srm.update(before_requests, requests, look)
     judgement = Judgement(judge=NAME, metrics=judged, e_value=combined, threshold=1 / alpha_e, hold=hold)
     after = _counts_for_next_look(tested, now, tails, rates)
@@ -465,60 +464,3 @@ def _verdict(
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
-
-
-@dataclass
-class _SampleRatio:
-    """A plug-in e-process against "requests split at the weight set"; past 1/SRM_ALPHA it holds.
-
-    Requests served in the first ``SRM_SETTLE_S`` after the weight changes are left out, from both
-    sides of the count: gateways apply a new weight a poll after the controller sets it, and their
-    telemetry comes a flush later, so those requests were split at the old weight. Counted, about a
-    second of them at each step made the demo's good candidate hold at 50% (realised 8,895 candidate
-    requests against 9,212 expected, e-value 15,800) and roll back at the step's maxDuration. Which
-    looks are left out is fixed by the looks' times and weights alone, so the product of the others
-    is still a test supermartingale."""
-
-    log_e: float = 0.0
-    expected_c: float = 0.0  # candidate requests expected at the weights set, over the counted looks
-    realised_c: float = 0.0  # candidate requests served, over the same looks
-    weight: float | None = None  # the weight at the last look
-    settle_until: float = 0.0  # look time (seconds into the rollout) before which requests are not counted
-
-    @classmethod
-    def read(cls, saved: list[float] | None, look: Look, requests: list[int]) -> _SampleRatio:
-        """From the memory: ``saved`` as ``saved()`` wrote it, or, saved before the settling window
-        (two numbers), as then, when every request counted (``requests``: those so far)."""
-        if not saved:
-            return cls(weight=look.weight)
-        if len(saved) == 2:
-            return cls(saved[0], saved[1], requests[1], look.weight)
-        log_e, expected_c, realised_c, weight, settle_until = saved
-        return cls(log_e, expected_c, realised_c, weight, settle_until)
-
-    def saved(self) -> list[float | None]:
-        return [self.log_e, self.expected_c, self.realised_c, self.weight, self.settle_until]
-
-    def update(self, prev: list[int], now: list[int], look: Look) -> str | None:
-        """Count this look's requests (``prev`` and ``now``: baseline's then candidate's, so far);
-        the hold, if the evidence of a mismatch is strong enough."""
-        if look.weight != self.weight:
-            self.weight, self.settle_until = look.weight, look.at + SRM_SETTLE_S
-        (prev_b, prev_c), (now_b, now_c) = prev, now
-        d_c = now_c - prev_c
-        d_n = d_c + now_b - prev_b
-        share = look.weight / 100
-        if look.at >= self.settle_until and d_n > 0 and 0 < share < 1:
-            # the realised/expected ratio so far, as the alternative's odds multiplier
-            r_hat = (self.realised_c + 0.5) / (self.expected_c + 0.5)
-            alt = share * r_hat / (share * r_hat + 1 - share)
-            self.log_e += d_c * math.log(alt / share) + (d_n - d_c) * math.log((1 - alt) / (1 - share))
-            self.expected_c += d_n * share
-            self.realised_c += d_c
-        if self.log_e < math.log(1 / SRM_ALPHA):
-            return None
-        realised = 100 * now_c / max(now_c + now_b, 1)
-        return (
-            f"sample-ratio mismatch: the candidate served {realised:.2f}% of requests "
-            f"with its weight at {look.weight:g}%"
-        )
