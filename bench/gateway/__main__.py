@@ -8,8 +8,9 @@ Setups (numbers as in issue 4, and 0, the same app answering a constant: the gen
 HTTP stack's ceiling): 1 bare uvicorn app + model; 2 ``modelcanary gateway`` with a
 rollout at 50%, sticky keys, telemetry on; 3 the same with a 100% shadow lane at half (1)'s
 throughput (open loop); 4 dynamic batching at 64 connections vs none; 5 MLServer 1.7; 6 Ray
-Serve; 7 the gateway forwarding to a remote V2 server vs calling it directly. Rounds interleave
-the setups (1, 2, ..., 7, 1, 2, ...) and the table shows medians. MLServer and Ray run from
+Serve, default settings, and 6b with ``max_ongoing_requests`` 64 (the goal reads the faster);
+7 the gateway forwarding to a remote V2 server vs calling it directly. Rounds interleave the setups
+(1, 2, ..., 7, 1, 2, ...) and the table shows medians. MLServer and Ray run from
 ``bench/.venv-servers`` (``--setup-servers`` makes it; neither is a project dependency).
 """
 

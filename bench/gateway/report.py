@@ -59,7 +59,12 @@ def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "{:+.2f} ms",
         ),
         ("(2) >= 3x MLServer", ratio("2 ", "5 "), lambda v: v >= 3, "{:.2f}x"),
-        ("(2) >= 10x Ray Serve", ratio("2 ", "6 "), lambda v: v >= 10, "{:.1f}x"),
+        (
+            "(2) >= 10x Ray Serve (the faster of 6 and 6b)",
+            _slowest(ratio("2 ", "6 "), ratio("2 ", "6b")),
+            lambda v: v >= 10,
+            "{:.1f}x",
+        ),
         (
             "(3) live p99 within +10% of (2) at the same load",
             ratio("3b", "3a", "p99_ms"),
@@ -78,6 +83,12 @@ def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         }
         for goal, value, ok, fmt in checks
     ]
+
+
+def _slowest(*ratios: float | None) -> float | None:
+    """The smallest of the ratios measured: the gateway against the best a competitor did."""
+    measured = [r for r in ratios if r is not None]
+    return min(measured) if measured else None
 
 
 def _num(value: float | None, fmt: str) -> str:

@@ -191,13 +191,16 @@ def mlserver(joblib_path: Path, folder: Path, *, install: bool, adaptive_batchin
     return start(name, command, f"{base}/v2/models/fraud/ready", f"{base}/v2/models/fraud/infer", folder, cwd=root)
 
 
-def ray_serve(joblib_path: Path, folder: Path, *, install: bool) -> Server:
+def ray_serve(joblib_path: Path, folder: Path, *, install: bool, max_ongoing: int | None = None) -> Server:
+    """Ray Serve with its defaults, or with the replica's ``max_ongoing_requests`` set."""
     python = server_python("ray", install=install)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     command = [str(python), str(HERE / "ray_app.py"), str(joblib_path), str(port)]
+    command += [str(max_ongoing)] if max_ongoing else []
     env = {"RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": ""}
-    return start("ray", command, f"{base}/", f"{base}/v2/models/fraud/infer", folder, env=env)
+    name = f"ray-{max_ongoing}" if max_ongoing else "ray"
+    return start(name, command, f"{base}/", f"{base}/v2/models/fraud/infer", folder, env=env)
 
 
 def wait_free(seconds: float = 1.0) -> None:

@@ -45,3 +45,17 @@ def test_setups_1_and_2_print_and_write_their_rows(tmp_path: Path, capsys: pytes
     assert "| 1 bare uvicorn + model | " in table and "| 2 gateway 50/50 sticky | " in table
     assert (tmp_path / "t.md").read_text().strip() == table.strip()
     assert list(tmp_path.glob("gateway-*.json")) and list(tmp_path.glob("gateway-*.md"))
+
+
+def test_the_ray_goal_reads_the_faster_of_ray_serve_default_and_tuned() -> None:
+    from bench.gateway.report import goals
+
+    def row(setup: str, rps: float) -> dict[str, object]:
+        return {"setup": setup, "rps": rps, "p50_ms": 1.0, "p99_ms": 2.0, "errors": 0}
+
+    rows = [row("2 gateway 50/50 sticky", 4_000.0), row("6 Ray Serve", 20.0)]
+    ray_goal = "(2) >= 10x Ray Serve (the faster of 6 and 6b)"
+    alone = {goal["goal"]: goal for goal in goals(rows)}[ray_goal]
+    assert alone["value"] == 200.0 and alone["met"] is True
+    tuned = {g["goal"]: g for g in goals([*rows, row("6b Ray Serve, max_ongoing_requests 64", 500.0)])}[ray_goal]
+    assert tuned["value"] == 8.0 and tuned["met"] is False
