@@ -25,7 +25,8 @@ def summarise(measured: dict[str, list[Load]]) -> list[dict[str, Any]]:
             "p99_ms": statistics.median(load.p99_ms for load in loads),
             "errors": sum(load.errors for load in loads),
             "generator_cpu_share": statistics.median(generator),  # of one core
-            "offered_rps": loads[0].offered_rps,
+            # each round offers half of that round's (1): the median, like every other figure
+            "offered_rps": statistics.median(o) if (o := [x.offered_rps for x in loads if x.offered_rps]) else None,
             "each_round": [load.to_json() for load in loads],
         }
         rows.append(row)

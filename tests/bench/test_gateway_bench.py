@@ -59,3 +59,14 @@ def test_the_ray_goal_reads_the_faster_of_ray_serve_default_and_tuned() -> None:
     assert alone["value"] == 200.0 and alone["met"] is True
     tuned = {g["goal"]: g for g in goals([*rows, row("6b Ray Serve, max_ongoing_requests 64", 500.0)])}[ray_goal]
     assert tuned["value"] == 8.0 and tuned["met"] is False
+
+
+def test_an_open_loop_row_shows_the_median_offered_rate_of_its_rounds() -> None:
+    from bench.gateway.load import Load
+    from bench.gateway.report import summarise
+
+    def paced(offered: float) -> Load:
+        return Load(100, 1.0, offered, 1.0, 2.0, 0, 0.1, offered_rps=offered)
+
+    (row,) = summarise({"3a gateway 50/50, paced": [paced(3_100.0), paced(3_900.0), paced(3_700.0)]})
+    assert row["offered_rps"] == 3_700.0  # not the first round's
