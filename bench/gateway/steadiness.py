@@ -3,7 +3,8 @@
 A thread repeats one fixed piece of pure-Python work (a chunk, about half a millisecond) and
 times each repetition by the wall clock and by its own CPU time. A chunk that took much longer
 than the median *while its thread was on the CPU the whole time* was not preempted and did not
-wait: the CPU itself ran it slower (on a VM, a busy sibling hyperthread or the host's frequency).
+wait: the CPU itself ran it slower (on a VM, perhaps a busy sibling hyperthread on the host or a
+change of clock speed; this cannot tell which).
 Such slow periods set the gateway benchmark's open-loop p99 (setup 3): a gateway at 70% of its
 capacity that runs at half speed for 50 ms is at 140% for that time, and its queue grows.
 

@@ -35,8 +35,9 @@ log = logging.getLogger("modelcanary.gateway.shadow")
 QUIET_S = 50e-6  # a turn of an idle loop: one poll for I/O, nothing to run
 # How long to leave a busy loop alone before looking again. Under uvloop (the gateway's loop when
 # uvicorn finds it) timers count whole milliseconds and this rounds down to the next turn: measured
-# 446,000 such sleeps a second. A real 1 ms pause was tried (docs/gateway-benchmark.md): the lane
-# then predicted 30-50% of the copies at half the bare app's load, and live p99 did not improve.
+# 446,000 such sleeps a second. A real 1 ms pause, with shadow work capped at half the loop's spare
+# time, was tried (docs/gateway-benchmark.md): the lane then predicted 31-52% of the copies at half
+# the bare app's load, and live p99 was no better in five rounds.
 BUSY_PAUSE_S = 0.5e-3
 INLINE_S = 1e-3  # a shadow prediction shorter than this runs on the loop's thread, in an idle moment
 
