@@ -156,7 +156,7 @@ class GatewayThread(threading.Thread):
         async def follow() -> None:
             while not self.stopping.is_set():
                 if await self.gateway.refresh():
-                    self.applied[self.gateway._routes_version] = time.perf_counter()
+                    self.applied[self.gateway.routes_version] = time.perf_counter()
                 await asyncio.sleep(self.poll_s)
 
         asyncio.run(follow())

@@ -16,17 +16,14 @@ from typing import Any
 
 import orjson
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount
-from starlette.routing import Route as HttpRoute
 from starlette.types import ASGIApp
 
 from modelcanary.domain.errors import ModelcanaryError, RequestError, UnknownEndpoint
 from modelcanary.domain.state import ModelVersion
 from modelcanary.domain.telemetry import Variant
-from modelcanary.gateway import protocols, v2
-from modelcanary.gateway.asgi import Handler, Reply, error_reply, read_body, with_predictions
+from modelcanary.gateway import endpoints, protocols, v2
+from modelcanary.gateway.asgi import Handler, Reply, with_predictions
 from modelcanary.gateway.cache import counted
 from modelcanary.gateway.calls import cpu_ms_since, predict_async
 from modelcanary.gateway.faults import CandidateRunner, DeadlineMissed, Ran
@@ -61,15 +58,6 @@ def _ms_since(started: float) -> float:
     return (time.perf_counter() - started) * 1e3
 
 
-def _json(content: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(content), status_code=status, media_type="application/json")
-
-
-def _error(exc: RequestError) -> Response:
-    status, body, _headers = error_reply(exc)
-    return Response(body, status_code=status, media_type="application/json")
-
-
 class Gateway:
     def __init__(
         self,
@@ -94,7 +82,7 @@ class Gateway:
         self.shadow = ShadowLane(self.recorder)
         self.labels = Labels(self.recorder, telemetry, source, self.metrics.relayed_labels)
         self.serving: dict[str, Serving] = {}
-        self._routes_version = -1
+        self.routes_version = -1
         self._models: dict[str, Model] = {}
         self.candidates = CandidateRunner(workers=candidate_workers)
         self._tripped: set[str] = set()  # rollouts whose candidate this gateway took out
@@ -108,7 +96,7 @@ class Gateway:
     async def refresh(self) -> bool:
         """Apply the store's routing table if it changed; models load in a thread."""
         version = await asyncio.to_thread(self._routes.routes_version)
-        if version == self._routes_version:
+        if version == self.routes_version:
             return False
         routes = await asyncio.to_thread(self._routes.routes)
         serving, failed = {}, []
@@ -139,7 +127,7 @@ class Gateway:
         in_use = {version.uri for s in serving.values() for version in (s.route.baseline, s.route.candidate) if version}
         self._models = {uri: model for uri, model in self._models.items() if uri in in_use}
         if not failed:
-            self._routes_version = version
+            self.routes_version = version
         if self._loaded:
             _settle_heap(first=not self._settled_once)
             self._loaded, self._settled_once = False, True
@@ -191,19 +179,20 @@ class Gateway:
 
     # -- data plane ------------------------------------------------------------------------------
 
-    def _serving(self, endpoint: str) -> Serving:
+    def serving_of(self, endpoint: str, version: str | None = None) -> Serving:
+        """The endpoint a path names; a V2 path naming a version must name one it serves (the
+        gateway, not the client, picks the variant: the version is checked, not obeyed)."""
         serving = self.serving.get(endpoint)
         if serving is None:
             known = ", ".join(sorted(self.serving)) or "none"
             raise UnknownEndpoint(f"no endpoint {endpoint!r}; serving: {known}", field="endpoint")
+        if version is not None and version not in serving.versions():
+            raise RequestError(
+                f"endpoint {serving.route.endpoint!r} serves versions {serving.versions()}, not {version!r}",
+                field="version",
+                status=404,
+            )
         return serving
-
-    async def _body(self, request: Request) -> Any:
-        raw = await read_body(request.receive, request.headers, self.max_body_bytes)
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise RequestError(f"not valid JSON: {exc}", field="body") from exc
 
     async def _predict(
         self,
@@ -360,7 +349,7 @@ class Gateway:
 
     async def infer_v2(self, endpoint: str, version: str | None, headers: Mapping[str, str], raw: bytes) -> Reply:
         """``POST /v2/models/{endpoint}[/versions/{version}]/infer`` (raw ASGI: see ``asgi``)."""
-        serving = self._serving_v2(endpoint, version)
+        serving = self.serving_of(endpoint, version)
         body = v2.decode_body(
             raw, header_length=headers.get(v2.HEADER_LENGTH), encoding=headers.get("content-encoding")
         )
@@ -385,82 +374,12 @@ class Gateway:
 
     async def invocations(self, endpoint: str, _version: str | None, headers: Mapping[str, str], raw: bytes) -> Reply:
         """``POST /v1/endpoints/{endpoint}/invocations``: MLflow's scoring protocol."""
-        serving = self._serving(endpoint)
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise RequestError(f"not valid JSON: {exc}", field="body") from exc
+        serving = self.serving_of(endpoint)
+        body = protocols.json_body(raw)
         columns = protocols.mlflow_columns(body, serving.baseline.columns)
         variant, outputs, ids = await self._predict(serving, headers, columns, protocols.mlflow_format(body))
         content = {"predictions": outputs, "prediction_ids": ids, "variant": variant.value}
         return 200, orjson.dumps(content), [(_VARIANT_HEADER, variant.value.encode())]
-
-    async def feedback(self, request: Request) -> Response:
-        """``POST /v1/feedback``: labels, all or none (``labels.Labels``)."""
-        try:
-            return _json(await self.labels.accept(await self._body(request)))
-        except RequestError as exc:
-            return _error(exc)
-
-    async def ready(self, _request: Request) -> Response:
-        if self._routes_version < 0:
-            return _json({"ready": False, "reason": "routing table not loaded yet"}, status=503)
-        return _json({"ready": True, "endpoints": sorted(self.serving), "routes_version": self._routes_version})
-
-    async def live(self, _request: Request) -> Response:
-        return _json({"live": True})
-
-    async def prometheus(self, _request: Request) -> Response:
-        body, content_type = self.metrics.exposition()
-        return Response(body, media_type=content_type)
-
-    def _serving_v2(self, endpoint: str, wanted: str | None) -> Serving:
-        """The endpoint of a V2 path; a path naming a version must name one this endpoint serves
-        (the gateway, not the client, picks the variant: the version is checked, not obeyed)."""
-        serving = self._serving(endpoint)
-        if wanted is not None and wanted not in self._versions(serving):
-            raise RequestError(
-                f"endpoint {serving.route.endpoint!r} serves versions {self._versions(serving)}, not {wanted!r}",
-                field="version",
-                status=404,
-            )
-        return serving
-
-    @staticmethod
-    def _versions(serving: Serving) -> list[str]:
-        route = serving.route
-        served = [route.baseline] + ([route.candidate] if serving.candidate is not None and route.candidate else [])
-        return [version.version for version in served if version.version]
-
-    async def model_metadata(self, request: Request) -> Response:
-        try:
-            serving = self._serving_v2(request.path_params["endpoint"], request.path_params.get("version"))
-        except RequestError as exc:
-            return _error(exc)
-        return _json(v2.model_metadata(serving.route.endpoint, self._versions(serving), serving.baseline))
-
-    async def model_ready(self, request: Request) -> Response:
-        try:
-            serving = self._serving_v2(request.path_params["endpoint"], request.path_params.get("version"))
-        except RequestError as exc:
-            return _error(exc)
-        return _json({"name": serving.route.endpoint, "ready": True})
-
-    async def server_metadata(self, _request: Request) -> Response:
-        return _json(v2.server_metadata())
-
-    def routes(self) -> list[HttpRoute]:
-        return [
-            HttpRoute("/v2", self.server_metadata, methods=["GET"]),
-            HttpRoute("/v2/models/{endpoint}", self.model_metadata, methods=["GET"]),
-            HttpRoute("/v2/models/{endpoint}/ready", self.model_ready, methods=["GET"]),
-            HttpRoute("/v2/models/{endpoint}/versions/{version}", self.model_metadata, methods=["GET"]),
-            HttpRoute("/v2/models/{endpoint}/versions/{version}/ready", self.model_ready, methods=["GET"]),
-            HttpRoute("/v1/feedback", self.feedback, methods=["POST"]),
-            HttpRoute("/v2/health/ready", self.ready, methods=["GET"]),
-            HttpRoute("/v2/health/live", self.live, methods=["GET"]),
-            HttpRoute("/metrics", self.prometheus, methods=["GET"]),
-        ]
 
 
 def create_app(
@@ -485,7 +404,7 @@ def create_app(
             await gateway.flush()
             await gateway.close()
 
-    routes: list[BaseRoute] = [*gateway.routes(), *([Mount("", app=beside)] if beside is not None else [])]
+    routes: list[BaseRoute] = [*endpoints.routes(gateway), *([Mount("", app=beside)] if beside is not None else [])]
     app = Starlette(routes=routes, lifespan=lifespan)
     handlers: dict[str, Handler] = {"infer": gateway.infer_v2, "invocations": gateway.invocations}
     return with_predictions(app, handlers, max_body_bytes=gateway.max_body_bytes)

@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 from modelcanary.domain.errors import RequestError
 from modelcanary.ports import Column
 
@@ -46,6 +48,14 @@ _EXACT_KINDS: dict[str, set[type]] = {
     "BOOL": {bool},
     "BYTES": {str},
 }
+
+
+def json_body(raw: bytes | memoryview) -> Any:
+    """A request body's JSON, or a 400 that says so."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(f"not valid JSON: {exc}", field="body") from exc
 
 
 def _flatten(data: Any) -> list[Any]:

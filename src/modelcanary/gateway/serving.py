@@ -58,6 +58,12 @@ class Serving:
             return self.route.candidate
         return self.route.baseline
 
+    def versions(self) -> list[str]:
+        """The registry versions this endpoint serves: the baseline's, and the candidate's while it serves."""
+        route = self.route
+        served = [route.baseline] + ([route.candidate] if self.candidate is not None and route.candidate else [])
+        return [version.version for version in served if version.version]
+
 
 def batched(settings: Batching | None, variant: Variant, model: M, previous: Model | None) -> M | BatchingModel:
     """A variant's model under a route's batching: in a batching queue if the route asks for one

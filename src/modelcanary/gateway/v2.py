@@ -74,10 +74,7 @@ def decode_body(raw: bytes, *, header_length: str | None, encoding: str | None) 
                 f"must be a byte count within the body's {len(raw)}", field="Inference-Header-Content-Length"
             )
         size = int(header_length)
-    try:
-        body = orjson.loads(raw[:size])
-    except orjson.JSONDecodeError as exc:
-        raise RequestError(f"not valid JSON: {exc}", field="body") from exc
+    body = protocols.json_body(raw[:size])
     if not isinstance(body, dict):
         raise RequestError("an infer request is a JSON object", field="body")
     _decode_binary_inputs(body, memoryview(raw)[size:])
