@@ -81,11 +81,10 @@ def register(
     @errors_to_exit
     def api_command(workdir: str | None, store: str | None, registry: str | None, host: str, port: int) -> None:
         """Run the control API on its own, on the store that gateways and controllers share."""
-        import uvicorn
-
         from modelcanary.api.app import create_api
+        from modelcanary.gateway import server
 
         space = Workspace.at(workdir, store=store, registry=registry)
         app = create_api(space.store(), space.registry())
         click.echo(f"modelcanary control API on http://{host}:{port}/api/v1 ({space.store_url})", err=True)
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+        server.run(app, host, port)

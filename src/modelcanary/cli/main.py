@@ -39,11 +39,10 @@ def cli(verbose: bool) -> None:
 def serve(workdir: str | None, store: str | None, registry: str | None, host: str, port: int, tick: float) -> None:
     """Run the gateway, the controller and the control API (under /api/v1) in one process (the
     embedded default)."""
-    import uvicorn
-
     from modelcanary.adapters.backends.refs import default_backend
     from modelcanary.api.app import create_api
     from modelcanary.controller.loop import Controller
+    from modelcanary.gateway import server
     from modelcanary.gateway.app import Gateway, create_app
 
     space = Workspace.at(workdir, store=store, registry=registry)
@@ -63,7 +62,7 @@ def serve(workdir: str | None, store: str | None, registry: str | None, host: st
     click.echo(
         f"modelcanary serving on http://{host}:{port}, control API at /api/v1 (work folder {space.workdir})", err=True
     )
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    server.run(app, host, port)
 
 
 @cli.command("gateway")
@@ -111,10 +110,9 @@ def gateway_command(
     and, given a store (--store or --workdir), follows the store's routing table (rollouts take
     over their endpoints) and writes its telemetry there. Run as many as you like behind a load
     balancer; the controller adds their telemetry up."""
-    import uvicorn
-
     from modelcanary.adapters.backends.refs import default_backend
     from modelcanary.domain.state import Route, remote_version
+    from modelcanary.gateway import server
     from modelcanary.gateway.app import Gateway, StaticRoutes, create_app
 
     space = Workspace.at(workdir, store=store, registry=registry)
@@ -151,7 +149,7 @@ def gateway_command(
         f"modelcanary gateway on http://{host}:{port} ({where}; endpoints {sorted(static) or 'from the store'})",
         err=True,
     )
-    uvicorn.run(create_app(gateway), host=host, port=port, log_level="warning", access_log=False)
+    server.run(create_app(gateway), host, port)
 
 
 @cli.command("controller")

@@ -23,9 +23,9 @@ from modelcanary.domain.errors import ModelcanaryError, RequestError, UnknownEnd
 from modelcanary.domain.state import ModelVersion
 from modelcanary.domain.telemetry import Variant
 from modelcanary.gateway import endpoints, protocols, v2
-from modelcanary.gateway.asgi import Handler, Reply, with_predictions
 from modelcanary.gateway.cache import counted
 from modelcanary.gateway.calls import cpu_ms_since, predict_async
+from modelcanary.gateway.entry import Entry, Handler, Reply
 from modelcanary.gateway.faults import CandidateRunner, DeadlineMissed, Ran
 from modelcanary.gateway.labels import Labels
 from modelcanary.gateway.metrics import Metrics
@@ -386,7 +386,7 @@ def create_app(
     gateway: Gateway, *, background: list[Callable[[], Any]] | None = None, beside: ASGIApp | None = None
 ) -> ASGIApp:
     """The ASGI app; ``gateway.run`` and any ``background`` coroutines run for the app's lifetime.
-    Predictions are answered on the raw path of ``asgi.with_predictions``, the rest by Starlette;
+    Predictions are answered on the raw path of ``entry.Entry``, the rest by Starlette;
     ``beside`` (the control API) gets every path the gateway's routes do not match."""
     from contextlib import asynccontextmanager
 
@@ -407,4 +407,4 @@ def create_app(
     routes: list[BaseRoute] = [*endpoints.routes(gateway), *([Mount("", app=beside)] if beside is not None else [])]
     app = Starlette(routes=routes, lifespan=lifespan)
     handlers: dict[str, Handler] = {"infer": gateway.infer_v2, "invocations": gateway.invocations}
-    return with_predictions(app, handlers, max_body_bytes=gateway.max_body_bytes)
+    return Entry(app, handlers, max_body_bytes=gateway.max_body_bytes)

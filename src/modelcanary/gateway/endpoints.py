@@ -1,6 +1,6 @@
 """The gateway's HTTP endpoints other than predictions, on Starlette: V2 server and model metadata
 and readiness, health, labels (``POST /v1/feedback``) and ``/metrics``. Predictions take the raw
-ASGI path of ``asgi.with_predictions``; these are few and may afford a framework."""
+ASGI path of ``entry.Entry``; these are few and may afford a framework."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from starlette.routing import Route as HttpRoute
 
 from modelcanary.domain.errors import RequestError
 from modelcanary.gateway import protocols, v2
-from modelcanary.gateway.asgi import error_reply, read_body
+from modelcanary.gateway.entry import error_reply, read_body
 
 if TYPE_CHECKING:
     from modelcanary.gateway.app import Gateway

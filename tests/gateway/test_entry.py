@@ -1,4 +1,4 @@
-"""The raw ASGI path predictions take (``gateway.asgi``), driven with ASGI messages directly."""
+"""The raw path predictions take (``gateway.entry``): under ASGI, driven with ASGI messages directly."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from modelcanary.domain.errors import RequestError
-from modelcanary.gateway.asgi import Reply, with_predictions
+from modelcanary.gateway.entry import Entry, Reply
 
 
 async def _fallback(scope: Any, receive: Any, send: Any) -> None:
@@ -49,7 +49,7 @@ def _app(limit: int = 100) -> Any:
         content = {"endpoint": endpoint, "version": version, "user": headers.get("x-user-id"), "size": len(raw)}
         return 200, orjson.dumps(content), []
 
-    return with_predictions(_fallback, {"infer": echo, "invocations": echo}, max_body_bytes=limit)
+    return Entry(_fallback, {"infer": echo, "invocations": echo}, max_body_bytes=limit)
 
 
 def test_predictions_reach_their_handler_with_endpoint_version_headers_and_body() -> None:
