@@ -11,12 +11,12 @@ benchmark's 500 requests:
 
 - **in a loop**: the ASGI app called directly with each request's ASGI messages, one after another
   (no server, no socket), microseconds a request, the best of ``--rounds`` rounds of ``--calls``;
-- **in a server**: uvicorn serving the same app on loopback under wrk (32 connections), one
-  process on its one saturated core, so microseconds a request is 1 / throughput; the median of
-  ``--rounds`` interleaved runs.
+- **in a server**: granian serving the same app over RSGI on loopback under wrk (32 connections),
+  as ``modelcanary gateway`` is served, one process with its Python thread on a saturated core, so
+  microseconds a request is 1 / throughput; the median of ``--rounds`` interleaved runs.
 
-The gateway's cost is its difference from the bare app on each line. Measured here, it is about
-twice as much in a server as in a loop (docs/gateway-benchmark.md, "Where (2)'s time goes").
+The gateway's cost is its difference from the bare app on each line (docs/gateway-benchmark.md,
+"Where (2)'s time goes").
 """
 
 from __future__ import annotations
@@ -71,9 +71,9 @@ def build(app: str, model: str, prepared: Prepared) -> tuple[Any, Any]:
     if app == "bare":
         import joblib
 
-        from bench.gateway.bare_app import make_app
+        from bench.gateway.bare_app import BareApp
 
-        return make_app(NoOpEstimator() if model == "no-op" else joblib.load(prepared.joblib_path)), None
+        return BareApp(NoOpEstimator() if model == "no-op" else joblib.load(prepared.joblib_path)), None
     from modelcanary.adapters.backends.refs import default_backend
     from modelcanary.adapters.registry.mlflow import MlflowRegistry
     from modelcanary.adapters.store.sql import SqlStore
@@ -140,18 +140,19 @@ async def in_loop(app: Any, gateway: Any, reqs: list[tuple[dict[str, Any], bytes
 
 
 def serve(app: str, model: str, workdir: Path, port: int) -> None:
-    """The server process of one line: uvicorn, as ``modelcanary gateway`` and the bare app run it."""
+    """The server process of one line: granian over RSGI, as ``modelcanary gateway`` is served,
+    for both apps, so that the difference is the gateway's own work."""
     import pickle
 
-    import uvicorn
+    from modelcanary.gateway import server
 
     prepared = pickle.loads((workdir / "prepared.pickle").read_bytes())
-    asgi, _gateway = build(app, model, prepared)
-    uvicorn.run(asgi, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    entry, _gateway = build(app, model, prepared)
+    server.run(entry, "127.0.0.1", port)
 
 
 def in_server(app: str, model: str, workdir: Path, script: Path, seconds: float, warmup_s: float) -> float:
-    """Microseconds a request (1 / throughput) of uvicorn serving the app under wrk."""
+    """Microseconds a request (1 / throughput) of granian serving the app under wrk."""
     port = servers.free_port()
     base = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "bench.gateway.overhead", "--serve", app, model, str(workdir), str(port)]

@@ -130,12 +130,13 @@ def server_python(kind: str, *, install: bool) -> Path:
 # -- the servers ---------------------------------------------------------------------------------
 
 
-def bare(joblib_path: Path, folder: Path, *, hello: bool = False) -> Server:
+def bare(joblib_path: Path, folder: Path, *, hello: bool = False, granian: bool = False) -> Server:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "bench.gateway.bare_app", str(joblib_path), str(port)]
-    command += ["hello"] if hello else []
-    return start("hello" if hello else "bare", command, f"{base}/", f"{base}/v2/models/fraud/infer", folder)
+    command += (["hello"] if hello else []) + (["granian"] if granian else [])
+    name = ("hello" if hello else "bare") + ("-granian" if granian else "")
+    return start(name, command, f"{base}/", f"{base}/v2/models/fraud/infer", folder)
 
 
 def python_path() -> str:

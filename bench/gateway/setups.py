@@ -71,12 +71,14 @@ def hello(ctx: Context) -> Rows:
 
 
 def bare(ctx: Context) -> Rows:
-    """(1) the bare uvicorn app calling the model."""
+    """(1) the bare uvicorn app calling the model; and 1g, the same app on granian over RSGI, as
+    ``modelcanary gateway`` is served: what the server alone is worth, beside what the gateway adds."""
     rows = _running(
         servers.bare(ctx.prepared.joblib_path, ctx.folder), lambda s: {"1 bare uvicorn + model": ctx.closed(s)}
     )
     ctx.bare_rps.append(rows["1 bare uvicorn + model"].rps)
-    return rows
+    granian = servers.bare(ctx.prepared.joblib_path, ctx.folder, granian=True)
+    return rows | _running(granian, lambda s: {"1g bare app on granian (RSGI) + model": ctx.closed(s)})
 
 
 def _gateway(ctx: Context, *, name: str = "gateway", extra: list[str] | None = None) -> Server:
