@@ -59,7 +59,12 @@ def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             lambda v: v <= 0.5,
             "{:+.2f} ms",
         ),
-        ("(2) >= 3x MLServer", ratio("2 ", "5 "), lambda v: v >= 3, "{:.2f}x"),
+        (
+            "(2) >= 3x MLServer (the faster of 5 and 5b)",
+            _slowest(ratio("2 ", "5 "), ratio("2 ", "5b")),
+            lambda v: v >= 3,
+            "{:.2f}x",
+        ),
         (
             "(2) >= 10x Ray Serve (the faster of 6 and 6b)",
             _slowest(ratio("2 ", "6 "), ratio("2 ", "6b")),

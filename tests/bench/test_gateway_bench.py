@@ -40,7 +40,7 @@ def test_setups_1_and_2_print_and_write_their_rows(tmp_path: Path, capsys: pytes
     )
     goals = {goal["goal"]: goal for goal in record["goals"]}
     assert goals["(2) >= 0.9x (1) throughput"]["value"] is not None
-    assert goals["(2) >= 3x MLServer"]["met"] is None  # not measured in this run
+    assert goals["(2) >= 3x MLServer (the faster of 5 and 5b)"]["met"] is None  # not measured in this run
 
     table = capsys.readouterr().out
     assert "| 1 bare uvicorn + model | " in table and "| 2 gateway 50/50 sticky | " in table
@@ -48,7 +48,7 @@ def test_setups_1_and_2_print_and_write_their_rows(tmp_path: Path, capsys: pytes
     assert list(tmp_path.glob("gateway-*.json")) and list(tmp_path.glob("gateway-*.md"))
 
 
-def test_the_ray_goal_reads_the_faster_of_ray_serve_default_and_tuned() -> None:
+def test_the_mlserver_and_ray_goals_read_the_faster_of_each_servers_two_settings() -> None:
     from bench.gateway.report import goals
 
     def row(setup: str, rps: float) -> dict[str, object]:
@@ -60,6 +60,12 @@ def test_the_ray_goal_reads_the_faster_of_ray_serve_default_and_tuned() -> None:
     assert alone["value"] == 200.0 and alone["met"] is True
     tuned = {g["goal"]: g for g in goals([*rows, row("6b Ray Serve, max_ongoing_requests 64", 500.0)])}[ray_goal]
     assert tuned["value"] == 8.0 and tuned["met"] is False
+
+    mlserver_goal = "(2) >= 3x MLServer (the faster of 5 and 5b)"
+    rows = [row("2 gateway 50/50 sticky", 4_000.0), row("5 MLServer", 1_000.0)]
+    assert {g["goal"]: g for g in goals(rows)}[mlserver_goal]["value"] == 4.0
+    batching = {g["goal"]: g for g in goals([*rows, row("5b MLServer adaptive batching", 2_000.0)])}[mlserver_goal]
+    assert batching["value"] == 2.0 and batching["met"] is False
 
 
 def test_an_open_loop_row_shows_the_median_offered_rate_of_its_rounds() -> None:
