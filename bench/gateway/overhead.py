@@ -11,9 +11,9 @@ benchmark's 500 requests:
 
 - **in a loop**: the ASGI app called directly with each request's ASGI messages, one after another
   (no server, no socket), microseconds a request, the best of ``--rounds`` rounds of ``--calls``;
-- **in a server**: granian serving the same app over RSGI on loopback under wrk (32 connections),
-  as ``modelcanary gateway`` is served, one process with its Python thread on a saturated core, so
-  microseconds a request is 1 / throughput; the median of ``--rounds`` interleaved runs.
+- **in a server**: uvicorn serving the same app on loopback under wrk (32 connections), one
+  process on its one saturated core, so microseconds a request is 1 / throughput; the median of
+  ``--rounds`` interleaved runs.
 
 The gateway's cost is its difference from the bare app on each line (docs/gateway-benchmark.md,
 "Where (2)'s time goes").
@@ -140,8 +140,8 @@ async def in_loop(app: Any, gateway: Any, reqs: list[tuple[dict[str, Any], bytes
 
 
 def serve(app: str, model: str, workdir: Path, port: int) -> None:
-    """The server process of one line: granian over RSGI, as ``modelcanary gateway`` is served,
-    for both apps, so that the difference is the gateway's own work."""
+    """The server process of one line: uvicorn, as ``modelcanary gateway`` runs by default and the
+    bare app of (1) runs, for both apps, so that the difference is the gateway's own work."""
     import pickle
 
     from modelcanary.gateway import server
@@ -152,7 +152,7 @@ def serve(app: str, model: str, workdir: Path, port: int) -> None:
 
 
 def in_server(app: str, model: str, workdir: Path, script: Path, seconds: float, warmup_s: float) -> float:
-    """Microseconds a request (1 / throughput) of granian serving the app under wrk."""
+    """Microseconds a request (1 / throughput) of uvicorn serving the app under wrk."""
     port = servers.free_port()
     base = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "bench.gateway.overhead", "--serve", app, model, str(workdir), str(port)]

@@ -72,7 +72,7 @@ def hello(ctx: Context) -> Rows:
 
 def bare(ctx: Context) -> Rows:
     """(1) the bare uvicorn app calling the model; and 1g, the same app on granian over RSGI, as
-    ``modelcanary gateway`` is served: what the server alone is worth, beside what the gateway adds."""
+    ``modelcanary gateway --server granian`` is served: what that server alone is worth."""
     rows = _running(
         servers.bare(ctx.prepared.joblib_path, ctx.folder), lambda s: {"1 bare uvicorn + model": ctx.closed(s)}
     )
@@ -86,10 +86,12 @@ def _gateway(ctx: Context, *, name: str = "gateway", extra: list[str] | None = N
 
 
 def gateway(ctx: Context) -> Rows:
-    """(2) ``modelcanary gateway`` following a store with a rollout at 50%, sticky keys, telemetry on."""
+    """(2) ``modelcanary gateway`` following a store with a rollout at 50%, sticky keys, telemetry on;
+    and 2g, the same on granian (``--server granian``), for reference."""
     rows = _running(_gateway(ctx), lambda s: {"2 gateway 50/50 sticky": ctx.closed(s)})
     ctx.gateway_rps.append(rows["2 gateway 50/50 sticky"].rps)
-    return rows
+    granian = _gateway(ctx, name="gateway-granian", extra=["--server", "granian"])
+    return rows | _running(granian, lambda s: {"2g gateway 50/50 sticky on granian (--server granian)": ctx.closed(s)})
 
 
 def shadow(ctx: Context) -> Rows:

@@ -27,8 +27,8 @@ def test_setups_1_and_2_print_and_write_their_rows(tmp_path: Path, capsys: pytes
     record = json.loads(out.read_text())
     rows = {row["setup"]: row for row in record["rows"]}
     assert sorted(rows)[:2] == ["1 bare uvicorn + model", "1g bare app on granian (RSGI) + model"]
-    assert sorted(rows)[2] == "2 gateway 50/50 sticky"
-    assert [name[:2] for name in sorted(rows)[3:]] == ["3a", "3b"]  # setup 3 without and with the shadow lane
+    assert sorted(rows)[2:4] == ["2 gateway 50/50 sticky", "2g gateway 50/50 sticky on granian (--server granian)"]
+    assert [name[:2] for name in sorted(rows)[4:]] == ["3a", "3b"]  # setup 3 without and with the shadow lane
     for row in rows.values():
         assert row["rps"] > 0 and row["p99_ms"] >= row["p50_ms"] > 0
         assert row["errors"] == 0  # every request answered 200

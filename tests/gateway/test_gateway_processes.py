@@ -40,11 +40,11 @@ def gateways(store_url: str, mlflow_registry: Any, tmp_path: Path) -> Iterator[l
     command = [sys.executable, "-m", "modelcanary", "gateway", "--store", store_url, "--registry", mlflow_registry.uri]
     processes = [
         subprocess.Popen(
-            [*command, "--port", str(port), "--endpoint", "churn=models:/fraud/1"],
+            [*command, "--port", str(port), "--endpoint", "churn=models:/fraud/1", "--server", server],
             stderr=(tmp_path / f"gateway-{port}.log").open("w"),
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        for port in ports
+        for port, server in zip(ports, ("uvicorn", "granian"), strict=True)  # either server, one store
     ]
     try:
         yield [f"http://127.0.0.1:{port}" for port in ports]

@@ -72,7 +72,7 @@ async def echo(endpoint, version, headers, raw):
 
 routes = [Route("/other", other, methods=["GET", "POST"]), Route("/stream", stream), Route("/broken", broken)]
 app = Starlette(routes=routes, lifespan=lifespan)
-server.run(Entry(app, {"infer": echo, "invocations": echo}, max_body_bytes=100), "127.0.0.1", port)
+server.run(Entry(app, {"infer": echo, "invocations": echo}, max_body_bytes=100), "127.0.0.1", port, server="granian")
 """
 
 

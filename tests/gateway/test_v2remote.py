@@ -21,8 +21,8 @@ from modelcanary.gateway.app import Gateway, StaticRoutes
 
 @pytest.fixture(scope="module")
 def remote(gateway_processes: Any) -> str:
-    """A ref to ``fraud`` v2 served by another gateway process."""
-    base = gateway_processes.start("--endpoint", "fraud=models:/fraud/2")
+    """A ref to ``fraud`` v2 served by another gateway process, on granian (the other server it runs on)."""
+    base = gateway_processes.start("--endpoint", "fraud=models:/fraud/2", "--server", "granian")
     return f"v2+{base}/models/fraud"
 
 

@@ -28,6 +28,17 @@ def cli(verbose: bool) -> None:
     )
 
 
+_SERVER_OPTION = click.option(
+    "--server",
+    "http_server",
+    type=click.Choice(["uvicorn", "granian"]),
+    default="uvicorn",
+    show_default=True,
+    help="the HTTP server: granian carries ~15% more at saturation, uvicorn has half the latency at "
+    "moderate load (docs/gateway.md)",
+)
+
+
 @cli.command()
 @workspace_options
 @click.option("--host", default="127.0.0.1", show_default=True)
@@ -35,8 +46,11 @@ def cli(verbose: bool) -> None:
 @click.option(
     "--tick", default=1.0, show_default=True, type=float, help="seconds from one controller tick's start to the next's"
 )
+@_SERVER_OPTION
 @errors_to_exit
-def serve(workdir: str | None, store: str | None, registry: str | None, host: str, port: int, tick: float) -> None:
+def serve(
+    workdir: str | None, store: str | None, registry: str | None, host: str, port: int, tick: float, http_server: str
+) -> None:
     """Run the gateway, the controller and the control API (under /api/v1) in one process (the
     embedded default)."""
     from modelcanary.adapters.backends.refs import default_backend
@@ -62,7 +76,7 @@ def serve(workdir: str | None, store: str | None, registry: str | None, host: st
     click.echo(
         f"modelcanary serving on http://{host}:{port}, control API at /api/v1 (work folder {space.workdir})", err=True
     )
-    server.run(app, host, port)
+    server.run(app, host, port, server=http_server)
 
 
 @cli.command("gateway")
@@ -93,6 +107,7 @@ def serve(workdir: str | None, store: str | None, registry: str | None, host: st
     type=click.IntRange(0),
     help="how long (microseconds) a batch's first request waits for others",
 )
+@_SERVER_OPTION
 @errors_to_exit
 def gateway_command(
     workdir: str | None,
@@ -105,6 +120,7 @@ def gateway_command(
     max_rows: int,
     batch_max_size: int,
     batch_max_wait_us: int,
+    http_server: str,
 ) -> None:
     """Run a gateway on its own: the data plane, with no controller. It serves each --endpoint,
     and, given a store (--store or --workdir), follows the store's routing table (rollouts take
@@ -149,7 +165,7 @@ def gateway_command(
         f"modelcanary gateway on http://{host}:{port} ({where}; endpoints {sorted(static) or 'from the store'})",
         err=True,
     )
-    server.run(create_app(gateway), host, port)
+    server.run(create_app(gateway), host, port, server=http_server)
 
 
 @cli.command("controller")

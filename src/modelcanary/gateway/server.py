@@ -1,13 +1,17 @@
-"""Serving the gateway on granian (a Rust HTTP server), in this process's own event loop.
+"""Serving the gateway: on uvicorn (the default) or on granian, a Rust HTTP server (``--server
+granian``), in this process's own event loop.
 
-Why granian and its RSGI interface rather than uvicorn and ASGI: on a light model the HTTP server
-is a large share of a prediction's cost, and granian parses HTTP and writes replies in Rust, off
-the interpreter. Measured side by side (docs/gateway-benchmark.md), the same gateway carried
-0.73x the bare uvicorn app's throughput on uvicorn, 0.77x on granian over ASGI, 0.86x over RSGI.
+Which to pick is a trade measured side by side (docs/gateway.md, "The server"): on granian over
+its RSGI interface the gateway carries more at saturation (0.82x the bare uvicorn app where it
+carries 0.72x on uvicorn), as granian parses HTTP and writes replies in Rust, off the
+interpreter; but at 60% of its capacity its p50 is twice uvicorn's (2.3 against 1.0 ms) and its
+p99 2.5x, since granian's thread must take the interpreter's lock to hand over each request while
+the loop's thread is busy. A gateway usually runs well below saturation, so uvicorn is the default.
 
-Predictions take ``Entry.__rsgi__``; every other path (metadata, health, labels, metrics, the
-control API in ``modelcanary serve``) is handed to the ASGI app by ``asgi_over_rsgi``, and the
-app's lifespan (model loading, background tasks, the last telemetry flush) runs around the server.
+On granian, predictions take ``Entry.__rsgi__``; every other path (metadata, health, labels,
+metrics, the control API in ``modelcanary serve``) is handed to the ASGI app by
+``asgi_over_rsgi``, and the app's lifespan (model loading, background tasks, the last telemetry
+flush) runs around the server.
 """
 
 from __future__ import annotations
@@ -93,8 +97,8 @@ async def asgi_over_rsgi(app: ASGIApp, scope: Any, protocol: Any) -> None:
         protocol.response_bytes(started.get("status", 500), started.get("headers", []), b"")
 
 
-async def serve(app: Any, host: str, port: int) -> None:
-    """Serve ``app`` (ASGI, and RSGI where it has ``__rsgi__``) on host:port until SIGINT or
+async def serve_granian(app: Any, host: str, port: int) -> None:
+    """Serve ``app`` (ASGI, and RSGI where it has ``__rsgi__``) on granian on host:port until SIGINT or
     SIGTERM; its lifespan's startup runs before the socket opens and its shutdown after the last
     request. A startup that fails raises, and nothing is served."""
     from granian.asgi import LifespanProtocol
@@ -127,8 +131,19 @@ async def serve(app: Any, host: str, port: int) -> None:
         await lifespan.shutdown()
 
 
-def run(app: Any, host: str, port: int) -> None:
-    """``serve`` on a fresh uvloop event loop (the loop uvicorn would pick), blocking."""
-    import uvloop
+SERVERS = ("uvicorn", "granian")
 
-    uvloop.run(serve(app, host, port))
+
+def run(app: Any, host: str, port: int, *, server: str = "uvicorn") -> None:
+    """Serve ``app`` on ``server`` (one of ``SERVERS``), blocking until SIGINT or SIGTERM; both run
+    it on uvloop."""
+    if server == "granian":
+        import uvloop
+
+        uvloop.run(serve_granian(app, host, port))
+        return
+    if server != "uvicorn":
+        raise ValueError(f"server must be one of {', '.join(SERVERS)}, not {server!r}")
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
