@@ -90,7 +90,7 @@ def main() -> None:
     if "granian" in flags:
         from modelcanary.gateway import server
 
-        server.run(app, "127.0.0.1", int(port))
+        server.run(app, "127.0.0.1", int(port), server="granian")
         return
     import uvicorn
 
