@@ -34,8 +34,8 @@ _SERVER_OPTION = click.option(
     type=click.Choice(["uvicorn", "granian"]),
     default="uvicorn",
     show_default=True,
-    help="the HTTP server: granian carries ~15% more at saturation, uvicorn has half the latency at "
-    "moderate load (docs/gateway.md)",
+    help="the HTTP server: granian carries ~18% more at saturation, uvicorn has half the p50 at 60% "
+    "load (docs/gateway.md)",
 )
 
 

@@ -1,12 +1,14 @@
 """Serving the gateway: on uvicorn (the default) or on granian, a Rust HTTP server (``--server
 granian``), in this process's own event loop.
 
-Which to pick is a trade measured side by side (docs/gateway.md, "The server"): on granian over
-its RSGI interface the gateway carries more at saturation (0.82x the bare uvicorn app where it
-carries 0.72x on uvicorn), as granian parses HTTP and writes replies in Rust, off the
-interpreter; but at 60% of its capacity its p50 is twice uvicorn's (2.3 against 1.0 ms) and its
-p99 2.5x, since granian's thread must take the interpreter's lock to hand over each request while
-the loop's thread is busy. A gateway usually runs well below saturation, so uvicorn is the default.
+Which to pick is a trade measured side by side (docs/gateway.md, "The server";
+``python -m bench.gateway.servers_latency``): on granian over its RSGI interface the gateway
+carries ~18% more at saturation (0.87x the bare uvicorn app where it carries 0.73x on uvicorn), as
+granian parses HTTP and writes replies in Rust, off the interpreter; but at 3,000 requests a
+second, 60-70% of its capacity, its p50 is twice uvicorn's (2.3 against 1.1 ms) and its p99 four
+times (10 against 2.4 ms), likely because granian's thread must take the interpreter's lock to
+hand over each request while the loop's thread is busy. A gateway usually runs below saturation,
+so uvicorn is the default.
 
 On granian, predictions take ``Entry.__rsgi__``; every other path (metadata, health, labels,
 metrics, the control API in ``modelcanary serve``) is handed to the ASGI app by
