@@ -1,3 +1,19 @@
 """``python -m bench.gateway``: the gateway against a bare model server, MLServer and Ray Serve, one run."""
 
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
 STICKY_HEADER = "x-user-id"  # the rollout's sticky key; here so that the load generators import nothing heavy
+
+
+def write_record(results_dir: Path, name: str, record: dict[str, Any], also: Path | None = None) -> Path:
+    """``record`` as JSON in ``results_dir/NAME-<UTC stamp>.json``, and at ``also`` when given; the first path."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    stamped = results_dir / f"{name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+    for path in [stamped, *([also] if also else [])]:
+        path.write_text(json.dumps(record, indent=2) + "\n")
+    return stamped

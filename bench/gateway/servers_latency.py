@@ -13,16 +13,14 @@ and p50. The table shows medians over rounds. Records go to
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
-import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from bench.gateway import servers
+from bench.gateway import servers, write_record
 from bench.gateway.load import bodies, lua_script, paced, wrk
 from bench.gateway.model import prepare
 
@@ -93,10 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(setting + "\n\n" + table(medians))
     record = {"benchmark": "servers-latency", "setting": setting, "medians": medians, "rounds": rounds}
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    for path in [args.results_dir / f"servers-latency-{stamp}.json", *([args.json] if args.json else [])]:
-        path.write_text(json.dumps(record, indent=2) + "\n")
+    write_record(args.results_dir, "servers-latency", record, args.json)
     return 0
 
 

@@ -17,7 +17,6 @@ generator are), each reported on its own row.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import platform
@@ -25,6 +24,8 @@ import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from bench.gateway import write_record
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 SLOW = 1.5  # a chunk this many times the median is slow
@@ -123,10 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
         "rows": [asdict(row) for row in rows],
     }
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    for path in [args.results_dir / f"steadiness-{stamp}.json", *([args.json] if args.json else [])]:
-        path.write_text(json.dumps(record, indent=2) + "\n")
+    write_record(args.results_dir, "steadiness", record, args.json)
     return 0
 
 
