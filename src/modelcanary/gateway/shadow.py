@@ -6,7 +6,7 @@ shed and drops it): it never waits for the shadow work. One worker task takes co
 and runs the candidate on a thread of its own, so shadow work never takes the live candidate's
 workers either. It starts a copy only when the event loop has nothing else ready to run (a
 turn of the loop comes back within ``QUIET_S``), and runs a candidate whose shadow predictions
-take under ``INLINE_S`` on the loop's own thread (``_inline_ok``): started whenever a copy was
+take under ``INLINE_S`` of CPU on the loop's own thread (``_inline_ok``): started whenever a copy was
 queued, on a thread, a shadow prediction of an in-process model contended with live requests
 for the interpreter, and live p99 went from 5.5 to 10.4 ms at half the bare server's load
 (docs/gateway-benchmark.md). So shadow work uses the loop's idle time; live requests waiting on
@@ -39,7 +39,7 @@ QUIET_S = 50e-6  # a turn of an idle loop: one poll for I/O, nothing to run
 # time, was tried (docs/gateway-benchmark.md): the lane then predicted 31-52% of the copies at half
 # the bare app's load, and live p99 was no better in five rounds.
 BUSY_PAUSE_S = 0.5e-3
-INLINE_S = 1e-3  # a shadow prediction shorter than this runs on the loop's thread, in an idle moment
+INLINE_S = 1e-3  # a shadow prediction using less CPU than this runs on the loop's thread, in an idle moment
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +62,11 @@ class ShadowLane:
         self._wake: asyncio.Event | None = None
         self._pool: ThreadPoolExecutor | None = None
         self.done = 0  # copies the candidate has predicted (or failed on)
-        self._took_s: float | None = None  # a shadow prediction's time, smoothed
+        # a shadow prediction's CPU time on the thread it ran on, smoothed: what it would hold the
+        # loop's thread for. Not its wall time, which counts the hop to the shadow thread and any
+        # wait for a core: one slow hop on a busy machine kept the lane off the loop's thread for
+        # tens of copies while the smoothing wore it off.
+        self._cost_s: float | None = None
 
     def _inline_ok(self, copy: Copy, candidate: Any) -> bool:
         """Whether to run this copy on the loop's own thread: an in-process candidate trusted inline
@@ -73,8 +77,8 @@ class ShadowLane:
         return (
             getattr(candidate, "apredict", None) is None
             and copy.serving.guard.deadline is None
-            and self._took_s is not None
-            and self._took_s < INLINE_S
+            and self._cost_s is not None
+            and self._cost_s < INLINE_S
         )
 
     def __len__(self) -> int:
@@ -123,7 +127,8 @@ class ShadowLane:
                 else:
                     ran = await loop.run_in_executor(self._pool, timed, candidate, copy.columns)
                 took_s = time.perf_counter() - started
-                self._took_s = took_s if self._took_s is None else 0.9 * self._took_s + 0.1 * took_s
+                cost_s = ran.cpu_ms / 1e3 if ran.cpu_ms is not None else took_s
+                self._cost_s = cost_s if self._cost_s is None else 0.9 * self._cost_s + 0.1 * cost_s
                 if ran.error is not None:
                     log.warning("shadow prediction of %s failed: %r", copy.serving.route.endpoint, ran.error)
                 scores = [score_of(output) for output in ran.outputs] if ran.outputs is not None else None
