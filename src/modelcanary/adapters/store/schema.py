@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,26 @@ def normalise_url(url: str) -> str:
     return url
 
 
+def _write_ahead_log(cursor: Any, *, wait_s: float = 30.0) -> None:
+    """Put the database file in WAL mode (it stays so). Switching needs the file to itself, and
+    SQLite answers "database is locked" at once, without its busy wait, to a connection that asks
+    while another is switching: several processes opening a new store at once hit it. So the mode
+    is read first (no lock needed once it is WAL), and a switch that finds the file locked is tried
+    again, for as long as the busy timeout."""
+    import sqlite3
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
 def engine_for(url: str) -> Engine:
     if not url.startswith("sqlite"):
         return sa.create_engine(url, pool_pre_ping=True)
@@ -155,7 +176,7 @@ def engine_for(url: str) -> Engine:
         # instead of failing on a read-to-write upgrade.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _write_ahead_log(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 

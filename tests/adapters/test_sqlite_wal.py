@@ -1,0 +1,56 @@
+"""A new SQLite store opened by several processes at once: every connection switches the file to
+WAL mode, and one that asks while another switches is told "locked" at once (no busy wait). It
+must wait its turn, not fail (``schema._write_ahead_log``)."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from modelcanary.adapters.store.schema import _write_ahead_log, engine_for
+
+
+def test_a_switch_that_finds_the_file_locked_waits_for_it(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE t (x INTEGER)")
+    holder.execute("BEGIN EXCLUSIVE")  # as a connection mid-switch holds it
+    release = threading.Timer(0.3, holder.execute, args=("COMMIT",))
+    release.start()
+    waiting = sqlite3.connect(path, timeout=0, isolation_level=None)  # no busy wait of SQLite's own
+    started = time.monotonic()
+    _write_ahead_log(waiting.cursor(), wait_s=10)
+    assert time.monotonic() - started >= 0.25  # it waited for the lock, then switched
+    assert waiting.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    release.join()
+    holder.close()
+    waiting.close()
+
+
+def test_many_first_connections_at_once_all_open_the_store(tmp_path: Path) -> None:
+    for trial in range(20):
+        url = f"sqlite:///{tmp_path / f'store-{trial}.db'}"
+        errors: list[Exception] = []
+        barrier = threading.Barrier(8)
+
+        def connect(url: str = url, errors: list[Exception] = errors, barrier: threading.Barrier = barrier) -> None:
+            engine = engine_for(url)
+            barrier.wait()
+            try:
+                with engine.connect() as connection:
+                    connection.execute(sa.text("SELECT 1"))
+            except Exception as exc:
+                errors.append(exc)
+            finally:
+                engine.dispose()
+
+        threads = [threading.Thread(target=connect) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == [], f"trial {trial}: {errors[0]}"
