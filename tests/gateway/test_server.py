@@ -11,7 +11,6 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -100,19 +99,18 @@ def _up(process: subprocess.Popen[bytes], base: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, subprocess.Popen[bytes]]]:
-    folder = tmp_path_factory.mktemp("served")
-    process, base = _start(folder)
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    process, base = _start(tmp_path_factory.mktemp("served"))
     try:
         _up(process, base)
-        yield base, folder, process
+        yield base
     finally:
         if process.poll() is None:
             process.kill()
 
 
-def test_predictions_reach_their_handler_over_rsgi(served: Any) -> None:
-    base = served[0]
+def test_predictions_reach_their_handler_over_rsgi(served: str) -> None:
+    base = served
     with httpx.Client(base_url=base) as client:
         response = client.post(
             "/v2/models/fraud/versions/3/infer", content=b"abcd", headers=[("x-user-id", "u1"), ("x-user-id", "u2")]
@@ -126,8 +124,8 @@ def test_predictions_reach_their_handler_over_rsgi(served: Any) -> None:
         assert (binary.headers["content-type"], binary.content) == ("application/octet-stream", b"\x00\x01")
 
 
-def test_errors_become_replies_that_name_their_field(served: Any) -> None:
-    base = served[0]
+def test_errors_become_replies_that_name_their_field(served: str) -> None:
+    base = served
     with httpx.Client(base_url=base) as client:
         refused = client.post("/v2/models/refused/infer", content=b"")
         assert (refused.status_code, refused.json()["field"]) == (400, "inputs[0].name")
@@ -139,8 +137,8 @@ def test_errors_become_replies_that_name_their_field(served: Any) -> None:
         assert client.post("/v2/models/fraud/infer", content=b"ok").status_code == 200
 
 
-def test_bodies_over_the_limit_are_refused_declared_or_streamed(served: Any) -> None:
-    base = served[0]
+def test_bodies_over_the_limit_are_refused_declared_or_streamed(served: str) -> None:
+    base = served
     with httpx.Client(base_url=base) as client:
         declared = client.post("/v2/models/fraud/infer", content=b"x" * 101)
         assert (declared.status_code, declared.json()["field"]) == (413, "body")
@@ -154,8 +152,8 @@ def test_bodies_over_the_limit_are_refused_declared_or_streamed(served: Any) -> 
         assert under.json()["size"] == 80
 
 
-def test_other_paths_reach_the_asgi_app_with_query_body_headers_and_client(served: Any) -> None:
-    base = served[0]
+def test_other_paths_reach_the_asgi_app_with_query_body_headers_and_client(served: str) -> None:
+    base = served
     with httpx.Client(base_url=base) as client:
         answer = client.post("/other?a=1&b=two", content=b"hello", headers={"x-user-id": "u9"}).json()
         assert answer == {"method": "POST", "path": "/other", "query": "a=1&b=two", "size": 5, "user": "u9",
@@ -166,13 +164,19 @@ def test_other_paths_reach_the_asgi_app_with_query_body_headers_and_client(serve
         assert client.get("/other").json()["method"] == "GET"
 
 
-def test_sigterm_runs_the_lifespan_shutdown_after_serving(served: Any) -> None:
-    base, folder, process = served
-    assert (folder / "started").read_text() == "yes"
-    assert httpx.post(f"{base}/v2/models/fraud/infer", content=b"x").status_code == 200
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(15) == 0
-    assert (folder / "stopped").read_text() == "yes"  # its async shutdown ran to the end
+def test_sigterm_runs_the_lifespan_shutdown_after_serving(tmp_path: Path) -> None:
+    process, base = _start(tmp_path)  # its own process: the module's stays up for the other tests
+    try:
+        _up(process, base)
+        assert (tmp_path / "started").read_text() == "yes"
+        assert httpx.post(f"{base}/v2/models/fraud/infer", content=b"x").status_code == 200
+        assert not (tmp_path / "stopped").exists()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(15) == 0
+        assert (tmp_path / "stopped").read_text() == "yes"  # its async shutdown ran to the end
+    finally:
+        if process.poll() is None:
+            process.kill()
 
 
 def test_a_failed_startup_serves_nothing_and_exits_non_zero(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
-"""The gateway's entry, for ASGI servers (``Entry.__call__``) and RSGI ones (``Entry.__rsgi__``:
-granian's own interface, which ``modelcanary gateway`` serves on; ``gateway/server.py``).
+"""The gateway's entry, for ASGI servers (``Entry.__call__``: uvicorn, the default) and RSGI ones
+(``Entry.__rsgi__``: granian's own interface, for ``--server granian``; ``gateway/server.py``).
 
 Predictions take a path of their own, straight from the server to their handler: no router, no
 middleware, no request or response objects — that machinery cost the gateway ~30 µs a request, a
@@ -75,7 +75,7 @@ def _refuse_declared(headers: Mapping[str, str], limit: int) -> bool:
 
 
 async def _gather(chunks: AsyncIterable[bytes], limit: int) -> bytes:
-    """A streamed body, refused (413) at the chunk that takes it past ``limit`` bytes."""
+    """A streamed body (RSGI's), refused (413) at the chunk that takes it past ``limit`` bytes."""
     parts: list[bytes] = []
     size = 0
     async for chunk in chunks:
@@ -86,21 +86,24 @@ async def _gather(chunks: AsyncIterable[bytes], limit: int) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-async def _asgi_chunks(receive: Receive) -> AsyncIterable[bytes]:
-    more = True
+async def read_body(receive: Receive, headers: Mapping[str, str], limit: int) -> bytes:
+    """The whole body, refused (413) as soon as it is known to pass ``limit`` bytes: from its
+    Content-Length before anything is read, or while a chunked body streams in. The loop is
+    ``_gather``'s, written out: an async generator feeding it cost 0.8 µs more a request."""
+    _refuse_declared(headers, limit)
+    chunks: list[bytes] = []
+    size, more = 0, True
     while more:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise RequestError("the client went away before its body arrived", field="body", status=400)
-        yield message.get("body", b"")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(f"body larger than {limit} bytes", field="body", status=413)
+        chunks.append(chunk)
         more = message.get("more_body", False)
-
-
-async def read_body(receive: Receive, headers: Mapping[str, str], limit: int) -> bytes:
-    """The whole body, refused (413) as soon as it is known to pass ``limit`` bytes: from its
-    Content-Length before anything is read, or while a chunked body streams in."""
-    _refuse_declared(headers, limit)
-    return await _gather(_asgi_chunks(receive), limit)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def send_reply(send: Send, reply: Reply, content_type: bytes = JSON) -> None:
