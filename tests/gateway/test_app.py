@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,7 +18,7 @@ from modelcanary.adapters.testing import FakeBackend, FunctionModel
 from modelcanary.domain.errors import RequestError
 from modelcanary.domain.spec import StickyKey
 from modelcanary.domain.state import ModelVersion, Route
-from modelcanary.domain.telemetry import RolloutTelemetry
+from modelcanary.domain.telemetry import LATENCY_EDGES_MS, RolloutTelemetry
 from modelcanary.engine.analysis import pair
 from modelcanary.gateway.app import MAX_BODY_BYTES, VARIANT_HEADER, Gateway
 from modelcanary.ports import Column
@@ -109,10 +110,19 @@ def predict_ids(client: httpx.Client, rows: Rows, who: int = 0) -> tuple[str, li
 # -- predictions ----------------------------------------------------------------------------------
 
 
-def test_once_models_are_loaded_the_heap_is_out_of_the_collectors_sight(shared: Any) -> None:
-    """Modules and models (~420,000 objects) frozen: a full collection no longer walks them all."""
+def test_once_models_are_loaded_the_heap_is_out_of_the_collectors_sight(
+    serve: Any, tmp_path: Path, pyfunc_backend: Any, versions: Any
+) -> None:
+    """Modules and models (~420,000 objects) frozen: a full collection no longer walks them all.
+    The freeze is process-wide, and earlier tests' gateways froze the heap already, so it is undone
+    first: the count must come from this gateway's first routing table."""
     import gc
 
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    store = SqlStore(f"sqlite:///{tmp_path / 'store.db'}")
+    store.put_route(fraud_route(versions))
+    serve.start(Gateway(routes=store, backend=pyfunc_backend, telemetry=store, source="gw-freeze"))
     assert gc.get_freeze_count() > 100_000
 
 
@@ -412,8 +422,10 @@ def test_telemetry_reaches_the_store(
         assert sum(counts.latency_counts) == served[variant]
         assert sum(counts.score_counts) == row_counts[variant]
         assert counts.labels == labelled[variant]
-        # the model's CPU time per request: positive, and less than the wall time it was measured in
-        assert 0 < counts.cpu_ms / counts.requests < 1000
+        # the model's CPU time: positive, and no more than the requests' wall time it was measured
+        # in (each latency bucket's upper edge bounds the requests in it)
+        edges = [*LATENCY_EDGES_MS, float("inf")]
+        assert 0 < counts.cpu_ms <= sum(n * edges[i] for i, n in enumerate(counts.latency_counts) if n)
     assert sorted(variant.value for variant, _ in store.read_telemetry("r-telemetry")) == ["baseline", "candidate"]
 
 
@@ -432,6 +444,8 @@ def test_telemetry_is_flushed_in_the_background(
 
 
 def _fake_models(features: tuple[str, ...], candidate: Callable[[dict[str, list[Any]]], list[Any]]) -> FakeBackend:
+    """Both variants as functions: for the one test whose baseline must refuse an input by a rule
+    of its own (a real scikit-learn model answers any finite number)."""
     columns = tuple(Column(name=name, type="double") for name in features)
 
     def baseline(inputs: dict[str, list[Any]]) -> list[Any]:
@@ -443,20 +457,20 @@ def _fake_models(features: tuple[str, ...], candidate: Callable[[dict[str, list[
 
 
 def test_a_failing_candidate_costs_the_client_nothing(
-    serve: Any, store: SqlStore, versions: Any, rows: Rows, mlflow_registry: Any
+    serve: Any, store: SqlStore, versions: Any, rows: Rows, with_candidate: Any, expected: Any
 ) -> None:
     def broken(_inputs: dict[str, list[Any]]) -> list[Any]:
         raise RuntimeError("candidate crashed")
 
     store.put_route(fraud_route(versions, weight=100.0, rollout_id="r-broken"))
-    backend = _fake_models(mlflow_registry.features, broken)
-    running = serve.start(Gateway(routes=store, backend=backend, telemetry=store, source="gw-1"))
+    running = serve.start(Gateway(routes=store, backend=with_candidate(broken), telemetry=store, source="gw-1"))
     with running.client() as http:
         for who in range(6):
             response = infer(http, rows[:2], who=who)
             assert response.status_code == 200, response.text
             assert response.headers[VARIANT_HEADER] == "baseline"
-            assert response.json()["outputs"][0]["data"] == [0.8, 0.2, 0.8, 0.2]
+            data = response.json()["outputs"][0]["data"]
+            assert [data[0:2], data[2:4]] == expected("baseline", rows[:2])  # the real baseline's answer
             (prediction_id, _) = response.json()["parameters"]["prediction_ids"]
             assert http.post("/v1/feedback", json={"prediction_id": prediction_id, "label": 0}).status_code == 200
     running.flush()
@@ -486,12 +500,13 @@ def test_input_both_variants_refuse_is_not_a_candidate_error(
     assert (total.candidate.requests, total.candidate.errors) == (1, 0)
 
 
-def _wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> float:
+def _wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    """Wait for the gateway to apply a route; the timeout only keeps a broken gateway from hanging
+    the test (how fast routes propagate is bench.controlplane's to measure)."""
     started = time.monotonic()
     while not condition():
         assert time.monotonic() - started < timeout, "the gateway did not apply the new route"
         time.sleep(0.05)
-    return time.monotonic() - started
 
 
 def test_a_route_change_in_the_store_is_applied_while_serving(
@@ -504,31 +519,25 @@ def test_a_route_change_in_the_store_is_applied_while_serving(
         assert infer(http, rows[:1], endpoint="churn").status_code == 404
 
         store.put_route(fraud_route(versions, weight=0.0, rollout_id="r-moving"))  # e.g. a rollback
-        waited = _wait_until(lambda: infer(http, rows[:1]).headers[VARIANT_HEADER] == "baseline")
-        assert waited < 2.0
+        _wait_until(lambda: infer(http, rows[:1]).headers[VARIANT_HEADER] == "baseline")
         assert {infer(http, rows[:1], who=who).headers[VARIANT_HEADER] for who in range(20)} == {"baseline"}
 
         candidate = versions[1]
         store.put_route(Route(endpoint="churn", baseline=candidate))  # a new endpoint
-        waited = _wait_until(lambda: infer(http, rows[:1], endpoint="churn").status_code == 200)
-        assert waited < 2.0
+        _wait_until(lambda: infer(http, rows[:1], endpoint="churn").status_code == 200)
         assert http.get("/v2/health/ready").json()["endpoints"] == ["churn", "fraud"]
         assert http.get("/v2/models/churn").json()["versions"] == [candidate.version]
 
 
 def test_a_route_that_cannot_load_does_not_hold_back_other_endpoints(
-    serve: Any, store: SqlStore, versions: Any, rows: Rows, mlflow_registry: Any
+    serve: Any, store: SqlStore, pyfunc_backend: Any, versions: Any, rows: Rows
 ) -> None:
-    def healthy(inputs: dict[str, list[Any]]) -> list[Any]:
-        return [[0.6, 0.4] for _ in inputs["amount"]]
-
     store.put_route(fraud_route(versions, weight=100.0, rollout_id="r-isolated"))
-    running = serve.start(
-        Gateway(routes=store, backend=_fake_models(mlflow_registry.features, healthy), telemetry=store, source="gw-1")
-    )
+    running = serve.start(Gateway(routes=store, backend=pyfunc_backend, telemetry=store, source="gw-1"))
     with running.client() as http:
         assert infer(http, rows[:1]).headers[VARIANT_HEADER] == "candidate"
         # another endpoint's route names a version this backend cannot load
         store.put_route(Route(endpoint="churn", baseline=ModelVersion(name="churn", version="404")))
         store.put_route(fraud_route(versions, weight=0.0, rollout_id="r-isolated"))  # fraud rolls back
-        _wait_until(lambda: infer(http, rows[:1]).headers[VARIANT_HEADER] == "baseline", timeout=1.5)
+        _wait_until(lambda: infer(http, rows[:1]).headers[VARIANT_HEADER] == "baseline")
+        assert infer(http, rows[:1], endpoint="churn").status_code == 404  # never loaded, so not served

@@ -4,6 +4,7 @@ over real HTTP in its own process, and decides. Each scenario runs once (about 4
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from typing import Any
@@ -18,14 +19,23 @@ from modelcanary.engine.outcomes import ROLLBACK_TAG
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 
-def _modelcanary(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "modelcanary", *args], capture_output=True, text=True, timeout=200)
+def _modelcanary(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "modelcanary", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=200, env=env)
 
 
 def _run(tmp_path_factory: pytest.TempPathFactory, scenario: str) -> tuple[dict[str, Any], Workspace]:
+    """The demo in a fresh work folder: given by ``--workdir`` for drift, and for good by
+    ``$MODELCANARY_WORKDIR``, as for every other command."""
     workdir = tmp_path_factory.mktemp(f"demo-{scenario}")
     summary_path = workdir / "summary.json"
-    result = _modelcanary("demo", "--scenario", scenario, "--workdir", str(workdir), "--json", str(summary_path))
+    args = ["demo", "--scenario", scenario, "--json", str(summary_path)]
+    env = {name: value for name, value in os.environ.items() if not name.startswith("MODELCANARY_")}
+    if scenario == "drift":
+        args += ["--workdir", str(workdir)]
+    else:
+        env["MODELCANARY_WORKDIR"] = str(workdir)
+    result = _modelcanary(*args, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(summary_path.read_text()), Workspace.at(workdir)
 
@@ -49,7 +59,6 @@ def test_drift_rolls_back_on_label_accuracy(drift: tuple[dict[str, Any], Workspa
     assert 0 < summary["candidate_requests"] < summary["baseline_requests"]
     assert summary["labels_received"] >= 300
     assert summary["failed_requests"] == 0
-    assert summary["seconds"] < 120
 
 
 def test_drift_tags_the_candidate_and_leaves_the_champion(drift: tuple[dict[str, Any], Workspace]) -> None:
@@ -66,7 +75,6 @@ def test_good_candidate_is_promoted_through_every_step(good: tuple[dict[str, Any
     summary, space = good
     assert summary["final_phase"] == "promoted", summary["reason"]
     assert summary["steps_reached"] == 4
-    assert summary["seconds"] < 120
     state, _ = space.store().get(summary["rollout_id"])
     weights = [t.weight for t in space.store().history(state.id)]
     assert weights == [10, 25, 50, 100, 100]
