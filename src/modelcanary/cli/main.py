@@ -318,15 +318,17 @@ def watch_command(
     show_default=True,
     help="drift: the candidate wins offline but loses on drifted live traffic; good: it really is better",
 )
-@click.option("--workdir", type=click.Path(file_okay=False), default=".modelcanary", show_default=True)
+@workspace_options
 @click.option("--port", default=0, type=int, help="gateway port (default: a free one)")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write a summary here")
 @errors_to_exit
-def demo(scenario: str, workdir: str, port: int, json_path: str | None) -> None:
+def demo(
+    scenario: str, workdir: str | None, store: str | None, registry: str | None, port: int, json_path: str | None
+) -> None:
     """Train two fraud models, roll the candidate out on simulated live traffic, and watch it decide."""
     from modelcanary.sim.demo import run_demo
 
-    summary = run_demo(scenario=scenario, workdir=Path(workdir), port=port)
+    summary = run_demo(scenario=scenario, space=Workspace.at(workdir, store=store, registry=registry), port=port)
     if json_path:
         Path(json_path).write_text(json.dumps(summary, indent=2))
 

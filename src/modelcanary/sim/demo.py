@@ -19,7 +19,6 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from importlib.resources import files
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -193,6 +192,10 @@ def _start_server(space: Workspace, port: int) -> subprocess.Popen[bytes]:
             "serve",
             "--workdir",
             str(space.workdir),
+            "--store",
+            space.store_url,
+            "--registry",
+            space.registry_uri,
             "--port",
             str(port),
             "--tick",
@@ -214,13 +217,12 @@ def _start_server(space: Workspace, port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError(f"modelcanary serve did not listen on port {port} within 60 s")
 
 
-def run_demo(*, scenario: str, workdir: Path, port: int = 0) -> dict[str, Any]:
+def run_demo(*, scenario: str, space: Workspace, port: int = 0) -> dict[str, Any]:
     from rich.console import Console
     from rich.live import Live
 
     console = Console(stderr=True)
     started = time.monotonic()
-    space = Workspace.at(workdir)
     console.print(f"[bold]modelcanary demo[/] ({scenario}): work folder {space.workdir}")
     with console.status("training and registering a baseline and a candidate fraud model"):
         offline = register_models(space)
