@@ -19,8 +19,8 @@ def test_every_rollout_is_decided_and_both_gateways_follow(store_url: str, proce
     # every active rollout, every round (each round ends by aborting one), whichever process saved it
     assert row["decisions"] == 12 + 11
     assert row["decision_latency_ms_p99"] >= row["decision_latency_ms_p50"] > 0
-    assert row["propagation_ms_p50"] is not None and 0 < row["propagation_ms_max"] < 10_000
-    assert row["ticks_per_s"] == pytest.approx(1 / row["tick_s_median"])
+    assert row["propagated"] == 2 * 2  # each round's routing change, applied by both gateways
+    assert 0 < row["propagation_ms_p50"] <= row["propagation_ms_max"]
 
 
 def test_the_command_prints_and_writes_its_rows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,6 +3,7 @@ that is not there. Against the control API on a real server on loopback."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,7 +101,9 @@ def test_roles_and_endpoints_limit_what_a_token_does(server: tuple[str, str], sp
     hidden = _run("rollout", "status", rollout_id, *elsewhere)
     assert hidden.exit_code == 2 and "404" not in hidden.stderr and rollout_id in hidden.stderr
     assert _run("rollout", "abort", rollout_id, *elsewhere).exit_code == 2
-    assert _run("rollout", "status", rollout_id, *viewer).exit_code == 0  # nothing was done to it
+    # nothing was done to it: the refused pause, promote and abort left it as it started
+    (state,) = json.loads(_run("rollout", "list", "--json", *viewer).stdout)
+    assert (state["id"], state["phase"], state["paused"]) == (rollout_id, "pending", False)
 
 
 def test_an_unreachable_server_is_a_clear_error(spec_file: Path) -> None:

@@ -247,7 +247,8 @@ def test_a_controller_killed_takes_its_worker_processes_with_it(tmp_path: Path) 
     while len(children(process.pid)) < 2 and time.monotonic() < deadline:  # the worker, and spawn's tracker
         time.sleep(0.1)
     spawned = children(process.pid)
-    assert spawned, "the controller started no worker"
+    workers = [pid for pid in spawned if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert workers, f"the controller started no worker process, only {spawned}"
     process.send_signal(signal.SIGKILL)
     process.wait()
     deadline = time.monotonic() + 10

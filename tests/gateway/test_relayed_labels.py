@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from typing import Any
 
@@ -120,8 +121,14 @@ def test_refusals_name_the_item_where_it_stood_in_the_batch(store_url: str, serv
 class _SlowTake(SqlStore):
     """The real store, answering ``take_labels`` only a while after its DELETE committed."""
 
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.deleted = threading.Event()  # set once a take's DELETE committed, before it returns
+
     def take_labels(self, issuer: str) -> list[tuple[str, int]]:
         taken = super().take_labels(issuer)
+        if taken:
+            self.deleted.set()
         time.sleep(0.3)
         return taken
 
@@ -140,7 +147,8 @@ def test_a_flush_cancelled_mid_take_loses_no_label(store_url: str, long_rollout_
         _, _, ids = await gateway._predict(serving, {}, {"x": [1.0, 2.0]}, "inputs")
         store.relay_labels("other", [(gateway.recorder.issuer, each, 1) for each in ids])
         flush = asyncio.get_running_loop().create_task(gateway.flush())
-        await asyncio.sleep(0.1)  # the take has deleted the rows and not returned yet
+        # the take has deleted the rows and not returned yet
+        assert await asyncio.to_thread(store.deleted.wait, 30)
         flush.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await flush
