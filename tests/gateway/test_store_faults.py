@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from modelcanary.adapters.store.sql import SqlStore
 from modelcanary.domain.errors import StoreError
@@ -78,8 +79,10 @@ class Proxy:
 
 
 @pytest.fixture
-def proxy() -> Iterator[Proxy]:
-    forwarder = Proxy(("127.0.0.1", 5432))
+def proxy(store_url: str) -> Iterator[Proxy]:
+    """A proxy to the PostgreSQL server the test's store URL names."""
+    url = sa.engine.make_url(store_url)
+    forwarder = Proxy((url.host or "127.0.0.1", url.port or 5432))
     yield forwarder
     forwarder.cut()
 
@@ -87,9 +90,8 @@ def proxy() -> Iterator[Proxy]:
 @pytest.fixture
 def proxied(store_url: str, proxy: Proxy) -> Iterator[SqlStore]:
     """A store on PostgreSQL reached through ``proxy``."""
-    if "127.0.0.1:5432" not in store_url:
-        pytest.skip("the proxy forwards to 127.0.0.1:5432")
-    store = SqlStore(store_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}"))
+    url = sa.engine.make_url(store_url).set(host="127.0.0.1", port=proxy.port)
+    store = SqlStore(url.render_as_string(hide_password=False))
     yield store
     store.close()
 
