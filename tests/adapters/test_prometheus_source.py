@@ -1,6 +1,10 @@
 """Prometheus as a metric source, against a real Prometheus server (Debian's ``prometheus``
-binary, started here on loopback with a temp config and storage) scraping a real target: a process
-exposing prometheus_client counters and a histogram per model version, driven by the test.
+binary, started here on loopback with a temp config and storage: tests/prometheus_support.py)
+scraping a real target: a process exposing prometheus_client counters and a histogram per model
+version, driven by the test.
+
+Every test counts from the target's totals when it starts and waits for Prometheus to scrape the
+traffic it drove, so none depends on which of the module's tests ran before it.
 
 Skips when the binary is missing, unless ``MODELCANARY_REQUIRE_PROMETHEUS`` is set (CI sets it)."""
 
@@ -8,14 +12,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import time
-import urllib.parse
 import urllib.request
 from bisect import bisect_right
 from collections.abc import Iterator
@@ -35,9 +35,7 @@ from modelcanary.domain.errors import SpecError
 from modelcanary.domain.phases import Phase
 from modelcanary.domain.spec import Source, load_spec
 from modelcanary.domain.telemetry import LATENCY_EDGES_MS
-
-SCRAPE = "200ms"
-WAIT_S = 60.0  # for Prometheus to start or to scrape what the test drove; never reached when it works
+from tests.prometheus_support import free_port, prometheus_binary, prometheus_server, wait_for_value
 
 
 @dataclass
@@ -60,78 +58,28 @@ class Prometheus:
                 return int(float(line.split()[-1]))
         return 0
 
-    def value(self, query: str) -> float:
-        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": query})
-        with urllib.request.urlopen(url, timeout=10) as response:
-            result = json.load(response)["data"]["result"]
-        return float(result[0]["value"][1]) if result else 0.0
-
     def scraped(self, version: str, requests: int) -> None:
         """Wait until Prometheus holds ``requests`` requests of ``version`` (and the same in the
         histogram, scraped in the same sample)."""
-        deadline = time.monotonic() + WAIT_S
         query = f'sum(model_requests_total{{version="{version}"}})'
-        while self.value(query) != requests:
-            assert time.monotonic() < deadline, f"Prometheus never scraped {requests} requests of v{version}"
-            time.sleep(0.05)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        wait_for_value(self.url, query, requests, f"scraped {requests} requests of v{version}")
 
 
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        if os.environ.get("MODELCANARY_REQUIRE_PROMETHEUS"):
-            pytest.fail("MODELCANARY_REQUIRE_PROMETHEUS is set but no prometheus binary is on PATH")
-        pytest.skip("no prometheus binary on PATH (apt-get install prometheus); set MODELCANARY_REQUIRE_PROMETHEUS")
+    prometheus_binary()  # skips (or fails, in CI) before the target starts
     root = tmp_path_factory.mktemp("prometheus")
     target = subprocess.Popen(
         [sys.executable, str(Path(__file__).with_name("prometheus_target.py"))], stdout=subprocess.PIPE, text=True
     )
-    server = None
     try:
         assert target.stdout is not None
         target_port = int(target.stdout.readline())
-        (root / "prometheus.yml").write_text(
-            f"global: {{scrape_interval: {SCRAPE}, scrape_timeout: {SCRAPE}}}\n"
-            f"scrape_configs:\n- job_name: model\n  static_configs: [{{targets: ['127.0.0.1:{target_port}']}}]\n"
-        )
-        port = _free_port()
-        server = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={root / 'prometheus.yml'}",
-                f"--storage.tsdb.path={root / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=(root / "prometheus.log").open("w"),
-        )
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + WAIT_S
-        while True:
-            assert server.poll() is None, (root / "prometheus.log").read_text()[-2000:]
-            try:
-                urllib.request.urlopen(f"{url}/-/ready", timeout=2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "Prometheus did not get ready"
-                time.sleep(0.1)
-        running = Prometheus(url=url, target=f"http://127.0.0.1:{target_port}")
-        while running.value('up{job="model"}') != 1:  # its first scrape of the target
-            assert time.monotonic() < deadline, "Prometheus never scraped the target"
-            time.sleep(0.05)
-        yield running
+        with prometheus_server(root, {"model": f"127.0.0.1:{target_port}"}) as url:
+            yield Prometheus(url=url, target=f"http://127.0.0.1:{target_port}")
     finally:
-        for process in (server, target):
-            if process is not None:
-                process.terminate()
-                process.wait(timeout=30)
+        target.terminate()
+        target.wait(timeout=30)
 
 
 def source(url: str, *, candidate_requests: str = 'sum(model_requests_total{version="2"})') -> dict[str, Any]:
@@ -153,16 +101,17 @@ def source(url: str, *, candidate_requests: str = 'sum(model_requests_total{vers
 
 
 def test_reads_each_variants_growth_since_the_start(prometheus: Prometheus) -> None:
+    before = {version: prometheus.driven(version) for version in "12"}
     # traffic before the rollout starts is not the rollout's
     prometheus.drive("1", [0.004] * 30, errors=3)
     prometheus.drive("2", [0.004] * 10)
-    prometheus.scraped("1", 30)
-    prometheus.scraped("2", 10)
+    prometheus.scraped("1", before["1"] + 30)
+    prometheus.scraped("2", before["2"] + 10)
     since = time.time()
     prometheus.drive("1", [0.004] * 100, errors=1)
     prometheus.drive("2", [0.004] * 50 + [0.3] * 40 + [20.0] * 10, errors=7)
-    prometheus.scraped("1", 130)
-    prometheus.scraped("2", 110)
+    prometheus.scraped("1", before["1"] + 130)
+    prometheus.scraped("2", before["2"] + 110)
 
     measurement = PrometheusMetrics().measure(
         Source.model_validate(source(prometheus.url)), since=since, until=time.time()
@@ -182,13 +131,16 @@ def test_reads_each_variants_growth_since_the_start(prometheus: Prometheus) -> N
 
 
 def test_a_windowed_query_reads_increase_over_the_rollouts_age(prometheus: Prometheus) -> None:
+    # a sample of v2's series before the window: increase() counts growth from one, and a series
+    # first scraped with the window's traffic in it (this test alone) would show none
+    prometheus.drive("2", [0.004])
     before = prometheus.driven("2")
     prometheus.scraped("2", before)
     since = time.time()
     # a window spanning many scrapes, the traffic in its middle: increase() needs two samples or more
     time.sleep(1.5)
     prometheus.drive("2", [0.004] * 100)
-    prometheus.scraped("2", int(before) + 100)
+    prometheus.scraped("2", before + 100)
     time.sleep(1.5)
     config = source(prometheus.url)
     config["prometheus"]["candidate"] = {
@@ -217,8 +169,11 @@ def test_a_windowed_query_reads_increase_over_the_rollouts_age(prometheus: Prome
 def test_a_failed_query_is_data_naming_the_query(
     prometheus: Prometheus, candidate_requests: str, expected: str
 ) -> None:
-    prometheus.drive("1", [0.01])
-    prometheus.drive("2", [0.01])
+    # both versions' series exist (the second case needs two), and Prometheus holds this traffic
+    # before the test ends: none of it lands in a later test's window
+    for version in "12":
+        prometheus.drive(version, [0.01])
+        prometheus.scraped(version, prometheus.driven(version))
     config = Source.model_validate(source(prometheus.url, candidate_requests=candidate_requests))
 
     measurement = PrometheusMetrics().measure(config, since=time.time() - 60, until=time.time())
@@ -228,7 +183,7 @@ def test_a_failed_query_is_data_naming_the_query(
 
 
 def test_an_unreachable_server_is_data_too() -> None:
-    config = Source.model_validate(source(f"http://127.0.0.1:{_free_port()}"))
+    config = Source.model_validate(source(f"http://127.0.0.1:{free_port()}"))
     measurement = PrometheusMetrics().measure(config, since=0.0, until=1.0)
     assert measurement.telemetry is None and measurement.error is not None and "refused" in measurement.error
 
@@ -277,7 +232,8 @@ def run_until_ended(controller: Controller, store: SqlStore, rollout_id: str, dr
 def test_the_controller_rolls_back_a_candidate_failing_in_prometheus(prometheus: Prometheus, open_store: Any) -> None:
     store = open_store()
     state = start_rollout(store, fraud_registry(), rollout_spec(prometheus.url), source="spec", actor="test")
-    seen = {version: prometheus.driven(version) for version in "12"}
+    started = {version: prometheus.driven(version) for version in "12"}
+    seen = dict(started)
 
     def drive() -> None:  # the candidate fails one request in five; the baseline one in a hundred
         for version, errors in (("1", 2), ("2", 40)):
@@ -292,10 +248,11 @@ def test_the_controller_rolls_back_a_candidate_failing_in_prometheus(prometheus:
     assert "error-rate failed" in ended.reason
     # the report reads what the controller read from Prometheus, from the store
     report = rollout_report(store, state.id)
-    assert report.telemetry.candidate.requests > 0
-    # one in five, within a point: the rollout's window may take in a few error-free requests that
-    # this module's earlier tests sent just before it started (806 requests, 160 errors, seen once)
-    assert report.telemetry.candidate.errors / report.telemetry.candidate.requests == pytest.approx(0.2, abs=0.01)
+    # exactly the candidate's traffic since the rollout started, one request in five failed: every
+    # test waits for Prometheus to scrape what it drove, so no earlier traffic lands in this window
+    candidate = report.telemetry.candidate
+    served = seen["2"] - started["2"]
+    assert served > 0 and (candidate.requests, candidate.errors) == (served, served // 5)
 
 
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)

@@ -1,9 +1,11 @@
-"""``/metrics`` over real HTTP: the counts match what was served, and every series the Grafana
-dashboard charts is one a live gateway exports."""
+"""``/metrics`` over real HTTP: the counts match what was served, and every query of the Grafana
+dashboard runs in a real Prometheus scraping a live gateway (tests/prometheus_support.py) and
+charts that gateway's traffic."""
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import Counter
 from pathlib import Path
@@ -12,15 +14,18 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from modelcanary.domain.spec import CircuitBreaker, StickyKey
+from modelcanary.domain.spec import Cache, CircuitBreaker, Shadow, StickyKey
 from modelcanary.domain.state import Route
 from modelcanary.gateway.app import VARIANT_HEADER, Gateway
+from tests.prometheus_support import api, prometheus_server, wait_for_value
+
+from .support import wait_for
 
 DASHBOARD = Path(__file__).parents[2] / "deploy" / "grafana" / "modelcanary.json"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-def _route(registry: Any, rollout_id: str, weight: float, breaker: CircuitBreaker | None = None) -> Route:
+def _route(registry: Any, rollout_id: str, weight: float, breaker: CircuitBreaker | None = None, **more: Any) -> Route:
     return Route(
         endpoint="fraud",
         baseline=registry.resolve("models:/fraud@champion"),
@@ -29,6 +34,7 @@ def _route(registry: Any, rollout_id: str, weight: float, breaker: CircuitBreake
         rollout_id=rollout_id,
         sticky=StickyKey(header="x-user-id"),
         breaker=breaker,
+        **more,
     )
 
 
@@ -50,27 +56,33 @@ def _value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
+def _traffic(http: Any, mlflow_registry: Any) -> tuple[Counter[str], Counter[str], Counter[tuple[str, str]]]:
+    """40 requests of 1 to 3 rows, labels for every fourth: the requests and rows each variant
+    served, and the labels it got by (variant, label)."""
+    requests, rows, labels = Counter[str](), Counter[str](), Counter[tuple[str, str]]()
+    for who in range(40):
+        batch = mlflow_registry.rows[: 1 + who % 3]
+        response = http.post(
+            "/v1/endpoints/fraud/invocations", json={"dataframe_records": batch}, headers={"x-user-id": f"u{who}"}
+        )
+        assert response.status_code == 200
+        variant, ids = response.headers[VARIANT_HEADER], response.json()["prediction_ids"]
+        requests[variant] += 1
+        rows[variant] += len(ids)
+        if who % 4 == 0:
+            items = [{"prediction_id": i, "label": who % 8 // 4} for i in ids]
+            assert http.post("/v1/feedback", json={"labels": items}).status_code == 200
+            labels[(variant, str(who % 8 // 4))] += len(ids)
+    return requests, rows, labels
+
+
 @pytest.fixture
 def served(serve: Any, store: Any, pyfunc_backend: Any, registry: Any, mlflow_registry: Any) -> Any:
     """A gateway at 50% that served 40 requests of 1 to 3 rows and got labels for some of them."""
     store.put_route(_route(registry, "r-metrics", 50.0))
     running = serve.start(Gateway(routes=store, backend=pyfunc_backend, telemetry=store, source="gw-m"))
-    requests, rows, labels = Counter[str](), Counter[str](), Counter[tuple[str, str]]()
     with running.client() as http:
-        for who in range(40):
-            batch = mlflow_registry.rows[: 1 + who % 3]
-            response = http.post(
-                "/v1/endpoints/fraud/invocations", json={"dataframe_records": batch}, headers={"x-user-id": f"u{who}"}
-            )
-            assert response.status_code == 200
-            variant, ids = response.headers[VARIANT_HEADER], response.json()["prediction_ids"]
-            requests[variant] += 1
-            rows[variant] += len(ids)
-            if who % 4 == 0:
-                items = [{"prediction_id": i, "label": who % 8 // 4} for i in ids]
-                assert http.post("/v1/feedback", json={"labels": items}).status_code == 200
-                labels[(variant, str(who % 8 // 4))] += len(ids)
-        yield http, requests, rows, labels
+        yield (http, *_traffic(http, mlflow_registry))
 
 
 def test_metrics_count_what_was_served(served: Any) -> None:
@@ -131,20 +143,99 @@ def _expressions(node: Any) -> list[str]:
     return found
 
 
-def test_every_series_on_the_dashboard_is_exported(served: Any) -> None:
+def test_every_query_on_the_dashboard_reads_the_gateways_series_by_their_labels(served: Any) -> None:
+    """What evaluating the queries (below) does not show: a query of no gateway series at all
+    still answers, and so does one grouping ``by (...)`` a label no series carries (one group, the
+    label empty; a legend need not name it: p50/p99 group by lane)."""
     http = served[0]
-    dashboard = json.loads(DASHBOARD.read_text())
-    assert dashboard["panels"], "the dashboard has no panels"
     _, exported = _scrape(http)
-    expressions = _expressions(dashboard)
-    assert len(expressions) >= len(dashboard["panels"])
-    for expression in expressions:
+    for expression in _expressions(json.loads(DASHBOARD.read_text())):
         names = re.findall(r"\bmodelcanary_[a-z0-9_]+", expression)
         assert names, f"no modelcanary series in {expression!r}"
-        for name in names:
-            assert name in exported, f"the dashboard charts {name}, which the gateway does not export"
-        # and the labels it groups by are labels those series carry
-        carried = set().union(*(exported[name] for name in names))
+        carried = set().union(*(exported.get(name, set()) for name in names))
         for group in re.findall(r"by \(([^)]*)\)", expression):
             for label in (part.strip() for part in group.split(",")):
                 assert label in carried, f"{expression!r} groups by {label!r}, which {names} do not carry"
+
+
+# What Grafana puts for the dashboard's variables: $endpoint as it writes a selection of several
+# endpoints for a =~ matcher (fraud and one with no series: a plain = matcher would match nothing);
+# $__rate_interval and $__range as windows reaching back past this test's Prometheus's first sample,
+# taken before the traffic (Grafana's $__rate_interval is 4 scrape intervals or more, 1m by default).
+VARIABLES = {"$endpoint": "(fraud|gone)", "$__rate_interval": "5m", "$__range": "1h"}
+# Panels (title, refId) that chart faults this traffic has none of: every series at 0. Every other
+# query charts some series above 0.
+AT_ZERO = {
+    ("Error ratio", "A"),
+    ("Circuit breaker", "A"),
+    ("Circuit breaker", "B"),
+    ("Candidate calls abandoned at their deadline", "A"),
+    ("Shadow lane: copies predicted and shed", "B"),
+}
+
+
+def _targets(dashboard: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(panel title, refId, expression, legend) of every query the panels chart."""
+    return [
+        (panel["title"], target["refId"], target["expr"], target.get("legendFormat", ""))
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+    ]
+
+
+def _substituted(expression: str) -> str:
+    for variable in sorted(VARIABLES, key=len, reverse=True):  # the longest first: none is cut short
+        expression = expression.replace(variable, VARIABLES[variable])
+    assert "$" not in expression, f"a dashboard variable this test does not set: {expression!r}"
+    return expression
+
+
+def test_every_query_on_the_dashboard_charts_a_live_gateway_in_prometheus(
+    serve: Any, store: Any, pyfunc_backend: Any, registry: Any, mlflow_registry: Any, tmp_path: Path
+) -> None:
+    # every lane the dashboard charts gets traffic: the candidate at 50%, a shadow copy of each
+    # request the baseline serves, and a cache that the repeated rows hit
+    route = _route(registry, "r-dashboard", 50.0, cache=Cache(), shadow=Shadow(sample=1.0))
+    store.put_route(route)
+    gateway = Gateway(routes=store, backend=pyfunc_backend, telemetry=store, source="gw-dash")
+    running = serve.start(gateway)
+    with prometheus_server(tmp_path, {"gateway": running.url.removeprefix("http://")}) as prometheus:
+        # a sample of the endpoint's three lanes before any traffic, so rate() sees the traffic as growth
+        lanes = 'count(modelcanary_requests_total{endpoint="fraud"})'
+        wait_for_value(prometheus, lanes, 3, "scraped the endpoint's lanes")
+        with running.client() as http:
+            requests, _, _ = _traffic(http, mlflow_registry)
+            wait_for(lambda: gateway.shadow.done == requests["baseline"], "the shadow copies", timeout=30.0)
+            samples, _ = _scrape(http)
+        total = sum(value for (name, _), value in samples.items() if name == "modelcanary_requests_total")
+        assert total == 40 + requests["baseline"]
+        wait_for_value(prometheus, "sum(modelcanary_requests_total)", total, "scraped the traffic")
+
+        dashboard = json.loads(DASHBOARD.read_text())
+        # the endpoint variable's query (Grafana's label_values(), not PromQL: Grafana asks this API)
+        (variable,) = [each for each in dashboard["templating"]["list"] if each["name"] == "endpoint"]
+        match = re.fullmatch(r"label_values\((\w+), *(\w+)\)", variable["definition"])
+        assert match, f"an endpoint variable query this test cannot evaluate: {variable['definition']!r}"
+        values = api(prometheus, f"/api/v1/label/{match[2]}/values", **{"match[]": match[1]})
+        assert values == {"status": "success", "data": ["fraud"]}, values
+
+        targets = _targets(dashboard)
+        assert dashboard["panels"] and all(panel["targets"] for panel in dashboard["panels"])
+        assert not AT_ZERO - {(title, ref) for title, ref, _, _ in targets}, "AT_ZERO names a query the dashboard lacks"
+        for title, ref, expression, legend in targets:
+            query = _substituted(expression)
+            answer = api(prometheus, "/api/v1/query", query=query)
+            where = f"{title!r} {ref}: {query}"
+            assert answer["status"] == "success", f"{where}: {answer.get('errorType')}: {answer.get('error')}"
+            assert answer["data"]["resultType"] == "vector", where
+            result = answer["data"]["result"]
+            assert result, f"{where} charts nothing"
+            for series in result:  # each label the legend shows is on every series it charts
+                for label in re.findall(r"\{\{ *(\w+) *\}\}", legend):
+                    assert label in series["metric"], f"{where}: legend {legend!r} names {label!r}, not on {series}"
+            points = [float(series["value"][1]) for series in result]
+            assert all(math.isfinite(point) for point in points), f"{where}: {result}"
+            if (title, ref) in AT_ZERO:
+                assert all(point == 0 for point in points), f"{where}: {result}"
+            else:
+                assert any(point > 0 for point in points), f"{where} charts only zeros: {result}"
