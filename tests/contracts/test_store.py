@@ -509,6 +509,32 @@ def test_events_cut_off_the_end_are_caught_by_the_head(store: SqlStore) -> None:
     assert broken.id == events[2]["id"] and "cut off the end" in broken.reason
 
 
+def test_an_append_during_a_verify_walk_commits_and_is_no_cut(open_store: Callable[[], SqlStore]) -> None:
+    """A verify reads the chain's head, then walks its events; another writer appends an event and
+    commits in between. The walk reads one snapshot, so it does not take the longer chain for a cut
+    (PostgreSQL read each statement afresh), and it holds no write lock, so the writer goes on at
+    once (SQLite's BEGIN IMMEDIATE made it wait out the busy timeout). A real cut is still caught."""
+    verifier, writer = open_store(), open_store()
+    _chain(writer)
+    appended: list[int] = []
+
+    def append_before_the_walk(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.lstrip().startswith("SELECT audit.id") and not appended:
+            writer.append_audit(at=2_000.0, actor="ops", action="note", rollout_id=None, detail={"n": 1})
+            appended.append(len(writer.audit_events()))
+
+    sa.event.listen(verifier.engine, "before_cursor_execute", append_before_the_walk)
+    try:
+        assert verifier.verify_audit() == (5, None)  # the chain as it was when the walk began
+    finally:
+        sa.event.remove(verifier.engine, "before_cursor_execute", append_before_the_walk)
+    assert appended == [6]  # committed while the walk's transaction was open
+    assert verifier.verify_audit() == (6, None)
+    _tamper(writer, audit.delete().where(audit.c.id == writer.audit_events()[-1]["id"]))
+    count, broken = verifier.verify_audit()
+    assert count == 5 and broken is not None and "cut off the end" in broken.reason
+
+
 def test_reordered_audit_rows_break_the_chain(store: SqlStore) -> None:
     _chain(store)
     first, second = store.audit_events()[:2]

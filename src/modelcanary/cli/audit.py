@@ -33,8 +33,9 @@ def audit_verify(ops: Operations) -> None:
             f"audit chain BROKEN at event id {broken.id} (position {broken.position} of {check.count}): {broken.reason}"
         )
         sys.exit(EXIT_ENDED_BADLY)
-    events = ops.audit_events()
-    head = events[-1]["hash"] if events else "(empty)"
+    # the head that was verified, the last of its events: any appended since are not vouched for
+    verified = ops.audit_events()[: check.count]
+    head = verified[-1]["hash"] if verified else "(empty)"
     click.echo(f"audit chain verified: {check.count} events, head {head}")
 
 

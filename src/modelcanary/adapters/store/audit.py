@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from modelcanary.adapters.store.schema import AUDIT_LOCK, GENESIS, audit, audit_hash, audit_head
+from modelcanary.adapters.store.schema import AUDIT_LOCK, GENESIS, audit, audit_hash, audit_head, reading
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,9 @@ class AuditLog:
         can rewrite the table can rewrite the head too: keep the head hash that ``audit export``
         prints somewhere else as well.)"""
         previous, count, last_id = GENESIS, 0, 0
-        with self.engine.connect() as conn:
+        # the head and the events from one snapshot, or an append between the two reads would look
+        # like a cut; and, on SQLite, without the write lock, which a long walk would hold from writers
+        with reading(self.engine.connect()) as conn:
             head = conn.execute(sa.select(audit_head.c.count, audit_head.c.hash)).first()
             for position, row in enumerate(conn.execute(sa.select(audit).order_by(audit.c.id))):
                 count += 1

@@ -1,7 +1,7 @@
 """The store's schema and connections: the tables (as Alembic's migrations build them), engines
-for SQLite (WAL, ``BEGIN IMMEDIATE``) and PostgreSQL (psycopg 3), and the upgrade run whenever a
-store is opened: in one transaction, under a lock, so two processes opening an old store at once
-upgrade it once. When the store is already at ``HEAD``, Alembic is not even imported.
+for SQLite (WAL, ``BEGIN IMMEDIATE`` but for readers) and PostgreSQL (psycopg 3), and the upgrade
+run whenever a store is opened: in one transaction, under a lock, so two processes opening an old
+store at once upgrade it once. When the store is already at ``HEAD``, Alembic is not even imported.
 """
 
 from __future__ import annotations
@@ -129,6 +129,7 @@ HEAD = "0006"  # the newest migration in migrations/versions (tests check that t
 MIGRATIONS = Path(__file__).parent / "migrations"
 # PostgreSQL advisory-lock keys: one serialises schema upgrades, one the audit chain's appends
 MIGRATION_LOCK, AUDIT_LOCK = 0x6D63_0001, 0x6D63_0002
+READ_ONLY = "modelcanary_read_only"  # the execution option ``reading`` sets on a SQLite connection
 
 
 def audit_hash(prev_hash: str, event: dict[str, Any]) -> str:
@@ -182,9 +183,19 @@ def engine_for(url: str) -> Engine:
 
     @sa.event.listens_for(engine, "begin")
     def _begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # a reader (see ``reading``) takes no lock: in WAL mode it reads a snapshot beside the writers
+        read_only = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
 
     return engine
+
+
+def reading(conn: Connection) -> Connection:
+    """``conn``, set before its first statement to read one snapshot in one transaction and take no
+    write lock: a deferred ``BEGIN`` on SQLite (WAL), ``REPEATABLE READ`` on PostgreSQL."""
+    if conn.dialect.name == "postgresql":
+        return conn.execution_options(isolation_level="REPEATABLE READ")
+    return conn.execution_options(**{READ_ONLY: True})
 
 
 def schema_revision(conn: Connection) -> str | None:
