@@ -392,3 +392,60 @@ def test_a_character_yaml_does_not_allow_is_a_spec_error_at_its_line() -> None:
     with pytest.raises(SpecError) as caught:
         load_spec("apiVersion: modelcanary/v1\nkind: \x07Rollout\n")
     assert caught.value.problems == [("line 2", "character '\\x07' is not allowed in YAML")]
+
+
+def test_a_yaml_alias_is_refused_at_its_line() -> None:
+    text = _edit(
+        "      - weight: 5\n      - weight: 50\n", "      - &first {weight: 5}\n      - {<<: *first, weight: 50}\n"
+    )
+    assert _problems(text) == [("line 12", "YAML aliases (*first) are not allowed: write the value out")]
+
+
+def test_nested_aliases_are_refused_before_they_expand() -> None:
+    """ "Billion laughs": each level repeats the one before nine times; expanded, these few hundred
+    bytes are 9**6 strings (9**9 took seconds and gigabytes)."""
+    levels = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    levels += [f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 9)}]" for n in range(1, 7)]
+    text = MINIMAL + "\n".join(levels) + "\n"
+    assert _problems(text) == [("line 17", "YAML aliases (*a0) are not allowed: write the value out")]
+
+
+PROMETHEUS = """\
+  source:
+    prometheus:
+      url: URL
+      baseline: {requests: baseline_requests_total, errors: baseline_errors_total}
+      candidate: {requests: candidate_requests_total, errors: candidate_errors_total}
+"""
+NOTIFY = """\
+  notify:
+    - url: URL
+"""
+BAD_PORT = "has a bad port: give a number from 1 to 65535, or none"
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://prometheus:909O", BAD_PORT),
+        ("http://hooks.example:notaport/x", BAD_PORT),
+        ("http://hooks.example:0/x", BAD_PORT),
+        ("https://hooks.example:65536/x", BAD_PORT),
+        ("http://:9090/x", "names no host"),
+        ("http://[::1/x", "is not a URL: Invalid IPv6 URL"),
+    ],
+)
+@pytest.mark.parametrize(
+    ("block", "where"),
+    [(PROMETHEUS, "spec.source.prometheus.url (line 18)"), (NOTIFY, "spec.notify[0].url (line 17)")],
+    ids=["prometheus", "notify"],
+)
+def test_a_url_with_a_bad_port_or_no_host_is_refused_at_load(url: str, problem: str, block: str, where: str) -> None:
+    text = MINIMAL + block.replace("URL", url)
+    assert _problems(text) == [(where, f"Value error, {url!r} {problem}")]
+
+
+@pytest.mark.parametrize("url", ["http://prometheus:9090", "https://[::1]:443/api", "http://hooks.example/x?a=1"])
+def test_urls_with_a_host_and_a_good_port_or_none_are_read(url: str) -> None:
+    spec = load_spec(MINIMAL + PROMETHEUS.replace("URL", url) + NOTIFY.replace("URL", url))
+    assert spec.spec.source is not None and spec.spec.source.prometheus.url == url == spec.spec.notify[0].url

@@ -34,8 +34,11 @@ class Health(BaseModel):
     ok: bool
 
 
+MAX_SPEC = 1 << 20  # characters: a spec is a page or two of YAML; this bounds what the parser is given
+
+
 class StartRequest(BaseModel):
-    spec: str = Field(description="the rollout spec's YAML text")
+    spec: str = Field(max_length=MAX_SPEC, description="the rollout spec's YAML text, at most 1 MiB")
     source: str | None = Field(None, max_length=200, description="a name for the spec in error messages")
 
 

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import itertools
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BeforeValidator,
     Discriminator,
     Field,
@@ -264,12 +266,38 @@ class Gates(SpecModel):
         return refs
 
 
+def _http_url(url: str) -> str:
+    """A URL a client can call: http(s), a host, and a port from 1 to 65535 if it names one.
+
+    >>> _http_url("http://prometheus:909O")
+    Traceback (most recent call last):
+    ...
+    ValueError: 'http://prometheus:909O' has a bad port: give a number from 1 to 65535, or none
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # an unclosed [IPv6] host
+        raise ValueError(f"{url!r} is not a URL: {exc}") from None
+    if not parts.hostname:
+        raise ValueError(f"{url!r} names no host")
+    try:
+        port = parts.port  # None when none is given
+    except ValueError:  # not a number, or past 65535
+        port = 0
+    if port == 0:
+        raise ValueError(f"{url!r} has a bad port: give a number from 1 to 65535, or none")
+    return url
+
+
+HttpUrl = Annotated[str, Field(pattern=r"^https?://\S+$"), AfterValidator(_http_url)]
+
+
 class Notify(SpecModel):
     """A webhook told of every phase or step change: JSON (with an idempotency key, signed with
     HMAC-SHA256 when ``secret_env`` names an environment variable holding the secret) or a
     Slack-compatible ``{"text": ...}``."""
 
-    url: str = Field(pattern=r"^https?://\S+$")
+    url: HttpUrl
     secret_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     format: Literal["json", "slack"] = "json"
 
@@ -291,7 +319,7 @@ class VariantQueries(SpecModel):
 class PrometheusSource(SpecModel):
     """Telemetry for models served outside the gateway (Triton, KServe, Seldon), from PromQL."""
 
-    url: str = Field(pattern=r"^https?://", description="the Prometheus server, e.g. http://prometheus:9090")
+    url: HttpUrl = Field(description="the Prometheus server, e.g. http://prometheus:9090")
     baseline: VariantQueries
     candidate: VariantQueries
     interval: Seconds = Field(default=10.0, description="between reads; no shorter than the scrape interval")
@@ -374,9 +402,18 @@ def load_spec(text: str, *, source: str = "<spec>") -> RolloutSpec:
     """Parse and validate a YAML spec; raise ``SpecError`` naming each bad field and its line."""
     from ruamel.yaml import YAML
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
+    from ruamel.yaml.events import AliasEvent
     from ruamel.yaml.reader import ReaderError
 
     try:
+        # an alias repeats what its anchor holds, nested aliases exponentially ("billion laughs"):
+        # refused before anything is built
+        alias = next((event for event in YAML(typ="rt").parse(text) if isinstance(event, AliasEvent)), None)
+        if alias is not None:
+            where = f"line {alias.start_mark.line + 1}"
+            raise SpecError(
+                [(where, f"YAML aliases (*{alias.anchor}) are not allowed: write the value out")], source=source
+            )
         document = YAML(typ="rt").load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
