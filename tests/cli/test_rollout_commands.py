@@ -252,6 +252,46 @@ def test_watch_shows_the_evidence_until_the_rollout_ends(
     assert "promoted by test:operator" in watched.stdout
 
 
+def test_reasons_with_brackets_show_as_written(target: Target, spec_file: Path) -> None:
+    """A reason is stored and shown to every operator after: brackets in it are text, not Rich
+    markup (``[/]`` made every later list and status fail; ``[ops-12]`` vanished)."""
+    rollout_id = target.run("rollout", "start", str(spec_file)).stdout.strip()
+    assert target.run("rollout", "pause", rollout_id, "--reason", "see [/] notes").exit_code == 0
+    assert target.run("rollout", "resume", rollout_id, "--reason", "ticket [ops-12]").exit_code == 0
+    wide: dict[str, str | None] = {"COLUMNS": "250"}  # no wrapping inside the reasons
+    listed = target.run("rollout", "list", env=wide)
+    assert listed.exit_code == 0, listed.output
+    assert "ticket [ops-12]" in listed.stdout
+    shown = target.run("rollout", "status", rollout_id, env=wide)
+    assert shown.exit_code == 0, shown.output
+    assert "see [/] notes" in shown.stdout and "ticket [ops-12]" in shown.stdout
+
+
+def test_audit_verify_prints_the_head_it_verified(target: Target, spec_file: Path) -> None:
+    """An event appended while the verify walks the chain is not in the chain it verified, and its
+    hash is not the head it prints, though the events listed after the walk end with it."""
+    import sqlalchemy as sa
+
+    rollout_id = target.run("rollout", "start", str(spec_file)).stdout.strip()
+    verified = target.store.audit_events()
+    walks: list[str] = []
+
+    def append_during_the_walk(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.lstrip().startswith("SELECT audit.id"):
+            walks.append(statement)
+            if len(walks) == 1:
+                target.store.append_audit(at=time.time(), actor="ops", action="note", rollout_id=rollout_id, detail={})
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", append_during_the_walk)
+    try:
+        checked = target.run("audit", "verify")
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", append_during_the_walk)
+    assert len(walks) == 2 and len(target.store.audit_events()) == len(verified) + 1  # the walk, then the list
+    assert checked.exit_code == 0, checked.output
+    assert checked.stdout == f"audit chain verified: {len(verified)} events, head {verified[-1]['hash']}\n"
+
+
 def test_audit_export_and_a_tampered_chain(target: Target, spec_file: Path, tmp_path: Path) -> None:
     rollout_id = target.run("rollout", "start", str(spec_file)).stdout.strip()
     assert target.run("rollout", "abort", rollout_id).exit_code == 0

@@ -1,10 +1,14 @@
-"""What the CLI shows of a rollout: one report, rendered as rich tables or as JSON."""
+"""What the CLI shows of a rollout: one report, rendered as rich tables or as JSON.
+
+Rich reads ``[...]`` in a cell as markup: every stored string (a reason, an actor, a name) goes
+in escaped, or a reason like ``see [/] notes`` breaks the view for everyone from then on."""
 
 from __future__ import annotations
 
 import datetime as dt
 
 from rich.console import Group
+from rich.markup import escape
 from rich.table import Column, Table
 from rich.text import Text
 
@@ -25,29 +29,29 @@ def rollouts_table(states: list[RolloutState]) -> Table:
     for state in states:
         phase = state.phase.value + (" (paused)" if state.paused else "")
         models = f"{state.baseline.name} {state.baseline.version} -> {state.candidate.version}"
-        table.add_row(state.id, state.endpoint, phase, f"{state.weight:g}%", models, state.reason)
+        table.add_row(*map(escape, (state.id, state.endpoint, phase, f"{state.weight:g}%", models, state.reason)))
     return table
 
 
 def status_view(report: Report) -> Group:
     state, telemetry = report.state, report.telemetry
     head = Table.grid(padding=(0, 2))
-    head.add_row("rollout", state.id)
+    head.add_row("rollout", escape(state.id))
     head.add_row(
         "phase",
         f"{state.phase.value}{' (paused)' if state.paused else ''}, step {state.step + 1}, "
         f"candidate at {state.weight:g}%",
     )
-    head.add_row("models", f"{state.baseline.uri} -> {state.candidate.uri}")
+    head.add_row("models", escape(f"{state.baseline.uri} -> {state.candidate.uri}"))
     head.add_row(
         "traffic",
         f"baseline {telemetry.baseline.requests} requests, {telemetry.baseline.labels} labels; "
         f"candidate {telemetry.candidate.requests} requests, {telemetry.candidate.labels} labels",
     )
-    head.add_row("reason", state.reason)
+    head.add_row("reason", escape(state.reason))
     judgement = report.judgement
     if judgement.hold:
-        head.add_row("hold", judgement.hold)
+        head.add_row("hold", escape(judgement.hold))
     metrics = Table(
         "metric",
         "verdict",
@@ -56,11 +60,11 @@ def status_view(report: Report) -> Group:
         "limit",
         "samples b/c",
         "e-value",
-        title=f"judge: {judgement.judge}",
+        title=escape(f"judge: {judgement.judge}"),
     )
     for metric in judgement.metrics:
         metrics.add_row(
-            metric.name,
+            escape(metric.name),
             f"[{_STYLE[metric.verdict]}]{metric.verdict.value}[/]",
             *(
                 f"{value:.4g}" if value is not None else "-"
@@ -73,10 +77,10 @@ def status_view(report: Report) -> Group:
     for transition in report.history:
         history.add_row(
             _when(transition.at),
-            transition.actor,
+            escape(transition.actor),
             transition.target.value,
             f"{transition.weight:g}%",
-            transition.reason,
+            escape(transition.reason),
         )
     return Group(head, *_evidence(report.judgement), metrics, history)
 
@@ -94,7 +98,7 @@ def _evidence(judgement: Judgement) -> list[Text | Table]:
     grid.add_column(style="dim")  # an indent under the title
     for name, e_value, verdict in rows:
         if e_value is not None:
-            grid.add_row("", name, f"[{_STYLE[verdict]}]{_bar(e_value, threshold)}[/]│", f"{e_value:.3g}")
+            grid.add_row("", escape(name), f"[{_STYLE[verdict]}]{_bar(e_value, threshold)}[/]│", f"{e_value:.3g}")
     return [title, grid]
 
 
