@@ -112,15 +112,30 @@ def test_a_token_limited_to_endpoints_sees_and_acts_only_on_them(api: Api) -> No
     assert {e["rollout_id"] for e in api.call(team, "GET", "/api/v1/audit").json()} == {fraud}
 
     refused = api.call(team, "POST", f"/api/v1/rollouts/{churn}/pause")
-    assert (refused.status_code, refused.json()["detail"]) == (
-        403,
-        "token 'fraud-team' may not act on endpoint 'churn'",
-    )
+    assert (refused.status_code, refused.json()["detail"]) == (404, f"no rollout {churn!r}")
     assert api.call(team, "POST", f"/api/v1/rollouts/{fraud}/pause").json()["paused"] is True
     api.call("admin", "POST", f"/api/v1/rollouts/{fraud}/abort")
     assert api.call(team, "POST", "/api/v1/rollouts", json={"spec": spec_for("churn-2")}).status_code == 403
     assert api.call(team, "POST", "/api/v1/rollouts", json={"spec": spec_for("fraud")}).status_code == 201
     assert not api.store.get(churn)[0].paused
+
+
+def test_steering_a_rollout_the_token_cannot_see_is_404_and_one_it_sees_without_the_role_403(api: Api) -> None:
+    """Steering answers as reading does: a rollout on another endpoint does not exist for the token,
+    whatever its role; only one it sees but may not steer is 403 (and says which role it needs)."""
+    churn = api.start("admin", spec_for("churn"))
+    api.token("fraud-approver", Role.APPROVER, endpoints=["fraud"])
+    api.token("fraud-viewer", Role.VIEWER, endpoints=["fraud"])
+    api.token("churn-viewer", Role.VIEWER, endpoints=["churn"])
+    for command in ("pause", "resume", "abort", "promote", "approve"):
+        for team in ("fraud-approver", "fraud-viewer"):
+            hidden = api.call(team, "POST", f"/api/v1/rollouts/{churn}/{command}")
+            assert (hidden.status_code, hidden.json()["detail"]) == (404, f"no rollout {churn!r}"), (team, command)
+        seen = api.call("churn-viewer", "POST", f"/api/v1/rollouts/{churn}/{command}")
+        assert seen.status_code == 403 and "this needs" in seen.json()["detail"], command
+    assert api.call("viewer", "POST", "/api/v1/rollouts/no-such-rollout/pause").status_code == 404
+    state = api.store.get(churn)[0]
+    assert (state.phase.value, state.paused) == ("pending", False)
 
 
 def test_an_admin_limited_to_endpoints_cannot_make_a_wider_token(api: Api) -> None:

@@ -122,12 +122,17 @@ def rollout_routes(store: SqlStore, registry: Registry) -> APIRouter:
 
 def _command_route(router: APIRouter, store: SqlStore, command: Command, role: Role) -> None:
     def steer(
-        token: Annotated[TokenInfo, Depends(require(role))],
+        token: Viewer,
         rollout_id: str,
         request: Annotated[models.CommandRequest | None, Body()] = None,
     ) -> Any:
         state, text = store.get(rollout_id)
-        check_endpoint(token, state.endpoint)
+        # a rollout on another endpoint does not exist for the token, as on every route; one it
+        # sees but may not steer is 403
+        if not token.sees(state.endpoint):
+            raise NotFound(f"no rollout {rollout_id!r}")
+        if not token.role.allows(role):
+            raise forbidden(f"token {token.name!r} is a {token.role.value}; this needs {role.value} or above")
         needed = required_role(state, load_spec(text)) if command is Command.APPROVE else None
         if needed is not None and not token.role.allows(Role(needed)):
             raise forbidden(f"this approval step needs the {needed} role; token {token.name!r} is {token.role.value}")
