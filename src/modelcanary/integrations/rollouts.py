@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from modelcanary.domain.errors import ModelcanaryError
+from modelcanary.domain.errors import ModelcanaryError, SpecError
 from modelcanary.domain.phases import Phase
 from modelcanary.domain.state import RolloutState
 
@@ -72,10 +72,19 @@ class Outcome:
 
 
 def spec_text(spec: str | Path) -> tuple[str, str]:
-    """``(YAML text, source name)`` from a path to a spec file or the spec's text itself."""
-    if isinstance(spec, Path) or ("\n" not in spec and Path(spec).is_file()):
+    """``(YAML text, source name)`` from a path to a spec file or the spec's text itself. A string
+    that can only be a path (one line, ending in .yaml or .yml, or without the ':' every spec has)
+    must name a readable file."""
+    if isinstance(spec, str) and "\n" in spec:
+        return spec, "<spec>"
+    try:
         return Path(spec).read_text(), str(spec)
-    return str(spec), "<spec>"
+    except OSError as exc:  # a one-line spec is no file either, and may be too long a name for one
+        if isinstance(spec, Path) or spec.endswith((".yaml", ".yml")) or ":" not in spec:
+            missing = isinstance(exc, FileNotFoundError)
+            problem = f"no such spec file: {spec}" if missing else f"cannot read the spec file {spec}: {exc.strerror}"
+            raise SpecError([("file", problem)], source=str(spec)) from exc
+    return spec, "<spec>"
 
 
 def start(spec: str | Path, *, store: str, registry: str, actor: str) -> Outcome:
