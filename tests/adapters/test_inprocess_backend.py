@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -66,3 +67,37 @@ def test_loading_an_unknown_version_is_a_registry_error(mlflow_registry: Any) ->
     MlflowRegistry(mlflow_registry.uri)  # points MLflow's globals at this registry
     with pytest.raises(RegistryError, match="models:/fraud/99"):
         InProcessBackend().load(ModelVersion(name="fraud", version="99"))
+
+
+def _broken_copy(tmp_path: Path, mlflow_registry: Any, breaking: str) -> Path:
+    """A copy of fraud v1's model directory that MLflow reads but cannot load: its flavor's module
+    is not installed, or its serialized estimator does not load (as one from another scikit-learn may not)."""
+    import mlflow
+    import yaml
+
+    MlflowRegistry(mlflow_registry.uri)  # points MLflow's globals at this registry
+    path = Path(mlflow.artifacts.download_artifacts("models:/fraud/1", dst_path=str(tmp_path)))
+    mlmodel = path / "MLmodel"
+    if breaking == "flavor":
+        mlmodel.write_text(
+            mlmodel.read_text().replace("loader_module: mlflow.sklearn", "loader_module: no_such_flavor")
+        )
+    else:
+        (path / yaml.safe_load(mlmodel.read_text())["flavors"]["python_function"]["model_path"]).write_bytes(b"junk")
+    return path
+
+
+@pytest.mark.parametrize("breaking", ["flavor", "estimator"])
+def test_a_model_that_fails_in_its_own_code_is_a_registry_error_naming_it(
+    tmp_path: Path, mlflow_registry: Any, breaking: str
+) -> None:
+    from mlflow.exceptions import MlflowException
+
+    path = _broken_copy(tmp_path, mlflow_registry, breaking)
+    with pytest.raises(RegistryError) as caught:
+        InProcessBackend().load(ModelVersion(name="fraud", version="1", ref=str(path)))
+    cause = caught.value.__cause__
+    assert cause is not None and not isinstance(cause, MlflowException)
+    assert str(caught.value).startswith(f"loading {path}: {type(cause).__name__}: ")
+    if breaking == "flavor":
+        assert isinstance(cause, ModuleNotFoundError)

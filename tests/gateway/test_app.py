@@ -541,3 +541,143 @@ def test_a_route_that_cannot_load_does_not_hold_back_other_endpoints(
         store.put_route(fraud_route(versions, weight=0.0, rollout_id="r-isolated"))  # fraud rolls back
         _wait_until(lambda: infer(http, rows[:1]).headers[VARIANT_HEADER] == "baseline")
         assert infer(http, rows[:1], endpoint="churn").status_code == 404  # never loaded, so not served
+
+
+# -- what a model or a request must not break ------------------------------------------------------
+
+
+class CandidateWillNotLoad:
+    """The session's real models, but loading the candidate (``fraud/2``) raises what the model's
+    own code raises when its flavor's module is not installed: no backend wraps that for certain."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.attempts = 0
+
+    def load(self, version: ModelVersion) -> Any:
+        if version.version == "2":
+            self.attempts += 1
+            raise ModuleNotFoundError("No module named 'catboost'")
+        return self.real.load(version)
+
+
+def test_a_candidate_that_will_not_load_leaves_the_gateway_serving_and_following_the_store(
+    serve: Any, store: SqlStore, pyfunc_backend: Any, versions: Any, rows: Rows
+) -> None:
+    store.put_route(fraud_route(versions, weight=0.0, rollout_id="r-unloadable"))  # candidate not loaded yet
+    backend = CandidateWillNotLoad(pyfunc_backend)
+    running = serve.start(Gateway(routes=store, backend=backend, telemetry=store, source="gw-unloadable"))
+    with running.client() as http:
+        applied = http.get("/v2/health/ready").json()["routes_version"]
+        store.put_route(fraud_route(versions, weight=50.0, rollout_id="r-unloadable"))
+        _wait_until(lambda: backend.attempts >= 2)  # failed, and tried again on the next poll
+        for who in range(10):  # the previous route serves on: the baseline only
+            assert infer(http, rows[:1], who=who).headers[VARIANT_HEADER] == "baseline"
+        assert http.get("/v2/health/ready").json()["routes_version"] == applied
+        store.put_route(Route(endpoint="churn", baseline=versions[0]))  # another endpoint is not held back
+        _wait_until(lambda: infer(http, rows[:1], endpoint="churn").status_code == 200)
+        store.put_route(fraud_route(versions, weight=0.0, rollout_id="r-unloadable"))  # the rollback
+        _wait_until(lambda: http.get("/v2/health/ready").json()["routes_version"] == store.routes_version())
+        assert infer(http, rows[:1]).headers[VARIANT_HEADER] == "baseline"
+    # flushed by the gateway's own background task: no explicit flush here
+    _wait_until(lambda: _telemetry(store, "r-unloadable").baseline.requests == 11)
+
+
+class FailsOnce:
+    """The real store, but each method named in ``armed`` raises once what a driver may raise
+    unwrapped: an ``OSError``, not a ``ModelcanaryError``."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
+        self.armed: set[str] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.store, name)
+        if name not in self.armed:
+            return method
+
+        def once(*_args: Any, **_kwargs: Any) -> Any:
+            self.armed.discard(name)
+            raise OSError(f"{name}: connection reset by peer")
+
+        return once
+
+
+def test_an_unexpected_store_error_is_logged_and_the_gateway_carries_on_losing_nothing(
+    serve: Any, store: SqlStore, pyfunc_backend: Any, versions: Any, rows: Rows
+) -> None:
+    store.put_route(fraud_route(versions, weight=0.0, rollout_id="r-flaky"))
+    flaky = FailsOnce(store)
+    running = serve.start(Gateway(routes=flaky, backend=pyfunc_backend, telemetry=flaky, source="gw-flaky"))
+    flaky.armed |= {"routes", "take_labels", "write_telemetry"}  # reading the routing table, flushing
+    with running.client() as http:
+        assert infer(http, rows[:3]).headers[VARIANT_HEADER] == "baseline"  # one request: one write carries it
+        _wait_until(lambda: "write_telemetry" not in flaky.armed)  # ... and that write failed
+        store.put_route(fraud_route(versions, weight=100.0, rollout_id="r-flaky"))
+        _wait_until(lambda: http.get("/v2/health/ready").json()["routes_version"] == store.routes_version())
+        assert infer(http, rows[:1]).headers[VARIANT_HEADER] == "candidate"
+    assert not flaky.armed
+    _wait_until(lambda: _telemetry(store, "r-flaky").baseline.requests == 1)  # written by a later flush
+
+
+def test_a_sticky_header_named_in_mixed_case_keeps_each_user_on_one_variant(
+    serve: Any, store: SqlStore, registry: MlflowRegistry, pyfunc_backend: Any, long_rollout_spec: str, rows: Rows
+) -> None:
+    """ASGI servers give header names lowercased; the spec's ``X-User-Id`` must still find its header."""
+    from modelcanary.controller.loop import Controller
+    from modelcanary.controller.operations import start_rollout
+
+    spec = long_rollout_spec.replace("stickyKey: {header: x-user-id}", "stickyKey: {header: X-User-Id}")
+    assert "X-User-Id" in spec
+    start_rollout(store, registry, spec, source="test", actor="test")
+    assert len(Controller(store=store, registry=registry, holder="controller").tick()) == 1  # into its 50% step
+    running = serve.start(Gateway(routes=store, backend=pyfunc_backend, telemetry=store, source="gw-sticky"))
+    seen: dict[int, set[str]] = {}
+    with running.client() as http:
+        for who in range(12):
+            for spelling in ("X-User-Id", "x-user-id", "X-USER-ID"):
+                for _ in range(2):
+                    response = http.post(
+                        "/v2/models/fraud/infer", json=v2_body(rows[:1]), headers={spelling: f"user-{who}"}
+                    )
+                    assert response.status_code == 200, response.text
+                    seen.setdefault(who, set()).add(response.headers[VARIANT_HEADER])
+    assert all(len(variants) == 1 for variants in seen.values()), seen
+    assert set().union(*seen.values()) == {"baseline", "candidate"}  # and the split still splits
+
+
+def test_a_compressed_body_that_inflates_past_the_limit_is_413(client: httpx.Client, rows: Rows) -> None:
+    """The limit bounds the body decompressed too: 8 MiB of padding gzips to a few kilobytes."""
+    import gzip
+    import json
+
+    request = json.dumps(v2_body(rows[:1])).encode()
+    bomb = gzip.compress(request[:-1] + b" " * MAX_BODY_BYTES + b"}")
+    assert len(bomb) < MAX_BODY_BYTES // 100
+    headers = {"content-type": "application/json", "content-encoding": "gzip", **user(1)}
+    response = client.post("/v2/models/fraud/infer", content=bomb, headers=headers)
+    assert response.status_code == 413, response.text
+    assert response.json()["field"] == "body"
+    assert "decompressed" in response.json()["error"]
+    fits = client.post("/v2/models/fraud/infer", content=gzip.compress(request), headers=headers)
+    assert fits.status_code == 200, fits.text
+
+
+def test_a_tensor_nested_deeper_than_its_shape_is_400_naming_it(shared: Any, rows: Rows) -> None:
+    """Nested hundreds of lists deep it once passed Python's recursion limit: a 500."""
+    body = v2_body(rows[:1])
+    for _ in range(600):
+        body["inputs"][1]["data"] = [body["inputs"][1]["data"]]
+    with shared.client() as own:  # a 500 makes uvicorn drop the connection: keep it off the shared client's
+        response = own.post("/v2/models/fraud/infer", json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["field"] == "inputs[1].data"
+
+
+def test_a_dataframe_split_column_named_twice_is_400_naming_it(client: httpx.Client, rows: Rows) -> None:
+    names = [*rows[0], "amount"]
+    body = {"dataframe_split": {"columns": names, "data": [[row[name] for name in names] for row in rows[:2]]}}
+    response = client.post("/v1/endpoints/fraud/invocations", json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["field"] == "dataframe_split.columns"
+    assert "'amount'" in response.json()["error"]

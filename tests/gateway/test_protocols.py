@@ -334,3 +334,27 @@ def test_v2_round_trip_through_columns() -> None:
         model_name="m", model_version="1", request_id=None, outputs=[0.25, 0.75], variant="baseline", prediction_ids=[]
     )
     assert v2_columns({"inputs": response["outputs"]}, None) == {"predict": [0.25, 0.75]}
+
+
+def test_a_dataframe_split_column_named_twice_is_refused() -> None:
+    """Its values would otherwise overwrite the first column's, silently."""
+    body = {"dataframe_split": {"columns": ["a", "b", "a"], "data": [[1, 2, 3]]}}
+    error = refused(mlflow_columns, body, None)
+    assert str(error) == "dataframe_split.columns: each column is named once; named more than once: ['a']"
+
+
+@pytest.mark.parametrize(
+    ("data", "shape"),
+    [([[1.0], [2.0]], [2]), ([[[1.0]], [[2.0]]], [2, 1])],
+    ids=["2-deep-for-1-D", "3-deep-for-2-D"],
+)
+def test_v2_data_nested_deeper_than_its_shape_is_refused(data: Any, shape: list[int]) -> None:
+    error = refused(v2_columns, {"inputs": [tensor("amount", data, shape)]}, SIGNATURE)
+    assert str(error) == f"inputs[0].data: nests lists deeper than its shape {shape}"
+
+
+def test_v2_data_nested_past_the_recursion_limit_is_refused() -> None:
+    data: Any = [1.0]
+    for _ in range(5000):
+        data = [data]
+    assert refused(v2_columns, {"inputs": [tensor("amount", data, [1])]}, SIGNATURE).field == "inputs[0].data"

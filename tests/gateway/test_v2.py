@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zlib
 
 import numpy as np
 import orjson
@@ -11,6 +12,8 @@ import pytest
 
 from modelcanary.domain.errors import RequestError
 from modelcanary.gateway.v2 import decode_body, encode_response, parse_request
+
+LIMIT = 1 << 20
 
 
 def binary_request(tensors: list[tuple[str, str, list[int], bytes]]) -> tuple[bytes, str]:
@@ -34,9 +37,9 @@ def test_binary_inputs_of_each_kind_decode_to_data() -> None:
             ("country", "BYTES", [2], strings),
         ]
     )
-    body = decode_body(raw, header_length=length, encoding=None)
+    body = decode_body(raw, header_length=length, encoding=None, limit=LIMIT)
     assert [tensor["data"] for tensor in body["inputs"]] == [[1.5, 2.5], [3, 23], ["FR", "DE"]]
-    assert decode_body(gzip.compress(raw), header_length=length, encoding="gzip") == body
+    assert decode_body(gzip.compress(raw), header_length=length, encoding="gzip", limit=LIMIT) == body
 
 
 @pytest.mark.parametrize(
@@ -53,13 +56,13 @@ def test_bad_binary_inputs_name_the_field(
 ) -> None:
     raw, length = binary_request(tensors)
     with pytest.raises(RequestError) as caught:
-        decode_body(raw + extra, header_length=length, encoding=None)
+        decode_body(raw + extra, header_length=length, encoding=None, limit=LIMIT)
     assert caught.value.field == field
 
 
 def test_a_header_length_beyond_the_body_is_refused() -> None:
     with pytest.raises(RequestError) as caught:
-        decode_body(b"{}", header_length="99", encoding=None)
+        decode_body(b"{}", header_length="99", encoding=None, limit=LIMIT)
     assert caught.value.field == "Inference-Header-Content-Length"
 
 
@@ -80,6 +83,26 @@ def test_binary_outputs_round_trip() -> None:
     assert header["outputs"][0]["parameters"]["binary_data_size"] == len(raw) - int(length) == 4 + 3 + 4 + 2
     request = {"inputs": [dict(header["outputs"][0], name="x")]}
     again = orjson.dumps(request)
-    assert decode_body(again + raw[int(length) :], header_length=str(len(again)), encoding=None)["inputs"][0][
-        "data"
-    ] == ["yes", "no"]
+    decoded = decode_body(again + raw[int(length) :], header_length=str(len(again)), encoding=None, limit=LIMIT)
+    assert decoded["inputs"][0]["data"] == ["yes", "no"]
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_a_compressed_body_is_bounded_once_decompressed(encoding: str) -> None:
+    compress = gzip.compress if encoding == "gzip" else zlib.compress
+    body = b'{"inputs": []' + b" " * (LIMIT - 14) + b"}"
+    assert len(body) == LIMIT
+    assert decode_body(compress(body), header_length=None, encoding=encoding, limit=LIMIT) == {"inputs": []}
+    with pytest.raises(RequestError) as caught:
+        decode_body(compress(body + b" "), header_length=None, encoding=encoding, limit=LIMIT)
+    assert (caught.value.status, caught.value.field) == (413, "body")
+    assert f"larger than {LIMIT} bytes once decompressed" in str(caught.value)
+
+
+def test_a_gzip_body_of_several_members_decodes_and_a_cut_one_is_400() -> None:
+    members = gzip.compress(b'{"inputs": ') + gzip.compress(b"[]}") + b"\x00\x00"
+    assert decode_body(members, header_length=None, encoding="gzip", limit=LIMIT) == {"inputs": []}
+    with pytest.raises(RequestError) as caught:  # was an EOFError from gzip: a 500
+        decode_body(gzip.compress(b'{"inputs": []}')[:-6], header_length=None, encoding="gzip", limit=LIMIT)
+    assert (caught.value.status, caught.value.field) == (400, "body")
+    assert "ends before its end-of-stream marker" in str(caught.value)

@@ -221,3 +221,67 @@ def test_a_model_taking_one_2d_tensor_gets_the_named_columns_in_order(
         model.predict({"amount": [1.0], "age": [2.0]})
     with pytest.raises(BackendError, match="names 2 columns of one 2-D input"):
         V2RemoteBackend().load(ModelVersion(name="sk", version="", ref=f"{matrix_server}?columns=amount,age"))
+
+
+def test_a_ref_whose_port_is_not_a_number_is_a_backend_error_naming_it() -> None:
+    ref = "v2+http://triton:80O0/models/fraud"
+    with pytest.raises(
+        BackendError, match="no model metadata at http://triton:80O0/v2/models/fraud: InvalidURL"
+    ) as caught:
+        V2RemoteBackend(timeout_s=2).load(ModelVersion(name="fraud", version="", ref=ref))
+    assert ref in str(caught.value)
+
+
+@pytest.fixture
+def answers() -> Iterator[Any]:
+    """``answers(reply)``: the URL of a loopback server that reads a request's head and writes
+    ``reply``, whatever it is, then hangs up: a server that is not a V2 server, or not HTTP."""
+    import socket
+    import threading
+
+    listeners: list[socket.socket] = []
+
+    def start(reply: bytes) -> str:
+        listener = socket.create_server(("127.0.0.1", 0))
+        listeners.append(listener)
+
+        def serve() -> None:
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except OSError:  # closed: the test is over
+                    return
+                with conn:
+                    head = b""
+                    while b"\r\n\r\n" not in head and (chunk := conn.recv(4096)):
+                        head += chunk
+                    conn.sendall(reply)
+
+        threading.Thread(target=serve, daemon=True).start()
+        return f"v2+http://127.0.0.1:{listener.getsockname()[1]}/models/fraud"
+
+    yield start
+    for listener in listeners:
+        listener.close()
+
+
+def _http_200(body: bytes) -> bytes:
+    return b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+
+
+@pytest.mark.parametrize(
+    ("reply", "says"),
+    [
+        (b"\x00\x17\x03garbage, not HTTP\r\n\r\n", "no model metadata at .*: BadStatusLine"),
+        (b"", "no model metadata at .*: RemoteDisconnected"),
+        (_http_200(b"not json"), "no model metadata at .*: JSONDecodeError"),
+        (_http_200(b"[1, 2]"), "not usable V2 model metadata"),
+        (_http_200(b'{"inputs": [{"shape": [-1]}]}'), "not usable V2 model metadata"),
+    ],
+    ids=["garbage", "hangs-up", "not-json", "not-an-object", "input-without-name"],
+)
+def test_a_server_answering_what_is_not_v2_metadata_is_a_backend_error(answers: Any, reply: bytes, says: str) -> None:
+    ref = answers(reply)
+    with pytest.raises(BackendError, match=says) as caught:
+        V2RemoteBackend(timeout_s=5).load(ModelVersion(name="fraud", version="", ref=ref))
+    assert ref in str(caught.value)

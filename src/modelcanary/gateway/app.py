@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp
 
-from modelcanary.domain.errors import ModelcanaryError, RequestError, UnknownEndpoint
+from modelcanary.domain.errors import RequestError, UnknownEndpoint
 from modelcanary.domain.state import ModelVersion
 from modelcanary.domain.telemetry import Variant
 from modelcanary.gateway import endpoints, protocols, v2
@@ -105,9 +105,11 @@ class Gateway:
                 baseline = await self._load(route.baseline)
                 wanted = route.candidate is not None and (route.weight > 0 or route.shadow is not None)
                 candidate = await self._load(route.candidate) if wanted and route.candidate else None
-            except ModelcanaryError:
+            except Exception:
                 # One endpoint whose model cannot load must not hold back the others (a rollback
-                # included): it keeps what it served, and the next poll tries it again.
+                # included): it keeps what it served, and the next poll tries it again. Any exception,
+                # not only ours: loading runs the model's own code (its flavor's module, its pickle),
+                # and a backend may let what that raises through.
                 log.exception("endpoint %s: cannot load its models; keeping its previous route", endpoint)
                 failed.append(endpoint)
                 if endpoint in self.serving:
@@ -153,7 +155,7 @@ class Gateway:
                 return
             try:
                 await asyncio.to_thread(self._telemetry.write_telemetry, self.source, rows)
-            except ModelcanaryError:
+            except Exception:
                 self.recorder.unflushed(rows)  # cumulative counts: the next flush carries them
                 log.exception("telemetry flush failed; will retry")
 
@@ -165,15 +167,19 @@ class Gateway:
             await aclose()
 
     async def run(self, *, poll_s: float = 0.5, flush_s: float = 1.0) -> None:
-        """Follow the routing table and flush telemetry until cancelled."""
+        """Follow the routing table and flush telemetry until cancelled. Whatever one round
+        raises is logged and the next round runs: this task is what applies a rollback."""
         last_flush = time.monotonic()
         while True:
             try:
                 await self.refresh()
-            except ModelcanaryError:
+            except Exception:
                 log.exception("could not apply the routing table; serving the last one")
             if time.monotonic() - last_flush >= flush_s:
-                await self.flush()
+                try:
+                    await self.flush()
+                except Exception:
+                    log.exception("telemetry flush failed; will retry")
                 last_flush = time.monotonic()
             await asyncio.sleep(poll_s)
 
@@ -208,12 +214,11 @@ class Gateway:
         route = serving.route
         protocols.validate(columns, serving.baseline.columns, prefix=prefix, max_rows=self.max_rows, typed=typed)
         key: str | None = None
-        sticky = route.sticky
-        if sticky is not None and sticky.header is not None:
-            key = headers.get(sticky.header)
+        sticky, segmenter, segment = route.sticky, serving.segmenter, None
+        if segmenter.sticky_header is not None:
+            key = headers.get(segmenter.sticky_header)
         elif sticky is not None and sticky.field is not None and sticky.field in columns:
             key = str(columns[sticky.field][0])
-        segmenter, segment = serving.segmenter, None
         if segmenter.active:
             segment = segmenter.segment(headers, columns)
         for name in segmenter.routing_only:
@@ -351,7 +356,10 @@ class Gateway:
         """``POST /v2/models/{endpoint}[/versions/{version}]/infer`` (raw ASGI: see ``asgi``)."""
         serving = self.serving_of(endpoint, version)
         body = v2.decode_body(
-            raw, header_length=headers.get(v2.HEADER_LENGTH), encoding=headers.get("content-encoding")
+            raw,
+            header_length=headers.get(v2.HEADER_LENGTH),
+            encoding=headers.get("content-encoding"),
+            limit=self.max_body_bytes,
         )
         infer = v2.parse_request(body)
         columns = protocols.v2_columns(body, serving.baseline.columns)

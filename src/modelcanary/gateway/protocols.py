@@ -58,12 +58,24 @@ def json_body(raw: bytes | memoryview) -> Any:
         raise RequestError(f"not valid JSON: {exc}", field="body") from exc
 
 
-def _flatten(data: Any) -> list[Any]:
+def _flatten(data: Any, rank: int) -> list[Any] | None:
+    """``data`` in row-major order: sent flat, or nested as lists of lists up to ``rank`` deep (its
+    shape's); None if nested deeper. A loop, not recursion: a body of a thousand nested lists
+    would pass Python's recursion limit.
+
+    >>> _flatten([[1, 2], [3, 4]], 2), _flatten([1, 2], 2), _flatten([[1], [2]], 1)
+    ([1, 2, 3, 4], [1, 2], None)
+    """
     if not isinstance(data, list):
         return [data]
-    if data and isinstance(data[0], list):
-        return [item for row in data for item in _flatten(row)]
-    return data
+    flat: list[Any] = data
+    depth = 1
+    while flat and isinstance(flat[0], list):  # nested: one level a pass
+        if depth == rank:
+            return None
+        flat = [item for row in flat for item in (row if isinstance(row, list) else (row,))]
+        depth += 1
+    return flat
 
 
 def _require(condition: bool, message: str, field: str) -> None:
@@ -121,7 +133,9 @@ def v2_columns(body: Any, signature: tuple[Column, ...] | None) -> dict[str, lis
             _check_parameters(tensor, f"inputs[{index}].")
         if "data" not in tensor:
             raise RequestError("the tensor's values are missing", field=f"inputs[{index}].data")
-        data = _flatten(tensor["data"])
+        data = _flatten(tensor["data"], len(shape))
+        if data is None:
+            raise RequestError(f"nests lists deeper than its shape {shape}", field=f"inputs[{index}].data")
         expected = shape[0] if len(shape) == 1 else shape[0] * shape[1]
         if len(data) != expected:
             raise RequestError(
@@ -166,6 +180,9 @@ def mlflow_columns(body: Any, signature: tuple[Column, ...] | None) -> dict[str,
         _require(
             isinstance(names, list) and all(isinstance(n, str) for n in names), "a list of names", f"{key}.columns"
         )
+        if len(set(names)) != len(names):  # a column named twice would keep only its last values
+            twice = sorted({name for name in names if names.count(name) > 1})
+            raise RequestError(f"each column is named once; named more than once: {twice}", field=f"{key}.columns")
         _require(isinstance(rows, list), "a list of rows", f"{key}.data")
         return _from_rows(rows, names, f"{key}.data")
     if isinstance(payload, dict):  # {"inputs": {"a": [...], "b": [...]}}
@@ -237,7 +254,9 @@ def output_tensor(outputs: list[Any]) -> tuple[str, list[int], list[Any]]:
     if width and any(not isinstance(row, list) or len(row) != width for row in outputs):
         raise RequestError(f"the model's rows are not all lists of {width} values", field="outputs", status=500)
     shape = [len(outputs), width] if width else [len(outputs)]
-    data = _flatten(outputs)
+    data = _flatten(outputs, len(shape))
+    if data is None:
+        raise RequestError("the model's rows nest lists deeper than rows of values", field="outputs", status=500)
     kinds = set(map(type, data))  # one pass in C for the usual outputs; subclasses take the long way
     if kinds and kinds <= {int, float}:
         return ("INT64" if kinds == {int} else "FP64"), shape, data

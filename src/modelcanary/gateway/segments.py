@@ -1,4 +1,5 @@
-"""Which segment a request is in, and whether that segment may see the candidate.
+"""Which segment a request is in, and whether that segment may see the candidate; and which
+header holds its sticky key.
 
 Compiled once per route (a tuple of rules with frozensets of values), so a request pays a header
 lookup and a set membership test per rule, and nothing when the route has no segments.
@@ -39,6 +40,7 @@ class Segmenter:
     rules: tuple[Rule, ...] = ()
     allowed: frozenset[str] | None = None  # None: every segment may see the candidate
     routing_only: tuple[str, ...] = ()  # input fields read for routing that the model does not take
+    sticky_header: str | None = None  # the sticky key's header, lowercased as ASGI gives header names
 
     @property
     def active(self) -> bool:
@@ -60,7 +62,8 @@ class Segmenter:
             fields.append(route.sticky.field)
         taken = {column.name for column in columns or ()}
         allowed = frozenset(route.candidate_segments) if route.candidate_segments is not None else None
-        return cls(rules, allowed, tuple(dict.fromkeys(name for name in fields if name not in taken)))
+        sticky_header = route.sticky.header.lower() if route.sticky is not None and route.sticky.header else None
+        return cls(rules, allowed, tuple(dict.fromkeys(name for name in fields if name not in taken)), sticky_header)
 
     def segment(self, headers: Mapping[str, str], columns: Mapping[str, list[Any]]) -> str:
         """The first rule the request matches (an input field is read from its first row)."""

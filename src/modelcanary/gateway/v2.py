@@ -15,7 +15,6 @@ True
 
 from __future__ import annotations
 
-import gzip
 import math
 import struct
 import zlib
@@ -58,13 +57,11 @@ class InferRequest:
     binary_output: bool
 
 
-def decode_body(raw: bytes, *, header_length: str | None, encoding: str | None) -> dict[str, Any]:
-    """The JSON of an infer request, with binary tensors (if any) decoded into ``data`` lists."""
+def decode_body(raw: bytes, *, header_length: str | None, encoding: str | None, limit: int) -> dict[str, Any]:
+    """The JSON of an infer request, with binary tensors (if any) decoded into ``data`` lists;
+    ``limit`` bounds the body's size once decompressed, as the server bounds it on the wire."""
     if encoding in ("gzip", "deflate"):
-        try:
-            raw = gzip.decompress(raw) if encoding == "gzip" else zlib.decompress(raw)
-        except (OSError, zlib.error) as exc:
-            raise RequestError(f"not valid {encoding} data: {exc}", field="body") from exc
+        raw = _inflate(raw, encoding, limit)
     elif encoding not in (None, "", "identity"):
         raise RequestError(f"content encoding {encoding!r} is not supported (gzip, deflate)", field="body", status=415)
     size = len(raw)
@@ -79,6 +76,30 @@ def decode_body(raw: bytes, *, header_length: str | None, encoding: str | None) 
         raise RequestError("an infer request is a JSON object", field="body")
     _decode_binary_inputs(body, memoryview(raw)[size:])
     return body
+
+
+def _inflate(raw: bytes, encoding: str, limit: int) -> bytes:
+    """``raw`` decompressed, refused (413) at the first byte past ``limit``: a few hundred
+    kilobytes of gzip can hold gigabytes of zeros. A gzip body may be several members, as
+    ``gzip.decompress`` allows (trailing zero padding included)."""
+    wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        inflater = zlib.decompressobj(wbits)
+        try:
+            part = inflater.decompress(raw, limit - size + 1)  # one byte more than fits: over the limit
+        except zlib.error as exc:
+            raise RequestError(f"not valid {encoding} data: {exc}", field="body") from exc
+        size += len(part)
+        if size > limit:
+            raise RequestError(f"larger than {limit} bytes once decompressed ({encoding})", field="body", status=413)
+        if not inflater.eof:
+            raise RequestError(f"not valid {encoding} data: it ends before its end-of-stream marker", field="body")
+        parts.append(part)
+        raw = inflater.unused_data.lstrip(b"\x00") if encoding == "gzip" else b""
+        if not raw:
+            return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def _decode_binary_inputs(body: dict[str, Any], blob: memoryview) -> None:

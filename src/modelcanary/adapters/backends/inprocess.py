@@ -248,3 +248,5 @@ class InProcessBackend:
             return PyfuncModel(mlflow.pyfunc.load_model(version.uri))
         except MlflowException as exc:
             raise RegistryError(f"loading {version.uri}: {exc.message}") from exc
+        except Exception as exc:  # the model's own code: a flavor's module missing, a pickle of another version
+            raise RegistryError(f"loading {version.uri}: {type(exc).__name__}: {exc}") from exc

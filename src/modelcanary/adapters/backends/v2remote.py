@@ -18,6 +18,7 @@ path) or ``RequestError`` (the server refused the input with a 4xx, and says why
 from __future__ import annotations
 
 import asyncio
+import http.client
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -178,7 +179,15 @@ class V2RemoteBackend:
 
     def load(self, version: ModelVersion) -> V2RemoteModel:
         """Read the model's metadata (its inputs become the signature); ``BackendError`` if the
-        server does not answer or does not serve it."""
+        server does not answer, does not serve it, or answers what is not V2 model metadata."""
+        try:
+            return self._load(version)
+        except BackendError:
+            raise
+        except Exception as exc:  # metadata of another shape (a tensor without a name, inputs not a list)
+            raise BackendError(f"{version.uri}: not usable V2 model metadata: {type(exc).__name__}: {exc}") from exc
+
+    def _load(self, version: ModelVersion) -> V2RemoteModel:
         try:
             kind, parts = parse_model_ref(version.uri)
         except ValueError as exc:
@@ -193,8 +202,10 @@ class V2RemoteBackend:
                 metadata = orjson.loads(response.read())
         except urllib.error.HTTPError as exc:
             raise BackendError(f"{version.uri}: the server answered {exc.code} for {path}") from exc
-        except (urllib.error.URLError, TimeoutError, orjson.JSONDecodeError) as exc:
-            raise BackendError(f"{version.uri}: no model metadata at {path}: {exc}") from exc
+        # URLError and timeouts are OSErrors (so is a connection reset); a port that is not a number is
+        # an InvalidURL and a reply that is not HTTP a BadStatusLine (HTTPExceptions); JSON errors ValueErrors
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            raise BackendError(f"{version.uri}: no model metadata at {path}: {type(exc).__name__}: {exc}") from exc
         matrix_columns = parts["columns"].split(",") if parts["columns"] else []
         inputs = metadata.get("inputs") or []
         for index, tensor in enumerate(inputs):
