@@ -379,7 +379,10 @@ def _gate(
     if spec.spec.gates.on_deny == "rollback":
         if state.phase in (Phase.PENDING, Phase.SHADOW):  # denied its first step: it never served: aborted
             reason = f"aborted at the {decision.summary()}"
-            return change(state, now=now, reason=reason, actor=CONTROLLER, gate=decision, phase=Phase.ABORTED)
+            baseline = Route(endpoint=state.endpoint, baseline=state.baseline)  # a shadow's route comes down too
+            return change(
+                state, now=now, reason=reason, actor=CONTROLLER, gate=decision, phase=Phase.ABORTED, route=baseline
+            )
         return roll_back(state, spec, now=now, reason=decision.summary(), judgement=judgement, gate=decision)
     if state.gate_hold == decision.summary():
         return Outcome(state=state)  # held for the same reasons as at the last tick: nothing new to record
