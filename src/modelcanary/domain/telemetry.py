@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import enum
 from bisect import bisect_right
-from dataclasses import dataclass, field
+from collections.abc import Collection
+from dataclasses import dataclass, field, replace
+from functools import reduce
 from typing import Any
 
 from modelcanary.domain.shadow import ShadowTelemetry
@@ -71,7 +73,7 @@ class VariantTelemetry:
     cache_hits: int = 0
     cache_misses: int = 0
     # the same counts per segment of the traffic (named by the spec's segment rules); the totals
-    # above hold every segment, and are what the judge judges
+    # above hold every segment (the judge judges those a candidate may see: ``within``)
     segments: dict[str, VariantTelemetry] = field(default_factory=dict)
     # the candidate's shadow lane, paired with the baseline on the same rows; None without one
     shadow: ShadowTelemetry | None = None
@@ -149,6 +151,31 @@ class VariantTelemetry:
                 else VariantTelemetry.from_json((self.segments.get(name) or other.segments[name]).to_json())
                 for name in self.segments.keys() | other.segments.keys()
             },
+        )
+
+    def within(self, names: Collection[str]) -> VariantTelemetry | None:
+        """The counts of the segments ``names`` alone; None when the segments do not hold every
+        request (counts without a per-segment breakdown, as a metric source's). What is not counted
+        per segment is kept whole: breaker trips, cache lookups, the shadow lane.
+
+        >>> counts = VariantTelemetry()
+        >>> for segment, error in (("eu", True), ("eu", False), ("other", False)):
+        ...     for part in (counts, counts.segment(segment)):
+        ...         part.observe(latency_ms=1.0, error=error)
+        >>> eu = counts.within(["eu"])
+        >>> eu.requests, eu.errors, VariantTelemetry(requests=1).within(["eu"])
+        (2, 1, None)
+        """
+        if sum(part.requests for part in self.segments.values()) != self.requests:
+            return None
+        parts = [self.segments[name] for name in names if name in self.segments]
+        return replace(
+            reduce(VariantTelemetry.merged, parts) if parts else VariantTelemetry(),
+            breaker_trips=self.breaker_trips,
+            breaker_reason=self.breaker_reason,
+            cache_hits=self.cache_hits,
+            cache_misses=self.cache_misses,
+            shadow=self.shadow,
         )
 
     def checked(self) -> VariantTelemetry:

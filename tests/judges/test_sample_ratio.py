@@ -1,0 +1,115 @@
+"""The sample-ratio check under ``candidateSegments``: the weight is the candidate's share of the
+eligible segments' requests (the others are all the baseline's), and ``analyse``, as the controller
+runs it, gives the judge those segments' requests alone, so the check tests that split."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import numpy as np
+
+from modelcanary.domain.judgement import Judgement, Look, Memory, Verdict
+from modelcanary.domain.spec import load_spec
+from modelcanary.domain.telemetry import RolloutTelemetry, VariantTelemetry
+from modelcanary.engine.analysis import analyse
+from modelcanary.judges import sequential
+
+SPEC = load_spec(
+    json.dumps(
+        {
+            "apiVersion": "modelcanary/v1",
+            "kind": "Rollout",
+            "spec": {
+                "endpoint": "fraud",
+                "baseline": "models:/fraud/1",
+                "candidate": "models:/fraud/2",
+                "traffic": {
+                    "segments": [{"name": "eu", "header": "x-region", "in": ["eu-west"]}],
+                    "candidateSegments": ["eu"],
+                    "steps": [{"weight": 10}],
+                },
+                "analysis": {"metrics": [{"kind": "error_rate"}]},
+            },
+        }
+    )
+)
+
+
+def _serve(counts: VariantTelemetry, segment: str | None, n: int) -> None:
+    """``n`` error-free requests, counted in the totals and (as the gateway does) in their segment."""
+    for part in (counts, counts.segment(segment)) if segment is not None else (counts,):
+        part.requests += n
+        part.latency_counts[10] += n
+
+
+def _looks(
+    ratio: float,
+    *,
+    seed: int,
+    weights: Sequence[float] = (10.0,) * 60,
+    segments: bool = True,
+    before_the_fix: int = 0,
+) -> tuple[list[Judgement], Memory]:
+    """A rollout judged every 10 s at ``weights`` (one a look), ~250 requests a look in segment eu
+    (eligible) and ~250 in other; the candidate serves ``ratio`` times its weight of eu's. The first
+    ``before_the_fix`` looks are judged as before the judge saw the eligible requests alone: on all."""
+    rng = np.random.default_rng(seed)
+    telemetry, judgements = RolloutTelemetry(), []
+    memory: Memory = {}
+    for index, weight in enumerate(weights):
+        eu, other = (int(n) for n in rng.poisson(250, 2))
+        served = int(rng.binomial(eu, ratio * weight / 100))
+        _serve(telemetry.candidate, "eu" if segments else None, served)
+        _serve(telemetry.baseline, "eu" if segments else None, eu - served)
+        _serve(telemetry.baseline, "other" if segments else None, other)
+        snapshot = RolloutTelemetry(
+            VariantTelemetry.from_json(telemetry.baseline.to_json()),
+            VariantTelemetry.from_json(telemetry.candidate.to_json()),
+        )
+        look = Look(at=10.0 * (index + 1), weight=weight, telemetry=snapshot)
+        if index < before_the_fix:
+            judgement, memory = sequential.judge(SPEC.spec.analysis, look, memory)
+        else:
+            judgement, memory = analyse(SPEC, look, memory)
+        judgements.append(judgement)
+    return judgements, memory
+
+
+def test_half_the_traffic_eligible_at_weight_10_is_a_right_split_and_passes() -> None:
+    """The candidate serves 5% of all requests and 10% of the eligible ones: no mismatch (judged
+    on all requests, this held at every look from the fourth and never passed)."""
+    for seed in range(10):
+        judgements, _ = _looks(1.0, seed=seed)
+        assert [j.hold for j in judgements] == [None] * len(judgements), f"seed {seed}"
+        assert judgements[-1].verdict is Verdict.PASS
+
+
+def test_a_mismatch_within_the_eligible_traffic_still_holds() -> None:
+    judgements, _ = _looks(0.6, seed=1)
+    hold = judgements[-1].hold
+    assert hold is not None
+    assert "the candidate served 6" in hold and "% of requests with its weight at 10%" in hold
+    assert judgements[-1].verdict is Verdict.INCONCLUSIVE
+
+
+def test_without_counts_per_segment_the_totals_are_judged_without_the_check_and_it_says_so() -> None:
+    """A metric source other than the gateway counts no segments: the eligible requests cannot be
+    told from the others, so the judge judges them all, the split (the candidate's share of all
+    requests, half its weight here) is not tested, and the judgement says why."""
+    judgements, memory = _looks(1.0, seed=2, segments=False)
+    assert {j.hold for j in judgements} == {None}
+    check = judgements[-1].metrics[-1]
+    assert (check.name, check.verdict) == ("candidate-segments", Verdict.PASS)
+    assert check.reason.startswith("judged on all requests: the candidate may see segments eu alone")
+    assert judgements[-1].verdict is Verdict.PASS and "segments" not in memory
+
+
+def test_a_rollout_judged_on_all_requests_before_starts_afresh_on_the_eligible_ones() -> None:
+    """A rollout judged on all requests before, at 10% then 50% (held on the mismatch that made),
+    is held no longer: the judge starts again, on the eligible requests."""
+    weights = (10.0,) * 20 + (50.0,) * 40
+    judgements, memory = _looks(1.0, seed=3, weights=weights, before_the_fix=40)
+    assert judgements[39].hold is not None and "% of requests with its weight at 50%" in judgements[39].hold
+    assert [j.hold for j in judgements[40:]] == [None] * 20 and memory["segments"] == ["eu"]
+    assert judgements[-1].verdict is Verdict.PASS
