@@ -1,6 +1,7 @@
 """Webhook notifications from the controller's outbox to a real HTTP receiver on loopback that
 fails its first attempts: spaced retries (on a hand-moved clock), one delivery per key, a valid
-HMAC signature, a Slack-compatible body, and a bounded number of attempts."""
+HMAC signature, a Slack-compatible body, and a bounded number of attempts. A receiver answering
+what is not HTTP, or a URL that cannot be opened, is a delivery error like any other."""
 
 from __future__ import annotations
 
@@ -24,9 +25,10 @@ SECRET = "webhook-secret"
 
 
 class Receiver:
-    """Answers 500 to its first ``failures`` requests, then 204; records every request."""
+    """Answers 500 to its first ``failures`` requests, then 204 (or ``raw`` bytes to each, as they
+    are); records every request."""
 
-    def __init__(self, failures: int) -> None:
+    def __init__(self, failures: int, raw: bytes | None = None) -> None:
         self.failures = failures
         self.requests: list[tuple[dict[str, str], bytes]] = []
         receiver = self
@@ -35,6 +37,9 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 receiver.requests.append((dict(self.headers), body))
+                if raw is not None:
+                    self.wfile.write(raw)
+                    return
                 self.send_response(500 if len(receiver.requests) <= receiver.failures else 204)
                 self.end_headers()
 
@@ -156,3 +161,46 @@ def test_a_missing_secret_is_a_delivery_error_naming_the_variable() -> None:
         WebhookNotifier().deliver(
             {"url": "http://127.0.0.1:9/x", "secret_env": "NO_SUCH_SECRET_VAR", "key": "k", "body": "{}"}
         )
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://host:notaport/x", "InvalidURL: nonnumeric port: 'notaport'"),
+        ("http://[fe80::1/hook", "ValueError: Invalid IPv6 URL"),
+    ],
+)
+def test_a_url_that_cannot_be_opened_is_a_delivery_error_naming_it(url: str, expected: str) -> None:
+    from modelcanary.adapters.notify.webhook import WebhookNotifier
+    from modelcanary.domain.errors import DeliveryError
+
+    with pytest.raises(DeliveryError) as raised:
+        WebhookNotifier().deliver({"url": url, "key": "k", "body": "{}"})
+    assert str(raised.value) == f"webhook {url}: {expected}"
+
+
+@pytest.mark.parametrize("receiver", [0], indirect=True)
+def test_a_receiver_answering_what_is_not_http_fails_its_notification_alone(
+    store: SqlStore, receiver: Receiver
+) -> None:
+    garbage = Receiver(failures=0, raw=b"garbage\r\n\r\n")
+    garbage.thread.start()
+    try:
+        clock, fakes = Clock(1_000.0), registry()
+        notify = [{"url": garbage.url}, {"url": receiver.url}]
+        state = start_rollout(store, fakes, spec_text(notify), source="t", actor="ana", now=clock.now)
+        controller = Controller(store=store, registry=fakes, clock=clock, notify_attempts=2, notify_backoff_s=1.0)
+        controller.tick()  # pending -> canary: the first notification fails, the one after it is delivered
+        clock.now += 1.0
+        controller.tick()  # the second attempt fails too: given up
+    finally:
+        garbage.server.shutdown()
+        garbage.server.server_close()
+
+    assert len(garbage.requests) == 2 and len(receiver.delivered()) == 1
+    assert store.pending_actions() == []
+    (failed,) = [e for e in store.audit_events(state.id) if e["action"] == "action.failed"]
+    assert failed["detail"]["error"] == f"gave up after 2 attempts: webhook {garbage.url}: BadStatusLine: garbage"
+    assert [e["detail"]["payload"]["url"] for e in store.audit_events(state.id) if e["action"] == "action.done"] == [
+        receiver.url
+    ]

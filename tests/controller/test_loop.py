@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -323,6 +324,56 @@ def test_a_failed_action_stays_pending_and_runs_on_the_next_tick(store: SqlStore
     assert action_rows(store) == [(2, None, True)]
 
 
+class BrokenRegistry(FakeRegistry):
+    """Raises an error that is not modelcanary's (a client library's bug, say) on its first tag."""
+
+    def __init__(self) -> None:
+        fake = registry()
+        super().__init__(fake.versions, fake.aliases)
+        self.broken = True
+
+    def set_tag(self, name: str, version: str, key: str, value: str) -> None:
+        if self.broken:
+            self.broken = False
+            raise RuntimeError("the registry client tripped over its own feet")
+        super().set_tag(name, version, key, value)
+
+
+def both_failing(controller: Controller, store: SqlStore, fake: FakeRegistry, clock: Clock) -> list[RolloutState]:
+    """fraud and churn in canary, with telemetry on which both roll back at the next tick."""
+    states = [start(store, fake, clock), start(store, fake, clock, endpoint="churn")]
+    clock.now = T0 + 1
+    assert len(controller.tick()) == 2
+    for state in states:
+        warm_up(store, controller, state.id)
+    for state in states:
+        bad = counts(500, correct=250, wrong=250)
+        report(store, state.id, baseline=counts(2000, correct=900, wrong=100), candidate=bad)
+    clock.now = T0 + 2
+    return states
+
+
+def test_an_action_raising_a_foreign_error_is_recorded_and_those_after_it_still_run(
+    store: SqlStore, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken = BrokenRegistry()
+    controller = Controller(store=store, registry=broken, clock=clock)
+    both_failing(controller, store, broken, clock)
+
+    with caplog.at_level(logging.WARNING, logger="modelcanary.controller"):
+        assert {state.phase for state in controller.tick()} == {Phase.ROLLED_BACK}  # the tick goes on
+    first, second = action_rows(store)
+    assert first == (1, "RuntimeError: the registry client tripped over its own feet", False)  # kept for a retry
+    assert second == (1, None, True)  # the action queued after it ran
+    assert len(broken.tags) == 1
+    (logged,) = [record for record in caplog.records if record.exc_info]
+    assert "will retry: RuntimeError" in logged.getMessage()
+
+    assert controller.tick() == []
+    assert action_rows(store) == [(2, None, True), (1, None, True)]
+    assert len(broken.tags) == 2
+
+
 # -- operators ------------------------------------------------------------------------------------
 
 
@@ -542,6 +593,30 @@ def test_run_counts_the_interval_from_each_ticks_start(controller: Controller, m
     assert waits == [0.7, 0.0, 1.0]
 
 
+def test_run_goes_on_ticking_after_an_error_that_is_not_modelcanarys(
+    controller: Controller, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    ticks: list[str] = []
+
+    def tick() -> list[RolloutState]:
+        ticks.append("tick")
+        if len(ticks) == 1:
+            raise KeyError("a bug")
+        return []
+
+    async def sleep(seconds: float) -> None:
+        if len(ticks) == 2:
+            raise asyncio.CancelledError
+
+    monkeypatch.setattr(controller, "tick", tick)
+    monkeypatch.setattr("modelcanary.controller.loop.asyncio.sleep", sleep)
+    with pytest.raises(asyncio.CancelledError), caplog.at_level(logging.ERROR, logger="modelcanary.controller"):
+        asyncio.run(controller.run(interval_s=1.0))
+    assert ticks == ["tick", "tick"]
+    (logged,) = caplog.records
+    assert logged.exc_info is not None and "KeyError: 'a bug'" in caplog.text  # with its traceback
+
+
 # -- several controllers: the lease and its fencing token -----------------------------------------
 
 
@@ -589,6 +664,74 @@ def test_a_stalled_leaders_decision_is_fenced_off(store: SqlStore, fake_registry
 
     (entered,) = leader.tick()
     assert entered.phase is Phase.CANARY
+
+
+class StallingRegistry(FlakyRegistry):
+    """``FlakyRegistry`` that, once it works again, runs ``stall`` inside the next tag it sets."""
+
+    stall: Callable[[], None] | None = None
+
+    def set_tag(self, name: str, version: str, key: str, value: str) -> None:
+        if self.failures == 0 and self.stall is not None:
+            stall, self.stall = self.stall, None
+            stall()
+        super().set_tag(name, version, key, value)
+
+
+class StallingStore:
+    """The store, with ``stall`` run (once) when the controller reads its pending actions."""
+
+    def __init__(self, inner: SqlStore) -> None:
+        self.inner = inner
+        self.stall: Callable[[], None] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def pending_actions(self) -> list[Any]:
+        if self.stall is not None:
+            stall, self.stall = self.stall, None
+            stall()
+        return self.inner.pending_actions()
+
+
+@pytest.mark.parametrize("stall_at", ["deciding", "before its actions", "in an action"])
+def test_a_leader_that_loses_its_lease_mid_tick_runs_no_more_side_effects(
+    store: SqlStore, clock: Clock, stall_at: str
+) -> None:
+    """Two tags are pending when a freezes past its lease and b takes over: whether a learns it from
+    a refused save, or before or after running an action, it runs no side effect from then on
+    (nor records one done), and b runs them all, each recorded done once."""
+    flaky = StallingRegistry(failures=2)
+    stalling = StallingStore(store)
+    first = Controller(store=stalling, registry=flaky, clock=clock, holder="a", lease_ttl_s=5)
+    second = Controller(store=store, registry=flaky, clock=clock, holder="b", lease_ttl_s=5)
+    both_failing(first, store, flaky, clock)
+    assert len(first.tick()) == 2  # both rolled back, but the registry is down: both tags pending
+    assert [done for _, _, done in action_rows(store)] == [False, False]
+
+    def stall() -> None:
+        clock.now += 10  # past a's lease, renewed at T0 + 2
+        assert second.lead()
+
+    if stall_at == "deciding":
+        start(store, flaky, clock)  # something for a to save: its save is refused
+        stall()
+        first.lead = lambda: True  # type: ignore[method-assign]
+    elif stall_at == "before its actions":
+        stalling.stall = stall
+    else:
+        flaky.stall = stall
+
+    assert first.tick() == []
+    assert first.fence is None
+    assert len(flaky.tags) == (1 if stall_at == "in an action" else 0)  # a ran the one it was in, no other
+    assert [done for _, _, done in action_rows(store)] == [False, False]  # and recorded none done
+
+    second.tick()
+    assert set(flaky.tags) == {("fraud", "2"), ("churn", "2")}
+    assert store.pending_actions() == []
+    assert len([e for e in store.audit_events() if e["action"] == "action.done"]) == 2
 
 
 def test_stepping_down_hands_the_lease_over_at_once(store: SqlStore, fake_registry: FakeRegistry, clock: Clock) -> None:

@@ -5,7 +5,12 @@ between the two only leaves actions pending, and they run on the next tick.
 Several controllers may share one store: given a ``holder`` name, a controller acts only while it
 holds the ``controller`` lease, renewed every tick, and every write it makes carries the lease's
 fencing token, so a controller that stalled past its lease (a long GC pause, a frozen VM) has its
-writes refused instead of contradicting the new leader.
+writes refused instead of contradicting the new leader. What a token cannot guard it checks first:
+before each side effect, and before writing what it read from metric sources (the store's telemetry
+takes no token), a controller past half its lease renews it, and stops acting if another holds it.
+
+Nothing stops the loop: an action that fails is recorded and tried again, a source that fails holds
+its rollout, and an error in a whole tick is logged and holds every rollout until the next one.
 
 A rollout whose spec names a metric source (models served outside the gateway) has its telemetry
 read from that source every ``source.interval`` and written to the store under the source's name,
@@ -32,7 +37,7 @@ from modelcanary.domain.judgement import Look
 from modelcanary.domain.phases import Phase
 from modelcanary.domain.spec import RolloutSpec, load_spec
 from modelcanary.domain.state import Action, ActionKind, Outcome, RolloutState
-from modelcanary.domain.telemetry import RolloutTelemetry, Variant
+from modelcanary.domain.telemetry import RolloutTelemetry, Variant, VariantTelemetry
 from modelcanary.engine.analysis import analyse, pair
 from modelcanary.engine.decide import decide
 from modelcanary.engine.outcomes import CONTROLLER
@@ -40,6 +45,7 @@ from modelcanary.ports import (
     ActionQueue,
     Fence,
     Leases,
+    Measurement,
     MetricSource,
     Notifier,
     PolicyEngine,
@@ -94,6 +100,7 @@ class Controller:
     _read_at: dict[str, float] = field(default_factory=dict)  # when each sourced rollout was last read
     measurement_errors: dict[str, str] = field(default_factory=dict)  # rollout id -> why its last read failed
     _retries: dict[int, tuple[int, float]] = field(default_factory=dict)  # action id -> (failures, next try)
+    _leased_at: float = -float("inf")  # when the lease was last taken or renewed, by ``clock``
 
     def _policy_engine(self) -> PolicyEngine:
         if self.policies is None:
@@ -104,11 +111,22 @@ class Controller:
         """Take or renew the lease; whether this controller may act now."""
         if self.holder is None:
             return True
-        fence = self.store.acquire_lease(LEASE, self.holder, ttl_s=self.lease_ttl_s, now=self.clock())
+        now = self.clock()
+        fence = self.store.acquire_lease(LEASE, self.holder, ttl_s=self.lease_ttl_s, now=now)
         if fence != self.fence:
             log.info("%s: %s", self.holder, f"leading with token {fence.token}" if fence else "not leading")
-        self.fence = fence
+        self.fence, self._leased_at = fence, now
         return fence is not None
+
+    def _still_leading(self) -> bool:
+        """Whether this controller may still act, mid-tick: without a lease always; with one, while
+        less than half of it has run (a margin for clocks that differ), else if renewing it works: a
+        tick that ran long keeps its lease, one that stalled past it learns another leads now."""
+        if self.holder is None:
+            return True
+        if self.fence is None:  # lost this tick
+            return False
+        return self.clock() - self._leased_at < self.lease_ttl_s / 2 or self.lead()
 
     def step_down(self) -> None:
         """Release the lease on a clean shutdown, so another controller takes over at once."""
@@ -140,8 +158,18 @@ class Controller:
             return []
         with collector_paused():
             changed = self._decide_all()
-        self.run_actions()
+        self.run_actions()  # none once the lease is lost, this tick or while they run
         return changed
+
+    def tick_or_hold(self) -> None:
+        """One tick that never raises: an error holds every rollout until the next tick, logged
+        (with its traceback when it is not one of modelcanary's own)."""
+        try:
+            self.tick()
+        except ModelcanaryError as exc:  # the store is unreachable, say: decide nothing until it is back
+            log.warning("controller tick failed; holding every rollout until the next one: %s", exc)
+        except Exception:
+            log.exception("controller tick failed; holding every rollout until the next one")
 
     def _decide_all(self) -> list[RolloutState]:
         """Decide and save every active rollout: all of them here, or with ``shards`` this
@@ -219,9 +247,13 @@ class Controller:
         return changed, saved_ids
 
     def _read_sources(self, active: list[RolloutState]) -> None:
-        """Read each due rollout's metric source into the store; a failure is kept as data."""
+        """Read each due rollout's metric source into the store; a failure is kept as data.
+        ``Fenced``, writing nothing, if the lease passed to another controller meanwhile (a read
+        can take a source's timeout, and a stalled leader's older read must not overwrite a newer
+        one)."""
         self._read_at = {key: at for key, at in self._read_at.items() if key in self._specs}
         self.measurement_errors = {key: e for key, e in self.measurement_errors.items() if key in self._specs}
+        rows: dict[str, list[tuple[str, Variant, VariantTelemetry]]] = {}
         for state in active:
             spec = self._specs.get(state.id)
             source = spec.spec.source if spec is not None else None
@@ -231,15 +263,24 @@ class Controller:
             if now < self._read_at.get(state.id, -float("inf")) + source.prometheus.interval:
                 continue
             self._read_at[state.id] = now
-            measurement = self._source(source.name).measure(source, since=state.created_at, until=now)
+            try:
+                measurement = self._source(source.name).measure(source, since=state.created_at, until=now)
+            except Exception as exc:  # measure must not raise; one that does holds its rollout, not the tick
+                log.exception("rollout %s: metric source %s raised", state.id, source.name)
+                measurement = Measurement(telemetry=None, error=f"{source.name}: {type(exc).__name__}: {exc}")
             if measurement.telemetry is None:
                 self.measurement_errors[state.id] = measurement.error or "no telemetry"
                 log.warning("rollout %s: holding on a measurement error: %s", state.id, measurement.error)
                 continue
             self.measurement_errors.pop(state.id, None)
             read = measurement.telemetry
-            rows = [(state.id, Variant.BASELINE, read.baseline), (state.id, Variant.CANDIDATE, read.candidate)]
-            self.store.write_telemetry(source.name, rows)
+            rows.setdefault(source.name, []).extend(
+                [(state.id, Variant.BASELINE, read.baseline), (state.id, Variant.CANDIDATE, read.candidate)]
+            )
+        if rows and not self._still_leading():
+            raise Fenced(f"{self.holder}: the lease passed to another controller while reading metric sources")
+        for name, read_rows in rows.items():
+            self.store.write_telemetry(name, read_rows)
 
     def _source(self, name: str) -> MetricSource:
         if self.sources is None:
@@ -283,32 +324,45 @@ class Controller:
         return outcome.model_copy(update={"state": new_state})
 
     def run_actions(self) -> None:
-        """Run pending side effects; one that fails stays pending and is tried again next tick. A
-        notification is tried again after an exponential backoff and given up after
-        ``notify_attempts`` (a receiver that is down must not hold the registry actions behind it,
-        nor be hammered every tick). The backoff is kept in memory: a restart tries at once."""
+        """Run pending side effects; one that fails, whatever it raised, stays pending and is tried
+        again next tick, and those after it still run. A notification is tried again after an
+        exponential backoff and given up after ``notify_attempts`` (a receiver that is down must not
+        hold the registry actions behind it, nor be hammered every tick). The backoff is kept in
+        memory: a restart tries at once. Stops once the lease passes to another controller, which
+        runs the rest."""
         now = self.clock()
         for action_id, action in self.store.pending_actions():
             notify = action.kind is ActionKind.NOTIFY
             failures, next_try = self._retries.get(action_id, (0, now))
             if notify and now < next_try:
                 continue
+            if not self._still_leading():
+                return
+            error, final = None, False
             try:
                 self._run(action)
-            except ModelcanaryError as exc:
+            except Exception as exc:
+                ours = isinstance(exc, ModelcanaryError)
+                reason = str(exc) if ours else f"{type(exc).__name__}: {exc}"
                 failures += 1
                 final = notify and failures >= self.notify_attempts
                 if final:
-                    log.warning("notification %s failed %d times, giving up: %s", action.key, failures, exc)
                     self._retries.pop(action_id, None)
+                    what = f"notification {action.key} failed {failures} times, giving up"
                 else:
-                    log.warning("action %s failed, will retry: %s", action.key, exc)
                     self._retries[action_id] = (failures, now + self.notify_backoff_s * 2 ** (failures - 1))
-                error = f"gave up after {failures} attempts: {exc}" if final else str(exc)
-                self.store.mark_done(action_id, error=error, fence=self.fence, final=final)
+                    what = f"action {action.key} failed, will retry"
+                # a foreign error is a bug, or an adapter letting one through: its traceback is logged
+                (log.warning if ours else log.exception)("%s: %s", what, reason)
+                error = f"gave up after {failures} attempts: {reason}" if final else reason
             else:
                 self._retries.pop(action_id, None)
-                self.store.mark_done(action_id, fence=self.fence)
+            try:
+                self.store.mark_done(action_id, error=error, fence=self.fence, final=final)
+            except Fenced as exc:  # it ran, and runs again under the new leader: every action is idempotent
+                log.warning("%s", exc)
+                self.fence = None
+                return
 
     def _run(self, action: Action) -> None:
         payload = action.payload
@@ -329,8 +383,5 @@ class Controller:
         calls run in a thread so the gateway's loop stays free."""
         while True:
             started = time.monotonic()
-            try:
-                await asyncio.to_thread(self.tick)
-            except ModelcanaryError:
-                log.exception("controller tick failed; holding every rollout until the next one")
+            await asyncio.to_thread(self.tick_or_hold)
             await asyncio.sleep(max(0.0, started + interval_s - time.monotonic()))

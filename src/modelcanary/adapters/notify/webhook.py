@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import os
 import urllib.error
 import urllib.request
@@ -49,11 +50,13 @@ class WebhookNotifier:
                     f"webhook {payload['url']}: environment variable {payload['secret_env']} is not set"
                 )
             headers["X-Modelcanary-Signature"] = signature(secret, body)
-        request = urllib.request.Request(payload["url"], data=body, headers=headers, method="POST")
         try:
+            request = urllib.request.Request(payload["url"], data=body, headers=headers, method="POST")
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 response.read()
         except urllib.error.HTTPError as exc:
             raise DeliveryError(f"webhook {payload['url']}: HTTP {exc.code} {exc.reason}") from exc
-        except (urllib.error.URLError, OSError) as exc:
+        except OSError as exc:  # refused, timed out, DNS
             raise DeliveryError(f"webhook {payload['url']}: {exc}") from exc
+        except (http.client.HTTPException, ValueError) as exc:  # a bad port or IPv6 address, an answer not HTTP
+            raise DeliveryError(f"webhook {payload['url']}: {type(exc).__name__}: {str(exc).strip()}") from exc

@@ -4,7 +4,8 @@ Every query is an instant query (``GET /api/v1/query``) read twice, at the rollo
 the judge sees the difference, so counts are exact integers since the start, as the gateway's own
 telemetry is. A counter that went down (its target restarted since the start) cannot be read that
 way and is reported as an error, as is anything else that goes wrong: an unreachable server, a
-PromQL error (with Prometheus' message), a query returning several series where one was asked for.
+PromQL error (with Prometheus' message), a query returning several series where one was asked for,
+an answer that is not Prometheus' API (a proxy's error page, a truncated body, JSON of another shape).
 
 A query holding ``$window`` computes the growth itself and is read once, now, with ``$window`` set to
 the rollout's age (``sum(increase(requests_total[$window]))``): PromQL's ``increase`` survives
@@ -13,6 +14,7 @@ counter resets, at the price of extrapolated, rounded counts.
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import urllib.error
@@ -141,17 +143,48 @@ def _query(config: PrometheusSource, query: str, at: float) -> tuple[str, Any]:
             body = json.load(response)
     except urllib.error.HTTPError as exc:  # Prometheus answers bad PromQL with 400 and a JSON error
         raise QueryError(f"{query!r}: {_problem(exc)}") from exc
-    except (OSError, ValueError) as exc:  # refused, timed out, DNS, not JSON
+    except (OSError, ValueError) as exc:  # refused, timed out, DNS, a bad IPv6 address, not JSON
         raise QueryError(f"{query!r}: {exc}") from exc
+    except http.client.HTTPException as exc:  # a bad port, an answer not HTTP or cut short
+        raise QueryError(f"{query!r}: {type(exc).__name__}: {str(exc).strip()}") from exc
+    if not isinstance(body, dict):
+        raise QueryError(f"{query!r}: the answer is not a Prometheus API response: {_excerpt(body)}")
     if body.get("status") != "success":
         raise QueryError(f"{query!r}: {body.get('errorType', 'error')}: {body.get('error', body)}")
-    data = body.get("data", {})
-    return str(data.get("resultType")), data.get("result")
+    data = body.get("data")
+    kind, result = (data.get("resultType"), data.get("result")) if isinstance(data, dict) else (None, None)
+    if not _well_formed(kind, result):
+        raise QueryError(f"{query!r}: a malformed answer: {_excerpt(body)}")
+    return str(kind), result
+
+
+def _well_formed(kind: Any, result: Any) -> bool:
+    """Whether a result has the shape Prometheus' API gives its type, which the readers index into
+    (a matrix or a string they refuse by its type alone)."""
+    if kind == "scalar":
+        return _sample(result)
+    if kind == "vector":
+        return isinstance(result, list) and all(
+            isinstance(series, dict) and isinstance(series.get("metric", {}), dict) and _sample(series.get("value"))
+            for series in result
+        )
+    return isinstance(kind, str)
+
+
+def _sample(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2
+
+
+def _excerpt(body: Any) -> str:
+    text = json.dumps(body)
+    return text if len(text) <= 200 else f"{text[:200]}..."
 
 
 def _problem(exc: urllib.error.HTTPError) -> str:
     try:
         body = json.load(exc)
-        return f"HTTP {exc.code} {body.get('errorType', '')}: {body.get('error', '')}".strip()
-    except (OSError, ValueError):
+    except (OSError, ValueError, http.client.HTTPException):
+        body = None
+    if not isinstance(body, dict):
         return f"HTTP {exc.code} {exc.reason}"
+    return f"HTTP {exc.code} {body.get('errorType', '')}: {body.get('error', '')}".strip()
