@@ -131,6 +131,47 @@ def test_the_cli_looks_once_per_call_and_never_starts_a_version_twice(registry: 
     assert second.stdout == "" and "already rolled out" in second.stderr
 
 
+FROZEN = """\
+  gates:
+    start:
+      - policy: change-freeze
+        params: {weekdays: [Monday, Tuesday, Wednesday, Thursday, Friday, Saturday, Sunday]}
+"""
+
+
+class Stop(Exception):
+    """Ends the watch loop from its sleep."""
+
+
+def test_the_watcher_reports_a_refused_start_and_goes_on_watching(
+    registry: MlflowRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A start gate's denial used to end the watcher; it now says so once, asks the gate about
+    that version no more (one denial audited), and goes on looking for the next version."""
+    template = tmp_path / "template.yaml"
+    template.write_text(TEMPLATE + FROZEN)
+    registry.set_alias("fraud", "challenger", "2")
+    looks: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        looks.append(seconds)
+        if len(looks) == 3:
+            raise Stop
+
+    monkeypatch.setattr("modelcanary.cli.main.time.sleep", sleep)
+    args = ["watch", "--template", str(template), "--interval", "7", "--workdir", str(tmp_path)]
+    result = CliRunner().invoke(cli, [*args, "--registry", registry.tracking_uri])
+
+    assert isinstance(result.exception, Stop), result.output
+    assert looks == [7.0, 7.0, 7.0]
+    denial = "the start gate denied the rollout:\n  change-freeze: no changes on"
+    assert result.stderr.count(denial) == 1 and result.stdout == ""
+    store = SqlStore(f"sqlite:///{tmp_path / 'modelcanary.db'}")
+    assert store.list_rollouts() == []
+    assert [event["action"] for event in store.audit_events()] == ["rollout.refused"]
+    store.close()
+
+
 def test_the_watch_process_follows_the_alias(registry: MlflowRegistry, tmp_path: Path) -> None:
     template = tmp_path / "template.yaml"
     template.write_text(TEMPLATE)

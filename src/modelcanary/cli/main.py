@@ -28,6 +28,8 @@ def cli(verbose: bool) -> None:
     )
 
 
+_SECONDS = click.FloatRange(min=0, min_open=True)  # a wait of 0 busy-loops, a negative one is no wait
+
 _SERVER_OPTION = click.option(
     "--server",
     "http_server",
@@ -44,7 +46,11 @@ _SERVER_OPTION = click.option(
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
 @click.option(
-    "--tick", default=1.0, show_default=True, type=float, help="seconds from one controller tick's start to the next's"
+    "--tick",
+    default=1.0,
+    show_default=True,
+    type=_SECONDS,
+    help="seconds from one controller tick's start to the next's",
 )
 @_SERVER_OPTION
 @errors_to_exit
@@ -170,9 +176,15 @@ def gateway_command(
 
 @cli.command("controller")
 @workspace_options
-@click.option("--tick", default=1.0, show_default=True, type=float, help="seconds from one tick's start to the next's")
 @click.option(
-    "--lease-ttl", default=10.0, show_default=True, type=float, help="seconds a silent leader keeps the lease"
+    "--tick", default=1.0, show_default=True, type=_SECONDS, help="seconds from one tick's start to the next's"
+)
+@click.option(
+    "--lease-ttl",
+    default=10.0,
+    show_default=True,
+    type=_SECONDS,
+    help="seconds a silent leader keeps the lease; longer than --tick",
 )
 @click.option("--name", help="this controller's name in the lease [default: host-pid]")
 @click.option(
@@ -200,6 +212,8 @@ def controller_command(
     from modelcanary.controller.loop import Controller
     from modelcanary.controller.shards import Shards
 
+    if lease_ttl <= tick:  # the lease would run out between two renewals, and leaders alternate
+        raise click.BadParameter(f"{lease_ttl:g} s is not longer than --tick ({tick:g} s)", param_hint="'--lease-ttl'")
     space = Workspace.at(workdir, store=store, registry=registry)
     controller = Controller(
         store=space.store(),
@@ -221,10 +235,7 @@ def controller_command(
         # the next tick is due an interval after this one started, not after it ended: every
         # rollout is judged each --tick seconds as long as a tick takes less
         deadline = time.monotonic() + tick
-        try:
-            controller.tick()
-        except ModelcanaryError as exc:  # the store is unreachable, say: decide nothing until it is back
-            logging.getLogger("modelcanary.controller").warning("tick failed, holding: %s", exc)
+        controller.tick_or_hold()
         while not stopping and time.monotonic() < deadline:
             time.sleep(min(0.05, tick))
     controller.step_down()
@@ -262,7 +273,7 @@ cli.add_command(audit)
     help="the rollout spec to start; its candidate is pinned to each new version",
 )
 @click.option("--alias", help="the registry alias to follow [default: the template candidate's alias]")
-@click.option("--interval", default=30.0, show_default=True, type=float, help="seconds between looks")
+@click.option("--interval", default=30.0, show_default=True, type=_SECONDS, help="seconds between looks")
 @click.option("--once", is_flag=True, help="look once and exit (for cron or a CI step)")
 @workspace_options
 @errors_to_exit
@@ -294,10 +305,11 @@ def watch_command(
     while True:
         try:
             check = watcher.check(actor=f"watch:{watcher.uri}")
-        except RegistryError as exc:  # the alias is not set yet, or the registry is down: look again
+        # the alias is not set yet, the registry or the store is down, the start gate refused: look again
+        except ModelcanaryError as exc:
             if once:
                 raise
-            reason = f"cannot resolve {watcher.uri}: {exc}"
+            reason = f"{'cannot resolve ' if isinstance(exc, RegistryError) else ''}{watcher.uri}: {exc}"
         else:
             if check.started is not None:
                 click.echo(check.started.id)

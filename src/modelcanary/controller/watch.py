@@ -5,18 +5,20 @@ What the watcher has seen is derived from the store, not kept beside it: a versi
 when any rollout of the template's endpoint, in any phase, has it as its candidate. So a version
 never starts twice, across restarts and with several watchers on one store (the store refuses a
 second active rollout on an endpoint). A version that arrives while another rollout holds the
-endpoint waits, and starts when that one ends, unless the alias moved on meanwhile.
+endpoint waits, and starts when that one ends, unless the alias moved on meanwhile. A version the
+start gate refused (audited as ``rollout.refused``) is not asked about again until the watcher
+restarts: the gate would refuse it again, and audit it again, at every look.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from modelcanary.controller.operations import StartStore, start_rollout
-from modelcanary.domain.errors import Conflict, SpecError
+from modelcanary.domain.errors import Conflict, PolicyDenied, SpecError
 from modelcanary.domain.refs import parse_model_uri
 from modelcanary.domain.spec import load_spec
 from modelcanary.domain.state import ModelVersion, RolloutState
@@ -43,6 +45,7 @@ class Watcher:
     template: str  # the spec's YAML text
     alias: str | None = None  # default: the alias the template's candidate names
     source: str = "<template>"
+    refused: dict[str, PolicyDenied] = field(default_factory=dict, init=False)  # version URI -> its denial
 
     def __post_init__(self) -> None:
         spec = load_spec(self.template, source=self.source)  # refuse a bad template before watching
@@ -61,7 +64,8 @@ class Watcher:
 
     def check(self, *, actor: str) -> Check:
         """Resolve the alias once and start a rollout of its version if none has had it yet.
-        ``RegistryError`` if the alias cannot be resolved."""
+        ``RegistryError`` if the alias cannot be resolved; ``PolicyDenied`` the first time the start
+        gate refuses a version, and a check that starts nothing after that."""
         version = self.registry.resolve(self.uri)
         rollouts = [state for state in self.store.list_rollouts() if state.endpoint == self.endpoint]
         for state in rollouts:
@@ -74,10 +78,15 @@ class Watcher:
         baseline = self.registry.resolve(load_spec(text, source=self.source).spec.baseline)
         if (baseline.name, baseline.version) == (version.name, version.version):
             return Check(version, None, f"{version.uri} is the baseline already")
+        if version.uri in self.refused:
+            return Check(version, None, f"{self.uri}: {self.refused[version.uri]}")  # in the words it was reported in
         try:
             state = start_rollout(self.store, self.registry, text, source=self.source, actor=actor)
         except Conflict as exc:  # another watcher or an operator started one meanwhile
             return Check(version, None, f"{version.uri} waits: {exc}")
+        except PolicyDenied as exc:
+            self.refused[version.uri] = exc
+            raise
         log.info("%s moved to %s: started %s", self.uri, version.uri, state.id)
         return Check(version, state, f"{self.uri} moved to {version.uri}: started {state.id}")
 
