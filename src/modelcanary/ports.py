@@ -163,8 +163,11 @@ class ActionQueue(Protocol):
 
 
 class TelemetryStore(Protocol):
-    def write_telemetry(self, source: str, rows: Sequence[tuple[str, Variant, VariantTelemetry]]) -> None:
-        """Upsert one source's cumulative counts per (rollout id, variant)."""
+    def write_telemetry(
+        self, source: str, rows: Sequence[tuple[str, Variant, VariantTelemetry]], *, fence: Fence | None = None
+    ) -> None:
+        """Upsert one source's cumulative counts per (rollout id, variant); with ``fence``, refused
+        (``Fenced``) once its lease has passed on."""
 
     def read_telemetry(self, rollout_id: str) -> list[tuple[Variant, VariantTelemetry]]:
         """Every source's cumulative counts for a rollout."""

@@ -608,6 +608,9 @@ def test_a_stale_leaders_writes_are_refused_and_write_nothing(store: SqlStore) -
     [(action_id, _)] = store.pending_actions()
     with pytest.raises(Fenced):
         store.mark_done(action_id, fence=old)
+    with pytest.raises(Fenced):  # a metric source's read, made before the stall
+        store.write_telemetry("prometheus", [(state.id, Variant.BASELINE, telemetry(3))], fence=old)
+    assert store.read_telemetry(state.id) == []
     assert _counts(store) == before
     assert store.get(state.id)[0] == saved
     assert store.pending_actions() != []
@@ -615,6 +618,8 @@ def test_a_stale_leaders_writes_are_refused_and_write_nothing(store: SqlStore) -
     store.save(moved(saved, Phase.PROMOTED, weight=100.0, at=1_040.0), expected_version=saved.version, fence=new)
     store.mark_done(action_id, fence=new)
     assert store.pending_actions() == []
+    store.write_telemetry("prometheus", [(state.id, Variant.BASELINE, telemetry(3))], fence=new)
+    assert store.read_telemetry(state.id) == [(Variant.BASELINE, telemetry(3))]
 
 
 def test_racing_controllers_get_one_lease(open_store: Callable[[], SqlStore]) -> None:

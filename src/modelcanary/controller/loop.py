@@ -280,7 +280,7 @@ class Controller:
         if rows and not self._still_leading():
             raise Fenced(f"{self.holder}: the lease passed to another controller while reading metric sources")
         for name, read_rows in rows.items():
-            self.store.write_telemetry(name, read_rows)
+            self.store.write_telemetry(name, read_rows, fence=self.fence)
 
     def _source(self, name: str) -> MetricSource:
         if self.sources is None:
