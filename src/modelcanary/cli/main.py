@@ -73,7 +73,9 @@ def serve(
         telemetry=state_store,
         source=f"{socket.gethostname()}-{os.getpid()}",
     )
-    controller = Controller(store=state_store, registry=model_registry, holder=_holder())
+    # the lease outlives a few ticks (10 s, the controller command's default, unless ticks are long)
+    lease_ttl = max(10.0, 3 * tick)
+    controller = Controller(store=state_store, registry=model_registry, holder=_holder(), lease_ttl_s=lease_ttl)
     app = create_app(
         gateway,
         background=[lambda: controller.run(interval_s=tick)],
