@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from modelcanary.adapters.store.schema import AUDIT_LOCK, GENESIS, audit, audit_hash, audit_head, reading
+from modelcanary.adapters.store.schema import AUDIT_LOCK, GENESIS, audit, audit_hash, audit_head
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class AuditLog:
     if TYPE_CHECKING:
         engine: Engine
 
-        def _tx(self) -> AbstractContextManager[Connection]: ...
+        def _tx(self, *, read_only: bool = False) -> AbstractContextManager[Connection]: ...
 
     def _audit(
         self, conn: Connection, *, at: float, actor: str, action: str, rollout_id: str | None, detail: dict[str, Any]
@@ -80,7 +80,7 @@ class AuditLog:
         query = sa.select(audit).order_by(audit.c.id)
         if rollout_id is not None:
             query = query.where(audit.c.rollout_id == rollout_id)
-        with self._tx() as conn:
+        with self._tx(read_only=True) as conn:
             return [{**row._asdict(), "detail": json.loads(row.detail)} for row in conn.execute(query)]
 
     def verify_audit(self) -> tuple[int, BrokenLink | None]:
@@ -93,7 +93,7 @@ class AuditLog:
         previous, count, last_id = GENESIS, 0, 0
         # the head and the events from one snapshot, or an append between the two reads would look
         # like a cut; and, on SQLite, without the write lock, which a long walk would hold from writers
-        with reading(self.engine.connect()) as conn:
+        with self._tx(read_only=True) as conn:
             head = conn.execute(sa.select(audit_head.c.count, audit_head.c.hash)).first()
             for position, row in enumerate(conn.execute(sa.select(audit).order_by(audit.c.id))):
                 count += 1

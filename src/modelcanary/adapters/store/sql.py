@@ -28,6 +28,7 @@ from modelcanary.adapters.store.schema import (
     leases,
     migrate,
     normalise_url,
+    reading,
     rollouts,
     routes,
     transitions,
@@ -107,9 +108,11 @@ class SqlStore(TokenTable, AuditLog, TelemetryTable):
         self.engine.dispose()
 
     @contextmanager
-    def _tx(self) -> Iterator[Connection]:
+    def _tx(self, *, read_only: bool = False) -> Iterator[Connection]:
+        """One transaction; ``read_only`` for pure reads: one snapshot, and on SQLite no write lock
+        (``schema.reading``)."""
         try:
-            with self.engine.begin() as conn:
+            with self.engine.connect() as conn, (reading(conn) if read_only else conn).begin():
                 yield conn
         except IntegrityError as exc:
             raise Conflict(f"the store refused a conflicting write: {exc.orig}") from exc
