@@ -198,7 +198,7 @@ def test_a_passing_step_advances_after_its_min_duration(
     state = in_canary(controller, store, fake_registry, clock)
     warm_up(store, controller, state.id)
     # two gateway replicas, each with half the traffic: only their sum has enough to judge
-    half = {"baseline": counts(1000, correct=450, wrong=50), "candidate": counts(200, correct=180, wrong=20)}
+    half = {"baseline": counts(1800, correct=450, wrong=50), "candidate": counts(200, correct=180, wrong=20)}
     report(store, state.id, baseline=half["baseline"], candidate=half["candidate"], source="gw-a")
     clock.now = T0 + 30
     assert controller.tick() == []  # passing, but the step's minDuration (60 s) has not passed

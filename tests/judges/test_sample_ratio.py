@@ -113,3 +113,32 @@ def test_a_rollout_judged_on_all_requests_before_starts_afresh_on_the_eligible_o
     assert judgements[39].hold is not None and "% of requests with its weight at 50%" in judgements[39].hold
     assert [j.hold for j in judgements[40:]] == [None] * 20 and memory["segments"] == ["eu"]
     assert judgements[-1].verdict is Verdict.PASS
+
+
+def test_a_check_that_starts_afresh_leaves_out_the_requests_before_it_and_still_catches_a_mismatch() -> None:
+    """The judge's memory starts empty mid-rollout (a restart, a new counting basis) with 10,000
+    requests already split 50/50 at an earlier weight; from then on the candidate gets half of its
+    10%. Those earlier requests are left out, as after a weight change: counted, they made the
+    plug-in read the candidate as far over its share, and the mismatch after them was not held in
+    40 looks (it is at the third)."""
+    plain = json.loads(SPEC.model_dump_json(by_alias=True, exclude_none=True))
+    plain["spec"]["traffic"] = {"steps": [{"weight": 10}]}
+    spec = load_spec(json.dumps(plain))
+    rng = np.random.default_rng(5)
+    telemetry, memory = RolloutTelemetry(), {}
+    _serve(telemetry.baseline, None, 5_000)
+    _serve(telemetry.candidate, None, 5_000)
+    held_at = None
+    for index in range(40):
+        served = int(rng.binomial(500, 0.05))
+        _serve(telemetry.candidate, None, served)
+        _serve(telemetry.baseline, None, 500 - served)
+        snapshot = RolloutTelemetry(
+            VariantTelemetry.from_json(telemetry.baseline.to_json()),
+            VariantTelemetry.from_json(telemetry.candidate.to_json()),
+        )
+        judgement, memory = analyse(spec, Look(at=600.0 + 10.0 * index, weight=10.0, telemetry=snapshot), memory)
+        if judgement.hold is not None:
+            held_at = index
+            break
+    assert held_at is not None and held_at <= 5

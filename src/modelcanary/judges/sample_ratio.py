@@ -34,9 +34,12 @@ class SampleRatio:
     @classmethod
     def read(cls, saved: list[float] | None, look: Look, requests: list[int]) -> SampleRatio:
         """From the memory: ``saved`` as ``saved()`` wrote it, or, saved before the settling window
-        (two numbers), as then, when every request counted (``requests``: those so far)."""
+        (two numbers), as then, when every request counted (``requests``: those so far). A check
+        with no memory settles first, as after a weight change: the requests before its first look
+        were split at weights it did not see (the gateways' lag behind the first step, a restart of
+        the judge's memory, counts it judged on another basis), so they are left out."""
         if not saved:
-            return cls(weight=look.weight)
+            return cls(weight=look.weight, settle_until=look.at + SRM_SETTLE_S)
         if len(saved) == 2:
             return cls(saved[0], saved[1], requests[1], look.weight)
         log_e, expected_c, realised_c, weight, settle_until = saved
