@@ -125,7 +125,8 @@ def test_a_check_that_starts_afresh_leaves_out_the_requests_before_it_and_still_
     plain["spec"]["traffic"] = {"steps": [{"weight": 10}]}
     spec = load_spec(json.dumps(plain))
     rng = np.random.default_rng(5)
-    telemetry, memory = RolloutTelemetry(), {}
+    telemetry = RolloutTelemetry()
+    memory: Memory = {}
     _serve(telemetry.baseline, None, 5_000)
     _serve(telemetry.candidate, None, 5_000)
     held_at = None
