@@ -50,24 +50,29 @@ def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             return None  # a row with failed requests says nothing about speed
         return float(x[key] / y[key])
 
+    def failed(*labels: str) -> bool:
+        """Whether a row that ran had failed requests: a goal reading it is not judged (the
+        faster competitor's row failing must not leave the goal to the slower one)."""
+        return any(bool(row and row["errors"]) for row in (_find(rows, label) for label in labels))
+
     gateway, bare = _find(rows, "2 "), _find(rows, "1 ")
     checks: list[tuple[str, float | None, Callable[[float], bool], str]] = [
         ("(2) >= 0.9x (1) throughput", ratio("2 ", "1 "), lambda v: v >= 0.9, "{:.2f}x"),
         (
             "(2) p50 within +0.5 ms of (1)",
-            gateway["p50_ms"] - bare["p50_ms"] if gateway and bare else None,
+            gateway["p50_ms"] - bare["p50_ms"] if gateway and bare and not failed("2 ", "1 ") else None,
             lambda v: v <= 0.5,
             "{:+.2f} ms",
         ),
         (
             "(2) >= 3x MLServer (the faster of 5 and 5b)",
-            _slowest(ratio("2 ", "5 "), ratio("2 ", "5b")),
+            None if failed("5 ", "5b") else _slowest(ratio("2 ", "5 "), ratio("2 ", "5b")),
             lambda v: v >= 3,
             "{:.2f}x",
         ),
         (
             "(2) >= 10x Ray Serve (the faster of 6 and 6b)",
-            _slowest(ratio("2 ", "6 "), ratio("2 ", "6b")),
+            None if failed("6 ", "6b") else _slowest(ratio("2 ", "6 "), ratio("2 ", "6b")),
             lambda v: v >= 10,
             "{:.1f}x",
         ),

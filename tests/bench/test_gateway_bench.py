@@ -69,6 +69,25 @@ def test_the_mlserver_and_ray_goals_read_the_faster_of_each_servers_two_settings
     assert batching["value"] == 2.0 and batching["met"] is False
 
 
+def test_a_goal_reading_a_row_with_failed_requests_is_not_judged() -> None:
+    """Not by the rows that are left: the faster competitor failing must not leave the goal to
+    the slower one, and a p50 of failed requests says nothing."""
+    from bench.gateway.report import goals
+
+    def row(setup: str, rps: float, errors: int = 0) -> dict[str, object]:
+        return {"setup": setup, "rps": rps, "p50_ms": 1.0, "p99_ms": 2.0, "errors": errors}
+
+    rows = [
+        row("1 bare uvicorn + model", 5_000.0, errors=3),
+        row("2 gateway 50/50 sticky", 4_000.0),
+        row("5 MLServer", 1_000.0),
+        row("5b MLServer adaptive batching", 2_000.0, errors=1),
+    ]
+    judged = {g["goal"]: g for g in goals(rows)}
+    for goal in ("(2) >= 3x MLServer (the faster of 5 and 5b)", "(2) p50 within +0.5 ms of (1)"):
+        assert (judged[goal]["value"], judged[goal]["met"]) == (None, None), goal
+
+
 def test_an_open_loop_row_shows_the_median_offered_rate_of_its_rounds() -> None:
     from bench.gateway.load import Load
     from bench.gateway.report import summarise
