@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import json
 import os
 import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,17 +54,22 @@ class NoOpEstimator:
 
 
 class NoOpBackend:
-    """The gateway's no-op: each version loaded for real (its signature, so requests are checked as
-    usual), then answered by a constant."""
+    """The gateway's no-op: each version loaded for real, with only the estimator's method swapped
+    for ``NoOpEstimator``'s, so the gateway does all its own work (the signature's checks, the
+    matrix and its finite check, the output rows) as the bare app does its own. (Swapping the whole
+    model, as an earlier version did, skipped ~6.5 µs of the gateway's work a request.)"""
 
     def __init__(self, backend: Any) -> None:
         self.backend = backend
 
     def load(self, version: Any) -> Any:
-        from modelcanary.adapters.testing import FunctionModel
-
-        columns = self.backend.load(version).columns
-        return FunctionModel(lambda given: [list(NO_OP_ROW)] * len(next(iter(given.values()))), columns)
+        model = self.backend.load(version)
+        direct = getattr(model, "_fast", None)  # the in-process sklearn path (adapters/backends/inprocess.py)
+        if direct is None:
+            raise RuntimeError(f"{version.uri} does not take the direct scikit-learn path; the no-op needs it")
+        no_op = copy.copy(model)  # the loaded model itself is left as it was
+        no_op._fast = replace(direct, method=NoOpEstimator().predict_proba)
+        return no_op
 
 
 def build(app: str, model: str, prepared: Prepared) -> tuple[Any, Any]:

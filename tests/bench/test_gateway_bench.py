@@ -97,3 +97,22 @@ def test_an_open_loop_row_shows_the_median_offered_rate_of_its_rounds() -> None:
 
     (row,) = summarise({"3a gateway 50/50, paced": [paced(3_100.0), paced(3_900.0), paced(3_700.0)]})
     assert row["offered_rps"] == 3_700.0  # not the first round's
+
+
+def test_the_shadow_lane_goal_is_the_median_of_each_rounds_ratio() -> None:
+    """3a and 3b run back to back in each round: a round where the machine stalled weighs on the
+    pair, not on one side's median (3a at 2.8, 51 and 56 ms read 0.07x as a ratio of medians)."""
+    from bench.gateway.load import Load
+    from bench.gateway.report import goals, summarise
+
+    def paced(p99: float) -> Load:
+        return Load(100, 1.0, 100.0, 1.0, p99, 0, 0.1, offered_rps=100.0)
+
+    rows = summarise(
+        {
+            "3a gateway 50/50, paced": [paced(2.8), paced(51.0), paced(56.0)],
+            "3b + 100% shadow lane, paced": [paced(3.3), paced(3.4), paced(23.7)],
+        }
+    )
+    (goal,) = [g for g in goals(rows) if g["goal"].startswith("(3)")]
+    assert goal["value"] == pytest.approx(23.7 / 56.0)  # the median of the rounds' 1.18, 0.067 and 0.42

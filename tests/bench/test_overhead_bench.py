@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from bench.gateway.overhead import NO_OP_ROW, NoOpBackend, NoOpEstimator, main
-from modelcanary.adapters.testing import FakeBackend, FunctionModel
+from modelcanary.domain.errors import RequestError
 from modelcanary.domain.state import ModelVersion
-from modelcanary.ports import Column
 
 pytestmark = [
     pytest.mark.slow,
@@ -38,16 +38,19 @@ def test_every_line_is_measured_both_ways(tmp_path: Path, capsys: pytest.Capture
     assert list(tmp_path.glob("overhead-*.json")) and list(tmp_path.glob("overhead-*.md"))
 
 
-def test_the_no_op_models_answer_a_constant_without_calling_the_model() -> None:
-    """Each app's no-op is what it says: a constant per row, whatever the input, and the gateway's
-    keeps the real version's signature (so requests are still checked) without its model."""
+def test_the_no_op_models_answer_a_constant_without_calling_the_model(
+    pyfunc_backend: Any, mlflow_registry: Any
+) -> None:
+    """Each app's no-op is what it says: a constant per row, whatever the input. The gateway's is
+    the real loaded model with only the estimator's method swapped, so the gateway's own checks
+    still run (a bad input is still refused), and the loaded model is left as it was."""
     assert NoOpEstimator().predict_proba(np.ones((3, 4))).tolist() == [NO_OP_ROW] * 3
 
-    def model(_columns: dict[str, list[float]]) -> list[list[float]]:
-        raise AssertionError("the no-op called the real model")
-
-    columns = (Column(name="amount", type="double"), Column(name="age", type="double"))
-    real = FakeBackend({"fraud/1": FunctionModel(model, columns)})
-    no_op = NoOpBackend(real).load(ModelVersion(name="fraud", version="1"))
-    assert no_op.columns == columns
-    assert no_op.predict({"amount": [1.0, 2.0], "age": [3.0, 4.0]}) == [NO_OP_ROW] * 2
+    version = ModelVersion(name="fraud", version="1")
+    real = pyfunc_backend.load(version)
+    no_op = NoOpBackend(pyfunc_backend).load(version)
+    rows = {name: [0.5, 1.5] for name in mlflow_registry.features}
+    assert no_op.predict(rows) == [NO_OP_ROW] * 2
+    assert real.predict(rows) != [NO_OP_ROW] * 2  # the real model, untouched
+    with pytest.raises(RequestError):
+        no_op.predict({name: ["x", 1.0] for name in mlflow_registry.features})
