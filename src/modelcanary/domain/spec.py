@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import itertools
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import (
-    AfterValidator,
     BeforeValidator,
     Discriminator,
     Field,
@@ -37,7 +35,7 @@ from pydantic import (
 
 from modelcanary.domain.errors import SpecError
 from modelcanary.domain.metrics import Analysis
-from modelcanary.domain.specbase import ModelUri, Seconds, SpecModel
+from modelcanary.domain.specbase import HttpUrl, ModelUri, Seconds, SpecModel
 
 
 class StickyKey(SpecModel):
@@ -264,32 +262,6 @@ class Gates(SpecModel):
     def policies(self, gate: str) -> list[PolicyRef]:
         refs: list[PolicyRef] = getattr(self, gate)
         return refs
-
-
-def _http_url(url: str) -> str:
-    """A URL a client can call: http(s), a host, and a port from 1 to 65535 if it names one.
-
-    >>> _http_url("http://prometheus:909O")
-    Traceback (most recent call last):
-    ...
-    ValueError: 'http://prometheus:909O' has a bad port: give a number from 1 to 65535, or none
-    """
-    try:
-        parts = urlsplit(url)
-    except ValueError as exc:  # an unclosed [IPv6] host
-        raise ValueError(f"{url!r} is not a URL: {exc}") from None
-    if not parts.hostname:
-        raise ValueError(f"{url!r} names no host")
-    try:
-        port = parts.port  # None when none is given
-    except ValueError:  # not a number, or past 65535
-        port = 0
-    if port == 0:
-        raise ValueError(f"{url!r} has a bad port: give a number from 1 to 65535, or none")
-    return url
-
-
-HttpUrl = Annotated[str, Field(pattern=r"^https?://\S+$"), AfterValidator(_http_url)]
 
 
 class Notify(SpecModel):

@@ -1,11 +1,12 @@
 """What every part of the rollout spec shares: the base model (camelCase keys, unknown keys
-refused, frozen) and the field types read from text (durations, model refs)."""
+refused, frozen) and the field types read from text (durations, model refs, URLs)."""
 
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from modelcanary.domain.refs import parse_duration, parse_model_ref
@@ -18,6 +19,32 @@ def _model_ref(value: object) -> str:
 
 Seconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 ModelUri = Annotated[str, BeforeValidator(_model_ref)]
+
+
+def _http_url(url: str) -> str:
+    """A URL a client can call: http(s), a host, and a port from 1 to 65535 if it names one.
+
+    >>> _http_url("http://prometheus:909O")
+    Traceback (most recent call last):
+    ...
+    ValueError: 'http://prometheus:909O' has a bad port: give a number from 1 to 65535, or none
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # an unclosed [IPv6] host
+        raise ValueError(f"{url!r} is not a URL: {exc}") from None
+    if not parts.hostname:
+        raise ValueError(f"{url!r} names no host")
+    try:
+        port = parts.port  # None when none is given
+    except ValueError:  # not a number, or past 65535
+        port = 0
+    if port == 0:
+        raise ValueError(f"{url!r} has a bad port: give a number from 1 to 65535, or none")
+    return url
+
+
+HttpUrl = Annotated[str, Field(pattern=r"^https?://\S+$"), AfterValidator(_http_url)]
 
 
 class SpecModel(BaseModel):
