@@ -18,8 +18,8 @@ from modelcanary.adapters.registry.mlflow import MlflowRegistry
 from modelcanary.adapters.store.sql import SqlStore
 from modelcanary.cli.main import cli
 from modelcanary.controller.operations import run_command
-from modelcanary.controller.watch import Watcher
-from modelcanary.domain.errors import RegistryError, SpecError
+from modelcanary.controller.watch import REASK_S, Watcher
+from modelcanary.domain.errors import PolicyDenied, RegistryError, SpecError
 from modelcanary.domain.phases import Phase
 from modelcanary.engine.decide import Command
 
@@ -170,6 +170,24 @@ def test_the_watcher_reports_a_refused_start_and_goes_on_watching(
     assert store.list_rollouts() == []
     assert [event["action"] for event in store.audit_events()] == ["rollout.refused"]
     store.close()
+
+
+def test_a_refused_version_is_asked_about_again_after_a_while(store: SqlStore, registry: MlflowRegistry) -> None:
+    """Not at every look (each refusal is audited), but not never either: what refused it (a
+    change freeze) may be over by then."""
+    registry.set_alias("fraud", "challenger", "2")
+    now = [1_000.0]
+    watcher = Watcher(store=store, registry=registry, template=TEMPLATE + FROZEN, clock=lambda: now[0])
+    with pytest.raises(PolicyDenied):
+        watcher.check(actor="watch")
+    now[0] += REASK_S - 1
+    quiet = watcher.check(actor="watch")
+    assert quiet.started is None and "change-freeze" in quiet.reason
+    assert [event["action"] for event in store.audit_events()] == ["rollout.refused"]
+    now[0] += 1
+    with pytest.raises(PolicyDenied):  # asked again, and refused again: the freeze is every day
+        watcher.check(actor="watch")
+    assert [event["action"] for event in store.audit_events()] == ["rollout.refused"] * 2
 
 
 def test_the_watch_process_follows_the_alias(registry: MlflowRegistry, tmp_path: Path) -> None:

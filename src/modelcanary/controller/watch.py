@@ -6,14 +6,17 @@ when any rollout of the template's endpoint, in any phase, has it as its candida
 never starts twice, across restarts and with several watchers on one store (the store refuses a
 second active rollout on an endpoint). A version that arrives while another rollout holds the
 endpoint waits, and starts when that one ends, unless the alias moved on meanwhile. A version the
-start gate refused (audited as ``rollout.refused``) is not asked about again until the watcher
-restarts: the gate would refuse it again, and audit it again, at every look.
+start gate refused (audited as ``rollout.refused``) is asked about again only every ``REASK_S``:
+asked at every look, the gate would refuse and audit it every look; never asked again, it would not
+start when what refused it (a change freeze, say) is over.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +26,8 @@ from modelcanary.domain.refs import parse_model_uri
 from modelcanary.domain.spec import load_spec
 from modelcanary.domain.state import ModelVersion, RolloutState
 from modelcanary.ports import Registry
+
+REASK_S = 600.0  # seconds before a version the start gate refused is asked about again
 
 log = logging.getLogger("modelcanary.watch")
 
@@ -45,7 +50,9 @@ class Watcher:
     template: str  # the spec's YAML text
     alias: str | None = None  # default: the alias the template's candidate names
     source: str = "<template>"
-    refused: dict[str, PolicyDenied] = field(default_factory=dict, init=False)  # version URI -> its denial
+    clock: Callable[[], float] = time.monotonic
+    # version URI -> the start gate's denial, and when
+    refused: dict[str, tuple[PolicyDenied, float]] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         spec = load_spec(self.template, source=self.source)  # refuse a bad template before watching
@@ -64,8 +71,8 @@ class Watcher:
 
     def check(self, *, actor: str) -> Check:
         """Resolve the alias once and start a rollout of its version if none has had it yet.
-        ``RegistryError`` if the alias cannot be resolved; ``PolicyDenied`` the first time the start
-        gate refuses a version, and a check that starts nothing after that."""
+        ``RegistryError`` if the alias cannot be resolved; ``PolicyDenied`` when the start gate
+        refuses a version, and a check that starts nothing until ``REASK_S`` later."""
         version = self.registry.resolve(self.uri)
         rollouts = [state for state in self.store.list_rollouts() if state.endpoint == self.endpoint]
         for state in rollouts:
@@ -78,14 +85,15 @@ class Watcher:
         baseline = self.registry.resolve(load_spec(text, source=self.source).spec.baseline)
         if (baseline.name, baseline.version) == (version.name, version.version):
             return Check(version, None, f"{version.uri} is the baseline already")
-        if version.uri in self.refused:
-            return Check(version, None, f"{self.uri}: {self.refused[version.uri]}")  # in the words it was reported in
+        denied = self.refused.get(version.uri)
+        if denied is not None and self.clock() < denied[1] + REASK_S:
+            return Check(version, None, f"{self.uri}: {denied[0]}")  # in the words it was reported in
         try:
             state = start_rollout(self.store, self.registry, text, source=self.source, actor=actor)
         except Conflict as exc:  # another watcher or an operator started one meanwhile
             return Check(version, None, f"{version.uri} waits: {exc}")
         except PolicyDenied as exc:
-            self.refused[version.uri] = exc
+            self.refused[version.uri] = (exc, self.clock())
             raise
         log.info("%s moved to %s: started %s", self.uri, version.uri, state.id)
         return Check(version, state, f"{self.uri} moved to {version.uri}: started {state.id}")
