@@ -3,6 +3,7 @@ regressions (a tail-only one included), holding on a sample-ratio mismatch, pass
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ import pytest
 from modelcanary.domain.judgement import Judgement, Look, Memory, Verdict
 from modelcanary.domain.metrics import Analysis
 from modelcanary.domain.telemetry import LATENCY_EDGES_MS, RolloutTelemetry, VariantTelemetry, score_bucket
+from modelcanary.judges import sequential
 from modelcanary.judges.sequential import MEMORY_VERSION, judge
 
 EDGES = np.asarray(LATENCY_EDGES_MS)
@@ -129,6 +131,33 @@ def test_a_tail_only_regression_is_caught_by_the_distribution_test() -> None:
     blind = {**median_only, "distribution": False}
     missed = [run(Arm(latency=_tail(1.6)), seed=s, spec=analysis(metrics=[blind]))[0] for s in range(3)]
     assert missed == [None, None, None]
+
+
+def _slower(factor: float) -> Callable[[np.random.Generator, int], np.ndarray]:
+    return lambda rng, n: rng.lognormal(np.log(40 * factor), 0.5, n)
+
+
+def test_a_whole_distribution_a_few_percent_slower_is_caught_sooner_by_the_rank_test(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """+5% on every request moves the p50 threshold's exceedances from 50% to 54% but every
+    request's rank: with the rank test's evidence kept at 1 (its weight still counted), the same
+    streams roll back later or not at all."""
+    with_rank = [run(Arm(latency=_slower(1.05)), seed=s)[0] for s in range(3)]
+    monkeypatch.setattr(sequential, "_shift_update", lambda metric, kept, now, logs: logs)
+    without = [run(Arm(latency=_slower(1.05)), seed=s)[0] for s in range(3)]
+    for seed, (fast, slow) in enumerate(zip(with_rank, without, strict=True)):
+        assert fast is not None, f"seed {seed}: the rank test missed +5%"
+        assert slow is None or slow > fast, f"seed {seed}: {fast} looks with the rank test, {slow} without"
+
+
+def test_the_rank_test_reads_the_candidate_within_its_margin() -> None:
+    """10% slower under a 20% margin is within it: no rollback, and the rank test bets nothing."""
+    spec = analysis(metrics=[{"kind": "latency", "quantile": 0.99, "margin": 0.2}])
+    for seed in range(3):
+        index, judgement = run(Arm(latency=_slower(1.1)), seed=seed, spec=spec)
+        assert index is None, f"seed {seed}"
+        assert judgement.e_value is not None and judgement.e_value < 2
 
 
 def test_a_sample_ratio_mismatch_holds_without_rolling_back() -> None:
@@ -303,8 +332,9 @@ def test_memory_saved_by_another_version_starts_the_evidence_afresh() -> None:
     assert memory["version"] == MEMORY_VERSION and not judgement.failing()
 
 
-def test_memory_of_version_2_carries_its_evidence_over() -> None:
-    """Version 2 kept the last look's whole telemetry; read now, it judges as this version's own memory does."""
+def test_memory_of_version_3_starts_afresh_and_the_memory_keeps_the_histograms_once() -> None:
+    """Version 3 weighed latency without the rank test: its evidence is not carried over. A look's
+    memory holds a few counts a threshold stream and, once, the two histograms' used buckets."""
     rng = np.random.default_rng(3)
     first = RolloutTelemetry()
     _add(first.baseline, Arm(), 2000, rng)
@@ -315,12 +345,60 @@ def test_memory_of_version_2_carries_its_evidence_over() -> None:
     )
     _add(second.baseline, Arm(), 2000, rng)
     _add(second.candidate, Arm(error_rate=0.03), 300, rng)
-    old = {
-        "version": 2,
-        "prev": {"baseline": first.baseline.to_json(), "candidate": first.candidate.to_json()},
-        "e": memory["e"],
-        "srm": memory["srm"],
-    }
     look = Look(at=20, weight=10, telemetry=second)
-    assert judge(analysis(), look, old) == judge(analysis(), look, memory)
-    assert all(len(kept) <= 6 for kept in memory["prev"].values())  # a few counts a stream, no histograms
+    assert judge(analysis(), look, {**memory, "version": 3}) == judge(analysis(), look, {})
+    assert all(len(kept) <= 6 for kept in memory["prev"].values())
+    at, weight, lo, hi, *flat = memory["rank"]
+    assert (at, weight) == (10, 10) and len(flat) == 2 * (hi - lo) and sum(flat) == 2300
+
+
+def test_requests_without_latencies_are_no_latency_data_not_a_crash() -> None:
+    """A metric source may count requests whose latency it never saw (a Prometheus histogram that
+    records only successes, say): latency then has no data, and the other metrics are judged."""
+    memory: Memory = {}
+    for index in range(1, 6):
+        telemetry = RolloutTelemetry()
+        telemetry.baseline.requests, telemetry.candidate.requests = 900 * index, 100 * index
+        telemetry.candidate.errors = 20 * index
+        judgement, memory = judge(analysis(), Look(at=10.0 * index, weight=10, telemetry=telemetry), memory)
+    by_name = {m.name: m for m in judgement.metrics}
+    assert by_name["latency"].verdict is Verdict.NO_DATA
+    assert by_name["error-rate"].verdict is Verdict.FAIL
+
+
+def _looks_every(seconds: float, weights: list[int], candidate: Arm, seed: int = 0) -> list[Memory]:
+    """Fold the judge over looks ``seconds`` apart, one per weight; the memory after each."""
+    rng = np.random.default_rng(seed)
+    telemetry, memories = RolloutTelemetry(), []
+    memory: Memory = {}
+    for index, weight in enumerate(weights):
+        _add(telemetry.baseline, Arm(), int(500 * seconds * (1 - weight / 100)), rng)
+        _add(telemetry.candidate, candidate, int(500 * seconds * weight / 100), rng)
+        snapshot = RolloutTelemetry(
+            VariantTelemetry.from_json(telemetry.baseline.to_json()),
+            VariantTelemetry.from_json(telemetry.candidate.to_json()),
+        )
+        _, memory = judge(analysis(), Look(at=seconds * index, weight=weight, telemetry=snapshot), memory)
+        memories.append(memory)
+    return memories
+
+
+def test_the_rank_test_bets_on_intervals_of_ten_seconds_and_more() -> None:
+    """A controller looks every second; the rank test reads every bucket, so it bets once per ten
+    looks, on all ten looks' requests, and a regression is still caught from them."""
+    memories = _looks_every(1.0, [20] * 40, Arm(latency=_slower(1.2)))
+    starts = [m["rank"][0] for m in memories]
+    assert sorted(set(starts)) == [0.0, 10.0, 20.0, 30.0]
+    shift = [tuple(m["e"].get("latency@shift", ())) for m in memories]
+    changed = [at for at, (a, b) in enumerate(itertools.pairwise(shift), start=1) if a != b]
+    assert changed == [10, 20, 30]
+    assert sequential._mixture(memories[-1]["e"]["latency@shift"][:8]) > 20
+
+
+def test_an_interval_whose_weight_changed_is_dropped_unread() -> None:
+    """Its candidate share changed partway, so its requests are not exchangeable: the rank test
+    starts a new interval at the change and bets nothing on the old one."""
+    memories = _looks_every(1.0, [10] * 15 + [50] * 15, Arm(latency=_slower(1.2)))
+    assert [m["rank"][:2] for m in memories][14:17] == [[10.0, 10], [15.0, 50], [15.0, 50]]
+    shift = [tuple(m["e"].get("latency@shift", ())) for m in memories]
+    assert shift[15] == shift[14] and shift[25] != shift[24]  # no bet at the change; the next at 25 s

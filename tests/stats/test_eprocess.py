@@ -3,13 +3,23 @@ simulations with fixed seeds."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from modelcanary.stats.eprocess import bet_above, bet_better, bet_worse, log_lr, plug_in_ratio, rate_bounds, theta
+from modelcanary.stats.eprocess import (
+    bet_above,
+    bet_better,
+    bet_worse,
+    log_lr,
+    plug_in_ratio,
+    rate_bounds,
+    shift_bets,
+    theta,
+)
 
 
 @pytest.mark.parametrize(("x", "total", "alt", "null"), [(3, 10, 0.4, 0.2), (0, 7, 0.1, 0.05), (9, 9, 0.9, 0.5)])
@@ -155,3 +165,69 @@ def test_rate_bounds_are_where_the_beta_binomial_mixture_crosses_one_over_alpha(
         assert high >= root * (1 - 1e-12) and high == pytest.approx(root, rel=1e-9)
     else:
         assert high == 1.0
+
+
+# -- the rank (shift) test -------------------------------------------------------------------------
+
+_POOL = (0.0, 0.1, 0.1, 0.35, 0.5, 0.5, 0.8, 0.95, 1.0)  # one interval's scores, ties included
+_LAMBDAS = (0.1, 0.4, 1.6, 6.4, 50.0)
+
+
+def _bets(
+    cand: tuple[float, ...], base: tuple[float, ...], lambdas: tuple[float, ...]
+) -> tuple[list[float], float, float]:
+    """``shift_bets`` on requests listed one by one: each score its own bucket."""
+    scores = [*cand, *base]
+    return shift_bets(scores, [1] * len(cand) + [0] * len(base), [0] * len(cand) + [1] * len(base), lambdas)
+
+
+@pytest.mark.parametrize("n_c", [1, 2, 4, 8])
+def test_the_shift_e_value_has_expectation_at_most_1_over_every_split(n_c: int) -> None:
+    """Under exchangeability every split of the pooled scores into n_c candidate and N - n_c
+    baseline ones is equally likely: the mean of exp(bet) over all of them is at most 1, for every
+    bet, the ones beyond the cap included (computed exactly, by enumeration)."""
+    splits = list(itertools.combinations(range(len(_POOL)), n_c))
+    sums = np.zeros(len(_LAMBDAS))
+    for chosen in splits:
+        cand = [1 if i in chosen else 0 for i in range(len(_POOL))]
+        sums += np.exp(shift_bets(_POOL, cand, [1 - c for c in cand], _LAMBDAS)[0])
+    assert (sums / len(splits) <= 1 + 1e-12).all()
+
+
+def test_the_shift_bet_is_the_with_replacement_bound_computed_independently() -> None:
+    cand, base = (0.9, 0.8, 0.5), (0.1, 0.2, 0.5, 0.6, 0.3)
+    pooled = np.array(cand + base)
+    for lam in (0.1, 0.7):
+        expected = lam * sum(cand) - len(cand) * math.log(np.mean(np.exp(lam * pooled)))
+        assert _bets(cand, base, (lam,))[0] == [pytest.approx(expected, rel=1e-12)]
+    # counts are repetitions: a count of 2 is two requests at that score
+    assert shift_bets([0.9, 0.1], [2, 0], [0, 3], [0.5]) == _bets((0.9, 0.9), (0.1,) * 3, (0.5,))
+    _, excess, variance = _bets(cand, base, (0.1,))
+    assert excess == pytest.approx(sum(cand) - 3 * pooled.mean())
+    # the variance of the candidate's sum over every split, by enumeration
+    sums = [sum(c) for c in itertools.combinations(pooled, 3)]
+    assert variance == pytest.approx(np.var(sums), rel=1e-12)
+
+
+def test_the_shift_e_value_never_grows_when_a_candidate_score_falls() -> None:
+    """The composite null: a candidate stochastically faster than the baseline can be coupled below
+    an exchangeable one, and the e-value must be no larger then. It is non-decreasing in each
+    candidate score up to the cap on the bet; past it, it is not (so the bet is capped)."""
+    base = (0.0, 0.0, 0.0)
+    for lam in _LAMBDAS:
+        values = [_bets((s, 1.0, 1.0), base, (lam,))[0][0] for s in np.linspace(0, 1, 21)]
+        assert all(b >= a - 1e-12 for a, b in itertools.pairwise(values))
+    # candidates (s, 0, 0) and baseline (0, 0, 0): uncapped, log e(s) = lam s - 3 log((e^(lam s) + 5) / 6)
+    # falls as s rises once e^(lam s) > 2.5; capped at log(5 / 2), it rises
+    lam = 50.0
+    uncapped = [lam * s - 3 * math.log((math.exp(lam * s) + 5) / 6) for s in (0.9, 1.0)]
+    assert uncapped[1] < uncapped[0]
+    capped = [_bets((s, 0.0, 0.0), base, (lam,))[0][0] for s in (0.9, 1.0)]
+    assert capped[1] > capped[0]
+
+
+def test_a_candidate_above_the_baseline_gains_and_one_alone_bets_nothing() -> None:
+    bets, excess, _ = _bets((0.9, 0.8, 0.95), (0.1, 0.3, 0.2, 0.4), (0.4, 1.6))
+    assert excess > 0 and all(b > 0 for b in bets)
+    assert _bets((0.9,), (), (1.0,)) == ([0.0], 0.0, 0.0)
+    assert _bets((), (0.9,), (1.0,)) == ([0.0], 0.0, 0.0)

@@ -41,6 +41,7 @@ from modelcanary.domain.telemetry import RolloutTelemetry, Variant, VariantTelem
 from modelcanary.engine.analysis import analyse, pair
 from modelcanary.engine.decide import decide
 from modelcanary.engine.outcomes import CONTROLLER
+from modelcanary.judges import prepare as prepare_judges
 from modelcanary.ports import (
     ActionQueue,
     Fence,
@@ -101,6 +102,9 @@ class Controller:
     measurement_errors: dict[str, str] = field(default_factory=dict)  # rollout id -> why its last read failed
     _retries: dict[int, tuple[int, float]] = field(default_factory=dict)  # action id -> (failures, next try)
     _leased_at: float = -float("inf")  # when the lease was last taken or renewed, by ``clock``
+
+    def __post_init__(self) -> None:
+        prepare_judges()
 
     def _policy_engine(self) -> PolicyEngine:
         if self.policies is None:

@@ -199,3 +199,45 @@ def _boundary(a: int, b: int, target: float, start: float) -> float:
         m = -expm1(u)
         g = a * u + b * log(m) - target
     return u
+
+
+def shift_bets(
+    scores: Sequence[float], candidate: Sequence[float], baseline: Sequence[float], lambdas: Sequence[float]
+) -> tuple[list[float], float, float]:
+    """One interval's factors (log) of e-processes against H0: "the candidate's scores are
+    stochastically no larger than the baseline's", one per bet ``lambda`` >= 0; and the interval's
+    excess (the candidate's score sum less its share of the pooled sum) and that excess's variance
+    under H0, from which a caller estimates its next bet. ``candidate[k]`` and ``baseline[k]`` are
+    how many of each variant's requests had score ``scores[k]``, every score in [0, 1].
+
+    The test conditions on the interval's exposures and on its pooled scores. Given them, under
+    exchangeability the candidate's ``n_c`` scores are a sample without replacement from the ``N``
+    pooled ones, and by Hoeffding (1963, theorem 4) the moment generating function of their sum
+    ``S`` is at most that of a sample with replacement: E exp(lambda S) <= M(lambda)^n_c, with
+    M the mean of exp(lambda s) over the pool. So exp(lambda S) / M(lambda)^n_c has expectation at
+    most 1. It is non-decreasing in each candidate score while (n_c - 1) e^lambda <= N - 1 (its
+    derivative in s_i is lambda (1 - n_c e^(lambda s_i) / sum_j e^(lambda s_j)) and the other N - 1
+    terms are at least 1), so lambda is capped there, and a candidate stochastically below the
+    baseline (coupled below an exchangeable one) makes it no larger: the whole null holds.
+
+    >>> bets, excess, var = shift_bets([0.0, 1.0], [0, 5], [5, 0], [0.5])
+    >>> round(bets[0], 4), excess, round(var, 4)  # every candidate score above every baseline one
+    (1.0954, 2.5, 0.6944)
+    >>> shift_bets([0.5], [3], [0], [0.5])  # nothing to compare with: no bet
+    ([0.0], 0.0, 0.0)
+    """
+    import numpy as np  # here, not at the top: the CLI imports this module and needs no numpy
+
+    values = np.asarray(scores, dtype=float)
+    cand = np.asarray(candidate, dtype=float)
+    pooled = cand + baseline
+    n_c, total = float(cand.sum()), float(pooled.sum())
+    if n_c == 0 or total == n_c:
+        return [0.0] * len(lambdas), 0.0, 0.0
+    s_c = float(values @ cand)
+    mean = float(values @ pooled) / total
+    spread = float((values * values) @ pooled) / total - mean * mean
+    cap = math.log((total - 1) / (n_c - 1)) if n_c > 1 else math.inf
+    bets = np.minimum(lambdas, cap)  # a bet of 0 comes out 0: exp(0) sums to the total
+    logs = bets * s_c - n_c * np.log(np.exp(np.multiply.outer(bets, values)) @ pooled / total)
+    return logs.tolist(), s_c - n_c * mean, n_c * (total - n_c) / (total - 1) * max(spread, 0.0)
