@@ -20,7 +20,7 @@ from bench.gateway.load import wait_ready
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 SERVER_VENVS = HERE.parent / ".venv-servers"
-# pinned to what the project's venv has, so the joblib pickle loads the same model everywhere
+# with the pins of ``_pins``
 SERVER_PACKAGES = {
     "mlserver": ["mlserver==1.7.1", "mlserver-sklearn==1.7.1"],
     "ray": ["ray[serve]", "orjson"],
@@ -99,17 +99,34 @@ def venv_python(kind: str) -> Path:
     return SERVER_VENVS / kind / "bin" / "python"
 
 
-def setup_venv(kind: str) -> Path:
-    """Make (once) the venv for ``kind`` and install its server into it."""
-    python = venv_python(kind)
-    if python.exists() and subprocess.run([str(python), "-c", f"import {kind}"], capture_output=True).returncode == 0:
-        return python
-    import numpy
-    import sklearn
+def _pins() -> list[str]:
+    """What every server venv shares with the project's: scikit-learn and numpy, so the joblib
+    pickle loads the same model everywhere, and uvloop, so every server runs on the same event loop
+    (MLServer 1.7.1's inference workers also need uvloop < 0.22: with 0.22 they fail to start)."""
+    from importlib.metadata import version
 
+    return [f"{name}=={version(name)}" for name in ("scikit-learn", "numpy", "uvloop")]
+
+
+def _ready(python: Path, kind: str) -> bool:
+    """Whether the venv has ``kind`` and the project's pins."""
+    if not python.exists():
+        return False
+    pins = dict(pin.split("==") for pin in _pins())
+    check = f"import {kind}, importlib.metadata as m; assert all(m.version(p) == v for p, v in {pins!r}.items())"
+    return subprocess.run([str(python), "-c", check], capture_output=True).returncode == 0
+
+
+def setup_venv(kind: str) -> Path:
+    """Make (once) the venv for ``kind`` and install its server into it, with the project's pins
+    (again, where an older venv has other versions of them)."""
+    python = venv_python(kind)
+    if _ready(python, kind):
+        return python
     base = getattr(sys, "_base_executable", sys.executable)
-    subprocess.run([base, "-m", "venv", str(SERVER_VENVS / kind)], check=True)
-    pins = [f"scikit-learn=={sklearn.__version__}", f"numpy=={numpy.__version__}"]
+    if not python.exists():
+        subprocess.run([base, "-m", "venv", str(SERVER_VENVS / kind)], check=True)
+    pins = _pins()
     done = subprocess.run(
         [str(python), "-m", "pip", "install", "-q", *SERVER_PACKAGES[kind], *pins], capture_output=True, text=True
     )
@@ -120,7 +137,7 @@ def setup_venv(kind: str) -> Path:
 
 def server_python(kind: str, *, install: bool) -> Path:
     python = venv_python(kind)
-    if python.exists() and subprocess.run([str(python), "-c", f"import {kind}"], capture_output=True).returncode == 0:
+    if _ready(python, kind):
         return python
     if not install:
         raise NotRun(f"{kind} is not installed in {SERVER_VENVS / kind} (run with --setup-servers)")
@@ -164,9 +181,11 @@ def gateway(
     )
 
 
-def mlserver(joblib_path: Path, folder: Path, *, install: bool, adaptive_batching: bool = False) -> Server:
+def mlserver(
+    joblib_path: Path, folder: Path, *, install: bool, adaptive_batching: bool = False, parallel_workers: int = 0
+) -> Server:
     python = server_python("mlserver", install=install)
-    name = "mlserver-batching" if adaptive_batching else "mlserver"
+    name = ("mlserver-batching" if adaptive_batching else "mlserver") + f"-w{parallel_workers}"
     root = folder / name
     (root / "fraud").mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -175,7 +194,7 @@ def mlserver(joblib_path: Path, folder: Path, *, install: bool, adaptive_batchin
         "grpc_port": free_port(),
         "metrics_port": free_port(),
         "host": "127.0.0.1",
-        "parallel_workers": 0,  # as measured in MEASUREMENTS.md: inference in the server process
+        "parallel_workers": parallel_workers,  # 0: inference in the server process
         "debug": False,
     }
     (root / "settings.json").write_text(json.dumps(settings))
