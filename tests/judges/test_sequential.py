@@ -15,7 +15,7 @@ import pytest
 from modelcanary.domain.judgement import Judgement, Look, Memory, Verdict
 from modelcanary.domain.metrics import Analysis
 from modelcanary.domain.telemetry import LATENCY_EDGES_MS, RolloutTelemetry, VariantTelemetry, score_bucket
-from modelcanary.judges import sequential
+from modelcanary.judges import rank, sequential
 from modelcanary.judges.sequential import MEMORY_VERSION, judge
 
 EDGES = np.asarray(LATENCY_EDGES_MS)
@@ -144,7 +144,7 @@ def test_a_whole_distribution_a_few_percent_slower_is_caught_sooner_by_the_rank_
     request's rank: with the rank test's evidence kept at 1 (its weight still counted), the same
     streams roll back later or not at all."""
     with_rank = [run(Arm(latency=_slower(1.05)), seed=s)[0] for s in range(3)]
-    monkeypatch.setattr(sequential, "_shift_update", lambda metric, kept, now, logs: logs)
+    monkeypatch.setattr(rank, "update", lambda metric, kept, now, logs: logs)
     without = [run(Arm(latency=_slower(1.05)), seed=s)[0] for s in range(3)]
     for seed, (fast, slow) in enumerate(zip(with_rank, without, strict=True)):
         assert fast is not None, f"seed {seed}: the rank test missed +5%"

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from modelcanary.domain.errors import SpecError
 from modelcanary.domain.judgement import Judgement, Look, Memory
 from modelcanary.domain.metrics import Analysis
-from modelcanary.judges import mann_whitney, sequential, threshold
+from modelcanary.judges import mann_whitney, rank, sequential, threshold
 
 Judge = Callable[[Analysis, Look, Memory], tuple[Judgement, Memory]]
 
@@ -28,7 +28,7 @@ def prepare() -> None:
     """Load what the judges' numerics need (numpy, the rank test's table) now, not at the first look
     that needs it: a controller process calls this as it starts, so that no tick of a thousand
     rollouts pays for an import (about 0.15 s) halfway through."""
-    sequential.prepare()
+    rank.prepare()
 
 
 def get_judge(name: str) -> Judge:

@@ -16,7 +16,7 @@ Latency is tested at thresholds set by the baseline's own quantiles, read before
 a candidate request is bad above ``(1 + margin)`` times the threshold, a baseline one above it. With
 ``distribution`` on, two more kinds of evidence join the configured quantile's: the p50, p90, p99
 and p99.9 thresholds, so a regression confined to the tail is caught whatever quantile was
-configured; and a rank test over every bucket (``_shift_update``), which uses what the thresholds
+configured; and a rank test over every bucket (judges/rank.py), which uses what the thresholds
 throw away. A request's score is the normal quantile of its bucket's mid-rank in the baseline's
 histogram before the interval (van der Waerden's scores: efficient for a shift of log-latency), and
 the e-process bets that the candidate's scores, read at its latency divided by ``1 + margin``, run
@@ -33,9 +33,7 @@ import math
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from itertools import accumulate
-from statistics import NormalDist
 from typing import Any, NamedTuple
 
 from modelcanary.domain.judgement import Judgement, Look, Memory, MetricJudgement, Verdict
@@ -49,23 +47,18 @@ from modelcanary.domain.metrics import (
     QualityMetric,
 )
 from modelcanary.domain.telemetry import LATENCY_EDGES_MS, RolloutTelemetry, score_bucket
+from modelcanary.judges import rank
 from modelcanary.judges.guardrails import guardrail
 from modelcanary.judges.sample_ratio import SampleRatio
 from modelcanary.stats.classification import Confusion, confusion
-from modelcanary.stats.eprocess import bet_above, plug_in_ratio, rate_lower, rate_upper, ratio_bets, shift_bets
+from modelcanary.stats.eprocess import bet_above, plug_in_ratio, rate_lower, rate_upper, ratio_bets
 from modelcanary.stats.histogram import quantile_of_running
 
 NAME = "sequential"
 MEMORY_VERSION = 4  # bump when the meaning of the saved memory changes
 DISTRIBUTION_QUANTILES = (0.5, 0.9, 0.99, 0.999)
-# the rank test's bets (per request, on scores in [0, 1]); its stream weighs as the configured quantile's
-SHIFT_GRID = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4)
-SHIFT_EVERY_S = 10.0  # the rank test's shortest interval
-_SHIFT_PLUG_IN_MAX = 10.0
-_Z = 3.0  # normal scores are clipped to [-_Z, _Z] and mapped onto [0, 1]
 BASELINE_BOUND_SHARE = 0.1  # of alpha, spent on the baseline bounds that turn absolute margins into ratios
 _BUCKET_RATIO = LATENCY_EDGES_MS[1] / LATENCY_EDGES_MS[0]
-_MIN_BASELINE_FOR_THRESHOLD = 20  # baseline latencies before a latency threshold is set
 # the fixed alternatives each e-process bets on, as multiples of its null ratio
 GRID = (1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
 _SIDE = 1 + len(GRID)  # components per side: the plug-in, then the grid
@@ -131,12 +124,12 @@ def judge(analysis: Analysis, look: Look, memory: Memory) -> tuple[Judgement, Me
 
     # the memory's lists are never changed (a look makes new ones), so the new memory may share them
     before: dict[str, list[int]] = memory.get("prev", {})
-    rank: list[Any] | None = memory.get("rank")
+    start: list[Any] | None = memory.get("rank")  # where the rank test's interval started
     evidence: dict[str, list[float]] = dict(memory.get("e", {}))
     metric_e: dict[str, float] = {}
     tails = _Tails()
     rates: dict[str, _Counts] = {}  # each rate metric's counts now, read again for its verdict
-    rank_now, rank_bets = _rank_interval(tested, look, rank)
+    rank_now, rank_bets = rank.interval(tested, look, start)
     for metric in tested:
         streams = _streams(metric, before, now, alpha_b, tails, rates)
         total = weights_sum = 0.0
@@ -148,11 +141,11 @@ def judge(analysis: Analysis, look: Look, memory: Memory) -> tuple[Judgement, Me
         # the rank test weighs from the look the thresholds do on, so the weights never change
         if streams and isinstance(metric, LatencyMetric) and metric.distribution:
             key = f"{metric.name}@shift"
-            logs = evidence.get(key, _NO_SHIFT)
+            logs = evidence.get(key, rank.NO_EVIDENCE)
             if rank_bets:
-                assert rank is not None and rank_now is not None
-                logs = evidence[key] = _shift_update(metric, rank[2:], rank_now[2:], logs)
-            total += _mixture(logs[:_SIDE])
+                assert start is not None and rank_now is not None
+                logs = evidence[key] = rank.update(metric, start[2:], rank_now[2:], logs)
+            total += _mixture(logs[: rank.SIDE])
             weights_sum += 1.0
         metric_e[metric.name] = total / weights_sum if streams else 1.0
 
@@ -173,7 +166,7 @@ def judge(analysis: Analysis, look: Look, memory: Memory) -> tuple[Judgement, Me
     hold = srm.update(before_requests, requests, look)
     judgement = Judgement(judge=NAME, metrics=judged, e_value=combined, threshold=1 / alpha_e, hold=hold)
     after = _counts_for_next_look(tested, now, tails, rates)
-    if after == before and rank_now == rank and requests == before_requests:
+    if after == before and rank_now == start and requests == before_requests:
         return judgement, memory  # a look with no new data changes nothing
     return judgement, {
         "version": MEMORY_VERSION,
@@ -203,7 +196,7 @@ def _counts_for_next_look(
     for metric in tested:
         if isinstance(metric, LatencyMetric):
             # (latencies, not requests: a metric source may count requests it has no latency for)
-            if tails.above(now.baseline.latency_counts, 0) < _MIN_BASELINE_FOR_THRESHOLD:
+            if tails.above(now.baseline.latency_counts, 0) < rank.MIN_BASELINE:
                 continue
             # the candidate's threshold is the baseline's stretched by the margin, rounded up to a
             # bucket edge (up, so the test stays on the safe side of the margin)
@@ -223,88 +216,7 @@ def _counts_for_next_look(
     return kept
 
 
-def _rank_interval(tested: Sequence[Metric], look: Look, start: list[Any] | None) -> tuple[list[Any] | None, bool]:
-    """Where the rank test's interval starts after this look, and whether the test bets on the one
-    that ends now. An interval is ``[at, weight, lo, hi, ...]``: its start's time and weight, and
-    both variants' latency histograms then (``[lo, hi]`` and the buckets ``lo..hi-1`` of the
-    candidate's, then of the baseline's; the buckets outside hold none).
-
-    An interval runs at least ``SHIFT_EVERY_S``: a controller looks every second, and the test
-    reads every bucket, so betting on ten looks at once costs a tenth and loses nothing (the pooled
-    requests of a longer interval are as exchangeable, at one weight, as a shorter one's). One whose
-    weight changed is dropped unread: its candidate share changed partway, so its requests are not."""
-    if not any(isinstance(m, LatencyMetric) and m.distribution for m in tested):
-        return None, False
-    if start is not None and start[1] == look.weight and look.at - start[0] < SHIFT_EVERY_S:
-        return start, False
-    cand, base = look.telemetry.candidate.latency_counts, look.telemetry.baseline.latency_counts
-    if sum(base) < _MIN_BASELINE_FOR_THRESHOLD:
-        return None, False
-    used = [i for i, (c, b) in enumerate(zip(cand, base, strict=True)) if c or b]
-    lo, hi = used[0], used[-1] + 1
-    return [look.at, look.weight, lo, hi, *cand[lo:hi], *base[lo:hi]], start is not None and start[1] == look.weight
-
-
 _NO_EVIDENCE = [0.0] * _SIDE
-_NO_SHIFT = [0.0] * (_SIDE + 2)  # the logs, then the excess and its variance summed over the intervals
-_NORMAL = NormalDist()
-
-
-def _shift_update(metric: LatencyMetric, kept: list[int], kept_now: list[int], logs: list[float]) -> list[float]:
-    """Add one interval's bets to the rank test's e-process (the module's docstring), and its excess
-    and variance to the sums its plug-in bet is estimated from (that ratio is the best bet on
-    normal-ish scores, and is read before the interval, so it is predictable). ``kept`` and
-    ``kept_now`` are the histograms at the interval's start and now, as ``_rank_interval`` keeps them."""
-    import numpy as np  # here, not at the top: the CLI imports this module and needs no numpy
-
-    (lo, hi, *flat), (lo_now, hi_now, *flat_now) = kept, kept_now
-    if lo < lo_now or hi > hi_now:
-        return logs  # the histograms went back (telemetry reset): no bet on this interval
-    # over this look's buckets, and one more in front for every bucket below them (the baseline
-    # had none there): the interval's new requests per bucket, candidate's then baseline's, and
-    # the baseline's before it
-    width, width_now = hi - lo, hi_now - lo_now
-    before_pad, after_pad = [0] * (1 + lo - lo_now), [0] * (hi_now - hi)
-    prev_c, prev_b = [*before_pad, *flat[:width], *after_pad], [*before_pad, *flat[width:], *after_pad]
-    new_c = [a - b for a, b in zip([0, *flat_now[:width_now]], prev_c, strict=True)]
-    new_b = [a - b for a, b in zip([0, *flat_now[width_now:]], prev_b, strict=True)]
-    if min(new_c) < 0 or min(new_b) < 0:
-        return logs
-    # the candidate is read at its latency / (1 + margin): down by the margin in buckets, rounded up
-    # (so it reads a little faster than it is: the safe side), the lowest ones into the front bucket
-    shift = math.ceil(math.log1p(metric.margin) / math.log(_BUCKET_RATIO) - 1e-9)
-    if shift:
-        new_c = [sum(new_c[: 1 + shift]), *new_c[1 + shift :], *[0] * min(shift, len(new_c) - 1)]
-    # each bucket's smoothed mid-rank in the baseline before the interval, as a normal score
-    below = list(accumulate(prev_b))
-    total = below[-1] + 1
-    ranks = np.array([(run - 0.5 * count + 0.5) / total for run, count in zip(below, prev_b, strict=True)])
-    scores = np.interp(ranks, *_normal_scores())
-    excess_sum, variance_sum = logs[_SIDE], logs[_SIDE + 1]
-    plug_in = min(max(excess_sum / variance_sum, 0.0), _SHIFT_PLUG_IN_MAX) if variance_sum > 0 else 0.0
-    bets, excess, variance = shift_bets(scores, new_c, new_b, [plug_in, *SHIFT_GRID])
-    return [log + bet for log, bet in zip(logs[:_SIDE], bets, strict=True)] + [
-        excess_sum + excess,
-        variance_sum + variance,
-    ]
-
-
-def prepare() -> None:
-    """Import numpy and make the rank test's table (``judges.prepare``)."""
-    _normal_scores()
-
-
-@cache
-def _normal_scores() -> tuple[Any, Any]:
-    """A table of mid-ranks and their scores (numpy arrays): the normal quantile, clipped to
-    [-_Z, _Z], mapped onto [0, 1]. Read by linear interpolation (monotone, as a score must be;
-    within 1e-3 of the quantile), since the quantile function is pure Python and a look reads every
-    bucket."""
-    import numpy as np
-
-    low, high = _NORMAL.cdf(-_Z), _NORMAL.cdf(_Z)
-    ranks = np.linspace(low, high, 4097)
-    return ranks, np.array([(min(max(_NORMAL.inv_cdf(r), -_Z), _Z) + _Z) / (2 * _Z) for r in ranks.tolist()])
 
 
 def _update(stream: _Stream, logs: list[float]) -> list[float]:
