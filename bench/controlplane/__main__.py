@@ -230,6 +230,7 @@ def run_engine(
         "flush_ms_median": 1000 * statistics.median(flushes),
         "tick_s_median": statistics.median(ticks),
         "ticks_per_s": 1 / statistics.median(ticks),
+        "tick_s": ticks,  # each round's, in order: a round that carries more of the judges' work shows
         "decisions": len(latencies),
         "decision_latency_ms_p50": 1000 * percentile(latencies, 0.5),
         "decision_latency_ms_p99": 1000 * percentile(latencies, 0.99),

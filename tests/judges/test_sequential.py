@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelcanary.domain.judgement import Judgement, Look, Memory, Verdict
+from modelcanary.domain.judgement import Judgement, Look, Memory, Verdict, phase_of
 from modelcanary.domain.metrics import Analysis
 from modelcanary.domain.telemetry import LATENCY_EDGES_MS, RolloutTelemetry, VariantTelemetry, score_bucket
 from modelcanary.judges import rank, sequential
@@ -366,7 +366,9 @@ def test_requests_without_latencies_are_no_latency_data_not_a_crash() -> None:
     assert by_name["error-rate"].verdict is Verdict.FAIL
 
 
-def _looks_every(seconds: float, weights: list[int], candidate: Arm, seed: int = 0) -> list[Memory]:
+def _looks_every(
+    seconds: float, weights: list[int], candidate: Arm, seed: int = 0, phase: float = 0.0
+) -> list[Memory]:
     """Fold the judge over looks ``seconds`` apart, one per weight; the memory after each."""
     rng = np.random.default_rng(seed)
     telemetry, memories = RolloutTelemetry(), []
@@ -378,7 +380,7 @@ def _looks_every(seconds: float, weights: list[int], candidate: Arm, seed: int =
             VariantTelemetry.from_json(telemetry.baseline.to_json()),
             VariantTelemetry.from_json(telemetry.candidate.to_json()),
         )
-        _, memory = judge(analysis(), Look(at=seconds * index, weight=weight, telemetry=snapshot), memory)
+        _, memory = judge(analysis(), Look(seconds * index, weight, snapshot, phase), memory)
         memories.append(memory)
     return memories
 
@@ -393,6 +395,27 @@ def test_the_rank_test_bets_on_intervals_of_ten_seconds_and_more() -> None:
     changed = [at for at, (a, b) in enumerate(itertools.pairwise(shift), start=1) if a != b]
     assert changed == [10, 20, 30]
     assert sequential._mixture(memories[-1]["e"]["latency@shift"][:8]) > 20
+
+
+def _bet_at(memories: list[Memory]) -> list[int]:
+    shift = [tuple(m["e"].get("latency@shift", ())) for m in memories]
+    return [at for at, (a, b) in enumerate(itertools.pairwise(shift), start=1) if a != b]
+
+
+def test_a_rollouts_phase_shortens_its_first_interval_only() -> None:
+    """Rollouts started (or stepped) in one tick bet in different ticks: the first interval, and
+    the first at a new weight, is shorter by the phase's share of ten seconds; the rest are ten."""
+    assert _bet_at(_looks_every(1.0, [20] * 40, Arm(latency=_slower(1.2)), phase=0.35)) == [7, 17, 27, 37]
+    stepped = _looks_every(1.0, [10] * 15 + [50] * 25, Arm(latency=_slower(1.2)), phase=0.35)
+    assert _bet_at(stepped) == [7, 22, 32]  # 15 s: the weight changes, so the next bet is 6.5 s on
+
+
+def test_phases_of_rollout_ids_spread_over_the_interval() -> None:
+    phases = [phase_of(f"rollout-{i}") for i in range(1000)]
+    assert all(0 <= p < 1 for p in phases)
+    per_second = np.bincount((np.asarray(phases) * rank.EVERY_S).astype(int), minlength=10)
+    assert per_second.max() < 150  # 100 each on average: no tick carries most of the bets
+    assert phase_of("rollout-1") == phase_of("rollout-1")
 
 
 def test_an_interval_whose_weight_changed_is_dropped_unread() -> None:

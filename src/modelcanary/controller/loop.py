@@ -33,7 +33,7 @@ from typing import Protocol
 from modelcanary.controller.gates import default_engine, gated
 from modelcanary.controller.shards import Shards
 from modelcanary.domain.errors import Fenced, ModelcanaryError
-from modelcanary.domain.judgement import Look
+from modelcanary.domain.judgement import Look, phase_of
 from modelcanary.domain.phases import Phase
 from modelcanary.domain.spec import RolloutSpec, load_spec
 from modelcanary.domain.state import Action, ActionKind, Outcome, RolloutState
@@ -298,7 +298,7 @@ class Controller:
         now = self.clock()
         judgement, memory = None, state.judge_memory
         if state.phase in (Phase.CANARY, Phase.AWAITING_APPROVAL):  # an approval's wait is watched too
-            look = Look(at=now - state.created_at, weight=state.weight, telemetry=telemetry)
+            look = Look(now - state.created_at, state.weight, telemetry, phase_of(state.id))
             judgement, memory = analyse(spec, look, state.judge_memory)
             error = self.measurement_errors.get(state.id)
             if error is not None:  # judged on the last good read, but nothing advances on stale data

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from modelcanary.domain.judgement import Judgement, Look
+from modelcanary.domain.judgement import Judgement, Look, phase_of
 from modelcanary.domain.shadow import ShadowTelemetry
 from modelcanary.domain.spec import load_spec
 from modelcanary.domain.state import RolloutState, Transition
@@ -94,6 +94,6 @@ def rollout_report(store: ReportStore, rollout_id: str) -> Report:
         # an ended rollout shows the evidence it was decided on, as saved with the decision
         judgement = Judgement.model_validate(decided[-1])
     else:  # a live one, the judge's view of the telemetry now (judges are pure: nothing is saved)
-        look = Look(at=state.updated_at - state.created_at, weight=state.weight, telemetry=telemetry)
+        look = Look(state.updated_at - state.created_at, state.weight, telemetry, phase_of(state.id))
         judgement, _ = analyse(load_spec(text), look, state.judge_memory)
     return Report(state=state, history=history, telemetry=telemetry, judgement=judgement)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,6 +85,14 @@ class Look:
     at: float  # seconds on the rollout's clock
     weight: float
     telemetry: RolloutTelemetry
+    # where in a judge's periodic work (the rank test's intervals) this rollout falls, in [0, 1):
+    # rollouts started together then do not all do that work in the same tick (``phase_of``)
+    phase: float = 0.0
+
+
+def phase_of(rollout_id: str) -> float:
+    """A rollout's ``Look.phase``: fixed by its id, spread evenly over rollouts."""
+    return zlib.crc32(rollout_id.encode()) / 2**32
 
 
 Memory = dict[str, Any]

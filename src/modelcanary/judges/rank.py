@@ -41,7 +41,9 @@ def interval(tested: Sequence[Metric], look: Look, start: list[Any] | None) -> t
     An interval runs at least ``EVERY_S``: a controller looks every second, and the test
     reads every bucket, so betting on ten looks at once costs a tenth and loses nothing (the pooled
     requests of a longer interval are as exchangeable, at one weight, as a shorter one's). One whose
-    weight changed is dropped unread: its candidate share changed partway, so its requests are not."""
+    weight changed is dropped unread: its candidate share changed partway, so its requests are not.
+    A rollout's first interval, and the first at each new weight, is shorter by ``look.phase`` of
+    ``EVERY_S``, so that a thousand rollouts started in one tick do not all bet in one tick."""
     if not any(isinstance(m, LatencyMetric) and m.distribution for m in tested):
         return None, False
     if start is not None and start[1] == look.weight and look.at - start[0] < EVERY_S:
@@ -51,7 +53,11 @@ def interval(tested: Sequence[Metric], look: Look, start: list[Any] | None) -> t
         return None, False
     used = [i for i, (c, b) in enumerate(zip(cand, base, strict=True)) if c or b]
     lo, hi = used[0], used[-1] + 1
-    return [look.at, look.weight, lo, hi, *cand[lo:hi], *base[lo:hi]], start is not None and start[1] == look.weight
+    bets = start is not None and start[1] == look.weight
+    # a first interval (at the start or a new weight) is shorter by the rollout's phase, so that
+    # rollouts started or stepped together bet in different ticks
+    at = look.at if bets else look.at - look.phase * EVERY_S
+    return [at, look.weight, lo, hi, *cand[lo:hi], *base[lo:hi]], bets
 
 
 NO_EVIDENCE = [0.0] * (SIDE + 2)  # the logs, then the excess and its variance summed over the intervals
