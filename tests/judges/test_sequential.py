@@ -366,9 +366,7 @@ def test_requests_without_latencies_are_no_latency_data_not_a_crash() -> None:
     assert by_name["error-rate"].verdict is Verdict.FAIL
 
 
-def _looks_every(
-    seconds: float, weights: list[int], candidate: Arm, seed: int = 0, phase: float = 0.0
-) -> list[Memory]:
+def _looks_every(seconds: float, weights: list[int], candidate: Arm, seed: int = 0, phase: float = 0.0) -> list[Memory]:
     """Fold the judge over looks ``seconds`` apart, one per weight; the memory after each."""
     rng = np.random.default_rng(seed)
     telemetry, memories = RolloutTelemetry(), []
