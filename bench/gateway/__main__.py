@@ -4,12 +4,12 @@ one run, on one model, under one load generator.
     python -m bench.gateway --rounds 3 --seconds 10 --connections 32 \\
         --json bench/results/gateway-latest.json --markdown bench/results/gateway-latest.md
 
-Setups (numbers as in issue 4, and 0, the same app answering a constant: the generator's and
-HTTP stack's ceiling): 1 bare uvicorn app + model (and 1g, the same app on granian over RSGI);
-2 ``modelcanary gateway`` with a rollout at 50%, sticky keys, telemetry on (and 2g, the same with
-``--server granian``); 3 the same with a 100% shadow lane at half (1)'s
-throughput (open loop); 4 dynamic batching at 64 connections vs none; 5 MLServer 1.7; 6 Ray
-Serve, default settings, and 6b with ``max_ongoing_requests`` 64 (the goal reads the faster);
+Setups (numbers as in issue 4, and 0, the same app answering a constant: the generator's and HTTP
+stack's ceiling): 1 bare uvicorn app + model (and 1g, the same app on granian over RSGI); 2
+``modelcanary gateway`` with a rollout at 50%, sticky keys, telemetry on (and 2g, the same with
+``--server granian``); 3 the same with a 100% shadow lane at half (1)'s throughput (open loop); 4
+dynamic batching at 64 connections vs none (4c, 4d: the same on 200 boosted trees); 5 MLServer 1.7;
+6 Ray Serve, default settings, and 6b with ``max_ongoing_requests`` 64 (the goal reads the faster);
 7 the gateway forwarding to a remote V2 server vs calling it directly. Rounds interleave the setups
 (1, 2, ..., 7, 1, 2, ...) and the table shows medians. MLServer and Ray run from
 ``bench/.venv-servers`` (``--setup-servers`` makes it; neither is a project dependency).

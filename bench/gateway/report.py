@@ -83,6 +83,7 @@ def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "{:.2f}x",
         ),
         ("(4) batching >= 2x unbatched", ratio("4b", "4a"), lambda v: v >= 2, "{:.2f}x"),
+        ("(4) the same on 200 boosted trees (4d over 4c)", ratio("4d", "4c"), lambda v: v >= 2, "{:.2f}x"),
         ("(7) via gateway >= 0.9x direct", ratio("7b", "7a"), lambda v: v >= 0.9, "{:.2f}x"),
     ]
     return [

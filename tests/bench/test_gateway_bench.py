@@ -116,3 +116,20 @@ def test_the_shadow_lane_goal_is_the_median_of_each_rounds_ratio() -> None:
     )
     (goal,) = [g for g in goals(rows) if g["goal"].startswith("(3)")]
     assert goal["value"] == pytest.approx(23.7 / 56.0)  # the median of the rounds' 1.18, 0.067 and 0.42
+
+
+def test_setup_4_batches_the_light_model_and_the_boosted_trees(tmp_path: Path) -> None:
+    """Four gateways at 64 connections: unbatched and batched, on the LogisticRegression of every
+    setup and on 200 boosted trees (registered through MLflow with skops, as a user would)."""
+    out = tmp_path / "record.json"
+    args = ["--setups", "4", "--rounds", "1", "--seconds", "1", "--warmup", "0", "--results-dir", str(tmp_path)]
+    assert main([*args, "--json", str(out)]) == 0
+
+    record = json.loads(out.read_text())
+    rows = {row["setup"][:2]: row for row in record["rows"]}
+    assert sorted(rows) == ["4a", "4b", "4c", "4d"]
+    assert all(row["errors"] == 0 and row["rps"] > 0 for row in rows.values())
+    goals = {goal["goal"]: goal for goal in record["goals"]}
+    boosted = goals["(4) the same on 200 boosted trees (4d over 4c)"]
+    assert boosted["value"] == pytest.approx(rows["4d"]["rps"] / rows["4c"]["rps"])
+    assert boosted["met"] is (boosted["value"] >= 2)
