@@ -3,6 +3,8 @@ audit log, with every change recorded under the token that made it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from modelcanary.domain.access import Role
 from modelcanary.domain.phases import Phase
 from modelcanary.domain.telemetry import Variant, VariantTelemetry
@@ -204,3 +206,21 @@ def test_an_approval_step_needs_its_role_and_a_denied_promotion_is_403(api: Api)
     assert "require-approver" in denied.json()["detail"] and "1 of 2 approvals" in denied.json()["detail"]
     assert api.store.get(rollout_id)[0].phase is Phase.CANARY  # refused: nothing changed
     assert any(event["action"] == "rollout.command_refused" for event in api.store.audit_events(rollout_id))
+
+
+def test_a_body_past_the_limit_is_413_whether_declared_or_streamed_and_saves_nothing(api: Api) -> None:
+    from modelcanary.api.problems import MAX_BODY_BYTES
+
+    body = b'{"spec": "' + b"#" * MAX_BODY_BYTES + b'"}'
+    declared = api.call("operator", "POST", "/api/v1/rollouts", content=body)
+    assert (declared.status_code, declared.json()["field"]) == (413, "body")
+    assert f"larger than {MAX_BODY_BYTES} bytes" in declared.json()["detail"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit is found while it streams in
+        for start in range(0, len(body), 1 << 16):
+            yield body[start : start + (1 << 16)]
+
+    streamed = api.call("operator", "POST", "/api/v1/rollouts", content=chunks())
+    assert (streamed.status_code, streamed.json()["field"]) == (413, "body")
+    assert api.call(None, "POST", "/api/v1/rollouts", content=body).status_code == 401  # no token: unread
+    assert api.store.list_rollouts() == []

@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute
 from modelcanary.adapters.store.sql import SqlStore
 from modelcanary.api import models
 from modelcanary.api.auth import BearerAuth, check_endpoint, forbidden, require
-from modelcanary.api.problems import MEDIA_TYPE, install, responses
+from modelcanary.api.problems import MEDIA_TYPE, BodyLimit, install, responses
 from modelcanary.controller.operations import run_command, start_rollout
 from modelcanary.controller.report import rollout_report
 from modelcanary.domain.access import Role, TokenInfo
@@ -246,6 +246,7 @@ def create_api(store: SqlStore, registry: Registry, *, routers: Sequence[APIRout
     install(app)
     sign_in = _sign_in_page()
     prefixes = (PREFIX, "/ui") if sign_in is not None else (PREFIX,)
+    app.add_middleware(BodyLimit)  # inside the auth: a caller without a token is refused unread
     app.add_middleware(
         BearerAuth, tokens=store, prefixes=prefixes, public=frozenset({f"{PREFIX}/health"}), sign_in=sign_in
     )

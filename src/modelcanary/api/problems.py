@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelcanary.domain.errors import (
     Conflict,
@@ -26,6 +27,7 @@ from modelcanary.domain.errors import (
 )
 
 MEDIA_TYPE = "application/problem+json"
+MAX_BODY_BYTES = 4 << 20  # a request body: room for a 1 MiB spec (models.MAX_SPEC) as JSON, escapes and all
 
 
 class Problem(BaseModel):
@@ -80,7 +82,7 @@ async def _domain(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _http(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    return problem(exc.status_code, str(exc.detail), headers=exc.headers)
+    return problem(exc.status_code, str(exc.detail), field=getattr(exc, "field", None), headers=exc.headers)
 
 
 async def _validation(_request: Request, exc: Exception) -> JSONResponse:
@@ -101,3 +103,39 @@ def install(app: FastAPI) -> None:
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The OpenAPI entries for a route's error statuses, each a ``Problem``."""
     return {status: {"model": Problem, "description": HTTPStatus(status).phrase} for status in statuses}
+
+
+class _TooLarge(HTTPException):
+    field = "body"
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes is a 413 problem, said before any of it
+    is read when its Content-Length declares it, or at the chunk that passes the limit when it
+    streams in (the route's body read raises it, and the exception handlers answer). Without it
+    FastAPI reads a body whole, whatever its size, before a route's own bounds are checked."""
+
+    def __init__(self, app: ASGIApp, *, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        detail = f"the request body is larger than {self.limit} bytes"
+        declared = next((value for name, value in scope["headers"] if name == b"content-length"), b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            await problem(413, detail, field="body")(scope, receive, send)
+            return
+        size = 0
+
+        async def bounded() -> Message:
+            nonlocal size
+            message = await receive()
+            size += len(message.get("body", b""))
+            if size > self.limit:
+                raise _TooLarge(413, detail)
+            return message
+
+        await self.app(scope, bounded, send)
