@@ -27,3 +27,18 @@ def test_gateway_refuses_a_bad_endpoint_before_serving(run: Any) -> None:
     assert unknown.exit_code == 2 and "nope" in unknown.output
     bad_ref = run("gateway", "--endpoint", "fraud=s3://bucket/fraud")
     assert bad_ref.exit_code == 2 and "'s3://bucket/fraud' is not a model ref" in bad_ref.output
+
+
+def test_a_gateway_restarted_with_the_same_host_and_pid_writes_under_a_new_source(tmp_path: Path) -> None:
+    """A flush overwrites its source's rows with the process's totals: a container restarted with
+    the same hostname and pid 1 must not overwrite what its previous process flushed."""
+    from modelcanary.adapters.store.sql import SqlStore
+    from modelcanary.cli.main import gateway_source
+    from modelcanary.domain.telemetry import Variant, VariantTelemetry
+    from modelcanary.engine.analysis import pair
+
+    store = SqlStore(f"sqlite:///{tmp_path / 'store.db'}")
+    for served in (40, 1):  # two starts of one container, the second one short-lived
+        store.write_telemetry(gateway_source(), [("r-1", Variant.BASELINE, VariantTelemetry(requests=served))])
+    assert pair(store.read_telemetry("r-1")).baseline.requests == 41
+    store.close()

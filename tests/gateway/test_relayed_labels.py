@@ -15,6 +15,7 @@ import pytest
 
 from modelcanary.adapters.store.sql import SqlStore
 from modelcanary.adapters.testing import FakeBackend, FunctionModel
+from modelcanary.domain.errors import StoreError
 from modelcanary.domain.state import ModelVersion, Route
 from modelcanary.engine.analysis import pair
 from modelcanary.gateway.app import Gateway, StaticRoutes
@@ -158,4 +159,86 @@ def test_a_flush_cancelled_mid_take_loses_no_label(store_url: str, long_rollout_
     assert gateway.metrics.relayed_labels["joined"].value == 2
     total = pair(store.read_telemetry(state.id))
     assert total.baseline.labels + total.candidate.labels == 2
+    store.close()
+
+
+class _FailingWrites(SqlStore):
+    """The real store whose first ``fail`` telemetry writes fail, the first of them only once
+    ``release`` is set (the store dropping the connection partway through a write)."""
+
+    def __init__(self, url: str, fail: int) -> None:
+        super().__init__(url)
+        self.fail, self.writes, self.release = fail, 0, threading.Event()
+
+    def write_telemetry(self, source: str, rows: Any, **kwargs: Any) -> None:
+        self.writes += 1
+        if self.writes == 1:
+            self.release.wait(30)
+        if self.writes <= self.fail:
+            raise StoreError("the connection to the store was lost")
+        super().write_telemetry(source, rows, **kwargs)
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_a_flush_cancelled_mid_write_keeps_its_counts_for_the_last_flush(
+    store_url: str, long_rollout_spec: str
+) -> None:
+    """Shutdown cancels the gateway's loop, possibly while a write is in the store; that write then
+    fails. The cancelled flush waits for it and keeps its rows, so the last flush writes them, and
+    keeps trying while the store does not take them."""
+    store = _FailingWrites(store_url, fail=3)
+    state, _ = in_canary(store, long_rollout_spec)
+    gateway = x_gateway(store, "gw")
+
+    async def scenario() -> None:
+        await gateway.refresh()
+        serving = gateway.serving["fraud"]
+        _, _, ids = await gateway._predict(serving, {}, {"x": [1.0, 2.0]}, "inputs")
+        gateway.recorder.label([(each, 1) for each in ids])
+        flush = asyncio.get_running_loop().create_task(gateway.flush())
+        while store.writes == 0:
+            await asyncio.sleep(0.01)
+        flush.cancel()
+        store.release.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flush
+        await gateway.last_flush(within_s=5)  # writes 2 and 3 fail as well, the 4th lands
+
+    asyncio.run(scenario())
+    assert store.writes == 4
+    total = pair(store.read_telemetry(state.id))
+    assert (total.baseline.requests + total.candidate.requests, total.baseline.labels + total.candidate.labels) == (
+        1,
+        2,
+    )
+    store.close()
+
+
+class _SlowRelay(SqlStore):
+    def relay_labels(self, via: str, items: Any) -> None:
+        time.sleep(0.3)
+        super().relay_labels(via, items)
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_feedback_cancelled_while_relaying_gives_its_own_labels_back(store_url: str, long_rollout_spec: str) -> None:
+    """A feedback request cancelled (a shutdown) while the other replica's labels go to the store
+    was never answered: its own labels are not joined, and a retry finds them again."""
+    store = _SlowRelay(store_url)
+    in_canary(store, long_rollout_spec)
+    gateway = x_gateway(store, "gw")
+
+    async def scenario() -> dict[str, int]:
+        await gateway.refresh()
+        _, _, (own,) = await gateway._predict(gateway.serving["fraud"], {}, {"x": [1.0]}, "inputs")
+        body = _labels([own, "0123456789-1"])
+        accepting = asyncio.get_running_loop().create_task(gateway.labels.accept(body))
+        await asyncio.sleep(0.1)
+        accepting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await accepting
+        return await gateway.labels.accept(body)
+
+    assert asyncio.run(scenario()) == {"accepted": 2, "relayed": 1}
+    assert sum(counts.labels for _, _, counts in gateway.recorder.changed()) == 1  # joined once
     store.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import socket
 import time
 from pathlib import Path
@@ -71,7 +72,7 @@ def serve(
         routes=state_store,
         backend=default_backend(),
         telemetry=state_store,
-        source=f"{socket.gethostname()}-{os.getpid()}",
+        source=gateway_source(),
     )
     # the lease outlives a few ticks (10 s, the controller command's default, unless ticks are long)
     lease_ttl = max(10.0, 3 * tick)
@@ -164,7 +165,7 @@ def gateway_command(
         routes=StaticRoutes(static, state_store),
         backend=default_backend(batching=batching),
         telemetry=state_store,
-        source=_holder(),
+        source=gateway_source(),
         max_body_bytes=max_body_bytes,
         max_rows=max_rows,
     )
@@ -349,6 +350,13 @@ def demo(
 
 def _holder() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def gateway_source() -> str:
+    """A gateway process's name on its telemetry rows, new at every start. Each flush overwrites the
+    rows of its source with the process's totals, so a restarted container (same hostname, pid 1
+    again) named as before would overwrite the counts its previous process flushed with its own."""
+    return f"{_holder()}-{secrets.token_hex(4)}"
 
 
 register(cli, workspace_options=workspace_options, errors_to_exit=errors_to_exit, actor=local_actor)

@@ -39,6 +39,7 @@ __all__ = ["MAX_BODY_BYTES", "VARIANT_HEADER", "Gateway", "Serving", "StaticRout
 
 log = logging.getLogger("modelcanary.gateway")
 MAX_BODY_BYTES = 8 * 1024 * 1024
+LAST_FLUSH_S = 10.0  # how long a gateway stopping keeps trying to write its last counts
 VARIANT_HEADER = "x-modelcanary-variant"
 _VARIANT_HEADER = VARIANT_HEADER.encode()
 
@@ -87,7 +88,7 @@ class Gateway:
         self.candidates = CandidateRunner(workers=candidate_workers)
         self._tripped: set[str] = set()  # rollouts whose candidate this gateway took out
         self._flush_lock = asyncio.Lock()  # flushes in order: an older snapshot never lands last
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[bool]] = set()
         self._loaded = False  # a model was loaded since the heap was last settled
         self._settled_once = False
 
@@ -145,19 +146,44 @@ class Gateway:
             self._loaded = True
         return model
 
-    async def flush(self) -> None:
+    async def flush(self) -> bool:
+        """Write the counts changed since the last flush; whether the store took them (a failed
+        write leaves them changed: the counts are cumulative, so the next flush carries them).
+
+        A flush cancelled while its write is under way (at shutdown) still waits for that write,
+        which runs on a thread and cannot be stopped: its rows are kept if it fails, and the last
+        flush is not overtaken by an older snapshot landing after it."""
         if self._telemetry is None:
-            return
+            return True
         async with self._flush_lock:
             await self.labels.take_relayed()
             rows = self.recorder.changed()
             if not rows:
-                return
+                return True
+            write = asyncio.ensure_future(asyncio.to_thread(self._telemetry.write_telemetry, self.source, rows))
             try:
-                await asyncio.to_thread(self._telemetry.write_telemetry, self.source, rows)
+                await asyncio.shield(write)
+            except asyncio.CancelledError:
+                await asyncio.wait([write])
+                if write.exception() is not None:
+                    self.recorder.unflushed(rows)
+                raise
             except Exception:
-                self.recorder.unflushed(rows)  # cumulative counts: the next flush carries them
+                self.recorder.unflushed(rows)
                 log.exception("telemetry flush failed; will retry")
+                return False
+            return True
+
+    async def last_flush(self, *, within_s: float = LAST_FLUSH_S) -> None:
+        """The flush at shutdown, tried again for ``within_s`` while the store does not take it:
+        what this process has not written, and the labels joined to it, go with it."""
+        deadline, pause = time.monotonic() + within_s, 0.25
+        while not await self.flush():
+            if time.monotonic() + pause > deadline:
+                log.error("the store did not take the last telemetry within %g s; it is lost", within_s)
+                return
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, 2.0)
 
     async def close(self) -> None:
         """Stop the candidate pool and release what the backend holds open (connection pools to remote models)."""
@@ -409,7 +435,7 @@ def create_app(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await gateway.flush()
+            await gateway.last_flush()
             await gateway.close()
 
     routes: list[BaseRoute] = [*endpoints.routes(gateway), *([Mount("", app=beside)] if beside is not None else [])]

@@ -57,6 +57,9 @@ class Labels:
                 log.exception("could not relay %d labels to other gateways", len(others))
                 why = "the store is unreachable, so no label was taken; send them again"
                 raise RequestError(why, field="labels", status=503) from exc
+            except BaseException:  # cancelled (a shutdown): unanswered, so a retry must find its own again
+                self._recorder.restore(taken)
+                raise
             self._counts["sent"].inc(len(others))
         self._recorder.apply(taken)
         return {"accepted": len(mine) + len(others), "relayed": len(others)}
