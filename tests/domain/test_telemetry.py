@@ -42,6 +42,8 @@ def _counted(batch: list[Event]) -> VariantTelemetry:
             bucket = telemetry.observe_score(score)
             if label is not None:
                 telemetry.observe_label(bucket=bucket, label=label)
+        elif label is not None:  # a prediction without a score (a class name): its label is still counted
+            telemetry.unscored_labels += 1
     return telemetry
 
 

@@ -242,3 +242,40 @@ def test_feedback_cancelled_while_relaying_gives_its_own_labels_back(store_url: 
     assert asyncio.run(scenario()) == {"accepted": 2, "relayed": 1}
     assert sum(counts.labels for _, _, counts in gateway.recorder.changed()) == 1  # joined once
     store.close()
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_labels_of_predictions_without_a_score_are_counted_not_dropped(
+    store_url: str, serve: Any, long_rollout_spec: str
+) -> None:
+    """A model answering class names has no score to read accuracy from: its labels are counted
+    as unscored (the store holds as many as /metrics), and quality says why it has no data."""
+    from modelcanary.domain.judgement import Look
+    from modelcanary.domain.metrics import Analysis
+    from modelcanary.judges import sequential
+
+    store = SqlStore(store_url)
+    state, _ = in_canary(store, long_rollout_spec)
+    names = FunctionModel(lambda columns: ["fraud"] * len(columns["x"]))
+    gateway = Gateway(
+        routes=store, backend=FakeBackend({"fraud/1": names, "fraud/2": names}), telemetry=store, source="gw"
+    )
+    running = serve.start(gateway)
+    running.call(gateway.refresh())
+    with running.client() as client:
+        ids = predict_x(client, range(6))
+        assert client.post("/v1/feedback", json=_labels(ids)).json() == {"accepted": 6, "relayed": 0}
+    running.call(gateway.flush())
+    total = pair(store.read_telemetry(state.id))
+    assert (
+        total.baseline.labels + total.candidate.labels,
+        total.baseline.unscored_labels + total.candidate.unscored_labels,
+    ) == (0, 6)
+    analysis = Analysis.model_validate({"metrics": [{"kind": "quality", "name": "accuracy"}]})
+    judgement, _ = sequential.judge(analysis, Look(60.0, 50, total), {})
+    (quality,) = judgement.metrics
+    assert (
+        "no data: 0 candidate and 0 baseline labels, 100 needed of each; 6 more for predictions without a score"
+        in quality.reason
+    )
+    store.close()

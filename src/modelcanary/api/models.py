@@ -94,6 +94,7 @@ class VariantCounts(BaseModel):
     score_counts: list[int]
     positive_label_scores: list[int]
     negative_label_scores: list[int]
+    unscored_labels: int = 0  # labels of predictions without a score, which no quality measure reads
     breaker_trips: int = 0
     breaker_reason: str | None = None
     cache_hits: int = 0

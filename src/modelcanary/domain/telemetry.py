@@ -66,6 +66,9 @@ class VariantTelemetry:
     # scores of labelled predictions, split by their ground-truth label
     positive_label_scores: list[int] = field(default_factory=lambda: _zeros(SCORE_EDGES))
     negative_label_scores: list[int] = field(default_factory=lambda: _zeros(SCORE_EDGES))
+    # labels of predictions that carried no score (an output that is not a probability: a class
+    # name, three or more classes): counted, so none is lost unseen, but no quality measure reads them
+    unscored_labels: int = 0
     # times a gateway's circuit breaker took this variant out, and why (the first reason merged wins)
     breaker_trips: int = 0
     breaker_reason: str = ""
@@ -138,6 +141,7 @@ class VariantTelemetry:
             score_counts=_add(self.score_counts, other.score_counts),
             positive_label_scores=_add(self.positive_label_scores, other.positive_label_scores),
             negative_label_scores=_add(self.negative_label_scores, other.negative_label_scores),
+            unscored_labels=self.unscored_labels + other.unscored_labels,
             breaker_trips=self.breaker_trips + other.breaker_trips,
             breaker_reason=self.breaker_reason or other.breaker_reason,
             cache_hits=self.cache_hits + other.cache_hits,
@@ -212,6 +216,7 @@ class VariantTelemetry:
             "breaker_reason": self.breaker_reason,
             "cache_hits": self.cache_hits,
             "cache_misses": self.cache_misses,
+            **({"unscored_labels": self.unscored_labels} if self.unscored_labels else {}),
             **(
                 {"segments": {name: counts.to_json() for name, counts in self.segments.items()}}
                 if self.segments
@@ -232,6 +237,7 @@ class VariantTelemetry:
             score_counts=list(data["score_counts"]),
             positive_label_scores=list(data["positive_label_scores"]),
             negative_label_scores=list(data["negative_label_scores"]),
+            unscored_labels=int(data.get("unscored_labels", 0)),
             breaker_trips=int(data.get("breaker_trips", 0)),
             breaker_reason=str(data.get("breaker_reason", "")),
             cache_hits=int(data.get("cache_hits", 0)),

@@ -210,11 +210,13 @@ class Recorder:
                     lane.segment(served.segment).label(baseline=base, candidate=cand, label=label)
             if served.rollout_id is None:
                 self.labels_without_rollout += 1
-            elif served.bucket is not None:
+            else:
                 counts = self._variant(served.rollout_id, served.variant)
-                counts.observe_label(bucket=served.bucket, label=label)
-                if served.segment is not None:
-                    counts.segment(served.segment).observe_label(bucket=served.bucket, label=label)
+                for each in (counts, counts.segment(served.segment)) if served.segment is not None else (counts,):
+                    if served.bucket is None:
+                        each.unscored_labels += 1
+                    else:
+                        each.observe_label(bucket=served.bucket, label=label)
 
     def changed(self) -> list[tuple[str, Variant, VariantTelemetry]]:
         """Copies of the counts changed since the last call (cumulative, so a lost write is harmless)."""

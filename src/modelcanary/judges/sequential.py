@@ -384,6 +384,8 @@ def _judge_metric(
     limit = None if rate_b is None else (1 - rate_b - metric.margin if quality else rate_b + metric.margin)
     bound = 1 - high_c if quality else high_c
     what = "labels" if quality else "requests"
+    unscored = now.baseline.unscored_labels + now.candidate.unscored_labels if quality else 0
+    unread = f"; {unscored} more for predictions without a score, which it cannot read" if unscored else ""
     return _verdict(
         metric,
         failed=failed,
@@ -395,7 +397,7 @@ def _judge_metric(
         e_value=e_value,
         samples=(counts.n_b, counts.n_c),
         unit=metric.measure if isinstance(metric, QualityMetric) else "error rate",
-        detail=f"{counts.n_c} candidate and {counts.n_b} baseline {what}, {minimum} needed of each",
+        detail=f"{counts.n_c} candidate and {counts.n_b} baseline {what}, {minimum} needed of each{unread}",
     )
 
 
