@@ -182,5 +182,5 @@ def test_a_bad_input_is_a_422_naming_the_column_on_both_paths(
     for model in registered["1"]:
         with pytest.raises(RequestError) as caught:
             model.predict(request)
-        assert caught.value.status == 422 and caught.value.field == "inputs"
+        assert caught.value.status == 422 and caught.value.field in ("inputs", f"inputs.{names}")
         assert names in str(caught.value)

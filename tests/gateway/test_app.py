@@ -661,6 +661,13 @@ def test_a_compressed_body_that_inflates_past_the_limit_is_413(client: httpx.Cli
     assert "decompressed" in response.json()["error"]
     fits = client.post("/v2/models/fraud/infer", content=gzip.compress(request), headers=headers)
     assert fits.status_code == 200, fits.text
+    # MLflow's scoring protocol reads the coding as well (it read the gzip as JSON: "not valid UTF-8")
+    scoring = json.dumps({"dataframe_records": rows[:1]}).encode()
+    scored = client.post("/v1/endpoints/fraud/invocations", content=gzip.compress(scoring), headers=headers)
+    assert scored.status_code == 200, scored.text
+    brotli = {**headers, "content-encoding": "br"}
+    refused = client.post("/v1/endpoints/fraud/invocations", content=scoring, headers=brotli)
+    assert (refused.status_code, refused.json()["field"]) == (415, "Content-Encoding")
 
 
 def test_a_tensor_nested_deeper_than_its_shape_is_400_naming_it(shared: Any, rows: Rows) -> None:

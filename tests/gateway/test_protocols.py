@@ -37,12 +37,46 @@ def test_v2_column_tensors_may_be_rows_by_one() -> None:
     assert v2_columns(body, None) == {"amount": [12.5, 99.0], "hour": [3, 23]}
 
 
+NUMBERS = (Column("amount", "double"), Column("hour", "long"), Column("age", "double"))
+
+
 def test_v2_single_2d_tensor_is_split_in_signature_order() -> None:
     flat = {"inputs": [tensor("x", [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 3])]}
     nested = {"inputs": [tensor("x", [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], [2, 3])]}
-    expected = {"amount": [1.0, 4.0], "hour": [2.0, 5.0], "country": [3.0, 6.0]}
-    assert v2_columns(flat, SIGNATURE) == expected
-    assert v2_columns(nested, SIGNATURE) == expected
+    expected = {"amount": [1.0, 4.0], "hour": [2.0, 5.0], "age": [3.0, 6.0]}
+    assert v2_columns(flat, NUMBERS) == expected
+    assert v2_columns(nested, NUMBERS) == expected
+
+
+@pytest.mark.parametrize(
+    "data,shape",
+    [([[1, 2, 3, 4], [5, 6]], [2, 3]), ([[1, 2, 3], 4, 5, 6], [2, 3]), ([[1, 2, 3]], [2, 3]), ([[1, 2], []], [2, 1])],
+    ids=["uneven", "half-nested", "too-few-rows", "column-uneven"],
+)
+def test_v2_nested_data_must_be_exactly_its_shapes_rows(data: list[Any], shape: list[int]) -> None:
+    """Regrouping ragged rows into the shape would answer rows the client never sent."""
+    error = refused(v2_columns, {"inputs": [tensor("x", data, shape)]}, NUMBERS if shape[1] == 3 else None)
+    assert error.field == "inputs[0].data"
+
+
+@pytest.mark.parametrize("datatype,data", [("BOOL", [True, False, True]), ("BYTES", ["40.5", "1", "2"])])
+def test_v2_a_2d_tensor_of_another_datatype_than_its_columns_is_refused(datatype: str, data: list[Any]) -> None:
+    error = refused(v2_columns, {"inputs": [tensor("x", data, [1, 3], datatype)]}, NUMBERS)
+    assert error.field == "inputs[0].datatype"
+    assert "the model takes numbers (double) for 'amount'" in str(error)
+    assert refused(v2_columns, {"inputs": [tensor("x", [1.0, 2.0, 3.0], [1, 3])]}, SIGNATURE).field == (
+        "inputs[0].datatype"  # FP64 for the string column country
+    )
+
+
+@pytest.mark.parametrize(
+    "datatype,value",
+    [("INT8", 100_000), ("UINT8", -5), ("INT32", 2**40), ("UINT64", -1), ("FP16", 1e300), ("FP32", -1e39)],
+)
+def test_v2_values_outside_their_datatypes_range_are_refused(datatype: str, value: float) -> None:
+    error = refused(v2_columns, {"inputs": [tensor("hour", [1, value], [2], datatype)]}, None)
+    assert error.field == "inputs[0].data"
+    assert f"{value!r} at [1] is out of {datatype}'s range" in str(error)
 
 
 def test_v2_2d_tensor_needs_a_matching_signature() -> None:
@@ -268,8 +302,16 @@ def test_validate_refuses_null_in_a_number_column(values: list[Any]) -> None:
     assert caught.value.field == "instances.amount"
 
 
-def test_validate_leaves_string_columns_alone() -> None:
-    assert validate({"amount": [1.0], "hour": [1], "country": [3]}, SIGNATURE, prefix="inputs") == 1
+def test_validate_checks_string_and_boolean_columns_null_only_where_optional() -> None:
+    assert validate({"amount": [1.0, 2.0], "hour": [1, 2], "country": ["FR", None]}, SIGNATURE, prefix="inputs") == 2
+    error = refused(lambda c: validate(c, SIGNATURE, prefix="inputs"), {"amount": [1.0], "hour": [1], "country": [3]})
+    assert (error.field, str(error)) == ("inputs.country", "inputs.country: must be string values, got 3 in row 0")
+    flag = (*SIGNATURE, Column("known", "boolean"))
+    assert validate({"amount": [1.0], "hour": [1], "known": [True]}, flag, prefix="dataframe_records") == 1
+    for bad in (None, 1, "true"):  # required: null would be scored as False
+        columns = {"amount": [1.0], "hour": [1], "known": [bad]}
+        error = refused(lambda c: validate(c, flag, prefix="dataframe_records"), columns)
+        assert error.field == "dataframe_records.known"
 
 
 @pytest.mark.parametrize("rows", [0, MAX_ROWS + 1])
@@ -284,11 +326,17 @@ def test_validate_accepts_the_row_limit() -> None:
     assert validate({"amount": [1.0] * MAX_ROWS, "hour": [1] * MAX_ROWS}, SIGNATURE, prefix="inputs") == MAX_ROWS
 
 
-@pytest.mark.parametrize("columns", [{"amount": [1.0, 2.0], "hour": [1]}, {}])
-def test_validate_needs_equal_lengths(columns: dict[str, list[Any]]) -> None:
+@pytest.mark.parametrize(
+    "columns,why",
+    [
+        ({"amount": [1.0, 2.0], "hour": [1]}, "all inputs must have the same number of rows"),
+        ({}, "no inputs were given"),
+    ],
+)
+def test_validate_needs_equal_lengths_of_some_inputs(columns: dict[str, list[Any]], why: str) -> None:
     with pytest.raises(RequestError) as caught:
         validate(columns, SIGNATURE, prefix="inputs")
-    assert str(caught.value) == "inputs: all inputs must have the same number of rows"
+    assert str(caught.value) == f"inputs: {why}"
 
 
 # --- the V2 response --------------------------------------------------------------------------------------------------
@@ -358,3 +406,30 @@ def test_v2_data_nested_past_the_recursion_limit_is_refused() -> None:
     for _ in range(5000):
         data = [data]
     assert refused(v2_columns, {"inputs": [tensor("amount", data, [1])]}, SIGNATURE).field == "inputs[0].data"
+
+
+def test_a_models_refusal_is_named_in_the_requests_own_terms(serve: Any) -> None:
+    """A model adapter names what it refuses ``inputs.COLUMN``: an MLflow request sent as
+    ``dataframe_records`` gets ``dataframe_records.COLUMN``, a V2 one keeps ``inputs``."""
+    from modelcanary.adapters.testing import FakeBackend, FunctionModel
+    from modelcanary.domain.state import ModelVersion, Route
+    from modelcanary.gateway.app import Gateway, StaticRoutes
+
+    def refuses(columns: dict[str, list[Any]]) -> list[Any]:
+        raise RequestError("must be one finite number a row (double)", field="inputs.x", status=422)
+
+    route = Route(endpoint="m", baseline=ModelVersion(name="m", version="1"))
+    gateway = Gateway(
+        routes=StaticRoutes({"m": route}, None),
+        backend=FakeBackend({"m/1": FunctionModel(refuses)}),
+        telemetry=None,
+        source="gw",
+    )
+    running = serve.start(gateway)
+    running.call(gateway.refresh())
+    with running.client() as client:
+        scored = client.post("/v1/endpoints/m/invocations", json={"dataframe_records": [{"x": 1.0}]})
+        inferred = client.post("/v2/models/m/infer", json={"inputs": [tensor("x", [1.0], [1])]})
+    assert (scored.status_code, scored.json()["field"]) == (422, "dataframe_records.x")
+    assert scored.json()["error"] == "dataframe_records.x: must be one finite number a row (double)"
+    assert (inferred.status_code, inferred.json()["field"]) == (422, "inputs.x")

@@ -249,14 +249,17 @@ class Gateway:
             segment = segmenter.segment(headers, columns)
         for name in segmenter.routing_only:
             columns.pop(name, None)  # routing only: the model does not take it
-        if (
-            serving.candidate is not None
-            and route.rollout_id is not None
-            and (segment is None or segmenter.eligible(segment))
-            and choose(route.rollout_id, key, route.weight) is Variant.CANDIDATE
-        ):
-            return await self._candidate(serving, serving.candidate, route.rollout_id, columns, segment)
-        return await self._baseline(serving, columns, segment)
+        try:
+            if (
+                serving.candidate is not None
+                and route.rollout_id is not None
+                and (segment is None or segmenter.eligible(segment))
+                and choose(route.rollout_id, key, route.weight) is Variant.CANDIDATE
+            ):
+                return await self._candidate(serving, serving.candidate, route.rollout_id, columns, segment)
+            return await self._baseline(serving, columns, segment)
+        except RequestError as exc:
+            raise _in_terms_of(exc, prefix) from exc
 
     async def _baseline(
         self, serving: Serving, columns: dict[str, list[Any]], segment: str | None, *, shadow: bool = True
@@ -409,11 +412,24 @@ class Gateway:
     async def invocations(self, endpoint: str, _version: str | None, headers: Mapping[str, str], raw: bytes) -> Reply:
         """``POST /v1/endpoints/{endpoint}/invocations``: MLflow's scoring protocol."""
         serving = self.serving_of(endpoint)
-        body = protocols.json_body(raw)
+        encoding = headers.get("content-encoding")
+        body = protocols.json_body(
+            raw if encoding is None else v2.decoded(raw, encoding=encoding, limit=self.max_body_bytes)
+        )
         columns = protocols.mlflow_columns(body, serving.baseline.columns)
         variant, outputs, ids = await self._predict(serving, headers, columns, protocols.mlflow_format(body))
         content = {"predictions": outputs, "prediction_ids": ids, "variant": variant.value}
         return 200, orjson.dumps(content), [(_VARIANT_HEADER, variant.value.encode())]
+
+
+def _in_terms_of(exc: RequestError, prefix: str) -> RequestError:
+    """A model's refusal in the request's own terms: a model adapter names what it refuses
+    ``inputs`` or ``inputs.COLUMN``, which an MLflow request in another format does not have."""
+    field = exc.field
+    if prefix == "inputs" or field is None or not (field == "inputs" or field.startswith("inputs.")):
+        return exc
+    message = str(exc).removeprefix(f"{field}: ")
+    return type(exc)(message, field=prefix + field.removeprefix("inputs"), status=exc.status)
 
 
 def create_app(

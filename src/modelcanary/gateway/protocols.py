@@ -12,6 +12,7 @@ a dict of equal-length columns; every error names the field that is wrong.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,9 +39,19 @@ _V2_TYPES = {
     "BYTES",
 }
 _NUMERIC = {"double", "float", "long", "integer"}
+_PLAIN: dict[str, type] = {"boolean": bool, "string": str}  # the other column types values are checked for
 # which JSON values a tensor of each datatype may hold (bool is an int in Python: checked first)
 _INTEGER_TYPES = {"UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"}
 _FLOAT_TYPES = {"FP16", "FP32", "FP64"}
+# the values each sized datatype holds: a JSON tensor may not carry what its binary form could not
+_RANGES: dict[str, tuple[float, float]] = {
+    **{f"INT{bits}": (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) for bits in (8, 16, 32, 64)},
+    **{f"UINT{bits}": (0, 2**bits - 1) for bits in (8, 16, 32, 64)},
+    "FP16": (-65504.0, 65504.0),
+    "FP32": (-3.4028234663852886e38, 3.4028234663852886e38),
+}
+# which tensor datatypes a signature's column types take (numbers: any numeric datatype)
+_TAKES = {"boolean": {"BOOL"}, "string": {"BYTES"}, **{kind: _INTEGER_TYPES | _FLOAT_TYPES for kind in _NUMERIC}}
 # the exact Python types (bool is not an int here) that need no closer look, per datatype
 _EXACT_KINDS: dict[str, set[type]] = {
     **{datatype: {int, float} for datatype in _FLOAT_TYPES},
@@ -87,6 +98,10 @@ def _check_values(data: list[Any], datatype: str, field: str) -> None:
     """Every value fits the tensor's datatype; the first that does not is named with its index.
     The common case, plain JSON numbers, is checked in one pass in C (``set(map(type, ...))``)."""
     if set(map(type, data)) <= _EXACT_KINDS.get(datatype, set()):
+        bounds = _RANGES.get(datatype)
+        if bounds is not None and data and (min(data) < bounds[0] or max(data) > bounds[1]):
+            index, value = next((i, v) for i, v in enumerate(data) if not bounds[0] <= v <= bounds[1])
+            raise RequestError(f"{value!r} at [{index}] is out of {datatype}'s range {bounds}", field=field)
         return
     if datatype in _FLOAT_TYPES or datatype in _INTEGER_TYPES:
         kinds: type | tuple[type, ...] = int if datatype in _INTEGER_TYPES else (int, float)
@@ -133,30 +148,55 @@ def v2_columns(body: Any, signature: tuple[Column, ...] | None) -> dict[str, lis
             _check_parameters(tensor, f"inputs[{index}].")
         if "data" not in tensor:
             raise RequestError("the tensor's values are missing", field=f"inputs[{index}].data")
-        data = _flatten(tensor["data"], len(shape))
+        raw = tensor["data"]
+        data = _flatten(raw, len(shape))
         if data is None:
             raise RequestError(f"nests lists deeper than its shape {shape}", field=f"inputs[{index}].data")
+        if (
+            len(shape) == 2
+            and isinstance(raw, list)
+            and data is not raw
+            and (len(raw) != shape[0] or _ragged(raw, shape[1]))
+        ):
+            raise RequestError(
+                f"nested, it must be {shape[0]} lists of {shape[1]} values, as its shape {shape}",
+                field=f"inputs[{index}].data",
+            )
         expected = shape[0] if len(shape) == 1 else shape[0] * shape[1]
         if len(data) != expected:
             raise RequestError(
                 f"holds {len(data)} values but shape {shape} needs {expected}", field=f"inputs[{index}].data"
             )
         _check_values(data, datatype, f"inputs[{index}].data")
-        wanted = types.get(name)
-        if wanted in _NUMERIC and datatype not in _FLOAT_TYPES and datatype not in _INTEGER_TYPES:
-            raise RequestError(
-                f"the model takes numbers ({wanted}) for {name!r}, not {datatype}", field=f"inputs[{index}].datatype"
-            )
         if len(shape) == 2 and shape[1] != 1:
             where = f"inputs[{index}].shape"
             _require(len(inputs) == 1, "a 2-D tensor must be the only input", where)
             if signature is None or len(signature) != shape[1]:
                 known = len(signature) if signature else "unknown"
                 raise RequestError(f"{shape[1]} columns do not match the model's {known} inputs", field=where)
+            for column in signature:  # one datatype for every column: each must take it
+                _check_datatype(column.name, column.type, datatype, index)
             width = shape[1]
             return {column.name: data[offset::width] for offset, column in enumerate(signature)}
+        if name in types:
+            _check_datatype(name, types[name], datatype, index)
         columns[name] = data
     return columns
+
+
+def _check_datatype(name: str, wanted: str, datatype: str, index: int) -> None:
+    takes = _TAKES.get(wanted)
+    if takes is not None and datatype not in takes:
+        kind = "numbers" if wanted in _NUMERIC else ", ".join(sorted(takes))
+        raise RequestError(
+            f"the model takes {kind} ({wanted}) for {name!r}, not {datatype}", field=f"inputs[{index}].datatype"
+        )
+
+
+def _ragged(rows: list[Any], width: int) -> bool:
+    """Whether nested rows are not all lists of ``width`` values (regrouping them would answer rows
+    the client never sent)."""
+    return any(type(row) is not list or len(row) != width for row in rows)
 
 
 MLFLOW_FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
@@ -181,7 +221,7 @@ def mlflow_columns(body: Any, signature: tuple[Column, ...] | None) -> dict[str,
             isinstance(names, list) and all(isinstance(n, str) for n in names), "a list of names", f"{key}.columns"
         )
         if len(set(names)) != len(names):  # a column named twice would keep only its last values
-            twice = sorted({name for name in names if names.count(name) > 1})
+            twice = sorted(name for name, count in Counter(names).items() if count > 1)
             raise RequestError(f"each column is named once; named more than once: {twice}", field=f"{key}.columns")
         _require(isinstance(rows, list), "a list of rows", f"{key}.data")
         return _from_rows(rows, names, f"{key}.data")
@@ -223,6 +263,7 @@ def validate(
 ) -> int:
     """Check columns against the model's signature and the row bound; the number of rows.
     ``typed``: each value's type was checked already (``v2_columns`` does, by tensor datatype)."""
+    _require(bool(columns), "no inputs were given", prefix)
     lengths = {len(values) for values in columns.values()}
     _require(len(lengths) == 1, "all inputs must have the same number of rows", prefix)
     rows = lengths.pop()
@@ -232,11 +273,21 @@ def validate(
         if values is None:
             _require(not column.required, f"the model needs input {column.name!r}", prefix)
             continue
-        if column.type in _NUMERIC and not typed:
+        if typed:
+            continue
+        if column.type in _NUMERIC:
             for row, value in enumerate(values):
                 _require(
                     isinstance(value, int | float) and not isinstance(value, bool),
                     f"must be numbers ({column.type}), got {value!r} in row {row}",
+                    f"{prefix}.{column.name}",
+                )
+        elif column.type in _PLAIN:  # null only where the column is optional (a missing value)
+            kinds = (_PLAIN[column.type],) if column.required else (_PLAIN[column.type], type(None))
+            for row, value in enumerate(values):
+                _require(
+                    isinstance(value, kinds),
+                    f"must be {column.type} values, got {value!r} in row {row}",
                     f"{prefix}.{column.name}",
                 )
     return rows

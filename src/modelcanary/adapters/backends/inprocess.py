@@ -178,13 +178,11 @@ class PyfuncModel:
                     array = np.asarray(data[column.name], dtype=np.float64)
                 except (TypeError, ValueError, OverflowError) as exc:
                     raise RequestError(
-                        f"column {column.name!r} must be numbers ({column.type})", field="inputs", status=422
+                        f"must be numbers ({column.type})", field=f"inputs.{column.name}", status=422
                     ) from exc
                 if array.ndim != 1 or not np.isfinite(array).all():
                     raise RequestError(
-                        f"column {column.name!r} must be one finite number a row ({column.type})",
-                        field="inputs",
-                        status=422,
+                        f"must be one finite number a row ({column.type})", field=f"inputs.{column.name}", status=422
                     )
                 data[column.name] = array
         return data
