@@ -179,3 +179,36 @@ def test_a_short_shadow_prediction_runs_on_the_loop_unless_the_candidate_has_a_d
     assert len(threads) == 20  # every request's copy; none live at 0.001%
     assert shadow_thread[0]  # the first shadow prediction is timed on the thread
     assert all(shadow_thread) if breaker else not any(shadow_thread[2:])
+
+
+@pytest.mark.parametrize("label_first", [False, True], ids=["label-after-copy", "label-while-copy-queued"])
+def test_a_label_joins_the_shadow_pair_whether_it_comes_before_or_after_the_copy_runs(label_first: bool) -> None:
+    """The lane runs copies only when the loop is idle, so a label may come while its copy still
+    waits in the queue: it waits for the copy, and the labelled pair counts it either way."""
+    from modelcanary.domain.telemetry import Variant
+    from modelcanary.gateway.recorder import Recorder
+
+    recorder = Recorder()
+    ids = recorder.record("r-1", Variant.BASELINE, latency_ms=1.0, error=False, scores=[0.2, 0.3], segment="eu")
+    recorder.shadow_queued(ids, keep_s=600.0)
+
+    def copy_runs() -> None:
+        recorder.shadow(
+            "r-1",
+            segment="eu",
+            prediction_ids=ids,
+            baseline_scores=[0.2, 0.3],
+            candidate_scores=[0.9, 0.8],
+            keep_s=600.0,
+        )
+
+    if not label_first:
+        copy_runs()
+    recorder.label([(ids[0], 1), (ids[1], 0)])
+    if label_first:
+        copy_runs()
+    rows = {variant: counts for _, variant, counts in recorder.changed()}
+    shadow = rows[Variant.CANDIDATE].shadow
+    assert shadow is not None and shadow.pairs == 2
+    assert sum(shadow.paired_labels) == 2 and sum(shadow.segments["eu"].paired_labels) == 2
+    assert rows[Variant.BASELINE].labels == 2  # the live lane's join, as ever

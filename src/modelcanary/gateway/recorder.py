@@ -62,6 +62,10 @@ class Recorder:
         # the shadow lane's candidate score (and the baseline's) per served prediction id, until a
         # label comes or ``keep`` runs out: (expires at, baseline score, candidate score)
         self._shadowed: OrderedDict[str, tuple[float, float, float]] = OrderedDict()
+        # predictions whose shadow copy is queued (how long the lane keeps their pair), and the
+        # labels that came before the copy ran: (expires at, label), joined when it runs
+        self._awaiting_shadow: OrderedDict[str, float] = OrderedDict()
+        self._early: OrderedDict[str, tuple[float, int]] = OrderedDict()
         self.labels_without_rollout = 0
 
     def _variant(self, rollout_id: str, variant: Variant) -> VariantTelemetry:
@@ -120,7 +124,10 @@ class Recorder:
         keep_s: float,
     ) -> None:
         """One shadow prediction of the candidate (None when it failed), paired row by row with
-        the baseline's on the same input, and kept to meet the label of the served prediction."""
+        the baseline's on the same input, and kept to meet the label of the served prediction (or
+        joined at once to a label that came while the copy was queued)."""
+        for prediction_id in prediction_ids:
+            self._awaiting_shadow.pop(prediction_id, None)
         lane = self._variant(rollout_id, Variant.CANDIDATE).shadow_lane()
         lanes = (lane, lane.segment(segment)) if segment is not None else (lane,)
         for each in lanes:
@@ -128,15 +135,26 @@ class Recorder:
             each.errors += candidate_scores is None
         if candidate_scores is None:
             return
-        expires = time.monotonic() + keep_s
+        now = time.monotonic()
         for prediction_id, base, cand in zip(prediction_ids, baseline_scores, candidate_scores, strict=True):
+            early = self._early.pop(prediction_id, None)
             if base is None or cand is None:
                 continue
             for each in lanes:
                 each.pair(baseline=base, candidate=cand)
-            if prediction_id in self._served:  # still waiting for its label
-                self._shadowed[prediction_id] = (expires, base, cand)
-        self._forget_shadowed(time.monotonic())
+                if early is not None and early[0] > now:
+                    each.label(baseline=base, candidate=cand, label=early[1])
+            if early is None and prediction_id in self._served:  # still waiting for its label
+                self._shadowed[prediction_id] = (now + keep_s, base, cand)
+        self._forget_shadowed(now)
+
+    def shadow_queued(self, prediction_ids: Sequence[str], keep_s: float) -> None:
+        """A shadow copy of these predictions is queued: a label that comes before it runs is kept
+        (for ``keep_s``) to be joined to its pair, as one that comes after."""
+        for prediction_id in prediction_ids:
+            self._awaiting_shadow[prediction_id] = keep_s
+        while len(self._awaiting_shadow) > self._max_predictions:
+            self._awaiting_shadow.popitem(last=False)
 
     def _forget_shadowed(self, now: float) -> None:
         shadowed = self._shadowed
@@ -202,6 +220,11 @@ class Recorder:
             if served.sink is not None:
                 served.sink.label(label)
             shadowed = self._shadowed.pop(prediction_id, None)
+            keep_s = self._awaiting_shadow.get(prediction_id) if shadowed is None else None
+            if keep_s is not None:  # its shadow copy has not run yet: the label waits for it
+                self._early[prediction_id] = (time.monotonic() + keep_s, label)
+                while len(self._early) > self._max_predictions:
+                    self._early.popitem(last=False)
             if shadowed is not None and shadowed[0] > time.monotonic() and served.rollout_id is not None:
                 lane = self._variant(served.rollout_id, Variant.CANDIDATE).shadow_lane()
                 _, base, cand = shadowed

@@ -91,6 +91,7 @@ class ShadowLane:
             copy.serving.series.shed.inc()
             return False
         self._queue.append(copy)
+        self._recorder.shadow_queued(copy.prediction_ids, copy.settings.keep)
         if self._wake is not None:
             self._wake.set()
         return True
