@@ -259,7 +259,7 @@ class Gateway:
                 return await self._candidate(serving, serving.candidate, route.rollout_id, columns, segment)
             return await self._baseline(serving, columns, segment)
         except RequestError as exc:
-            raise _in_terms_of(exc, prefix) from exc
+            raise protocols.in_request_terms(exc, prefix) from exc
 
     async def _baseline(
         self, serving: Serving, columns: dict[str, list[Any]], segment: str | None, *, shadow: bool = True
@@ -420,16 +420,6 @@ class Gateway:
         variant, outputs, ids = await self._predict(serving, headers, columns, protocols.mlflow_format(body))
         content = {"predictions": outputs, "prediction_ids": ids, "variant": variant.value}
         return 200, orjson.dumps(content), [(_VARIANT_HEADER, variant.value.encode())]
-
-
-def _in_terms_of(exc: RequestError, prefix: str) -> RequestError:
-    """A model's refusal in the request's own terms: a model adapter names what it refuses
-    ``inputs`` or ``inputs.COLUMN``, which an MLflow request in another format does not have."""
-    field = exc.field
-    if prefix == "inputs" or field is None or not (field == "inputs" or field.startswith("inputs.")):
-        return exc
-    message = str(exc).removeprefix(f"{field}: ")
-    return type(exc)(message, field=prefix + field.removeprefix("inputs"), status=exc.status)
 
 
 def create_app(

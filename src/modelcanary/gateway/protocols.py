@@ -293,6 +293,20 @@ def validate(
     return rows
 
 
+def in_request_terms(exc: RequestError, prefix: str) -> RequestError:
+    """A model's refusal named in the request's own terms: a model adapter names what it refuses
+    ``inputs`` or ``inputs.COLUMN``, which an MLflow request in another format does not have.
+
+    >>> str(in_request_terms(RequestError("must be numbers", field="inputs.n"), "dataframe_records"))
+    'dataframe_records.n: must be numbers'
+    """
+    field = exc.field
+    if prefix == "inputs" or field is None or not (field == "inputs" or field.startswith("inputs.")):
+        return exc
+    message = str(exc).removeprefix(f"{field}: ")
+    return type(exc)(message, field=prefix + field.removeprefix("inputs"), status=exc.status)
+
+
 def output_tensor(outputs: list[Any]) -> tuple[str, list[int], list[Any]]:
     """The datatype, shape and row-major data of a model's outputs, one per row.
 
