@@ -239,3 +239,35 @@ def test_every_query_on_the_dashboard_charts_a_live_gateway_in_prometheus(
                 assert all(point == 0 for point in points), f"{where}: {result}"
             else:
                 assert any(point > 0 for point in points), f"{where} charts only zeros: {result}"
+
+
+def test_predictions_forgotten_and_labels_outside_rollouts_are_exported(serve: Any) -> None:
+    """What a label cannot reach shows in /metrics: predictions past the recorder's bound, and
+    labels of an endpoint that has no rollout (no rollout's telemetry holds them)."""
+    from modelcanary.adapters.testing import FakeBackend, FunctionModel
+    from modelcanary.domain.state import ModelVersion
+    from modelcanary.gateway.app import StaticRoutes
+
+    route = Route(endpoint="fraud", baseline=ModelVersion(name="fraud", version="1"))
+    model = FunctionModel(lambda columns: [0.5] * len(columns["x"]))
+    gateway = Gateway(
+        routes=StaticRoutes({"fraud": route}, None),
+        backend=FakeBackend({"fraud/1": model}),
+        telemetry=None,
+        source="gw",
+        max_predictions=2,
+    )
+    running = serve.start(gateway)
+    running.call(gateway.refresh())
+    with running.client() as http:
+        ids = [
+            http.post("/v1/endpoints/fraud/invocations", json={"dataframe_records": [{"x": 1.0}]}).json()[
+                "prediction_ids"
+            ][0]
+            for _ in range(5)
+        ]
+        labels = [{"prediction_id": each, "label": 1} for each in ids[-2:]]
+        assert http.post("/v1/feedback", json={"labels": labels}).status_code == 200
+        samples, _ = _scrape(http)
+    assert _value(samples, "modelcanary_forgotten_predictions_total") == 3
+    assert _value(samples, "modelcanary_labels_without_rollout_total") == 2

@@ -433,3 +433,16 @@ def test_a_models_refusal_is_named_in_the_requests_own_terms(serve: Any) -> None
     assert (scored.status_code, scored.json()["field"]) == (422, "dataframe_records.x")
     assert scored.json()["error"] == "dataframe_records.x: must be one finite number a row (double)"
     assert (inferred.status_code, inferred.json()["field"]) == (422, "inputs.x")
+
+
+def test_messages_say_what_is_wrong_with_integers_and_mixed_rows() -> None:
+    big = refused(v2_columns, {"inputs": [tensor("hour", [1, float(2**70)], [2], "INT64")]}, None)
+    assert str(big) == "inputs[0].data: 1180591620717411303424 at [1] is out of INT64's range"
+    half = refused(v2_columns, {"inputs": [tensor("hour", [1, 1.5], [2], "INT32")]}, None)
+    assert str(half) == "inputs[0].data: INT32 needs integers, got 1.5 at [1]"
+    record = {"amount": 1.0, "hour": 2, "country": "FR"}
+    mixed = refused(mlflow_columns, {"instances": [record, [1.0, 2, "DE"]]}, SIGNATURE)
+    assert (mixed.field, str(mixed)) == (
+        "instances[1]",
+        "instances[1]: give every row as a record or none: records and rows are mixed",
+    )

@@ -79,7 +79,7 @@ class Gateway:
         self._telemetry = telemetry
         self.source = source
         self.recorder = Recorder(max_predictions=max_predictions)
-        self.metrics = Metrics()
+        self.metrics = Metrics(self.recorder)
         self.shadow = ShadowLane(self.recorder)
         self.labels = Labels(self.recorder, telemetry, source, self.metrics.relayed_labels)
         self.serving: dict[str, Serving] = {}

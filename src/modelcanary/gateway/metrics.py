@@ -161,11 +161,12 @@ class Metrics:
     """One gateway's series, and the prometheus_client collector that exposes them. A registry of
     its own per gateway: two gateways in one process do not mix their counts."""
 
-    def __init__(self) -> None:
+    def __init__(self, recorder: Any = None) -> None:
         self._bound: dict[str, EndpointSeries] = {}
         self._registry: Any = None
         # labels for another gateway's predictions, by what became of them (see ``Gateway.feedback``)
         self.relayed_labels = {outcome: Count() for outcome in RELAY_OUTCOMES}
+        self._recorder = recorder  # its counts of predictions and labels it could not keep
 
     def endpoint(self, endpoint: str) -> EndpointSeries:
         """The endpoint's series, made on first use and kept."""
@@ -229,6 +230,17 @@ class Metrics:
         for outcome, count in self.relayed_labels.items():
             relayed.add_metric([outcome], count.value)
         yield relayed
+        if self._recorder is not None:
+            yield CounterMetricFamily(
+                f"{PREFIX}_forgotten_predictions",
+                "Predictions this gateway stopped holding before their label came (it holds a bounded number)",
+                value=self._recorder.forgotten_predictions,
+            )
+            yield CounterMetricFamily(
+                f"{PREFIX}_labels_without_rollout",
+                "Labels of predictions served with no rollout on their endpoint: in no rollout's telemetry",
+                value=self._recorder.labels_without_rollout,
+            )
 
     def exposition(self) -> tuple[bytes, str]:
         """The text exposition of every series, and its content type."""

@@ -104,10 +104,15 @@ def _check_values(data: list[Any], datatype: str, field: str) -> None:
             raise RequestError(f"{value!r} at [{index}] is out of {datatype}'s range {bounds}", field=field)
         return
     if datatype in _FLOAT_TYPES or datatype in _INTEGER_TYPES:
-        kinds: type | tuple[type, ...] = int if datatype in _INTEGER_TYPES else (int, float)
+        integers = datatype in _INTEGER_TYPES
+        kinds: type | tuple[type, ...] = int if integers else (int, float)
         for index, value in enumerate(data):
             if isinstance(value, bool) or not isinstance(value, kinds):
-                raise RequestError(f"{datatype} needs numbers, got {value!r} at [{index}]", field=field)
+                if integers and isinstance(value, float) and value.is_integer():  # JSON past 64 bits reads as float
+                    raise RequestError(f"{value:.0f} at [{index}] is out of {datatype}'s range", field=field)
+                raise RequestError(
+                    f"{datatype} needs {'integers' if integers else 'numbers'}, got {value!r} at [{index}]", field=field
+                )
     elif datatype == "BOOL":
         for index, value in enumerate(data):
             if not isinstance(value, bool):
@@ -238,6 +243,10 @@ def mlflow_columns(body: Any, signature: tuple[Column, ...] | None) -> dict[str,
                 list(row) == names or set(row) == set(names), "every record needs the same fields", f"{key}[{index}]"
             )
         return {name: [row[name] for row in payload] for name in names}
+    mixed = [isinstance(row, dict) for row in payload]
+    if any(mixed):  # some records, some not: name the first that differs from the first row
+        where = mixed.index(not mixed[0])
+        raise RequestError("give every row as a record or none: records and rows are mixed", field=f"{key}[{where}]")
     _require(signature is not None, "rows without names need a model signature to name the columns", key)
     assert signature is not None
     if len(signature) == 1 and not any(isinstance(row, list | dict) for row in payload):
