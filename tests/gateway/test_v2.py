@@ -50,8 +50,9 @@ def test_binary_inputs_of_each_kind_decode_to_data() -> None:
         ([("a", "BF16", [2], b"\x00" * 4)], b"", "inputs[0].datatype"),
         ([("a", "FP16", [2], np.asarray([1, np.inf], "<f2").tobytes())], b"", "inputs[0].data"),
         ([("a", "FP64", [2], np.asarray([np.nan, 1], "<f8").tobytes())], b"", "inputs[0].data"),
+        ([("a", "BYTES", [1], struct.pack("<I", 2) + b"\xff\xfe")], b"", "inputs[0].data"),
     ],
-    ids=["wrong-size", "stray-bytes", "unknown-type", "infinite", "nan"],
+    ids=["wrong-size", "stray-bytes", "unknown-type", "infinite", "nan", "not-utf8"],
 )
 def test_bad_binary_inputs_name_the_field(
     tensors: list[tuple[str, str, list[int], bytes]], extra: bytes, field: str

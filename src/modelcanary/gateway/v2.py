@@ -161,7 +161,12 @@ def _decode_tensor(chunk: bytes, tensor: dict[str, Any], where: str) -> list[Any
             if offset + 4 > len(chunk):
                 raise RequestError("a BYTES element's 4-byte length is cut off", field=f"{where}.data")
             (length,) = struct.unpack_from("<I", chunk, offset)
-            values.append(chunk[offset + 4 : offset + 4 + length].decode("utf-8", errors="replace"))
+            try:  # models get BYTES as text: replacing what is not UTF-8 would change their input unseen
+                values.append(chunk[offset + 4 : offset + 4 + length].decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise RequestError(
+                    f"BYTES element {len(values)} is not UTF-8 text ({exc.reason})", field=f"{where}.data"
+                ) from exc
             offset += 4 + length
         return values
     dtype = _NUMPY_TYPES.get(str(datatype))
