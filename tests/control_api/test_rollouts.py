@@ -199,13 +199,29 @@ def test_an_approval_step_needs_its_role_and_a_denied_promotion_is_403(api: Api)
     approved = api.call("admin", "POST", f"/api/v1/rollouts/{rollout_id}/approve")
     assert approved.status_code == 200 and approved.json()["phase"] == "canary"
 
-    # one approval so far (admin's): the promote gate asks for two different people
-    denied = api.call("approver", "POST", f"/api/v1/rollouts/{rollout_id}/promote")
+    # one approver so far (admin's, again by promoting): the promote gate asks for two different people
+    denied = api.call("admin", "POST", f"/api/v1/rollouts/{rollout_id}/promote")
     assert denied.status_code == 403, denied.text
     assert denied.headers["content-type"].startswith("application/problem+json")
     assert "require-approver" in denied.json()["detail"] and "1 of 2 approvals" in denied.json()["detail"]
     assert api.store.get(rollout_id)[0].phase is Phase.CANARY  # refused: nothing changed
     assert any(event["action"] == "rollout.command_refused" for event in api.store.audit_events(rollout_id))
+    # a second person's promote is that person's approval too: the gate counts it
+    promoted = api.call("approver", "POST", f"/api/v1/rollouts/{rollout_id}/promote")
+    assert promoted.status_code == 200 and promoted.json()["phase"] == "promoted", promoted.text
+
+
+def test_a_promote_that_would_skip_an_admin_approval_step_needs_the_admin_role(api: Api) -> None:
+    rollout_id = api.start(spec=GATED_SPEC.replace("minApprovals: 2", "minApprovals: 1"))
+    _tick_with_a_pass(api, rollout_id)  # pending -> step 1, the admin's approval step still ahead
+    for _ in range(2):  # before the approval step, then at it
+        refused = api.call("approver", "POST", f"/api/v1/rollouts/{rollout_id}/promote")
+        assert refused.status_code == 403 and "an approval step ahead needs the admin role" in refused.json()["detail"]
+        assert api.store.get(rollout_id)[0].phase in (Phase.CANARY, Phase.AWAITING_APPROVAL)
+        _tick_with_a_pass(api, rollout_id)
+    assert api.store.get(rollout_id)[0].phase is Phase.AWAITING_APPROVAL
+    promoted = api.call("admin", "POST", f"/api/v1/rollouts/{rollout_id}/promote")
+    assert promoted.status_code == 200 and promoted.json()["phase"] == "promoted", promoted.text
 
 
 def test_a_body_past_the_limit_is_413_whether_declared_or_streamed_and_saves_nothing(api: Api) -> None:

@@ -71,7 +71,7 @@ def test_a_passed_step_before_an_approval_waits_at_its_weight_for_an_approver() 
     state = awaiting(spec)
     assert (state.phase, state.step, state.weight, state.step_started_at) == (Phase.AWAITING_APPROVAL, 1, 5.0, 5.0)
     assert state.reason == "step 2 of 3: awaiting approval by approver for at most 3600s (candidate stays at 5%)"
-    assert required_role(state, spec) == "approver"
+    assert required_role(state, spec, Command.APPROVE) == "approver"
     assert decide(state, spec, judgement=judged(Verdict.PASS), candidate_requests=50, now=60.0).transition is None
 
     approved = apply_command(state, spec, Command.APPROVE, actor="token:bo", now=100.0, candidate_requests=70)
@@ -110,9 +110,21 @@ def test_an_approval_timeout_does_what_the_step_says(on_timeout: str, phase: Pha
 def test_an_approval_as_the_last_step_promotes_when_approved() -> None:
     spec = make_spec([{"weight": 5, **QUICK}, {"approval": {"role": "admin"}}])
     state = awaiting(spec)
-    assert required_role(state, spec) == "admin"
+    assert required_role(state, spec, Command.APPROVE) == "admin"
     promoted = apply_command(state, spec, Command.APPROVE, actor="token:root", now=10.0)
     assert promoted.state.phase is Phase.PROMOTED and promoted.state.reason == "approved by token:root: promoted"
+
+
+def test_a_promote_needs_the_highest_role_of_the_approval_steps_ahead() -> None:
+    spec = make_spec([{"weight": 5, **QUICK}, {"approval": {"role": "admin"}}, {"weight": 50}])
+    state = at_first_step(spec)
+    assert required_role(state, spec, Command.PROMOTE) == "admin"  # the admin's step is ahead
+    assert required_role(state, spec, Command.APPROVE) is None  # nothing awaits an approval
+    assert required_role(state, spec, Command.PAUSE) is None
+    past = apply_command(awaiting(spec), spec, Command.APPROVE, actor="token:root", now=10.0).state
+    assert past.step == 2 and required_role(past, spec, Command.PROMOTE) is None  # none left
+    plain = make_spec([{"weight": 5, **QUICK}, {"approval": {}}, {"weight": 50}])
+    assert required_role(at_first_step(plain), plain, Command.PROMOTE) == "approver"
 
 
 def test_require_approver_turns_an_unapproved_promotion_into_a_wait() -> None:

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelcanary.domain.errors import (
     Conflict,
+    Forbidden,
     ModelcanaryError,
     NotFound,
     PolicyDenied,
@@ -58,6 +59,8 @@ def status_of(exc: ModelcanaryError) -> int:
         return 422  # the spec is invalid, or names a model the registry does not hold
     if isinstance(exc, NotFound):
         return 404
+    if isinstance(exc, Forbidden):
+        return 403  # the caller's role is not enough for this rollout (an approval step's)
     if isinstance(exc, PolicyDenied):
         return 403  # a policy gate refused the action, with its messages in the detail
     if isinstance(exc, Conflict):

@@ -57,17 +57,18 @@ def gated(
     *,
     engine: Callable[[], PolicyEngine],
     spec: RolloutSpec,
-    state: RolloutState,
     judgement: Judgement | None,
     actor: str,
     now: float,
 ) -> Outcome:
-    """``decide`` with the answers of every gate it asks for (a decision crosses at most one)."""
+    """``decide`` with the answers of every gate it asks for (a decision crosses at most one). The
+    policies read the rollout as the decision would leave it (``outcome.state``): an operator who
+    promotes has approved by doing so, and ``require-approver`` counts that approval."""
     answers: dict[Gate, GateDecision] = {}
     outcome = decide(answers)
     while outcome.asks is not None and outcome.asks not in answers:
         answers[outcome.asks] = evaluate_gate(
-            engine(), outcome.asks, spec=spec, state=state, judgement=judgement, actor=actor, now=now
+            engine(), outcome.asks, spec=spec, state=outcome.state, judgement=judgement, actor=actor, now=now
         )
         outcome = decide(answers)
     return outcome

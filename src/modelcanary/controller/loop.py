@@ -315,7 +315,6 @@ class Controller:
             ),
             engine=self._policy_engine,
             spec=spec,
-            state=state,
             judgement=judgement,
             actor=CONTROLLER,
             now=now,

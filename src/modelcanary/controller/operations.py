@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Protocol
 
 from modelcanary.controller.gates import default_engine, evaluate_gate, gated
-from modelcanary.domain.errors import PolicyDenied, SpecError
+from modelcanary.domain.access import Role
+from modelcanary.domain.errors import Forbidden, PolicyDenied, SpecError
 from modelcanary.domain.gates import Gate
 from modelcanary.domain.spec import RolloutSpec, load_spec, locate
 from modelcanary.domain.state import RolloutState, remote_version
 from modelcanary.engine.analysis import pair
-from modelcanary.engine.decide import Command, apply_command, new_state
+from modelcanary.engine.decide import Command, apply_command, new_state, required_role
 from modelcanary.ports import AuditLog, PolicyEngine, Registry, RolloutStore, TelemetryStore
 
 
@@ -100,15 +101,22 @@ def run_command(
     actor: str,
     now: float | None = None,
     reason: str | None = None,
+    role: Role | None = None,
     policies: Callable[[], PolicyEngine] = default_engine,
 ) -> RolloutState:
     """Apply an operator's command and save it with compare-and-set (``Conflict`` if the rollout
     changed meanwhile, or the command does not fit its phase). The operator's ``reason``, if
     given, is added to the one the history and the audit log record. A promote or an approve
     crosses the gates a controller's advance would; a denial raises ``PolicyDenied``, audited as
-    ``rollout.command_refused``, and changes nothing."""
+    ``rollout.command_refused``, and changes nothing. ``role``, the caller's, is checked against
+    what the command needs on the very state it saves (an approval step's role: ``Forbidden``);
+    None checks nothing (the CLI on a local store, which holds the store itself)."""
     state, text = store.get(rollout_id)
     spec = load_spec(text)
+    needed = required_role(state, spec, command) if role is not None else None
+    if role is not None and needed is not None and not role.allows(Role(needed)):
+        what = "this approval step" if command is Command.APPROVE else "an approval step ahead"
+        raise Forbidden(f"{what} needs the {needed} role; the caller is {role.value}")
     requests = pair(store.read_telemetry(rollout_id)).candidate.requests
     at = time.time() if now is None else now
     try:
@@ -118,7 +126,6 @@ def run_command(
             ),
             engine=policies,
             spec=spec,
-            state=state,
             judgement=None,
             actor=actor,
             now=at,

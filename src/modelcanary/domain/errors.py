@@ -65,6 +65,10 @@ class NotFound(ModelcanaryError):
     """No such rollout."""
 
 
+class Forbidden(ModelcanaryError):
+    """The caller's role does not allow this on this rollout (an approval step needs a higher one)."""
+
+
 class Conflict(ModelcanaryError):
     """The request does not fit the current state."""
 

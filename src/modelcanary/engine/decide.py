@@ -223,13 +223,23 @@ def _apply(
     return change(state, now=now, reason=f"resumed by {actor}", actor=actor, paused=False, step_started_at=now)
 
 
-def required_role(state: RolloutState, spec: RolloutSpec) -> str | None:
-    """The role an approval of this rollout needs now (None unless it awaits one); the control API
-    checks it against the caller's token."""
-    if state.phase is not Phase.AWAITING_APPROVAL:
+def required_role(state: RolloutState, spec: RolloutSpec, command: Command) -> str | None:
+    """The role ``command`` needs on this rollout now, beyond the command's own (None: nothing
+    more): an approve, the role of the approval step it awaits; a promote, which skips every
+    approval step still ahead, the highest of theirs. ``run_command`` checks it against the
+    caller's, on the state it saves."""
+    if state.phase.is_terminal():
         return None
-    step = spec.spec.traffic.steps[state.step]
-    return step.approval.role if isinstance(step, ApprovalStep) else "approver"
+    steps = spec.spec.traffic.steps
+    if command is Command.APPROVE:
+        if state.phase is not Phase.AWAITING_APPROVAL:
+            return None
+        step = steps[state.step]
+        return step.approval.role if isinstance(step, ApprovalStep) else "approver"
+    if command is Command.PROMOTE:
+        ahead = {step.approval.role for step in steps[state.step :] if isinstance(step, ApprovalStep)}
+        return "admin" if "admin" in ahead else "approver" if ahead else None
+    return None
 
 
 def _approved(state: RolloutState, *, actor: str, now: float) -> RolloutState:
