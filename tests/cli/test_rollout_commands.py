@@ -211,8 +211,12 @@ def test_wait_and_watch_exit_with_the_outcome(
     assert promoted.exit_code == 0, promoted.output
     assert "promoted at 100%: promoted by test:operator" in promoted.stderr
 
+    # the endpoint serves v2 now: a rollout from v1 again is refused, one from v2 goes on
+    assert "endpoint 'fraud' serves models:/fraud/2" in target.run("rollout", "start", str(spec_file)).stderr
+    back = spec_file.with_name("back.yaml")
+    back.write_text(SPEC.replace("fraud/1", "fraud/x").replace("fraud/2", "fraud/1").replace("fraud/x", "fraud/2"))
     operator(Command.ABORT)
-    rolled = target.run("rollout", "start", str(spec_file), "--wait", "--interval", "0.05")
+    rolled = target.run("rollout", "start", str(back), "--wait", "--interval", "0.05")
     assert rolled.exit_code == 1, rolled.output
     assert "aborted at 0%: aborted by test:operator" in rolled.stderr
     rollout_id = rolled.stdout.strip()

@@ -10,16 +10,16 @@ from typing import Protocol
 
 from modelcanary.controller.gates import default_engine, evaluate_gate, gated
 from modelcanary.domain.access import Role
-from modelcanary.domain.errors import Forbidden, PolicyDenied, SpecError
+from modelcanary.domain.errors import Conflict, Forbidden, PolicyDenied, SpecError, Stale
 from modelcanary.domain.gates import Gate
 from modelcanary.domain.spec import RolloutSpec, load_spec, locate
-from modelcanary.domain.state import RolloutState, remote_version
+from modelcanary.domain.state import ModelVersion, RolloutState, remote_version
 from modelcanary.engine.analysis import pair
 from modelcanary.engine.decide import Command, apply_command, new_state, required_role
-from modelcanary.ports import AuditLog, PolicyEngine, Registry, RolloutStore, TelemetryStore
+from modelcanary.ports import AuditLog, PolicyEngine, Registry, RolloutStore, RouteSource, TelemetryStore
 
 
-class StartStore(RolloutStore, AuditLog, Protocol):
+class StartStore(RolloutStore, RouteSource, AuditLog, Protocol):
     pass
 
 
@@ -43,12 +43,18 @@ def start_rollout(
     spec = load_spec(spec_text, source=source)
     # a model served elsewhere (v2+http://, ray://) is its ref; the registry resolves the rest
     baseline = remote_version(spec.spec.baseline) or registry.resolve(spec.spec.baseline)
+    _check_serving(store, spec, baseline)
     candidate = remote_version(spec.spec.candidate) or registry.resolve(spec.spec.candidate)
     at = time.time() if now is None else now
     rollout_id = f"{spec.spec.endpoint}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime(at))}-{uuid.uuid4().hex[:6]}"
     state = new_state(spec, rollout_id=rollout_id, baseline=baseline, candidate=candidate, now=at)
+    # the registry knows only its own versions: a remote model's ref names no run in it (its
+    # version number, if any, is the remote server's), so it has no lineage here
     state = state.model_copy(
-        update={"baseline_info": registry.describe(baseline), "candidate_info": registry.describe(candidate)}
+        update={
+            "baseline_info": registry.describe(baseline) if baseline.ref is None else None,
+            "candidate_info": registry.describe(candidate) if candidate.ref is None else None,
+        }
     )
     if any(spec.spec.gates.policies(gate.value) for gate in Gate):
         engine = policies or default_engine()
@@ -67,6 +73,21 @@ def start_rollout(
                 raise PolicyDenied("start", [(denial.policy, denial.message) for denial in decision.denials])
     store.create(state, spec_text, actor=actor, spec_json=spec.model_dump_json(by_alias=True))
     return state
+
+
+def _check_serving(store: RouteSource, spec: RolloutSpec, baseline: ModelVersion) -> None:
+    """Refuse (``Conflict``) a baseline other than the model the endpoint serves since its last
+    rollout: the new rollout would put that model back on most of the traffic at once, unjudged.
+    It happens when a promotion's alias move is still pending (``@champion`` still names the model
+    it replaced) or the spec names the wrong baseline. An endpoint no rollout has served is free."""
+    serving = store.routes().get(spec.spec.endpoint)
+    if serving is None or serving.baseline.uri == baseline.uri:
+        return
+    raise Conflict(
+        f"endpoint {spec.spec.endpoint!r} serves {serving.baseline.uri}, but the spec's baseline "
+        f"{spec.spec.baseline!r} is {baseline.uri}; a rollout starts from what the endpoint serves "
+        "(a promotion's alias move may still be pending: start again once the controller has made it)"
+    )
 
 
 def _load_policies(
@@ -89,6 +110,9 @@ def _load_policies(
     return sources
 
 
+COMMAND_TRIES = 5  # compare-and-sets a command may lose to the controller's saves before it is refused
+
+
 class CommandStore(RolloutStore, TelemetryStore, AuditLog, Protocol):
     pass
 
@@ -104,13 +128,43 @@ def run_command(
     role: Role | None = None,
     policies: Callable[[], PolicyEngine] = default_engine,
 ) -> RolloutState:
-    """Apply an operator's command and save it with compare-and-set (``Conflict`` if the rollout
-    changed meanwhile, or the command does not fit its phase). The operator's ``reason``, if
+    """Apply an operator's command and save it with compare-and-set (``Conflict`` if the command
+    does not fit the rollout's phase, ``Stale`` if the rollout kept changing). The operator's ``reason``, if
     given, is added to the one the history and the audit log record. A promote or an approve
     crosses the gates a controller's advance would; a denial raises ``PolicyDenied``, audited as
     ``rollout.command_refused``, and changes nothing. ``role``, the caller's, is checked against
     what the command needs on the very state it saves (an approval step's role: ``Forbidden``);
-    None checks nothing (the CLI on a local store, which holds the store itself)."""
+    None checks nothing (the CLI on a local store, which holds the store itself).
+
+    The controller saves a rollout at every look with new data, so the compare-and-set may lose
+    to a tick: the command is then applied again to the state read afresh (and checked again
+    against it, role and phase and gates), up to ``COMMAND_TRIES`` times, rather than refused
+    for a change the operator never saw."""
+
+    def once() -> RolloutState:
+        return _command_once(
+            store, rollout_id, command, actor=actor, now=now, reason=reason, role=role, policies=policies
+        )
+
+    for _ in range(COMMAND_TRIES - 1):
+        try:
+            return once()
+        except Stale:
+            continue
+    return once()
+
+
+def _command_once(
+    store: CommandStore,
+    rollout_id: str,
+    command: Command,
+    *,
+    actor: str,
+    now: float | None,
+    reason: str | None,
+    role: Role | None,
+    policies: Callable[[], PolicyEngine],
+) -> RolloutState:
     state, text = store.get(rollout_id)
     spec = load_spec(text)
     needed = required_role(state, spec, command) if role is not None else None

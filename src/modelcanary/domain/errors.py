@@ -73,6 +73,10 @@ class Conflict(ModelcanaryError):
     """The request does not fit the current state."""
 
 
+class Stale(Conflict):
+    """A compare-and-set lost: the rollout changed since it was read (read it again and retry)."""
+
+
 class Fenced(Conflict):
     """A write carried a fencing token older than the lease's: its controller is no longer the leader."""
 

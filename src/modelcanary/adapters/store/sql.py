@@ -35,7 +35,7 @@ from modelcanary.adapters.store.schema import (
 )
 from modelcanary.adapters.store.telemetry import TelemetryTable
 from modelcanary.adapters.store.tokens import TokenTable
-from modelcanary.domain.errors import Conflict, Fenced, ModelcanaryError, NotFound, StoreError
+from modelcanary.domain.errors import Conflict, Fenced, ModelcanaryError, NotFound, Stale, StoreError
 from modelcanary.domain.state import Action, Outcome, RolloutState, Route, Transition
 from modelcanary.ports import Fence
 
@@ -238,7 +238,7 @@ class SqlStore(TokenTable, AuditLog, TelemetryTable):
                     refused = Conflict(f"rollout {new.id}: the store refused a conflicting write: {exc.orig}")
                     results.append((None, refused))
                     continue
-                lost = Conflict(f"rollout {new.id} changed since version {expected_version}; not saved")
+                lost = Stale(f"rollout {new.id} changed since version {expected_version}; not saved")
                 results.append((new, None) if saved else (None, lost))
         return results
 

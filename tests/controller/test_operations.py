@@ -1,0 +1,84 @@
+"""Starting a rollout against a real MLflow registry: what it is refused for, and what it asks
+the registry about."""
+
+from __future__ import annotations
+
+import pytest
+
+from modelcanary.adapters.registry.mlflow import MlflowRegistry
+from modelcanary.adapters.store.sql import SqlStore
+from modelcanary.controller.loop import Controller
+from modelcanary.controller.operations import COMMAND_TRIES, run_command, start_rollout
+from modelcanary.domain.errors import Conflict, Stale
+from modelcanary.domain.phases import Phase
+from modelcanary.domain.state import Outcome, RolloutState
+from modelcanary.engine.decide import Command
+
+SPEC = """\
+apiVersion: modelcanary/v1
+kind: Rollout
+spec:
+  endpoint: fraud
+  baseline: BASELINE
+  candidate: CANDIDATE
+  traffic:
+    steps: [{weight: 5}]
+  analysis:
+    metrics: [{kind: error_rate}]
+"""
+
+
+def spec(baseline: str, candidate: str) -> str:
+    return SPEC.replace("BASELINE", baseline).replace("CANDIDATE", candidate)
+
+
+def test_a_remote_model_is_not_looked_up_in_the_registry(store: SqlStore, registry: MlflowRegistry) -> None:
+    # the registry holds fraud/1 and fraud/2 only; a remote server's version 3 is not one of them
+    remote = "v2+http://127.0.0.1:9/models/fraud/versions/3"
+    state = start_rollout(store, registry, spec("models:/fraud@champion", remote), source="test", actor="test")
+    assert state.candidate.ref == remote and state.candidate_info is None
+    assert state.baseline_info is not None and state.baseline_info.run_id  # the registry's own: described
+    run_command(store, state.id, Command.ABORT, actor="test")
+    ray = start_rollout(store, registry, spec("models:/fraud/1", "ray://app/fraud"), source="test", actor="test")
+    assert ray.candidate_info is None
+
+
+def test_a_rollout_starts_from_what_the_endpoint_serves(store: SqlStore, registry: MlflowRegistry) -> None:
+    first = start_rollout(store, registry, spec("models:/fraud/1", "models:/fraud/2"), source="test", actor="test")
+    with pytest.raises(Conflict, match="already has an active rollout"):
+        start_rollout(store, registry, spec("models:/fraud/1", "models:/fraud/2"), source="test", actor="test")
+    Controller(store=store, registry=registry).tick()  # pending -> its first step
+    run_command(store, first.id, Command.PROMOTE, actor="test")
+    assert store.get(first.id)[0].phase is Phase.PROMOTED
+    # the alias move is an action the controller has not run yet: @champion still names v1
+    stale = r"serves models:/fraud/2, but the spec's baseline 'models:/fraud@champion' is models:/fraud/1"
+    with pytest.raises(Conflict, match=stale):
+        start_rollout(store, registry, spec("models:/fraud@champion", "models:/fraud/2"), source="test", actor="test")
+    assert [state.id for state in store.list_rollouts()] == [first.id]  # refused: nothing saved
+    back = start_rollout(store, registry, spec("models:/fraud/2", "models:/fraud/1"), source="test", actor="test")
+    assert back.baseline.uri == "models:/fraud/2"
+
+
+@pytest.mark.parametrize("races", [2, COMMAND_TRIES])
+def test_a_command_that_loses_its_compare_and_set_to_a_tick_is_applied_to_the_fresh_state(
+    store: SqlStore, registry: MlflowRegistry, monkeypatch: pytest.MonkeyPatch, races: int
+) -> None:
+    rollout = start_rollout(store, registry, spec("models:/fraud/1", "models:/fraud/2"), source="test", actor="test")
+    Controller(store=store, registry=registry).tick()
+    read = store.get
+    saved_by_ticks: list[int] = []
+
+    def get(rollout_id: str) -> tuple[RolloutState, str]:
+        state, text = read(rollout_id)
+        if len(saved_by_ticks) < races:  # a tick saves the rollout (its judge's memory) right after
+            saved_by_ticks.append(store.save(Outcome(state=state), expected_version=state.version).version)
+        return state, text
+
+    monkeypatch.setattr(store, "get", get)
+    if races == COMMAND_TRIES:  # it kept changing: refused, and nothing of the command saved
+        with pytest.raises(Stale, match="changed since version"):
+            run_command(store, rollout.id, Command.PAUSE, actor="test")
+        assert not read(rollout.id)[0].paused
+        return
+    paused = run_command(store, rollout.id, Command.PAUSE, actor="test")
+    assert paused.paused and paused.version == saved_by_ticks[-1] + 1
