@@ -85,7 +85,8 @@ def test_each_role_may_do_exactly_what_its_rank_allows(api: Api) -> None:
     wrong = []
     for (method, path), needed in NEEDS.items():
         url = path.replace("{rollout_id}", rollout_id).replace("{token_id}", "no-such-token")
-        body = {"name": "x", "role": "sideways"} if path == "/api/v1/tokens" else {"spec": ": bad"}
+        bodies = {"/api/v1/tokens": {"name": "x", "role": "sideways"}, "/api/v1/rollouts": {"spec": ": bad"}}
+        body = bodies.get(path, {"reason": "a test"})
         for role in Role:
             response = api.call(role.value, method, url, json=body if method == "post" else None)
             allowed = role.allows(needed)
@@ -186,6 +187,7 @@ def test_a_bad_token_request_names_the_field(api: Api) -> None:
         ({"name": "has space", "role": "viewer"}, "body.name"),
         ({"name": "ci", "role": "viewer", "endpoints": []}, "body.endpoints"),
         ({"name": "ci", "role": "viewer", "endpoints": ["fraud", ""]}, "body.endpoints.1"),
+        ({"name": "ci", "role": "viewer", "endpoint": ["fraud"]}, "body.endpoint"),  # misspelt: not "every endpoint"
     ]:
         response = api.call("admin", "POST", "/api/v1/tokens", json=body)
         assert (response.status_code, response.json()["field"]) == (422, field), response.json()
@@ -225,3 +227,29 @@ def test_the_cookie_never_makes_a_change(api: Api) -> None:
         assert made.status_code == 401
     finally:
         api.client.cookies.clear()
+
+
+def test_a_token_name_may_not_be_another_tokens_id(api: Api) -> None:
+    root = api.store.list_tokens()[0]
+    api.token("fraud-admin", Role.ADMIN, endpoints=["fraud"])
+    taken = api.call(
+        "fraud-admin", "POST", "/api/v1/tokens", json={"name": root.id, "role": "viewer", "endpoints": ["fraud"]}
+    )
+    assert taken.status_code == 409 and "another token's id" in taken.json()["detail"]
+    assert api.store.list_tokens()[0].revoked_at is None
+
+
+def test_a_malformed_body_is_400_at_body_and_a_broken_store_is_503_without_its_details(api: Api) -> None:
+    headers = {**api.headers("operator"), "content-type": "application/json"}
+    response = api.client.post("/api/v1/rollouts", content=b'{"spec": ', headers=headers)
+    assert (response.status_code, response.json()["field"]) == (400, "body"), response.text
+    assert "not valid JSON" in response.json()["detail"]
+    with api.store.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE tokens")
+    for who in ("admin", None):  # a caller with a token, and one without a valid one
+        headers = {"Authorization": f"Bearer {api.secrets[who] if who else 'mc_guess'}"}
+        broken = api.client.get("/api/v1/rollouts", headers=headers)
+        assert (
+            broken.status_code == 503 and broken.json()["detail"] == "the store is unavailable; the server logged why"
+        )
+        assert "tokens" not in broken.text and "sqlite" not in broken.text

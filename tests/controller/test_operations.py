@@ -3,13 +3,15 @@ the registry about."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from modelcanary.adapters.registry.mlflow import MlflowRegistry
 from modelcanary.adapters.store.sql import SqlStore
 from modelcanary.controller.loop import Controller
 from modelcanary.controller.operations import COMMAND_TRIES, run_command, start_rollout
-from modelcanary.domain.errors import Conflict, Stale
+from modelcanary.domain.errors import Conflict, SpecError, Stale
 from modelcanary.domain.phases import Phase
 from modelcanary.domain.state import Outcome, RolloutState
 from modelcanary.engine.decide import Command
@@ -82,3 +84,48 @@ def test_a_command_that_loses_its_compare_and_set_to_a_tick_is_applied_to_the_fr
         return
     paused = run_command(store, rollout.id, Command.PAUSE, actor="test")
     assert paused.paused and paused.version == saved_by_ticks[-1] + 1
+
+
+GATED = SPEC.replace("  analysis:", "  gates:\n    start: [{policy: POLICY}]\n  analysis:")
+ALLOW = 'package modelcanary.policies.mine\n\nimport rego.v1\n\ndeny contains msg if {\n\tfalse\n\tmsg := "never"\n}\n'
+
+
+def test_a_confined_start_reads_policy_files_only_inside_the_policy_folder(
+    store: SqlStore, registry: MlflowRegistry, tmp_path: Path
+) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "mine.rego").write_text(ALLOW)
+    (tmp_path / "secret.rego").write_text(ALLOW.replace("never", "the server's own secret"))
+    caller = tmp_path / "spec.yaml"
+    caller.write_text("the caller's")
+    for ref, folder, why in [
+        (str(tmp_path / "secret.rego"), str(policies), "only files inside the server's policy folder"),
+        ("../secret.rego", str(policies), "only files inside the server's policy folder"),
+        ("mine.rego", None, "this server reads no policy files"),
+    ]:
+        with pytest.raises(SpecError, match=why) as refused:
+            start_rollout(
+                store,
+                registry,
+                GATED.replace("BASELINE", "models:/fraud/1")
+                .replace("CANDIDATE", "models:/fraud/2")
+                .replace("POLICY", ref),
+                source=str(caller),  # a file beside secret.rego: a caller's source names no folder to read from
+                actor="test",
+                policy_dir=folder,
+                confined=True,
+            )
+        assert "the server's own secret" not in str(refused.value)
+    assert store.list_rollouts() == []
+    gated = GATED.replace("BASELINE", "models:/fraud/1").replace("CANDIDATE", "models:/fraud/2")
+    started = start_rollout(
+        store,
+        registry,
+        gated.replace("POLICY", "mine.rego"),
+        source="api",
+        actor="test",
+        policy_dir=str(policies),
+        confined=True,
+    )
+    assert started.policies == {"mine.rego": ALLOW}

@@ -127,6 +127,16 @@ def test_a_promote_needs_the_highest_role_of_the_approval_steps_ahead() -> None:
     assert required_role(at_first_step(plain), plain, Command.PROMOTE) == "approver"
 
 
+def test_a_paused_rollout_is_not_approved_until_it_is_resumed() -> None:
+    spec = make_spec([{"weight": 5, **QUICK}, {"approval": {}}, {"weight": 50}])
+    paused = apply_command(awaiting(spec), spec, Command.PAUSE, actor="token:al", now=10.0).state
+    with pytest.raises(Conflict, match="is paused; resume it, then approve"):
+        apply_command(paused, spec, Command.APPROVE, actor="token:bo", now=11.0)
+    resumed = apply_command(paused, spec, Command.RESUME, actor="token:al", now=12.0).state
+    approved = apply_command(resumed, spec, Command.APPROVE, actor="token:bo", now=13.0).state
+    assert (approved.phase, approved.weight, approved.paused) == (Phase.CANARY, 50.0, False)
+
+
 def test_require_approver_turns_an_unapproved_promotion_into_a_wait() -> None:
     spec = make_spec([{"weight": 5, **QUICK}], requireApprover=True)
     state = decide(at_first_step(spec), spec, judgement=judged(Verdict.PASS), candidate_requests=10, now=5.0).state

@@ -62,7 +62,7 @@ def _shown(state: RolloutState) -> dict[str, Any]:
     return state.model_dump(mode="json", exclude={"judge_memory"})
 
 
-def rollout_routes(store: SqlStore, registry: Registry) -> APIRouter:
+def rollout_routes(store: SqlStore, registry: Registry, policy_dir: str | None = None) -> APIRouter:
     router = APIRouter(prefix=f"{PREFIX}/rollouts", tags=["rollouts"])
 
     def visible(token: TokenInfo, rollout_id: str) -> tuple[RolloutState, str]:
@@ -89,7 +89,10 @@ def rollout_routes(store: SqlStore, registry: Registry) -> APIRouter:
         with every field at fault and its line; 409 if the endpoint already has an active rollout."""
         source = request.source or "<request body>"
         check_endpoint(token, _parse(request.spec, source).spec.endpoint)
-        return _shown(start_rollout(store, registry, request.spec, source=source, actor=token.actor))
+        started = start_rollout(
+            store, registry, request.spec, source=source, actor=token.actor, policy_dir=policy_dir, confined=True
+        )
+        return _shown(started)
 
     @router.get("/{rollout_id}", response_model=models.RolloutDetail, responses=responses(*AUTHED, 404))
     def get_rollout(token: Viewer, rollout_id: str) -> Any:
@@ -201,9 +204,9 @@ def token_routes(store: SqlStore) -> APIRouter:
     @router.delete("/{token_id}", response_model=models.Token, responses=responses(*AUTHED, 404, 409))
     def revoke(token: Admin, token_id: str) -> Any:
         """Revoke a token (by id): it stops working at once. Its name stays taken."""
-        found = [info for info in store.list_tokens() if token_id in (info.id, info.name)]
-        if found and not token.covers(found[0].endpoints):
-            raise forbidden(f"token {token.name!r} may not revoke token {found[0].name!r}")
+        for info in store.list_tokens():
+            if token_id in (info.id, info.name) and not token.covers(info.endpoints):
+                raise forbidden(f"token {token.name!r} may not revoke token {info.name!r}")
         return _token_view(store.revoke_token(token_id, actor=token.actor))
 
     return router
@@ -225,12 +228,15 @@ class ControlApi(FastAPI):
         return self.openapi_schema
 
 
-def create_api(store: SqlStore, registry: Registry, *, routers: Sequence[APIRouter] = ()) -> FastAPI:
+def create_api(
+    store: SqlStore, registry: Registry, *, routers: Sequence[APIRouter] = (), policy_dir: str | None = None
+) -> FastAPI:
     """The control API on ``store`` and ``registry``. ``routers`` are added as they are (the
     dashboard's, say: under ``/api/v1`` they are behind the same auth, and their handlers get the
     caller with ``Depends(auth.require(role))``); a ``modelcanary.api.dashboard`` module with
     ``routes()`` is mounted too. Every path but health needs a token, the schema, its docs page and
-    the dashboard's files included (a browser gets a sign-in form with its 401)."""
+    the dashboard's files included (a browser gets a sign-in form with its 401). A started spec's
+    gates may name policy files only inside ``policy_dir`` (None: built-in policies only)."""
     from modelcanary import __version__
 
     app = ControlApi(
@@ -254,7 +260,7 @@ def create_api(store: SqlStore, registry: Registry, *, routers: Sequence[APIRout
         """Up and answering (no token needed)."""
         return {"ok": True}
 
-    app.include_router(rollout_routes(store, registry))
+    app.include_router(rollout_routes(store, registry, policy_dir))
     app.include_router(audit_routes(store))
     app.include_router(token_routes(store))
     for router in routers:

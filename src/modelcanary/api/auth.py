@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from modelcanary.api.problems import problem, status_of
+from modelcanary.api.problems import detail_of, problem, status_of
 from modelcanary.domain.access import Role, TokenInfo
 from modelcanary.domain.errors import ModelcanaryError
 from modelcanary.ports import Tokens
@@ -85,7 +85,7 @@ class BearerAuth:
         try:
             token = await run_in_threadpool(self.tokens.token_by_secret, secret) if secret else None
         except ModelcanaryError as exc:  # the store is down: say so, do not crash
-            await problem(status_of(exc), str(exc))(scope, receive, send)
+            await problem(status_of(exc), detail_of(exc))(scope, receive, send)
             return
         if token is None:
             if self.sign_in is not None and _wants_a_page(scope):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from modelcanary.domain.access import TOKEN_NAME, Role
 from modelcanary.domain.judgement import Judgement, Verdict
@@ -37,12 +37,19 @@ class Health(BaseModel):
 MAX_SPEC = 1 << 20  # characters: a spec is a page or two of YAML; this bounds what the parser is given
 
 
-class StartRequest(BaseModel):
+class Request(BaseModel):
+    """A request body: a field it does not know is refused (422 naming it), not ignored: a
+    misspelt ``endpoints`` would otherwise make a token for every endpoint."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class StartRequest(Request):
     spec: str = Field(max_length=MAX_SPEC, description="the rollout spec's YAML text, at most 1 MiB")
     source: str | None = Field(None, max_length=200, description="a name for the spec in error messages")
 
 
-class CommandRequest(BaseModel):
+class CommandRequest(Request):
     reason: str | None = Field(None, max_length=2000, description="why; recorded in the history and audit log")
 
 
@@ -131,7 +138,7 @@ class AuditVerify(BaseModel):
     broken: BrokenLink | None
 
 
-class TokenRequest(BaseModel):
+class TokenRequest(Request):
     name: str = Field(
         pattern=f"^{TOKEN_NAME.pattern}$",
         description="unique, shown as the actor token:NAME; 1-64 letters, digits, _ . @ -",

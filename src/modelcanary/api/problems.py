@@ -4,6 +4,7 @@ fault when there is one. Domain errors map to statuses here, in one table."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
@@ -27,6 +28,7 @@ from modelcanary.domain.errors import (
     StoreError,
 )
 
+log = logging.getLogger("modelcanary.api")
 MEDIA_TYPE = "application/problem+json"
 MAX_BODY_BYTES = 4 << 20  # a request body: room for a 1 MiB spec (models.MAX_SPEC) as JSON, escapes and all
 
@@ -78,9 +80,18 @@ def _field(exc: ModelcanaryError) -> str | None:
     return None
 
 
+def detail_of(exc: ModelcanaryError) -> str:
+    """What a caller is told: the error's message, but for the store's, whose message carries its
+    URL and SQL (logged here instead; the caller may not even have a valid token)."""
+    if isinstance(exc, StoreError):
+        log.error("the store failed: %s", exc)
+        return "the store is unavailable; the server logged why"
+    return str(exc)
+
+
 async def _domain(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ModelcanaryError)
-    return problem(status_of(exc), str(exc), field=_field(exc))
+    return problem(status_of(exc), detail_of(exc), field=_field(exc))
 
 
 async def _http(_request: Request, exc: Exception) -> JSONResponse:
@@ -92,6 +103,10 @@ async def _validation(_request: Request, exc: Exception) -> JSONResponse:
     """Every invalid field, each named by its place in the request (``body.role``, ``query.active``)."""
     assert isinstance(exc, RequestValidationError)
     errors: list[Any] = list(exc.errors())
+    if any(error.get("type") == "json_invalid" for error in errors):  # its "loc" is a character offset
+        return problem(
+            400, f"the body is not valid JSON: {errors[0].get('ctx', {}).get('error', 'invalid')}", field="body"
+        )
     places = [".".join(str(part) for part in error.get("loc", ())) for error in errors]
     detail = "; ".join(f"{place}: {error.get('msg', 'invalid')}" for place, error in zip(places, errors, strict=True))
     return problem(422, detail or "invalid request", field=places[0] if places else None)

@@ -33,13 +33,18 @@ def start_rollout(
     now: float | None = None,
     policies: PolicyEngine | None = None,
     policy_dir: str | None = None,
+    confined: bool = False,
 ) -> RolloutState:
     """Validate the spec, resolve both models to concrete versions, read their lineage from the
     registry, load the gate policies, ask the start gate, and save the rollout as pending.
 
     Policy files are read relative to ``policy_dir`` (default: the folder of ``source`` when it is
-    a file, else the working directory). Raises ``SpecError``, ``RegistryError``, ``Conflict`` or
-    ``PolicyDenied`` and then saves no rollout; a denial is audited as ``rollout.refused``."""
+    a file, else the working directory). ``confined`` (the control API's starts, whose spec and
+    ``source`` come from the caller): only files inside ``policy_dir`` are read, and none without
+    one, so a caller cannot have the server read, and show, any other file on its disk.
+
+    Raises ``SpecError``, ``RegistryError``, ``Conflict`` or ``PolicyDenied`` and then saves no
+    rollout; a denial is audited as ``rollout.refused``."""
     spec = load_spec(spec_text, source=source)
     # a model served elsewhere (v2+http://, ray://) is its ref; the registry resolves the rest
     baseline = remote_version(spec.spec.baseline) or registry.resolve(spec.spec.baseline)
@@ -58,8 +63,9 @@ def start_rollout(
     )
     if any(spec.spec.gates.policies(gate.value) for gate in Gate):
         engine = policies or default_engine()
-        folder = policy_dir or (str(Path(source).parent) if Path(source).is_file() else None)
-        state = state.model_copy(update={"policies": _load_policies(engine, spec, spec_text, source, folder)})
+        folder = policy_dir or (str(Path(source).parent) if Path(source).is_file() and not confined else None)
+        loaded = _load_policies(engine, spec, spec_text, source, folder, confined=confined)
+        state = state.model_copy(update={"policies": loaded})
         if spec.spec.gates.start:
             decision = evaluate_gate(engine, Gate.START, spec=spec, state=state, judgement=None, actor=actor, now=at)
             if not decision.allowed:
@@ -73,6 +79,19 @@ def start_rollout(
                 raise PolicyDenied("start", [(denial.policy, denial.message) for denial in decision.denials])
     store.create(state, spec_text, actor=actor, spec_json=spec.model_dump_json(by_alias=True))
     return state
+
+
+def _outside(ref: str, folder: str | None) -> str | None:
+    """Why a confined start may not read policy ``ref`` (None: it may, a built-in or a file inside
+    ``folder``)."""
+    if not ref.endswith(".rego"):
+        return None
+    if folder is None:
+        return f"policy file {ref!r}: this server reads no policy files (none was given --policy-dir); use a built-in"
+    inside = Path(folder).resolve()
+    if Path(ref).is_absolute() or not (inside / ref).resolve().is_relative_to(inside):
+        return f"policy file {ref!r}: only files inside the server's policy folder are read"
+    return None
 
 
 def _check_serving(store: RouteSource, spec: RolloutSpec, baseline: ModelVersion) -> None:
@@ -91,7 +110,7 @@ def _check_serving(store: RouteSource, spec: RolloutSpec, baseline: ModelVersion
 
 
 def _load_policies(
-    engine: PolicyEngine, spec: RolloutSpec, text: str, source: str, folder: str | None
+    engine: PolicyEngine, spec: RolloutSpec, text: str, source: str, folder: str | None, *, confined: bool
 ) -> dict[str, str]:
     """Every gate policy's source by its ref; a ``SpecError`` naming each one that cannot be read or
     does not compile, at its line."""
@@ -100,6 +119,10 @@ def _load_policies(
     for gate in Gate:
         for index, ref in enumerate(spec.spec.gates.policies(gate.value)):
             if ref.policy in sources:
+                continue
+            refused = _outside(ref.policy, folder) if confined else None
+            if refused:
+                problems.append((locate(text, ("spec", "gates", gate.value, index)), refused))
                 continue
             try:
                 sources[ref.policy] = engine.source(ref.policy, relative_to=folder)

@@ -193,6 +193,8 @@ def _apply(
     if command is Command.APPROVE:
         if state.phase is not Phase.AWAITING_APPROVAL:
             raise Conflict(f"rollout {state.id} is {state.phase.value}, not awaiting approval")
+        if state.paused:  # approving moves the weight on, which a pause promises not to do
+            raise Conflict(f"rollout {state.id} is paused; resume it, then approve")
         return _go_on(
             _approved(state, actor=actor, now=now),
             spec,

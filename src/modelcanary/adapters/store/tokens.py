@@ -87,6 +87,9 @@ class TokenTable:
         with self._tx() as conn:
             if conn.execute(sa.select(tokens.c.id).where(tokens.c.name == name)).first() is not None:
                 raise Conflict(f"a token named {name!r} already exists (names stay taken after a revoke)")
+            if conn.execute(sa.select(tokens.c.id).where(tokens.c.id == name)).first() is not None:
+                # revoking by name would then revoke that other token
+                raise Conflict(f"{name!r} is another token's id; a name may not be one")
             conn.execute(
                 tokens.insert().values(
                     id=info.id,
@@ -114,9 +117,12 @@ class TokenTable:
     def revoke_token(self, key: str, *, actor: str, now: float | None = None) -> TokenInfo:
         at = time.time() if now is None else now
         with self._tx() as conn:
-            row = conn.execute(sa.select(tokens).where((tokens.c.id == key) | (tokens.c.name == key))).first()
-            if row is None:
+            found = conn.execute(sa.select(tokens).where((tokens.c.id == key) | (tokens.c.name == key))).all()
+            if not found:
                 raise NotFound(f"no token {key!r}")
+            if len(found) > 1:
+                raise Conflict(f"{key!r} is one token's id and another's name; revoke by the id of the one meant")
+            row = found[0]
             if row.revoked_at is not None:
                 raise Conflict(f"token {row.name!r} was already revoked")
             conn.execute(tokens.update().where(tokens.c.id == row.id).values(revoked_at=at))
