@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from modelcanary.domain.errors import Conflict
+from modelcanary.domain.judgement import Judgement, MetricJudgement, Verdict
 from modelcanary.domain.phases import Phase
 from modelcanary.domain.spec import Batching, Shadow, load_spec
 from modelcanary.domain.state import ModelVersion, RolloutState
@@ -60,6 +61,27 @@ def test_shadow_holds_until_its_duration_is_up_then_enters_the_first_step() -> N
     outcome = decide(state, SPEC, judgement=None, candidate_requests=0, now=T0 + 301)
     assert (outcome.state.phase, outcome.state.step, outcome.state.weight) == (Phase.CANARY, 0, 5.0)
     assert outcome.route is not None and outcome.route.shadow == Shadow(sample=0.2, duration=300.0)
+
+
+def test_a_candidate_failing_in_shadow_is_rolled_back_before_it_serves_anyone() -> None:
+    failed = MetricJudgement(
+        name="error-rate",
+        kind="error_rate",
+        verdict=Verdict.FAIL,
+        baseline=0.01,
+        candidate=0.2,
+        limit=0.01,
+        baseline_samples=5000,
+        candidate_samples=0,
+        reason="evidence of a regression",
+    )
+    judgement = Judgement(judge="sequential", metrics=(failed,))
+    outcome = decide(_shadowing(), SPEC, judgement=judgement, candidate_requests=0, now=T0 + 60)
+    assert outcome.state.phase is Phase.ROLLED_BACK
+    assert outcome.state.reason == "rolled back: in shadow: error-rate failed: evidence of a regression"
+    assert outcome.route is not None and outcome.route.candidate is None  # the lane comes down too
+    passing = judgement.model_copy(update={"metrics": (failed.model_copy(update={"verdict": Verdict.NO_DATA}),)})
+    assert decide(_shadowing(), SPEC, judgement=passing, candidate_requests=0, now=T0 + 60).transition is None
 
 
 def test_a_paused_shadow_does_not_move_on_and_resuming_restarts_its_clock() -> None:

@@ -13,6 +13,7 @@ from modelcanary.adapters.testing import FakeBackend, FakeRegistry, FunctionMode
 from modelcanary.controller.loop import Controller
 from modelcanary.controller.operations import start_rollout
 from modelcanary.controller.report import rollout_report
+from modelcanary.domain.phases import Phase
 from modelcanary.domain.spec import Shadow, StickyKey
 from modelcanary.domain.state import Route
 from modelcanary.engine.analysis import pair
@@ -212,3 +213,37 @@ def test_a_label_joins_the_shadow_pair_whether_it_comes_before_or_after_the_copy
     assert shadow is not None and shadow.pairs == 2
     assert sum(shadow.paired_labels) == 2 and sum(shadow.segments["eu"].paired_labels) == 2
     assert rows[Variant.BASELINE].labels == 2  # the live lane's join, as ever
+
+
+SHADOW_PHASE = SPEC.replace("shadow: {sample: 1.0, queue: 100, keep: 10m}", "shadow: {sample: 1.0, duration: 1h}")
+
+
+def test_a_candidate_that_fails_in_its_shadow_phase_is_rolled_back_before_serving_anyone(
+    serve: Any, store: Any, registry: Any, mlflow_registry: Any, with_candidate: Any
+) -> None:
+    def broken(inputs: dict[str, list[Any]]) -> list[Any]:
+        raise RuntimeError("a feature the candidate needs is missing")
+
+    state = start_rollout(store, registry, SHADOW_PHASE, source="test", actor="test")
+    controller = Controller(store=store, registry=registry)
+    controller.tick()
+    assert store.get(state.id)[0].phase is Phase.SHADOW
+    gateway = Gateway(routes=store, backend=with_candidate(broken), telemetry=store, source="gw-fail")
+    running = serve.start(gateway)
+    rows = mlflow_registry.rows
+    with running.client() as http:
+        for burst in range(2):  # two of the controller's looks with traffic between them
+            for who in range(150 * burst, 150 * (burst + 1)):
+                response = http.post(
+                    "/v1/endpoints/fraud/invocations",
+                    json={"dataframe_records": [rows[who % len(rows)]]},
+                    headers={"x-user-id": f"u{who}", "x-region": "eu-west"},
+                )
+                assert response.status_code == 200 and response.headers[VARIANT_HEADER] == "baseline"
+            wait_for(lambda n=150 * (burst + 1): gateway.shadow.done == n, "the shadow predictions", timeout=30.0)
+            running.flush()
+            controller.tick()
+    ended = store.get(state.id)[0]
+    assert ended.phase is Phase.ROLLED_BACK, ended.reason
+    assert ended.reason.startswith("rolled back: in shadow: error-rate failed"), ended.reason
+    assert pair(store.read_telemetry(state.id)).candidate.requests == 0  # it never served anyone

@@ -423,3 +423,60 @@ def test_an_interval_whose_weight_changed_is_dropped_unread() -> None:
     assert [m["rank"][:2] for m in memories][14:17] == [[10.0, 10], [15.0, 50], [15.0, 50]]
     shift = [tuple(m["e"].get("latency@shift", ())) for m in memories]
     assert shift[15] == shift[14] and shift[25] != shift[24]  # no bet at the change; the next at 25 s
+
+
+def _shadow_looks(worse: float, better: float, shadow_errors: float, seed: int, looks: int = 60) -> int | None:
+    """A rollout in its shadow phase: the baseline serves 500 requests a look, the candidate none,
+    its shadow lane predicts a copy of each (failing ``shadow_errors`` of them) and half of them
+    get labels (baseline right alone ``worse`` of the time, candidate right alone ``better``);
+    the look index of the first FAIL, if any."""
+    rng = np.random.default_rng(seed)
+    telemetry = RolloutTelemetry()
+    memory: Memory = {}
+    for index in range(looks):
+        _add(telemetry.baseline, Arm(), 500, rng)
+        lane = telemetry.candidate.shadow_lane()
+        lane.requests += 500
+        lane.errors += int(rng.binomial(500, shadow_errors))
+        # both right, the baseline alone, the candidate alone (none both wrong: they tell nothing)
+        same, w, b = rng.multinomial(250, [1 - worse - better, worse, better])
+        lane.paired_labels = [a + int(n) for a, n in zip(lane.paired_labels, (same, w, b, 0), strict=True)]
+        snapshot = RolloutTelemetry(
+            VariantTelemetry.from_json(telemetry.baseline.to_json()),
+            VariantTelemetry.from_json(telemetry.candidate.to_json()),
+        )
+        judgement, memory = judge(analysis(), Look(at=10.0 * index, weight=0, telemetry=snapshot, shadow=True), memory)
+        if judgement.failing():
+            return index
+    return None
+
+
+def test_a_shadow_lane_is_evidence_before_the_candidate_serves_anyone() -> None:
+    """With ``Look.shadow`` the candidate's shadow failures (against the baseline's live ones) and
+    the paired labelled rows are tested as well: a candidate failing 5% of its shadow copies, or
+    right on 10 fewer labelled rows in 100, is rolled back in its shadow phase; equal models are
+    rolled back in at most 5% of the streams, and without ``shadow`` the lane is not read at all."""
+    failing = [_shadow_looks(0.04, 0.04, 0.05, seed) for seed in range(3)]
+    wrong = [_shadow_looks(0.12, 0.02, 0.01, seed) for seed in range(3)]
+    assert all(index is not None and index < 20 for index in failing + wrong), (failing, wrong)
+    assert sum(_shadow_looks(0.04, 0.04, 0.01, seed, looks=30) is not None for seed in range(40)) <= 2
+    telemetry = RolloutTelemetry()
+    _add(telemetry.baseline, Arm(), 5000, np.random.default_rng(0))
+    telemetry.candidate.shadow_lane().requests, telemetry.candidate.shadow_lane().errors = 5000, 5000
+    judgement, memory = judge(analysis(), Look(at=10, weight=0, telemetry=telemetry), {})
+    assert not judgement.failing() and not any("@" in key and "shadow" in key for key in memory.get("prev", {}))
+
+
+def test_a_shadow_failure_names_its_metric() -> None:
+    rng = np.random.default_rng(1)
+    telemetry = RolloutTelemetry()
+    memory: Memory = {}
+    for index in range(10):
+        _add(telemetry.baseline, Arm(), 500, rng)
+        lane = telemetry.candidate.shadow_lane()
+        lane.requests, lane.errors = lane.requests + 500, lane.errors + 100
+        judgement, memory = judge(analysis(), Look(at=10.0 * index, weight=0, telemetry=telemetry, shadow=True), memory)
+        if judgement.failing():
+            break
+    assert [m.name for m in judgement.failing()] == ["error-rate"]
+    assert "@shadow" in " ".join(memory["prev"])

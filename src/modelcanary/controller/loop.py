@@ -33,12 +33,11 @@ from typing import Protocol
 from modelcanary.controller.gates import default_engine, gated
 from modelcanary.controller.shards import Shards
 from modelcanary.domain.errors import Fenced, ModelcanaryError
-from modelcanary.domain.judgement import Look, phase_of
 from modelcanary.domain.phases import Phase
 from modelcanary.domain.spec import RolloutSpec, load_spec
 from modelcanary.domain.state import Action, ActionKind, Outcome, RolloutState
 from modelcanary.domain.telemetry import RolloutTelemetry, Variant, VariantTelemetry
-from modelcanary.engine.analysis import analyse, pair
+from modelcanary.engine.analysis import analyse, look_at, pair
 from modelcanary.engine.decide import decide
 from modelcanary.engine.outcomes import CONTROLLER
 from modelcanary.judges import prepare as prepare_judges
@@ -297,9 +296,9 @@ class Controller:
         """The outcome to save for one rollout, or None when nothing changed: pure, given the clock."""
         now = self.clock()
         judgement, memory = None, state.judge_memory
-        if state.phase in (Phase.CANARY, Phase.AWAITING_APPROVAL):  # an approval's wait is watched too
-            look = Look(now - state.created_at, state.weight, telemetry, phase_of(state.id))
-            judgement, memory = analyse(spec, look, state.judge_memory)
+        # an approval's wait is watched too, and a shadow phase (its lane's evidence rolls back)
+        if state.phase in (Phase.SHADOW, Phase.CANARY, Phase.AWAITING_APPROVAL):
+            judgement, memory = analyse(spec, look_at(state, spec, telemetry, now=now), state.judge_memory)
             error = self.measurement_errors.get(state.id)
             if error is not None:  # judged on the last good read, but nothing advances on stale data
                 held = f"measurement error: {error}" + (f"; {judgement.hold}" if judgement.hold else "")

@@ -8,12 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from modelcanary.domain.judgement import Judgement, Look, phase_of
+from modelcanary.domain.judgement import Judgement
 from modelcanary.domain.shadow import ShadowTelemetry
 from modelcanary.domain.spec import load_spec
 from modelcanary.domain.state import RolloutState, Transition
 from modelcanary.domain.telemetry import LATENCY_EDGES_MS, RolloutTelemetry, Variant, VariantTelemetry
-from modelcanary.engine.analysis import analyse, pair
+from modelcanary.engine.analysis import analyse, look_at, pair
 from modelcanary.ports import History, RolloutStore, TelemetryStore
 from modelcanary.stats.histogram import quantile
 
@@ -94,6 +94,6 @@ def rollout_report(store: ReportStore, rollout_id: str) -> Report:
         # an ended rollout shows the evidence it was decided on, as saved with the decision
         judgement = Judgement.model_validate(decided[-1])
     else:  # a live one, the judge's view of the telemetry now (judges are pure: nothing is saved)
-        look = Look(state.updated_at - state.created_at, state.weight, telemetry, phase_of(state.id))
-        judgement, _ = analyse(load_spec(text), look, state.judge_memory)
+        spec = load_spec(text)
+        judgement, _ = analyse(spec, look_at(state, spec, telemetry, now=state.updated_at), state.judge_memory)
     return Report(state=state, history=history, telemetry=telemetry, judgement=judgement)

@@ -88,6 +88,9 @@ class Look:
     # where in a judge's periodic work (the rank test's intervals) this rollout falls, in [0, 1):
     # rollouts started together then do not all do that work in the same tick (``phase_of``)
     phase: float = 0.0
+    # the rollout has a shadow lane (its spec's ``traffic.shadow``), so the candidate's shadow
+    # predictions are evidence too, from the first look on (a judge's weights never change)
+    shadow: bool = False
 
 
 def phase_of(rollout_id: str) -> float:

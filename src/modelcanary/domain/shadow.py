@@ -14,7 +14,9 @@ totals of many gateways are their sums, like every other telemetry.
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Collection
 from dataclasses import dataclass, field
+from functools import reduce
 from typing import Any
 
 DECISION_THRESHOLD = 0.5  # a score at or above it is a positive decision
@@ -57,6 +59,24 @@ class ShadowTelemetry:
         if counts is None:
             counts = self.segments[name] = ShadowTelemetry()
         return counts
+
+    def within(self, names: Collection[str]) -> ShadowTelemetry:
+        """The lane's counts for the requests of segments ``names`` alone, as a variant's ``within``
+        (so a judge compares it with the baseline's requests of the same segments); itself when its
+        segments do not hold every copy.
+
+        >>> lane = ShadowTelemetry()
+        >>> for name in ("eu", "eu", "us"):
+        ...     for part in (lane, lane.segment(name)):
+        ...         part.requests += 1
+        >>> lane.within(["eu"]).requests, lane.within(["asia"]).requests
+        (2, 0)
+        """
+        if sum(part.requests for part in self.segments.values()) != self.requests:
+            return self
+        return reduce(
+            ShadowTelemetry.merged, [self.segments[n] for n in names if n in self.segments], ShadowTelemetry()
+        )
 
     def merged(self, other: ShadowTelemetry) -> ShadowTelemetry:
         return ShadowTelemetry(

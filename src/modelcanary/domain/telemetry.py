@@ -160,7 +160,8 @@ class VariantTelemetry:
     def within(self, names: Collection[str]) -> VariantTelemetry | None:
         """The counts of the segments ``names`` alone; None when the segments do not hold every
         request (counts without a per-segment breakdown, as a metric source's). What is not counted
-        per segment is kept whole: breaker trips, cache lookups, the shadow lane.
+        per segment is kept whole: breaker trips, cache lookups; the shadow lane is its own
+        segments' copies (``ShadowTelemetry.within``).
 
         >>> counts = VariantTelemetry()
         >>> for segment, error in (("eu", True), ("eu", False), ("other", False)):
@@ -179,7 +180,7 @@ class VariantTelemetry:
             breaker_reason=self.breaker_reason,
             cache_hits=self.cache_hits,
             cache_misses=self.cache_misses,
-            shadow=self.shadow,
+            shadow=self.shadow.within(names) if self.shadow is not None else None,
         )
 
     def checked(self) -> VariantTelemetry:

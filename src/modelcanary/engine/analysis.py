@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
-from modelcanary.domain.judgement import Judgement, Look, Memory, MetricJudgement, Verdict
+from modelcanary.domain.judgement import Judgement, Look, Memory, MetricJudgement, Verdict, phase_of
 from modelcanary.domain.spec import RolloutSpec
+from modelcanary.domain.state import RolloutState
 from modelcanary.domain.telemetry import RolloutTelemetry, Variant, VariantTelemetry
 from modelcanary.judges import get_judge
 from modelcanary.judges.guardrails import circuit_breaker
@@ -32,6 +33,12 @@ def pair(rows: Iterable[tuple[Variant, VariantTelemetry]]) -> RolloutTelemetry:
         baseline=VariantTelemetry() if baseline is None else baseline,
         candidate=VariantTelemetry() if candidate is None else candidate,
     )
+
+
+def look_at(state: RolloutState, spec: RolloutSpec, telemetry: RolloutTelemetry, *, now: float) -> Look:
+    """What the judge sees of a rollout at ``now``."""
+    shadow = spec.spec.traffic.shadow is not None
+    return Look(now - state.created_at, state.weight, telemetry, phase_of(state.id), shadow=shadow)
 
 
 def analyse(spec: RolloutSpec, look: Look, memory: Memory) -> tuple[Judgement, Memory]:

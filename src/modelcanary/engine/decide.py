@@ -103,6 +103,10 @@ def _decide(
             return _enter_shadow(state, spec, now=now)  # serves no one: no step gate to cross yet
         return _go_to(state, spec, 0, now=now, candidate_requests=candidate_requests, judgement=None, gates=answers)
     if state.phase is Phase.SHADOW:
+        failing = judgement.failing() if judgement is not None else ()
+        if failing:  # the candidate failed on its shadow predictions: it never serves anyone
+            why = "; ".join(f"{metric.name} failed: {metric.reason}" for metric in failing)
+            return roll_back(state, spec, now=now, reason=f"in shadow: {why}", judgement=judgement)
         # the shadow phase ends when its time is up (a pause stops its clock: resuming restarts it)
         started = state.step_started_at if state.step_started_at is not None else now
         if not state.paused and shadow is not None and now - started >= shadow.duration:

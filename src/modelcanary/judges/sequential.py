@@ -46,22 +46,33 @@ from modelcanary.domain.metrics import (
     Metric,
     QualityMetric,
 )
+from modelcanary.domain.shadow import DECISION_THRESHOLD
 from modelcanary.domain.telemetry import LATENCY_EDGES_MS, RolloutTelemetry, score_bucket
 from modelcanary.judges import rank
 from modelcanary.judges.guardrails import guardrail
 from modelcanary.judges.sample_ratio import SampleRatio
 from modelcanary.stats.classification import Confusion, confusion
-from modelcanary.stats.eprocess import bet_above, plug_in_ratio, rate_lower, rate_upper, ratio_bets
+from modelcanary.stats.eprocess import (
+    bet_above,
+    paired_bets,
+    paired_stake,
+    plug_in_ratio,
+    rate_lower,
+    rate_upper,
+    ratio_bets,
+)
 from modelcanary.stats.histogram import quantile_of_running
 
 NAME = "sequential"
-MEMORY_VERSION = 4  # bump when the meaning of the saved memory changes
+MEMORY_VERSION = 5  # bump when the meaning of the saved memory changes
 DISTRIBUTION_QUANTILES = (0.5, 0.9, 0.99, 0.999)
 BASELINE_BOUND_SHARE = 0.1  # of alpha, spent on the baseline bounds that turn absolute margins into ratios
 _BUCKET_RATIO = LATENCY_EDGES_MS[1] / LATENCY_EDGES_MS[0]
 # the fixed alternatives each e-process bets on, as multiples of its null ratio
 GRID = (1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
 _SIDE = 1 + len(GRID)  # components per side: the plug-in, then the grid
+# the paired test's fixed stakes, as shares of the largest it may make (as many as the grid's ratios)
+PAIRED_STAKES = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7)
 # An absolute margin over a baseline rate below margin / (_ONE_SAMPLE_RATIO - 1) is tested with the
 # one-sample test (candidate vs the baseline's upper bound + margin), not as a rate ratio: a ratio
 # null of 1 + margin / L grows without limit as the baseline's rate L goes to 0, and the ratio test
@@ -90,6 +101,7 @@ class _Stream(NamedTuple):
     r0: float  # the null ratio: bad-event rate of the candidate / the baseline's, at most
     bound: float | None = None  # set instead: the candidate's own bad-event rate, at most (one-sample test)
     passing: bool = False  # whether a verdict reads its passing side (a latency metric's own quantile)
+    paired: float | None = None  # set instead: the paired test's margin (bad_c, bad_b: the discordant pairs)
 
 
 @dataclass
@@ -130,8 +142,11 @@ def judge(analysis: Analysis, look: Look, memory: Memory) -> tuple[Judgement, Me
     tails = _Tails()
     rates: dict[str, _Counts] = {}  # each rate metric's counts now, read again for its verdict
     rank_now, rank_bets = rank.interval(tested, look, start)
+    lanes: dict[str, _Counts] = {}  # each shadow stream's counts now
     for metric in tested:
         streams = _streams(metric, before, now, alpha_b, tails, rates)
+        if look.shadow and isinstance(metric, ErrorRateMetric | QualityMetric):
+            streams += _shadow_streams(metric, before, now, streams[0], lanes)
         total = weights_sum = 0.0
         for stream in streams:
             logs = _update(stream, evidence.get(stream.key, _NO_EVIDENCE))
@@ -165,7 +180,7 @@ def judge(analysis: Analysis, look: Look, memory: Memory) -> tuple[Judgement, Me
     srm = SampleRatio.read(memory.get("srm"), look, before_requests)
     hold = srm.update(before_requests, requests, look)
     judgement = Judgement(judge=NAME, metrics=judged, e_value=combined, threshold=1 / alpha_e, hold=hold)
-    after = _counts_for_next_look(tested, now, tails, rates)
+    after = _counts_for_next_look(tested, now, tails, rates) | {key: list(c) for key, c in lanes.items() if c != _NONE}
     if after == before and rank_now == start and requests == before_requests:
         return judgement, memory  # a look with no new data changes nothing
     return judgement, {
@@ -232,6 +247,12 @@ def _update(stream: _Stream, logs: list[float]) -> list[float]:
     """
     x_c, n_c = stream.now.bad_c - stream.prev.bad_c, stream.now.n_c - stream.prev.n_c
     x_b, n_b = stream.now.bad_b - stream.prev.bad_b, stream.now.n_b - stream.prev.n_b
+    if stream.paired is not None:
+        # the paired test: the plug-in stakes what the pairs so far suggest, the rest fixed shares
+        margin, prev = stream.paired, stream.prev
+        top = 1 / (1 + margin)
+        stakes = [paired_stake(prev.bad_c, prev.bad_b, prev.n_c, margin), *(top * s for s in PAIRED_STAKES)]
+        return [log + bet for log, bet in zip(logs[:_SIDE], paired_bets(x_c, x_b, n_c, margin, stakes), strict=True)]
     if stream.bound is not None:
         # the one-sample test: the candidate's rate against the bound; the plug-in bets at the
         # candidate's own smoothed rate so far, the grid at multiples of the bound
@@ -307,6 +328,36 @@ def _streams(
         else:
             r0, bound = math.inf, rate_upper(counts_prev.bad_b, counts_prev.n_b, alpha_b) + metric.margin
     return [_Stream(key=metric.name, weight=1.0, now=counts_now, prev=counts_prev, r0=r0, bound=bound)]
+
+
+def _shadow_streams(
+    metric: ErrorRateMetric | QualityMetric,
+    before: dict[str, list[int]],
+    now: RolloutTelemetry,
+    live: _Stream,
+    lanes: dict[str, _Counts],
+) -> list[_Stream]:
+    """A rollout with a shadow lane reads the candidate's shadow predictions as well: an error
+    rate, the shadow copies' failures against the baseline's, tested as the live stream is (same
+    null); accuracy at the lane's decision threshold, the paired test on the labelled rows both
+    models scored (``paired_bets``). These count before the candidate serves anyone, so a
+    candidate that fails in shadow is rolled back from there. Each weighs as much as the live stream."""
+    lane = now.candidate.shadow
+    if isinstance(metric, ErrorRateMetric):
+        key = f"{metric.name}@shadow"
+        errors, requests = (lane.errors, lane.requests) if lane is not None else (0, 0)
+        counts = _Counts(errors, requests, now.baseline.errors, now.baseline.requests)
+        paired = None
+    elif metric.measure == "accuracy" and abs(metric.threshold - DECISION_THRESHOLD) < 1e-9:
+        key = f"{metric.name}@paired"
+        _, worse, better, _ = lane.paired_labels if lane is not None else (0, 0, 0, 0)
+        labelled = sum(lane.paired_labels) if lane is not None else 0
+        counts, paired = _Counts(worse, labelled, better, labelled), metric.margin
+    else:
+        return []  # the lane pairs decisions at its own threshold only, and right or wrong only
+    lanes[key] = counts
+    prev = _Counts(*before[key]) if key in before else _NONE
+    return [_Stream(key=key, weight=1.0, now=counts, prev=prev, r0=live.r0, bound=live.bound, paired=paired)]
 
 
 def _rate_counts(metric: ErrorRateMetric | QualityMetric, t: RolloutTelemetry) -> _Counts:

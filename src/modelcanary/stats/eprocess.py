@@ -117,6 +117,52 @@ def ratio_bets(
     return bets
 
 
+def paired_bets(worse: int, better: int, pairs: int, margin: float, stakes: Sequence[float]) -> list[float]:
+    """One interval's factor (log) of the paired e-process at each stake, against H0: on rows both
+    models scored, the candidate's share of wrong decisions exceeds the baseline's by at most
+    ``margin``. Of ``pairs`` labelled rows, ``worse`` were right by the baseline alone and
+    ``better`` by the candidate alone (the discordant pairs; the concordant tell nothing about
+    the difference, but pay the margin).
+
+    Each row's difference D (+1 worse, -1 better, 0 concordant) lies in [-1, 1] with mean at most
+    ``margin`` under H0, so a factor 1 + s (D - margin), with the stake s in [0, 1 / (1 + margin))
+    fixed before the interval, has expectation at most 1 and stays positive: the running product is
+    a test supermartingale whatever the rows' law. Within an interval the product does not depend
+    on the rows' order, so counts suffice.
+
+    >>> [round(b, 4) for b in paired_bets(6, 1, 10, 0.0, [0.0, 0.5])]
+    [0.0, 1.7396]
+    >>> paired_bets(0, 3, 3, 0.0, [0.5])[0] < 0  # the candidate right where the baseline was wrong
+    True
+    """
+    same = pairs - worse - better
+    top = 1 / (1 + margin)
+    bets = []
+    for stake in stakes:
+        s = min(max(stake, 0.0), 0.99 * top)
+        bets.append(
+            worse * math.log1p(s * (1 - margin))
+            + better * math.log1p(-s * (1 + margin))
+            + same * math.log1p(-s * margin)
+        )
+    return bets
+
+
+def paired_stake(worse: int, better: int, pairs: int, margin: float) -> float:
+    """The stake a plug-in bet on the paired e-process makes from the rows so far: the growth-rate
+    maximiser's approximation (mean excess over its second moment), smoothed, so that no rows
+    yet stake nothing, and capped at half the largest stake allowed.
+
+    >>> paired_stake(0, 0, 0, 0.0), round(paired_stake(30, 10, 100, 0.0), 4)
+    (0.0, 0.455)
+    """
+    excess = (worse - better) / (pairs + 1) - margin
+    if excess <= 0:
+        return 0.0
+    second = (worse + better) / (pairs + 1) - 2 * margin * (worse - better) / (pairs + 1) + margin**2
+    return min(excess / (second + excess**2), 0.5 / (1 + margin))
+
+
 _NEWTON_STEPS = 60  # an upper limit only: from a start outside, Newton takes 4-10 steps here
 _TOLERANCE = 1e-12  # on the log scale the iterations run on
 
