@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import socket
+import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 from mlflow import MlflowClient
 
-from modelcanary.adapters.registry.mlflow import MlflowRegistry
+from modelcanary.adapters.registry.mlflow import HTTP_DEFAULTS, MlflowRegistry
 from modelcanary.domain.errors import RegistryError
+from modelcanary.domain.state import ModelInfo, ModelVersion
 
 
 def test_resolve_an_alias_and_a_version(registry: MlflowRegistry) -> None:
@@ -67,3 +73,86 @@ def test_set_tag_is_visible_through_mlflow(registry: MlflowRegistry, mlflow_regi
 def test_set_tag_on_an_unknown_version_is_a_registry_error(registry: MlflowRegistry) -> None:
     with pytest.raises(RegistryError, match="fraud/99"):
         registry.set_tag("fraud", "99", "k", "v")
+
+
+@pytest.fixture(scope="module")
+def own_registry(tmp_path_factory: pytest.TempPathFactory) -> MlflowRegistry:
+    """A registry of this module's own: the versions its tests add touch no other test's registry."""
+    return MlflowRegistry(f"sqlite:///{tmp_path_factory.mktemp('own-mlflow') / 'mlflow.db'}")
+
+
+def test_describe_keeps_only_finite_metrics_so_the_state_reads_back(
+    own_registry: MlflowRegistry, tmp_path: Path
+) -> None:
+    client = own_registry.client
+    run = client.create_run(client.create_experiment("diverged", artifact_location=(tmp_path / "a").as_uri()))
+    # (an infinity would test nothing here: MLflow's SQL store saves it as the largest finite float)
+    client.log_metric(run.info.run_id, "auc", float("nan"))  # a training that diverged
+    client.log_metric(run.info.run_id, "acc", 0.9)
+    client.create_registered_model("diverged")
+    version = client.create_model_version("diverged", (tmp_path / "model").as_uri(), run_id=run.info.run_id)
+
+    info = own_registry.describe(ModelVersion(name="diverged", version=str(version.version)))
+
+    assert info.metrics == {"acc": 0.9}
+    assert ModelInfo.model_validate_json(info.model_dump_json()) == info  # as the store saves and reads it
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        pytest.param(
+            "s3://no-such-bucket/model",
+            marks=pytest.mark.skipif(importlib.util.find_spec("boto3") is not None, reason="boto3 is installed"),
+        ),
+        "https://127.0.0.1:9/model",
+    ],
+)
+def test_a_version_in_a_store_this_process_cannot_read_is_described_without_a_signature(
+    own_registry: MlflowRegistry, source: str
+) -> None:
+    name = f"elsewhere-{uuid.uuid4().hex[:6]}"
+    own_registry.client.create_registered_model(name)
+    version = own_registry.client.create_model_version(name, source)
+
+    info = own_registry.describe(ModelVersion(name=name, version=str(version.version)))
+
+    assert info.signature is None and info.source == source
+
+
+def test_a_registry_reads_its_own_versions_after_another_registry_is_made(
+    gated_registry: Any, own_registry: MlflowRegistry
+) -> None:
+    first = MlflowRegistry(gated_registry.uri)
+    MlflowRegistry(own_registry.tracking_uri)  # points MLflow's global registry URI elsewhere
+    info = first.describe(first.resolve("models:/scorer@good"))
+    assert info.signature is not None and [column["name"] for column in info.signature["inputs"]] == ["amount", "age"]
+
+
+@pytest.mark.parametrize("uri", ["foo://bar", "notauri"])
+def test_an_unusable_registry_uri_is_a_registry_error_naming_it(monkeypatch: pytest.MonkeyPatch, uri: str) -> None:
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)  # with it, MLflow takes a bare path as a store
+    with pytest.raises(RegistryError, match=f"cannot open the model registry '{uri}': "):
+        MlflowRegistry(uri)
+
+
+def test_an_unreachable_registry_fails_an_alias_move_in_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in HTTP_DEFAULTS:
+        monkeypatch.delenv(name, raising=False)
+    with socket.socket() as sock:  # a loopback port nothing listens on: every attempt is refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    registry = MlflowRegistry(f"http://127.0.0.1:{port}")
+    started = time.monotonic()
+    with pytest.raises(RegistryError, match="setting alias fraud@champion -> 2"):
+        registry.set_alias("fraud", "champion", "2")
+    assert time.monotonic() - started < 30  # MLflow's own retries took ~4 minutes
+
+
+def test_the_request_limits_are_defaults_a_users_setting_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in HTTP_DEFAULTS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "42")
+    MlflowRegistry("http://127.0.0.1:9")
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "42"
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == HTTP_DEFAULTS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]

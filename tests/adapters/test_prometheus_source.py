@@ -82,11 +82,16 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
         target.wait(timeout=30)
 
 
-def source(url: str, *, candidate_requests: str = 'sum(model_requests_total{version="2"})') -> dict[str, Any]:
+# a version's counters do not exist until it serves (or fails) a request: as docs/ecosystem.md says,
+# such a counter is written `or vector(0)`, since a query answering no series is an error
+CANDIDATE_REQUESTS = 'sum(model_requests_total{version="2"}) or vector(0)'
+
+
+def source(url: str, *, candidate_requests: str = CANDIDATE_REQUESTS) -> dict[str, Any]:
     def queries(version: str, requests: str | None = None) -> dict[str, str]:
         return {
-            "requests": requests or f'sum(model_requests_total{{version="{version}"}})',
-            "errors": f'sum(model_errors_total{{version="{version}"}})',
+            "requests": requests or f'sum(model_requests_total{{version="{version}"}}) or vector(0)',
+            "errors": f'sum(model_errors_total{{version="{version}"}}) or vector(0)',
             "latencyBuckets": f'sum(model_latency_seconds_bucket{{version="{version}"}}) by (le)',
         }
 
@@ -164,6 +169,9 @@ def test_a_windowed_query_reads_increase_over_the_rollouts_age(prometheus: Prome
         ("sum(model_requests_total{", "bad_data"),  # a PromQL syntax error: Prometheus' own message
         ("model_requests_total", "aggregate it to one"),  # two series (versions 1 and 2) where one was asked
         ('model_latency_seconds_bucket{version="2"}[1m]', "gave a matrix"),
+        # a label's typo answers no series: never read as 0 (no errors, the candidate promoted)
+        ('sum(model_requests_total{verison="2"})', "gave no series"),
+        ('sum(model_requests_total{version="2"}) / 0', "gave '+Inf', not a finite number"),  # never raised
     ],
 )
 def test_a_failed_query_is_data_naming_the_query(
@@ -188,7 +196,7 @@ def test_an_unreachable_server_is_data_too() -> None:
     assert measurement.telemetry is None and measurement.error is not None and "refused" in measurement.error
 
 
-def rollout_spec(url: str, *, candidate_requests: str = 'sum(model_requests_total{version="2"})') -> str:
+def rollout_spec(url: str, *, candidate_requests: str = CANDIDATE_REQUESTS) -> str:
     document = {
         "apiVersion": "modelcanary/v1",
         "kind": "Rollout",

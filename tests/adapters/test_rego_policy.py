@@ -193,3 +193,69 @@ def test_a_policy_that_cannot_answer_denies(source: str, document: dict[str, Any
     decision = engine.evaluate(Gate.STEP, [policy], document)
     assert [d.message for d in decision.denials] == ([denial] if denial else [])
     assert engine.evaluate(Gate.STEP, [policy], document) == decision  # the same from the compiled bundle
+
+
+SIGNATURE = {"inputs": [{"name": "amount", "type": "double", "required": True}], "outputs": None}
+
+
+@pytest.mark.parametrize("candidate", [{"signature": None}, {}], ids=["null", "missing"])
+def test_signature_match_denies_a_candidate_without_a_signature(candidate: dict[str, Any]) -> None:
+    engine = RegoPolicyEngine()
+    policy = Policy("signature-match", engine.source("signature-match", relative_to=None), {})
+    decision = engine.evaluate(Gate.START, [policy], {"baseline": {"signature": SIGNATURE}, "candidate": candidate})
+    assert [d.message for d in decision.denials] == ["the candidate has no model signature to compare"]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_nan_or_an_infinity_in_the_input_reaches_a_policy_as_null_and_fails_it_closed(value: float) -> None:
+    engine = RegoPolicyEngine()
+    missing = Policy("missing", "package p\nimport rego.v1\ndeny contains `no auc` if input.auc == null\n", {})
+    echo = Policy("echo", "package e\nimport rego.v1\ndeny contains x if { some x in input.deep[0].xs }\n", {})
+    document = {"auc": value, "deep": [{"xs": [value]}]}
+    decision = engine.evaluate(Gate.STEP, [missing, echo], document)
+    assert [(d.policy, d.message) for d in decision.denials] == [("missing", "no auc"), ("echo", "null")]
+
+
+@pytest.mark.parametrize("lower_is_better", [[], ["auc"]])
+def test_offline_metrics_denies_a_candidate_metric_that_is_not_a_finite_number(lower_is_better: list[str]) -> None:
+    engine = RegoPolicyEngine()
+    params = {"metrics": ["auc"], "lowerIsBetter": lower_is_better}
+    policy = Policy("offline-metrics", engine.source("offline-metrics", relative_to=None), params)
+    document = {"baseline": {"metrics": {"auc": 0.9}}, "candidate": {"metrics": {"auc": float("nan")}}}
+    decision = engine.evaluate(Gate.START, [policy], document)
+    assert [d.message for d in decision.denials] == ["the candidate's auc metric is null, not a finite number"]
+
+
+def test_a_package_with_a_quoted_part_is_queried_whole(tmp_path: Path) -> None:
+    (tmp_path / "team.rego").write_text('package rules["fraud-team"]\nimport rego.v1\ndeny contains "ours" if true\n')
+    engine = RegoPolicyEngine()
+    policy = Policy("team.rego", engine.source("team.rego", relative_to=str(tmp_path)), {})
+    assert [d.message for d in engine.evaluate(Gate.START, [policy], {}).denials] == ["ours"]
+
+
+def test_a_package_that_cannot_be_queried_is_refused_naming_the_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "odd.rego").write_text("# rules\npackage rules[x]\nimport rego.v1\ndeny contains 1 if true\n")
+    with pytest.raises(ValueError, match=r"policy odd.rego does not compile: package rules\[x\] \(line 2\): "):
+        RegoPolicyEngine().source("odd.rego", relative_to=str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ("deny contains msg if { msg := undefined_fn(1) }", "Function not found: undefined_fn"),
+        ("f(x) := y if { y := f(x) }\ndeny contains `r` if f(1)", "Recursion detected in rule body: data.t.deny"),
+    ],
+    ids=["unknown-function", "recursion"],
+)
+def test_an_error_found_only_when_the_policy_runs_is_rego_cpps_message_never_a_crash(
+    tmp_path: Path, body: str, error: str
+) -> None:
+    source = f"package t\nimport rego.v1\n{body}\n"
+    (tmp_path / "broken.rego").write_text(source)
+    engine = RegoPolicyEngine()
+    with pytest.raises(ValueError, match=f"policy broken.rego does not compile: {error}"):
+        engine.source("broken.rego", relative_to=str(tmp_path))
+    policy = Policy("broken", source, {})  # one saved with a rollout before: it denies, every time
+    for _ in range(2):  # compiled, then from the cached bundle
+        decision = engine.evaluate(Gate.STEP, [policy], {})
+        assert [d.message for d in decision.denials] == [f"the policy failed to evaluate: {error}"]

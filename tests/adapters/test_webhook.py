@@ -5,11 +5,13 @@ what is not HTTP, or a URL that cannot be opened, is a delivery error like any o
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -204,3 +206,126 @@ def test_a_receiver_answering_what_is_not_http_fails_its_notification_alone(
     assert [e["detail"]["payload"]["url"] for e in store.audit_events(state.id) if e["action"] == "action.done"] == [
         receiver.url
     ]
+
+
+class Scripted:
+    """A receiver on loopback answering each POST with ``answer(handler)``; records each request's
+    method and path."""
+
+    def __init__(self, answer: Callable[[BaseHTTPRequestHandler], None]) -> None:
+        self.requests: list[tuple[str, str]] = []
+        scripted = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["Content-Length"]))
+                scripted.requests.append(("POST", self.path))
+                with contextlib.suppress(OSError):  # the client hung up on a slow answer
+                    answer(self)
+
+            def do_GET(self) -> None:
+                scripted.requests.append(("GET", self.path))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def trickle(handler: BaseHTTPRequestHandler) -> None:  # a 200 whose 20-byte body comes a byte a second
+    handler.send_response(200)
+    handler.send_header("Content-Length", "20")
+    handler.end_headers()
+    for _ in range(20):
+        handler.wfile.write(b"x")
+        handler.wfile.flush()
+        time.sleep(1.0)
+
+
+def chunks(pause_s: float) -> Callable[[BaseHTTPRequestHandler], None]:
+    def answer(handler: BaseHTTPRequestHandler) -> None:  # a 200 whose chunked body never ends
+        handler.protocol_version = "HTTP/1.1"
+        handler.send_response(200)
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+        while True:
+            handler.wfile.write(b"400\r\n" + b"x" * 1024 + b"\r\n")
+            handler.wfile.flush()
+            time.sleep(pause_s)
+
+    return answer
+
+
+def redirect(handler: BaseHTTPRequestHandler) -> None:
+    handler.send_response(302)
+    handler.send_header("Location", "/elsewhere")
+    handler.send_header("Content-Length", "0")
+    handler.end_headers()
+
+
+def deliver_within(seconds: float, url: str, *, timeout_s: float) -> BaseException | None:
+    """What one delivery raised (None: delivered), failing the test if it takes ``seconds`` or more
+    (in a thread, so a delivery that never ends fails the test rather than hangs it)."""
+    from modelcanary.adapters.notify.webhook import WebhookNotifier
+
+    outcome: list[BaseException | None] = []
+
+    def attempt() -> None:
+        try:
+            WebhookNotifier(timeout_s=timeout_s).deliver({"url": url, "key": "r:v1", "body": "{}"})
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=attempt, daemon=True)
+    started = time.monotonic()
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), f"the delivery was still running after {seconds} s"
+    assert time.monotonic() - started < seconds
+    return outcome[0]
+
+
+@pytest.mark.parametrize("answer", [trickle, chunks(0.3)], ids=["a-byte-a-second", "slow-endless-chunks"])
+def test_a_receiver_answering_slowly_fails_the_delivery_at_its_deadline(
+    answer: Callable[[BaseHTTPRequestHandler], None],
+) -> None:
+    from modelcanary.domain.errors import DeliveryError
+
+    receiver = Scripted(answer)
+    try:
+        raised = deliver_within(4.0, receiver.url, timeout_s=1.0)
+    finally:
+        receiver.close()
+    assert isinstance(raised, DeliveryError)
+    assert str(raised) == f"webhook {receiver.url}: no complete answer within 1 s"
+
+
+def test_an_endless_answer_is_read_no_further_than_its_cap() -> None:
+    receiver = Scripted(chunks(0.0))
+    try:
+        assert deliver_within(4.0, receiver.url, timeout_s=3.0) is None  # a 200: delivered
+    finally:
+        receiver.close()
+
+
+def test_a_redirect_fails_the_delivery_and_is_not_followed() -> None:
+    from modelcanary.domain.errors import DeliveryError
+
+    receiver = Scripted(redirect)
+    try:
+        raised = deliver_within(4.0, receiver.url, timeout_s=1.0)
+    finally:
+        receiver.close()
+    assert isinstance(raised, DeliveryError)
+    assert str(raised) == f"webhook {receiver.url}: HTTP 302 Found (a redirect is not followed)"
+    assert receiver.requests == [("POST", "/hook")]  # the signed body went nowhere else

@@ -5,6 +5,11 @@ to refuse. No ``deny`` (undefined) or an empty one allows. It reads the gate's d
 ``input`` (see ``engine.gates.gate_input``) and its parameters as ``input.params``. Built-in
 policies are the ``.rego`` files beside this module, named by their stem (``data-freshness``).
 
+A package is a dotted name whose parts may be quoted (``package rules["fraud-team"]``); its
+``deny`` is queried under the whole of it. A NaN or an infinity anywhere in the input reaches a
+policy as null: missing data, never a number. A policy that cannot answer (an unknown function,
+recursion, a built-in's error) denies, saying why; it never raises.
+
 >>> engine = RegoPolicyEngine()
 >>> from modelcanary.ports import Policy
 >>> policy = Policy("small", "package t\\nimport rego.v1\\ndeny contains `too big` if input.x > input.params.limit",
@@ -18,6 +23,7 @@ True
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 from collections.abc import Sequence
@@ -28,9 +34,13 @@ from modelcanary.domain.gates import Denial, Gate, GateDecision
 from modelcanary.ports import Policy
 
 LIBRARY = Path(__file__).parent / "library"
-_PACKAGE = re.compile(r"^\s*package\s+([A-Za-z_][\w.]*)", re.MULTILINE)
+_PACKAGE = re.compile(r"^[ \t]*package\b[ \t]*(.*?)[ \t]*(?:#.*)?$", re.MULTILINE)
+# a package's ref: a name, then .names and ["quoted"] or [`raw`] parts (what Rego allows there)
+_REF = re.compile(r'[A-Za-z_]\w*(?:\.[A-Za-z_]\w*|\[[ \t]*(?:"(?:[^"\\]|\\.)*"|`[^`]*`)[ \t]*\])*')
 # rego-cpp's structured error: (error NAME|OFFSET|LENGTH (errormsg N:MESSAGE) ...)
 _ERROR = re.compile(r"\(error \d+:[^|]*\|(\d+)\|\d+\s*\(errormsg \d+:([^)]*)\)")
+# ... or, for some errors found only when a query runs, one with no place: (error (errormsg N:MESSAGE) ...)
+_BARE_ERROR = re.compile(r"\(errormsg \d+:([^)\n]*)\)")
 
 
 def builtin_policies() -> list[str]:
@@ -71,10 +81,10 @@ class RegoPolicyEngine:
         return GateDecision(gate=gate, policies=tuple(policy.name for policy in policies), denials=tuple(denials))
 
     def _deny(self, policy: Policy, document: dict[str, Any]) -> list[str]:
-        package = _PACKAGE.search(policy.source)
+        package, problem = _package(policy.source)
         if package is None:
-            return ["the policy has no package line"]
-        ok, answer = self._run(policy.source, package.group(1), {**document, "params": policy.params})
+            return [f"the policy cannot be queried: {problem}"]
+        ok, answer = self._run(policy.source, package, {**document, "params": policy.params})
         if not ok:  # fail closed: a policy that cannot answer does not allow
             return [f"the policy failed to evaluate: {answer}"]
         if answer == "undefined":  # no deny rule at all
@@ -101,21 +111,65 @@ class RegoPolicyEngine:
                     self._bundles[source] = (builder, bundle)  # the bundle stays with its builder
                 _, bundle = self._bundles[source]
                 runner = _interpreter()
-                runner.set_input_term(json.dumps(document))
+                runner.set_input_term(_json(document))
                 output = runner.query_bundle(bundle)
                 ok, text = output.ok(), str(output)
                 del output  # before its interpreter: see _query
                 del runner
             except RegoError as exc:
                 return False, _rego_error(str(exc), source)
+            except ValueError as exc:  # see _unparsed
+                return False, _unparsed(exc, source)
         return ok, text if ok else _error(text)
 
     def _compile_problem(self, text: str) -> str | None:
-        package = _PACKAGE.search(text)
+        package, problem = _package(text)
         if package is None:
-            return "no package line"
-        ok, answer = _query(text, f"data.{package.group(1)}", None)
+            return problem
+        ok, answer = _query(text, f"data.{package}", None)
         return None if ok else answer
+
+
+def _package(source: str) -> tuple[str | None, str]:
+    """The policy's package ref, as a query names it, or why there is none.
+
+    >>> _package('package rules["fraud-team"] # ours\\nimport rego.v1')
+    ('rules["fraud-team"]', '')
+    >>> _package("import rego.v1\\npackage rules[x]")
+    (None, 'package rules[x] (line 2): write the package as a dotted name, each part a name or a quoted string')
+    """
+    match = _PACKAGE.search(source)
+    if match is None:
+        return None, "no package line"
+    ref = match.group(1)
+    if _REF.fullmatch(ref) is None:
+        line = source[: match.start()].count("\n") + 1
+        message = "write the package as a dotted name, each part a name or a quoted string"
+        return None, f"package {ref} (line {line}): {message}"
+    return ref, ""
+
+
+def _json(document: dict[str, Any]) -> str:
+    """The input as JSON, every NaN and infinity made null (see ``_finite``)."""
+    return json.dumps(_finite(document), allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with each NaN and infinity in it, however deep, made null. rego-cpp reads them as
+    error terms that compare unlike any number (``auc == null`` is false, ``auc > 0.9`` true) and
+    that its answer cannot carry; as null they are what they are, missing data, which a policy
+    checks with ``== null`` or ``is_number`` and denies.
+
+    >>> _finite({"metrics": {"auc": float("nan")}, "xs": [1.5, float("-inf")]})
+    {'metrics': {'auc': None}, 'xs': [1.5, None]}
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _query(source: str, query: str, document: dict[str, Any] | None) -> tuple[bool, str]:
@@ -128,12 +182,14 @@ def _query(source: str, query: str, document: dict[str, Any] | None) -> tuple[bo
     try:
         rego.add_module("policy", source)
         if document is not None:
-            rego.set_input_term(json.dumps(document))
+            rego.set_input_term(_json(document))
         output = rego.query(query)
         ok, text = output.ok(), str(output)
         del output  # before the interpreter, see above
     except RegoError as exc:
         return False, _rego_error(str(exc), source)
+    except ValueError as exc:  # see _unparsed
+        return False, _unparsed(exc, source)
     finally:
         del rego
     return ok, text if ok else _error(text)
@@ -162,6 +218,21 @@ def _rego_error(text: str, source: str) -> str:
         return _first_line(text)
     line = source[: int(match.group(1))].count("\n") + 1
     return f"{match.group(2)} (line {line})"
+
+
+def _unparsed(exc: ValueError, source: str) -> str:
+    """rego-cpp's error where regopy expected an answer. Some errors (an unknown function, a
+    recursive rule) come out of a query as an answer whose text is rego-cpp's error report, and
+    regopy, parsing it as JSON, raises ``JSONDecodeError``; that error holds the text.
+
+    >>> text = "(error\\n  (errormsg 32:Function not found: undefined_fn)\\n  (errorast))"
+    >>> _unparsed(json.JSONDecodeError("Expecting value", text, 0), "package t")
+    'Function not found: undefined_fn'
+    """
+    text = exc.doc if isinstance(exc, json.JSONDecodeError) else str(exc)
+    if _ERROR.search(text) is None and (bare := _BARE_ERROR.search(text)) is not None:
+        return bare.group(1).strip()
+    return _rego_error(text, source)
 
 
 def _error(text: str) -> str:

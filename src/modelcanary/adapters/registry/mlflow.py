@@ -1,9 +1,17 @@
 """The MLflow model registry: resolve aliases to versions, move aliases, tag versions, and read a
-version's lineage and metadata (its run's metrics and tags, git commit, datasets, signature)."""
+version's lineage and metadata (its run's metrics and tags, git commit, datasets, signature).
+
+Each registry reads through its own client, on its own URI: two registries in one process (a
+controller's and a test's) never read each other's versions. Its requests fail fast, since the
+controller's outbox retries an action that failed (see ``HTTP_DEFAULTS``).
+"""
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import tempfile
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +22,17 @@ from modelcanary.domain.state import ModelInfo, ModelVersion
 GIT_COMMIT_TAG = "mlflow.source.git.commit"
 DATA_AS_OF_TAG = "data.as_of"  # when the training data ends: ISO-8601 or epoch seconds
 
+# MLflow's own defaults retry a failed request 7 times with a doubling backoff and wait 120 s for
+# each answer: one alias move took ~4 minutes while the registry was down, and the control loop did
+# nothing else meanwhile. The controller's outbox tries a failed action again on a later tick, so
+# one attempt should fail fast. MLflow reads these per request from the environment, so they are
+# set for the whole process, and only where unset: a value the user exported wins.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",  # seconds, per connect or read
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",  # sleeps of ~1 s, then ~2 s
+}
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
@@ -22,12 +41,20 @@ class MlflowRegistry:
     def __init__(self, tracking_uri: str) -> None:
         import mlflow
         from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
 
-        # pyfunc.load_model("models:/...") reads the global registry URI; keep it in step.
+        for name, value in HTTP_DEFAULTS.items():
+            os.environ.setdefault(name, value)
+        try:
+            client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        except MlflowException as exc:  # an unknown scheme, a path MLflow refuses as a store
+            raise RegistryError(f"cannot open the model registry {tracking_uri!r}: {exc.message.strip()}") from exc
+        # Only pyfunc.load_model("models:/...") (the in-process backend) reads the global URIs; this
+        # registry's own reads go through its client and never depend on them.
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
         self.tracking_uri = tracking_uri
-        self.client: MlflowClient = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self.client: MlflowClient = client
 
     def resolve(self, uri: str) -> ModelVersion:
         try:
@@ -64,7 +91,9 @@ class MlflowRegistry:
 
     def describe(self, version: ModelVersion) -> ModelInfo:
         """Read once when a rollout starts; a version without a run (registered from a path) has
-        only its version tags and signature."""
+        only its version tags and signature. Only the run's finite metrics are kept: a NaN or an
+        infinite one (a diverged training) cannot be saved as JSON, and a rollout state holding one
+        could not be read back; a policy finds it missing, as if never logged."""
         from mlflow.exceptions import MlflowException
 
         try:
@@ -85,7 +114,7 @@ class MlflowRegistry:
             git_commit=tags.get(GIT_COMMIT_TAG),
             data_tags={key: value for key, value in tags.items() if key.lower().startswith(("data", "dataset"))},
             datasets=datasets,
-            metrics=dict(run.data.metrics) if run else {},
+            metrics={key: value for key, value in (run.data.metrics if run else {}).items() if math.isfinite(value)},
             tags=tags,
             signature=self._signature(version),
             run_started_at=started,
@@ -93,12 +122,30 @@ class MlflowRegistry:
         )
 
     def _signature(self, version: ModelVersion) -> dict[str, Any] | None:
+        """The version's signature from its MLmodel file, found through this registry's client
+        (``mlflow.models.get_model_info`` would resolve ``models:/`` through the global registry
+        URI, which the last registry made in the process set)."""
+        from mlflow.artifacts import download_artifacts
         from mlflow.exceptions import MlflowException
-        from mlflow.models import get_model_info
+        from mlflow.models import Model
 
         try:
-            signature = get_model_info(version.uri).signature
+            location = self.client.get_model_version_download_uri(version.name, version.version)
+            with tempfile.TemporaryDirectory(prefix="modelcanary-mlmodel-") as folder:
+                path = download_artifacts(
+                    artifact_uri=f"{location.rstrip('/')}/MLmodel",
+                    dst_path=folder,
+                    tracking_uri=self.tracking_uri,
+                    registry_uri=self.tracking_uri,
+                )
+                signature = Model.load(path).signature
         except (MlflowException, OSError):  # no MLmodel file: a version registered without one
+            return None
+        except (ImportError, ValueError):
+            # The artifact store needs an SDK this process lacks (s3:// without boto3, gs:// without
+            # google-cloud-storage) or is a source MLflow cannot download from (an https URL). The
+            # signature is lineage for the policies, not needed to serve: a rollout starts without
+            # it, and a policy that needs it (signature-match) denies.
             return None
         if signature is None:
             return None
@@ -106,17 +153,20 @@ class MlflowRegistry:
 
 
 def _epoch(value: str | None) -> float | None:
-    """Epoch seconds from a tag holding epoch seconds or an ISO-8601 date or time (UTC if no zone).
+    """Epoch seconds from a tag holding epoch seconds or an ISO-8601 date or time (UTC if no zone);
+    None for anything else, ``nan`` and ``inf`` too (a date no policy could compare).
 
-    >>> _epoch("1700000000"), _epoch("2024-01-02"), _epoch("nonsense")
-    (1700000000.0, 1704153600.0, None)
+    >>> _epoch("1700000000"), _epoch("2024-01-02"), _epoch("nonsense"), _epoch("nan")
+    (1700000000.0, 1704153600.0, None, None)
     """
     if value is None:
         return None
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return seconds if math.isfinite(seconds) else None
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:

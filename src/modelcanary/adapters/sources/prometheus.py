@@ -2,10 +2,19 @@
 
 Every query is an instant query (``GET /api/v1/query``) read twice, at the rollout's start and now;
 the judge sees the difference, so counts are exact integers since the start, as the gateway's own
-telemetry is. A counter that went down (its target restarted since the start) cannot be read that
-way and is reported as an error, as is anything else that goes wrong: an unreachable server, a
-PromQL error (with Prometheus' message), a query returning several series where one was asked for,
-an answer that is not Prometheus' API (a proxy's error page, a truncated body, JSON of another shape).
+telemetry is. A counter that went down (its target restarted since the start, or since an earlier
+read) cannot be read that way and is reported as an error, as is anything else that goes wrong: an
+unreachable server, a PromQL error (with Prometheus' message), a query returning several series
+where one was asked for, or none (missing data is never a pass: a typo in the errors query would
+read as no errors), a value that is not a finite number, an answer that is not Prometheus' API (a
+proxy's error page, a truncated body, JSON of another shape). A counter that may not exist yet (a
+labelled prometheus_client counter is created by its first increment, so the candidate's errors
+often do not exist at the start) is written ``sum(errors_total{version="2"}) or vector(0)``. A
+latency histogram's series may be missing at the start (they count as zero there), not now.
+
+A reset between reads is caught by remembering each counter's highest value at earlier reads, in
+the source's memory (``metric_source`` keeps one source per process): a controller that restarts
+compares its first read with the start alone.
 
 A query holding ``$window`` computes the growth itself and is read once, now, with ``$window`` set to
 the rollout's age (``sum(increase(requests_total[$window]))``): PromQL's ``increase`` survives
@@ -36,42 +45,81 @@ class QueryError(Exception):
 class PrometheusMetrics:
     """Reads ``spec.source.prometheus`` queries over Prometheus' HTTP API."""
 
+    def __init__(self) -> None:
+        self._seen = _Seen()
+
     def measure(self, source: Source, *, since: float, until: float) -> Measurement:
         config = source.prometheus
         try:
             telemetry = RolloutTelemetry(
-                baseline=_variant(config, config.baseline, since, until),
-                candidate=_variant(config, config.candidate, since, until),
+                baseline=_variant(config, config.baseline, since, until, self._seen),
+                candidate=_variant(config, config.candidate, since, until, self._seen),
             )
         except QueryError as exc:
             return Measurement(telemetry=None, error=f"prometheus {config.url}: {exc}")
         return Measurement(telemetry=telemetry)
 
 
-def _variant(config: PrometheusSource, queries: VariantQueries, since: float, until: float) -> VariantTelemetry:
-    requests = _growth(config, queries.requests, since, until)
-    errors = _growth(config, queries.errors, since, until)
+class _Seen:
+    """The highest value each counter gave at an earlier read of a rollout. A counter below it was
+    reset in between: comparing with the start alone misses a reset once the counter has regrown
+    past its value at the start, and the growth then reads as far less than it was (a candidate's
+    errors vanish)."""
+
+    LIMIT = 10_000  # counters remembered, a few per rollout: the longest unread are forgotten first
+
+    def __init__(self) -> None:
+        self._highest: dict[tuple[str, str, float, float | None], tuple[float, float]] = {}
+
+    def below(self, key: tuple[str, str, float, float | None], value: float, at: float) -> float | None:
+        """The highest value read before ``at`` when ``value`` is below it, else None; remembers
+        ``value`` if it is the new highest."""
+        highest = self._highest.pop(key, None)
+        if highest is not None and highest[1] < at and value < highest[0]:
+            self._highest[key] = highest
+            return highest[0]
+        self._highest[key] = (value, at) if highest is None or value >= highest[0] else highest
+        if len(self._highest) > self.LIMIT:
+            del self._highest[next(iter(self._highest))]
+        return None
+
+
+def _variant(
+    config: PrometheusSource, queries: VariantQueries, since: float, until: float, seen: _Seen
+) -> VariantTelemetry:
+    requests = _growth(config, queries.requests, since, until, seen)
+    errors = _growth(config, queries.errors, since, until, seen)
     if errors > requests:
         raise QueryError(f"{errors} errors but {requests} requests: {queries.errors!r} counts more than requests")
     telemetry = VariantTelemetry(requests=requests, errors=errors)
     if queries.latency_buckets is not None:
-        scale = 1000.0 if config.latency_unit == "s" else 1.0
-        if WINDOW in queries.latency_buckets:
-            now, start = _buckets(config, _windowed(queries.latency_buckets, since, until), until), {}
-        else:
-            now = _buckets(config, queries.latency_buckets, until)
-            start = _buckets(config, queries.latency_buckets, since)
-        grown = []
-        for le, count in now.items():
-            delta = count - start.get(le, 0.0)
-            if delta < 0:
-                raise QueryError(f"bucket le={le:g} of {queries.latency_buckets!r} went down: {_RESET}")
-            grown.append((le * scale, delta))
-        try:
-            telemetry.latency_counts = latency_counts_from_buckets(grown)
-        except ValueError as exc:
-            raise QueryError(f"{queries.latency_buckets!r}: {exc}") from exc
+        telemetry.latency_counts = _latency(config, queries.latency_buckets, since, until, seen)
     return telemetry
+
+
+def _latency(config: PrometheusSource, query: str, since: float, until: float, seen: _Seen) -> list[int]:
+    """Our latency histogram from the growth of Prometheus' buckets."""
+    scale = 1000.0 if config.latency_unit == "s" else 1.0
+    if WINDOW in query:
+        now, start = _buckets(config, _windowed(query, since, until), until), {}
+    else:
+        now = _buckets(config, query, until)
+        start = _buckets(config, query, since)  # none yet at the start: nothing counted then
+    if not now:
+        raise QueryError(f"{query!r} gave no series; a histogram read now must have its buckets")
+    grown = []
+    for le, count in now.items():
+        delta = count - start.get(le, 0.0)
+        if delta < 0:
+            raise QueryError(f"bucket le={le:g} of {query!r} went down: {_RESET}")
+        highest = None if WINDOW in query else seen.below((config.url, query, since, le), count, until)
+        if highest is not None:
+            raise QueryError(f"bucket le={le:g} of {query!r} went down from {highest:g} at an earlier read: {_RESET}")
+        grown.append((le * scale, delta))
+    try:
+        return latency_counts_from_buckets(grown)
+    except ValueError as exc:
+        raise QueryError(f"{query!r}: {exc}") from exc
 
 
 WINDOW = "$window"  # in a query: the rollout's age, as a PromQL duration (e.g. 3600000ms)
@@ -87,26 +135,34 @@ _RESET = (
 )
 
 
-def _growth(config: PrometheusSource, query: str, since: float, until: float) -> int:
+def _growth(config: PrometheusSource, query: str, since: float, until: float, seen: _Seen) -> int:
     if WINDOW in query:  # the query computes the growth itself, e.g. with increase(...[$window])
         return round(_one(config, _windowed(query, since, until), until))
     now, start = _one(config, query, until), _one(config, query, since)
     if now < start:
         raise QueryError(f"{query!r} went down from {start:g} to {now:g}: {_RESET}")
+    highest = seen.below((config.url, query, since, None), now, until)
+    if highest is not None:
+        raise QueryError(f"{query!r} went down from {highest:g} at an earlier read to {now:g}: {_RESET}")
     return round(now - start)
 
 
 def _one(config: PrometheusSource, query: str, at: float) -> float:
-    """A query's single value; 0 when it has no series (a counter not yet created)."""
+    """A query's single value, finite. No series is an error, never 0: a query with a typo in a
+    label answers none, and reading it as no errors would pass the candidate."""
     kind, result = _query(config, query, at)
     if kind == "scalar":
-        return _number(query, result[1])
+        return _count(query, result[1])
     if kind != "vector":
         raise QueryError(f"{query!r} gave a {kind}; write a query whose result is one number")
     if len(result) > 1:
         labels = ", ".join(json.dumps(series.get("metric", {}), sort_keys=True) for series in result[:3])
         raise QueryError(f"{query!r} gave {len(result)} series ({labels}, ...); aggregate it to one, e.g. sum(...)")
-    return _number(query, result[0]["value"][1]) if result else 0.0
+    if not result:
+        raise QueryError(
+            f"{query!r} gave no series; if the counter may not exist yet, write it as ({query}) or vector(0)"
+        )
+    return _count(query, result[0]["value"][1])
 
 
 def _buckets(config: PrometheusSource, query: str, at: float) -> dict[float, float]:
@@ -122,17 +178,26 @@ def _buckets(config: PrometheusSource, query: str, at: float) -> dict[float, flo
         bound = _number(query, le)
         if bound in buckets:
             raise QueryError(f"{query!r} gave le={le} twice; aggregate it with sum(...) by (le)")
-        buckets[bound] = _number(query, series["value"][1])
+        buckets[bound] = _count(query, series["value"][1])
     return buckets
 
 
 def _number(query: str, text: Any) -> float:
+    """A number, possibly infinite (the last bucket's ``le="+Inf"``)."""
     try:
         value = float(text)
     except (TypeError, ValueError) as exc:
         raise QueryError(f"{query!r} gave {text!r}, not a number") from exc
     if math.isnan(value):
         raise QueryError(f"{query!r} gave NaN")
+    return value
+
+
+def _count(query: str, text: Any) -> float:
+    """A sample's value, which the judge counts: finite (an infinite one cannot be rounded to a count)."""
+    value = _number(query, text)
+    if math.isinf(value):
+        raise QueryError(f"{query!r} gave {text!r}, not a finite number")
     return value
 
 

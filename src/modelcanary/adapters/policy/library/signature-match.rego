@@ -5,9 +5,11 @@ package modelcanary.policies.signature_match
 
 import rego.v1
 
+# Null as well as missing: a model logged without a signature has "signature": null, and null is
+# truthy in Rego, so `not input[role].signature` would let it through.
 deny contains msg if {
 	some role in ["baseline", "candidate"]
-	not input[role].signature
+	object.get(input[role], "signature", null) == null
 	msg := sprintf("the %s has no model signature to compare", [role])
 }
 
