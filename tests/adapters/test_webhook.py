@@ -102,7 +102,7 @@ def test_a_phase_change_is_delivered_once_signed_after_spaced_retries(
     clock, fakes = Clock(1_000.0), registry()
     notify = [{"url": receiver.url, "secretEnv": "HOOK_SECRET"}, {"url": receiver.url, "format": "slack"}]
     state = start_rollout(store, fakes, spec_text(notify), source="t", actor="ana", now=clock.now)
-    controller = Controller(store=store, registry=fakes, clock=clock, notify_backoff_s=10.0)
+    controller = Controller(store=store, registry=fakes, clock=clock, retry_backoff_s=10.0)
 
     controller.tick()  # pending -> canary: two notifications; the first two attempts fail (500)
     assert len(receiver.requests) == 2
@@ -143,7 +143,7 @@ def test_a_phase_change_is_delivered_once_signed_after_spaced_retries(
 def test_a_notification_is_given_up_after_its_attempts_and_audited(store: SqlStore, receiver: Receiver) -> None:
     clock, fakes = Clock(1_000.0), registry()
     state = start_rollout(store, fakes, spec_text([{"url": receiver.url}]), source="t", actor="ana", now=clock.now)
-    controller = Controller(store=store, registry=fakes, clock=clock, notify_attempts=3, notify_backoff_s=1.0)
+    controller = Controller(store=store, registry=fakes, clock=clock, notify_attempts=3, retry_backoff_s=1.0)
     for _ in range(10):
         controller.tick()
         clock.now += 5.0
@@ -191,7 +191,7 @@ def test_a_receiver_answering_what_is_not_http_fails_its_notification_alone(
         clock, fakes = Clock(1_000.0), registry()
         notify = [{"url": garbage.url}, {"url": receiver.url}]
         state = start_rollout(store, fakes, spec_text(notify), source="t", actor="ana", now=clock.now)
-        controller = Controller(store=store, registry=fakes, clock=clock, notify_attempts=2, notify_backoff_s=1.0)
+        controller = Controller(store=store, registry=fakes, clock=clock, notify_attempts=2, retry_backoff_s=1.0)
         controller.tick()  # pending -> canary: the first notification fails, the one after it is delivered
         clock.now += 1.0
         controller.tick()  # the second attempt fails too: given up

@@ -318,6 +318,8 @@ def test_a_failed_action_stays_pending_and_runs_on_the_next_tick(store: SqlStore
     assert len(store.pending_actions()) == 1
     assert action_rows(store) == [(1, "registry unavailable (503)", False)]
 
+    assert controller.tick() == [] and flaky.tags == {}  # backing off: not again at once
+    clock.now += 1
     assert controller.tick() == []  # nothing to decide, but the action is retried
     assert ROLLBACK_TAG in flaky.tags[("fraud", "2")]
     assert store.pending_actions() == []
@@ -369,6 +371,7 @@ def test_an_action_raising_a_foreign_error_is_recorded_and_those_after_it_still_
     (logged,) = [record for record in caplog.records if record.exc_info]
     assert "will retry: RuntimeError" in logged.getMessage()
 
+    clock.now += 1
     assert controller.tick() == []
     assert action_rows(store) == [(2, None, True), (1, None, True)]
     assert len(broken.tags) == 2
@@ -709,9 +712,10 @@ def test_a_leader_that_loses_its_lease_mid_tick_runs_no_more_side_effects(
     both_failing(first, store, flaky, clock)
     assert len(first.tick()) == 2  # both rolled back, but the registry is down: both tags pending
     assert [done for _, _, done in action_rows(store)] == [False, False]
+    clock.now += 1  # the two tags' retries are due
 
     def stall() -> None:
-        clock.now += 10  # past a's lease, renewed at T0 + 2
+        clock.now += 10  # past a's lease, renewed at T0 + 3
         assert second.lead()
 
     if stall_at == "deciding":

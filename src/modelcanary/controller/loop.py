@@ -92,7 +92,8 @@ class Controller:
     policies: PolicyEngine | None = None  # gate policies' evaluator; Rego (regopy) when first needed
     notifier: Notifier | None = None  # webhooks; the standard-library one when first needed
     notify_attempts: int = 6  # a notification is given up (and audited as failed) after this many
-    notify_backoff_s: float = 1.0  # the wait after the first failure, doubled after each other one
+    retry_backoff_s: float = 1.0  # an action's wait after its first failure, doubled after each other one
+    retry_backoff_max_s: float = 60.0  # ... up to this
     sources: Callable[[str], MetricSource] | None = None  # name -> source; None: adapters.sources' factory
     shards: Shards | None = None  # worker processes that decide a share of the rollouts; None: this one alone
     _specs: dict[str, RolloutSpec] = field(default_factory=dict)
@@ -326,17 +327,18 @@ class Controller:
         return outcome.model_copy(update={"state": new_state})
 
     def run_actions(self) -> None:
-        """Run pending side effects; one that fails, whatever it raised, stays pending and is tried
-        again next tick, and those after it still run. A notification is tried again after an
-        exponential backoff and given up after ``notify_attempts`` (a receiver that is down must not
-        hold the registry actions behind it, nor be hammered every tick). The backoff is kept in
-        memory: a restart tries at once. Stops once the lease passes to another controller, which
-        runs the rest."""
+        """Run pending side effects; one that fails, whatever it raised, stays pending, and those
+        after it still run. It is tried again after an exponential backoff (1 s, 2 s, ... up to
+        ``retry_backoff_max_s``): a registry or a receiver that is down, each call of which may take
+        its whole timeout, must not hold every tick's decisions, nor be hammered every tick. A
+        notification is given up after ``notify_attempts``; a registry action never is. The backoff
+        is kept in memory: a restart tries at once. Stops once the lease passes to another
+        controller, which runs the rest."""
         now = self.clock()
         for action_id, action in self.store.pending_actions():
             notify = action.kind is ActionKind.NOTIFY
             failures, next_try = self._retries.get(action_id, (0, now))
-            if notify and now < next_try:
+            if now < next_try:
                 continue
             if not self._still_leading():
                 return
@@ -352,7 +354,8 @@ class Controller:
                     self._retries.pop(action_id, None)
                     what = f"notification {action.key} failed {failures} times, giving up"
                 else:
-                    self._retries[action_id] = (failures, now + self.notify_backoff_s * 2 ** (failures - 1))
+                    wait = min(self.retry_backoff_s * 2 ** (failures - 1), self.retry_backoff_max_s)
+                    self._retries[action_id] = (failures, now + wait)
                     what = f"action {action.key} failed, will retry"
                 # a foreign error is a bug, or an adapter letting one through: its traceback is logged
                 (log.warning if ours else log.exception)("%s: %s", what, reason)
