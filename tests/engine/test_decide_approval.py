@@ -186,3 +186,17 @@ spec:
     first = first.replace("      - {weight: 50, approval: {}}\n", "      - {weight: 50}\n")
     with pytest.raises(SpecError, match=r"spec.traffic \(line 7\): Value error, the first step must be a weight step"):
         load_spec(first)
+
+
+def test_a_pause_for_a_human_is_notified_with_the_operators_reason() -> None:
+    """Webhooks fire on a pause and a resume too, and carry the reason the history records."""
+    spec = make_spec([{"weight": 5, **QUICK}, {"approval": {"timeout": "1h", "onTimeout": "pause"}}, {"weight": 50}])
+    hooked = load_spec(spec.model_dump_json(by_alias=True).replace('"notify":[]', '"notify":[{"url":"http://hook"}]'))
+    state = awaiting(hooked)
+    paused = decide(state, hooked, judgement=judged(Verdict.PASS), candidate_requests=50, now=3605.0)
+    assert paused.state.paused and [a.kind.value for a in paused.actions] == ["notify"]
+    assert "paused for a human: no approval within 3600s" in paused.actions[0].payload["body"]
+    resumed = apply_command(paused.state, hooked, Command.RESUME, actor="token:al", now=3700.0, reason="on call now")
+    assert resumed.state.reason == "resumed by token:al: on call now"
+    assert json.loads(resumed.actions[0].payload["body"])["reason"] == "resumed by token:al: on call now"
+    assert apply_command(state, spec, Command.PAUSE, actor="token:al", now=10.0).actions == ()  # no notify target

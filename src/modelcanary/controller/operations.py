@@ -199,7 +199,7 @@ def _command_once(
     try:
         outcome = gated(
             lambda answers: apply_command(
-                state, spec, command, actor=actor, now=at, candidate_requests=requests, gates=answers
+                state, spec, command, actor=actor, now=at, candidate_requests=requests, gates=answers, reason=reason
             ),
             engine=policies,
             spec=spec,
@@ -211,12 +211,4 @@ def _command_once(
         detail = {"command": command.value, "gate": exc.gate, "denials": [list(denial) for denial in exc.denials]}
         store.append_audit(at=at, actor=actor, action="rollout.command_refused", rollout_id=rollout_id, detail=detail)
         raise
-    if reason and outcome.transition is not None:
-        because = f"{outcome.transition.reason}: {reason}"
-        outcome = outcome.model_copy(
-            update={
-                "state": outcome.state.model_copy(update={"reason": because}),
-                "transition": outcome.transition.model_copy(update={"reason": because}),
-            }
-        )
     return store.save(outcome, expected_version=state.version)

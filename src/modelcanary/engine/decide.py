@@ -162,9 +162,20 @@ def apply_command(
     now: float,
     candidate_requests: int = 0,
     gates: Mapping[Gate, GateDecision] | None = None,
+    reason: str | None = None,
 ) -> Outcome:
-    """An operator's pause, resume, abort, promote or approve (see ``_apply``)."""
+    """An operator's pause, resume, abort, promote or approve (see ``_apply``); the operator's
+    ``reason``, if any, is added to the transition's, before the notifications are made of it, so
+    a webhook says what the history and the audit log say."""
     outcome = _apply(state, spec, command, actor=actor, now=now, candidate_requests=candidate_requests, gates=gates)
+    if reason and outcome.transition is not None:
+        because = f"{outcome.transition.reason}: {reason}"
+        outcome = outcome.model_copy(
+            update={
+                "state": outcome.state.model_copy(update={"reason": because}),
+                "transition": outcome.transition.model_copy(update={"reason": because}),
+            }
+        )
     return notified(state, spec, outcome)
 
 

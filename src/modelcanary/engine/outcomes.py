@@ -132,11 +132,13 @@ def change(
 
 
 def notified(state: RolloutState, spec: RolloutSpec, outcome: Outcome) -> Outcome:
-    """``outcome`` with a webhook action per ``notify`` target when its phase or step changed. The
-    body is made here, once, so every retry sends the same bytes; its key (the rollout and the
-    version the change is saved as) lets a receiver drop a repeat."""
+    """``outcome`` with a webhook action per ``notify`` target when its phase or step changed, or it
+    was paused or resumed (a pause for a human at a step's or an approval's timeout must reach
+    one). The body is made here, once, so every retry sends the same bytes; its key (the rollout and
+    the version the change is saved as) lets a receiver drop a repeat."""
     new, transition = outcome.state, outcome.transition
-    if not spec.spec.notify or transition is None or (new.phase, new.step) == (state.phase, state.step):
+    moved = (new.phase, new.step, new.paused) != (state.phase, state.step, state.paused)
+    if not spec.spec.notify or transition is None or not moved:
         return outcome
     key = f"{state.id}:v{state.version + 1}"
     event = {
