@@ -6,6 +6,17 @@ baseline's. It rolls back when the sum reaches log(1/alpha); there is no accepta
 test that must hold its error rate at alpha can, on average, detect this alternative with fewer
 requests (Wald-Wolfowitz), so it is the yardstick of the speed of detection. With no difference
 (A/A) there is nothing to detect, and the oracle does not apply.
+
+With a shadow lane it reads the lane's data too, each term the log-ratio of the truth against the
+law with the candidate equal to the baseline:
+
+- each shadow copy, failed or not: the candidate's error rate against the baseline's;
+- each arrived labelled pair, by its category (both right, only the baseline right, only the
+  candidate right, both wrong): its probability under the true joint law against the joint law of
+  the baseline with itself, at the same phi (``ShadowLane.joint``).
+
+Given the baseline's outcome on a row, the candidate's (in the lane) is independent of everything
+else the oracle reads, so the sum is still the log-likelihood ratio of all it reads.
 """
 
 from __future__ import annotations
@@ -43,6 +54,25 @@ def log_lr(scenario: Scenario, streams: Streams) -> NDArray[np.float64]:
         + streams.latency[:, 1] @ latency
         + streams.label_right[:, 1] * label[0]
         + streams.label_wrong[:, 1] * label[1]
+    )
+    if scenario.shadow is not None:
+        llr = llr + lane_log_lr(scenario, streams)
+    return llr
+
+
+def lane_log_lr(scenario: Scenario, streams: Streams) -> NDArray[np.float64]:
+    """(rep, look): the shadow lane's terms of ``log_lr``, zero without a lane."""
+    lane, paired = scenario.shadow, streams.paired
+    requests, errors = streams.shadow_requests, streams.shadow_errors
+    if lane is None or paired is None or requests is None or errors is None:
+        return np.zeros(streams.errors[:, 1].shape)
+    cand, base = scenario.candidate, scenario.baseline
+    error = _binary(cand.error_rate, base.error_rate)
+    truth, _ = lane.joint(base.positive_rate, cand.positive_rate)
+    null, _ = lane.joint(base.positive_rate, base.positive_rate)
+    category = log_ratio(np.array(truth), np.array(null))
+    llr: NDArray[np.float64] = (
+        errors * error[0] + (requests - errors) * error[1] + np.einsum("rcl,c->rl", paired, category)
     )
     return llr
 

@@ -4,7 +4,8 @@ Repetitions come in blocks of ``BLOCK``; block ``b`` draws from ``SeedSequence([
 the scenario, the number of repetitions or of processes, so a seed fixes every row (a partial last
 block draws a whole block and keeps its first repetitions). Within a block every judge and the
 oracle see the same streams: common random numbers. Each judge is folded over the looks of each
-repetition, its memory starting at ``{}``, until its first look with a FAIL (a rollback).
+repetition, its memory starting at ``{}``, until its first look with a FAIL (a rollback). In a
+scenario with a shadow lane every look says so (``Look.shadow``), from the first one.
 """
 
 from __future__ import annotations
@@ -108,7 +109,8 @@ def run_block(task: Task) -> dict[str, Outcome]:
     rng = np.random.default_rng(np.random.SeedSequence([task.seed, task.block]))
     streams = _keep(simulate(task.scenario, rng, BLOCK), task.keep)
     analysis = _analysis(task.scenario)
-    results = {name: _fold(JUDGES[name], analysis, streams) for name in task.judges}
+    shadow = task.scenario.shadow is not None
+    results = {name: _fold(JUDGES[name], analysis, streams, shadow=shadow) for name in task.judges}
     results[ORACLE] = _oracle(task.scenario, streams, analysis.alpha)
     return results
 
@@ -123,18 +125,22 @@ def _validated(analysis: str) -> Analysis:  # validated once per process and ana
 
 
 def _keep(streams: Streams, keep: int) -> Streams:
-    fields = {k: v[:keep] if isinstance(v, np.ndarray) and v.ndim >= 3 else v for k, v in vars(streams).items()}
+    # every per-repetition array has two axes or more; look_at and weight have one
+    fields = {k: v[:keep] if isinstance(v, np.ndarray) and v.ndim >= 2 else v for k, v in vars(streams).items()}
     return Streams(**fields)
 
 
-def _fold(judge: Judge, analysis: Analysis, streams: Streams) -> Outcome:
+def _fold(judge: Judge, analysis: Analysis, streams: Streams, *, shadow: bool) -> Outcome:
     looks = streams.look_at.shape[0]
     result = _empty(streams.reps)
     for rep in range(streams.reps):
         memory: Memory = {}
         for k in range(looks):
             look = Look(
-                at=float(streams.look_at[k]), weight=float(streams.weight[k]), telemetry=streams.telemetry(rep, k)
+                at=float(streams.look_at[k]),
+                weight=float(streams.weight[k]),
+                telemetry=streams.telemetry(rep, k),
+                shadow=shadow,
             )
             start = time.perf_counter()
             try:

@@ -12,6 +12,8 @@ scenario so the file states only what each scenario changes. The knobs are docum
 from __future__ import annotations
 
 import copy
+import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,8 +44,9 @@ EXAMPLE: dict[str, Any] = {
 }
 _KNOBS = {
     "name", "rps", "duration_s", "steps", "step_s", "baseline", "candidate", "noise",
-    "diurnal_amplitude", "label_delay_s", "judge_every_s", "analysis",
+    "diurnal_amplitude", "label_delay_s", "judge_every_s", "analysis", "shadow",
 }  # fmt: skip
+_LANE_KNOBS = {"sample", "agreement"}
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,32 @@ class Noise:
 
 
 @dataclass(frozen=True)
+class ShadowLane:
+    """A shadow lane: the share of the baseline's served requests copied to the candidate, and the
+    phi coefficient between the two models being right on the same row (see scenarios.yaml)."""
+
+    sample: float
+    agreement: float = 0.5
+
+    def joint(self, baseline: float, candidate: float) -> tuple[tuple[float, float, float, float], bool]:
+        """P(both right, only the baseline right, only the candidate right, both wrong) for the two
+        models' probabilities of being right, at this lane's phi; and whether P(both right) had to be
+        clipped into its feasible range [max(0, p_b + p_c - 1), min(p_b, p_c)].
+
+        >>> probs, clipped = ShadowLane(sample=1.0, agreement=0.5).joint(0.9, 0.9)
+        >>> [round(p, 3) for p in probs], clipped
+        ([0.855, 0.045, 0.045, 0.055], False)
+        >>> probs, clipped = ShadowLane(sample=1.0, agreement=0.9).joint(0.9, 0.5)
+        >>> probs[0], clipped  # 0.45 + 0.9 x 0.15 = 0.585 > P(candidate right)
+        (0.5, True)
+        """
+        p_b, p_c = baseline, candidate
+        both = p_b * p_c + self.agreement * math.sqrt(p_b * (1 - p_b) * p_c * (1 - p_c))
+        feasible = min(max(both, max(0.0, p_b + p_c - 1)), min(p_b, p_c))
+        return (feasible, p_b - feasible, p_c - feasible, 1 - p_b - p_c + feasible), feasible != both
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     rps: float
@@ -78,6 +107,7 @@ class Scenario:
     label_delay_mean_s: float
     judge_every_s: int
     analysis: dict[str, Any]  # validated by modelcanary's Analysis model; plain data so it pickles anywhere
+    shadow: ShadowLane | None = None  # None: no shadow lane
 
     @property
     def is_aa(self) -> bool:
@@ -154,6 +184,7 @@ def parse_scenario(raw: Any, *, where: str) -> Scenario:
             label_delay_mean_s=float(delay.get("mean", 0.0)),
             judge_every_s=int(raw["judge_every_s"]),
             analysis=merge(DEFAULT_ANALYSIS, raw.get("analysis") or {}),
+            shadow=_lane(raw.get("shadow"), where=where),
         )
     except KeyError as exc:
         raise ValueError(f"{where}: missing knob {exc.args[0]!r}") from None
@@ -176,6 +207,20 @@ def _variant(raw: Any, *, where: str) -> VariantModel:
     return model
 
 
+def _lane(raw: Any, *, where: str) -> ShadowLane | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or "sample" not in raw or set(raw) - _LANE_KNOBS:
+        raise ValueError(f"{where}: shadow is {{sample: SHARE, agreement: PHI}} (agreement optional, default 0.5)")
+    try:
+        lane = ShadowLane(**{key: float(value) for key, value in raw.items()})
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: shadow.sample and shadow.agreement are numbers") from None
+    if not (0 < lane.sample <= 1 and 0 <= lane.agreement < 1):
+        raise ValueError(f"{where}: shadow.sample must be in (0, 1] and shadow.agreement in [0, 1)")
+    return lane
+
+
 def _check(s: Scenario, where: str) -> None:
     problems = []
     if s.rps <= 0 or s.duration_s <= 0 or s.step_s <= 0 or s.judge_every_s <= 0:
@@ -192,6 +237,14 @@ def _check(s: Scenario, where: str) -> None:
         problems.append("label_delay_s.mean must be non-negative")
     if problems:
         raise ValueError(f"{where}: {'; '.join(problems)}")
+    if s.shadow is not None:  # phi < 1 never needs clipping for equal models, so the oracle's null never does
+        probs, clipped = s.shadow.joint(s.baseline.positive_rate, s.candidate.positive_rate)
+        if clipped:
+            warnings.warn(
+                f"{where}: shadow.agreement {s.shadow.agreement} puts P(both right) outside its feasible "
+                f"range for these positive rates; clipped to {probs[0]:.6g}",
+                stacklevel=3,
+            )
     try:
         s.analysis_model()
     except ValueError as exc:  # pydantic's ValidationError is a ValueError

@@ -15,6 +15,19 @@ Per look interval (``judge_every_s``) and variant, with ``vol`` the expected req
   drawing Poisson(convolution) instead would redraw noise the outcomes already carry, and nearly
   double the variance of the cumulative label counts, which the judges would take for a difference.
 
+A scenario with a shadow lane (``shadow: {sample: S, agreement: PHI}``) adds, per interval, after
+every draw above (so the streams above are the same with or without a lane, for a seed):
+
+- copies of the baseline's served rows: Binomial(right, S) of its right ones, Binomial(wrong, S) of
+  its wrong ones (not sent to anyone: they add no candidate request, no bad outcome);
+- each copy fails with the candidate's error rate (its per-minute conditions included, as its live
+  requests): a shadow error, no pair;
+- each other copy is a pair, the candidate right with P(both right) / p_b where the baseline was
+  right and (p_c - P(both right)) / (1 - p_b) where it was wrong, P(both right) = p_b p_c + PHI
+  sqrt(p_b (1 - p_b) p_c (1 - p_c)) (``ShadowLane.joint``), p the variants' ``positive_rate``;
+- the four categories' labels (both right, only the baseline, only the candidate, both wrong)
+  arrive by the same chain as the other labels, drawn apart from the baseline's own label.
+
 Noise (see scenarios.yaml): per minute, an AR(1) log-factor on each variant's traffic volume
 (independently), and one shared by both variants on their error rate and latency scale; optionally
 one per variant on those too. Standard normals are drawn in one fixed order whatever the knobs, so
@@ -29,7 +42,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bench.judge.distributions import BUCKETS
-from bench.judge.scenarios import Scenario
+from bench.judge.scenarios import Scenario, ShadowLane
+from modelcanary.domain.shadow import ShadowTelemetry
 from modelcanary.domain.telemetry import SCORE_EDGES, RolloutTelemetry, VariantTelemetry, score_bucket
 
 Ints = NDArray[np.int64]
@@ -53,6 +67,11 @@ class Streams:
     label_right: Ints  # labels arrived by each look
     label_wrong: Ints
     latency: Ints  # (rep, variant, look, BUCKETS)
+    # the shadow lane's, None without one: (rep, look) copies made and failed; (rep, 4, look) labelled
+    # pairs arrived, as ShadowTelemetry.paired_labels (both right, baseline only, candidate only, both wrong)
+    shadow_requests: Ints | None = None
+    shadow_errors: Ints | None = None
+    paired: Ints | None = None
 
     @property
     def reps(self) -> int:
@@ -68,7 +87,15 @@ class Streams:
 
     def telemetry(self, rep: int, look: int) -> RolloutTelemetry:
         """What a judge sees at ``look``: fresh objects, so no judge can change another's input."""
-        return RolloutTelemetry(baseline=self._variant(rep, 0, look), candidate=self._variant(rep, 1, look))
+        candidate = self._variant(rep, 1, look)
+        if self.shadow_requests is not None and self.shadow_errors is not None and self.paired is not None:
+            # pairs, discordant rows and score differences are not simulated: no judge reads them
+            candidate.shadow = ShadowTelemetry(
+                requests=int(self.shadow_requests[rep, look]),
+                errors=int(self.shadow_errors[rep, look]),
+                paired_labels=self.paired[rep, :, look].tolist(),
+            )
+        return RolloutTelemetry(baseline=self._variant(rep, 0, look), candidate=candidate)
 
     def _variant(self, rep: int, variant: int, look: int) -> VariantTelemetry:
         served = int(self.served_right[rep, variant, look] + self.served_wrong[rep, variant, look])
@@ -120,6 +147,12 @@ def simulate(scenario: Scenario, rng: np.random.Generator, reps: int) -> Streams
     right = rng.binomial(requests - errors, positive_rate)
     wrong = requests - errors - right
     label_right, label_wrong = _arrivals(rng, np.stack([right, wrong]), s.label_delay_mean_s, dt)
+    lane: tuple[Ints | None, ...] = (None, None, None)
+    if s.shadow is not None:  # its draws come last, so a lane changes none of the streams above
+        lane = tuple(
+            counts.cumsum(axis=-1)
+            for counts in _lane(s, s.shadow, rng, right[:, 0], wrong[:, 0], per_minute[:, 1, minute])
+        )
     return Streams(
         look_at=(look_start + dt).astype(np.float64),
         weight=weight,
@@ -130,7 +163,28 @@ def simulate(scenario: Scenario, rng: np.random.Generator, reps: int) -> Streams
         label_right=label_right.cumsum(axis=2),
         label_wrong=label_wrong.cumsum(axis=2),
         latency=latency.cumsum(axis=2),
+        shadow_requests=lane[0],
+        shadow_errors=lane[1],
+        paired=lane[2],
     )
+
+
+def _lane(
+    s: Scenario, lane: ShadowLane, rng: np.random.Generator, right: Ints, wrong: Ints, conditions: Floats
+) -> tuple[Ints, Ints, Ints]:
+    """Per interval: the shadow copies of the baseline's served rows ``right`` and ``wrong`` (rep, look),
+    those that failed, and the four pair categories' labels arrived (rep, 4, look)."""
+    p_b = s.baseline.positive_rate
+    (both, _, candidate_only, _), _ = lane.joint(p_b, s.candidate.positive_rate)
+    copies = rng.binomial(np.stack([right, wrong]), lane.sample)  # (baseline right / wrong, rep, look)
+    failed = rng.binomial(copies, np.minimum(s.candidate.error_rate * conditions, 1.0))
+    scored = copies - failed
+    given = np.clip([both / p_b, candidate_only / (1 - p_b)], 0.0, 1.0)  # P(candidate right | baseline's)
+    candidate_right = rng.binomial(scored, given[:, None, None])
+    right_c, wrong_c = candidate_right, scored - candidate_right
+    categories = np.stack([right_c[0], wrong_c[0], right_c[1], wrong_c[1]])  # paired_labels' order
+    arrived = _arrivals(rng, categories, s.label_delay_mean_s, s.judge_every_s)
+    return copies.sum(axis=0), failed.sum(axis=0), arrived.transpose(1, 0, 2)
 
 
 def ar1(eps: Floats, rho: float, sd: float) -> Floats:
