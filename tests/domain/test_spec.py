@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from modelcanary.domain.errors import ModelcanaryError, SpecError
 from modelcanary.domain.metrics import ErrorRateMetric, LatencyMetric, QualityMetric
 from modelcanary.domain.refs import parse_duration, parse_model_uri
-from modelcanary.domain.spec import Step, StickyKey, load_spec
+from modelcanary.domain.spec import MAX_NESTING, MAX_SPEC_CHARS, Step, StickyKey, load_spec
 
 # Line numbers matter below: each case edits this text and names the line the mistake lands on.
 MINIMAL = """\
@@ -449,3 +451,156 @@ def test_a_url_with_a_bad_port_or_no_host_is_refused_at_load(url: str, problem: 
 def test_urls_with_a_host_and_a_good_port_or_none_are_read(url: str) -> None:
     spec = load_spec(MINIMAL + PROMETHEUS.replace("URL", url) + NOTIFY.replace("URL", url))
     assert spec.spec.source is not None and spec.spec.source.prometheus.url == url == spec.spec.notify[0].url
+
+
+# --- what a saved spec can hold: finite numbers, bounded size and nesting ------------------------------------------
+
+FINITE = "Input should be a finite number"
+NINES = "9" * 400  # a float of this is infinite
+STEP_0 = "      - weight: 5\n"
+METRIC = "      - kind: error_rate\n"
+PROMETHEUS_TIMES = PROMETHEUS + "      interval: .inf\n      timeout: .nan\n"
+
+
+def _too_long(shown: str) -> str:
+    return f"Value error, {shown} is too long a duration: give a finite one, e.g. 30s, 5m or 1h"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "problems"),
+    [
+        ("weight: 50", "weight: .nan", [("spec.traffic.steps[1].weight (line 12)", FINITE)]),  # not "<= 100"
+        ("weight: 50", "weight: .inf", [("spec.traffic.steps[1].weight (line 12)", FINITE)]),
+        (
+            STEP_0,
+            STEP_0 + "        maxDuration: .inf\n",
+            [("spec.traffic.steps[0].maxDuration (line 12)", _too_long("inf"))],
+        ),
+        (
+            STEP_0,
+            STEP_0 + f"        maxDuration: {NINES}s\n",
+            [
+                (
+                    "spec.traffic.steps[0].maxDuration (line 12)",
+                    _too_long("'99999999999999999999999999999...' (401 characters)"),
+                )
+            ],
+        ),
+        (
+            STEP_0,
+            STEP_0 + f"        maxDuration: {NINES}\n",
+            [("spec.traffic.steps[0].maxDuration (line 12)", _too_long("a number of 400 digits"))],
+        ),
+        (
+            STEP_0,
+            STEP_0 + "        minDuration: .nan\n",
+            [
+                (
+                    "spec.traffic.steps[0].minDuration (line 12)",
+                    "Value error, nan is not a number of seconds; write e.g. 30s, 5m, 1h or 250ms",
+                )
+            ],
+        ),
+        (
+            "weight: 50\n",
+            "weight: 50\n      - approval: {timeout: .inf}\n",
+            [("spec.traffic.steps[2].approval.timeout (line 13)", _too_long("inf"))],
+        ),
+        (METRIC, "      - {kind: error_rate, weight: .inf}\n", [("spec.analysis.metrics[0].weight (line 15)", FINITE)]),
+        (METRIC, "      - {kind: latency, margin: .inf}\n", [("spec.analysis.metrics[0].margin (line 15)", FINITE)]),
+        (METRIC, "      - {kind: drift, limit: .inf}\n", [("spec.analysis.metrics[0].limit (line 15)", FINITE)]),
+        (
+            METRIC,
+            METRIC + "    judge: threshold\n    threshold: {interval: .inf}\n",
+            [("spec.analysis.threshold.interval (line 17)", _too_long("inf"))],
+        ),
+        (
+            "    steps:\n",
+            "    shadow:\n      duration: .inf\n      keep: .inf\n    steps:\n",
+            [
+                ("spec.traffic.shadow.duration (line 11)", _too_long("inf")),
+                ("spec.traffic.shadow.keep (line 12)", _too_long("inf")),
+            ],
+        ),
+        (
+            "    steps:\n",
+            "    cache: {ttl: .inf}\n    steps:\n",
+            [("spec.traffic.cache.ttl (line 10)", _too_long("inf"))],
+        ),
+    ],
+)
+def test_infinity_and_nan_are_refused_at_their_field(old: str, new: str, problems: list[tuple[str, str]]) -> None:
+    """A spec is saved as JSON, where infinity and NaN become null: a saved spec holding one never
+    loaded again, and its rollout hung (its controller held it for ever)."""
+    assert _problems(_edit(old, new)) == problems
+
+
+def test_infinity_and_nan_are_refused_in_a_prometheus_source_and_policy_params() -> None:
+    gates = "  gates:\n    start:\n      - {policy: freeze, params: {days: [1, .inf]}}\n"
+    assert _problems(MINIMAL + PROMETHEUS_TIMES.replace("URL", "http://prometheus:9090") + gates) == [
+        (
+            "spec.gates.start[0].params (line 25)",
+            "Value error, infinity and NaN have no JSON form; give a finite number",
+        ),
+        ("spec.source.prometheus.interval (line 21)", _too_long("inf")),
+        (
+            "spec.source.prometheus.timeout (line 22)",
+            "Value error, nan is not a number of seconds; write e.g. 30s, 5m, 1h or 250ms",
+        ),
+    ]
+
+
+def test_a_loaded_spec_survives_the_json_it_is_saved_as() -> None:
+    spec = load_spec(FULL)
+    assert type(spec).model_validate_json(spec.model_dump_json(by_alias=True)) == spec
+
+
+@pytest.mark.parametrize(
+    ("extra", "line"),
+    [
+        ("x: " + "[" * 300 + "]" * 300 + "\n", 16),  # 600 bytes: a RecursionError out of the YAML reader
+        ("x: " + "[" * 5000 + "]" * 5000 + "\n", 16),
+        ("x: " + "{a: " * 300 + "1" + "}" * 300 + "\n", 16),
+        ("x:\n" + "".join(" " * depth + "- \n" for depth in range(0, 140, 2)), 80),
+    ],
+    ids=["flow-300", "flow-5000", "maps-300", "block-70"],
+)
+def test_nesting_past_a_bound_is_a_spec_error_at_its_line(extra: str, line: int) -> None:
+    assert _problems(MINIMAL + extra) == [
+        (f"line {line}", f"nested more than {MAX_NESTING} levels deep; a rollout spec needs a handful")
+    ]
+
+
+def test_nesting_up_to_the_bound_is_read() -> None:
+    """Refused further on only because ``x`` is not a field: the reader took it."""
+    deep = "x: " + "[" * (MAX_NESTING - 1) + "]" * (MAX_NESTING - 1) + "\n"
+    assert _problems(MINIMAL + deep) == [("x (line 16)", "Extra inputs are not permitted")]
+
+
+def test_a_spec_past_the_size_bound_is_refused_before_it_is_read() -> None:
+    """The YAML reader is pure Python: 0.8 MB of ``[1,1,…]`` took 90 s, and the control API takes 1 MiB."""
+    text = MINIMAL + "x: [" + ",".join(["1"] * (1 << 19)) + "]\n"
+    started = time.perf_counter()
+    assert _problems(text) == [
+        ("spec", f"{len(text)} characters is too long: a rollout spec is at most {MAX_SPEC_CHARS} (64 KiB)")
+    ]
+    assert time.perf_counter() - started < 1.0
+
+
+def test_a_spec_just_under_the_size_bound_is_read_in_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reader runs once: it used to parse the text twice, once only to look for aliases."""
+    from ruamel.yaml.parser import Parser
+
+    parsers = []
+    original = Parser.__init__
+
+    def counted(self: Parser, *args: object, **kwargs: object) -> None:
+        parsers.append(self)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Parser, "__init__", counted)
+    comments = "# a comment that pads the spec out\n" * ((MAX_SPEC_CHARS - len(MINIMAL)) // 35)
+    text = MINIMAL + comments
+    assert len(text) <= MAX_SPEC_CHARS
+    assert load_spec(text).spec.endpoint == "fraud"
+    assert len(parsers) == 1

@@ -57,10 +57,15 @@ def test_breaker_settings() -> None:
             "spec.traffic.circuitBreaker.deadline (line 10)",
             "Value error, 'soon' is not a duration; write e.g. 30s, 5m, 1h or 250ms",
         ),
-        (
+        (  # the field's own line, not its object's
             "    circuitBreaker:\n      deadline: 0s\n",
-            "spec.traffic.circuitBreaker (line 9)",
-            "Value error, deadline must be more than 0 (e.g. 250ms); leave it out for none",
+            "spec.traffic.circuitBreaker.deadline (line 10)",
+            "Input should be greater than 0",
+        ),
+        (
+            "    circuitBreaker:\n      deadline: .inf\n",
+            "spec.traffic.circuitBreaker.deadline (line 10)",
+            "Value error, inf is too long a duration: give a finite one, e.g. 30s, 5m or 1h",
         ),
         (
             "    circuitBreaker:\n      failures: 3\n",
@@ -164,10 +169,15 @@ def test_cache_settings() -> None:
             "spec.traffic.cache.maxEntries (line 10)",
             "Input should be greater than or equal to 1",
         ),
+        (  # the field's own line, not its object's
+            "    cache:\n      maxEntries: 5\n      ttl: 0s\n",
+            "spec.traffic.cache.ttl (line 11)",
+            "Input should be greater than 0",
+        ),
         (
-            "    cache:\n      ttl: 0s\n",
-            "spec.traffic.cache (line 9)",
-            "Value error, ttl must be more than 0 (e.g. 60s)",
+            "    cache:\n      variants: [baseline, baseline]\n",
+            "spec.traffic.cache.variants (line 10)",
+            "Value error, each name once; repeated: baseline",
         ),
         (
             "    cache:\n      variants: [shadow]\n",

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from modelcanary.cli.options import EXIT_ENDED_BADLY, target_options
+from modelcanary.cli.options import EXIT_ENDED_BADLY, output_file, target_options, write_output
 
 if TYPE_CHECKING:
     from modelcanary.cli.operations import Operations
@@ -40,7 +39,9 @@ def audit_verify(ops: Operations) -> None:
 
 
 @audit.command("export")
-@click.option("--out", type=click.Path(dir_okay=False), help="write here instead of standard output")
+@click.option(
+    "--out", type=click.Path(dir_okay=False), callback=output_file, help="write here instead of standard output"
+)
 @click.option("--rollout", "rollout_id", help="only this rollout's events")
 @target_options
 def audit_export(out: str | None, rollout_id: str | None, ops: Operations) -> None:
@@ -49,7 +50,7 @@ def audit_export(out: str | None, rollout_id: str | None, ops: Operations) -> No
     events = ops.audit_events(rollout_id)
     lines = "".join(json.dumps(event, sort_keys=True) + "\n" for event in events)
     if out:
-        Path(out).write_text(lines)
+        write_output(out, lines)
         click.echo(f"{len(events)} events to {out}; head {events[-1]['hash'] if events else '(empty)'}", err=True)
     else:
         click.echo(lines, nl=False)

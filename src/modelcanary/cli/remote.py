@@ -11,7 +11,8 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from modelcanary.cli.operations import AuditCheck, BrokenLink
 from modelcanary.domain.errors import ModelcanaryError
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from modelcanary.engine.decide import Command
 
 API = "/api/v1"
+T = TypeVar("T")
 
 
 class ApiError(ModelcanaryError):
@@ -50,7 +52,7 @@ class ApiClient:
     without the ``/api/v1`` suffix."""
 
     def __init__(self, server: str, token: str, *, timeout_s: float = 30.0) -> None:
-        base = server.rstrip("/")
+        base = _server_url(server).rstrip("/")
         self.base = base.removesuffix(API)
         self.token = token
         self.timeout_s = timeout_s
@@ -64,17 +66,52 @@ class ApiClient:
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        request = urllib.request.Request(url, data=data, headers=headers, method=method)
         try:
+            request = urllib.request.Request(url, data=data, headers=headers, method=method)
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                return json.loads(response.read() or b"null")
+                raw = response.read()
         except urllib.error.HTTPError as exc:
             raise _problem(exc) from exc
-        except (urllib.error.URLError, OSError) as exc:  # refused, unresolvable, timed out
+        # refused, unresolvable, timed out; or a URL urllib will not call (ValueError)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
             raise ApiError(status=0, title="unreachable", detail=f"cannot reach {self.base}: {reason}") from exc
+        try:
+            return json.loads(raw or b"null")
         except ValueError as exc:  # an answer that is not JSON: not a modelcanary control API
             raise ApiError(status=0, title="bad answer", detail=f"{url} did not answer JSON: {exc}") from exc
+
+    def read(self, method: str, path: str, shape: Callable[[Any], T], **kwargs: Any) -> T:
+        """``call``, its answer read by ``shape`` (a model's ``model_validate``, say). An answer of
+        another shape (``{"ok": true}`` from some other service on that port) was not given by a
+        modelcanary control API: an ``ApiError`` saying so, not a KeyError or a ValidationError."""
+        answer = self.call(method, path, **kwargs)
+        try:
+            return shape(answer)
+        # pydantic's ValidationError is a ValueError; a dict where a list belongs is a TypeError or AttributeError
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            gist = f"no {exc.args[0]!r} in it" if isinstance(exc, KeyError) else str(exc).splitlines()[0]
+            detail = f"{self.base}{API}{path} did not answer like a modelcanary control API ({gist})"
+            raise ApiError(status=0, title="bad answer", detail=detail) from exc
+
+
+def _server_url(server: str) -> str:
+    """The control API's URL as given, if a client can call it: http(s), a host, a good port.
+
+    >>> _server_url("notaurl")
+    Traceback (most recent call last):
+    ...
+    modelcanary.cli.remote.ApiError: --server 'notaurl' is not a URL: give http://HOST:PORT
+    """
+    try:
+        parts = urllib.parse.urlsplit(server)
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # an unclosed [IPv6] host, a port that is no number or past 65535
+        usable = False
+    if not usable or any(char.isspace() for char in server):
+        detail = f"--server {server!r} is not a URL: give http://HOST:PORT"
+        raise ApiError(status=0, title="bad server URL", detail=detail)
+    return server
 
 
 def _problem(exc: urllib.error.HTTPError) -> ApiError:
@@ -102,17 +139,17 @@ class RemoteOperations:
         self.client = ApiClient(server, token, timeout_s=timeout_s)
 
     def start(self, spec_text: str, *, source: str) -> RolloutState:
-        created = self.client.call("POST", "/rollouts", body={"spec": spec_text, "source": source})
-        return RolloutState.model_validate(created)
+        return self.client.read(
+            "POST", "/rollouts", RolloutState.model_validate, body={"spec": spec_text, "source": source}
+        )
 
     def rollouts(self, *, active_only: bool = False) -> list[RolloutState]:
         # active=false asks for the ended ones only: every rollout is no parameter at all
-        listed = self.client.call("GET", "/rollouts", query={"active": "true"} if active_only else None)
-        return [RolloutState.model_validate(entry) for entry in listed]
+        query = {"active": "true"} if active_only else None
+        return self.client.read("GET", "/rollouts", _states, query=query)
 
     def rollout(self, rollout_id: str) -> tuple[RolloutState, str]:
-        got = self.client.call("GET", f"/rollouts/{_quote(rollout_id)}")
-        return RolloutState.model_validate(got["rollout"]), str(got["spec"])
+        return self.client.read("GET", f"/rollouts/{_quote(rollout_id)}", _state_and_spec)
 
     def report(self, rollout_id: str) -> Report:
         from modelcanary.controller.report import Report
@@ -121,38 +158,36 @@ class RemoteOperations:
         from modelcanary.domain.telemetry import RolloutTelemetry, VariantTelemetry
 
         path = f"/rollouts/{_quote(rollout_id)}"
-        report = self.client.call("GET", f"{path}/report")
-        telemetry = self.client.call("GET", f"{path}/telemetry")
-        return Report(
-            state=RolloutState.model_validate(report["rollout"]),
-            history=[Transition.model_validate(entry) for entry in report["history"]],
-            telemetry=RolloutTelemetry(
-                baseline=VariantTelemetry.from_json(telemetry["baseline"]),
-                candidate=VariantTelemetry.from_json(telemetry["candidate"]),
+        state, history, judgement = self.client.read(
+            "GET",
+            f"{path}/report",
+            lambda got: (
+                RolloutState.model_validate(got["rollout"]),
+                [Transition.model_validate(entry) for entry in got["history"]],
+                Judgement.model_validate(got["judgement"]),
             ),
-            judgement=Judgement.model_validate(report["judgement"]),
         )
+        telemetry = self.client.read(
+            "GET",
+            f"{path}/telemetry",
+            lambda got: RolloutTelemetry(
+                baseline=VariantTelemetry.from_json(got["baseline"]),
+                candidate=VariantTelemetry.from_json(got["candidate"]),
+            ),
+        )
+        return Report(state=state, history=history, telemetry=telemetry, judgement=judgement)
 
     def command(self, rollout_id: str, command: Command, *, reason: str | None = None) -> RolloutState:
         body = {"reason": reason} if reason else {}
-        done = self.client.call("POST", f"/rollouts/{_quote(rollout_id)}/{command.value}", body=body)
-        return RolloutState.model_validate(done)
+        path = f"/rollouts/{_quote(rollout_id)}/{command.value}"
+        return self.client.read("POST", path, RolloutState.model_validate, body=body)
 
     def audit_events(self, rollout_id: str | None = None) -> list[dict[str, Any]]:
-        events: list[dict[str, Any]] = self.client.call(
-            "GET", "/audit", query={"rollout": rollout_id} if rollout_id is not None else None
-        )
-        return events
+        query = {"rollout": rollout_id} if rollout_id is not None else None
+        return self.client.read("GET", "/audit", _events, query=query)
 
     def verify_audit(self) -> AuditCheck:
-        verified = self.client.call("GET", "/audit/verify")
-        broken = verified.get("broken")
-        return AuditCheck(
-            count=int(verified["count"]),
-            broken=None
-            if not broken
-            else BrokenLink(id=int(broken["id"]), position=int(broken["position"]), reason=str(broken["reason"])),
-        )
+        return self.client.read("GET", "/audit/verify", _audit_check)
 
     def close(self) -> None:
         pass  # urllib holds no connection between calls
@@ -160,3 +195,33 @@ class RemoteOperations:
 
 def _quote(rollout_id: str) -> str:
     return urllib.parse.quote(rollout_id, safe="")
+
+
+def _states(listed: Any) -> list[RolloutState]:
+    if not isinstance(listed, list):
+        raise TypeError("not a list of rollouts")
+    return [RolloutState.model_validate(entry) for entry in listed]
+
+
+def _state_and_spec(got: Any) -> tuple[RolloutState, str]:
+    spec = got["spec"]
+    if not isinstance(spec, str):
+        raise TypeError("its spec is not text")
+    return RolloutState.model_validate(got["rollout"]), spec
+
+
+def _events(listed: Any) -> list[dict[str, Any]]:
+    """Audit events: the commands read each one's ``hash``."""
+    if not isinstance(listed, list) or not all(isinstance(event, dict) and "hash" in event for event in listed):
+        raise TypeError("not a list of audit events with their hashes")
+    return listed
+
+
+def _audit_check(verified: Any) -> AuditCheck:
+    broken = verified.get("broken")
+    return AuditCheck(
+        count=int(verified["count"]),
+        broken=None
+        if not broken
+        else BrokenLink(id=int(broken["id"]), position=int(broken["position"]), reason=str(broken["reason"])),
+    )

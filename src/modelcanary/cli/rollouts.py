@@ -8,7 +8,6 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -18,6 +17,7 @@ from modelcanary.cli.options import (
     EXIT_ENDED_BADLY,
     EXIT_OK,
     EXIT_STILL_RUNNING,
+    read_spec,
     target_options,
 )
 from modelcanary.domain.phases import Phase
@@ -98,7 +98,7 @@ _interval = click.option(
 def rollout_start(spec: str, wait: bool, timeout: float | None, interval: float, ops: Operations) -> None:
     """Validate SPEC, resolve its models and start the rollout; prints its id. With --wait, follows
     it (each change on standard error) until it is promoted, rolled back or aborted."""
-    state = ops.start(Path(spec).read_text(), source=spec)
+    state = ops.start(read_spec(spec), source=spec)
     click.echo(
         f"started {state.id}: {state.baseline.uri} -> {state.candidate.uri} on endpoint {state.endpoint}", err=True
     )

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from modelcanary.domain.errors import ModelcanaryError
+
 if TYPE_CHECKING:
     from modelcanary.adapters.registry.mlflow import MlflowRegistry
     from modelcanary.adapters.store.sql import SqlStore
@@ -25,8 +27,9 @@ class Workspace:
     def at(
         cls, workdir: str | os.PathLike[str] | None, *, store: str | None = None, registry: str | None = None
     ) -> Workspace:
-        folder = Path(workdir or os.environ.get("MODELCANARY_WORKDIR") or DEFAULT_WORKDIR).resolve()
-        folder.mkdir(parents=True, exist_ok=True)
+        from_env = os.environ.get("MODELCANARY_WORKDIR")
+        named_by = "--workdir" if workdir else "MODELCANARY_WORKDIR" if from_env else "the default"
+        folder = _folder(Path(workdir or from_env or DEFAULT_WORKDIR), named_by=named_by)
         return cls(
             workdir=folder,
             store_url=store or os.environ.get("MODELCANARY_STORE") or f"sqlite:///{folder / 'modelcanary.db'}",
@@ -46,3 +49,15 @@ class Workspace:
         from modelcanary.adapters.registry.mlflow import MlflowRegistry
 
         return MlflowRegistry(self.registry_uri)
+
+
+def _folder(path: Path, *, named_by: str) -> Path:
+    """The work folder, made if it is not there yet; one that cannot be (a file is in its way, or
+    its parent is a file or a read-only system folder) is a known error that says which and why."""
+    try:
+        folder = path.resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        problem = "a file is in the way" if isinstance(exc, FileExistsError) else exc.strerror or str(exc)
+        raise ModelcanaryError(f"work folder {str(path)!r} ({named_by}) cannot be made: {problem}") from exc
+    return folder

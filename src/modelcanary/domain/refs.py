@@ -4,6 +4,7 @@ validation, the registry and the backends."""
 
 from __future__ import annotations
 
+import math
 import re
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -26,15 +27,42 @@ def parse_duration(value: object) -> float:
 
     >>> parse_duration("2m"), parse_duration(5), parse_duration("250ms")
     (120.0, 5.0, 0.25)
+    >>> parse_duration(float("inf"))
+    Traceback (most recent call last):
+    ...
+    ValueError: inf is too long a duration: give a finite one, e.g. 30s, 5m or 1h
     """
     if isinstance(value, bool):
         raise ValueError("a duration is a number of seconds or a string like 30s, 5m, 1h")
     if isinstance(value, int | float):
+        seconds = _float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"{value!r} is not a duration; write e.g. 30s, 5m, 1h or 250ms")
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    # a spec is saved as JSON, where infinity and NaN become null: such a spec would never load again
+    if math.isnan(seconds):
+        raise ValueError(f"{_shown(value)} is not a number of seconds; write e.g. 30s, 5m, 1h or 250ms")
+    if math.isinf(seconds):
+        raise ValueError(f"{_shown(value)} is too long a duration: give a finite one, e.g. 30s, 5m or 1h")
+    return seconds
+
+
+def _float(value: int | float) -> float:
+    try:
         return float(value)
-    match = _DURATION.match(str(value))
-    if not match:
-        raise ValueError(f"{value!r} is not a duration; write e.g. 30s, 5m, 1h or 250ms")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    except OverflowError:  # an int of hundreds of digits
+        return math.inf
+
+
+def _shown(value: object) -> str:
+    """A value as an error quotes it, one of hundreds of digits cut short (``repr`` of an int past
+    4300 digits even raises)."""
+    if isinstance(value, int) and value.bit_length() > 128:
+        return f"a number of {round(value.bit_length() * math.log10(2))} digits"
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:30]}...' ({len(text) - 2} characters)"
 
 
 def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:

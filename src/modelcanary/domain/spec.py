@@ -19,10 +19,14 @@
 
 from __future__ import annotations
 
+import collections
+import functools
 import itertools
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BeforeValidator,
     Discriminator,
     Field,
@@ -41,8 +45,8 @@ from modelcanary.domain.specbase import HttpUrl, ModelUri, Seconds, SpecModel
 class StickyKey(SpecModel):
     """Where the key that keeps a user on one variant comes from: a header, or an input field."""
 
-    header: str | None = None
-    field: str | None = None
+    header: str | None = Field(default=None, min_length=1)
+    field: str | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> StickyKey:
@@ -74,14 +78,27 @@ class CircuitBreaker(SpecModel):
 
     consecutive_failures: int = Field(default=5, ge=1, le=1_000_000)
     deadline: Seconds | None = Field(
-        default=None, description="the candidate's time to answer; None: no deadline (it runs inline, cheapest)"
+        default=None, gt=0, description="the candidate's time to answer; None: no deadline (it runs inline, cheapest)"
     )
 
-    @model_validator(mode="after")
-    def _positive_deadline(self) -> CircuitBreaker:
-        if self.deadline is not None and self.deadline <= 0:
-            raise ValueError("deadline must be more than 0 (e.g. 250ms); leave it out for none")
-        return self
+
+def _repeated(names: list[str]) -> list[str]:
+    """The names given more than once, in order.
+
+    >>> _repeated(["eu", "us", "eu"])
+    ['eu']
+    """
+    counts = collections.Counter(names)
+    return [name for name in counts if counts[name] > 1]
+
+
+def _no_repeats(names: list[str]) -> list[str]:
+    if repeated := _repeated(names):
+        raise ValueError(f"each name once; repeated: {', '.join(repeated)}")
+    return names
+
+
+Variants = Annotated[list[Literal["baseline", "candidate"]], Field(min_length=1), AfterValidator(_no_repeats)]
 
 
 class Cache(SpecModel):
@@ -89,14 +106,8 @@ class Cache(SpecModel):
     kept for ``ttl``; the least recently used goes first. For models whose inputs repeat."""
 
     max_entries: int = Field(default=10_000, ge=1, le=10_000_000)
-    ttl: Seconds = 60.0
-    variants: list[Literal["baseline", "candidate"]] = Field(default=["baseline", "candidate"], min_length=1)
-
-    @model_validator(mode="after")
-    def _positive_ttl(self) -> Cache:
-        if self.ttl <= 0:
-            raise ValueError("ttl must be more than 0 (e.g. 60s)")
-        return self
+    ttl: Seconds = Field(default=60.0, gt=0)
+    variants: Variants = Field(default=["baseline", "candidate"])
 
 
 class Batching(SpecModel):
@@ -108,7 +119,7 @@ class Batching(SpecModel):
 
     max_batch_size: int = Field(default=64, ge=1, le=100_000)
     max_wait_us: int = Field(default=500, ge=0, le=1_000_000)
-    variants: list[Literal["baseline", "candidate"]] = Field(default=["baseline", "candidate"], min_length=1)
+    variants: Variants = Field(default=["baseline", "candidate"])
 
 
 class Shadow(SpecModel):
@@ -135,8 +146,8 @@ class Segment(SpecModel):
     segment ``other``. Telemetry is kept per segment, so a regression confined to one shows."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
-    header: str | None = None
-    field: str | None = None
+    header: str | None = Field(default=None, min_length=1)
+    field: str | None = Field(default=None, min_length=1)
     values: list[str] = Field(alias="in", min_length=1, max_length=1000)
 
     @model_validator(mode="after")
@@ -190,9 +201,7 @@ class Traffic(SpecModel):
     @field_validator("segments")
     @classmethod
     def _unique_segments(cls, segments: list[Segment]) -> list[Segment]:
-        names = [segment.name for segment in segments]
-        repeated = sorted({name for name in names if names.count(name) > 1})
-        if repeated:
+        if repeated := _repeated([segment.name for segment in segments]):
             raise ValueError(f"segment names must be unique; repeated: {', '.join(repeated)}")
         return segments
 
@@ -201,6 +210,9 @@ class Traffic(SpecModel):
     def _known_segments(cls, names: list[str] | None, info: ValidationInfo) -> list[str] | None:
         if names is None:
             return None
+        if not names:  # not the same as leaving it out: no request could ever reach the candidate
+            raise ValueError(f"name at least one segment ({OTHER_SEGMENT!r} included), or leave it out for all")
+        _no_repeats(names)
         if "segments" not in info.data:
             return names  # the segments themselves are wrong; that error is reported
         known = [segment.name for segment in info.data["segments"]] + [OTHER_SEGMENT]
@@ -241,6 +253,24 @@ class PolicyRef(SpecModel):
 
     policy: str = Field(min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("params")
+    @classmethod
+    def _finite(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """Any value goes, but ``allow_inf_nan`` checks only typed floats: these are saved as JSON too."""
+        if not _all_finite(params):
+            raise ValueError("infinity and NaN have no JSON form; give a finite number")
+        return params
+
+
+def _all_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_all_finite(item) for item in value.values())
+    if isinstance(value, list):
+        return all(_all_finite(item) for item in value)
+    return True
 
 
 Policies = list[Annotated[PolicyRef, BeforeValidator(_policy_ref)]]
@@ -370,23 +400,33 @@ class RolloutSpec(SpecModel):
         return self.metadata.name or self.spec.endpoint
 
 
+MAX_SPEC_CHARS = 64 * 1024  # a spec is a page or two; past this the pure-Python YAML reader takes seconds
+MAX_NESTING = 64  # a spec nests six levels; past a few hundred the YAML composer overflows the stack
+
+
 def load_spec(text: str, *, source: str = "<spec>") -> RolloutSpec:
     """Parse and validate a YAML spec; raise ``SpecError`` naming each bad field and its line."""
-    from ruamel.yaml import YAML
+    document = _read_yaml(text, source=source)
+    if not isinstance(document, dict):
+        raise SpecError([("line 1", "a rollout spec is a YAML mapping with apiVersion, kind and spec")], source=source)
+    try:
+        return RolloutSpec.model_validate(_plain(document))
+    except ValidationError as exc:
+        problems = [(_where(document, error["loc"]), error["msg"]) for error in exc.errors()]
+        raise SpecError(problems, source=source) from exc
+
+
+def _read_yaml(text: str, *, source: str) -> Any:
+    """The YAML document, read in one pass, its size bounded first: the reader is pure Python (some
+    100 µs a token), so a megabyte of ``[1,1,…]`` took a minute and a half (two passes then)."""
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
-    from ruamel.yaml.events import AliasEvent
     from ruamel.yaml.reader import ReaderError
 
+    if len(text) > MAX_SPEC_CHARS:
+        problem = f"{len(text)} characters is too long: a rollout spec is at most {MAX_SPEC_CHARS} (64 KiB)"
+        raise SpecError([("spec", problem)], source=source)
     try:
-        # an alias repeats what its anchor holds, nested aliases exponentially ("billion laughs"):
-        # refused before anything is built
-        alias = next((event for event in YAML(typ="rt").parse(text) if isinstance(event, AliasEvent)), None)
-        if alias is not None:
-            where = f"line {alias.start_mark.line + 1}"
-            raise SpecError(
-                [(where, f"YAML aliases (*{alias.anchor}) are not allowed: write the value out")], source=source
-            )
-        document = YAML(typ="rt").load(text)
+        return _guarded_yaml().load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}" if mark else "yaml"
@@ -397,13 +437,44 @@ def load_spec(text: str, *, source: str = "<spec>") -> RolloutSpec:
         raise SpecError([(f"line {line}", f"character {char!r} is not allowed in YAML")], source=source) from exc
     except YAMLError as exc:
         raise SpecError([("yaml", str(exc))], source=source) from exc
-    if not isinstance(document, dict):
-        raise SpecError([("line 1", "a rollout spec is a YAML mapping with apiVersion, kind and spec")], source=source)
-    try:
-        return RolloutSpec.model_validate(_plain(document))
-    except ValidationError as exc:
-        problems = [(_where(document, error["loc"]), error["msg"]) for error in exc.errors()]
-        raise SpecError(problems, source=source) from exc
+
+
+def _guarded_yaml() -> Any:
+    """A round-trip YAML reader (it keeps each key's line) that refuses, while it composes and so
+    before anything is built, an alias (nested ones repeat their anchor exponentially: "billion
+    laughs") and nesting past ``MAX_NESTING`` (a RecursionError out of the composer)."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="rt")
+    yaml.Composer = _guarded_composer()
+    return yaml
+
+
+@functools.cache
+def _guarded_composer() -> type[Any]:
+    from ruamel.yaml.composer import Composer, ComposerError
+    from ruamel.yaml.events import AliasEvent, CollectionStartEvent
+
+    class GuardedComposer(Composer):
+        nesting = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            event = self.parser.peek_event()
+            if isinstance(event, AliasEvent):
+                problem = f"YAML aliases (*{event.anchor}) are not allowed: write the value out"
+                raise ComposerError(problem=problem, problem_mark=event.start_mark)
+            if not isinstance(event, CollectionStartEvent):
+                return super().compose_node(parent, index)
+            self.nesting += 1
+            if self.nesting > MAX_NESTING:
+                problem = f"nested more than {MAX_NESTING} levels deep; a rollout spec needs a handful"
+                raise ComposerError(problem=problem, problem_mark=event.start_mark)
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self.nesting -= 1
+
+    return GuardedComposer
 
 
 def locate(text: str, loc: tuple[int | str, ...]) -> str:
@@ -413,9 +484,7 @@ def locate(text: str, loc: tuple[int | str, ...]) -> str:
     >>> locate("spec:\\n  gates:\\n    start: [a, b]\\n", ("spec", "gates", "start", 1))
     'spec.gates.start[1] (line 3)'
     """
-    from ruamel.yaml import YAML
-
-    return _where(YAML(typ="rt").load(text), loc)
+    return _where(_guarded_yaml().load(text), loc)
 
 
 def _plain(node: Any) -> Any:

@@ -48,6 +48,10 @@ HttpUrl = Annotated[str, Field(pattern=r"^https?://\S+$"), AfterValidator(_http_
 
 
 class SpecModel(BaseModel):
-    """Every part of a spec: camelCase keys in YAML, unknown keys refused, frozen once read."""
+    """Every part of a spec: camelCase keys in YAML, unknown keys refused, frozen once read, and
+    numbers finite: a spec is saved as JSON, where infinity and NaN become null, and a saved spec
+    holding a null where a number belongs would never load again (its rollout would hang)."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, allow_inf_nan=False
+    )

@@ -15,6 +15,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import ArgumentError
+
+from modelcanary.domain.errors import StoreError
 
 metadata = sa.MetaData()
 
@@ -166,7 +169,13 @@ def _write_ahead_log(cursor: Any, *, wait_s: float = 30.0) -> None:
             time.sleep(0.005)
 
 
+STORE_URLS = "sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DATABASE"
+
+
 def engine_for(url: str) -> Engine:
+    """An engine for a store URL; one of another database (or no URL at all) is a ``StoreError``
+    naming it and the two we support, not SQLAlchemy's parse or driver error."""
+    _check_supported(url)
     if not url.startswith("sqlite"):
         return sa.create_engine(url, pool_pre_ping=True)
     engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
@@ -188,6 +197,23 @@ def engine_for(url: str) -> Engine:
         connection.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
 
     return engine
+
+
+def _check_supported(url: str) -> None:
+    """SQLite, and PostgreSQL through psycopg 3 (``normalise_url``): the drivers we ship.
+
+    >>> _check_supported("mysql://u:secret@db/canary")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    modelcanary.domain.errors.StoreError: store URL 'mysql://u:***@db/canary' is not one modelcanary opens: give sqlite:///...
+    """
+    try:
+        parsed = sa.engine.make_url(url)
+    except ArgumentError:  # not a URL at all ("foo")
+        parsed = None
+    if parsed is None or parsed.drivername not in ("sqlite", "sqlite+pysqlite", "postgresql+psycopg"):
+        shown = url if parsed is None else parsed.render_as_string(hide_password=True)
+        raise StoreError(f"store URL {shown!r} is not one modelcanary opens: give {STORE_URLS}")
 
 
 def reading(conn: Connection) -> Connection:
