@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from modelcanary.domain.access import TOKEN_NAME, Role
 from modelcanary.domain.judgement import Judgement, Verdict
+from modelcanary.domain.spec import MAX_SPEC_CHARS
 from modelcanary.domain.state import RolloutState, Transition
 
 
@@ -34,9 +35,6 @@ class Health(BaseModel):
     ok: bool
 
 
-MAX_SPEC = 1 << 20  # characters: a spec is a page or two of YAML; this bounds what the parser is given
-
-
 class Request(BaseModel):
     """A request body: a field it does not know is refused (422 naming it), not ignored: a
     misspelt ``endpoints`` would otherwise make a token for every endpoint."""
@@ -45,7 +43,7 @@ class Request(BaseModel):
 
 
 class StartRequest(Request):
-    spec: str = Field(max_length=MAX_SPEC, description="the rollout spec's YAML text, at most 1 MiB")
+    spec: str = Field(max_length=MAX_SPEC_CHARS, description="the rollout spec's YAML text, at most 64 KiB")
     source: str | None = Field(None, max_length=200, description="a name for the spec in error messages")
 
 

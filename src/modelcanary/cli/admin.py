@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from modelcanary.cli.options import POLICY_DIR, PORT
 from modelcanary.cli.workspace import Workspace
 from modelcanary.domain.access import Role
 
@@ -77,14 +78,17 @@ def register(
     @group.command("api")
     @workspace_options
     @click.option("--host", default="127.0.0.1", show_default=True)
-    @click.option("--port", default=8081, show_default=True, type=int)
+    @click.option("--port", default=8081, show_default=True, type=PORT)
+    @POLICY_DIR
     @errors_to_exit
-    def api_command(workdir: str | None, store: str | None, registry: str | None, host: str, port: int) -> None:
+    def api_command(
+        workdir: str | None, store: str | None, registry: str | None, host: str, port: int, policy_dir: str | None
+    ) -> None:
         """Run the control API on its own, on the store that gateways and controllers share."""
         from modelcanary.api.app import create_api
         from modelcanary.gateway import server
 
         space = Workspace.at(workdir, store=store, registry=registry)
-        app = create_api(space.store(), space.registry())
+        app = create_api(space.store(), space.registry(), policy_dir=policy_dir)
         click.echo(f"modelcanary control API on http://{host}:{port}/api/v1 ({space.store_url})", err=True)
         server.run(app, host, port)

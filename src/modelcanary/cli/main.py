@@ -8,13 +8,21 @@ import os
 import secrets
 import socket
 import time
-from pathlib import Path
 
 import click
 
 from modelcanary.cli.admin import register
 from modelcanary.cli.audit import audit
-from modelcanary.cli.options import errors_to_exit, local_actor, workspace_options
+from modelcanary.cli.options import (
+    POLICY_DIR,
+    PORT,
+    errors_to_exit,
+    local_actor,
+    output_file,
+    read_spec,
+    workspace_options,
+    write_output,
+)
 from modelcanary.cli.rollouts import rollout
 from modelcanary.cli.workspace import Workspace
 from modelcanary.domain.errors import ModelcanaryError
@@ -45,7 +53,7 @@ _SERVER_OPTION = click.option(
 @cli.command()
 @workspace_options
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--port", default=8080, show_default=True, type=PORT)
 @click.option(
     "--tick",
     default=1.0,
@@ -54,9 +62,17 @@ _SERVER_OPTION = click.option(
     help="seconds from one controller tick's start to the next's",
 )
 @_SERVER_OPTION
+@POLICY_DIR
 @errors_to_exit
 def serve(
-    workdir: str | None, store: str | None, registry: str | None, host: str, port: int, tick: float, http_server: str
+    workdir: str | None,
+    store: str | None,
+    registry: str | None,
+    host: str,
+    port: int,
+    tick: float,
+    http_server: str,
+    policy_dir: str | None,
 ) -> None:
     """Run the gateway, the controller and the control API (under /api/v1) in one process (the
     embedded default)."""
@@ -80,7 +96,7 @@ def serve(
     app = create_app(
         gateway,
         background=[lambda: controller.run(interval_s=tick)],
-        beside=create_api(state_store, model_registry),
+        beside=create_api(state_store, model_registry, policy_dir=policy_dir),
     )
     click.echo(
         f"modelcanary serving on http://{host}:{port}, control API at /api/v1 (work folder {space.workdir})", err=True
@@ -99,7 +115,7 @@ def serve(
     "as endpoint NAME with no rollout; repeatable",
 )
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--port", default=8080, show_default=True, type=PORT)
 @click.option("--max-body-bytes", default=8 * 1024 * 1024, show_default=True, type=click.IntRange(1))
 @click.option("--max-rows", default=10_000, show_default=True, type=click.IntRange(1), help="rows per request")
 @click.option(
@@ -248,7 +264,9 @@ def controller_command(
 
 @cli.command("report")
 @click.argument("rollout_id")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="the HTML file to write")
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False), callback=output_file, help="the HTML file to write"
+)
 @workspace_options
 @errors_to_exit
 def report_command(rollout_id: str, out: str, workdir: str | None, store: str | None, registry: str | None) -> None:
@@ -259,7 +277,7 @@ def report_command(rollout_id: str, out: str, workdir: str | None, store: str | 
 
     state_store = Workspace.at(workdir, store=store, registry=registry).store()
     page = report_html(state_store, rollout_id, now=time.time())  # NotFound before anything is written
-    Path(out).write_text(page, encoding="utf-8")
+    write_output(out, page)
     phase = state_store.get(rollout_id)[0].phase.value
     click.echo(f"report of {rollout_id} ({phase}) to {out}", err=True)
 
@@ -299,7 +317,7 @@ def watch_command(
     watcher = Watcher(
         store=space.store(),
         registry=space.registry(),
-        template=Path(template).read_text(),
+        template=read_spec(template),
         alias=alias,
         source=template,
     )
@@ -334,8 +352,8 @@ def watch_command(
     help="drift: the candidate wins offline but loses on drifted live traffic; good: it really is better",
 )
 @workspace_options
-@click.option("--port", default=0, type=int, help="gateway port (default: a free one)")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write a summary here")
+@click.option("--port", default=0, type=PORT, help="gateway port (default: a free one)")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), callback=output_file, help="write a summary here")
 @errors_to_exit
 def demo(
     scenario: str, workdir: str | None, store: str | None, registry: str | None, port: int, json_path: str | None
@@ -345,7 +363,7 @@ def demo(
 
     summary = run_demo(scenario=scenario, space=Workspace.at(workdir, store=store, registry=registry), port=port)
     if json_path:
-        Path(json_path).write_text(json.dumps(summary, indent=2))
+        write_output(json_path, json.dumps(summary, indent=2))
 
 
 def _holder() -> str:

@@ -1,5 +1,6 @@
 """Options and error handling every command shares: where the state lives (a work folder, a store
-URL, or a remote control API), and known errors as one line and exit code 2."""
+URL, or a remote control API), ports, the files commands read and write, and known errors as one
+line and exit code 2 (an uncaught traceback exits 1, which CI reads as "rolled back")."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import os
 import sys
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from modelcanary.domain.errors import ModelcanaryError
+from modelcanary.domain.errors import ModelcanaryError, SpecError
 
 if TYPE_CHECKING:
     from modelcanary.cli.operations import Operations
@@ -28,6 +30,48 @@ EXIT_CODES_HELP = (
     "Exit codes: 0 promoted or command accepted; 1 rolled back or aborted; 2 usage or known error; "
     "3 still running when --timeout passed."
 )
+
+
+POLICY_DIR = click.option(
+    "--policy-dir",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="the folder whose .rego files specs started through the control API may name (default: built-in "
+    "policies only)",
+)
+PORT = click.IntRange(0, 65535)  # 0: a free one; past 65535 the server hung silently, below 0 failed inside it
+
+
+def output_file(_ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A click callback: an output file's folder must exist, found out before the command does its
+    work (a demo runs for a minute) rather than as a traceback when it writes."""
+    if value is not None and not Path(value).parent.is_dir():
+        folder = Path(value).parent
+        raise click.BadParameter(f"{str(folder)!r} is not a folder here: write {Path(value).name} into one that is")
+    return value
+
+
+def write_output(path: str, text: str) -> None:
+    """Write an output file; a write refused (no permission, a full disk) is a known error, exit 2."""
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ModelcanaryError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def read_spec(path: str) -> str:
+    """A spec file's text, read as UTF-8 (what YAML files are): a file in another encoding (a
+    Latin-1 editor's é, UTF-16) is a spec error naming the line and the byte, not a traceback."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise SpecError([("file", f"cannot be read: {exc.strerror or exc}")], source=path) from exc
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        problem = f"byte {exc.start} (0x{data[exc.start]:02x}) is not UTF-8 ({exc.reason}): save the file as UTF-8"
+        raise SpecError([(f"line {line}", problem)], source=path) from exc
 
 
 def workspace_options(fn: F) -> F:
