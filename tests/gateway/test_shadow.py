@@ -240,7 +240,8 @@ def test_a_candidate_that_fails_in_its_shadow_phase_is_rolled_back_before_servin
                     headers={"x-user-id": f"u{who}", "x-region": "eu-west"},
                 )
                 assert response.status_code == 200 and response.headers[VARIANT_HEADER] == "baseline"
-            wait_for(lambda n=150 * (burst + 1): gateway.shadow.done == n, "the shadow predictions", timeout=30.0)
+            copied = 150 * (burst + 1)
+            wait_for(lambda: gateway.shadow.done == copied, "the shadow predictions", timeout=30.0)  # noqa: B023
             running.flush()
             controller.tick()
     ended = store.get(state.id)[0]

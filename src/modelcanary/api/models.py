@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from modelcanary.domain.access import TOKEN_NAME, Role
 from modelcanary.domain.judgement import Judgement, Verdict
-from modelcanary.domain.spec import MAX_SPEC_CHARS
+from modelcanary.domain.specyaml import MAX_SPEC_CHARS
 from modelcanary.domain.state import RolloutState, Transition
 
 

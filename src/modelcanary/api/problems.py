@@ -30,7 +30,7 @@ from modelcanary.domain.errors import (
 
 log = logging.getLogger("modelcanary.api")
 MEDIA_TYPE = "application/problem+json"
-MAX_BODY_BYTES = 4 << 20  # a request body: room for a 64 KiB spec (domain.spec.MAX_SPEC_CHARS) as JSON, escapes and all
+MAX_BODY_BYTES = 4 << 20  # a request body: room for a 64 KiB spec (specyaml.MAX_SPEC_CHARS) as JSON, escapes and all
 
 
 class Problem(BaseModel):

@@ -23,6 +23,10 @@ the e-process bets that the candidate's scores, read at its latency divided by `
 above the baseline's in the same interval (stats/eprocess.py ``shift_bets``). A whole distribution a
 few percent slower moves one threshold's exceedances a little but every request's score.
 
+With a shadow lane (``Look.shadow``) the error rate and accuracy read it too: the shadow copies'
+failures, and a paired test on the labelled rows both models scored (``_shadow_streams``), so a
+candidate can be rolled back in its shadow phase, before it serves anyone.
+
 A sample-ratio mismatch (the candidate's share of requests far from the weight set) holds the
 rollout: no step advances on data whose split cannot be trusted.
 """

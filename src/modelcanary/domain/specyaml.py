@@ -1,0 +1,106 @@
+"""Reading a rollout spec's YAML: bounded in size and nesting, without aliases, and with every
+field's line kept, so that an error can name the line it is about."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from modelcanary.domain.errors import SpecError
+
+MAX_SPEC_CHARS = 64 * 1024  # a spec is a page or two; past this the pure-Python YAML reader takes seconds
+MAX_NESTING = 64  # a spec nests six levels; past a few hundred the YAML composer overflows the stack
+
+
+def read_yaml(text: str, *, source: str) -> Any:
+    """The YAML document, read in one pass, its size bounded first: the reader is pure Python (some
+    100 µs a token), so a megabyte of ``[1,1,…]`` took a minute and a half (two passes then)."""
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+    from ruamel.yaml.reader import ReaderError
+
+    if len(text) > MAX_SPEC_CHARS:
+        problem = f"{len(text)} characters is too long: a rollout spec is at most {MAX_SPEC_CHARS} (64 KiB)"
+        raise SpecError([("spec", problem)], source=source)
+    try:
+        return _guarded_yaml().load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}" if mark else "yaml"
+        raise SpecError([(where, str(exc.problem or exc))], source=source) from exc
+    except ReaderError as exc:  # a character YAML does not allow (a control character, say)
+        line = text.count("\n", 0, exc.position) + 1 if isinstance(exc.position, int) else 1
+        char = exc.character if isinstance(exc.character, str) else chr(exc.character)
+        raise SpecError([(f"line {line}", f"character {char!r} is not allowed in YAML")], source=source) from exc
+    except YAMLError as exc:
+        raise SpecError([("yaml", str(exc))], source=source) from exc
+
+
+def _guarded_yaml() -> Any:
+    """A round-trip YAML reader (it keeps each key's line) that refuses, while it composes and so
+    before anything is built, an alias (nested ones repeat their anchor exponentially: "billion
+    laughs") and nesting past ``MAX_NESTING`` (a RecursionError out of the composer)."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="rt")
+    yaml.Composer = _guarded_composer()
+    return yaml
+
+
+@functools.cache
+def _guarded_composer() -> type[Any]:
+    from ruamel.yaml.composer import Composer, ComposerError
+    from ruamel.yaml.events import AliasEvent, CollectionStartEvent
+
+    class GuardedComposer(Composer):
+        nesting = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            event = self.parser.peek_event()
+            if isinstance(event, AliasEvent):
+                problem = f"YAML aliases (*{event.anchor}) are not allowed: write the value out"
+                raise ComposerError(problem=problem, problem_mark=event.start_mark)
+            if not isinstance(event, CollectionStartEvent):
+                return super().compose_node(parent, index)
+            self.nesting += 1
+            if self.nesting > MAX_NESTING:
+                problem = f"nested more than {MAX_NESTING} levels deep; a rollout spec needs a handful"
+                raise ComposerError(problem=problem, problem_mark=event.start_mark)
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self.nesting -= 1
+
+    return GuardedComposer
+
+
+def plain(node: Any) -> Any:
+    """ruamel's commented containers as plain dicts and lists (pydantic wants plain types)."""
+    if isinstance(node, dict):
+        return {str(key): plain(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [plain(item) for item in node]
+    return node
+
+
+def where(document: Any, loc: tuple[int | str, ...], *, unions: tuple[str, ...] = ()) -> str:
+    """``spec.traffic.steps[1].weight (line 14)``: the path, and the line of its deepest part in the
+    YAML. ``unions`` are the names pydantic gives a union's members in a location, which the YAML
+    has no level for."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    path, line, node = "", 1, document
+    for part in loc:
+        if isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
+            path += f"[{part}]"
+            line = node.lc.item(part)[0] + 1
+            node = node[part]
+        elif isinstance(node, CommentedMap) and part in node:
+            path += f".{part}" if path else str(part)
+            line = node.lc.key(part)[0] + 1
+            node = node[part]
+        elif isinstance(node, CommentedMap) and (node.get("kind") == part or part in unions):
+            continue  # pydantic names the union member it tried (the kind); the YAML has no such level
+        else:
+            path += f".{part}" if path else str(part)
+            node = None
+    return f"{path or 'spec'} (line {line})"
