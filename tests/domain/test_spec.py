@@ -605,3 +605,18 @@ def test_a_spec_just_under_the_size_bound_is_read_in_one_pass(monkeypatch: pytes
     assert len(text) <= MAX_SPEC_CHARS
     assert load_spec(text).spec.endpoint == "fraud"
     assert len(parsers) == 1
+
+
+def test_a_zero_interval_or_keep_and_scores_out_of_order_are_refused_at_their_field() -> None:
+    """A judge's interval of 0 and a shadow lane keeping its predictions 0 s were accepted; so was a
+    marginal score above the pass score, which no score can fall between."""
+    analysis = _edit("  analysis:\n", "  analysis:\n    threshold: {interval: 0s}\n    mannWhitney: {passScore: 50}\n")
+    problems = _problems(analysis)
+    assert [where for where, _ in problems] == [
+        "spec.analysis.threshold.interval (line 14)",
+        "spec.analysis.mannWhitney (line 15)",
+    ]
+    assert "greater than 0" in problems[0][1]
+    assert "marginalScore (75) must not be above passScore (50)" in problems[1][1]
+    keep = _edit("  traffic:\n", "  traffic:\n    shadow: {keep: 0s}\n")
+    assert _problems(keep) == [("spec.traffic.shadow.keep (line 10)", "Input should be greater than 0")]

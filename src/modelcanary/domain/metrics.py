@@ -82,7 +82,7 @@ class ThresholdSettings(SpecModel):
     """Flagger's analysis: every ``interval`` each metric is checked on that interval's data alone,
     and the rollout rolls back after ``failed_checks`` failed checks."""
 
-    interval: Seconds = 60.0
+    interval: Seconds = Field(default=60.0, gt=0)
     failed_checks: int = Field(default=5, ge=1)
 
 
@@ -91,11 +91,18 @@ class MannWhitneySettings(SpecModel):
     ``confidence`` with an effect ``tolerance``, and a score (percent of metrics passing) against
     ``pass_score`` and ``marginal_score``."""
 
-    interval: Seconds = 60.0
+    interval: Seconds = Field(default=60.0, gt=0)
     confidence: float = Field(default=0.98, gt=0.5, lt=1)
     tolerance: float = Field(default=0.25, ge=0)
     pass_score: float = Field(default=95.0, ge=0, le=100)
     marginal_score: float = Field(default=75.0, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _ordered_scores(self) -> MannWhitneySettings:
+        if self.marginal_score > self.pass_score:
+            scores = f"marginalScore ({self.marginal_score:g}) must not be above passScore ({self.pass_score:g})"
+            raise ValueError(scores)
+        return self
 
 
 class Analysis(SpecModel):

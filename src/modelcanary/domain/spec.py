@@ -133,7 +133,7 @@ class Shadow(SpecModel):
         default=0.0, description="a shadow phase this long before the first step; 0: none, shadow beside the steps"
     )
     queue: int = Field(default=1000, ge=1, le=1_000_000)
-    keep: Seconds = 600.0
+    keep: Seconds = Field(default=600.0, gt=0)
 
 
 OTHER_SEGMENT = "other"  # where a request that matches no segment rule belongs
