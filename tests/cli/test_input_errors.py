@@ -173,3 +173,10 @@ def test_a_server_that_does_not_answer_like_a_control_api_is_a_clear_error(
     args = [str(spec) if arg == "SPEC" else arg for arg in command]
     result = _run(*args, "--server", not_a_control_api, "--token", "t")
     _refused(result, f"error: {not_a_control_api}/api/v1{path} did not answer like a modelcanary control API")
+
+
+@pytest.mark.parametrize("name", ["fraud/v2", "-fraud", "f" * 201])
+def test_a_gateway_endpoint_name_no_spec_could_give_is_a_usage_error(tmp_path: Path, name: str) -> None:
+    """``--endpoint fraud/v2=...`` served an endpoint no prediction route could reach."""
+    result = _run("gateway", "--endpoint", f"{name}=v2+http://127.0.0.1:9/models/m", "--workdir", str(tmp_path))
+    _refused(result, "Invalid value for '--endpoint'", f"endpoint name {name!r} must be letters, digits")

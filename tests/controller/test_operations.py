@@ -129,3 +129,20 @@ def test_a_confined_start_reads_policy_files_only_inside_the_policy_folder(
         confined=True,
     )
     assert started.policies == {"mine.rego": ALLOW}
+
+
+@pytest.mark.parametrize("store_url", ["sqlite", "postgresql"], indirect=True)
+def test_an_endpoint_of_the_longest_name_starts_and_runs(store_url: str, registry: MlflowRegistry) -> None:
+    """The rollout's id began with the whole endpoint name: past 41 characters it overflowed the
+    id's column (64), and PostgreSQL refused the start with a store error."""
+    endpoint = "e" * 200
+    text = spec("v2+http://127.0.0.1:9/models/a", "v2+http://127.0.0.1:9/models/b").replace("fraud", endpoint)
+    store = SqlStore(store_url)
+    try:
+        state = start_rollout(store, registry, text, source="test", actor="test")
+        assert len(state.id) <= 64 and state.id.startswith("e" * 40 + "-") and state.endpoint == endpoint
+        Controller(store=store, registry=registry).tick()
+        assert store.get(state.id)[0].phase is Phase.CANARY
+        assert store.routes()[endpoint].candidate is not None
+    finally:
+        store.close()

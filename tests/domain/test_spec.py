@@ -620,3 +620,29 @@ def test_a_zero_interval_or_keep_and_scores_out_of_order_are_refused_at_their_fi
     assert "marginalScore (75) must not be above passScore (50)" in problems[1][1]
     keep = _edit("  traffic:\n", "  traffic:\n    shadow: {keep: 0s}\n")
     assert _problems(keep) == [("spec.traffic.shadow.keep (line 10)", "Input should be greater than 0")]
+
+
+def test_an_endpoint_name_past_the_stores_column_is_refused_at_its_line() -> None:
+    """A 5,000-character endpoint was accepted; the store's column holds 200 (PostgreSQL refused the
+    row at start with a store error, SQLite kept it)."""
+    assert load_spec(_edit("endpoint: fraud", "endpoint: " + "f" * 200)).spec.endpoint == "f" * 200
+    problems = _problems(_edit("endpoint: fraud", "endpoint: " + "f" * 201))
+    assert problems == [("spec.endpoint (line 6)", "String should have at most 200 characters")]
+
+
+@pytest.mark.parametrize(
+    ("alias", "problem"),
+    [
+        ("champion v2", "String should match pattern '^[A-Za-z0-9_-]+$'"),
+        ("a" * 201, "String should have at most 200 characters"),
+        ("Latest", "Value error, 'Latest' is reserved by MLflow for a version; name the alias otherwise"),
+        ("v3", "Value error, 'v3' is reserved by MLflow for a version; name the alias otherwise"),
+    ],
+)
+def test_an_alias_mlflow_would_refuse_is_refused_at_its_line(alias: str, problem: str) -> None:
+    """setAlias was any text: one MLflow refuses failed only at promotion, as an alias move retried for ever."""
+    text = MINIMAL + f"  onSuccess: {{setAlias: '{alias}'}}\n"
+    assert _problems(text) == [("spec.onSuccess.setAlias (line 16)", problem)]
+    assert (
+        load_spec(MINIMAL + "  onSuccess: {setAlias: challenger-2_b}\n").spec.on_success.set_alias == "challenger-2_b"
+    )

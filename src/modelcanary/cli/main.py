@@ -152,6 +152,7 @@ def gateway_command(
     over their endpoints) and writes its telemetry there. Run as many as you like behind a load
     balancer; the controller adds their telemetry up."""
     from modelcanary.adapters.backends.refs import default_backend
+    from modelcanary.domain.specbase import check_endpoint_name
     from modelcanary.domain.state import Route, remote_version
     from modelcanary.gateway import server
     from modelcanary.gateway.app import Gateway, StaticRoutes, create_app
@@ -164,6 +165,7 @@ def gateway_command(
         if not name or not uri:
             raise click.BadParameter(f"expected NAME=MODEL_REF, got {entry!r}", param_hint="'--endpoint'")
         try:
+            check_endpoint_name(name)
             remote = remote_version(uri)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="'--endpoint'") from exc

@@ -51,7 +51,9 @@ def start_rollout(
     _check_serving(store, spec, baseline)
     candidate = remote_version(spec.spec.candidate) or registry.resolve(spec.spec.candidate)
     at = time.time() if now is None else now
-    rollout_id = f"{spec.spec.endpoint}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime(at))}-{uuid.uuid4().hex[:6]}"
+    # at most 63 characters, the store's column being 64: a long endpoint name is cut in the id
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(at))
+    rollout_id = f"{spec.spec.endpoint[:40]}-{stamp}-{uuid.uuid4().hex[:6]}"
     state = new_state(spec, rollout_id=rollout_id, baseline=baseline, candidate=candidate, now=at)
     # the registry knows only its own versions: a remote model's ref names no run in it (its
     # version number, if any, is the remote server's), so it has no lineage here

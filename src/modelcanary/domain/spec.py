@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import itertools
 import math
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -38,7 +39,7 @@ from pydantic import (
 
 from modelcanary.domain.errors import SpecError
 from modelcanary.domain.metrics import Analysis
-from modelcanary.domain.specbase import HttpUrl, ModelUri, Seconds, SpecModel
+from modelcanary.domain.specbase import EndpointName, HttpUrl, ModelUri, Seconds, SpecModel
 from modelcanary.domain.specyaml import plain, read_yaml, where
 
 
@@ -236,7 +237,21 @@ class Traffic(SpecModel):
 
 
 class OnSuccess(SpecModel):
-    set_alias: str | None = Field(default=None, description="registry alias moved to the candidate on promotion")
+    # MLflow's alias rules, checked here so that a promotion cannot end in an alias move the
+    # registry refuses, retried for ever; 200 characters keeps the action's key within its column
+    set_alias: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        max_length=200,
+        description="registry alias moved to the candidate on promotion",
+    )
+
+    @field_validator("set_alias")
+    @classmethod
+    def _not_reserved(cls, value: str | None) -> str | None:
+        if value is not None and (value.lower() == "latest" or re.fullmatch(r"[vV][0-9]+", value)):
+            raise ValueError(f"{value!r} is reserved by MLflow for a version; name the alias otherwise")
+        return value
 
 
 class OnFailure(SpecModel):
@@ -350,7 +365,7 @@ _PROMETHEUS_KINDS = ("error_rate", "latency")
 
 
 class Body(SpecModel):
-    endpoint: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    endpoint: EndpointName
     baseline: ModelUri
     candidate: ModelUri
     traffic: Traffic

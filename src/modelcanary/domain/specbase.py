@@ -3,6 +3,7 @@ refused, frozen) and the field types read from text (durations, model refs, URLs
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -45,6 +46,28 @@ def _http_url(url: str) -> str:
 
 
 HttpUrl = Annotated[str, Field(pattern=r"^https?://\S+$"), AfterValidator(_http_url)]
+
+# An endpoint's name: one path segment of its prediction routes (/v2/models/NAME/infer), within the
+# store's column (200), whether a spec or ``gateway --endpoint`` names it
+ENDPOINT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+ENDPOINT_CHARS = 200
+EndpointName = Annotated[str, Field(pattern=ENDPOINT_PATTERN, max_length=ENDPOINT_CHARS)]
+
+
+def check_endpoint_name(name: str) -> str:
+    """``name`` if it is one an endpoint may have, else a ValueError saying what it may be.
+
+    >>> check_endpoint_name("fraud/v2")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: endpoint name 'fraud/v2' must be letters, digits, '_', '.' and '-', starting with a letter ...
+    """
+    if len(name) > ENDPOINT_CHARS or not re.match(ENDPOINT_PATTERN, name):
+        raise ValueError(
+            f"endpoint name {name!r} must be letters, digits, '_', '.' and '-', starting with a letter or digit, "
+            f"at most {ENDPOINT_CHARS} characters"
+        )
+    return name
 
 
 class SpecModel(BaseModel):
