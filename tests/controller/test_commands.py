@@ -51,7 +51,7 @@ def test_the_controller_command_goes_on_after_a_tick_that_raised(
         os.kill(os.getpid(), signal.SIGTERM)  # the command's own handler: a clean stop
         return []
 
-    monkeypatch.setattr(Controller, "tick", tick)
+    monkeypatch.setattr(Controller, "decide", tick)
     handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
     args = ["controller", "--tick", "0.01", "--workdir", str(tmp_path), "--registry", f"sqlite:///{tmp_path}/r.db"]
     try:

@@ -7,6 +7,7 @@ import asyncio
 import gc
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -588,7 +589,7 @@ def test_run_counts_the_interval_from_each_ticks_start(controller: Controller, m
         if len(waits) == 3:
             raise asyncio.CancelledError
 
-    monkeypatch.setattr(controller, "tick", tick)
+    monkeypatch.setattr(controller, "decide", tick)
     monkeypatch.setattr("modelcanary.controller.loop.time.monotonic", lambda: now[0])
     monkeypatch.setattr("modelcanary.controller.loop.asyncio.sleep", sleep)
     with pytest.raises(asyncio.CancelledError):
@@ -611,13 +612,55 @@ def test_run_goes_on_ticking_after_an_error_that_is_not_modelcanarys(
         if len(ticks) == 2:
             raise asyncio.CancelledError
 
-    monkeypatch.setattr(controller, "tick", tick)
+    monkeypatch.setattr(controller, "decide", tick)
     monkeypatch.setattr("modelcanary.controller.loop.asyncio.sleep", sleep)
     with pytest.raises(asyncio.CancelledError), caplog.at_level(logging.ERROR, logger="modelcanary.controller"):
         asyncio.run(controller.run(interval_s=1.0))
     assert ticks == ["tick", "tick"]
     (logged,) = caplog.records
     assert logged.exc_info is not None and "KeyError: 'a bug'" in caplog.text  # with its traceback
+
+
+def test_a_hanging_side_effect_does_not_delay_a_decision(store: SqlStore) -> None:
+    """A promotion's alias move hangs in the registry; meanwhile ``run`` goes on deciding, and a
+    rollout started then enters its first step. In the tick, the side effects ran after the
+    decisions, so every rollout waited for the registry's timeout."""
+    entered, release = threading.Event(), threading.Event()
+
+    class HangingRegistry(FakeRegistry):
+        def set_alias(self, name: str, alias: str, version: str) -> None:
+            entered.set()
+            release.wait(30)
+            super().set_alias(name, alias, version)
+
+    hanging = HangingRegistry(registry().versions, registry().aliases)
+    controller = Controller(store=store, registry=hanging)
+    first = start_rollout(store, hanging, spec_text(), source="test", actor="alice")
+    controller.tick()
+    run_command(store, first.id, Command.PROMOTE, actor="alice")  # its alias move is now pending
+
+    async def meanwhile() -> RolloutState:
+        task = asyncio.create_task(controller.run(interval_s=0.02))
+        try:
+            assert await asyncio.to_thread(entered.wait, 10)  # the alias move is in the registry, hanging
+            second = start_rollout(store, hanging, spec_text(endpoint="churn"), source="test", actor="alice")
+            for _ in range(200):
+                if current(store, second.id).phase is Phase.CANARY:
+                    break
+                await asyncio.sleep(0.01)
+            assert not release.is_set() and store.pending_actions()  # decided while the move still hung
+            release.set()
+            for _ in range(200):
+                if not store.pending_actions():
+                    break
+                await asyncio.sleep(0.01)
+            return current(store, second.id)
+        finally:
+            release.set()
+            task.cancel()
+
+    assert asyncio.run(meanwhile()).phase is Phase.CANARY
+    assert hanging.aliases[("fraud", "champion")] == "2" and store.pending_actions() == []
 
 
 # -- several controllers: the lease and its fencing token -----------------------------------------

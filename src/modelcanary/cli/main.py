@@ -230,7 +230,7 @@ def controller_command(
     within --lease-ttl seconds. SIGTERM or Ctrl-C hands the lease over at once."""
     import signal
 
-    from modelcanary.controller.loop import Controller
+    from modelcanary.controller.loop import ActionThread, Controller
     from modelcanary.controller.shards import Shards
 
     if lease_ttl <= tick:  # the lease would run out between two renewals, and leaders alternate
@@ -252,13 +252,17 @@ def controller_command(
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     click.echo(f"controller {controller.holder} on {space.store_url}", err=True)
-    while not stopping:
-        # the next tick is due an interval after this one started, not after it ended: every
-        # rollout is judged each --tick seconds as long as a tick takes less
-        deadline = time.monotonic() + tick
-        controller.tick_or_hold()
-        while not stopping and time.monotonic() < deadline:
-            time.sleep(min(0.05, tick))
+    # side effects on a thread of their own; on the way out, the one running is let finish
+    # (within half the lease) before the lease is handed over
+    with ActionThread(controller, tick, join_s=lease_ttl / 2) as actions:
+        while not stopping:
+            # the next tick is due an interval after this one started, not after it ended: every
+            # rollout is judged each --tick seconds as long as a tick takes less
+            deadline = time.monotonic() + tick
+            controller.decide_or_hold()
+            actions.wake()
+            while not stopping and time.monotonic() < deadline:
+                time.sleep(min(0.05, tick))
     controller.step_down()
     if controller.shards is not None:
         controller.shards.close()

@@ -1,6 +1,8 @@
 """The control loop: for each active rollout, sum its telemetry, judge, decide, save; then run the
 side effects the saved decisions asked for. Decisions are saved before any side effect, so a crash
-between the two only leaves actions pending, and they run on the next tick.
+between the two only leaves actions pending, and they run on the next tick. A long-running
+controller runs the side effects on a thread of their own (``ActionThread``), so that a registry
+or a webhook receiver that hangs never delays a decision.
 
 Several controllers may share one store: given a ``holder`` name, a controller acts only while it
 holds the ``controller`` lease, renewed every tick, and every write it makes carries the lease's
@@ -24,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -155,25 +158,32 @@ class Controller:
                 log.exception("rollout %s: its saved spec no longer loads; holding it", rollout_id)
 
     def tick(self) -> list[RolloutState]:
+        """``decide``, then run the side effects, in this thread (the long-running loops run them on
+        a thread of their own: ``ActionThread``). The states whose phase or step changed."""
+        changed = self.decide()
+        self.run_actions()  # none once the lease is lost, this tick or while they run
+        return changed
+
+    def decide(self) -> list[RolloutState]:
         """Decide once for every active rollout, and save every decision in one transaction (each
-        rollout on its own compare-and-set); then run the side effects. The states whose phase or
-        step changed."""
+        rollout on its own compare-and-set); no side effect. The states whose phase or step changed."""
         if not self.lead():
             return []
         with collector_paused():
-            changed = self._decide_all()
-        self.run_actions()  # none once the lease is lost, this tick or while they run
-        return changed
+            return self._decide_all()
 
     def tick_or_hold(self) -> None:
         """One tick that never raises: an error holds every rollout until the next tick, logged
         (with its traceback when it is not one of modelcanary's own)."""
-        try:
-            self.tick()
-        except ModelcanaryError as exc:  # the store is unreachable, say: decide nothing until it is back
-            log.warning("controller tick failed; holding every rollout until the next one: %s", exc)
-        except Exception:
-            log.exception("controller tick failed; holding every rollout until the next one")
+        _or_hold("tick", self.tick)
+
+    def decide_or_hold(self) -> None:
+        """``decide``, never raising, as ``tick_or_hold``."""
+        _or_hold("tick", self.decide)
+
+    def actions_or_hold(self) -> None:
+        """``run_actions``, never raising: an error leaves the actions pending until the next run."""
+        _or_hold("side effects' run", self.run_actions)
 
     def _decide_all(self) -> list[RolloutState]:
         """Decide and save every active rollout: all of them here, or with ``shards`` this
@@ -342,6 +352,11 @@ class Controller:
                 continue
             if not self._still_leading():
                 return
+            # the lease this action runs under: ``decide`` may lose it meanwhile, on another thread,
+            # and a done-mark without a fence would then go unchecked
+            fence = self.fence
+            if self.holder is not None and fence is None:
+                return
             error, final = None, False
             try:
                 self._run(action)
@@ -363,7 +378,7 @@ class Controller:
             else:
                 self._retries.pop(action_id, None)
             try:
-                self.store.mark_done(action_id, error=error, fence=self.fence, final=final)
+                self.store.mark_done(action_id, error=error, fence=fence, final=final)
             except Fenced as exc:  # it ran, and runs again under the new leader: every action is idempotent
                 log.warning("%s", exc)
                 self.fence = None
@@ -383,10 +398,60 @@ class Controller:
             self.notifier.deliver(dict(payload))
 
     async def run(self, *, interval_s: float = 1.0) -> None:
-        """Tick every ``interval_s`` until cancelled, counted from each tick's start (a tick that
-        took 0.3 s followed by a full interval's sleep would judge every rollout each 1.3 s); store
-        calls run in a thread so the gateway's loop stays free."""
-        while True:
-            started = time.monotonic()
-            await asyncio.to_thread(self.tick_or_hold)
-            await asyncio.sleep(max(0.0, started + interval_s - time.monotonic()))
+        """Decide every ``interval_s`` until cancelled, counted from each tick's start (a tick that
+        took 0.3 s followed by a full interval's sleep would judge every rollout each 1.3 s), with
+        the side effects on an ``ActionThread``; store calls run in a thread so the gateway's loop
+        stays free."""
+        with ActionThread(self, interval_s) as actions:
+            while True:
+                started = time.monotonic()
+                await asyncio.to_thread(self.decide_or_hold)
+                actions.wake()
+                await asyncio.sleep(max(0.0, started + interval_s - time.monotonic()))
+
+
+def _or_hold(what: str, step: Callable[[], object]) -> None:
+    try:
+        step()
+    except ModelcanaryError as exc:  # the store is unreachable, say: decide nothing until it is back
+        log.warning("controller %s failed; holding every rollout until the next one: %s", what, exc)
+    except Exception:
+        log.exception("controller %s failed; holding every rollout until the next one", what)
+
+
+class ActionThread:
+    """A controller's side effects (registry alias moves and tags, webhooks) on a thread of their
+    own, so that a registry or a receiver that hangs until its timeout never delays a decision: in
+    the tick, one dead webhook held every rollout's next judgement (a rollback among them) by up to
+    its 5 s deadline, and a dead registry by its retries, once per backoff. It runs the pending
+    actions whenever woken (after each tick's decisions are saved) and at least every
+    ``interval_s``. A context manager: started on entry, told to stop on exit, where it is waited
+    for up to ``join_s`` (0: not at all; it is a daemon thread, and stops after the action it is in)."""
+
+    def __init__(self, controller: Controller, interval_s: float, *, join_s: float = 0.0) -> None:
+        self.controller = controller
+        self.interval_s = interval_s
+        self.join_s = join_s
+        self._due = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="modelcanary-actions", daemon=True)
+
+    def __enter__(self) -> ActionThread:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stopping = True
+        self._due.set()
+        if self.join_s > 0:
+            self._thread.join(self.join_s)
+
+    def wake(self) -> None:
+        self._due.set()
+
+    def _loop(self) -> None:
+        while not self._stopping:
+            self._due.wait(self.interval_s)
+            self._due.clear()
+            if not self._stopping:
+                self.controller.actions_or_hold()
