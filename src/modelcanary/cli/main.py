@@ -252,17 +252,17 @@ def controller_command(
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     click.echo(f"controller {controller.holder} on {space.store_url}", err=True)
-    # side effects on a thread of their own; on the way out, the one running is let finish
-    # (within half the lease) before the lease is handed over
-    with ActionThread(controller, tick, join_s=lease_ttl / 2) as actions:
-        while not stopping:
-            # the next tick is due an interval after this one started, not after it ended: every
-            # rollout is judged each --tick seconds as long as a tick takes less
-            deadline = time.monotonic() + tick
-            controller.decide_or_hold()
-            actions.wake()
-            while not stopping and time.monotonic() < deadline:
-                time.sleep(min(0.05, tick))
+    actions = ActionThread(controller, tick)  # side effects on a thread of their own
+    actions.start()
+    while not stopping:
+        # the next tick is due an interval after this one started, not after it ended: every
+        # rollout is judged each --tick seconds as long as a tick takes less
+        deadline = time.monotonic() + tick
+        controller.decide_or_hold()
+        actions.wake()
+        while not stopping and time.monotonic() < deadline:
+            time.sleep(min(0.05, tick))
+    actions.stop(lease_ttl / 2)  # the one in progress may finish before the lease is handed over
     controller.step_down()
     if controller.shards is not None:
         controller.shards.close()

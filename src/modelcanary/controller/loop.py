@@ -397,17 +397,21 @@ class Controller:
                 self.notifier = WebhookNotifier()
             self.notifier.deliver(dict(payload))
 
-    async def run(self, *, interval_s: float = 1.0) -> None:
+    async def run(self, *, interval_s: float = 1.0, drain_s: float = 5.0) -> None:
         """Decide every ``interval_s`` until cancelled, counted from each tick's start (a tick that
         took 0.3 s followed by a full interval's sleep would judge every rollout each 1.3 s), with
         the side effects on an ``ActionThread``; store calls run in a thread so the gateway's loop
-        stays free."""
-        with ActionThread(self, interval_s) as actions:
+        stays free. Cancelled, it lets the side effect in progress finish, for up to ``drain_s``."""
+        actions = ActionThread(self, interval_s)
+        actions.start()
+        try:
             while True:
                 started = time.monotonic()
                 await asyncio.to_thread(self.decide_or_hold)
                 actions.wake()
                 await asyncio.sleep(max(0.0, started + interval_s - time.monotonic()))
+        finally:
+            await asyncio.to_thread(actions.stop, drain_s)
 
 
 def _or_hold(what: str, step: Callable[[], object]) -> None:
@@ -425,29 +429,28 @@ class ActionThread:
     the tick, one dead webhook held every rollout's next judgement (a rollback among them) by up to
     its 5 s deadline, and a dead registry by its retries, once per backoff. It runs the pending
     actions whenever woken (after each tick's decisions are saved) and at least every
-    ``interval_s``. A context manager: started on entry, told to stop on exit, where it is waited
-    for up to ``join_s`` (0: not at all; it is a daemon thread, and stops after the action it is in)."""
+    ``interval_s``, until ``stop``."""
 
-    def __init__(self, controller: Controller, interval_s: float, *, join_s: float = 0.0) -> None:
+    def __init__(self, controller: Controller, interval_s: float) -> None:
         self.controller = controller
         self.interval_s = interval_s
-        self.join_s = join_s
         self._due = threading.Event()
         self._stopping = False
+        # a daemon: a process that exits without ``stop`` is not held up by it; an action cut
+        # short stays pending in the store, and the next leader runs it
         self._thread = threading.Thread(target=self._loop, name="modelcanary-actions", daemon=True)
 
-    def __enter__(self) -> ActionThread:
+    def start(self) -> None:
         self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stopping = True
-        self._due.set()
-        if self.join_s > 0:
-            self._thread.join(self.join_s)
 
     def wake(self) -> None:
         self._due.set()
+
+    def stop(self, wait_s: float) -> None:
+        """Run no more actions; wait up to ``wait_s`` for the one in progress to finish."""
+        self._stopping = True
+        self._due.set()
+        self._thread.join(wait_s)
 
     def _loop(self) -> None:
         while not self._stopping:
