@@ -180,3 +180,10 @@ def test_a_gateway_endpoint_name_no_spec_could_give_is_a_usage_error(tmp_path: P
     """``--endpoint fraud/v2=...`` served an endpoint no prediction route could reach."""
     result = _run("gateway", "--endpoint", f"{name}=v2+http://127.0.0.1:9/models/m", "--workdir", str(tmp_path))
     _refused(result, "Invalid value for '--endpoint'", f"endpoint name {name!r} must be letters, digits")
+
+
+@pytest.mark.parametrize("name", ["", "c" * 151])
+def test_a_controller_name_the_lease_cannot_hold_is_a_usage_error(tmp_path: Path, name: str) -> None:
+    """A 201-character --name failed every tick on PostgreSQL (the lease's holder column is 200)."""
+    result = _run("controller", "--name", name, "--workdir", str(tmp_path))
+    _refused(result, "Invalid value for '--name'", "give 1 to 150 characters")

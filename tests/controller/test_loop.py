@@ -356,6 +356,31 @@ def both_failing(controller: Controller, store: SqlStore, fake: FakeRegistry, cl
     return states
 
 
+def test_of_two_pending_moves_of_one_alias_only_the_newest_is_made(store: SqlStore, clock: Clock) -> None:
+    """fraud v2 is promoted while the registry is down, then v3 over it. Each move backed off on its
+    own, so the older, retried later, put @champion back on v2 once the registry was back."""
+    down = FlakyRegistry(failures=1_000)
+    down.versions["fraud"].append("3")
+    controller = Controller(store=store, registry=down, clock=clock, retry_backoff_s=8)
+    first = start(store, down, clock)
+    controller.tick()
+    run_command(store, first.id, Command.PROMOTE, actor="alice")  # @champion -> 2, pending
+    controller.run_actions()  # fails: the next try is 8 s away
+    clock.now += 5
+    text = spec_text(candidate="models:/fraud/3").replace('"models:/fraud@champion"', '"models:/fraud/2"')
+    second = start_rollout(store, down, text, source="test", actor="alice", now=clock.now)
+    controller.tick()
+    run_command(store, second.id, Command.PROMOTE, actor="alice")  # @champion -> 3, pending
+    down.failures = 0  # the registry is back
+    controller.run_actions()
+    clock.now += 20
+    controller.run_actions()
+    assert down.aliases[("fraud", "champion")] == "3" and store.pending_actions() == []
+    failed = [event for event in store.audit_events() if event["action"] == "action.failed"]
+    assert [event["detail"]["key"] for event in failed] == [f"{first.id}:set_alias:champion"]
+    assert failed[0]["detail"]["error"].startswith("superseded: a later promotion moves fraud@champion")
+
+
 def test_an_action_raising_a_foreign_error_is_recorded_and_those_after_it_still_run(
     store: SqlStore, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -739,6 +764,46 @@ class StallingStore:
             stall, self.stall = self.stall, None
             stall()
         return self.inner.pending_actions()
+
+
+def test_a_lease_lost_under_a_side_effect_fences_the_decisions_of_that_tick(store: SqlStore, clock: Clock) -> None:
+    """The side effects' thread is in a tag past a's lease; the decisions' thread takes the lease
+    again (a new token); the tag's done-mark, with the old token, is refused. That cleared the
+    fence the decisions were then saved with, and a write without a fence goes unchecked: a's
+    decisions were saved after b had taken the lease."""
+    entered, go = threading.Event(), threading.Event()
+
+    class SlowRegistry(FakeRegistry):
+        slow = False
+
+        def set_tag(self, name: str, version: str, key: str, value: str) -> None:
+            if self.slow:
+                entered.set()
+                go.wait(10)
+            super().set_tag(name, version, key, value)
+
+    slow = SlowRegistry(registry().versions, registry().aliases)
+    both_failing(Controller(store=store, registry=slow, clock=clock), store, slow, clock)
+    assert len(Controller(store=store, registry=slow, clock=clock).decide()) == 2  # their tags pending
+    fresh = start(store, slow, clock)  # for a to decide
+
+    class Hook(StallingStore):
+        def read_telemetry_many(self, ids: list[str]) -> Any:
+            go.set()  # the tag finishes now, and its done-mark is refused
+            side_effects.join()
+            assert store.acquire_lease("controller", "b", ttl_s=10, now=clock.now + 100) is not None
+            return self.inner.read_telemetry_many(ids)
+
+    a = Controller(store=Hook(store), registry=slow, clock=clock, holder="a", lease_ttl_s=10)
+    assert a.lead()
+    slow.slow = True
+    side_effects = threading.Thread(target=a.run_actions)
+    side_effects.start()
+    assert entered.wait(10)
+    clock.now += 20  # past a's lease: its next tick takes the lease again, with a new token
+    assert a.decide() == []
+    assert current(store, fresh.id).phase is Phase.PENDING  # nothing saved under b's lease
+    assert a.fence is None
 
 
 @pytest.mark.parametrize("stall_at", ["deciding", "before its actions", "in an action"])

@@ -88,11 +88,11 @@ def serve(
         routes=state_store,
         backend=default_backend(),
         telemetry=state_store,
-        source=gateway_source(),
+        source=process_name(),
     )
     # the lease outlives a few ticks (10 s, the controller command's default, unless ticks are long)
     lease_ttl = max(10.0, 3 * tick)
-    controller = Controller(store=state_store, registry=model_registry, holder=_holder(), lease_ttl_s=lease_ttl)
+    controller = Controller(store=state_store, registry=model_registry, holder=process_name(), lease_ttl_s=lease_ttl)
     app = create_app(
         gateway,
         background=[lambda: controller.run(interval_s=tick)],
@@ -183,7 +183,7 @@ def gateway_command(
         routes=StaticRoutes(static, state_store),
         backend=default_backend(batching=batching),
         telemetry=state_store,
-        source=gateway_source(),
+        source=process_name(),
         max_body_bytes=max_body_bytes,
         max_rows=max_rows,
     )
@@ -207,7 +207,12 @@ def gateway_command(
     type=_SECONDS,
     help="seconds a silent leader keeps the lease; longer than --tick",
 )
-@click.option("--name", help="this controller's name in the lease [default: host-pid]")
+@click.option(
+    "--name",
+    type=click.STRING,
+    callback=lambda _ctx, _param, value: _short_name(value),
+    help="this controller's name in the lease, which adds a random suffix [default: host-pid]",
+)
 @click.option(
     "--processes",
     default=1,
@@ -239,7 +244,7 @@ def controller_command(
     controller = Controller(
         store=space.store(),
         registry=space.registry(),
-        holder=name or _holder(),
+        holder=process_name(name),
         lease_ttl_s=lease_ttl,
         shards=Shards(space.store_url, processes) if processes > 1 else None,
     )
@@ -372,15 +377,20 @@ def demo(
         write_output(json_path, json.dumps(summary, indent=2))
 
 
-def _holder() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
+def _short_name(name: str | None) -> str | None:
+    # the lease's holder column holds 200 characters, the suffix and host-pid included
+    if name is not None and not 0 < len(name) <= 150:
+        raise click.BadParameter("give 1 to 150 characters", param_hint="'--name'")
+    return name
 
 
-def gateway_source() -> str:
-    """A gateway process's name on its telemetry rows, new at every start. Each flush overwrites the
-    rows of its source with the process's totals, so a restarted container (same hostname, pid 1
-    again) named as before would overwrite the counts its previous process flushed with its own."""
-    return f"{_holder()}-{secrets.token_hex(4)}"
+def process_name(name: str | None = None) -> str:
+    """A process's name in the store, new at every start: ``name`` (default: host-pid) and a random
+    suffix. A gateway's telemetry rows: each flush overwrites the rows of its source with the
+    process's totals, so a restarted container (same hostname, pid 1 again) named as before would
+    overwrite the counts its previous process flushed. A controller's lease: two controllers of
+    one name (every replica started with the same --name) both held it, with one fencing token."""
+    return f"{name or f'{socket.gethostname()}-{os.getpid()}'}-{secrets.token_hex(4)}"
 
 
 register(cli, workspace_options=workspace_options, errors_to_exit=errors_to_exit, actor=local_actor)

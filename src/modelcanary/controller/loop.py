@@ -135,6 +135,16 @@ class Controller:
             return False
         return self.clock() - self._leased_at < self.lease_ttl_s / 2 or self.lead()
 
+    def _write_fence(self) -> Fence | None:
+        """The fence a write carries: the lease's, or, without a lease (embedded, or a shard worker,
+        which is given its leader's), None. A controller that has a holder but no lease any more is
+        ``Fenced``: a write with no fence goes unchecked, and the side effects' thread may have
+        just learnt that the lease moved."""
+        fence = self.fence
+        if fence is None and self.holder is not None:
+            raise Fenced(f"{self.holder}: no longer holds the lease")
+        return fence
+
     def step_down(self) -> None:
         """Release the lease on a clean shutdown, so another controller takes over at once."""
         if self.holder is not None and self.fence is not None:
@@ -200,7 +210,7 @@ class Controller:
             return []
 
     def _decide_shared(self, shards: Shards) -> list[RolloutState]:
-        started = shards.submit(self.clock(), self.fence)
+        started = shards.submit(self.clock(), self._write_fence())
         changed: list[RolloutState] = []
         fenced: Fenced | None = None
         try:
@@ -242,7 +252,7 @@ class Controller:
             if outcome is not None:
                 decided.append(outcome)
         results = (
-            self.store.save_many([(outcome, outcome.state.version) for outcome in decided], fence=self.fence)
+            self.store.save_many([(outcome, outcome.state.version) for outcome in decided], fence=self._write_fence())
             if decided
             else []
         )
@@ -294,7 +304,7 @@ class Controller:
         if rows and not self._still_leading():
             raise Fenced(f"{self.holder}: the lease passed to another controller while reading metric sources")
         for name, read_rows in rows.items():
-            self.store.write_telemetry(name, read_rows, fence=self.fence)
+            self.store.write_telemetry(name, read_rows, fence=self._write_fence())
 
     def _source(self, name: str) -> MetricSource:
         if self.sources is None:
@@ -345,10 +355,14 @@ class Controller:
         is kept in memory: a restart tries at once. Stops once the lease passes to another
         controller, which runs the rest."""
         now = self.clock()
-        for action_id, action in self.store.pending_actions():
-            notify = action.kind is ActionKind.NOTIFY
-            failures, next_try = self._retries.get(action_id, (0, now))
-            if now < next_try:
+        pending = self.store.pending_actions()
+        # of the alias moves pending for one alias, only the newest is made: each backs off on its
+        # own, so after an outage an older promotion's move, retried later, put the alias back
+        newest = {_alias_of(action): action_id for action_id, action in pending if action.kind is ActionKind.SET_ALIAS}
+        for action_id, action in pending:
+            next_try = self._retries.get(action_id, (0, now))[1]
+            superseded = action.kind is ActionKind.SET_ALIAS and newest[_alias_of(action)] != action_id
+            if now < next_try and not superseded:
                 continue
             if not self._still_leading():
                 return
@@ -357,32 +371,46 @@ class Controller:
             fence = self.fence
             if self.holder is not None and fence is None:
                 return
-            error, final = None, False
-            try:
-                self._run(action)
-            except Exception as exc:
-                ours = isinstance(exc, ModelcanaryError)
-                reason = str(exc) if ours else f"{type(exc).__name__}: {exc}"
-                failures += 1
-                final = notify and failures >= self.notify_attempts
-                if final:
-                    self._retries.pop(action_id, None)
-                    what = f"notification {action.key} failed {failures} times, giving up"
-                else:
-                    wait = min(self.retry_backoff_s * 2 ** (failures - 1), self.retry_backoff_max_s)
-                    self._retries[action_id] = (failures, now + wait)
-                    what = f"action {action.key} failed, will retry"
-                # a foreign error is a bug, or an adapter letting one through: its traceback is logged
-                (log.warning if ours else log.exception)("%s: %s", what, reason)
-                error = f"gave up after {failures} attempts: {reason}" if final else reason
-            else:
+            error: str | None
+            if superseded:  # recorded, not made
                 self._retries.pop(action_id, None)
+                name, alias = _alias_of(action)
+                error, final = (
+                    f"superseded: a later promotion moves {name}@{alias} (action {newest[name, alias]})",
+                    True,
+                )
+            else:
+                error, final = self._attempt(action_id, action, now)
             try:
                 self.store.mark_done(action_id, error=error, fence=fence, final=final)
             except Fenced as exc:  # it ran, and runs again under the new leader: every action is idempotent
                 log.warning("%s", exc)
-                self.fence = None
+                if self.fence == fence:  # not a lease the decisions' thread has taken again since
+                    self.fence = None
                 return
+
+    def _attempt(self, action_id: int, action: Action, now: float) -> tuple[str | None, bool]:
+        """Run one action: its error (None if it worked), and whether that is final (a
+        notification given up); a failure that is not final is tried again after its backoff."""
+        try:
+            self._run(action)
+        except Exception as exc:
+            ours = isinstance(exc, ModelcanaryError)
+            reason = str(exc) if ours else f"{type(exc).__name__}: {exc}"
+            failures = self._retries.get(action_id, (0, now))[0] + 1
+            final = action.kind is ActionKind.NOTIFY and failures >= self.notify_attempts
+            if final:
+                self._retries.pop(action_id, None)
+                what = f"notification {action.key} failed {failures} times, giving up"
+            else:
+                wait = min(self.retry_backoff_s * 2 ** (failures - 1), self.retry_backoff_max_s)
+                self._retries[action_id] = (failures, now + wait)
+                what = f"action {action.key} failed, will retry"
+            # a foreign error is a bug, or an adapter letting one through: its traceback is logged
+            (log.warning if ours else log.exception)("%s: %s", what, reason)
+            return (f"gave up after {failures} attempts: {reason}" if final else reason), final
+        self._retries.pop(action_id, None)
+        return None, False
 
     def _run(self, action: Action) -> None:
         payload = action.payload
@@ -412,6 +440,10 @@ class Controller:
                 await asyncio.sleep(max(0.0, started + interval_s - time.monotonic()))
         finally:
             await asyncio.to_thread(actions.stop, drain_s)
+
+
+def _alias_of(action: Action) -> tuple[str, str]:
+    return str(action.payload["name"]), str(action.payload["alias"])
 
 
 def _or_hold(what: str, step: Callable[[], object]) -> None:
