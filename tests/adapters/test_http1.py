@@ -187,6 +187,43 @@ def test_no_answer_in_time_no_server_and_not_http_are_errors_and_the_connection_
     run(scenario())
 
 
+def test_a_response_past_the_size_bound_is_refused_whatever_its_framing_and_a_timeout_is_a_timeout(
+    run: Any,
+) -> None:
+    """A broken server streaming without end must not grow the gateway's memory without end: the
+    answer is refused at the chunk that passes the bound, and its connection dropped."""
+    big = b"x" * 1500
+    answers = {
+        b"sized": _ok(big),
+        b"chunked": b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+        + b"".join(b"100\r\n" + b"y" * 256 + b"\r\n" for _ in range(6))
+        + b"0\r\n\r\n",
+        b"until-close": b"HTTP/1.0 200 OK\r\n\r\n" + big,
+        b"fits": _ok(b"z" * 1000),
+    }
+
+    async def scripted(body: bytes) -> bytes:
+        if body == b"slow":
+            await asyncio.sleep(1.0)
+        return answers[body]
+
+    async def scenario() -> None:
+        server = Server(scripted)
+        server.close_after.add(b"until-close")
+        pool = Http1Pool("127.0.0.1", await server.start(), tls=False, max_response_bytes=1024, timeout_s=0.3)
+        for framing in (b"sized", b"chunked", b"until-close"):
+            with pytest.raises(HttpError, match="the response is larger than 1024 bytes"):
+                await pool.post("/a", framing)
+        assert await pool.post("/a", b"fits") == (200, b"z" * 1000)
+        assert pool.opened == 4  # each refused answer's connection was dropped
+        with pytest.raises(HttpError, match=r"no response within 0\.3 s") as caught:
+            await pool.post("/a", b"slow")
+        assert isinstance(caught.value, TimeoutError)  # so the gateway answers 504, not 502
+        server.close()
+
+    run(scenario())
+
+
 def test_a_caller_that_gives_up_leaves_no_connection_behind(run: Any) -> None:
     async def slow(body: bytes) -> bytes:
         await asyncio.sleep(0.3)

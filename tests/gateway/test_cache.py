@@ -3,9 +3,10 @@ the rows it is asked, hits in telemetry and in /metrics."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
-from modelcanary.domain.spec import Cache, StickyKey
+from modelcanary.domain.spec import Cache, CircuitBreaker, StickyKey
 from modelcanary.domain.state import ModelVersion, Route
 from modelcanary.domain.telemetry import Variant
 from modelcanary.engine.analysis import pair
@@ -63,6 +64,25 @@ def test_rows_are_keyed_on_names_and_values_whatever_the_column_order() -> None:
     assert again is not None and again.outputs == ["ab"]
     other = cache.lookup({"a": [2], "b": [1]})
     assert other is not None and other.missing == [0]
+
+
+def test_values_equal_in_python_but_of_another_type_are_another_row() -> None:
+    """1 == 1.0 == True in Python, but a model may answer each its own (a long column given 1.0,
+    a model that branches on the type): each is looked up as what it is."""
+    cache = PredictionCache(max_entries=10, ttl_s=60.0)
+    lookup = cache.lookup({"a": [1], "b": ["x"]})
+    assert lookup is not None
+    lookup.fill(["from 1"])
+    assert _ask(cache, 1) == [0]  # another row: no column b
+    for value in (1.0, True):
+        other = cache.lookup({"a": [value], "b": ["x"]})
+        assert other is not None and other.missing == [0], value
+        other.fill([f"from {value!r}"])
+    assert [cache.lookup({"a": [value], "b": ["x"]}).outputs for value in (1, 1.0, True)] == [  # type: ignore[union-attr]
+        ["from 1"],
+        ["from 1.0"],
+        ["from True"],
+    ]
 
 
 def test_unhashable_rows_skip_the_cache() -> None:
@@ -126,3 +146,48 @@ def test_repeated_rows_are_answered_from_the_cache(
     lane = 'endpoint="fraud",lane="live",variant="candidate"'
     assert f"modelcanary_cache_hits_total{{{lane}}} 5.0" in metrics
     assert f"modelcanary_cache_misses_total{{{lane}}} 3.0" in metrics
+
+
+def test_answers_from_the_cache_do_not_reset_the_breakers_count(
+    serve: Any, store: Any, registry: Any, mlflow_registry: Any, with_candidate: Any
+) -> None:
+    """The candidate goes down after answering one popular row, which keeps being asked: its cached
+    answers call no model, so they say nothing of its health, and three failures of rows it is asked
+    (with cached answers between them) take it out all the same."""
+    down = threading.Event()
+
+    def goes_down(inputs: dict[str, list[Any]]) -> list[Any]:
+        if down.is_set():
+            raise RuntimeError("the candidate is down")
+        return [[0.3, 0.7] for _ in inputs["amount"]]
+
+    store.put_route(
+        Route(
+            endpoint="fraud",
+            baseline=registry.resolve("models:/fraud@champion"),
+            candidate=registry.resolve("models:/fraud@challenger"),
+            weight=100.0,
+            rollout_id="r-cache-breaker",
+            breaker=CircuitBreaker(consecutive_failures=3),
+            cache=Cache(max_entries=100, ttl=600.0, variants=["candidate"]),
+        )
+    )
+    gateway = Gateway(routes=store, backend=with_candidate(goes_down), telemetry=store, source="gw-c")
+    running = serve.start(gateway)
+    popular, *others = mlflow_registry.rows[:4]
+    with running.client() as http:
+
+        def variant(row: dict[str, float]) -> str:
+            response = http.post("/v1/endpoints/fraud/invocations", json={"dataframe_records": [row]})
+            assert response.status_code == 200, response.text
+            return str(response.headers[VARIANT_HEADER])
+
+        assert variant(popular) == "candidate"
+        down.set()
+        seen = [variant(row) for other in others for row in (popular, other)]
+        assert seen == ["candidate", "baseline"] * 3
+        assert variant(popular) == "baseline"  # out: not even its cache answers
+    assert gateway.serving["fraud"].candidate is None
+    running.flush()
+    candidate = pair(store.read_telemetry("r-cache-breaker")).candidate
+    assert (candidate.requests, candidate.errors, candidate.breaker_trips) == (7, 3, 1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -109,6 +110,78 @@ def test_a_candidate_within_its_deadline_answers_from_the_pool(
     assert total.candidate.cpu_ms > 0  # measured on the worker thread it ran on
 
 
+def test_healthy_calls_beyond_the_pool_wait_for_a_worker_within_their_deadline(
+    serve: Any, store: Any, versions: Any, mlflow_registry: Any, with_candidate: Any
+) -> None:
+    """Twelve requests at once on four workers, each call 50 ms of a 5 s deadline: eight wait for a
+    worker, well within their deadline. Ordinary concurrency is not the candidate's failure (the
+    breaker, at 3, would have rolled a healthy candidate back)."""
+
+    def healthy(inputs: dict[str, list[Any]]) -> list[Any]:
+        time.sleep(0.05)
+        return [[0.25, 0.75] for _ in inputs["amount"]]
+
+    store.put_route(_route(versions, "r-burst", CircuitBreaker(consecutive_failures=3, deadline=5.0)))
+    gateway = Gateway(routes=store, backend=with_candidate(healthy), telemetry=store, source="gw-1")
+    running = serve.start(gateway)
+    rows = mlflow_registry.rows[:1]
+
+    def ask(who: int) -> str:
+        with running.client() as http:
+            response = http.post(
+                "/v1/endpoints/fraud/invocations", json=_records(rows), headers={"x-user-id": f"u{who}"}
+            )
+        assert response.status_code == 200, response.text
+        return str(response.headers[VARIANT_HEADER])
+
+    with ThreadPoolExecutor(12) as clients:
+        assert list(clients.map(ask, range(12))) == ["candidate"] * 12
+    assert (gateway.serving["fraud"].guard.failures, gateway.candidates.abandoned) == (0, 0)
+    running.flush()
+    total = pair(store.read_telemetry("r-burst"))
+    assert (total.candidate.requests, total.candidate.errors, total.candidate.breaker_trips) == (12, 0, 0)
+
+
+def test_only_calls_running_past_their_deadline_hold_workers_and_queued_ones_are_dropped(
+    serve: Any, store: Any, versions: Any, mlflow_registry: Any, with_candidate: Any
+) -> None:
+    """One worker, a candidate that hangs until let go, three requests at once: the first call runs
+    and hangs, the two behind it wait for the worker, and at the deadline all three are abandoned.
+    Only the running one holds the worker: the queued two never run. With the worker held, the next
+    call is not even started; once the hung call returns, the worker serves again."""
+    release = threading.Event()
+    started = itertools.count()
+
+    def hangs(inputs: dict[str, list[Any]]) -> list[Any]:
+        next(started)
+        release.wait(30)
+        return [[0.5, 0.5] for _ in inputs["amount"]]
+
+    store.put_route(_route(versions, "r-held", CircuitBreaker(consecutive_failures=1000, deadline=2.0)))
+    gateway = Gateway(routes=store, backend=with_candidate(hangs), telemetry=store, source="gw-1", candidate_workers=1)
+    running = serve.start(gateway)
+    rows = mlflow_registry.rows[:1]
+
+    def ask(who: int) -> str:
+        with running.client() as http:
+            response = http.post(
+                "/v1/endpoints/fraud/invocations", json=_records(rows), headers={"x-user-id": f"u{who}"}
+            )
+        assert response.status_code == 200, response.text
+        return str(response.headers[VARIANT_HEADER])
+
+    try:
+        with ThreadPoolExecutor(3) as clients:
+            assert list(clients.map(ask, range(3))) == ["baseline"] * 3
+        assert (gateway.candidates.abandoned, gateway.candidates.held) == (3, 1)
+        assert ask(3) == "baseline"  # not started: the one worker is held
+        assert (gateway.candidates.abandoned, next(started)) == (3, 1)  # only the first call ever ran
+    finally:
+        release.set()
+    wait_for(lambda: gateway.candidates.held == 0, "the hung call to return", timeout=10.0)
+    assert ask(4) == "candidate"
+
+
 def test_a_success_resets_the_count_of_failures_in_a_row(
     serve: Any, store: Any, pyfunc_backend: Any, versions: Any, mlflow_registry: Any, with_candidate: Any
 ) -> None:
@@ -198,3 +271,53 @@ def test_consecutive_failures_take_the_candidate_out_and_the_controller_rolls_ba
     assert rolled.phase is Phase.ROLLED_BACK
     assert rolled.reason.startswith("rolled back: circuit-breaker failed: the candidate failed 3 times in a row")
     assert store.routes()["fraud"].candidate is None
+
+
+def test_a_trip_while_a_new_routing_table_came_in_takes_the_candidate_out_of_the_new_one(
+    serve: Any, store: Any, versions: Any, mlflow_registry: Any, with_candidate: Any
+) -> None:
+    """The candidate's first call fails, but only after the gateway applied a new routing table (the
+    same rollout at another weight) while it ran: the breaker must take the candidate out of the
+    table now served, not only out of the one the failing request began with."""
+    calls = itertools.count()
+    running_first, fail_now = threading.Event(), threading.Event()
+
+    def fails_first(inputs: dict[str, list[Any]]) -> list[Any]:
+        if next(calls) == 0:
+            running_first.set()
+            fail_now.wait(30)
+            raise RuntimeError("the candidate crashed")
+        return [[0.5, 0.5] for _ in inputs["amount"]]
+
+    route = _route(versions, "r-race", CircuitBreaker(consecutive_failures=1, deadline=30.0))
+    store.put_route(route)
+    gateway = Gateway(routes=store, backend=with_candidate(fails_first), telemetry=store, source="gw-1")
+    running = serve.start(gateway)
+    rows = mlflow_registry.rows[:1]
+
+    def ask(who: int) -> str:
+        with running.client() as http:
+            response = http.post(
+                "/v1/endpoints/fraud/invocations", json=_records(rows), headers={"x-user-id": f"u{who}"}
+            )
+        assert response.status_code == 200, response.text
+        return str(response.headers[VARIANT_HEADER])
+
+    with ThreadPoolExecutor(1) as client:
+        first = client.submit(ask, 0)
+        try:
+            assert running_first.wait(10)
+            store.put_route(route.model_copy(update={"weight": 99.0}))
+            version = store.routes_version()
+            with running.client() as http:
+                wait_for(
+                    lambda: http.get("/v2/health/ready").json()["routes_version"] >= version,
+                    "the new routes",
+                    timeout=10.0,
+                )
+        finally:
+            fail_now.set()
+        assert first.result(10) == "baseline"
+    assert gateway.serving["fraud"].route.weight == 99.0 and gateway.serving["fraud"].candidate is None
+    assert [ask(who) for who in range(1, 11)] == ["baseline"] * 10
+    assert next(calls) == 1  # the candidate was not called again

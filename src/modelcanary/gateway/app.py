@@ -19,11 +19,11 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp
 
-from modelcanary.domain.errors import RequestError, UnknownEndpoint
+from modelcanary.domain.errors import BackendError, RequestError, UnknownEndpoint
 from modelcanary.domain.state import ModelVersion
 from modelcanary.domain.telemetry import Variant
 from modelcanary.gateway import endpoints, protocols, v2
-from modelcanary.gateway.cache import counted
+from modelcanary.gateway.cache import Lookup, counted
 from modelcanary.gateway.calls import cpu_ms_since, predict_async
 from modelcanary.gateway.entry import Entry, Handler, Reply
 from modelcanary.gateway.faults import CandidateRunner, DeadlineMissed, Ran
@@ -42,6 +42,9 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 LAST_FLUSH_S = 10.0  # how long a gateway stopping keeps trying to write its last counts
 VARIANT_HEADER = "x-modelcanary-variant"
 _VARIANT_HEADER = VARIANT_HEADER.encode()
+# What a protocol makes of a variant's outputs (the V2 answer, its output tensor): run before the
+# success is recorded, so outputs the protocol cannot carry are the model's failure, not a 500 after.
+Form = Callable[[Variant, list[Any]], Any]
 
 
 def _settle_heap(*, first: bool) -> None:
@@ -57,6 +60,37 @@ def _settle_heap(*, first: bool) -> None:
 
 def _ms_since(started: float) -> float:
     return (time.perf_counter() - started) * 1e3
+
+
+def _answered(
+    predicted: list[Any], rows: int, lookup: Lookup | None, form: Form | None, serving: Serving, variant: Variant
+) -> tuple[list[Any], Any]:
+    """Every row's output (the cached ones with ``predicted``, the model's for the ``rows`` it was
+    asked) and the protocol's answer of them. ``BackendError`` when they cannot answer the request:
+    a number of outputs other than the rows' (a remote that drops rows), or outputs the protocol
+    cannot carry (rows of unequal widths in a V2 tensor). Both variants pass here before a success
+    is recorded, so telemetry never counts an answer the client does not get."""
+    if len(predicted) != rows:
+        raise BackendError(f"{serving.version(variant).uri} returned {len(predicted)} outputs for {rows} rows")
+    outputs = lookup.fill(predicted) if lookup is not None else predicted
+    if form is None:
+        return outputs, outputs
+    try:
+        return outputs, form(variant, outputs)
+    except RequestError as exc:
+        raise BackendError(f"{serving.version(variant).uri}: its outputs cannot be answered: {exc}") from exc
+
+
+def _baseline_failure(exc: Exception) -> RequestError:
+    """What the client hears when the baseline fails: a model served elsewhere (or one whose outputs
+    cannot answer) is a bad gateway, 502, or 504 when it did not answer in time (an adapter raises
+    that ``BackendError`` from a ``TimeoutError``), with what happened; an in-process model that
+    raised is a 500."""
+    if not isinstance(exc, BackendError):
+        return RequestError("the model failed on this input", field="model", status=500)
+    if isinstance(exc.__cause__, TimeoutError):
+        return RequestError(f"the baseline model did not answer in time: {exc}", field="model", status=504)
+    return RequestError(f"the baseline model failed: {exc}", field="model", status=502)
 
 
 class Gateway:
@@ -234,11 +268,13 @@ class Gateway:
         prefix: str,
         *,
         typed: bool = False,
-    ) -> tuple[Variant, list[Any], list[str]]:
+        form: Form | None = None,
+    ) -> tuple[Variant, Any, list[str]]:
         """Route, predict, record. A failing candidate costs the client nothing: the baseline answers.
-        ``typed``: the protocol's parser already checked each value's type against the signature."""
+        ``typed``: the protocol's parser already checked each value's type against the signature.
+        The answer is ``form``'s of the outputs, or the outputs without one."""
         route = serving.route
-        protocols.validate(columns, serving.baseline.columns, prefix=prefix, max_rows=self.max_rows, typed=typed)
+        rows = protocols.validate(columns, serving.baseline.columns, prefix=prefix, max_rows=self.max_rows, typed=typed)
         key: str | None = None
         sticky, segmenter, segment = route.sticky, serving.segmenter, None
         if segmenter.sticky_header is not None:
@@ -256,16 +292,24 @@ class Gateway:
                 and (segment is None or segmenter.eligible(segment))
                 and choose(route.rollout_id, key, route.weight) is Variant.CANDIDATE
             ):
-                return await self._candidate(serving, serving.candidate, route.rollout_id, columns, segment)
-            return await self._baseline(serving, columns, segment)
+                return await self._candidate(serving, serving.candidate, route.rollout_id, columns, rows, segment, form)
+            return await self._baseline(serving, columns, rows, segment, form)
         except RequestError as exc:
             raise protocols.in_request_terms(exc, prefix) from exc
 
     async def _baseline(
-        self, serving: Serving, columns: dict[str, list[Any]], segment: str | None, *, shadow: bool = True
-    ) -> tuple[Variant, list[Any], list[str]]:
+        self,
+        serving: Serving,
+        columns: dict[str, list[Any]],
+        rows: int,
+        segment: str | None,
+        form: Form | None,
+        *,
+        shadow: bool = True,
+    ) -> tuple[Variant, Any, list[str]]:
         """The baseline: inline on the loop's thread (an in-process model) or awaited (a remote one, a
-        batching queue); the fast path, and the fallback."""
+        batching queue); the fast path, and the fallback. Its refusal of the input goes to the
+        client as it is; its failure is a 5xx (``_baseline_failure``)."""
         route = serving.route
         # the model runs on this thread, so thread CPU time is its cost (the cost guardrail)
         started, cpu = time.perf_counter(), time.thread_time()
@@ -273,11 +317,13 @@ class Gateway:
         lookup = serving.baseline_cache.lookup(columns) if serving.baseline_cache is not None else None
         try:
             if lookup is None:
-                outputs = await predict_async(serving.baseline, columns)
+                predicted = await predict_async(serving.baseline, columns)
             elif lookup.missing:
-                outputs = lookup.fill(await predict_async(serving.baseline, lookup.missing_columns(columns)))
+                predicted = await predict_async(serving.baseline, lookup.missing_columns(columns))
+                rows = len(lookup.missing)
             else:
-                outputs = lookup.outputs
+                predicted, rows = [], 0
+            outputs, answer = _answered(predicted, rows, lookup, form, serving, Variant.BASELINE)
         except RequestError:
             raise
         except Exception as exc:
@@ -285,7 +331,7 @@ class Gateway:
             latency_ms = _ms_since(started)
             self.recorder.record(route.rollout_id, Variant.BASELINE, latency_ms=latency_ms, error=True, segment=segment)
             series.failed(latency_ms / 1e3)
-            raise RequestError("the model failed on this input", field="model", status=500) from exc
+            raise _baseline_failure(exc) from exc
         latency_ms, scores = _ms_since(started), [score_of(output) for output in outputs]
         ids = self.recorder.record(
             route.rollout_id,
@@ -308,57 +354,81 @@ class Gateway:
             and random.random() < settings.sample
         ):
             self.shadow.offer(Copy(serving, route.rollout_id, settings, columns, ids, scores, segment))
-        return Variant.BASELINE, outputs, ids
+        return Variant.BASELINE, answer, ids
 
     async def _candidate(
-        self, serving: Serving, candidate: Model, rollout_id: str, columns: dict[str, list[Any]], segment: str | None
-    ) -> tuple[Variant, list[Any], list[str]]:
+        self,
+        serving: Serving,
+        candidate: Model,
+        rollout_id: str,
+        columns: dict[str, list[Any]],
+        rows: int,
+        segment: str | None,
+        form: Form | None,
+    ) -> tuple[Variant, Any, list[str]]:
         """The candidate within its deadline; on any failure the baseline answers, the failure is
         counted, and enough of them in a row take the candidate out of this gateway."""
         started = time.perf_counter()
         lookup = serving.candidate_cache.lookup(columns) if serving.candidate_cache is not None else None
-        if lookup is not None and not lookup.missing:
-            ran = Ran(lookup.outputs, None, 0.0)
+        # only a call to the model tells the breaker anything: an answer wholly from the cache does not
+        called = lookup is None or bool(lookup.missing)
+        if not called:
+            ran, asked = Ran([], None, 0.0), 0
         else:
-            todo = lookup.missing_columns(columns) if lookup is not None else columns
+            todo, asked = (
+                (lookup.missing_columns(columns), len(lookup.missing)) if lookup is not None else (columns, rows)
+            )
             ran = await self.candidates.predict(candidate, todo, serving.guard.deadline)
-            if ran.outputs is not None and lookup is not None:
-                try:
-                    ran = Ran(lookup.fill(ran.outputs), None, ran.cpu_ms)
-                except ValueError as exc:
-                    ran = Ran(None, exc, ran.cpu_ms)
         series = serving.series.candidate
         if ran.outputs is not None:
-            serving.guard.success()
-            latency_ms, scores = _ms_since(started), [score_of(output) for output in ran.outputs]
-            ids = self.recorder.record(
-                rollout_id,
-                Variant.CANDIDATE,
-                latency_ms=latency_ms,
-                error=False,
-                cpu_ms=ran.cpu_ms,
-                scores=scores,
-                sink=series,
-                segment=segment,
-                cache=counted(lookup, series),
-            )
-            series.observe(latency_ms / 1e3, scores)
-            return Variant.CANDIDATE, ran.outputs, ids
+            try:
+                outputs, answer = _answered(ran.outputs, asked, lookup, form, serving, Variant.CANDIDATE)
+            except BackendError as exc:
+                ran = Ran(None, exc, ran.cpu_ms)
+            else:
+                if called:
+                    serving.guard.success()
+                latency_ms, scores = _ms_since(started), [score_of(output) for output in outputs]
+                ids = self.recorder.record(
+                    rollout_id,
+                    Variant.CANDIDATE,
+                    latency_ms=latency_ms,
+                    error=False,
+                    cpu_ms=ran.cpu_ms,
+                    scores=scores,
+                    sink=series,
+                    segment=segment,
+                    cache=counted(lookup, series),
+                )
+                series.observe(latency_ms / 1e3, scores)
+                return Variant.CANDIDATE, answer, ids
         failed_ms = _ms_since(started)
         if isinstance(ran.error, DeadlineMissed):
             serving.series.abandoned.inc()
         if not isinstance(ran.error, RequestError):
             log.warning("candidate model of %s failed: %r", serving.route.endpoint, ran.error)
-        # The baseline answers. If it refuses the input too, the client sent it wrong: the
-        # RequestError goes to the client and no variant is charged with an error.
-        answer = await self._baseline(serving, columns, segment, shadow=False)
+        # The baseline answers. If it refuses the input too (a 4xx), the client sent it wrong: the
+        # RequestError goes to the client and no variant is charged with an error. If it fails as
+        # well (a 5xx), the candidate's failure still counts, for the breaker too.
+        try:
+            answer = await self._baseline(serving, columns, rows, segment, form, shadow=False)
+        except RequestError as exc:
+            if exc.status >= 500:
+                self._candidate_failed(serving, rollout_id, ran, failed_ms, segment)
+            raise
+        self._candidate_failed(serving, rollout_id, ran, failed_ms, segment)
+        return answer
+
+    def _candidate_failed(
+        self, serving: Serving, rollout_id: str, ran: Ran, failed_ms: float, segment: str | None
+    ) -> None:
+        """Charge the candidate one failed request, and trip the breaker if that was one too many."""
         self.recorder.record(
             rollout_id, Variant.CANDIDATE, latency_ms=failed_ms, error=True, cpu_ms=ran.cpu_ms, segment=segment
         )
-        series.failed(failed_ms / 1e3)
+        serving.series.candidate.failed(failed_ms / 1e3)
         if serving.guard.failure():
             self._trip(serving, rollout_id, ran.error)
-        return answer
 
     def _trip(self, serving: Serving, rollout_id: str, error: BaseException | None) -> None:
         """Take the candidate out of this gateway now, and tell the controller through the store now."""
@@ -370,9 +440,12 @@ class Gateway:
         )
         log.error("endpoint %s, rollout %s: %s", serving.route.endpoint, rollout_id, reason)
         self._tripped.add(rollout_id)
+        # The endpoint's serving now, not the one this request began with: a routing refresh may have
+        # swapped in another (same rollout, a new weight) while the candidate ran.
         endpoint = serving.route.endpoint
-        if self.serving.get(endpoint) is serving:
-            self.serving = {**self.serving, endpoint: replace(serving, candidate=None)}
+        current = self.serving.get(endpoint)
+        if current is not None and current.candidate is not None and current.route.rollout_id == rollout_id:
+            self.serving = {**self.serving, endpoint: replace(current, candidate=None)}
         serving.series.breaker_trips.inc()
         serving.series.breaker_open.set(1)
         serving.series.weight.set(0.0)
@@ -392,17 +465,21 @@ class Gateway:
         )
         infer = v2.parse_request(body)
         columns = protocols.v2_columns(body, serving.baseline.columns)
+
+        def answer(variant: Variant, outputs: list[Any]) -> dict[str, Any]:
+            served = serving.version(variant)
+            return protocols.v2_response(
+                model_name=serving.route.endpoint,
+                model_version=f"{served.name}/{served.version}",
+                request_id=infer.request_id,
+                outputs=outputs,
+                variant=variant.value,
+                prediction_ids=[],  # known once the answer is recorded, below
+            )
+
         # the V2 parser checked each value against its tensor's datatype and the signature's type
-        variant, outputs, ids = await self._predict(serving, headers, columns, "inputs", typed=True)
-        served = serving.version(variant)
-        content = protocols.v2_response(
-            model_name=serving.route.endpoint,
-            model_version=f"{served.name}/{served.version}",
-            request_id=infer.request_id,
-            outputs=outputs,
-            variant=variant.value,
-            prediction_ids=ids,
-        )
+        variant, content, ids = await self._predict(serving, headers, columns, "inputs", typed=True, form=answer)
+        content["parameters"]["prediction_ids"] = ids
         payload, header_length = v2.encode_response(content, binary=infer.binary_output)
         reply = [(_VARIANT_HEADER, variant.value.encode())]
         if header_length is not None:

@@ -51,10 +51,11 @@ class PredictionCache:
 
     def lookup(self, columns: dict[str, list[Any]]) -> Lookup | None:
         """Each row's cached output, and which rows missed; None when a value is not hashable
-        (nested lists), and the request goes to the model whole."""
+        (nested lists), and the request goes to the model whole. A row's key holds its values'
+        types beside them: 1, 1.0 and True are equal in Python, but a model may answer each its own."""
         names = tuple(sorted(columns))
         rows = len(columns[names[0]]) if names else 0
-        keys = [(names, tuple(columns[name][row] for name in names)) for row in range(rows)]
+        keys = [(names, row, tuple(map(type, row))) for row in zip(*(columns[name] for name in names), strict=True)]
         now = self._clock()
         outputs: list[Any] = []
         missing: list[int] = []

@@ -2,9 +2,11 @@
 
 The baseline runs inline on the event loop thread, as before: it has nobody to fall back on, and a
 thread hop would cost every request. The candidate runs inline too unless its route gives it a
-deadline; then it runs in a small thread pool and the request waits for it at most that long. A
-thread cannot be killed, so a candidate that hangs keeps its worker busy: once every worker is
-held by an abandoned call, further candidate calls fail at once instead of queueing behind them.
+deadline; then it runs in a small thread pool and the request waits for it at most that long,
+the time it waits for a worker included. A thread cannot be killed, so a candidate that hangs keeps
+its worker busy after its call was abandoned: once every worker is held by an abandoned call still
+running, further candidate calls fail at once instead of queueing behind them. Healthy calls only
+queue: a burst of them beyond the pool's size is the candidate's load, not its fault.
 
 Everything here is touched only on the event loop thread (the pool's done-callbacks are scheduled
 back onto the loop), so nothing needs a lock.
@@ -90,7 +92,7 @@ class CandidateRunner:
 
     def __init__(self, *, workers: int = 4) -> None:
         self.workers = workers
-        self.in_flight = 0  # calls started in the pool and not finished, abandoned ones included
+        self.held = 0  # workers held by calls abandoned at their deadline and still running
         self.abandoned = 0  # calls that missed their deadline
         self._pool: ThreadPoolExecutor | None = None
 
@@ -99,17 +101,22 @@ class CandidateRunner:
             return await self._awaited(model, columns, deadline)
         if deadline is None:
             return timed(model, columns)
-        if self.in_flight >= self.workers:
-            error = CandidateFault(f"not started: {self.in_flight} earlier candidate calls are still running")
+        if self.held >= self.workers:
+            # every worker is stuck in a call nobody waits for: a new one would only wait out its deadline
+            error = CandidateFault(f"not started: all {self.held} workers are held by calls past their deadline")
             return Ran(None, error, None)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="modelcanary-candidate")
-        self.in_flight += 1
-        future = asyncio.get_running_loop().run_in_executor(self._pool, timed, model, columns)
-        future.add_done_callback(self._finished)
+        call = self._pool.submit(timed, model, columns)
+        future = asyncio.wrap_future(call)
         done, _ = await asyncio.wait((future,), timeout=deadline)
         if not done:
             self.abandoned += 1
+            # A call still queued for a worker is dropped; one already running cannot be stopped, and
+            # holds its worker until it returns.
+            if not call.cancel():
+                self.held += 1
+                future.add_done_callback(self._released)
             return Ran(None, DeadlineMissed(f"no answer within its deadline of {deadline * 1e3:g} ms"), None)
         return future.result()
 
@@ -125,8 +132,8 @@ class CandidateRunner:
             return Ran(None, exc, None)
         return Ran(outputs, None, None)
 
-    def _finished(self, _future: asyncio.Future[Ran]) -> None:
-        self.in_flight -= 1
+    def _released(self, _future: asyncio.Future[Ran]) -> None:
+        self.held -= 1
 
     def close(self) -> None:
         if self._pool is not None:

@@ -10,12 +10,14 @@ connection back unless either side said ``Connection: close``. A request is neve
 it goes again on a new connection only when the pooled one turned out closed before it was
 written, and pooled connections idle for ``IDLE_S`` are dropped before a server's keep-alive
 timeout closes them under a request. Bytes that arrive when no request is waiting close the
-connection (they cannot be matched to any request).
+connection (they cannot be matched to any request). A response is read into memory whole, so one
+larger than ``max_response_bytes`` is refused as it streams in, and its connection dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 from collections.abc import Mapping
 from typing import Any
@@ -23,6 +25,9 @@ from typing import Any
 import httptools
 
 IDLE_S = 4.0  # under uvicorn's keep-alive timeout (5 s), the shortest of the V2 servers' here
+# A response's body at most: predictions for the gateway's largest request (10,000 rows) of a few
+# hundred values each, as JSON, with room to spare; a server sending more is broken, not answering.
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
 
 class HttpError(Exception):
@@ -34,8 +39,15 @@ class HttpClosed(HttpError):
     """The connection was closed before the request went out: nothing was sent, so it may go again."""
 
 
+class HttpTimeout(HttpError, TimeoutError):
+    """No connection or no response within the timeout. A ``TimeoutError`` too, so that whoever wraps
+    it (``BackendError(...) from exc``) can still tell a timeout from a failure."""
+
+
 class _Connection(asyncio.Protocol):
-    def __init__(self) -> None:
+    def __init__(self, max_bytes: int = MAX_RESPONSE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0  # of the body under way
         self.transport: Any = None
         self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
@@ -74,6 +86,7 @@ class _Connection(asyncio.Protocol):
     # -- httptools callbacks
     def on_message_begin(self) -> None:
         self.chunks = []
+        self.size = 0
         self.keep_alive = True
         self.sized = False
         self.headers_done = False
@@ -91,6 +104,14 @@ class _Connection(asyncio.Protocol):
             self.sized = True  # no body, whatever the headers say
 
     def on_body(self, body: bytes) -> None:
+        self.size += len(body)
+        if self.size > self.max_bytes:
+            # the rest of this answer cannot be skipped without reading it: the connection goes
+            self.chunks = []
+            if self.waiter is not None:
+                self._fail(HttpError(f"the response is larger than {self.max_bytes} bytes"))
+                self.close()
+            return
         self.chunks.append(body)
 
     def on_message_complete(self) -> None:
@@ -135,9 +156,19 @@ class Http1Pool:
     """Keep-alive connections to one server (``host``:``port``, TLS when ``tls``), at most
     ``limit`` open at once; requests beyond that wait for one to come free."""
 
-    def __init__(self, host: str, port: int, *, tls: bool, limit: int = 256, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        tls: bool,
+        limit: int = 256,
+        timeout_s: float = 30.0,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+    ) -> None:
         self.host, self.port = host, port
         self.timeout_s = timeout_s
+        self._protocol = functools.partial(_Connection, max_response_bytes)
         self._ssl: ssl.SSLContext | None = ssl.create_default_context() if tls else None
         named = f"[{host}]" if ":" in host else host  # an IPv6 address
         self._host_header = named if port == (443 if tls else 80) else f"{named}:{port}"
@@ -149,8 +180,8 @@ class Http1Pool:
         self, path: str, body: bytes, content_type: str = "application/json", headers: Mapping[str, str] | None = None
     ) -> tuple[int, bytes]:
         """POST ``body`` to ``path`` (with ``headers`` besides Host, Content-Type and Content-Length);
-        the response's status and body. ``HttpError`` if there is none within ``timeout_s`` (the
-        connection is dropped) or the server is unreachable."""
+        the response's status and body. ``HttpError`` if the server is unreachable or its response
+        is not one (``HttpTimeout`` if there is none within ``timeout_s``); the connection is dropped."""
         extra = ""
         for name, value in (headers or {}).items():
             if any(c in name or c in value for c in "\r\n"):
@@ -206,10 +237,11 @@ class Http1Pool:
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Connection:
         try:
             _, connection = await asyncio.wait_for(
-                loop.create_connection(_Connection, self.host, self.port, ssl=self._ssl), self.timeout_s
+                loop.create_connection(self._protocol, self.host, self.port, ssl=self._ssl), self.timeout_s
             )
         except (OSError, TimeoutError) as exc:
-            raise HttpError(f"cannot connect to {self.host}:{self.port}: {exc or type(exc).__name__}") from exc
+            kind = HttpTimeout if isinstance(exc, TimeoutError) else HttpError
+            raise kind(f"cannot connect to {self.host}:{self.port}: {exc or type(exc).__name__}") from exc
         self.opened += 1
         return connection
 
@@ -221,4 +253,4 @@ class Http1Pool:
 
 def _expire(waiter: asyncio.Future[Any], timeout_s: float) -> None:
     if not waiter.done():
-        waiter.set_exception(HttpError(f"no response within {timeout_s:g} s"))
+        waiter.set_exception(HttpTimeout(f"no response within {timeout_s:g} s"))

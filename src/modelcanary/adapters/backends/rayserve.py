@@ -26,8 +26,18 @@ def _rows(output: Any, ref: str) -> list[Any]:
     return output
 
 
-def _failure(ref: str, exc: Exception) -> BackendError:
-    """A short message: the deployment's own exception (a RayTaskError's cause), not Ray's traceback."""
+def _failure(ref: str, exc: Exception, timeout_s: float) -> BackendError:
+    """A short message: the deployment's own exception (a RayTaskError's cause), not Ray's traceback;
+    for a timeout (a ``TimeoutError``: ``asyncio.wait_for``'s in ``apredict``), how long it was given.
+    The caller raises it from ``exc``, so the gateway can tell a timeout (504) from a failure.
+
+    >>> str(_failure("ray://app/m", TimeoutError(), 2.5))
+    'ray://app/m: no answer within 2.5 s'
+    >>> str(_failure("ray://app/m", ValueError("bad row"), 2.5))
+    'ray://app/m: ValueError: bad row'
+    """
+    if isinstance(exc, TimeoutError):
+        return BackendError(f"{ref}: no answer within {timeout_s:g} s")
     cause = getattr(exc, "cause", None) or exc
     return BackendError(f"{ref}: {type(cause).__name__}: {cause}")
 
@@ -45,7 +55,7 @@ class RayServeModel:
         try:
             output = self._handle.remote(columns).result(timeout_s=self.timeout_s)
         except Exception as exc:  # Ray's errors (actor died, task error, timeout) have no common base
-            raise _failure(self.ref, exc) from exc
+            raise _failure(self.ref, exc, self.timeout_s) from exc
         return _rows(output, self.ref)
 
     async def apredict(self, columns: dict[str, list[Any]]) -> list[Any]:
@@ -54,7 +64,7 @@ class RayServeModel:
         try:
             output = await asyncio.wait_for(self._handle.remote(columns), self.timeout_s)
         except Exception as exc:  # as in predict; a timeout included
-            raise _failure(self.ref, exc) from exc
+            raise _failure(self.ref, exc, self.timeout_s) from exc
         return _rows(output, self.ref)
 
 

@@ -8,8 +8,11 @@ Forwarding is the gateway's hot path, so it goes through pooled keep-alive conne
 (``http1.Http1Pool``: a lean HTTP/1.1 client; aiohttp's cost the gateway ~70 µs a forwarded request
 here, and httpx's AsyncClient was ~9x slower still, MEASUREMENTS.md), awaited on the gateway's
 event loop (``apredict``). The model's signature comes from the server's model metadata
-once, at load time. Failures become ``BackendError`` (unreachable, timeout, 5xx: the candidate-failure
-path) or ``RequestError`` (the server refused the input with a 4xx, and says why).
+once, at load time. Failures become ``BackendError`` (unreachable, timeout, a 5xx, any 4xx but 400
+and 422, an answer that is not V2 outputs: the candidate-failure path, and a 502 or 504 for a
+baseline) or ``RequestError`` (the server refused the input with a 400 or 422, and says why). A
+timeout's ``BackendError`` is raised from a ``TimeoutError`` (``http1.HttpTimeout``): the gateway
+tells the client 504 for it.
 
 >>> columnar({"amount": [1.5, 2.0], "hour": [3, 4]}, None)[1]["datatype"]
 'INT64'
@@ -26,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from modelcanary.adapters.backends.http1 import Http1Pool, HttpError
+from modelcanary.adapters.backends.http1 import MAX_RESPONSE_BYTES, Http1Pool, HttpError
 from modelcanary.domain.errors import BackendError, RequestError
 from modelcanary.domain.refs import parse_model_ref
 from modelcanary.domain.state import ModelVersion
@@ -54,19 +57,39 @@ def columnar(columns: dict[str, list[Any]], signature: tuple[Column, ...] | None
 
 def outputs_of(response: Any, where: str) -> list[Any]:
     """One output per row from a V2 infer response: its ``predict`` tensor (or its only one), as
-    numbers for a 1-D tensor and rows of numbers for a 2-D one."""
+    numbers for a 1-D tensor and rows of numbers for a 2-D one. Its data must fill its shape
+    exactly: regrouped, a ragged tensor would answer rows that were never asked (the gateway then
+    checks there is one output per row it sent).
+
+    >>> outputs_of({"outputs": [{"name": "predict", "shape": [2, 2], "data": [1, 2, 3, 4]}]}, "m")
+    [[1, 2], [3, 4]]
+    >>> outputs_of({"outputs": [{"name": "predict", "shape": [2, 2], "data": [1, 2, 3]}]}, "m")
+    Traceback (most recent call last):
+    modelcanary.domain.errors.BackendError: m: output 'predict' holds 3 values, but its shape [2, 2] needs 4
+    """
     tensors = response.get("outputs") if isinstance(response, dict) else None
     if not isinstance(tensors, list) or not tensors:
         raise BackendError(f"{where}: the response has no outputs")
     tensor = next((t for t in tensors if isinstance(t, dict) and t.get("name") == "predict"), tensors[0])
     shape, data = tensor.get("shape"), tensor.get("data")
-    if not isinstance(shape, list) or not isinstance(data, list) or not 1 <= len(shape) <= 2:
-        raise BackendError(f"{where}: output {tensor.get('name')!r} is not a 1-D or 2-D tensor with data")
+    if (
+        not isinstance(shape, list)
+        or not isinstance(data, list)
+        or not 1 <= len(shape) <= 2
+        or not all(type(size) is int and size >= 0 for size in shape)
+        or (len(shape) == 2 and shape[1] == 0)
+    ):
+        raise BackendError(f"{where}: output {tensor.get('name')!r} is not a 1-D or 2-D tensor with data: {shape}")
     if data and isinstance(data[0], list):  # nested, as some servers send it
-        data = [value for row in data for value in row]
+        data = [value for row in data for value in (row if isinstance(row, list) else (row,))]
+    size = shape[0] if len(shape) == 1 else shape[0] * shape[1]
+    if len(data) != size:
+        raise BackendError(
+            f"{where}: output {tensor.get('name')!r} holds {len(data)} values, but its shape {shape} needs {size}"
+        )
     if len(shape) == 1:
         return data
-    width = int(shape[1])
+    width = shape[1]
     return [data[offset : offset + width] for offset in range(0, len(data), width)]
 
 
@@ -121,14 +144,12 @@ class V2RemoteModel:
             content = orjson.loads(raw)
         except orjson.JSONDecodeError:
             content = {"error": raw[:200].decode(errors="replace")}
-        if 400 <= status < 500:
-            error = content.get("error") if isinstance(content, dict) else None
+        if status == 200:
+            return outputs_of(content, self.ref)
+        error = content.get("error") if isinstance(content, dict) else None
+        if status in (400, 422):  # the input, as the V2 protocol says; another 4xx (404, 429) is the server's
             raise RequestError(f"{self.ref} refused the input: {error or status}", field="inputs", status=status)
-        if status != 200:
-            raise BackendError(
-                f"{self.ref} answered {status}: {content.get('error') if isinstance(content, dict) else ''}"
-            )
-        return outputs_of(content, self.ref)
+        raise BackendError(f"{self.ref} answered {status}: {error or 'no reason given'}")
 
     async def apredict(self, columns: dict[str, list[Any]]) -> list[Any]:
         try:
@@ -155,9 +176,12 @@ class V2RemoteBackend:
     """Loads ``v2+http(s)://`` refs. One pool of keep-alive connections per server serves every model
     it loads there; the pools belong to the event loop that first forwards a request (the gateway's)."""
 
-    def __init__(self, *, timeout_s: float = 30.0, connections: int = 256) -> None:
+    def __init__(
+        self, *, timeout_s: float = 30.0, connections: int = 256, max_response_bytes: int = MAX_RESPONSE_BYTES
+    ) -> None:
         self.timeout_s = timeout_s
         self.connections = connections  # at most, per server
+        self.max_response_bytes = max_response_bytes
         self._pools: dict[tuple[str, int, bool], Http1Pool] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -168,7 +192,12 @@ class V2RemoteBackend:
         pool = self._pools.get((host, port, tls))
         if pool is None:
             pool = self._pools[(host, port, tls)] = Http1Pool(
-                host, port, tls=tls, limit=self.connections, timeout_s=self.timeout_s
+                host,
+                port,
+                tls=tls,
+                limit=self.connections,
+                timeout_s=self.timeout_s,
+                max_response_bytes=self.max_response_bytes,
             )
         return pool
 
