@@ -136,6 +136,44 @@ def test_a_full_shadow_queue_sheds_copies_and_never_holds_live_requests(
     assert 'modelcanary_shadow_shed_total{endpoint="fraud"} 4.0' in metrics
 
 
+def test_a_shadow_copy_answered_short_is_a_failed_copy_in_telemetry_and_metrics_alike(
+    serve: Any, store: Any, registry: Any, mlflow_registry: Any, with_candidate: Any
+) -> None:
+    """A candidate answering one output for two rows was a failed copy in the judge's telemetry
+    but a successful one in /metrics."""
+
+    def one_answer(inputs: dict[str, list[Any]]) -> list[Any]:
+        return [[0.5, 0.5]]
+
+    store.put_route(
+        Route(
+            endpoint="fraud",
+            baseline=registry.resolve("models:/fraud@champion"),
+            candidate=registry.resolve("models:/fraud@challenger"),
+            weight=0.0,
+            rollout_id="r-short",
+            sticky=StickyKey(header="x-user-id"),
+            shadow=Shadow(sample=1.0),
+        )
+    )
+    gateway = Gateway(routes=store, backend=with_candidate(one_answer), telemetry=store, source="gw-sh")
+    running = serve.start(gateway)
+    with running.client() as http:
+        for who in range(3):
+            response = http.post(
+                "/v1/endpoints/fraud/invocations",
+                json={"dataframe_records": mlflow_registry.rows[:2]},
+                headers={"x-user-id": f"u{who}"},
+            )
+            assert response.status_code == 200
+        wait_for(lambda: gateway.shadow.done == 3, "three shadow copies", timeout=15.0)
+        metrics = http.get("/metrics").text
+    running.flush()
+    shadow = pair(store.read_telemetry("r-short")).candidate.shadow
+    assert shadow is not None and (shadow.requests, shadow.errors, shadow.pairs) == (3, 3, 0)
+    assert 'modelcanary_errors_total{endpoint="fraud",lane="shadow",variant="candidate"} 3.0' in metrics
+
+
 SHORT_SHADOW = """\
 apiVersion: modelcanary/v1
 kind: Rollout

@@ -133,14 +133,22 @@ class ShadowLane:
                 if ran.error is not None:
                     log.warning("shadow prediction of %s failed: %r", copy.serving.route.endpoint, ran.error)
                 scores = [score_of(output) for output in ran.outputs] if ran.outputs is not None else None
+                if scores is not None and len(scores) != len(copy.baseline_scores):
+                    # one output per row or none: a copy answered short is a failed copy, in the
+                    # telemetry and in /metrics alike
+                    log.warning(
+                        "shadow prediction of %s: %d outputs for %d rows",
+                        copy.serving.route.endpoint,
+                        len(scores),
+                        len(copy.baseline_scores),
+                    )
+                    scores = None
                 self._recorder.shadow(
                     copy.rollout_id,
                     segment=copy.segment,
                     prediction_ids=copy.prediction_ids,
                     baseline_scores=copy.baseline_scores,
-                    candidate_scores=scores
-                    if scores is not None and len(scores) == len(copy.baseline_scores)
-                    else None,
+                    candidate_scores=scores,
                     keep_s=copy.settings.keep,
                 )
                 series = copy.serving.series.shadow
