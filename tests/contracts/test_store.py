@@ -26,6 +26,7 @@ from modelcanary.adapters.store.schema import (
     MIGRATIONS,
     audit,
     audit_hash,
+    audit_head,
     engine_for,
     metadata,
     normalise_url,
@@ -507,6 +508,30 @@ def test_events_cut_off_the_end_are_caught_by_the_head(store: SqlStore) -> None:
     count, broken = store.verify_audit()
     assert count == 3 and broken is not None
     assert broken.id == events[2]["id"] and "cut off the end" in broken.reason
+
+
+def test_a_deleted_head_row_is_a_broken_chain(store: SqlStore) -> None:
+    """Every event and the head row deleted read as an empty chain that holds: every store has a
+    head row from its first migrations on."""
+    _chain(store)
+    _tamper(store, audit.delete())
+    _tamper(store, audit_head.delete())
+    count, broken = store.verify_audit()
+    assert count == 0 and broken is not None and "head row is missing" in broken.reason
+
+
+def test_audit_events_are_read_a_page_at_a_time_and_by_endpoint(store: SqlStore) -> None:
+    """The control API's pages: filtered, cut and ordered by the database, on both engines."""
+    _chain(store)
+    events = store.audit_events()
+    ids = [event["id"] for event in events]
+    assert [e["id"] for e in store.audit_events(limit=2)] == ids[:2]
+    assert [e["id"] for e in store.audit_events(after=ids[1], limit=2)] == ids[2:4]
+    assert [e["id"] for e in store.audit_events(before=ids[-1], limit=2, newest_first=True)] == ids[-3:-1][::-1]
+    churn = [e["id"] for e in events if e["rollout_id"] == "r-2"]
+    assert [e["id"] for e in store.audit_events(endpoints=["churn"])] == churn
+    assert store.audit_events(endpoints=[]) == []
+    assert store.audit_head() == (len(events), events[-1]["hash"])
 
 
 def test_an_append_during_a_verify_walk_commits_and_is_no_cut(open_store: Callable[[], SqlStore]) -> None:

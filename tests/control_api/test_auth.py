@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from modelcanary.adapters.store.schema import tokens
+from modelcanary.adapters.store.schema import audit, tokens
 from modelcanary.domain.access import Role
 
 from .api_support import Api, spec_for
@@ -197,36 +197,94 @@ def test_a_bad_token_request_names_the_field(api: Api) -> None:
     )
 
 
-@pytest.mark.parametrize("path", ["/api/v1/openapi.json", "/api/v1/docs", "/ui/", "/ui/app.js", "/ui/style.css"])
-def test_the_schema_its_docs_and_the_dashboards_files_need_a_token_too(api: Api, path: str) -> None:
+def test_the_schema_needs_a_token_and_there_is_no_docs_page(api: Api) -> None:
+    """FastAPI's Swagger and ReDoc pages load unpinned script from a CDN on this origin: there are
+    none; the schema itself, like every path but health, needs a token."""
+    path = "/api/v1/openapi.json"
     refused = api.call(None, "GET", path)
     assert refused.status_code == 401 and refused.headers["content-type"].startswith("application/problem+json")
     assert api.client.get(path, headers={"Authorization": "Bearer mc_nope"}).status_code == 401
     assert api.call("viewer", "GET", path).status_code == 200
-    # the dashboard's cookie does for a read (a browser's page loads) ...
-    api.client.cookies.set("mc_token", api.secrets["viewer"])
-    try:
-        assert api.call(None, "GET", path).status_code == 200
-    finally:
-        api.client.cookies.clear()
+    for page in ("/api/v1/docs", "/api/v1/redoc", "/docs", "/redoc"):
+        answer = api.call("viewer", "GET", page)
+        assert answer.status_code == 404 and "cdn.jsdelivr" not in answer.text, page
 
 
-def test_a_browser_without_a_token_gets_a_sign_in_form_with_its_401(api: Api) -> None:
-    page = api.client.get("/ui/", headers={"Accept": "text/html"})
-    assert page.status_code == 401 and page.headers["content-type"].startswith("text/html")
-    assert 'id="login"' in page.text and "script-src 'nonce-" in page.headers["content-security-policy"]
-    assert page.headers["www-authenticate"].startswith("Bearer")
-
-
-def test_the_cookie_never_makes_a_change(api: Api) -> None:
-    """A browser sends a cookie by itself; a change needs the bearer header, so a page elsewhere
-    cannot make one with the dashboard's cookie."""
+@pytest.mark.parametrize("method", ["GET", "HEAD", "POST"])
+def test_a_cookie_is_never_a_token(api: Api, method: str) -> None:
+    """A browser sends a cookie by itself, to every port of the host, and keeps it past the tab: the
+    token is taken from the Authorization header only, for a read as for a change."""
     api.client.cookies.set("mc_token", api.secrets["admin"])
     try:
-        made = api.call(None, "POST", "/api/v1/tokens", json={"name": "sneaky", "role": "admin"})
-        assert made.status_code == 401
+        for path in ("/api/v1/rollouts", "/api/v1/tokens", "/api/v1/audit", "/api/v1/whoami", "/api/v1/openapi.json"):
+            body = {"name": "sneaky", "role": "admin"} if method == "POST" else None
+            answer = api.call(None, method, path, json=body)
+            assert answer.status_code == 401, (method, path)
+            assert answer.headers["www-authenticate"] == 'Bearer realm="modelcanary"'
     finally:
         api.client.cookies.clear()
+    assert [token.name for token in api.store.list_tokens() if token.name == "sneaky"] == []
+
+
+@pytest.mark.parametrize("path", ["/ui/", "/ui/app.js", "/ui/style.css"])
+def test_the_dashboards_files_need_no_token_and_hold_no_data(api: Api, path: str) -> None:
+    """The shell holds no data: a browser loads it without a token (no cookie needed), and its form
+    asks for one; everything shown comes from API calls that send it as a bearer header."""
+    rollout_id = api.start()
+    page = api.call(None, "GET", path)
+    assert page.status_code == 200
+    assert rollout_id not in page.text and "fraud-v2" not in page.text
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert "set-cookie" not in page.headers
+
+
+def test_a_browser_without_a_token_gets_the_sign_in_form(api: Api) -> None:
+    page = api.client.get("/ui/", headers={"Accept": "text/html"})
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'id="login"' in page.text and 'id="token"' in page.text
+    assert "never in a cookie" in page.text  # what the form says about where the token is kept
+    # a page under the API still needs the token, and answers without one as any route does
+    report = api.client.get(f"/api/v1/rollouts/{api.start()}/report.html", headers={"Accept": "text/html"})
+    assert report.status_code == 401 and report.headers["content-type"] == "application/problem+json"
+
+
+def test_every_answer_under_the_api_is_not_stored_and_not_sniffed(api: Api) -> None:
+    """Responses under /api/v1 (JSON, the HTML report, problems, the 401) carry Cache-Control:
+    no-store and X-Content-Type-Options: nosniff."""
+    rollout_id = api.start()
+    answers = [
+        api.call("viewer", "GET", "/api/v1/rollouts"),
+        api.call("viewer", "GET", f"/api/v1/rollouts/{rollout_id}/report"),
+        api.call("viewer", "GET", f"/api/v1/rollouts/{rollout_id}/report.html"),
+        api.call("viewer", "GET", "/api/v1/audit"),
+        api.call("viewer", "GET", "/api/v1/audit/verify"),
+        api.call("viewer", "GET", "/api/v1/whoami"),
+        api.call("admin", "GET", "/api/v1/tokens"),
+        api.call("viewer", "GET", "/api/v1/openapi.json"),
+        api.call("viewer", "GET", "/api/v1/rollouts/nope"),  # a problem
+        api.call(None, "GET", "/api/v1/rollouts"),  # the 401
+        api.call("operator", "POST", f"/api/v1/rollouts/{rollout_id}/pause"),
+        api.client.get("/api/v1/health"),
+    ]
+    for answer in answers:
+        assert answer.headers.get("cache-control") == "no-store", answer.url
+        assert answer.headers.get("x-content-type-options") == "nosniff", answer.url
+
+
+def test_a_token_limited_to_endpoints_learns_only_whether_the_chain_holds(api: Api) -> None:
+    """The chain's length and its broken link's id and position are the whole log's, mostly other
+    endpoints' events: a limited token gets ok, and nothing else."""
+    api.start("admin", spec_for("churn"))
+    api.token("fraud-team", Role.VIEWER, endpoints=["fraud"])
+    assert api.call("fraud-team", "GET", "/api/v1/audit/verify").json() == {"ok": True, "count": None, "broken": None}
+    whole = api.call("viewer", "GET", "/api/v1/audit/verify").json()
+    assert whole["ok"] is True and whole["count"] == len(api.store.audit_events())
+    with api.store.engine.begin() as conn:
+        conn.execute(sa.update(audit).where(audit.c.id == api.store.audit_events()[1]["id"]).values(actor="mallory"))
+    assert api.call("fraud-team", "GET", "/api/v1/audit/verify").json() == {"ok": False, "count": None, "broken": None}
+    broken = api.call("viewer", "GET", "/api/v1/audit/verify").json()["broken"]
+    assert broken["position"] == 1 and "hash does not match" in broken["reason"]
 
 
 def test_a_token_name_may_not_be_another_tokens_id(api: Api) -> None:

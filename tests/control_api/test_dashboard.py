@@ -19,9 +19,11 @@ from typing import Any
 import pytest
 
 from modelcanary.api.app import create_api
+from modelcanary.controller.operations import start_rollout
 from modelcanary.domain.access import Role
 
 from .api_support import Api
+from .rollout_story import story_spec
 
 CHROMIUM = os.environ.get("MODELCANARY_CHROMIUM", "/usr/bin/chromium")
 UI_TIMEOUT_MS = 15_000  # how long the page may take to show a change: a bound for a slow machine, not a goal
@@ -68,12 +70,25 @@ def test_the_report_page_is_served_behind_auth_and_scoped(api: Api, story: Any) 
     assert api.call("viewer", "GET", "/api/v1/rollouts/nope/report.html").status_code == 404
 
 
+def test_a_token_limited_to_endpoints_reads_in_the_report_only_whether_the_chain_holds(api: Api, story: Any) -> None:
+    """The chain's length (and where it broke) is the whole log's: a token limited to endpoints
+    reads its verdict only."""
+    path = f"/api/v1/rollouts/{story.rollout_id}/report.html"
+    whole = api.call("viewer", "GET", path).text
+    assert re.search(r"Audit chain verified: \d+ events, no broken link", whole)
+    api.token("fraud-team", Role.VIEWER, endpoints=["fraud"])
+    scoped = api.call("fraud-team", "GET", path)
+    assert scoped.status_code == 200
+    assert "Audit chain verified: no broken link." in scoped.text
+    assert not re.search(r"\d+ events", scoped.text)
+
+
 def test_the_static_pages_hold_no_data_and_load_nothing_from_elsewhere(api: Api) -> None:
-    index = api.call("viewer", "GET", "/ui/")
+    index = api.call(None, "GET", "/ui/")  # no token needed: nothing in them is anyone's data
     assert index.status_code == 200 and "<title>modelcanary</title>" in index.text
     assert "default-src 'self'" in index.headers["content-security-policy"]
     for name in ("app.js", "style.css"):
-        asset = api.call("viewer", "GET", f"/ui/{name}")
+        asset = api.call(None, "GET", f"/ui/{name}")
         assert asset.status_code == 200
         assert not re.search(r"(src|href)=[\"']?https?:", asset.text)
     assert not re.search(r"https?://", index.text)
@@ -156,6 +171,9 @@ def test_the_dashboard_in_a_real_browser(browser: Any, story: Any, registry: Any
         page.on("pageerror", lambda error: errors.append(str(error)))
         page.set_default_timeout(UI_TIMEOUT_MS)
 
+        # a cookie an earlier release left (the token, readable by every service on the host) is dropped
+        page.context.add_cookies([{"name": "mc_token", "value": carol, "url": server.url}])
+
         # a wrong token is refused and the form stays
         page.goto(f"{server.url}/ui/")
         page.fill("#token", "mc_not-a-token")
@@ -165,6 +183,9 @@ def test_the_dashboard_in_a_real_browser(browser: Any, story: Any, registry: Any
         # the list, with the rollout's phase
         _sign_in(page, server.url, carol)
         expect(page.locator("#who")).to_have_text("carol (approver, every endpoint)")
+        # the token is in this tab's sessionStorage and nowhere a browser would send it by itself
+        assert page.context.cookies() == []
+        assert page.evaluate("document.cookie") == ""
         row = page.locator(f'tr.rollout[data-id="{story.rollout_id}"]')
         expect(row.locator(".phase")).to_have_text("canary")
         expect(row).to_contain_text("10%")
@@ -215,6 +236,7 @@ def test_the_dashboard_in_a_real_browser(browser: Any, story: Any, registry: Any
         assert download.value.suggested_filename == f"{story.rollout_id}.html"
         saved = Path(download.value.path()).read_text()
         assert "<b>CANARY (paused)</b>" in saved and "paused by token:carol" in saved
+        assert page.context.cookies() == []
 
         # a revoked token sends the person back to the form, which says why
         store.revoke_token("carol", actor="test")
@@ -231,6 +253,68 @@ def test_the_dashboard_in_a_real_browser(browser: Any, story: Any, registry: Any
         expect(viewer.locator("tr.transition").first).to_contain_text("paused by token:carol")
         assert viewer.locator("#actions").count() == 0
         assert viewer.locator("button[data-command]").count() == 0
+        # a tab of its own has no token until the person signs in there
+        other = browser.new_page()
+        other.goto(f"{server.url}/ui/")
+        expect(other.locator("#login")).to_have_count(1)
+    finally:
+        server.stop()
+    assert errors == []
+
+
+def _signed_in(browser: Any, url: str, secret: str, errors: list[str]) -> Any:
+    page = browser.new_page()
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.set_default_timeout(UI_TIMEOUT_MS)
+    _sign_in(page, url, secret)
+    return page
+
+
+def test_a_missing_rollout_says_so_and_is_not_polled_in_a_real_browser(browser: Any, story: Any, registry: Any) -> None:
+    """A rollout that is not there (or not this token's) says so before any successful load, and is
+    asked for once, not polled for ever."""
+    from playwright.sync_api import expect
+
+    store = story.store
+    _, fraud_team = store.create_token(name="fraud-team", role=Role.VIEWER, endpoints=["fraud"], actor="test")
+    hidden = start_rollout(store, registry, story_spec("churn"), source="churn.yaml", actor="test").id
+    server = Server(create_api(store, registry))
+    errors: list[str] = []
+    asked: list[str] = []
+    try:
+        page = _signed_in(browser, server.url, fraud_team, errors)
+        page.on("request", lambda request: asked.append(request.url) if "/report" in request.url else None)
+        for missing in ("no-such-rollout", hidden):
+            asked.clear()
+            page.goto(f"{server.url}/ui/#/rollouts/{missing}")
+            expect(page.locator("#status")).to_have_text(
+                f"No rollout {missing} (no such rollout, or not visible to this token).", timeout=UI_TIMEOUT_MS
+            )
+            page.wait_for_timeout(3000)  # three polls' worth: none comes
+            assert asked == [f"{server.url}/api/v1/rollouts/{missing}/report"]
+            expect(page.locator("#head")).to_have_count(0)
+    finally:
+        server.stop()
+    assert errors == []
+
+
+def test_a_malformed_link_says_so_in_a_real_browser(browser: Any, story: Any, registry: Any) -> None:
+    """A link whose rollout id is not even well-formed percent-encoding replaces the page shown with
+    a message, and throws nothing."""
+    from playwright.sync_api import expect
+
+    _, victor = story.store.create_token(name="victor", role=Role.VIEWER, endpoints=None, actor="test")
+    server = Server(create_api(story.store, registry))
+    errors: list[str] = []
+    try:
+        page = _signed_in(browser, server.url, victor, errors)
+        page.goto(f"{server.url}/ui/#/rollouts/{story.rollout_id}")
+        expect(page.locator("#weight")).to_have_text("10%", timeout=UI_TIMEOUT_MS)
+        page.goto(f"{server.url}/ui/#/rollouts/%E0")
+        expect(page.locator("#status")).to_have_text("Bad link: this is no rollout's address.", timeout=UI_TIMEOUT_MS)
+        expect(page.locator("#head")).to_have_count(0)
+        page.goto(f"{server.url}/ui/#/")  # and the next link works
+        expect(page.locator(f'tr.rollout[data-id="{story.rollout_id}"]')).to_have_count(1, timeout=UI_TIMEOUT_MS)
     finally:
         server.stop()
     assert errors == []

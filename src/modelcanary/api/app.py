@@ -20,6 +20,7 @@ from starlette.routing import BaseRoute
 from modelcanary.adapters.store.sql import SqlStore
 from modelcanary.api import models
 from modelcanary.api.auth import BearerAuth, check_endpoint, forbidden, require
+from modelcanary.api.headers import PrivateResponses
 from modelcanary.api.problems import MEDIA_TYPE, BodyLimit, install, responses
 from modelcanary.controller.operations import run_command, start_rollout
 from modelcanary.controller.report import rollout_report
@@ -44,6 +45,12 @@ Viewer = Annotated[TokenInfo, Depends(require(Role.VIEWER))]
 Operator = Annotated[TokenInfo, Depends(require(Role.OPERATOR))]
 Admin = Annotated[TokenInfo, Depends(require(Role.ADMIN))]
 AUTHED = (401, 403, 422)  # what any route behind auth may answer, besides its own
+# a list answers a page: this many items unless the caller asks for fewer or more, never more than
+# MAX_PAGE (the whole audit log of a busy installation is tens of megabytes)
+PAGE = 500
+MAX_PAGE = 5000
+MAX_ID = 2**63 - 1  # an audit id bound past any the store makes, and one every database can compare
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"at most this many (default {PAGE}, at most {MAX_PAGE})")]
 BODY = 400  # a request body that is not even text (FastAPI: "There was an error parsing the body")
 
 
@@ -72,16 +79,31 @@ def rollout_routes(store: SqlStore, registry: Registry, policy_dir: str | None =
             raise NotFound(f"no rollout {rollout_id!r}")
         return state, text
 
-    @router.get("", response_model=list[models.Rollout], responses=responses(*AUTHED))
+    @router.get("", response_model=list[models.Rollout], responses=responses(*AUTHED, 404))
     def list_rollouts(
         token: Viewer,
         active: Annotated[bool | None, Query(description="true: only active ones; false: only ended ones")] = None,
+        limit: Limit = PAGE,
+        before: Annotated[
+            str | None, Query(description="a rollout's id: only those older than it (the last of the page before)")
+        ] = None,
     ) -> Any:
-        """Rollouts, newest first, of the endpoints the token sees."""
+        """Rollouts, newest first, of the endpoints the token sees, a page at a time: the next page
+        is ``before`` the last id of this one; a page shorter than ``limit`` is the last."""
         states = store.list_rollouts(active_only=active is True)
         if active is False:
             states = [state for state in states if state.phase.is_terminal()]
-        return [_shown(state) for state in states if token.sees(state.endpoint)]
+        # the store orders by creation time only: the id breaks ties, so pages neither skip nor repeat
+        mine = sorted(
+            (state for state in states if token.sees(state.endpoint)),
+            key=lambda state: (state.created_at, state.id),
+            reverse=True,
+        )
+        if before is not None:
+            # the cursor's own rollout, not its place in this list: it may have ended since
+            mark, _ = visible(token, before)
+            mine = [state for state in mine if (state.created_at, state.id) < (mark.created_at, mark.id)]
+        return [_shown(state) for state in mine[:limit]]
 
     @router.post("", status_code=201, response_model=models.Rollout, responses=responses(*AUTHED, BODY, 409))
     def start(token: Operator, request: models.StartRequest) -> Any:
@@ -157,20 +179,40 @@ def audit_routes(store: SqlStore) -> APIRouter:
     router = APIRouter(prefix=f"{PREFIX}/audit", tags=["audit"])
 
     @router.get("", response_model=list[models.AuditEvent], responses=responses(*AUTHED, 404))
-    def events(token: Viewer, rollout: Annotated[str | None, Query(description="only this rollout's")] = None) -> Any:
-        """Audit events, oldest first. A token limited to endpoints sees only their rollouts' events."""
+    def events(
+        token: Viewer,
+        rollout: Annotated[str | None, Query(description="only this rollout's")] = None,
+        limit: Limit = PAGE,
+        after: Annotated[int | None, Query(ge=0, le=MAX_ID, description="only events with a greater id")] = None,
+        before: Annotated[int | None, Query(ge=0, le=MAX_ID, description="only events with a smaller id")] = None,
+        order: Annotated[models.Order, Query(description="oldest first (the default) or newest first")] = (
+            models.Order.OLDEST
+        ),
+    ) -> Any:
+        """Audit events, a page at a time: oldest first, the next page ``after`` the last id of
+        this one; or newest first, the next page ``before`` it. A page shorter than ``limit`` is the
+        last. A token limited to endpoints sees only their rollouts' events."""
         if rollout is not None and not token.sees(store.get(rollout)[0].endpoint):
             raise NotFound(f"no rollout {rollout!r}")
-        found = store.audit_events(rollout)
-        if token.endpoints is None:
-            return found
-        mine = {state.id for state in store.list_rollouts() if token.sees(state.endpoint)}
-        return [event for event in found if event["rollout_id"] in mine]
+        # the database filters by the token's endpoints (one rollout's events need no more filtering)
+        endpoints = token.endpoints if rollout is None else None
+        return store.audit_events(
+            rollout,
+            endpoints=endpoints,
+            after=after,
+            before=before,
+            limit=limit,
+            newest_first=order is models.Order.NEWEST,
+        )
 
     @router.get("/verify", response_model=models.AuditVerify, responses=responses(*AUTHED))
     def verify(token: Viewer) -> Any:
-        """Recompute the whole hash chain: whether it holds, and its first broken link if not."""
+        """Recompute the whole hash chain: whether it holds, and its first broken link if not. A
+        token limited to endpoints learns only whether it holds: the chain's length and where it
+        broke are the whole log's, most of it other endpoints'."""
         count, broken = store.verify_audit()
+        if token.endpoints is not None:
+            return {"ok": broken is None, "count": None, "broken": None}
         link = None if broken is None else {"id": broken.id, "position": broken.position, "reason": broken.reason}
         return {"ok": broken is None, "count": count, "broken": link}
 
@@ -234,9 +276,10 @@ def create_api(
     """The control API on ``store`` and ``registry``. ``routers`` are added as they are (the
     dashboard's, say: under ``/api/v1`` they are behind the same auth, and their handlers get the
     caller with ``Depends(auth.require(role))``); a ``modelcanary.api.dashboard`` module with
-    ``routes()`` is mounted too. Every path but health needs a token, the schema, its docs page and
-    the dashboard's files included (a browser gets a sign-in form with its 401). A started spec's
-    gates may name policy files only inside ``policy_dir`` (None: built-in policies only)."""
+    ``routes()`` is mounted too. Every path under ``/api/v1`` but health needs a token, the schema
+    included; the dashboard's static files at ``/ui`` hold no data and need none. There is no docs
+    page: FastAPI's loads its script from a CDN, on this origin. A started spec's gates may name
+    policy files only inside ``policy_dir`` (None: built-in policies only)."""
     from modelcanary import __version__
 
     app = ControlApi(
@@ -244,16 +287,15 @@ def create_api(
         version=__version__,
         description="Start, watch and steer canary rollouts of ML models; read and verify the audit log.",
         openapi_url=f"{PREFIX}/openapi.json",
-        docs_url=f"{PREFIX}/docs",
+        # no Swagger UI or ReDoc page: they load unpinned script from a CDN; the schema at
+        # openapi.json reads in any OpenAPI viewer
+        docs_url=None,
         redoc_url=None,
     )
     install(app)
-    sign_in = _sign_in_page()
-    prefixes = (PREFIX, "/ui") if sign_in is not None else (PREFIX,)
     app.add_middleware(BodyLimit)  # inside the auth: a caller without a token is refused unread
-    app.add_middleware(
-        BearerAuth, tokens=store, prefixes=prefixes, public=frozenset({f"{PREFIX}/health"}), sign_in=sign_in
-    )
+    app.add_middleware(BearerAuth, tokens=store, prefixes=(PREFIX,), public=frozenset({f"{PREFIX}/health"}))
+    app.add_middleware(PrivateResponses, prefix=PREFIX)  # outermost: a 401 carries the headers too
 
     @app.get(f"{PREFIX}/health", response_model=models.Health, tags=["health"])
     def health() -> Any:
@@ -267,13 +309,6 @@ def create_api(
         app.include_router(router)
     app.router.routes.extend(_dashboard_routes(store))
     return app
-
-
-def _sign_in_page() -> Any:
-    """The dashboard's sign-in answer (a 401 page), if this installation has the dashboard."""
-    if importlib.util.find_spec("modelcanary.api.dashboard") is None:
-        return None
-    return importlib.import_module("modelcanary.api.dashboard").sign_in_page
 
 
 def _dashboard_routes(store: SqlStore) -> list[BaseRoute]:

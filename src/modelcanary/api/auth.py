@@ -2,8 +2,11 @@
 endpoints let it do what it asks. No token or an unknown or revoked one is 401; a role too low,
 or an endpoint outside the token's list, is 403.
 
-The 401 check is ASGI middleware over every path under the API's prefix and the dashboard's (all
-but health), not a route dependency:
+The token comes from the ``Authorization`` header only, never from a cookie: a browser sends a
+cookie by itself, to every port of the host, so one would hand the token to other services there.
+
+The 401 check is ASGI middleware over every path under the API's prefix (all but health), not a
+route dependency:
 FastAPI parses a request's JSON body before it runs dependencies, so a dependency alone would let
 a caller without a token learn that its body was malformed (422) rather than that it may not ask.
 The middleware also covers paths that match no route. Routes then only check the role."""
@@ -37,24 +40,13 @@ def forbidden(detail: str) -> HTTPException:
     return HTTPException(403, detail)
 
 
-COOKIE = "mc_token"  # the dashboard's copy of the token, for the browser's page loads (GET only)
-READS = frozenset({"GET", "HEAD"})
-
-
 def _secret(scope: Scope) -> str | None:
-    """The bearer token of the request; for a read, the dashboard's cookie will do as well (a
-    change always needs the header, so a cookie a browser sends by itself cannot make one)."""
-    cookie = None
+    """The bearer token of the request's ``Authorization`` header, if it has one."""
     for name, value in scope["headers"]:
         if name == b"authorization":
             scheme, _, secret = value.decode("latin-1").partition(" ")
             return (secret.strip() or None) if scheme.lower() == "bearer" else None
-        if name == b"cookie" and scope.get("method") in READS:
-            for part in value.decode("latin-1").split(";"):
-                key, _, found = part.strip().partition("=")
-                if key == COOKIE and found:
-                    cookie = found
-    return cookie
+    return None
 
 
 class BearerAuth:
@@ -68,13 +60,11 @@ class BearerAuth:
         tokens: Tokens,
         prefixes: tuple[str, ...],
         public: frozenset[str],
-        sign_in: Callable[[], ASGIApp] | None = None,
     ) -> None:
         self.app = app
         self.tokens = tokens
         self.prefixes = prefixes
         self.public = public
-        self.sign_in = sign_in  # the 401 a browser gets for a page: a form that asks for the token
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -88,9 +78,6 @@ class BearerAuth:
             await problem(status_of(exc), detail_of(exc))(scope, receive, send)
             return
         if token is None:
-            if self.sign_in is not None and _wants_a_page(scope):
-                await self.sign_in()(scope, receive, send)
-                return
             detail = (
                 "the bearer token is unknown or revoked"
                 if secret
@@ -100,11 +87,6 @@ class BearerAuth:
             return
         scope.setdefault("state", {})[STATE_KEY] = token
         await self.app(scope, receive, send)
-
-
-def _wants_a_page(scope: Scope) -> bool:
-    accept = next((value for name, value in scope["headers"] if name == b"accept"), b"")
-    return scope.get("method") in READS and b"text/html" in accept
 
 
 def require(role: Role) -> Callable[..., TokenInfo]:

@@ -2,15 +2,18 @@
 two API routes it needs beyond the contract's: ``whoami`` (which buttons to show) and a rollout's
 post-mortem report as HTML.
 
-The static files hold no data and no secret, and still need a token, like every path but health:
-without one a browser gets ``sign_in_page``, a 401 whose form checks the token against the API and
-keeps it in the tab's sessionStorage (sent as a bearer token with every API call) and in a cookie
-(which the server accepts for reads only, so the browser can load these files). A token sees in the
-dashboard what it sees through the API.
+The static files hold no data and no secret, so they are served without a token: a browser loads
+the page, whose form checks a token against the API and keeps it in the tab's sessionStorage, and
+sends it as a bearer token with every API call. It is never put in a cookie: a browser sends a
+cookie by itself, to every service on the host whatever its port, and keeps it past the tab. So
+whatever a browser would load by itself (the HTML report) the page fetches with the header instead,
+and saves as a file. A token sees in the dashboard what it sees through the API.
 The pages are served with a content security policy that allows nothing from elsewhere.
 """
 
-import secrets
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,8 +24,9 @@ from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
+from modelcanary.adapters.store.audit import BrokenLink
 from modelcanary.adapters.store.sql import SqlStore
-from modelcanary.api.auth import CHALLENGE, require
+from modelcanary.api.auth import require
 from modelcanary.api.problems import responses
 from modelcanary.api.report_html import report_html
 from modelcanary.domain.access import Role, TokenInfo
@@ -34,6 +38,9 @@ STATIC = Path(__file__).with_name("static")
 PREFIX = "/api/v1"
 # the report page has inline styles; the dashboard none, and neither runs anything from elsewhere
 POLICY = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
+# how long a walk of an unchanged audit chain vouches for it on the report page: a row edited in
+# the middle leaves the head as it was, so only a new walk would see it
+CHAIN_MAX_AGE_S = 300.0
 Viewer = Annotated[TokenInfo, Depends(require(Role.VIEWER))]
 
 
@@ -44,8 +51,8 @@ class Whoami(BaseModel):
 
 
 class _Guarded(StaticFiles):
-    """Static files sent with the content security policy and without caching (a new release's
-    JS must not meet an old page)."""
+    """Static files sent with the content security policy, as the type they are (nosniff), and
+    without caching (a new release's JS must not meet an old page)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def with_headers(message: Any) -> None:
@@ -54,14 +61,44 @@ class _Guarded(StaticFiles):
                     *message.get("headers", []),
                     (b"content-security-policy", POLICY.encode()),
                     (b"cache-control", b"no-cache"),
+                    (b"x-content-type-options", b"nosniff"),
                 ]
             await send(message)
 
         await super().__call__(scope, receive, with_headers)
 
 
+class ChainCheck:
+    """The audit chain's verification for the report page, walked again only when the chain's head
+    (its length and last hash) has moved or the last walk is ``max_age_s`` old: a whole walk takes
+    seconds on a long log, and every report page would start one. One walk at a time; a caller that
+    waited for it takes its answer. ``GET /api/v1/audit/verify`` always walks."""
+
+    def __init__(
+        self, store: SqlStore, *, max_age_s: float = CHAIN_MAX_AGE_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.store = store
+        self.max_age_s = max_age_s
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._last: tuple[tuple[int, str], float, tuple[int, BrokenLink | None]] | None = None
+
+    def __call__(self) -> tuple[int, BrokenLink | None]:
+        with self._lock:
+            # the head before the walk: an append during it moves the head, so the next call walks again
+            head = self.store.audit_head()
+            if self._last is not None:
+                seen, at, found = self._last
+                if seen == head and self.clock() - at < self.max_age_s:
+                    return found
+            found = self.store.verify_audit()
+            self._last = (head, self.clock(), found)
+            return found
+
+
 def api_routes(store: SqlStore) -> APIRouter:
     router = APIRouter(prefix=PREFIX, tags=["dashboard"])
+    chain = ChainCheck(store)
 
     @router.get("/whoami", response_model=Whoami, responses=responses(401))
     def whoami(token: Viewer) -> Any:
@@ -76,56 +113,20 @@ def api_routes(store: SqlStore) -> APIRouter:
     )
     def report_page(token: Viewer, rollout_id: str) -> HTMLResponse:
         """The rollout's whole story as one self-contained HTML page (what ``modelcanary report``
-        writes): spec, timeline, evidence at each decision, actors, audit trail."""
+        writes): spec, timeline, evidence at each decision, actors, audit trail. For a token
+        limited to endpoints, the audit chain's verdict without its length or where it broke."""
         state, _ = store.get(rollout_id)
         if not token.sees(state.endpoint):
             raise NotFound(f"no rollout {rollout_id!r}")
         return HTMLResponse(
-            report_html(store, rollout_id),
+            report_html(store, rollout_id, chain=chain(), whole_log=token.endpoints is None),
             headers={"content-security-policy": POLICY, "content-disposition": f'inline; filename="{state.id}.html"'},
         )
 
     return router
 
 
-_SIGN_IN = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>modelcanary: sign in</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"></head>
-<body><main id="main"><form id="login" autocomplete="off">
-<h1>Sign in</h1>
-<p>Paste an API token (from <code>modelcanary token create</code>). It is kept in this tab only.</p>
-<label>Token <input id="token" name="token" type="password" required spellcheck="false"></label>
-<button type="submit">Sign in</button>
-<p id="login-error" role="alert"></p>
-</form></main>
-<script nonce="NONCE">
-document.getElementById("login").addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const token = document.getElementById("token").value.trim();
-  const answer = await fetch("/api/v1/whoami", {headers: {Authorization: `Bearer ${token}`}});
-  if (!answer.ok) {
-    document.getElementById("login-error").textContent =
-      "The API refused this token (unknown or revoked): sign in again.";
-    return;
-  }
-  sessionStorage.setItem("modelcanary.token", token);
-  document.cookie = `mc_token=${encodeURIComponent(token)}; path=/; SameSite=Strict`;
-  location.reload();
-});
-</script></body></html>
-"""
-
-
-def sign_in_page() -> HTMLResponse:
-    """The 401 a browser gets for a dashboard page without a token: a form (its script allowed by
-    a one-time nonce, nothing else inline)."""
-    nonce = secrets.token_urlsafe(16)
-    policy = POLICY.replace("default-src 'self'", f"default-src 'self'; script-src 'nonce-{nonce}'")
-    headers = {"content-security-policy": policy, "cache-control": "no-store", **CHALLENGE}
-    return HTMLResponse(_SIGN_IN.replace("NONCE", nonce), status_code=401, headers=headers)
-
-
 def routes(store: SqlStore) -> list[BaseRoute]:
     """What the control API mounts: the dashboard's API routes (behind its bearer auth, as every
-    path under ``/api/v1`` is) and the static pages at ``/ui``."""
+    path under ``/api/v1`` is) and the static pages at ``/ui`` (outside it: they hold no data)."""
     return [*api_routes(store).routes, Mount("/ui", app=_Guarded(directory=STATIC, html=True), name="ui")]

@@ -4,6 +4,7 @@ mirror a domain model are derived from it, so the two cannot drift apart."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -132,8 +133,18 @@ class BrokenLink(BaseModel):
 
 class AuditVerify(BaseModel):
     ok: bool
-    count: int
-    broken: BrokenLink | None
+    # null for a token limited to endpoints: the chain's length and its event ids are the whole log's
+    count: int | None = Field(description="events in the chain; null for a token limited to endpoints")
+    broken: BrokenLink | None = Field(
+        description="the first broken link; null if none, and always for a token limited to endpoints"
+    )
+
+
+class Order(StrEnum):
+    """Which end of the audit log a page starts from."""
+
+    OLDEST = "oldest"
+    NEWEST = "newest"
 
 
 class TokenRequest(Request):

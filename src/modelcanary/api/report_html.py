@@ -51,15 +51,24 @@ class StoryStore(ReportStore, Protocol):
     def verify_audit(self) -> tuple[int, _Link | None]: ...
 
 
-def report_html(store: StoryStore, rollout_id: str, *, now: float | None = None) -> str:
+def report_html(
+    store: StoryStore,
+    rollout_id: str,
+    *,
+    now: float | None = None,
+    chain: tuple[int, _Link | None] | None = None,
+    whole_log: bool = True,
+) -> str:
     """Read a rollout's report and audit events from the store, verify the whole audit chain (an
-    event of this rollout is only as trustworthy as the chain it sits in), and render them."""
-    count, broken = store.verify_audit()
-    verify = {
-        "ok": broken is None,
-        "count": count,
-        "broken": None if broken is None else {"id": broken.id, "position": broken.position, "reason": broken.reason},
-    }
+    event of this rollout is only as trustworthy as the chain it sits in), and render them.
+
+    ``chain`` is the chain's verification (its length and first broken link), if the caller has
+    one at hand: the server keeps its last walk while the chain's head stays put. ``whole_log``
+    False, for a reader limited to some endpoints, gives only whether the chain holds: its length
+    and where it broke are the whole log's."""
+    count, broken = chain if chain is not None else store.verify_audit()
+    link = None if broken is None else {"id": broken.id, "position": broken.position, "reason": broken.reason}
+    verify = {"ok": broken is None, "count": count if whole_log else None, "broken": link if whole_log else None}
     return render(
         rollout_report(store, rollout_id),
         spec_text=store.get(rollout_id)[1],
@@ -248,8 +257,10 @@ def _traffic(report: Report) -> str:
 
 def _audit(events: Iterable[dict[str, Any]], verify: dict[str, Any]) -> str:
     broken = verify.get("broken")
+    count = verify.get("count")
     if verify.get("ok"):
-        check = f'<p class="ok" id="verify">Audit chain verified: {verify.get("count")} events, no broken link.</p>'
+        length = f" {count} events," if count is not None else ""
+        check = f'<p class="ok" id="verify">Audit chain verified:{length} no broken link.</p>'
     else:
         where = f" at event id {broken['id']} (position {broken['position']}): {broken['reason']}" if broken else ""
         check = f'<p class="broken" id="verify">Audit chain BROKEN{_e(where)}.</p>'

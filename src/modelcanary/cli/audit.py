@@ -26,6 +26,10 @@ def audit_verify(ops: Operations) -> None:
     """Recompute every event's hash in order. Exit 0 if the chain holds; 1 with the first broken
     link if any event was edited, deleted or reordered."""
     check = ops.verify_audit()
+    if check.count is None:  # a token limited to endpoints: the API says whether the chain holds, no more
+        verdict = "verified" if check.ok else "BROKEN"
+        click.echo(f"audit chain {verdict} (where, and its head, need a token for every endpoint)")
+        sys.exit(0 if check.ok else EXIT_ENDED_BADLY)
     if check.broken is not None:
         broken = check.broken
         click.echo(

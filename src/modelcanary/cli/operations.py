@@ -27,12 +27,12 @@ class BrokenLink:
 
 @dataclass(frozen=True, kw_only=True)
 class AuditCheck:
-    count: int
-    broken: BrokenLink | None
+    """The chain's verdict. A control API tells a token limited to endpoints only whether the chain
+    holds: ``count`` and ``broken`` are then None, whatever ``ok`` says."""
 
-    @property
-    def ok(self) -> bool:
-        return self.broken is None
+    ok: bool
+    count: int | None
+    broken: BrokenLink | None
 
 
 class Operations(Protocol):
@@ -109,8 +109,9 @@ class LocalOperations:
     def verify_audit(self) -> AuditCheck:
         count, broken = self.store.verify_audit()
         if broken is None:
-            return AuditCheck(count=count, broken=None)
-        return AuditCheck(count=count, broken=BrokenLink(id=broken.id, position=broken.position, reason=broken.reason))
+            return AuditCheck(ok=True, count=count, broken=None)
+        link = BrokenLink(id=broken.id, position=broken.position, reason=broken.reason)
+        return AuditCheck(ok=False, count=count, broken=link)
 
     def close(self) -> None:
         if self._store is not None:

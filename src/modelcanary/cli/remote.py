@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from modelcanary.engine.decide import Command
 
 API = "/api/v1"
+PAGE = 500  # the API answers lists a page at a time: ask for this many, until a shorter page
 T = TypeVar("T")
 
 
@@ -145,8 +146,14 @@ class RemoteOperations:
 
     def rollouts(self, *, active_only: bool = False) -> list[RolloutState]:
         # active=false asks for the ended ones only: every rollout is no parameter at all
-        query = {"active": "true"} if active_only else None
-        return self.client.read("GET", "/rollouts", _states, query=query)
+        query = {"active": "true"} if active_only else {}
+        found: list[RolloutState] = []
+        while True:  # newest first: the next page is before the last rollout of this one
+            cursor = {"before": found[-1].id} if found else {}
+            page = self.client.read("GET", "/rollouts", _states, query={**query, **cursor, "limit": str(PAGE)})
+            found += page
+            if len(page) < PAGE:
+                return found
 
     def rollout(self, rollout_id: str) -> tuple[RolloutState, str]:
         return self.client.read("GET", f"/rollouts/{_quote(rollout_id)}", _state_and_spec)
@@ -183,8 +190,14 @@ class RemoteOperations:
         return self.client.read("POST", path, RolloutState.model_validate, body=body)
 
     def audit_events(self, rollout_id: str | None = None) -> list[dict[str, Any]]:
-        query = {"rollout": rollout_id} if rollout_id is not None else None
-        return self.client.read("GET", "/audit", _events, query=query)
+        query = {"rollout": rollout_id} if rollout_id is not None else {}
+        found: list[dict[str, Any]] = []
+        while True:  # oldest first: the next page is after the last event of this one
+            cursor = {"after": str(found[-1]["id"])} if found else {}
+            page = self.client.read("GET", "/audit", _events, query={**query, **cursor, "limit": str(PAGE)})
+            found += page
+            if len(page) < PAGE:
+                return found
 
     def verify_audit(self) -> AuditCheck:
         return self.client.read("GET", "/audit/verify", _audit_check)
@@ -219,8 +232,10 @@ def _events(listed: Any) -> list[dict[str, Any]]:
 
 def _audit_check(verified: Any) -> AuditCheck:
     broken = verified.get("broken")
+    count = verified["count"]
     return AuditCheck(
-        count=int(verified["count"]),
+        ok=bool(verified["ok"]),
+        count=None if count is None else int(count),
         broken=None
         if not broken
         else BrokenLink(id=int(broken["id"]), position=int(broken["position"]), reason=str(broken["reason"])),

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from modelcanary.adapters.store.schema import AUDIT_LOCK, GENESIS, audit, audit_hash, audit_head
+from modelcanary.adapters.store.schema import AUDIT_LOCK, GENESIS, audit, audit_hash, audit_head, rollouts
 
 
 @dataclass(frozen=True)
@@ -76,12 +76,43 @@ class AuditLog:
         with self._tx() as conn:
             self._audit(conn, at=at, actor=actor, action=action, rollout_id=rollout_id, detail=detail)
 
-    def audit_events(self, rollout_id: str | None = None) -> list[dict[str, Any]]:
-        query = sa.select(audit).order_by(audit.c.id)
+    def audit_events(
+        self,
+        rollout_id: str | None = None,
+        *,
+        endpoints: Sequence[str] | None = None,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Audit events in id order (oldest first, or newest first), each filter applied by the
+        database: one rollout's; only those of rollouts on ``endpoints`` (None: every event, those
+        of no rollout too); ids past ``after`` and short of ``before``; at most ``limit`` of them.
+        A page ends with the id the next one starts ``after`` (or ``before``, newest first)."""
+        query = sa.select(audit).order_by(audit.c.id.desc() if newest_first else audit.c.id)
         if rollout_id is not None:
             query = query.where(audit.c.rollout_id == rollout_id)
+        if endpoints is not None:
+            # a subquery, not a join: the rollout ids of those endpoints are few, the events many
+            query = query.where(
+                audit.c.rollout_id.in_(sa.select(rollouts.c.id).where(rollouts.c.endpoint.in_(endpoints)))
+            )
+        if after is not None:
+            query = query.where(audit.c.id > after)
+        if before is not None:
+            query = query.where(audit.c.id < before)
+        if limit is not None:
+            query = query.limit(limit)
         with self._tx(read_only=True) as conn:
             return [{**row._asdict(), "detail": json.loads(row.detail)} for row in conn.execute(query)]
+
+    def audit_head(self) -> tuple[int, str]:
+        """The chain's length and last hash as its head row keeps them: one row read, so a caller
+        can tell whether anything was appended since it last verified the chain."""
+        with self._tx(read_only=True) as conn:
+            head = conn.execute(sa.select(audit_head.c.count, audit_head.c.hash)).first()
+        return (int(head[0]), str(head[1])) if head is not None else (0, GENESIS)
 
     def verify_audit(self) -> tuple[int, BrokenLink | None]:
         """Walk the whole chain in id order: the number of events, and the first broken link if any.
@@ -107,7 +138,11 @@ class AuditLog:
                 if row.hash != audit_hash(previous, {**event, "detail": detail}):
                     return count, BrokenLink(position, row.id, "hash does not match the event's content")
                 previous, last_id = row.hash, row.id
-        expected = (int(head[0]), str(head[1])) if head is not None else (0, GENESIS)
+        if head is None:  # every store has one from its first migrations on: it was deleted
+            return count, BrokenLink(
+                count, last_id, "the chain's head row is missing: it, and maybe events, were deleted"
+            )
+        expected = (int(head[0]), str(head[1]))
         if (count, previous) != expected:
             reason = f"the chain ends after {count} events but its head says {expected[0]} ending in {expected[1][:12]}"
             return count, BrokenLink(count, last_id, reason + ": events were cut off the end, or the head was edited")

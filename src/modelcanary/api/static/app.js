@@ -1,12 +1,15 @@
 // modelcanary dashboard: a token form, the list of rollouts, and a live page per rollout.
 // Everything comes from the control API with the token as a bearer token; nothing from elsewhere.
+// The token is never put in a cookie: a browser would send it to every service on the host.
 "use strict";
 
 (() => {
   const API = "/api/v1";
   const KEY = "modelcanary.token"; // sessionStorage: this tab only, gone when it closes
-  const COOKIE = "mc_token"; // auth.COOKIE: what lets the browser load the dashboard's files
+  const OLD_COOKIE = "mc_token"; // where releases before this one kept a copy of the token
   const POLL_MS = 1000;
+  const LIST_LIMIT = 200; // the newest rollouts the list shows (the API pages through the rest)
+  const AUDIT_LIMIT = 200; // the newest audit events a rollout's page shows (the HTML report has them all)
   const RANK = { viewer: 0, operator: 1, approver: 2, admin: 3 };
   const ACTIVE = ["pending", "canary", "awaiting_approval"];
   // every button, the role it needs (as the API checks it) and the phases it fits
@@ -25,6 +28,14 @@
 
   class Unauthorized extends Error {}
 
+  // A refusal other than 401, with its HTTP status (404: no such rollout, or not this token's).
+  class ApiError extends Error {
+    constructor(message, status) {
+      super(message);
+      this.status = status;
+    }
+  }
+
   // -- talking to the API -----------------------------------------------------------------------
 
   async function api(path, { method = "GET", body } = {}) {
@@ -41,21 +52,24 @@
     }
     if (!response.ok) {
       const problem = await response.json().catch(() => null);
-      throw new Error(problem && problem.detail ? problem.detail : `${response.status} ${response.statusText}`);
+      const detail = problem && problem.detail ? problem.detail : `${response.status} ${response.statusText}`;
+      throw new ApiError(detail, response.status);
     }
     return (response.headers.get("content-type") || "").includes("json") ? response.json() : response.text();
   }
 
   function remember(token) {
-    // the tab keeps the token for the API calls; the cookie lets the browser load these pages
-    // (the server takes it for reads only: a change always needs the bearer header)
     sessionStorage.setItem(KEY, token);
-    document.cookie = `${COOKIE}=${encodeURIComponent(token)}; path=/; SameSite=Strict`;
+  }
+
+  function forgetOldCookie() {
+    // an earlier release copied the token into this cookie, which the browser keeps until it quits
+    // and sends to every port of the host: drop it (the server no longer reads it)
+    document.cookie = `${OLD_COOKIE}=; path=/; SameSite=Strict; max-age=0`;
   }
 
   function signOut(message) {
     sessionStorage.removeItem(KEY);
-    document.cookie = `${COOKIE}=; path=/; SameSite=Strict; max-age=0`;
     me = null;
     view += 1;
     showLogin(message);
@@ -92,18 +106,29 @@
     document.getElementById("who").textContent = `${me.name} (${me.role}, ${scope})`;
     document.getElementById("logout").hidden = false;
     const match = location.hash.match(/^#\/rollouts\/(.+)$/);
-    if (match) rolloutPage(decodeURIComponent(match[1]), mine);
-    else listPage(mine);
+    if (!match) return listPage(mine);
+    let id;
+    try {
+      id = decodeURIComponent(match[1]);
+    } catch {
+      // a hand-edited or cut link (#/rollouts/%E0): say so rather than leave the last page up
+      main.innerHTML = `<p><a href="#/">← all rollouts</a></p>
+        <div class="card"><p id="status" class="error" role="alert">Bad link: this is no rollout's address.</p></div>`;
+      return;
+    }
+    rolloutPage(id, mine);
   }
 
-  // Run ``refresh`` now and about once a second while this page is shown.
-  async function poll(mine, refresh) {
+  // Run ``refresh`` now and about once a second while this page is shown, until it is gone (a 404:
+  // ``gone`` says so, and nothing asks again).
+  async function poll(mine, refresh, gone) {
     while (mine === view) {
       try {
         await refresh();
         setStatus("");
       } catch (error) {
-        if (error instanceof Unauthorized) return;
+        if (error instanceof Unauthorized || mine !== view) return;
+        if (error instanceof ApiError && error.status === 404 && gone) return gone(error);
         setStatus(`update failed, retrying: ${error.message}`);
       }
       await new Promise((resolve) => setTimeout(resolve, POLL_MS));
@@ -116,12 +141,17 @@
   }
 
   function listPage(mine) {
-    main.innerHTML = `<div class="card"><h1>Rollouts</h1><p id="status" class="error"></p>
+    main.innerHTML = `<div class="card"><h1>Rollouts</h1><p id="status" class="error" role="status"></p>
       <table id="rollouts"><thead><tr><th>rollout</th><th>endpoint</th><th>phase</th><th>weight</th>
-      <th>models</th><th>updated (UTC)</th><th>reason</th></tr></thead><tbody></tbody></table></div>`;
+      <th>models</th><th>updated (UTC)</th><th>reason</th></tr></thead><tbody></tbody></table>
+      <p id="more" class="muted"></p></div>`;
     poll(mine, async () => {
-      const rollouts = await api("/rollouts");
+      const rollouts = await api(`/rollouts?limit=${LIST_LIMIT}`);
       if (mine !== view) return;
+      document.getElementById("more").textContent =
+        rollouts.length === LIST_LIMIT
+          ? `The newest ${LIST_LIMIT} rollouts; older ones: modelcanary rollout list, or the API's pages.`
+          : "";
       const rows = rollouts.map(
         (r) => `<tr class="rollout" data-id="${esc(r.id)}">
           <td><a href="#/rollouts/${encodeURIComponent(r.id)}">${esc(r.name)}</a><br>
@@ -137,8 +167,10 @@
 
   function rolloutPage(id, mine) {
     const steering = RANK[me.role] >= RANK.operator;
+    // the status line is in the skeleton, so an error before the first answer shows too
     main.innerHTML = `
       <p><a href="#/">← all rollouts</a></p>
+      <p id="status" class="error" role="status"></p>
       <div class="card" id="head"></div>
       ${
         steering
@@ -156,30 +188,39 @@
       <div class="card"><h2>Decision log</h2><table id="history"></table></div>
       <div class="card"><h2>Audit trail</h2><table id="audit"></table></div>`;
     let shown = null; // the buttons on screen, redrawn only when they change so a click is never lost
-    poll(mine, async () => {
-      const [report, audit] = await Promise.all([
-        api(`/rollouts/${encodeURIComponent(id)}/report`),
-        api(`/audit?rollout=${encodeURIComponent(id)}`),
-      ]);
-      if (mine !== view) return;
-      const r = report.rollout;
-      renderHead(report);
-      if (steering) {
-        const fitting = ACTIONS.filter((a) => RANK[me.role] >= RANK[a.role] && a.fits(r));
-        const key = fitting.map((a) => a.name).join(",");
-        if (key !== shown) {
-          shown = key;
-          renderActions(id, fitting);
+    const missing = () => {
+      main.innerHTML = `<p><a href="#/">← all rollouts</a></p>
+        <div class="card"><p id="status" class="error" role="alert"></p></div>`;
+      setStatus(`No rollout ${id} (no such rollout, or not visible to this token).`);
+    };
+    poll(
+      mine,
+      async () => {
+        const [report, audit] = await Promise.all([
+          api(`/rollouts/${encodeURIComponent(id)}/report`),
+          api(`/audit?rollout=${encodeURIComponent(id)}&order=newest&limit=${AUDIT_LIMIT}`),
+        ]);
+        if (mine !== view) return;
+        const r = report.rollout;
+        renderHead(report);
+        if (steering) {
+          const fitting = ACTIONS.filter((a) => RANK[me.role] >= RANK[a.role] && a.fits(r));
+          const key = fitting.map((a) => a.name).join(",");
+          if (key !== shown) {
+            shown = key;
+            renderActions(id, fitting);
+          }
         }
-      }
-      document.getElementById("weight-chart").innerHTML = weightChart(report);
-      document.getElementById("evidence-chart").innerHTML = evidenceChart(report.judgement);
-      document.getElementById("variants").innerHTML = variantsTable(report);
-      document.getElementById("quality").innerHTML = qualityView(report);
-      document.getElementById("metrics").innerHTML = metricsTable(report.judgement);
-      document.getElementById("history").innerHTML = historyTable(report);
-      document.getElementById("audit").innerHTML = auditTable(audit);
-    });
+        document.getElementById("weight-chart").innerHTML = weightChart(report);
+        document.getElementById("evidence-chart").innerHTML = evidenceChart(report.judgement);
+        document.getElementById("variants").innerHTML = variantsTable(report);
+        document.getElementById("quality").innerHTML = qualityView(report);
+        document.getElementById("metrics").innerHTML = metricsTable(report.judgement);
+        document.getElementById("history").innerHTML = historyTable(report);
+        document.getElementById("audit").innerHTML = auditTable(audit);
+      },
+      missing,
+    );
   }
 
   function renderHead(report) {
@@ -195,7 +236,7 @@
       <p class="muted">baseline <code>models:/${esc(r.baseline.name)}/${esc(r.baseline.version)}</code>,
         candidate <code>models:/${esc(r.candidate.name)}/${esc(r.candidate.version)}</code>;
         judge ${esc(j.judge)}${j.hold ? `; <b>held</b>: ${esc(j.hold)}` : ""};
-        <span id="live">updated ${clock(Date.now() / 1000)} UTC</span> <span id="status" class="error"></span></p>`;
+        <span id="live">updated ${clock(Date.now() / 1000)} UTC</span></p>`;
     document.getElementById("download-report").addEventListener("click", () => downloadReport(r.id));
   }
 
@@ -315,16 +356,18 @@
   }
 
   function auditTable(events) {
+    // newest first, as the API sends them; only the newest AUDIT_LIMIT
     const head = `<tr><th>id</th><th>at (UTC)</th><th>actor</th><th>action</th><th>detail</th><th>hash</th></tr>`;
-    const rows = events
-      .slice()
-      .reverse()
-      .map(
-        (e) => `<tr class="audit"><td>${e.id}</td><td>${clock(e.at)}</td><td class="actor">${esc(e.actor)}</td>
-          <td>${esc(e.action)}</td><td><code>${esc(JSON.stringify(e.detail))}</code></td>
-          <td class="hash" title="${esc(e.hash)}">${esc(e.hash.slice(0, 16))}…</td></tr>`,
-      );
-    return head + rows.join("");
+    const more =
+      events.length === AUDIT_LIMIT
+        ? `<tr><td colspan="6" class="muted">The newest ${AUDIT_LIMIT} events; the report (HTML) has them all.</td></tr>`
+        : "";
+    const rows = events.map(
+      (e) => `<tr class="audit"><td>${e.id}</td><td>${clock(e.at)}</td><td class="actor">${esc(e.actor)}</td>
+        <td>${esc(e.action)}</td><td><code>${esc(JSON.stringify(e.detail))}</code></td>
+        <td class="hash" title="${esc(e.hash)}">${esc(e.hash.slice(0, 16))}…</td></tr>`,
+    );
+    return head + rows.join("") + more;
   }
 
   // -- charts (inline SVG) ----------------------------------------------------------------------
@@ -432,6 +475,7 @@
     return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`;
   }
 
+  forgetOldCookie();
   document.getElementById("logout").addEventListener("click", () => signOut("Signed out."));
   window.addEventListener("hashchange", route);
   route();
