@@ -8,7 +8,7 @@ import gc
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -788,11 +788,11 @@ def test_a_lease_lost_under_a_side_effect_fences_the_decisions_of_that_tick(stor
     fresh = start(store, slow, clock)  # for a to decide
 
     class Hook(StallingStore):
-        def read_telemetry_many(self, ids: list[str]) -> Any:
+        def read_telemetry_many(self, rollout_ids: Sequence[str]) -> Any:
             go.set()  # the tag finishes now, and its done-mark is refused
             side_effects.join()
             assert store.acquire_lease("controller", "b", ttl_s=10, now=clock.now + 100) is not None
-            return self.inner.read_telemetry_many(ids)
+            return self.inner.read_telemetry_many(rollout_ids)
 
     a = Controller(store=Hook(store), registry=slow, clock=clock, holder="a", lease_ttl_s=10)
     assert a.lead()
