@@ -3,6 +3,7 @@ candidate that hangs, raises or flips between the two; a real store and a real c
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 import time
@@ -43,6 +44,15 @@ def _route(versions: Any, rollout_id: str, breaker: CircuitBreaker) -> Route:
 
 def _records(rows: list[dict[str, float]]) -> dict[str, Any]:
     return {"dataframe_records": rows}
+
+
+def _variant_for(running: Any, rows: list[dict[str, float]], who: int) -> str:
+    """The variant that answered ``rows`` for user ``who``, on a connection of its own (so callers
+    may ask from many threads at once); the answer must be a 200."""
+    with running.client() as http:
+        response = http.post("/v1/endpoints/fraud/invocations", json=_records(rows), headers={"x-user-id": f"u{who}"})
+    assert response.status_code == 200, response.text
+    return str(response.headers[VARIANT_HEADER])
 
 
 def _baseline_says(pyfunc_backend: Any, versions: Any, rows: list[dict[str, float]]) -> list[Any]:
@@ -126,13 +136,7 @@ def test_healthy_calls_beyond_the_pool_wait_for_a_worker_within_their_deadline(
     running = serve.start(gateway)
     rows = mlflow_registry.rows[:1]
 
-    def ask(who: int) -> str:
-        with running.client() as http:
-            response = http.post(
-                "/v1/endpoints/fraud/invocations", json=_records(rows), headers={"x-user-id": f"u{who}"}
-            )
-        assert response.status_code == 200, response.text
-        return str(response.headers[VARIANT_HEADER])
+    ask = functools.partial(_variant_for, running, rows)
 
     with ThreadPoolExecutor(12) as clients:
         assert list(clients.map(ask, range(12))) == ["candidate"] * 12
@@ -162,13 +166,7 @@ def test_only_calls_running_past_their_deadline_hold_workers_and_queued_ones_are
     running = serve.start(gateway)
     rows = mlflow_registry.rows[:1]
 
-    def ask(who: int) -> str:
-        with running.client() as http:
-            response = http.post(
-                "/v1/endpoints/fraud/invocations", json=_records(rows), headers={"x-user-id": f"u{who}"}
-            )
-        assert response.status_code == 200, response.text
-        return str(response.headers[VARIANT_HEADER])
+    ask = functools.partial(_variant_for, running, rows)
 
     try:
         with ThreadPoolExecutor(3) as clients:
@@ -295,13 +293,7 @@ def test_a_trip_while_a_new_routing_table_came_in_takes_the_candidate_out_of_the
     running = serve.start(gateway)
     rows = mlflow_registry.rows[:1]
 
-    def ask(who: int) -> str:
-        with running.client() as http:
-            response = http.post(
-                "/v1/endpoints/fraud/invocations", json=_records(rows), headers={"x-user-id": f"u{who}"}
-            )
-        assert response.status_code == 200, response.text
-        return str(response.headers[VARIANT_HEADER])
+    ask = functools.partial(_variant_for, running, rows)
 
     with ThreadPoolExecutor(1) as client:
         first = client.submit(ask, 0)
