@@ -25,6 +25,19 @@ class BrokenLink:
     reason: str
 
 
+ACTOR_CHARS = 200  # the audit table's actor column
+
+
+def _fitted(event: dict[str, Any]) -> dict[str, Any]:
+    """An event whose actor fits its column: a longer one (an Airflow task's id, a watched alias
+    with a long model name) is cut to fit, and kept whole in the detail, so nothing is lost and
+    PostgreSQL does not refuse the event (and with it the change it records)."""
+    actor = event["actor"]
+    if len(actor) <= ACTOR_CHARS:
+        return event
+    return {**event, "actor": actor[: ACTOR_CHARS - 1] + "\u2026", "detail": {**event["detail"], "actor": actor}}
+
+
 class AuditLog:
     """The audit methods of ``SqlStore`` (which brings ``engine`` and ``_tx``)."""
 
@@ -53,7 +66,7 @@ class AuditLog:
         ).first()
         length, prev = (int(head[0]), str(head[1])) if head is not None else (0, GENESIS)
         rows = []
-        for event in events:
+        for event in map(_fitted, events):
             digest = audit_hash(prev, event)
             rows.append(
                 {**event, "detail": json.dumps(event["detail"], sort_keys=True), "prev_hash": prev, "hash": digest}
