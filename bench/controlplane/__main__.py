@@ -186,7 +186,7 @@ def run_engine(
     time.sleep(max(1.0, 3 * poll_s))  # both gateways have applied the first table (1,000 routes)
 
     ticks, latencies, propagation, flushes = [], [], [], []
-    ids = [state.id for state in store.list_rollouts(active_only=True)]
+    ids = [state.id for state in store.list_rollouts(active=True)]
     for round_index in range(rounds):
         scale = round_index + 1
         baseline = counts(900 * scale, 9 * scale, 300 * scale, 1)

@@ -124,13 +124,22 @@ class RolloutStore(Protocol):
     def get(self, rollout_id: str) -> tuple[RolloutState, str]:
         """The state and the spec's YAML text; ``NotFound`` if there is no such rollout."""
 
-    def list_rollouts(self, *, active_only: bool = False) -> list[RolloutState]:
-        """Rollouts, newest first."""
+    def list_rollouts(
+        self,
+        *,
+        active: bool | None = None,
+        endpoints: Sequence[str] | None = None,
+        before: str | None = None,
+        limit: int | None = None,
+    ) -> list[RolloutState]:
+        """Rollouts, newest first (creation time, then id): active ones only, or ended ones
+        only (``active`` False); of ``endpoints`` only; those after rollout ``before`` (a page's
+        last id; ``NotFound`` if there is none); at most ``limit``."""
 
     def active_rollouts(
         self, known: Mapping[str, RolloutState], *, mine: Callable[[str], bool] | None = None
     ) -> list[RolloutState]:
-        """The active rollouts, newest first, as ``list_rollouts(active_only=True)`` reads them,
+        """The active rollouts, newest first, as ``list_rollouts(active=True)`` reads them,
         except that a rollout whose stored version is that of its state in ``known`` is that state,
         not read again (every save bumps the version, so the same version is the same state).
         Given ``mine``, only the rollouts whose id it accepts (a shard's)."""

@@ -175,7 +175,7 @@ def operator(target: Target) -> Iterator[Callable[[Command], None]]:
 
     def act(command: Command) -> None:
         while not stop.is_set():
-            active = target.store.list_rollouts(active_only=True)
+            active = target.store.list_rollouts(active=True)
             if active and active[0].phase is Phase.PENDING:
                 _tick(target)
                 run_command(target.store, active[0].id, command, actor="test:operator")

@@ -113,7 +113,7 @@ def test_create_get_and_list(store: SqlStore) -> None:
     assert state == first
     assert text == SPEC_TEXT
     assert [s.id for s in store.list_rollouts()] == ["r-2", "r-1"]  # newest first
-    assert [s.id for s in store.list_rollouts(active_only=True)] == ["r-2", "r-1"]
+    assert [s.id for s in store.list_rollouts(active=True)] == ["r-2", "r-1"]
     assert store.history("r-1") == []
     created = store.audit_events("r-1")
     assert [(e["action"], e["actor"]) for e in created] == [("rollout.create", "alice")]
@@ -138,8 +138,32 @@ def test_one_active_rollout_per_endpoint_until_the_first_ends(store: SqlStore) -
     store.save(moved(canary, Phase.ROLLED_BACK, at=1_020.0), expected_version=canary.version)
 
     store.create(rollout("r-2"), SPEC_TEXT, actor="bob")
-    assert {s.id for s in store.list_rollouts(active_only=True)} == {"r-2", "r-3"}
+    assert {s.id for s in store.list_rollouts(active=True)} == {"r-2", "r-3"}
     assert {s.id for s in store.list_rollouts()} == {"r-1", "r-2", "r-3"}
+
+
+def test_rollouts_are_listed_a_page_at_a_time_filtered_by_the_database(store: SqlStore) -> None:
+    # three created in one instant: the id orders them, so pages neither skip nor repeat one
+    store.create(rollout("r-a", endpoint="fraud", at=1.0), SPEC_TEXT, actor="alice")
+    store.save(moved(store.get("r-a")[0], Phase.ROLLED_BACK, at=3.0), expected_version=0)
+    for rollout_id, endpoint in [("r-b", "churn"), ("r-c", "fraud"), ("r-d", "spam")]:
+        store.create(rollout(rollout_id, endpoint=endpoint, at=2.0), SPEC_TEXT, actor="alice")
+
+    assert [s.id for s in store.list_rollouts()] == ["r-d", "r-c", "r-b", "r-a"]
+    pages, before = [], None
+    while True:
+        page = store.list_rollouts(limit=2, before=before)
+        pages.append([s.id for s in page])
+        if len(page) < 2:
+            break
+        before = page[-1].id
+    assert pages == [["r-d", "r-c"], ["r-b", "r-a"], []]
+    assert [s.id for s in store.list_rollouts(active=True)] == ["r-d", "r-c", "r-b"]
+    assert [s.id for s in store.list_rollouts(active=False)] == ["r-a"]
+    assert [s.id for s in store.list_rollouts(endpoints=["fraud", "churn"], before="r-c")] == ["r-b", "r-a"]
+    assert store.list_rollouts(endpoints=[]) == []
+    with pytest.raises(NotFound, match="r-x"):
+        store.list_rollouts(before="r-x")
 
 
 def test_the_partial_unique_index_holds_even_without_the_check(store: SqlStore) -> None:
@@ -208,7 +232,7 @@ def test_a_stale_save_is_a_conflict_and_writes_nothing(store: SqlStore) -> None:
     assert _counts(store) == before  # no transition, route, action or audit row
     assert store.routes() == routes_before
     assert store.pending_actions() == []
-    assert [s.id for s in store.list_rollouts(active_only=True)] == [state.id]
+    assert [s.id for s in store.list_rollouts(active=True)] == [state.id]
 
 
 def test_a_save_that_fails_half_way_leaves_nothing_behind(store: SqlStore) -> None:
@@ -281,12 +305,12 @@ def test_active_rollouts_reuse_a_known_state_only_at_its_version(store: SqlStore
 
     listed = store.active_rollouts(known)
 
-    assert [state.id for state in listed] == [state.id for state in store.list_rollouts(active_only=True)]
+    assert [state.id for state in listed] == [state.id for state in store.list_rollouts(active=True)]
     assert [state.id for state in listed] == ["r-3", "r-2", "r-1"]  # newest first, the ended one gone
     assert listed[2] is saved_first  # its version holds: not read again
     assert listed[1] == operator and listed[1].version == 2  # saved by someone else since: read
     assert listed[0] == store.get("r-3")[0]  # not known: read
-    assert store.active_rollouts({}) == store.list_rollouts(active_only=True)
+    assert store.active_rollouts({}) == store.list_rollouts(active=True)
 
 
 def test_a_batch_of_moves_saves_every_effect_in_order(store: SqlStore) -> None:
@@ -459,6 +483,17 @@ def test_the_audit_log_is_a_hash_chain_that_verifies(store: SqlStore) -> None:
     # filtered by rollout, the rows are the same rows
     assert [e["id"] for e in store.audit_events("r-1")] == [events[i]["id"] for i in (0, 2, 3, 4)]
     assert events[4]["detail"]["key"] == "r-1:tag"
+
+
+def test_an_actor_longer_than_its_column_is_cut_and_kept_whole_in_the_detail(store: SqlStore) -> None:
+    # an Airflow task id or a watched alias of a long model name: PostgreSQL refused the event,
+    # and with it the change it records
+    actor = "airflow:" + "d" * 250 + ".start"
+    store.append_audit(at=1.0, actor=actor, action="rollout.create", rollout_id=None, detail={"why": "test"})
+    [event] = store.audit_events()
+    assert len(event["actor"]) == 200 and event["actor"] == actor[:199] + "\u2026"
+    assert event["detail"] == {"why": "test", "actor": actor}
+    assert store.verify_audit() == (1, None)
 
 
 def _tamper(store: SqlStore, statement: sa.Executable) -> None:

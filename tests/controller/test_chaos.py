@@ -95,7 +95,7 @@ class Gateways(threading.Thread):
 
     def flush(self) -> None:
         rows = []
-        for state in self.store.list_rollouts(active_only=True):
+        for state in self.store.list_rollouts(active=True):
             if state.phase is not Phase.CANARY:
                 continue
             counts = self.counts.setdefault(state.id, {v: VariantTelemetry() for v in Variant})
@@ -136,7 +136,7 @@ def start_all(store: SqlStore, registry_uri: str) -> list[str]:
 
 def all_ended(store: SqlStore) -> bool:
     """Every rollout terminal and every side effect it asked for done."""
-    return not store.list_rollouts(active_only=True) and not store.pending_actions()
+    return not store.list_rollouts(active=True) and not store.pending_actions()
 
 
 def check_invariants(store: SqlStore, registry_uri: str, ids: list[str]) -> None:

@@ -239,7 +239,7 @@ def test_every_step_passing_promotes_and_moves_the_alias(
     assert action_rows(store) == [(1, None, True)]
     route = store.routes()["fraud"]
     assert (route.baseline.version, route.candidate, route.rollout_id) == ("2", None, None)
-    assert store.list_rollouts(active_only=True) == []
+    assert store.list_rollouts(active=True) == []
     assert controller.tick() == []
 
 
@@ -263,7 +263,7 @@ def test_failing_quality_rolls_back_and_tags_the_candidate(
     assert action_rows(store) == [(1, None, True)]
     route = store.routes()["fraud"]
     assert (route.baseline.version, route.candidate, route.weight, route.rollout_id) == ("1", None, 0.0, None)
-    assert store.list_rollouts(active_only=True) == []
+    assert store.list_rollouts(active=True) == []
 
 
 def test_a_step_that_never_passes_rolls_back_at_its_max_duration(

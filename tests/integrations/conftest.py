@@ -71,7 +71,7 @@ class Driver:
             deadline = time.monotonic() + WAIT_S
             sent = 0
             while not self.stop.is_set() and time.monotonic() < deadline:
-                active = store.list_rollouts(active_only=True)
+                active = store.list_rollouts(active=True)
                 if active:
                     sent += 2000
                     errors = round(sent * self.candidate_error_rate)

@@ -90,20 +90,10 @@ def rollout_routes(store: SqlStore, registry: Registry, policy_dir: str | None =
     ) -> Any:
         """Rollouts, newest first, of the endpoints the token sees, a page at a time: the next page
         is ``before`` the last id of this one; a page shorter than ``limit`` is the last."""
-        states = store.list_rollouts(active_only=active is True)
-        if active is False:
-            states = [state for state in states if state.phase.is_terminal()]
-        # the store orders by creation time only: the id breaks ties, so pages neither skip nor repeat
-        mine = sorted(
-            (state for state in states if token.sees(state.endpoint)),
-            key=lambda state: (state.created_at, state.id),
-            reverse=True,
-        )
         if before is not None:
-            # the cursor's own rollout, not its place in this list: it may have ended since
-            mark, _ = visible(token, before)
-            mine = [state for state in mine if (state.created_at, state.id) < (mark.created_at, mark.id)]
-        return [_shown(state) for state in mine[:limit]]
+            visible(token, before)  # a cursor on an endpoint the token does not see does not exist for it
+        listed = store.list_rollouts(active=active, endpoints=token.endpoints, before=before, limit=limit)
+        return [_shown(state) for state in listed]
 
     @router.post("", status_code=201, response_model=models.Rollout, responses=responses(*AUTHED, BODY, 409))
     def start(token: Operator, request: models.StartRequest) -> Any:

@@ -88,7 +88,7 @@ class LocalOperations:
         return start_rollout(self.store, self.workspace.registry(), spec_text, source=source, actor=self.actor)
 
     def rollouts(self, *, active_only: bool = False) -> list[RolloutState]:
-        return self.store.list_rollouts(active_only=active_only)
+        return self.store.list_rollouts(active=True if active_only else None)
 
     def rollout(self, rollout_id: str) -> tuple[RolloutState, str]:
         return self.store.get(rollout_id)

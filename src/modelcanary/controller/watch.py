@@ -74,7 +74,7 @@ class Watcher:
         ``RegistryError`` if the alias cannot be resolved; ``PolicyDenied`` when the start gate
         refuses a version, and a check that starts nothing until ``REASK_S`` later."""
         version = self.registry.resolve(self.uri)
-        rollouts = [state for state in self.store.list_rollouts() if state.endpoint == self.endpoint]
+        rollouts = self.store.list_rollouts(endpoints=[self.endpoint])
         for state in rollouts:
             if (state.candidate.name, state.candidate.version) == (version.name, version.version):
                 return Check(version, None, f"{version.uri} already rolled out by {state.id} ({state.phase.value})")

@@ -157,11 +157,37 @@ class SqlStore(TokenTable, AuditLog, TelemetryTable):
             raise NotFound(f"no rollout {rollout_id!r}")
         return RolloutState.model_validate_json(row.state), row.spec
 
-    def list_rollouts(self, *, active_only: bool = False) -> list[RolloutState]:
-        query = sa.select(rollouts.c.state).order_by(rollouts.c.created_at.desc())
-        if active_only:
-            query = query.where(rollouts.c.active == 1)
-        with self._tx() as conn:
+    def list_rollouts(
+        self,
+        *,
+        active: bool | None = None,
+        endpoints: Sequence[str] | None = None,
+        before: str | None = None,
+        limit: int | None = None,
+    ) -> list[RolloutState]:
+        """Rollouts newest first (by creation time, then id), each filter applied by the database,
+        so a page parses only its own states: only active ones (``active``), or only ended ones
+        (False); only those of ``endpoints`` (None: all); only those after rollout ``before`` in
+        this order (a page's last id: the next page; one that does not exist: ``NotFound``); at
+        most ``limit``."""
+        query = sa.select(rollouts.c.state).order_by(rollouts.c.created_at.desc(), rollouts.c.id.desc())
+        if active is not None:
+            query = query.where(rollouts.c.active == int(active))
+        if endpoints is not None:
+            query = query.where(rollouts.c.endpoint.in_(endpoints))
+        if limit is not None:
+            query = query.limit(limit)
+        with self._tx(read_only=True) as conn:
+            if before is not None:
+                mark = conn.execute(sa.select(rollouts.c.created_at).where(rollouts.c.id == before)).first()
+                if mark is None:
+                    raise NotFound(f"no rollout {before!r}")
+                query = query.where(
+                    sa.or_(
+                        rollouts.c.created_at < mark.created_at,
+                        sa.and_(rollouts.c.created_at == mark.created_at, rollouts.c.id < before),
+                    )
+                )
             return [RolloutState.model_validate_json(row.state) for row in conn.execute(query)]
 
     def active_rollouts(
