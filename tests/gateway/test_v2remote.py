@@ -12,7 +12,7 @@ import pytest
 
 from modelcanary.adapters.backends.inprocess import InProcessBackend
 from modelcanary.adapters.backends.refs import RefBackend
-from modelcanary.adapters.backends.v2remote import V2RemoteBackend
+from modelcanary.adapters.backends.v2remote import V2RemoteBackend, V2RemoteModel
 from modelcanary.domain.errors import BackendError, RequestError
 from modelcanary.domain.state import ModelVersion, Route, remote_version
 from modelcanary.domain.telemetry import Variant
@@ -284,4 +284,42 @@ def test_a_server_answering_what_is_not_v2_metadata_is_a_backend_error(answers: 
     ref = answers(reply)
     with pytest.raises(BackendError, match=says) as caught:
         V2RemoteBackend(timeout_s=5).load(ModelVersion(name="fraud", version="", ref=ref))
+    assert ref in str(caught.value)
+
+
+def _http(status: bytes, body: bytes) -> bytes:
+    return b"HTTP/1.1 %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (status, len(body), body)
+
+
+@pytest.mark.parametrize(
+    ("reply", "raises", "says"),
+    [
+        (_http(b"200 OK", b'{"outputs": [{"name": "predict", "shape": [1], "data": [0.25]}]}'), None, ""),
+        (b"\x00\x17\x03garbage, not HTTP\r\n\r\n", BackendError, "BadStatusLine"),
+        (b"", BackendError, "RemoteDisconnected"),
+        (
+            _http(b"200 OK", b'{"outputs": [{"name": "predict", "shape": [1], "data": [' + b"0," * 600 + b"1]}]}"),
+            BackendError,
+            "larger than 1024 bytes",
+        ),
+        (_http(b"500 Internal Server Error", b'{"error": "boom"}'), BackendError, "answered 500: boom"),
+        (_http(b"400 Bad Request", b'{"error": "amount is not a number"}'), RequestError, "amount is not a number"),
+    ],
+    ids=["answers", "garbage", "hangs-up", "too-large", "server-error", "refuses-input"],
+)
+def test_the_blocking_call_answers_and_fails_as_the_pooled_one(
+    answers: Any, reply: bytes, raises: type[Exception] | None, says: str
+) -> None:
+    # V2RemoteModel.predict, for callers without an event loop: bounded, and every failure one of
+    # the two errors the gateway tells apart (a reply that was not HTTP escaped as http.client's own)
+    ref = answers(reply)
+    backend = V2RemoteBackend(timeout_s=5, max_response_bytes=1024)
+    metadata = {"inputs": [{"name": "amount", "datatype": "FP64", "shape": [-1]}]}
+    url = ref.removeprefix("v2+").replace("/models/", "/v2/models/") + "/infer"
+    model = V2RemoteModel(backend, ref, url, metadata, matrix_columns=[])
+    if raises is None:
+        assert model.predict({"amount": [1.0]}) == [0.25]
+        return
+    with pytest.raises(raises, match=says) as caught:
+        model.predict({"amount": [1.0]})
     assert ref in str(caught.value)

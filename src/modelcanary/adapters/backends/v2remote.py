@@ -159,17 +159,30 @@ class V2RemoteModel:
         return self._outputs(status, raw)
 
     def predict(self, columns: dict[str, list[Any]]) -> list[Any]:
-        """The blocking call, for callers without an event loop (the gateway awaits ``apredict``)."""
+        """The blocking call, for callers without an event loop (the gateway awaits ``apredict``):
+        the same answers and errors, the same bound on an answer's size."""
         request = urllib.request.Request(
             self.url, data=self._body(columns), headers={"content-type": "application/json"}, method="POST"
         )
+        limit = self._backend.max_response_bytes
         try:
-            with urllib.request.urlopen(request, timeout=self._backend.timeout_s) as response:
-                return self._outputs(response.status, response.read())
-        except urllib.error.HTTPError as exc:
-            return self._outputs(exc.code, exc.read())
-        except (urllib.error.URLError, TimeoutError) as exc:
-            raise BackendError(f"{self.ref}: {exc}") from exc
+            try:
+                with urllib.request.urlopen(request, timeout=self._backend.timeout_s) as response:
+                    status, raw = response.status, _capped(response, limit, self.ref)
+            except urllib.error.HTTPError as exc:
+                status, raw = exc.code, _capped(exc, limit, self.ref)
+        # unreachable, a timeout, a reset (OSErrors); a reply that is not HTTP (HTTPExceptions)
+        except (OSError, http.client.HTTPException) as exc:
+            raise BackendError(f"{self.ref}: {type(exc).__name__}: {exc}") from exc
+        return self._outputs(status, raw)
+
+
+def _capped(response: Any, limit: int, where: str) -> bytes:
+    """A blocking answer's body, refused past ``limit`` bytes as the pooled client refuses one."""
+    raw = bytes(response.read(limit + 1))
+    if len(raw) > limit:
+        raise BackendError(f"{where}: the answer is larger than {limit} bytes")
+    return raw
 
 
 class V2RemoteBackend:
@@ -228,7 +241,7 @@ class V2RemoteBackend:
             path += f"/versions/{parts['version']}"
         try:
             with urllib.request.urlopen(path, timeout=self.timeout_s) as response:
-                metadata = orjson.loads(response.read())
+                metadata = orjson.loads(_capped(response, self.max_response_bytes, version.uri))
         except urllib.error.HTTPError as exc:
             raise BackendError(f"{version.uri}: the server answered {exc.code} for {path}") from exc
         # URLError and timeouts are OSErrors (so is a connection reset); a port that is not a number is
