@@ -5,6 +5,7 @@ store and the report per segment, and a full queue sheds shadow work, never live
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from modelcanary.controller.loop import Controller
 from modelcanary.controller.operations import start_rollout
 from modelcanary.controller.report import rollout_report
 from modelcanary.domain.phases import Phase
-from modelcanary.domain.spec import Shadow, StickyKey
+from modelcanary.domain.spec import CircuitBreaker, Shadow, StickyKey
 from modelcanary.domain.state import Route
 from modelcanary.engine.analysis import pair
 from modelcanary.gateway.app import VARIANT_HEADER, Gateway
@@ -174,37 +175,42 @@ def test_a_shadow_copy_answered_short_is_a_failed_copy_in_telemetry_and_metrics_
     assert 'modelcanary_errors_total{endpoint="fraud",lane="shadow",variant="candidate"} 3.0' in metrics
 
 
-SHORT_SHADOW = """\
-apiVersion: modelcanary/v1
-kind: Rollout
-spec:
-  endpoint: fraud
-  baseline: models:/fraud@champion
-  candidate: models:/fraud@challenger
-  traffic:
-    shadow: {sample: 1.0}
-    BREAKER
-    steps: [{weight: 0.001, minRequests: 1000000, minDuration: 1h, maxDuration: 2h}]
-  analysis:
-    metrics: [{kind: error_rate}]
-"""
-
-
-@pytest.mark.parametrize("breaker", ["", "circuitBreaker: {consecutiveFailures: 3, deadline: 1s}"])
-def test_a_short_shadow_prediction_runs_on_the_loop_unless_the_candidate_has_a_deadline(
-    serve: Any, store: Any, breaker: str
+@pytest.mark.parametrize(
+    ("case", "weight", "deadline_s", "waits_s"),
+    [
+        ("trusted-inline", 0.001, None, 0.0),
+        ("with-a-deadline", 0.001, 1.0, 0.0),
+        ("shadow-phase", 0.0, None, 0.0),
+        ("waits-without-cpu", 0.001, None, 0.005),
+    ],
+)
+def test_a_short_shadow_prediction_runs_on_the_loop_only_where_the_candidate_already_does(
+    serve: Any, store: Any, case: str, weight: float, deadline_s: float | None, waits_s: float
 ) -> None:
-    """Shadow copies of a candidate trusted inline (no deadline) whose predictions are short run on
-    the loop's thread once one has been timed; a candidate with a deadline always gets the thread."""
+    """Shadow copies of a candidate that runs on the loop's thread for live requests (it serves
+    some, no deadline) and whose predictions are short run there too, once one has been timed. A
+    candidate with a deadline, or in its shadow phase (it serves no one: a hang would stop every
+    live request), always gets the thread; so does one that held the loop past 1 ms once, though
+    its CPU time is short (it waits on I/O: 5 ms here)."""
     threads: list[str] = []
 
     def candidate(columns: dict[str, list[Any]]) -> list[float]:
         threads.append(threading.current_thread().name)
+        time.sleep(waits_s)
         return [0.5] * len(columns["x"])
 
     registry = FakeRegistry({"fraud": ["1", "2"]}, {("fraud", "champion"): "1", ("fraud", "challenger"): "2"})
-    start_rollout(store, registry, SHORT_SHADOW.replace("BREAKER", breaker), source="test", actor="test")
-    Controller(store=store, registry=registry).tick()
+    store.put_route(
+        Route(
+            endpoint="fraud",
+            baseline=registry.resolve("models:/fraud@champion"),
+            candidate=registry.resolve("models:/fraud@challenger"),
+            weight=weight,
+            rollout_id="r-inline",
+            breaker=CircuitBreaker(consecutive_failures=3, deadline=deadline_s) if deadline_s else None,
+            shadow=Shadow(sample=1.0),
+        )
+    )
     baseline = FunctionModel(lambda columns: [0.5] * len(columns["x"]))
     backend = FakeBackend({"fraud/1": baseline, "fraud/2": FunctionModel(candidate)})
     gateway = Gateway(routes=store, backend=backend, telemetry=store, source="gw-inline")
@@ -214,10 +220,15 @@ def test_a_short_shadow_prediction_runs_on_the_loop_unless_the_candidate_has_a_d
             response = http.post("/v1/endpoints/fraud/invocations", json={"dataframe_records": [{"x": 1.0}]})
             assert response.status_code == 200
             wait_for(lambda: gateway.shadow.done == sent, "the copy's shadow prediction", timeout=10)  # noqa: B023
-    shadow_thread = [name.startswith("modelcanary-shadow") for name in threads]
+    on_thread = [name.startswith("modelcanary-shadow") for name in threads]
     assert len(threads) == 20  # every request's copy; none live at 0.001%
-    assert shadow_thread[0]  # the first shadow prediction is timed on the thread
-    assert all(shadow_thread) if breaker else not any(shadow_thread[2:])
+    assert on_thread[0]  # the first shadow prediction is timed on the thread
+    if case == "trusted-inline":
+        assert not any(on_thread[2:])
+    elif case == "waits-without-cpu":
+        assert on_thread.count(False) == 1 and all(on_thread[on_thread.index(False) + 1 :])
+    else:
+        assert all(on_thread)
 
 
 @pytest.mark.parametrize("label_first", [False, True], ids=["label-after-copy", "label-while-copy-queued"])
@@ -251,6 +262,93 @@ def test_a_label_joins_the_shadow_pair_whether_it_comes_before_or_after_the_copy
     assert shadow is not None and shadow.pairs == 2
     assert sum(shadow.paired_labels) == 2 and sum(shadow.segments["eu"].paired_labels) == 2
     assert rows[Variant.BASELINE].labels == 2  # the live lane's join, as ever
+
+
+@pytest.mark.parametrize("given_back", [False, True], ids=["counted", "relay-failed-and-labelled-again"])
+def test_a_copy_that_runs_while_its_label_is_claimed_keeps_the_pair_for_it(given_back: bool) -> None:
+    """A feedback request claims its own labels, then awaits the store while it relays the others
+    (another replica's predictions); a copy finishing meanwhile must still keep its pair for them."""
+    from modelcanary.domain.telemetry import Variant
+    from modelcanary.gateway.recorder import Recorder
+
+    recorder = Recorder()
+    ids = recorder.record("r-1", Variant.BASELINE, latency_ms=1.0, error=False, scores=[0.2, 0.3], segment=None)
+    recorder.shadow_queued(ids, keep_s=600.0)
+    labels = [(ids[0], 1), (ids[1], 0)]
+    claimed = recorder.take(labels)
+    recorder.shadow(
+        "r-1", segment=None, prediction_ids=ids, baseline_scores=[0.2, 0.3], candidate_scores=[0.9, 0.8], keep_s=600.0
+    )
+    if given_back:  # the relay failed (503): the client sends the labels again
+        recorder.restore(claimed)
+        recorder.label(labels)
+    else:
+        recorder.apply(claimed)
+    shadow = {variant: counts for _, variant, counts in recorder.changed()}[Variant.CANDIDATE].shadow
+    assert shadow is not None and shadow.pairs == 2 and sum(shadow.paired_labels) == 2
+
+
+def test_a_label_waiting_for_a_copy_that_fails_is_not_kept() -> None:
+    from modelcanary.domain.telemetry import Variant
+    from modelcanary.gateway.recorder import Recorder
+
+    recorder = Recorder()
+    ids = recorder.record("r-1", Variant.BASELINE, latency_ms=1.0, error=False, scores=[0.2], segment=None)
+    recorder.shadow_queued(ids, keep_s=600.0)
+    recorder.label([(ids[0], 1)])  # before its copy runs: it waits for the copy
+    recorder.shadow("r-1", segment=None, prediction_ids=ids, baseline_scores=[0.2], candidate_scores=None, keep_s=600.0)
+    assert not recorder._early  # it held one of 200,000 places until newer ones pushed it out
+
+
+def test_each_rollout_sheds_only_its_own_shadow_copies(serve: Any, store: Any) -> None:
+    """Two endpoints, one lane: a candidate that hangs on one fills only its own rollout's queue,
+    and the other's copies are queued, taken in turn, and predicted."""
+    release = threading.Event()
+
+    def hangs(columns: dict[str, list[Any]]) -> list[float]:
+        release.wait(30)
+        return [0.9] * len(columns["x"])
+
+    def quick(columns: dict[str, list[Any]]) -> list[float]:
+        return [0.4] * len(columns["x"])
+
+    registry = FakeRegistry({"a": ["1", "2"], "b": ["1", "2"]}, {})
+    for endpoint, queue in (("a", 1000), ("b", 5)):
+        store.put_route(
+            Route(
+                endpoint=endpoint,
+                baseline=registry.resolve(f"models:/{endpoint}/1"),
+                candidate=registry.resolve(f"models:/{endpoint}/2"),
+                rollout_id=f"r-{endpoint}",
+                shadow=Shadow(sample=1.0, queue=queue),
+            )
+        )
+    backend = FakeBackend(
+        {
+            "a/1": FunctionModel(quick),
+            "a/2": FunctionModel(hangs),
+            "b/1": FunctionModel(quick),
+            "b/2": FunctionModel(quick),
+        }
+    )
+    gateway = Gateway(routes=store, backend=backend, telemetry=store, source="gw-two")
+    running = serve.start(gateway)
+    try:
+        with running.client() as http:
+            for endpoint, count in (("a", 10), ("b", 3)):
+                for _ in range(count):
+                    response = http.post(
+                        f"/v1/endpoints/{endpoint}/invocations", json={"dataframe_records": [{"x": 1.0}]}
+                    )
+                    assert response.status_code == 200
+            wait_for(lambda: len(gateway.shadow) == 9 + 3, "a's copies queued behind the hung one, and b's", timeout=10)
+    finally:
+        release.set()
+    wait_for(lambda: gateway.shadow.done == 13, "every copy, the lane taking the rollouts in turn", timeout=15.0)
+    running.flush()
+    shadows = {endpoint: pair(store.read_telemetry(f"r-{endpoint}")).candidate.shadow for endpoint in "ab"}
+    assert all(shadow is not None for shadow in shadows.values())
+    assert [(s.requests, s.shed) for s in shadows.values() if s is not None] == [(10, 0), (3, 0)]
 
 
 SHADOW_PHASE = SPEC.replace("shadow: {sample: 1.0, queue: 100, keep: 10m}", "shadow: {sample: 1.0, duration: 1h}")

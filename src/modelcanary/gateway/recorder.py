@@ -66,6 +66,10 @@ class Recorder:
         # labels that came before the copy ran: (expires at, label), joined when it runs
         self._awaiting_shadow: OrderedDict[str, float] = OrderedDict()
         self._early: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        # predictions whose label is claimed (``take``) but not yet counted (``apply``, or given
+        # back by ``restore``): a feedback request awaits the relay of its other labels in between,
+        # and a shadow copy finishing then must still keep its pair for that label
+        self._claimed: set[str] = set()
         self.labels_without_rollout = 0
 
     def _variant(self, rollout_id: str, variant: Variant) -> VariantTelemetry:
@@ -128,6 +132,8 @@ class Recorder:
         joined at once to a label that came while the copy was queued)."""
         for prediction_id in prediction_ids:
             self._awaiting_shadow.pop(prediction_id, None)
+            if candidate_scores is None:  # a failed copy: a label that came early has nothing to join
+                self._early.pop(prediction_id, None)
         lane = self._variant(rollout_id, Variant.CANDIDATE).shadow_lane()
         lanes = (lane, lane.segment(segment)) if segment is not None else (lane,)
         for each in lanes:
@@ -144,7 +150,7 @@ class Recorder:
                 each.pair(baseline=base, candidate=cand)
                 if early is not None and early[0] > now:
                     each.label(baseline=base, candidate=cand, label=early[1])
-            if early is None and prediction_id in self._served:  # still waiting for its label
+            if early is None and (prediction_id in self._served or prediction_id in self._claimed):  # its label to come
                 self._shadowed[prediction_id] = (now + keep_s, base, cand)
         self._forget_shadowed(now)
 
@@ -194,10 +200,12 @@ class Recorder:
                     field=f"labels[{where}].prediction_id",
                 )
             seen.add(prediction_id)
+        self._claimed.update(prediction_id for prediction_id, _label in items)
         return [(prediction_id, label, self._served.pop(prediction_id)) for prediction_id, label in items]
 
     def restore(self, taken: Sequence[tuple[str, int, _Served]]) -> None:
         for prediction_id, _label, served in taken:
+            self._claimed.discard(prediction_id)
             self._served[prediction_id] = served
 
     def label(self, items: Sequence[tuple[str, int]]) -> int:
@@ -217,6 +225,7 @@ class Recorder:
 
     def apply(self, taken: Sequence[tuple[str, int, _Served]]) -> None:
         for prediction_id, label, served in taken:
+            self._claimed.discard(prediction_id)
             if served.sink is not None:
                 served.sink.label(label)
             shadowed = self._shadowed.pop(prediction_id, None)

@@ -1,15 +1,19 @@
 """The shadow lane: the candidate predicts copies of requests the baseline served, off the
 response path.
 
-A live request only appends a copy to a bounded queue (or, when the queue is full, counts it as
-shed and drops it): it never waits for the shadow work. One worker task takes copies off the queue
-and runs the candidate on a thread of its own, so shadow work never takes the live candidate's
-workers either. It starts a copy only when the event loop has nothing else ready to run (a
-turn of the loop comes back within ``QUIET_S``), and runs a candidate whose shadow predictions
-take under ``INLINE_S`` of CPU on the loop's own thread (``_inline_ok``): started whenever a copy was
+A live request only appends a copy to its rollout's bounded queue (or, when that queue is full,
+counts it as shed and drops it): it never waits for the shadow work. Each rollout has a queue of
+its own, so a slow candidate on one endpoint sheds only its own copies, and one worker task takes
+copies from the queues in turn and runs the candidate on a thread of its own, so shadow work
+never takes the live candidate's workers either. It starts a copy only when the event loop has
+nothing else ready to run (a turn of the loop comes back within ``QUIET_S``), and runs a
+candidate whose shadow predictions take under ``INLINE_S`` of CPU on the loop's own thread
+(``_inline_ok``) if it already runs on that thread for live requests: started whenever a copy was
 queued, on a thread, a shadow prediction of an in-process model contended with live requests
 for the interpreter, and live p99 went from 5.5 to 10.4 ms at half the bare server's load
-(docs/gateway-benchmark.md). So shadow work uses the loop's idle time; live requests waiting on
+(docs/gateway-benchmark.md). A candidate that serves no one yet (its shadow phase) never runs on
+the loop's thread, and one that held it longer than ``INLINE_S`` (it waits on I/O or a lock, which
+its CPU time does not show) does not again. So shadow work uses the loop's idle time; live requests waiting on
 a remote model leave the loop idle, and shadow work goes on beside them. Under pressure the queue
 fills and shadow work is what is dropped, counted. The results are recorded on the event loop
 thread, like every other count.
@@ -20,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -58,39 +62,48 @@ class Copy:
 class ShadowLane:
     def __init__(self, recorder: Recorder) -> None:
         self._recorder = recorder
-        self._queue: deque[Copy] = deque()
+        self._queues: OrderedDict[str, deque[Copy]] = OrderedDict()  # per rollout, taken in turn
         self._wake: asyncio.Event | None = None
         self._pool: ThreadPoolExecutor | None = None
         self.done = 0  # copies the candidate has predicted (or failed on)
-        # a shadow prediction's CPU time on the thread it ran on, smoothed: what it would hold the
-        # loop's thread for. Not its wall time, which counts the hop to the shadow thread and any
-        # wait for a core: one slow hop on a busy machine kept the lane off the loop's thread for
-        # tens of copies while the smoothing wore it off.
-        self._cost_s: float | None = None
+        # per candidate (its model URI), a shadow prediction's CPU time on the thread it ran on,
+        # smoothed: what it would hold the loop's thread for. Not its wall time on the shadow
+        # thread, which counts the hop there and any wait for a core: one slow hop on a busy machine
+        # kept the lane off the loop's thread for tens of copies while the smoothing wore it off.
+        self._cost_s: dict[str, float] = {}
+        self._held_loop: set[str] = set()  # candidates that held the loop's thread past INLINE_S
 
     def _inline_ok(self, copy: Copy, candidate: Any) -> bool:
-        """Whether to run this copy on the loop's own thread: an in-process candidate trusted inline
-        on the live path too (no deadline in its spec), whose shadow predictions have been short.
-        On the shadow thread, its interpreter time contended with the loop's at every switch, and
-        live p99 doubled at half load (docs/gateway-benchmark.md); inline, a live request that comes
-        in meanwhile waits at most one such prediction."""
+        """Whether to run this copy on the loop's own thread: an in-process candidate that already
+        runs there for live requests (it serves some, with no deadline in its spec), whose shadow
+        predictions have been short and never held the loop. On the shadow thread, its interpreter
+        time contended with the loop's at every switch, and live p99 doubled at half load
+        (docs/gateway-benchmark.md); inline, a live request that comes in meanwhile waits at most
+        one such prediction."""
+        key = _key(copy)
+        cost_s = self._cost_s.get(key)
         return (
             getattr(candidate, "apredict", None) is None
             and copy.serving.guard.deadline is None
-            and self._cost_s is not None
-            and self._cost_s < INLINE_S
+            and copy.serving.route.weight > 0
+            and key not in self._held_loop
+            and cost_s is not None
+            and cost_s < INLINE_S
         )
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return sum(len(queue) for queue in self._queues.values())
 
     def offer(self, copy: Copy) -> bool:
-        """Queue a copy, or shed it (counted) when the queue is full; never waits."""
-        if len(self._queue) >= copy.settings.queue:
+        """Queue a copy, or shed it (counted) when its rollout's queue is full; never waits."""
+        queue = self._queues.get(copy.rollout_id)
+        if queue is None:
+            queue = self._queues[copy.rollout_id] = deque()
+        if len(queue) >= copy.settings.queue:
             self._recorder.shed(copy.rollout_id, copy.segment)
             copy.serving.series.shed.inc()
             return False
-        self._queue.append(copy)
+        queue.append(copy)
         self._recorder.shadow_queued(copy.prediction_ids, copy.settings.keep)
         if self._wake is not None:
             self._wake.set()
@@ -113,23 +126,33 @@ class ShadowLane:
         loop = asyncio.get_running_loop()
         try:
             while True:
-                if not self._queue:
+                if not self._queues:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
                 await self._quiet()
-                copy = self._queue.popleft()
+                copy = self._next()
                 candidate = copy.serving.candidate
                 if candidate is None:  # the breaker took it out since: nothing to compare
                     continue
+                key = _key(copy)
                 started = time.perf_counter()
-                if self._inline_ok(copy, candidate):
+                inline = self._inline_ok(copy, candidate)
+                if inline:
                     ran = timed(candidate, copy.columns)
                 else:
                     ran = await loop.run_in_executor(self._pool, timed, candidate, copy.columns)
                 took_s = time.perf_counter() - started
+                if inline and took_s > INLINE_S and key not in self._held_loop:
+                    self._held_loop.add(key)
+                    log.warning(
+                        "a shadow prediction of %s held the event loop %.1f ms: its copies run on a thread from now",
+                        key,
+                        took_s * 1e3,
+                    )
                 cost_s = ran.cpu_ms / 1e3 if ran.cpu_ms is not None else took_s
-                self._cost_s = cost_s if self._cost_s is None else 0.9 * self._cost_s + 0.1 * cost_s
+                before = self._cost_s.get(key)
+                self._cost_s[key] = cost_s if before is None else 0.9 * before + 0.1 * cost_s
                 if ran.error is not None:
                     log.warning("shadow prediction of %s failed: %r", copy.serving.route.endpoint, ran.error)
                 scores = [score_of(output) for output in ran.outputs] if ran.outputs is not None else None
@@ -159,3 +182,19 @@ class ShadowLane:
                 self.done += 1
         finally:
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _next(self) -> Copy:
+        """The next copy, the rollouts with copies queued taking turns."""
+        rollout_id, queue = next(iter(self._queues.items()))
+        copy = queue.popleft()
+        if queue:
+            self._queues.move_to_end(rollout_id)
+        else:
+            del self._queues[rollout_id]
+        return copy
+
+
+def _key(copy: Copy) -> str:
+    """The candidate a copy is for, as the lane keeps its costs: its model's URI."""
+    candidate = copy.serving.route.candidate
+    return candidate.uri if candidate is not None else copy.rollout_id
