@@ -58,6 +58,17 @@ def test_merge_is_commutative(a: list[Event], b: list[Event]) -> None:
     assert _counted(a).merged(_counted(b)) == _counted(b).merged(_counted(a))
 
 
+@given(st.lists(st.sampled_from(["", "failed 5 times on gw-1", "failed 5 times on gw-2", "deadline on gw-3"])))
+def test_the_breaker_reason_merged_does_not_depend_on_the_order(reasons: list[str]) -> None:
+    # the store reads the gateways' rows in no set order: the rollback must name one reason whatever it is
+    parts = [VariantTelemetry(breaker_trips=bool(reason), breaker_reason=reason) for reason in reasons]
+    merged = {
+        reduce(VariantTelemetry.merged, order, VariantTelemetry()).breaker_reason
+        for order in itertools.islice(itertools.permutations(parts), 50)
+    }
+    assert merged == {min(filter(None, reasons), default="")}
+
+
 @given(st.lists(events, max_size=5))
 def test_merging_parts_equals_counting_everything_at_once(parts: list[list[Event]]) -> None:
     merged = reduce(VariantTelemetry.merged, (_counted(part) for part in parts), VariantTelemetry())

@@ -69,7 +69,8 @@ class VariantTelemetry:
     # labels of predictions that carried no score (an output that is not a probability: a class
     # name, three or more classes): counted, so none is lost unseen, but no quality measure reads them
     unscored_labels: int = 0
-    # times a gateway's circuit breaker took this variant out, and why (the first reason merged wins)
+    # times a gateway's circuit breaker took this variant out, and why (of several gateways' reasons,
+    # the least in string order: merging in any order, from rows read in any order, names the same one)
     breaker_trips: int = 0
     breaker_reason: str = ""
     # rows answered from the prediction cache, and rows looked up there in vain
@@ -143,7 +144,7 @@ class VariantTelemetry:
             negative_label_scores=_add(self.negative_label_scores, other.negative_label_scores),
             unscored_labels=self.unscored_labels + other.unscored_labels,
             breaker_trips=self.breaker_trips + other.breaker_trips,
-            breaker_reason=self.breaker_reason or other.breaker_reason,
+            breaker_reason=min(filter(None, (self.breaker_reason, other.breaker_reason)), default=""),
             cache_hits=self.cache_hits + other.cache_hits,
             cache_misses=self.cache_misses + other.cache_misses,
             shadow=(self.shadow or ShadowTelemetry()).merged(other.shadow or ShadowTelemetry())
