@@ -182,6 +182,13 @@ def test_a_gateway_endpoint_name_no_spec_could_give_is_a_usage_error(tmp_path: P
     _refused(result, "Invalid value for '--endpoint'", f"endpoint name {name!r} must be letters, digits")
 
 
+def test_a_gateway_endpoint_given_twice_is_a_usage_error(tmp_path: Path) -> None:
+    """The last --endpoint of a name won: the model the first named could never answer."""
+    first, second = "m=v2+http://127.0.0.1:9/models/a", "m=v2+http://127.0.0.1:9/models/b"
+    result = _run("gateway", "--endpoint", first, "--endpoint", second, "--workdir", str(tmp_path))
+    _refused(result, "Invalid value for '--endpoint'", "endpoint 'm' is given twice")
+
+
 @pytest.mark.parametrize("name", ["", "c" * 151])
 def test_a_controller_name_the_lease_cannot_hold_is_a_usage_error(tmp_path: Path, name: str) -> None:
     """A 201-character --name failed every tick on PostgreSQL (the lease's holder column is 200)."""

@@ -164,6 +164,8 @@ def gateway_command(
         name, _, uri = entry.partition("=")
         if not name or not uri:
             raise click.BadParameter(f"expected NAME=MODEL_REF, got {entry!r}", param_hint="'--endpoint'")
+        if name in static:  # the last would win, and the model the first names never answer
+            raise click.BadParameter(f"endpoint {name!r} is given twice", param_hint="'--endpoint'")
         try:
             check_endpoint_name(name)
             remote = remote_version(uri)
