@@ -275,12 +275,8 @@ class Gateway:
         The answer is ``form``'s of the outputs, or the outputs without one."""
         route = serving.route
         rows = protocols.validate(columns, serving.baseline.columns, prefix=prefix, max_rows=self.max_rows, typed=typed)
-        key: str | None = None
-        sticky, segmenter, segment = route.sticky, serving.segmenter, None
-        if segmenter.sticky_header is not None:
-            key = headers.get(segmenter.sticky_header)
-        elif sticky is not None and sticky.field is not None and sticky.field in columns:
-            key = str(columns[sticky.field][0])
+        segmenter, segment = serving.segmenter, None
+        key = segmenter.sticky_key(headers, columns)  # a field's value in one spelling: 42 and 42.0 are one user
         if segmenter.active:
             segment = segmenter.segment(headers, columns)
         for name in segmenter.routing_only:
