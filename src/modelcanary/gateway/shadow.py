@@ -12,10 +12,12 @@ candidate whose shadow predictions take under ``INLINE_S`` of CPU on the loop's 
 queued, on a thread, a shadow prediction of an in-process model contended with live requests
 for the interpreter, and live p99 went from 5.5 to 10.4 ms at half the bare server's load
 (docs/gateway-benchmark.md). A candidate that serves no one yet (its shadow phase) never runs on
-the loop's thread, and one that held it longer than ``INLINE_S`` (it waits on I/O or a lock, which
-its CPU time does not show) does not again. So shadow work uses the loop's idle time; live requests waiting on
-a remote model leave the loop idle, and shadow work goes on beside them. Under pressure the queue
-fills and shadow work is what is dropped, counted. The results are recorded on the event loop
+the loop's thread, and one that held it longer than ``INLINE_S`` ``HELD_LOOP_LIMIT`` times (it
+waits on I/O or a lock, which its CPU time does not show) does not again.
+
+So shadow work uses the loop's idle time; live requests waiting on a remote model leave the loop
+idle, and shadow work goes on beside them. Under pressure the queues fill and shadow work is what
+is dropped, counted. The results are recorded on the event loop
 thread, like every other count.
 """
 
@@ -44,6 +46,9 @@ QUIET_S = 50e-6  # a turn of an idle loop: one poll for I/O, nothing to run
 # the bare app's load, and live p99 was no better in five rounds.
 BUSY_PAUSE_S = 0.5e-3
 INLINE_S = 1e-3  # a shadow prediction using less CPU than this runs on the loop's thread, in an idle moment
+# inline predictions that held the loop past INLINE_S after which a candidate's copies run on the
+# thread for good: more than one, as a collection or a preemption now and then stretches any call
+HELD_LOOP_LIMIT = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +76,12 @@ class ShadowLane:
         # thread, which counts the hop there and any wait for a core: one slow hop on a busy machine
         # kept the lane off the loop's thread for tens of copies while the smoothing wore it off.
         self._cost_s: dict[str, float] = {}
-        self._held_loop: set[str] = set()  # candidates that held the loop's thread past INLINE_S
+        self._held_loop: dict[str, int] = {}  # per candidate, the inline predictions that held the loop past INLINE_S
 
     def _inline_ok(self, copy: Copy, candidate: Any) -> bool:
         """Whether to run this copy on the loop's own thread: an in-process candidate that already
         runs there for live requests (it serves some, with no deadline in its spec), whose shadow
-        predictions have been short and never held the loop. On the shadow thread, its interpreter
+        predictions have been short and seldom held the loop. On the shadow thread, its interpreter
         time contended with the loop's at every switch, and live p99 doubled at half load
         (docs/gateway-benchmark.md); inline, a live request that comes in meanwhile waits at most
         one such prediction."""
@@ -86,7 +91,7 @@ class ShadowLane:
             getattr(candidate, "apredict", None) is None
             and copy.serving.guard.deadline is None
             and copy.serving.route.weight > 0
-            and key not in self._held_loop
+            and self._held_loop.get(key, 0) < HELD_LOOP_LIMIT
             and cost_s is not None
             and cost_s < INLINE_S
         )
@@ -143,13 +148,17 @@ class ShadowLane:
                 else:
                     ran = await loop.run_in_executor(self._pool, timed, candidate, copy.columns)
                 took_s = time.perf_counter() - started
-                if inline and took_s > INLINE_S and key not in self._held_loop:
-                    self._held_loop.add(key)
-                    log.warning(
-                        "a shadow prediction of %s held the event loop %.1f ms: its copies run on a thread from now",
-                        key,
-                        took_s * 1e3,
-                    )
+                if inline and took_s > INLINE_S:
+                    self._held_loop[key] = held = self._held_loop.get(key, 0) + 1
+                    if held == HELD_LOOP_LIMIT:
+                        log.warning(
+                            "shadow predictions of %s held the event loop past %g ms %d times (the last %.1f ms): "
+                            "its copies run on a thread from now",
+                            key,
+                            INLINE_S * 1e3,
+                            held,
+                            took_s * 1e3,
+                        )
                 cost_s = ran.cpu_ms / 1e3 if ran.cpu_ms is not None else took_s
                 before = self._cost_s.get(key)
                 self._cost_s[key] = cost_s if before is None else 0.9 * before + 0.1 * cost_s
