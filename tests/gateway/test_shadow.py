@@ -353,6 +353,55 @@ def test_each_rollout_sheds_only_its_own_shadow_copies(serve: Any, store: Any) -
     assert [(s.requests, s.shed) for s in shadows.values() if s is not None] == [(10, 0), (3, 0)]
 
 
+def test_copies_queued_when_the_breaker_trips_do_not_run_the_candidate_it_took_out(serve: Any, store: Any) -> None:
+    """A copy held the serving its request saw; the trip swaps in a new one without the candidate,
+    so every copy queued before it still ran the candidate the breaker took out."""
+    release = threading.Event()
+    calls: list[bool] = []  # per candidate call, whether it began after the trip (the test's release)
+
+    def candidate(columns: dict[str, list[Any]]) -> list[float]:
+        calls.append(release.is_set())
+        if not threading.current_thread().name.startswith("modelcanary-shadow"):
+            raise RuntimeError("the live candidate fails")
+        release.wait(30)
+        return [0.9] * len(columns["x"])
+
+    registry = FakeRegistry({"fraud": ["1", "2"]}, {})
+    store.put_route(
+        Route(
+            endpoint="fraud",
+            baseline=registry.resolve("models:/fraud/1"),
+            candidate=registry.resolve("models:/fraud/2"),
+            weight=50.0,
+            rollout_id="r-trip",
+            sticky=StickyKey(header="x-user-id"),
+            breaker=CircuitBreaker(consecutive_failures=5),
+            shadow=Shadow(sample=1.0, queue=100),
+        )
+    )
+    baseline = FunctionModel(lambda columns: [0.1] * len(columns["x"]))
+    backend = FakeBackend({"fraud/1": baseline, "fraud/2": FunctionModel(candidate)})
+    gateway = Gateway(routes=store, backend=backend, telemetry=store, source="gw-trip")
+    running = serve.start(gateway)
+    try:
+        with running.client() as http:
+            user = 0
+            while gateway.serving["fraud"].candidate is not None:  # until its 5th failure trips the breaker
+                user += 1
+                response = http.post(
+                    "/v1/endpoints/fraud/invocations",
+                    json={"dataframe_records": [{"x": 1.0}]},
+                    headers={"x-user-id": f"u{user}"},
+                )
+                assert response.status_code == 200  # the baseline answers for the failing candidate
+            assert len(gateway.shadow) >= 2  # copies of the baseline's answers, behind the one on the thread
+    finally:
+        release.set()
+    wait_for(lambda: len(gateway.shadow) == 0, "the queue drained", timeout=10)
+    time.sleep(0.2)  # a copy wrongly run would have run by now
+    assert calls.count(True) == 0  # the copy on the thread when the breaker tripped began before it
+
+
 SHADOW_PHASE = SPEC.replace("shadow: {sample: 1.0, queue: 100, keep: 10m}", "shadow: {sample: 1.0, duration: 1h}")
 
 

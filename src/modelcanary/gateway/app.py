@@ -114,7 +114,7 @@ class Gateway:
         self.source = source
         self.recorder = Recorder(max_predictions=max_predictions)
         self.metrics = Metrics(self.recorder)
-        self.shadow = ShadowLane(self.recorder)
+        self.shadow = ShadowLane(self.recorder, lambda endpoint: self.serving.get(endpoint))
         self.labels = Labels(self.recorder, telemetry, source, self.metrics.relayed_labels)
         self.serving: dict[str, Serving] = {}
         self.routes_version = -1

@@ -27,7 +27,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -65,8 +65,11 @@ class Copy:
 
 
 class ShadowLane:
-    def __init__(self, recorder: Recorder) -> None:
+    def __init__(self, recorder: Recorder, serving: Callable[[str], Serving | None] | None = None) -> None:
         self._recorder = recorder
+        # an endpoint's serving now (the gateway's table): a copy runs the candidate that serves
+        # its rollout now, not the one its request saw (the breaker may have taken it out since)
+        self._serving = serving
         self._queues: OrderedDict[str, deque[Copy]] = OrderedDict()  # per rollout, taken in turn
         self._wake: asyncio.Event | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -137,8 +140,8 @@ class ShadowLane:
                     continue
                 await self._quiet()
                 copy = self._next()
-                candidate = copy.serving.candidate
-                if candidate is None:  # the breaker took it out since: nothing to compare
+                candidate = self._candidate(copy)
+                if candidate is None:  # the breaker took it out since, or its rollout ended: nothing to compare
                     continue
                 key = _key(copy)
                 started = time.perf_counter()
@@ -191,6 +194,13 @@ class ShadowLane:
                 self.done += 1
         finally:
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _candidate(self, copy: Copy) -> Any:
+        """The candidate to run a copy on: the one serving its rollout now, if any."""
+        if self._serving is None:
+            return copy.serving.candidate
+        now = self._serving(copy.serving.route.endpoint)
+        return now.candidate if now is not None and now.route.rollout_id == copy.rollout_id else None
 
     def _next(self) -> Copy:
         """The next copy, the rollouts with copies queued taking turns."""
