@@ -189,6 +189,12 @@ def test_a_gateway_endpoint_given_twice_is_a_usage_error(tmp_path: Path) -> None
     _refused(result, "Invalid value for '--endpoint'", "endpoint 'm' is given twice")
 
 
+def test_a_gateway_endpoint_whose_model_cannot_load_is_a_usage_error(tmp_path: Path) -> None:
+    """It was listed as served, answered 404 for ever, and kept the gateway unready."""
+    result = _run("gateway", "--endpoint", "m=v2+http://127.0.0.1:9/models/m", "--workdir", str(tmp_path))
+    _refused(result, "Invalid value for '--endpoint'", "m=v2+http://127.0.0.1:9/models/m: its model cannot load")
+
+
 @pytest.mark.parametrize("name", ["", "c" * 151])
 def test_a_controller_name_the_lease_cannot_hold_is_a_usage_error(tmp_path: Path, name: str) -> None:
     """A 201-character --name failed every tick on PostgreSQL (the lease's holder column is 200)."""

@@ -543,6 +543,27 @@ def test_a_route_that_cannot_load_does_not_hold_back_other_endpoints(
         assert infer(http, rows[:1], endpoint="churn").status_code == 404  # never loaded, so not served
 
 
+def test_a_gateway_whose_first_table_has_an_endpoint_that_cannot_load_is_ready_and_says_which(
+    serve: Any, store: SqlStore, pyfunc_backend: Any, versions: Any, rows: Rows, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Readiness waited for a table applied whole: one endpoint whose model cannot load kept the
+    gateway out of its load balancer for ever, its healthy endpoints too; and its traceback was
+    logged at every poll, twice a second."""
+    store.put_route(Route(endpoint="fraud", baseline=versions[0]))
+    store.put_route(Route(endpoint="churn", baseline=versions[1]))  # fraud/2: its flavor is not installed
+    backend = CandidateWillNotLoad(pyfunc_backend)
+    running = serve.start(Gateway(routes=store, backend=backend, telemetry=store, source="gw-unready"))
+    with running.client() as http:
+        _wait_until(lambda: backend.attempts >= 3)  # tried again at every poll
+        ready = http.get("/v2/health/ready")
+        assert ready.status_code == 200
+        assert ready.json()["unavailable"] == {"churn": "ModuleNotFoundError: No module named 'catboost'"}
+        assert ready.json()["endpoints"] == ["fraud"] and infer(http, rows[:1]).status_code == 200
+        assert http.get("/v2/models/churn/ready").status_code == 404
+    tracebacks = [record for record in caplog.records if "cannot load its models" in record.getMessage()]
+    assert len(tracebacks) == 1
+
+
 # -- what a model or a request must not break ------------------------------------------------------
 
 

@@ -189,6 +189,12 @@ def gateway_command(
         max_body_bytes=max_body_bytes,
         max_rows=max_rows,
     )
+    for name, route in static.items():
+        try:
+            gateway.preload(route)
+        except Exception as exc:  # loading runs the model's own code (its flavor, its pickle)
+            why = f"{name}={route.baseline.uri}: its model cannot load: {type(exc).__name__}: {exc}"
+            raise click.BadParameter(why, param_hint="'--endpoint'") from exc
     where = f"following {space.store_url}" if state_store is not None else "no store"
     click.echo(
         f"modelcanary gateway on http://{host}:{port} ({where}; endpoints {sorted(static) or 'from the store'})",

@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp
 
 from modelcanary.domain.errors import BackendError, RequestError, UnknownEndpoint
-from modelcanary.domain.state import ModelVersion
+from modelcanary.domain.state import ModelVersion, Route
 from modelcanary.domain.telemetry import Variant
 from modelcanary.gateway import endpoints, protocols, v2
 from modelcanary.gateway.cache import Lookup, counted
@@ -117,7 +117,9 @@ class Gateway:
         self.shadow = ShadowLane(self.recorder, lambda endpoint: self.serving.get(endpoint))
         self.labels = Labels(self.recorder, telemetry, source, self.metrics.relayed_labels)
         self.serving: dict[str, Serving] = {}
-        self.routes_version = -1
+        self.routes_version = -1  # of the last routing table applied whole (every model loaded)
+        self.applied = False  # a routing table was applied, whole or but for endpoints in ``unavailable``
+        self.unavailable: dict[str, str] = {}  # endpoints whose models the last refresh could not load: why
         self._models: dict[str, Model] = {}
         self.candidates = CandidateRunner(workers=candidate_workers)
         self._tripped: set[str] = set()  # rollouts whose candidate this gateway took out
@@ -134,19 +136,22 @@ class Gateway:
         if version == self.routes_version:
             return False
         routes = await asyncio.to_thread(self._routes.routes)
-        serving, failed = {}, []
+        serving: dict[str, Serving] = {}
+        failed: dict[str, str] = {}
         for endpoint, route in routes.items():
             try:
                 baseline = await self._load(route.baseline)
                 wanted = route.candidate is not None and (route.weight > 0 or route.shadow is not None)
                 candidate = await self._load(route.candidate) if wanted and route.candidate else None
-            except Exception:
+            except Exception as exc:
                 # One endpoint whose model cannot load must not hold back the others (a rollback
                 # included): it keeps what it served, and the next poll tries it again. Any exception,
                 # not only ours: loading runs the model's own code (its flavor's module, its pickle),
-                # and a backend may let what that raises through.
-                log.exception("endpoint %s: cannot load its models; keeping its previous route", endpoint)
-                failed.append(endpoint)
+                # and a backend may let what that raises through. Logged with its traceback once per
+                # reason, not at every poll.
+                failed[endpoint] = why = f"{type(exc).__name__}: {exc}"
+                if self.unavailable.get(endpoint) != why:
+                    log.exception("endpoint %s: cannot load its models; keeping its previous route", endpoint)
                 if endpoint in self.serving:
                     serving[endpoint] = self.serving[endpoint]
                 continue
@@ -161,6 +166,10 @@ class Gateway:
             each.series.weight.set(each.route.weight if each.candidate is not None else 0.0)
             each.series.breaker_open.set(1 if each.route.rollout_id in self._tripped else 0)
         self.serving = serving  # one assignment: a request sees the old table or the new one, whole
+        for endpoint in self.unavailable.keys() - failed.keys():
+            if endpoint in routes:
+                log.info("endpoint %s: its models loaded", endpoint)
+        self.unavailable, self.applied = failed, True
         in_use = {version.uri for s in serving.values() for version in (s.route.baseline, s.route.candidate) if version}
         self._models = {uri: model for uri, model in self._models.items() if uri in in_use}
         if not failed:
@@ -172,6 +181,15 @@ class Gateway:
             "routing table %s applied: %s", version, {e: f"{s.route.weight:g}% candidate" for e, s in serving.items()}
         )
         return True
+
+    def preload(self, route: Route) -> None:
+        """Load a route's models now, on the calling thread, before the gateway serves: whatever
+        loading raises reaches the caller, to name the route (``modelcanary gateway`` refuses an
+        ``--endpoint`` whose model cannot load, which would otherwise answer 404 for ever)."""
+        for version in (route.baseline, route.candidate):
+            if version is not None and version.uri not in self._models:
+                self._models[version.uri] = self._backend.load(version)
+                self._loaded = True
 
     async def _load(self, version: ModelVersion) -> Model:
         model = self._models.get(version.uri)

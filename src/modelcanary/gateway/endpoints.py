@@ -56,10 +56,19 @@ class _Endpoints:
             return _error(exc)
 
     async def ready(self, _request: Request) -> Response:
+        """Ready once a routing table is applied: an endpoint whose models cannot load is listed
+        under ``unavailable`` (with why) and has no ready model, but holds back no other endpoint."""
         gateway = self._gateway
-        if gateway.routes_version < 0:
+        if not gateway.applied:
             return _json({"ready": False, "reason": "routing table not loaded yet"}, status=503)
-        return _json({"ready": True, "endpoints": sorted(gateway.serving), "routes_version": gateway.routes_version})
+        answer: dict[str, Any] = {
+            "ready": True,
+            "endpoints": sorted(gateway.serving),
+            "routes_version": gateway.routes_version,
+        }
+        if gateway.unavailable:
+            answer["unavailable"] = gateway.unavailable
+        return _json(answer)
 
     async def live(self, _request: Request) -> Response:
         return _json({"live": True})
