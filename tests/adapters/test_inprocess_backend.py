@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import io
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from modelcanary.adapters.backends.inprocess import InProcessBackend, PyfuncModel
@@ -101,3 +108,292 @@ def test_a_model_that_fails_in_its_own_code_is_a_registry_error_naming_it(
     assert str(caught.value).startswith(f"loading {path}: {type(cause).__name__}: ")
     if breaking == "flavor":
         assert isinstance(cause, ModuleNotFoundError)
+
+
+# -- signature types, missing values and outputs, through a real gateway ----------------------------
+#
+# A registry of its own (a temp dir) with sklearn models fitted on float32, int32 and int64 columns,
+# an imputer pipeline whose inferred signature has an optional double column, and pyfunc models that
+# answer a list of numpy scalars, a dict of columns, or values JSON cannot carry. A real Gateway
+# serves them in-process (httpx's ASGI transport); each answer is compared with the direct
+# ``mlflow.pyfunc.load_model(uri).predict(frame)`` on a frame of the signature's dtypes.
+
+
+class _NumpyInts:
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> list[Any]:
+        import numpy as np
+
+        return [np.int64(value > 0) for value in model_input["a"]]
+
+
+class _NumpyFloats:
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> list[Any]:
+        import numpy as np
+
+        return [np.float32(value) * np.float32(2) for value in model_input["a"]]
+
+
+class _DictOut:
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> dict[str, list[float]]:
+        return {"score": (model_input["a"] * 2).tolist()}
+
+
+class _Complex:
+    """Outputs JSON cannot carry."""
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> list[Any]:
+        import numpy as np
+
+        return [np.complex128(value, 1.0) for value in model_input["a"]]
+
+
+@dataclass
+class Served:
+    gateway: Any
+    loop: asyncio.AbstractEventLoop
+    client: Any  # httpx.AsyncClient on the gateway's ASGI app
+    pyfuncs: dict[str, Any]  # name -> mlflow.pyfunc.load_model(uri), for the expected answers
+
+    def post(self, path: str, body: Any) -> tuple[int, Any]:
+        response = self.loop.run_until_complete(self.client.post(path, json=body))
+        return response.status_code, response.json()
+
+    def invocations(self, endpoint: str, body: Any) -> tuple[int, Any]:
+        return self.post(f"/v1/endpoints/{endpoint}/invocations", body)
+
+    def infer(self, endpoint: str, inputs: list[dict[str, Any]]) -> tuple[int, Any]:
+        return self.post(f"/v2/models/{endpoint}/infer", {"inputs": inputs})
+
+    def direct(self, name: str, frame: pd.DataFrame) -> list[Any]:
+        return list(self.pyfuncs[name].predict(frame).tolist())
+
+
+def _log_all(experiment: str) -> None:
+    import mlflow
+    import numpy as np
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.pyfunc.model import PythonModel
+    from mlflow.types.schema import ColSpec, Schema
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    rng = np.random.default_rng(7)
+    a, b, c = rng.normal(size=200), rng.normal(size=200), rng.normal(size=200)
+    labels = (a + 2 * b - c > 0).astype(np.int64)
+    floats = pd.DataFrame({"a": a, "b": b, "c": c})
+    ints = pd.DataFrame({"n": rng.integers(0, 20, 200), "k": rng.integers(0, 20, 200)})
+    int_labels = (ints["n"] > ints["k"]).astype(np.int64)
+    with_nans = floats.copy()
+    with_nans.loc[::5, "c"] = np.nan
+    sklearn_models = {
+        "f32": (LogisticRegression().fit(floats.astype(np.float32), labels), floats.astype(np.float32), True),
+        "i32": (LogisticRegression().fit(ints.astype(np.int32), int_labels), ints.astype(np.int32), False),
+        "lng": (LogisticRegression().fit(ints, int_labels), ints, False),
+        "imp": (make_pipeline(SimpleImputer(), LogisticRegression()).fit(with_nans, labels), with_nans, True),
+    }
+    one_double = ModelSignature(inputs=Schema([ColSpec("double", "a")]))
+    pyfunc_models = {"npint": _NumpyInts, "npf32": _NumpyFloats, "dictout": _DictOut, "complex": _Complex}
+    with (
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()),
+    ):
+        warnings.simplefilter("ignore")
+        for name, (model, frame, proba) in sklearn_models.items():
+            outputs = model.predict_proba(frame) if proba else model.predict(frame)
+            with mlflow.start_run(experiment_id=experiment, run_name=name):
+                mlflow.sklearn.log_model(
+                    model,
+                    name="model",
+                    registered_model_name=name,
+                    signature=infer_signature(frame, outputs),
+                    pyfunc_predict_fn="predict_proba" if proba else "predict",
+                    pip_requirements=["scikit-learn"],
+                    skops_trusted_types=["numpy.dtype"],
+                )
+        for name, cls in pyfunc_models.items():
+            with mlflow.start_run(experiment_id=experiment, run_name=name):
+                mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=type(cls.__name__, (cls, PythonModel), {})(),
+                    registered_model_name=name,
+                    signature=one_double,
+                    pip_requirements=["numpy"],
+                )
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    import httpx
+    import mlflow
+
+    from modelcanary.domain.state import Route
+    from modelcanary.gateway.app import Gateway, StaticRoutes, create_app
+
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    root = tmp_path_factory.mktemp("typed-mlflow")
+    registry = MlflowRegistry(f"sqlite:///{root / 'mlflow.db'}")  # points MLflow's globals at it
+    loop = asyncio.new_event_loop()
+    try:
+        _log_all(registry.client.create_experiment("typed", artifact_location=(root / "artifacts").as_uri()))
+        names = ["f32", "i32", "lng", "imp", "npint", "npf32", "dictout", "complex"]
+        versions = {name: registry.resolve(f"models:/{name}/1") for name in names}
+        routes = {name: Route(endpoint=name, baseline=version) for name, version in versions.items()}
+        # a rollout whose candidate answers what JSON cannot carry, beside a baseline that answers
+        routes["canary"] = Route(
+            endpoint="canary",
+            baseline=versions["npf32"],
+            candidate=versions["complex"],
+            weight=100.0,
+            rollout_id="r-canary",
+        )
+        gateway = Gateway(routes=StaticRoutes(routes), backend=InProcessBackend(), telemetry=None, source="typed")
+        with warnings.catch_warnings():  # MLflow warns it infers no signature from the pyfuncs' type hints
+            warnings.simplefilter("ignore")
+            loop.run_until_complete(gateway.refresh())  # loads every model now, while the URIs point here
+            pyfuncs = {name: mlflow.pyfunc.load_model(version.uri) for name, version in versions.items()}
+    finally:
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(gateway)), base_url="http://gateway")
+    try:
+        yield Served(gateway, loop, client, pyfuncs)
+    finally:
+        loop.run_until_complete(client.aclose())
+        loop.close()
+
+
+def _predictions(answer: tuple[int, Any]) -> Any:
+    status, body = answer
+    assert status == 200, body
+    if "predictions" in body:
+        return body["predictions"]
+    (tensor,) = body["outputs"]
+    data, shape = tensor["data"], tensor["shape"]
+    return [data[i * shape[1] : (i + 1) * shape[1]] for i in range(shape[0])] if len(shape) == 2 else data
+
+
+def test_float_integer_and_long_columns_take_json_numbers_as_mlflow_casts_them(served: Served) -> None:
+    import numpy as np
+
+    assert {column.type for column in served.gateway.serving["f32"].baseline.columns} == {"float"}
+    assert {column.type for column in served.gateway.serving["i32"].baseline.columns} == {"integer"}
+    assert {column.type for column in served.gateway.serving["lng"].baseline.columns} == {"long"}
+    records = [{"a": 0.1, "b": -1.2, "c": 2.5}, {"a": 1, "b": 0.3, "c": -0.7}]
+    f32 = served.direct("f32", pd.DataFrame(records).astype(np.float32))
+    assert _predictions(served.invocations("f32", {"dataframe_records": records})) == f32
+    fp32 = [{"name": name, "shape": [2], "datatype": "FP32", "data": [r[name] for r in records]} for name in "abc"]
+    assert _predictions(served.infer("f32", fp32)) == f32
+
+    ints = [{"n": 3, "k": 4}, {"n": 9, "k": 1}, {"n": 12, "k": 12}]
+    for name, dtype in (("i32", np.int32), ("lng", np.int64)):
+        expected = served.direct(name, pd.DataFrame(ints).astype(dtype))
+        assert _predictions(served.invocations(name, {"dataframe_records": ints})) == expected
+        # 3.0 is what a Python client sends for a whole number
+        as_floats = [{key: float(value) for key, value in row.items()} for row in ints]
+        assert _predictions(served.invocations(name, {"dataframe_records": as_floats})) == expected
+        for datatype in ("INT32", "INT64", "FP64"):
+            tensors = [
+                {"name": key, "shape": [3], "datatype": datatype, "data": [row[key] for row in ints]} for key in "nk"
+            ]
+            assert _predictions(served.infer(name, tensors)) == expected, datatype
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "body", "field", "says"),
+    [
+        ("lng", {"dataframe_records": [{"n": 2.5, "k": 1}]}, "dataframe_records.n", "whole numbers"),
+        ("i32", {"dataframe_split": {"columns": ["n", "k"], "data": [[1, 2**31]]}}, "dataframe_split.k", "range"),
+        ("f32", {"inputs": {"a": [1e39], "b": [0.0], "c": [0.0]}}, "inputs.a", "range"),
+        (
+            "lng",
+            [
+                {"name": "k", "shape": [1], "datatype": "FP64", "data": [1.0]},
+                {"name": "n", "shape": [1], "datatype": "FP64", "data": [0.5]},
+            ],
+            "inputs[1].data",
+            "whole numbers",
+        ),
+        (
+            "i32",
+            [{"name": "n", "shape": [1, 2], "datatype": "INT64", "data": [[1, -(2**40)]]}],
+            "inputs[0].data",
+            "range",
+        ),
+    ],
+)
+def test_a_number_its_column_cannot_hold_is_refused_naming_the_column(
+    served: Served, endpoint: str, body: Any, field: str, says: str
+) -> None:
+    status, answer = served.infer(endpoint, body) if isinstance(body, list) else served.invocations(endpoint, body)
+    assert 400 <= status < 500, answer
+    assert answer["field"] == field and says in answer["error"], answer
+
+
+def test_the_model_adapter_casts_and_refuses_as_the_gateway_does(served: Served) -> None:
+    """Called directly (a batch, a test), the adapter casts by signature type and names the column."""
+    import numpy as np
+
+    model = served.gateway.serving["lng"].baseline
+    frame = pd.DataFrame({"n": [3], "k": [4]}, dtype=np.int64)
+    assert model.predict({"n": [3.0], "k": [np.int64(4)]}) == served.direct("lng", frame)
+    with pytest.raises(RequestError) as caught:
+        model.predict({"n": [2.5], "k": [1]})
+    assert caught.value.status == 422 and caught.value.field == "inputs.n"
+    with pytest.raises(RequestError) as caught:
+        served.gateway.serving["f32"].baseline.predict({"a": [1e39], "b": [0.0], "c": [0.0]})
+    assert caught.value.field == "inputs.a" and "range" in str(caught.value)
+
+
+def test_a_null_in_an_optional_double_column_is_a_missing_value_the_imputer_fills(served: Served) -> None:
+    model = served.gateway.serving["imp"].baseline
+    assert [column.required for column in model.columns] == [True, True, False]  # MLflow inferred c optional
+    records: list[dict[str, float | None]] = [
+        {"a": 0.1, "b": -1.2, "c": None},
+        {"a": 1.0, "b": 0.3, "c": -0.7},
+        {"a": -2.0, "b": 0.5, "c": None},
+    ]
+    expected = served.direct("imp", pd.DataFrame(records))
+    assert _predictions(served.invocations("imp", {"dataframe_records": records})) == expected
+    split = {"columns": ["a", "b", "c"], "data": [[r["a"], r["b"], r["c"]] for r in records]}
+    assert _predictions(served.invocations("imp", {"dataframe_split": split})) == expected
+    # the direct sklearn path answers as the generic pyfunc does (bit for bit)
+    columns = {name: [row[name] for row in records] for name in "abc"}
+    assert model.path == "array" and model.predict(columns) == expected
+    assert PyfuncModel(served.pyfuncs["imp"], direct=False).predict(columns) == expected
+    # a null in a required column, and an infinity anywhere, are still refused, naming the column
+    status, answer = served.invocations("imp", {"dataframe_records": [{"a": None, "b": 0.0, "c": 1.0}]})
+    assert status == 400 and answer["field"] == "dataframe_records.a"
+    for bad in ({"a": [0.0], "b": [0.0], "c": [float("inf")]}, {"a": [float("nan")], "b": [0.0], "c": [0.0]}):
+        with pytest.raises(RequestError) as caught:
+            model.predict(bad)
+        assert caught.value.status == 422 and caught.value.field == f"inputs.{'c' if 'inf' in str(bad) else 'a'}"
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "predictions", "datatype"),
+    [("npint", [1, 0], "INT64"), ("npf32", [1.0, -3.0], "FP64"), ("dictout", [1.0, -3.0], "FP64")],
+)
+def test_numpy_scalars_and_a_dict_of_columns_are_answered_as_plain_numbers(
+    served: Served, endpoint: str, predictions: list[Any], datatype: str
+) -> None:
+    status, body = served.invocations(endpoint, {"dataframe_records": [{"a": 0.5}, {"a": -1.5}]})
+    assert status == 200 and body["predictions"] == predictions, body
+    status, body = served.infer(endpoint, [{"name": "a", "shape": [2], "datatype": "FP64", "data": [0.5, -1.5]}])
+    assert status == 200, body
+    assert body["outputs"][0]["datatype"] == datatype and body["outputs"][0]["data"] == predictions
+
+
+def test_outputs_json_cannot_carry_are_the_models_failure(served: Served) -> None:
+    """A baseline's: a 502 naming it. A candidate's: the baseline answers and the candidate is charged
+    the failure (before, the 500 came after the answer was counted a success)."""
+    status, body = served.invocations("complex", {"dataframe_records": [{"a": 0.5}]})
+    assert status == 502 and body["field"] == "model", body
+    assert "models:/complex/1 answered outputs JSON cannot carry" in body["error"]
+    served.gateway.recorder.changed()
+    status, body = served.invocations("canary", {"dataframe_records": [{"a": 0.5}]})
+    assert status == 200 and body["variant"] == "baseline" and body["predictions"] == [1.0], body
+    counts = {variant.value: telemetry for _, variant, telemetry in served.gateway.recorder.changed()}
+    assert counts["candidate"].errors == 1 and counts["candidate"].requests == 1
+    assert counts["baseline"].errors == 0

@@ -52,6 +52,26 @@ _RANGES: dict[str, tuple[float, float]] = {
 }
 # which tensor datatypes a signature's column types take (numbers: any numeric datatype)
 _TAKES = {"boolean": {"BOOL"}, "string": {"BYTES"}, **{kind: _INTEGER_TYPES | _FLOAT_TYPES for kind in _NUMERIC}}
+# the numbers the sized column types hold, as MLflow casts them (float32, int32, int64): whole numbers
+# for the integer ones (3.0 is 3, as Python clients send a whole number)
+_COLUMN_RANGES: dict[str, tuple[float, float]] = {
+    "float": _RANGES["FP32"],
+    "integer": _RANGES["INT32"],
+    "long": _RANGES["INT64"],
+}
+_WHOLE = {"integer", "long"}
+_MISSING_OK = {"double", "float"}  # numeric columns that hold a missing value (NaN); integer ones cannot
+
+
+def _holds(datatype: str, kind: str) -> bool:
+    """Whether every value a tensor of ``datatype`` holds fits a column of ``kind`` as it is."""
+    low, high = _RANGES.get(datatype, (float("-inf"), float("inf")))
+    wanted = _COLUMN_RANGES[kind]
+    return (kind not in _WHOLE or datatype in _INTEGER_TYPES) and wanted[0] <= low and high <= wanted[1]
+
+
+# (tensor datatype, column type) pairs whose values are each checked to fit the column (``_check_fits``)
+_CHECK_FITS = {(d, kind) for d in _INTEGER_TYPES | _FLOAT_TYPES for kind in _COLUMN_RANGES if not _holds(d, kind)}
 # the exact Python types (bool is not an int here) that need no closer look, per datatype
 _EXACT_KINDS: dict[str, set[type]] = {
     **{datatype: {int, float} for datatype in _FLOAT_TYPES},
@@ -123,6 +143,29 @@ def _check_values(data: list[Any], datatype: str, field: str) -> None:
                 raise RequestError(f"BYTES needs strings, got {value!r} at [{index}]", field=field)
 
 
+def _check_fits(values: list[Any], kind: str, field: str) -> None:
+    """Every number fits a column of ``kind`` (``float``, ``integer``, ``long``) as MLflow casts it:
+    within float32's range, or whole and within int32's or int64's; nulls are checked elsewhere.
+
+    >>> _check_fits([3, 4.0, None], "long", "inputs.n")
+    >>> _check_fits([2.5], "long", "dataframe_records.n")
+    Traceback (most recent call last):
+    ...
+    modelcanary.domain.errors.RequestError: dataframe_records.n: a long column takes whole numbers, got 2.5 in row 0
+    """
+    low, high = _COLUMN_RANGES[kind]
+    if values and set(map(type, values)) <= {int} and low <= min(values) and max(values) <= high:
+        return  # the common case, in C
+    whole = kind in _WHOLE
+    for row, value in enumerate(values):
+        if value is None:
+            continue
+        if whole and isinstance(value, float) and not value.is_integer():
+            raise RequestError(f"a {kind} column takes whole numbers, got {value!r} in row {row}", field=field)
+        if not low <= value <= high:
+            raise RequestError(f"{value!r} in row {row} is out of {kind}'s range ({low:g}, {high:g})", field=field)
+
+
 def _check_parameters(holder: dict[str, Any], where: str) -> None:
     parameters = holder.get("parameters")
     _require(parameters is None or isinstance(parameters, dict), "must be an object", f"{where}parameters")
@@ -182,9 +225,15 @@ def v2_columns(body: Any, signature: tuple[Column, ...] | None) -> dict[str, lis
             for column in signature:  # one datatype for every column: each must take it
                 _check_datatype(column.name, column.type, datatype, index)
             width = shape[1]
-            return {column.name: data[offset::width] for offset, column in enumerate(signature)}
+            split = {column.name: data[offset::width] for offset, column in enumerate(signature)}
+            for column in signature:
+                if (datatype, column.type) in _CHECK_FITS:
+                    _check_fits(split[column.name], column.type, f"inputs[{index}].data")
+            return split
         if name in types:
             _check_datatype(name, types[name], datatype, index)
+            if (datatype, types[name]) in _CHECK_FITS:
+                _check_fits(data, types[name], f"inputs[{index}].data")
         columns[name] = data
     return columns
 
@@ -285,12 +334,18 @@ def validate(
         if typed:
             continue
         if column.type in _NUMERIC:
+            # null only where the column is optional (a missing value), and only a float one can hold it
+            missing_ok = not column.required and column.type in _MISSING_OK
             for row, value in enumerate(values):
-                _require(
-                    isinstance(value, int | float) and not isinstance(value, bool),
-                    f"must be numbers ({column.type}), got {value!r} in row {row}",
-                    f"{prefix}.{column.name}",
-                )
+                if (isinstance(value, int | float) and not isinstance(value, bool)) or (value is None and missing_ok):
+                    continue
+                if value is None and not column.required:
+                    message = f"a {column.type} column cannot hold a missing value: null in row {row}"
+                else:
+                    message = f"must be numbers ({column.type}), got {value!r} in row {row}"
+                raise RequestError(message, field=f"{prefix}.{column.name}")
+            if column.type in _COLUMN_RANGES:
+                _check_fits(values, column.type, f"{prefix}.{column.name}")
         elif column.type in _PLAIN:  # null only where the column is optional (a missing value)
             kinds = (_PLAIN[column.type],) if column.required else (_PLAIN[column.type], type(None))
             for row, value in enumerate(values):

@@ -10,11 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from modelcanary.domain.errors import RegistryError, RequestError
+from modelcanary.domain.errors import BackendError, RegistryError, RequestError
 from modelcanary.domain.state import ModelVersion
 from modelcanary.ports import Column
 
-_FLOAT_TYPES = {"double", "float"}
+# the dtypes MLflow's scoring server casts a signature's numeric columns to (``cast_df_types_according_to_schema``)
+_FLOAT_DTYPES: dict[str, type[np.floating[Any]]] = {"double": np.float64, "float": np.float32}
+_INT_DTYPES: dict[str, type[np.signedinteger[Any]]] = {"long": np.int64, "integer": np.int32}
 # The methods MLflow's sklearn wrapper (``_SklearnModelWrapper``) hands straight to the estimator:
 # ``predict`` by default, the others when the model was logged with ``pyfunc_predict_fn``.
 _SKLEARN_PREDICT_FNS = {"predict", "predict_proba", "predict_log_proba", "predict_joint_log_proba"}
@@ -118,9 +120,11 @@ def _same_outputs(on_frame: _Direct, unnamed: Any, method: str, names: tuple[str
 
 
 class PyfuncModel:
-    def __init__(self, pyfunc: Any, *, direct: bool = True) -> None:
-        """``direct=False`` always goes through the generic pyfunc (for comparing the two paths)."""
+    def __init__(self, pyfunc: Any, *, direct: bool = True, name: str = "the model") -> None:
+        """``direct=False`` always goes through the generic pyfunc (for comparing the two paths);
+        ``name`` (its registry URI) names the model in a ``BackendError`` about its outputs."""
         self._pyfunc = pyfunc
+        self.name = name
         schema = pyfunc.metadata.get_input_schema()
         self.columns: tuple[Column, ...] | None = None
         if schema is not None and schema.has_input_names():
@@ -157,41 +161,46 @@ class PyfuncModel:
             matrix = _finite_matrix([columns.get(name) for name in fast.columns])
             if matrix is not None:
                 return self._predict_sklearn(matrix, fast)
-            # a column is not numbers, or an optional one is missing: the slow path says which, or
-            # leaves what the estimator makes of a missing column to the pyfunc
-        data = self._floats(columns)
+            # a column is not numbers, holds a missing value, or an optional one is missing: the slow
+            # path says which, or leaves what the estimator makes of a missing column to the pyfunc
+        data, missing = self._typed(columns)
         if fast is not None and all(name in data for name in fast.columns):
-            return self._predict_sklearn(np.vstack([data[name] for name in fast.columns]), fast)
+            matrix = np.vstack([data[name] for name in fast.columns])
+            return self._predict_sklearn(matrix, fast, finite=not missing)
         return self._predict_pyfunc(data)
 
-    def _floats(self, columns: dict[str, list[Any]]) -> dict[str, Any]:
-        # JSON has one number type: 3 arrives as an int, and MLflow will not widen int64 to a
-        # double column itself. Converting each list once, before the frame exists, costs a
-        # fraction of converting the frame's columns afterwards (measured: 0.1 ms against 3 ms a row).
+    def _typed(self, columns: dict[str, list[Any]]) -> tuple[dict[str, Any], bool]:
+        """The columns with each numeric one an array of the dtype MLflow's scoring server casts its
+        signature type to (``double`` float64, ``float`` float32, ``long`` int64, ``integer``
+        int32), and whether a float column holds a missing value (NaN: a null in an optional column).
+
+        JSON has one number type: 3 arrives as an int and 3.0 as a float, and MLflow's schema
+        enforcement will not convert either to another width or kind itself (int64 to int32, float64
+        to float32 or to int64). Converting each list once, before the frame exists, costs a fraction
+        of converting the frame's columns afterwards (measured: 0.1 ms against 3 ms a row).
+        """
         data: dict[str, Any] = dict(columns)
         rows = {len(values) for values in columns.values()}
         if len(rows) > 1 or rows == {0}:
             raise RequestError("all inputs must have the same number of rows, at least one", field="inputs", status=422)
+        missing = False
         for column in self.columns or ():
-            if column.type in _FLOAT_TYPES and column.name in data:
-                try:
-                    array = np.asarray(data[column.name], dtype=np.float64)
-                except (TypeError, ValueError, OverflowError) as exc:
-                    raise RequestError(
-                        f"must be numbers ({column.type})", field=f"inputs.{column.name}", status=422
-                    ) from exc
-                if array.ndim != 1 or not np.isfinite(array).all():
-                    raise RequestError(
-                        f"must be one finite number a row ({column.type})", field=f"inputs.{column.name}", status=422
-                    )
-                data[column.name] = array
-        return data
+            values = data.get(column.name)
+            if values is None:
+                continue
+            if column.type in _FLOAT_DTYPES:
+                data[column.name], nan = _float_column(values, column)
+                missing = missing or nan
+            elif column.type in _INT_DTYPES:
+                data[column.name] = _int_column(values, column)
+        return data, missing
 
-    @staticmethod
-    def _predict_sklearn(matrix: Any, fast: _Direct) -> list[Any]:
+    def _predict_sklearn(self, matrix: Any, fast: _Direct, *, finite: bool = True) -> list[Any]:
         """``matrix`` is (columns, rows): transposed, it has the memory layout of the frame the
         pyfunc would build (pandas keeps a frame's block column-major), so the estimator's
-        arithmetic runs in the same order and the outputs are bit-identical to the slow path's."""
+        arithmetic runs in the same order and the outputs are bit-identical to the slow path's.
+        ``finite``: checked finite before, so scikit-learn need not check again; a matrix with a
+        missing value (NaN) is checked by the estimator, which takes it (an imputer) or refuses it."""
         import sklearn
 
         matrix = matrix.T
@@ -199,9 +208,9 @@ class PyfuncModel:
             import pandas as pd
 
             matrix = pd.DataFrame(matrix, columns=list(fast.columns), copy=False)
-        with sklearn.config_context(assume_finite=True):  # checked finite before
+        with sklearn.config_context(assume_finite=finite):
             output = fast.method(matrix)
-        return _rows(output)
+        return _rows(output, self.name)
 
     def _predict_pyfunc(self, data: dict[str, Any]) -> list[Any]:
         import pandas as pd
@@ -211,13 +220,102 @@ class PyfuncModel:
         try:
             output = self._pyfunc.predict(frame)
         except MlflowException as exc:  # schema enforcement: the client's input does not fit
-            raise RequestError(exc.message, field="inputs", status=422) from exc
-        return _rows(output)
+            raise self._refusal(exc.message) from exc
+        return _rows(output, self.name)
+
+    def _refusal(self, message: str) -> RequestError:
+        """MLflow's refusal of the input, named by the column it names (``inputs.COLUMN``) and without
+        the printout of the whole frame its schema enforcement puts in front ("Failed to enforce
+        schema of data '...' with schema '...'. Error: ...")."""
+        if message.startswith("Failed to enforce schema") and "Error: " in message:
+            message = message.rsplit("Error: ", 1)[1]
+        for column in self.columns or ():
+            if f"column {column.name}." in message or f"column '{column.name}'" in message:
+                return RequestError(message, field=f"inputs.{column.name}", status=422)
+        return RequestError(message, field="inputs", status=422)
+
+
+def _float_column(values: list[Any], column: Column) -> tuple[Any, bool]:
+    """A ``double`` or ``float`` column's values as float64 or float32, and whether one is missing.
+    A null (None) reads as NaN, a missing value: only an optional column may hold one."""
+    field = f"inputs.{column.name}"
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise RequestError(f"must be numbers ({column.type})", field=field, status=422) from exc
+    if array.ndim != 1:
+        raise RequestError(f"must be one finite number a row ({column.type})", field=field, status=422)
+    finite = np.isfinite(array)
+    nan = False
+    if not finite.all():
+        nan = True
+        infinite = np.isinf(array)
+        if infinite.any():
+            row = int(np.flatnonzero(infinite)[0])
+            raise RequestError(
+                f"must be finite numbers ({column.type}), got {values[row]!r} in row {row}", field=field, status=422
+            )
+        if column.required:
+            row = int(np.flatnonzero(~finite)[0])
+            raise RequestError(
+                f"must be numbers ({column.type}), got {values[row]!r} in row {row}: a missing value (null) "
+                "only in an optional column",
+                field=field,
+                status=422,
+            )
+    dtype = _FLOAT_DTYPES[column.type]
+    if dtype is not np.float64:
+        with np.errstate(over="ignore"):
+            cast = array.astype(dtype)
+        overflow = np.isinf(cast) & finite
+        if overflow.any():
+            row = int(np.flatnonzero(overflow)[0])
+            raise RequestError(
+                f"{values[row]!r} in row {row} is out of {column.type}'s range (float32)", field=field, status=422
+            )
+        array = cast
+    return array, nan
+
+
+def _int_column(values: list[Any], column: Column) -> Any:
+    """A ``long`` or ``integer`` column's values as int64 or int32: whole numbers in range; 3.0, as
+    Python clients send a whole number, is 3. MLflow cannot hold a missing value in an integer
+    column (it refuses NaN there), so neither can this."""
+    field = f"inputs.{column.name}"
+    dtype = _INT_DTYPES[column.type]
+    info = np.iinfo(dtype)
+    if not set(map(type, values)) <= {int}:  # floats (3.0) or something else: each looked at
+        whole: list[int] = []
+        for row, value in enumerate(values):
+            if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.integer | np.floating):
+                if value is None or (isinstance(value, float) and value != value):
+                    message = f"a {column.type} column cannot hold a missing value (null in row {row})"
+                else:
+                    message = f"must be whole numbers ({column.type}), got {value!r} in row {row}"
+                raise RequestError(message, field=field, status=422)
+            if isinstance(value, float | np.floating) and not float(value).is_integer():
+                raise RequestError(
+                    f"must be whole numbers ({column.type}), got {value!r} in row {row}", field=field, status=422
+                )
+            whole.append(int(value))
+        checked: list[Any] = whole
+    else:
+        checked = values
+    low, high = min(checked), max(checked)
+    if low < info.min or high > info.max:
+        row = next(i for i, value in enumerate(checked) if not info.min <= value <= info.max)
+        raise RequestError(
+            f"{values[row]!r} in row {row} is out of {column.type}'s range ({info.min}, {info.max})",
+            field=field,
+            status=422,
+        )
+    return np.array(checked, dtype=dtype)
 
 
 def _finite_matrix(columns: list[Any]) -> Any:
     """The columns as one float64 (columns, rows) array in one conversion, when they all are
-    equal-length lists of finite numbers; else None (``_floats`` then names what is wrong)."""
+    equal-length lists of finite numbers; else None (``_typed`` then names what is wrong, or reads
+    a null in an optional column as a missing value)."""
     if any(values is None for values in columns):
         return None
     try:
@@ -229,10 +327,78 @@ def _finite_matrix(columns: list[Any]) -> Any:
     return matrix
 
 
-def _rows(output: Any) -> list[Any]:
-    if hasattr(output, "to_numpy"):
+# numpy dtype kinds whose ``tolist()`` is plain JSON data: bool, ints, floats, str
+_PLAIN_KINDS = frozenset("biufU")
+_JSON_SCALARS = frozenset({bool, int, float, str, type(None)})
+
+
+class _NotPlain(Exception):
+    """A value JSON cannot carry (``_plain``)."""
+
+
+def _rows(output: Any, model: str) -> list[Any]:
+    """A model's outputs as one plain JSON value per row: numbers, strings, booleans, lists of them.
+    The common case, a numeric array from ``predict`` or ``predict_proba``, is one ``tolist()``.
+    A ``BackendError`` naming ``model`` when the outputs are not rows of JSON data, so the gateway
+    counts it a model failure (a candidate's: the baseline answers; a baseline's: a 502)."""
+    if isinstance(output, np.ndarray) and output.ndim and output.dtype.kind in _PLAIN_KINDS:
+        return output.tolist()  # type: ignore[no-any-return]
+    if hasattr(output, "to_numpy"):  # a pandas DataFrame or Series
         output = output.to_numpy()
-    return list(output.tolist()) if hasattr(output, "tolist") else list(output)
+        if output.ndim and output.dtype.kind in _PLAIN_KINDS:
+            return output.tolist()  # type: ignore[no-any-return]
+    if isinstance(output, dict):
+        output = _dict_rows(output, model)
+    elif isinstance(output, np.ndarray):
+        if output.ndim == 0:
+            raise BackendError(f"{model} answered one {output.dtype} value, not one output per row")
+        output = output.tolist()
+    elif isinstance(output, str | bytes) or not hasattr(output, "__iter__"):
+        raise BackendError(f"{model} answered {type(output).__name__}, not one output per row")
+    rows = output if isinstance(output, list) else list(output)
+    if set(map(type, rows)) <= _JSON_SCALARS:  # a list of plain values: one pass in C
+        return rows
+    try:
+        return [_plain(row) for row in rows]
+    except (_NotPlain, RecursionError) as exc:
+        raise BackendError(f"{model} answered outputs JSON cannot carry: {exc}") from exc
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as plain JSON data: numpy scalars as Python numbers (``item()``), arrays and tuples
+    as lists; ``_NotPlain`` naming what is not."""
+    if type(value) in _JSON_SCALARS:
+        return value
+    if isinstance(value, np.generic):
+        item = value.item()
+        if type(item) in _JSON_SCALARS:
+            return item
+    elif isinstance(value, np.ndarray):
+        return [_plain(each) for each in value.tolist()]
+    elif isinstance(value, list | tuple):
+        return [_plain(each) for each in value]
+    elif isinstance(value, dict) and all(type(key) is str for key in value):
+        return {key: _plain(each) for key, each in value.items()}
+    raise _NotPlain(f"{type(value).__module__}.{type(value).__qualname__} {value!r:.80}")
+
+
+def _dict_rows(output: dict[Any, Any], model: str) -> list[Any]:
+    """A dict of equal-length columns as rows: one column's values, or rows of the columns' values
+    in the dict's order (as a DataFrame's rows are answered). Anything else is ambiguous."""
+    columns = [value.tolist() if isinstance(value, np.ndarray) else value for value in output.values()]
+    lengths = {len(value) if isinstance(value, list | tuple) else -1 for value in columns}
+    if not columns or -1 in lengths or len(lengths) != 1:
+        raise BackendError(
+            f"{model} answered a dict ({', '.join(map(repr, list(output)[:5]))}), not columns of equal length"
+        )
+    if len(columns) == 1:
+        return list(columns[0])
+    if any(isinstance(value, list | tuple | dict | np.ndarray) for column in columns for value in column):
+        raise BackendError(
+            f"{model} answered a dict of columns whose values are not one number or string a row: "
+            f"{', '.join(map(repr, list(output)[:5]))}"
+        )
+    return [list(row) for row in zip(*columns, strict=True)]
 
 
 class InProcessBackend:
@@ -243,7 +409,7 @@ class InProcessBackend:
         from mlflow.exceptions import MlflowException
 
         try:
-            return PyfuncModel(mlflow.pyfunc.load_model(version.uri))
+            return PyfuncModel(mlflow.pyfunc.load_model(version.uri), name=version.uri)
         except MlflowException as exc:
             raise RegistryError(f"loading {version.uri}: {exc.message}") from exc
         except Exception as exc:  # the model's own code: a flavor's module missing, a pickle of another version
