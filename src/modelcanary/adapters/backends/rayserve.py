@@ -1,7 +1,8 @@
 """Models served by a Ray Serve deployment, named ``ray://APP/DEPLOYMENT`` (the optional extra
 ``modelcanary[ray]``). The gateway calls the deployment through a ``DeploymentHandle``: the
 deployment's ``__call__`` receives the request's columns (a dict of equal-length lists) and returns
-one output per row (a list, or anything with ``tolist()``).
+one output per row (a list, a numpy array or a DataFrame; numpy scalars become plain numbers:
+``outputs.rows_of``).
 
 The process joins the Ray cluster at ``RAY_ADDRESS`` (default ``auto``: the local one) unless Ray is
 already initialised. Ray is imported only when such a model loads.
@@ -12,18 +13,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from modelcanary.adapters.backends.outputs import rows_of
 from modelcanary.domain.errors import BackendError
 from modelcanary.domain.refs import parse_model_ref
 from modelcanary.domain.state import ModelVersion
 from modelcanary.ports import Column
-
-
-def _rows(output: Any, ref: str) -> list[Any]:
-    if hasattr(output, "tolist"):
-        output = output.tolist()
-    if not isinstance(output, list):
-        raise BackendError(f"{ref}: the deployment returned {type(output).__name__}, not one output per row")
-    return output
 
 
 def _failure(ref: str, exc: Exception, timeout_s: float) -> BackendError:
@@ -56,7 +50,7 @@ class RayServeModel:
             output = self._handle.remote(columns).result(timeout_s=self.timeout_s)
         except Exception as exc:  # Ray's errors (actor died, task error, timeout) have no common base
             raise _failure(self.ref, exc, self.timeout_s) from exc
-        return _rows(output, self.ref)
+        return rows_of(output, self.ref)
 
     async def apredict(self, columns: dict[str, list[Any]]) -> list[Any]:
         import asyncio
@@ -65,7 +59,7 @@ class RayServeModel:
             output = await asyncio.wait_for(self._handle.remote(columns), self.timeout_s)
         except Exception as exc:  # as in predict; a timeout included
             raise _failure(self.ref, exc, self.timeout_s) from exc
-        return _rows(output, self.ref)
+        return rows_of(output, self.ref)
 
 
 class RayServeBackend:
