@@ -402,6 +402,51 @@ def test_copies_queued_when_the_breaker_trips_do_not_run_the_candidate_it_took_o
     assert calls.count(True) == 0  # the copy on the thread when the breaker tripped began before it
 
 
+def test_a_candidate_that_hangs_in_the_shadow_lane_fails_its_copy_at_its_deadline_and_stalls_no_other(
+    serve: Any, store: Any
+) -> None:
+    """The lane ran every copy on one thread, with no deadline: a candidate that hung there stopped
+    every other rollout's shadow lane (their copies queued, then shed) and was charged nothing."""
+    release = threading.Event()
+
+    def hangs(columns: dict[str, list[Any]]) -> list[float]:
+        release.wait(30)
+        return [0.9] * len(columns["x"])
+
+    def quick(columns: dict[str, list[Any]]) -> list[float]:
+        return [0.4] * len(columns["x"])
+
+    registry = FakeRegistry({"a": ["1", "2"], "b": ["1", "2"]}, {})
+    for endpoint in "ab":
+        store.put_route(
+            Route(
+                endpoint=endpoint,
+                baseline=registry.resolve(f"models:/{endpoint}/1"),
+                candidate=registry.resolve(f"models:/{endpoint}/2"),
+                rollout_id=f"r-{endpoint}",
+                breaker=CircuitBreaker(deadline=0.2) if endpoint == "a" else None,
+                shadow=Shadow(sample=1.0),
+            )
+        )
+    models = {"a/1": quick, "a/2": hangs, "b/1": quick, "b/2": quick}
+    backend = FakeBackend({ref: FunctionModel(model) for ref, model in models.items()})
+    gateway = Gateway(routes=store, backend=backend, telemetry=store, source="gw-hang")
+    running = serve.start(gateway)
+    try:
+        with running.client() as http:
+            for endpoint in "abbb":
+                response = http.post(f"/v1/endpoints/{endpoint}/invocations", json={"dataframe_records": [{"x": 1.0}]})
+                assert response.status_code == 200
+            # a's copy fails at its 0.2 s deadline, and b's run on a new thread, while a's call still hangs
+            wait_for(lambda: gateway.shadow.done == 4, "every copy, a's failed", timeout=10)
+            assert not release.is_set()
+    finally:
+        release.set()
+    running.flush()
+    lanes = {endpoint: pair(store.read_telemetry(f"r-{endpoint}")).candidate.shadow for endpoint in "ab"}
+    assert [(lane.requests, lane.errors) for lane in lanes.values() if lane is not None] == [(1, 1), (3, 0)]
+
+
 SHADOW_PHASE = SPEC.replace("shadow: {sample: 1.0, queue: 100, keep: 10m}", "shadow: {sample: 1.0, duration: 1h}")
 
 

@@ -13,12 +13,14 @@ queued, on a thread, a shadow prediction of an in-process model contended with l
 for the interpreter, and live p99 went from 5.5 to 10.4 ms at half the bare server's load
 (docs/gateway-benchmark.md). A candidate that serves no one yet (its shadow phase) never runs on
 the loop's thread, and one that held it longer than ``INLINE_S`` ``HELD_LOOP_LIMIT`` times (it
-waits on I/O or a lock, which its CPU time does not show) does not again.
+waits on I/O or a lock, which its CPU time does not show) does not again. On the thread, a call
+has the candidate's deadline (``SHADOW_DEADLINE_S`` if its spec sets none): one past it fails its
+copy and keeps its thread, and the lane takes another, so a candidate that hangs stalls no other
+rollout's copies.
 
 So shadow work uses the loop's idle time; live requests waiting on a remote model leave the loop
 idle, and shadow work goes on beside them. Under pressure the queues fill and shadow work is what
-is dropped, counted. The results are recorded on the event loop
-thread, like every other count.
+is dropped, counted. The results are recorded on the event loop thread, like every other count.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelcanary.domain.spec import Shadow
-from modelcanary.gateway.faults import timed
+from modelcanary.gateway.faults import CandidateFault, DeadlineMissed, Ran, timed
 from modelcanary.gateway.recorder import Recorder, score_of
 from modelcanary.gateway.serving import Serving
 
@@ -49,6 +51,11 @@ INLINE_S = 1e-3  # a shadow prediction using less CPU than this runs on the loop
 # inline predictions that held the loop past INLINE_S after which a candidate's copies run on the
 # thread for good: more than one, as a collection or a preemption now and then stretches any call
 HELD_LOOP_LIMIT = 3
+# a shadow call on the thread gets the candidate's deadline, or this when its spec sets none: past
+# it the copy fails and the lane takes a new thread, leaving the call its own; a candidate with
+# this many such calls still running gets no more copies started (each fails at once)
+SHADOW_DEADLINE_S = 10.0
+ABANDONED_LIMIT = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +86,7 @@ class ShadowLane:
         # thread, which counts the hop there and any wait for a core: one slow hop on a busy machine
         # kept the lane off the loop's thread for tens of copies while the smoothing wore it off.
         self._cost_s: dict[str, float] = {}
+        self._abandoned: dict[str, int] = {}  # per candidate, its calls past their deadline still running
         self._held_loop: dict[str, int] = {}  # per candidate, the inline predictions that held the loop past INLINE_S
 
     def _inline_ok(self, copy: Copy, candidate: Any) -> bool:
@@ -131,7 +139,6 @@ class ShadowLane:
         """Predict queued copies until cancelled."""
         self._wake = asyncio.Event()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="modelcanary-shadow")
-        loop = asyncio.get_running_loop()
         try:
             while True:
                 if not self._queues:
@@ -149,7 +156,7 @@ class ShadowLane:
                 if inline:
                     ran = timed(candidate, copy.columns)
                 else:
-                    ran = await loop.run_in_executor(self._pool, timed, candidate, copy.columns)
+                    ran = await self._on_thread(copy, candidate, key)
                 took_s = time.perf_counter() - started
                 if inline and took_s > INLINE_S:
                     self._held_loop[key] = held = self._held_loop.get(key, 0) + 1
@@ -194,6 +201,29 @@ class ShadowLane:
                 self.done += 1
         finally:
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _on_thread(self, copy: Copy, candidate: Any, key: str) -> Ran:
+        """The copy's prediction on the lane's thread, within the candidate's deadline (or
+        ``SHADOW_DEADLINE_S``). A call past it cannot be stopped: it keeps its thread, and the
+        lane takes a new one, so a candidate that hangs stalls no other rollout's copies."""
+        assert self._pool is not None
+        stuck = self._abandoned.get(key, 0)
+        if stuck >= ABANDONED_LIMIT:
+            return Ran(None, CandidateFault(f"not started: {stuck} shadow calls past their deadline still run"), None)
+        deadline = copy.serving.guard.deadline or SHADOW_DEADLINE_S
+        future = asyncio.wrap_future(self._pool.submit(timed, candidate, copy.columns))
+        done, _ = await asyncio.wait((future,), timeout=deadline)
+        if done:
+            return future.result()
+        self._abandoned[key] = stuck + 1
+        future.add_done_callback(lambda _future: self._released(key))
+        self._pool.shutdown(wait=False)  # its thread ends when the call returns
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="modelcanary-shadow")
+        log.warning("a shadow prediction of %s gave no answer within %g s: the copy failed", key, deadline)
+        return Ran(None, DeadlineMissed(f"no answer within {deadline:g} s"), None)
+
+    def _released(self, key: str) -> None:
+        self._abandoned[key] -= 1
 
     def _candidate(self, copy: Copy) -> Any:
         """The candidate to run a copy on: the one serving its rollout now, if any."""
