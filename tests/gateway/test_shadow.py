@@ -89,7 +89,7 @@ def test_shadow_predictions_are_compared_with_the_baseline_and_joined_to_labels(
     assert report["candidate_accuracy"] == 1.0
     assert report["baseline_accuracy"] == (8 - discordant) / 8
     mean = sum(0.9 - score for _, score in served.values()) / 8
-    assert abs(report["mean_score_difference"] - mean) <= 0.01  # histogram buckets of 0.02
+    assert report["mean_score_difference"] == pytest.approx(mean, abs=1e-9)
     assert report["segments"]["other"]["labelled_pairs"] == 8
 
 
@@ -445,6 +445,19 @@ def test_a_candidate_that_hangs_in_the_shadow_lane_fails_its_copy_at_its_deadlin
     running.flush()
     lanes = {endpoint: pair(store.read_telemetry(f"r-{endpoint}")).candidate.shadow for endpoint in "ab"}
     assert [(lane.requests, lane.errors) for lane in lanes.values() if lane is not None] == [(1, 1), (3, 0)]
+
+
+def test_the_mean_score_difference_is_the_differences_mean_and_older_rows_still_read() -> None:
+    from modelcanary.domain.shadow import ShadowTelemetry
+
+    lane = ShadowTelemetry()
+    for score in (0.3, 0.7, 0.9):
+        lane.pair(baseline=score, candidate=score)  # identical models
+    assert lane.summary()["mean_score_difference"] == 0.0  # the buckets' centres read +0.01
+    older = lane.to_json()
+    del older["score_diff_sum"]  # a row a gateway of before wrote
+    assert ShadowTelemetry.from_json(older).summary()["mean_score_difference"] == pytest.approx(0.01)
+    assert ShadowTelemetry.from_json(lane.to_json()) == lane
 
 
 SHADOW_PHASE = SPEC.replace("shadow: {sample: 1.0, queue: 100, keep: 10m}", "shadow: {sample: 1.0, duration: 1h}")

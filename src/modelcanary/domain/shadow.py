@@ -4,8 +4,8 @@ totals of many gateways are their sums, like every other telemetry.
 
 >>> shadow = ShadowTelemetry()
 >>> shadow.pair(baseline=0.2, candidate=0.7); shadow.pair(baseline=0.6, candidate=0.65)
->>> shadow.pairs, shadow.discordant
-(2, 1)
+>>> shadow.pairs, shadow.discordant, round(shadow.summary()["mean_score_difference"], 3)
+(2, 1, 0.275)
 >>> shadow.label(baseline=0.2, candidate=0.7, label=1)
 >>> shadow.summary()["paired_labels"]
 {'both_right': 0, 'baseline_only': 0, 'candidate_only': 1, 'both_wrong': 0}
@@ -39,6 +39,9 @@ class ShadowTelemetry:
     pairs: int = 0  # rows scored by both models
     discordant: int = 0  # rows on which the two decisions differ
     score_diff_counts: list[int] = field(default_factory=_zeros)
+    # the differences' sum, for their mean: read off the buckets' centres, a difference of exactly 0
+    # (identical models) counted as +0.01
+    score_diff_sum: float = 0.0
     # labelled rows: both right, only the baseline right, only the candidate right, both wrong
     paired_labels: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
     segments: dict[str, ShadowTelemetry] = field(default_factory=dict)
@@ -47,7 +50,9 @@ class ShadowTelemetry:
         self.pairs += 1
         if (baseline >= DECISION_THRESHOLD) != (candidate >= DECISION_THRESHOLD):
             self.discordant += 1
-        self.score_diff_counts[bisect_right(SCORE_DIFF_EDGES, candidate - baseline)] += 1
+        difference = candidate - baseline
+        self.score_diff_counts[bisect_right(SCORE_DIFF_EDGES, difference)] += 1
+        self.score_diff_sum += difference
 
     def label(self, *, baseline: float, candidate: float, label: int) -> None:
         base_right = (baseline >= DECISION_THRESHOLD) == bool(label)
@@ -86,6 +91,7 @@ class ShadowTelemetry:
             pairs=self.pairs + other.pairs,
             discordant=self.discordant + other.discordant,
             score_diff_counts=[a + b for a, b in zip(self.score_diff_counts, other.score_diff_counts, strict=True)],
+            score_diff_sum=self.score_diff_sum + other.score_diff_sum,
             paired_labels=[a + b for a, b in zip(self.paired_labels, other.paired_labels, strict=True)],
             segments={
                 name: (self.segments.get(name) or ShadowTelemetry()).merged(
@@ -103,6 +109,7 @@ class ShadowTelemetry:
             "pairs": self.pairs,
             "discordant": self.discordant,
             "score_diff_counts": self.score_diff_counts,
+            "score_diff_sum": self.score_diff_sum,
             "paired_labels": self.paired_labels,
         }
         if self.segments:
@@ -118,6 +125,10 @@ class ShadowTelemetry:
             pairs=int(data["pairs"]),
             discordant=int(data["discordant"]),
             score_diff_counts=list(data["score_diff_counts"]),
+            # rows written before the sum was kept: the buckets' centres, as their mean was read then
+            score_diff_sum=float(data["score_diff_sum"])
+            if "score_diff_sum" in data
+            else sum(c * n for c, n in zip(_CENTRES, data["score_diff_counts"], strict=True)),
             paired_labels=list(data["paired_labels"]),
             segments={str(name): cls.from_json(counts) for name, counts in data.get("segments", {}).items()},
         )
@@ -126,11 +137,7 @@ class ShadowTelemetry:
         """Agreement with the baseline and the paired comparison on labelled rows, for reports."""
         labelled = sum(self.paired_labels)
         both, base_only, cand_only, _ = self.paired_labels
-        mean_diff = (
-            sum(c * n for c, n in zip(_CENTRES, self.score_diff_counts, strict=True)) / self.pairs
-            if self.pairs
-            else None
-        )
+        mean_diff = self.score_diff_sum / self.pairs if self.pairs else None
         return {
             "requests": self.requests,
             "errors": self.errors,
