@@ -302,10 +302,12 @@ def test_a_label_waiting_for_a_copy_that_fails_is_not_kept() -> None:
     assert not recorder._early  # it held one of 200,000 places until newer ones pushed it out
 
 
-def test_each_rollout_sheds_only_its_own_shadow_copies(serve: Any, store: Any) -> None:
-    """Two endpoints, one lane: a candidate that hangs on one fills only its own rollout's queue,
-    and the other's copies are queued, taken in turn, and predicted."""
-    release = threading.Event()
+def _two_endpoints(
+    store: Any, release: threading.Event, *, queues: tuple[int, int] = (100, 100), deadline_a: float | None = None
+) -> FakeBackend:
+    """Routes for endpoints a and b, each with a shadow lane (queues of ``queues``), and their
+    models: a's candidate hangs until ``release`` (with a breaker ``deadline_a`` if given), the
+    others answer at once."""
 
     def hangs(columns: dict[str, list[Any]]) -> list[float]:
         release.wait(30)
@@ -315,24 +317,26 @@ def test_each_rollout_sheds_only_its_own_shadow_copies(serve: Any, store: Any) -
         return [0.4] * len(columns["x"])
 
     registry = FakeRegistry({"a": ["1", "2"], "b": ["1", "2"]}, {})
-    for endpoint, queue in (("a", 1000), ("b", 5)):
+    for endpoint, queue in zip("ab", queues, strict=True):
         store.put_route(
             Route(
                 endpoint=endpoint,
                 baseline=registry.resolve(f"models:/{endpoint}/1"),
                 candidate=registry.resolve(f"models:/{endpoint}/2"),
                 rollout_id=f"r-{endpoint}",
+                breaker=CircuitBreaker(deadline=deadline_a) if endpoint == "a" and deadline_a else None,
                 shadow=Shadow(sample=1.0, queue=queue),
             )
         )
-    backend = FakeBackend(
-        {
-            "a/1": FunctionModel(quick),
-            "a/2": FunctionModel(hangs),
-            "b/1": FunctionModel(quick),
-            "b/2": FunctionModel(quick),
-        }
-    )
+    models = {"a/1": quick, "a/2": hangs, "b/1": quick, "b/2": quick}
+    return FakeBackend({ref: FunctionModel(model) for ref, model in models.items()})
+
+
+def test_each_rollout_sheds_only_its_own_shadow_copies(serve: Any, store: Any) -> None:
+    """Two endpoints, one lane: a candidate that hangs on one fills only its own rollout's queue,
+    and the other's copies are queued, taken in turn, and predicted."""
+    release = threading.Event()
+    backend = _two_endpoints(store, release, queues=(1000, 5))
     gateway = Gateway(routes=store, backend=backend, telemetry=store, source="gw-two")
     running = serve.start(gateway)
     try:
@@ -408,28 +412,7 @@ def test_a_candidate_that_hangs_in_the_shadow_lane_fails_its_copy_at_its_deadlin
     """The lane ran every copy on one thread, with no deadline: a candidate that hung there stopped
     every other rollout's shadow lane (their copies queued, then shed) and was charged nothing."""
     release = threading.Event()
-
-    def hangs(columns: dict[str, list[Any]]) -> list[float]:
-        release.wait(30)
-        return [0.9] * len(columns["x"])
-
-    def quick(columns: dict[str, list[Any]]) -> list[float]:
-        return [0.4] * len(columns["x"])
-
-    registry = FakeRegistry({"a": ["1", "2"], "b": ["1", "2"]}, {})
-    for endpoint in "ab":
-        store.put_route(
-            Route(
-                endpoint=endpoint,
-                baseline=registry.resolve(f"models:/{endpoint}/1"),
-                candidate=registry.resolve(f"models:/{endpoint}/2"),
-                rollout_id=f"r-{endpoint}",
-                breaker=CircuitBreaker(deadline=0.2) if endpoint == "a" else None,
-                shadow=Shadow(sample=1.0),
-            )
-        )
-    models = {"a/1": quick, "a/2": hangs, "b/1": quick, "b/2": quick}
-    backend = FakeBackend({ref: FunctionModel(model) for ref, model in models.items()})
+    backend = _two_endpoints(store, release, deadline_a=0.2)
     gateway = Gateway(routes=store, backend=backend, telemetry=store, source="gw-hang")
     running = serve.start(gateway)
     try:
