@@ -66,6 +66,16 @@ class Column:
     required: bool = True
 
 
+class TensorColumns(tuple[Column, ...]):
+    """The columns of a model whose signature is one unnamed tensor of shape (-1, N) (``infer_signature``
+    on a numpy matrix): N columns named "0" to "N-1", of the tensor's type, that take their values
+    by position. Rows (``inputs: [[...]]``), a 2-D tensor and a frame map onto them in order, as
+    MLflow's scoring server turns them into the matrix; named columns of another name count by
+    position too, when there are N of them."""
+
+    __slots__ = ()
+
+
 # the signature's type names as Open Inference Protocol (V2) datatypes, and back
 V2_DATATYPES = {
     "double": "FP64",

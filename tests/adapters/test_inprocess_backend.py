@@ -191,6 +191,8 @@ def _log_all(experiment: str) -> None:
         "i32": (LogisticRegression().fit(ints.astype(np.int32), int_labels), ints.astype(np.int32), False),
         "lng": (LogisticRegression().fit(ints, int_labels), ints, False),
         "imp": (make_pipeline(SimpleImputer(), LogisticRegression()).fit(with_nans, labels), with_nans, True),
+        # fitted on a numpy matrix: its inferred signature is one unnamed tensor, Tensor('float64', (-1, 3))
+        "tens": (LogisticRegression().fit(floats.to_numpy(), labels), floats.to_numpy(), False),
     }
     one_double = ModelSignature(inputs=Schema([ColSpec("double", "a")]))
     pyfunc_models = {"npint": _NumpyInts, "npf32": _NumpyFloats, "dictout": _DictOut, "complex": _Complex}
@@ -237,7 +239,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     loop = asyncio.new_event_loop()
     try:
         _log_all(registry.client.create_experiment("typed", artifact_location=(root / "artifacts").as_uri()))
-        names = ["f32", "i32", "lng", "imp", "npint", "npf32", "dictout", "complex"]
+        names = ["f32", "i32", "lng", "imp", "npint", "npf32", "dictout", "complex", "tens"]
         versions = {name: registry.resolve(f"models:/{name}/1") for name in names}
         routes = {name: Route(endpoint=name, baseline=version) for name, version in versions.items()}
         # a rollout whose candidate answers what JSON cannot carry, beside a baseline that answers
@@ -397,3 +399,53 @@ def test_outputs_json_cannot_carry_are_the_models_failure(served: Served) -> Non
     counts = {variant.value: telemetry for _, variant, telemetry in served.gateway.recorder.changed()}
     assert counts["candidate"].errors == 1 and counts["candidate"].requests == 1
     assert counts["baseline"].errors == 0
+
+
+# -- a signature that is one unnamed tensor (-1, N): rows and matrices, as MLflow's scoring server takes them
+
+_TENSOR_ROWS: list[list[float]] = [[0.1, -1.2, 2.5], [1.0, 0.3, -0.7], [2, -3, 1]]  # the last row: JSON integers
+
+
+def _tensor_direct(served: Served, rows: list[list[float]]) -> list[Any]:
+    import numpy as np
+
+    return list(served.pyfuncs["tens"].predict(np.array(rows, dtype=np.float64)).tolist())
+
+
+def test_an_unnamed_tensor_signature_takes_rows_by_position(served: Served) -> None:
+    signature = served.pyfuncs["tens"].metadata.get_input_schema()
+    assert signature.is_tensor_spec() and not signature.has_input_names()  # what infer_signature made of numpy
+    expected = _tensor_direct(served, _TENSOR_ROWS)
+    for key in ("inputs", "instances"):
+        assert _predictions(served.invocations("tens", {key: _TENSOR_ROWS})) == expected, key
+
+
+def test_an_unnamed_tensor_signature_takes_one_2d_v2_tensor_nested_or_flat(served: Served) -> None:
+    expected = _tensor_direct(served, _TENSOR_ROWS)
+    flat = [value for row in _TENSOR_ROWS for value in row]
+    for name, data in (("input-0", _TENSOR_ROWS), ("x", flat)):
+        tensor = {"name": name, "shape": [3, 3], "datatype": "FP64", "data": data}
+        assert _predictions(served.infer("tens", [tensor])) == expected, name
+    ints = {"name": "x", "shape": [1, 3], "datatype": "INT64", "data": [2, -3, 1]}
+    assert _predictions(served.infer("tens", [ints])) == _tensor_direct(served, [[2, -3, 1]])
+
+
+def test_an_unnamed_tensor_signature_takes_a_split_frame_with_or_without_names_and_ints(served: Served) -> None:
+    expected = _tensor_direct(served, _TENSOR_ROWS)
+    for split in ({"data": _TENSOR_ROWS}, {"columns": ["a", "b", "c"], "data": _TENSOR_ROWS}):
+        assert _predictions(served.invocations("tens", {"dataframe_split": split})) == expected, split
+    only_ints = {"dataframe_split": {"columns": ["a", "b", "c"], "data": [[1, 2, 3]]}}
+    assert _predictions(served.invocations("tens", only_ints)) == _tensor_direct(served, [[1, 2, 3]])
+
+
+def test_an_unnamed_tensor_signature_refuses_a_row_of_another_width_or_not_numbers(served: Served) -> None:
+    rows = [[0.1, -1.2, 2.5], [1.0, 0.3, -0.7], [0.0, 0.0, 0.0], [1.0, 2.0]]
+    status, body = served.invocations("tens", {"inputs": rows})
+    assert 400 <= status < 500 and body["field"] == "inputs[3]", body
+    status, body = served.invocations("tens", {"inputs": [[0.1, "x", 2.5]]})
+    assert 400 <= status < 500 and body["field"] == "inputs.1", body
+    status, body = served.invocations("tens", {"dataframe_split": {"data": [[0.1, 2.5]]}})
+    assert 400 <= status < 500 and body["field"] == "dataframe_split.data[0]", body
+    tensor = {"name": "x", "shape": [1, 2], "datatype": "FP64", "data": [0.1, 2.5]}
+    status, body = served.infer("tens", [tensor])
+    assert 400 <= status < 500 and body["field"] == "inputs[0].shape", body

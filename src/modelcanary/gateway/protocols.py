@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from modelcanary.domain.errors import RequestError
-from modelcanary.ports import Column
+from modelcanary.ports import Column, TensorColumns
 
 MAX_ROWS = 10_000
 OUTPUT_NAME = "predict"  # every endpoint has one output tensor, whichever variant answers
@@ -271,6 +271,8 @@ def mlflow_columns(body: Any, signature: tuple[Column, ...] | None) -> dict[str,
     if key == "dataframe_split":
         _require(isinstance(payload, dict), "must be an object with columns and data", key)
         names, rows = payload.get("columns"), payload.get("data")
+        if names is None and isinstance(signature, TensorColumns):  # unnamed, as MLflow takes it: by position
+            names = [column.name for column in signature]
         _require(
             isinstance(names, list) and all(isinstance(n, str) for n in names), "a list of names", f"{key}.columns"
         )
@@ -326,8 +328,7 @@ def validate(
     _require(len(lengths) == 1, "all inputs must have the same number of rows", prefix)
     rows = lengths.pop()
     _require(0 < rows <= max_rows, f"a request holds 1 to {max_rows} rows, not {rows}", prefix)
-    for column in signature or ():
-        values = columns.get(column.name)
+    for column, values in _by_signature(columns, signature, prefix):
         if values is None:
             _require(not column.required, f"the model needs input {column.name!r}", prefix)
             continue
@@ -355,6 +356,30 @@ def validate(
                     f"{prefix}.{column.name}",
                 )
     return rows
+
+
+def _by_signature(
+    columns: dict[str, list[Any]], signature: tuple[Column, ...] | None, prefix: str
+) -> list[tuple[Column, list[Any] | None]]:
+    """Each signature column with the values given for it (None when missing): by name, or for a
+    model taking one unnamed tensor (``TensorColumns``) given columns of other names, by position
+    (as MLflow turns a frame into the matrix), each named as given.
+
+    >>> signature = TensorColumns(Column(name=str(i), type="double") for i in range(2))
+    >>> [(column.name, values) for column, values in _by_signature({"a": [1], "b": [2]}, signature, "inputs")]
+    [('a', [1]), ('b', [2])]
+    """
+    if not isinstance(signature, TensorColumns) or all(column.name in columns for column in signature):
+        return [(column, columns.get(column.name)) for column in signature or ()]
+    _require(
+        len(columns) == len(signature),
+        f"the model takes {len(signature)} inputs by position (one tensor), not {len(columns)}",
+        prefix,
+    )
+    return [
+        (Column(name=name, type=column.type, required=column.required), values)
+        for (name, values), column in zip(columns.items(), signature, strict=True)
+    ]
 
 
 def in_request_terms(exc: RequestError, prefix: str) -> RequestError:

@@ -13,11 +13,13 @@ import numpy as np
 from modelcanary.adapters.backends.outputs import rows_of
 from modelcanary.domain.errors import RegistryError, RequestError
 from modelcanary.domain.state import ModelVersion
-from modelcanary.ports import Column
+from modelcanary.ports import Column, TensorColumns
 
 # the dtypes MLflow's scoring server casts a signature's numeric columns to (``cast_df_types_according_to_schema``)
 _FLOAT_DTYPES: dict[str, type[np.floating[Any]]] = {"double": np.float64, "float": np.float32}
 _INT_DTYPES: dict[str, type[np.signedinteger[Any]]] = {"long": np.int64, "integer": np.int32}
+# the column type a tensor signature's dtype reads as (its values cast as a column of that type is)
+_TENSOR_TYPES = {"float64": "double", "float32": "float", "int64": "long", "int32": "integer"}
 # The methods MLflow's sklearn wrapper (``_SklearnModelWrapper``) hands straight to the estimator:
 # ``predict`` by default, the others when the model was logged with ``pyfunc_predict_fn``.
 _SKLEARN_PREDICT_FNS = {"predict", "predict_proba", "predict_log_proba", "predict_joint_log_proba"}
@@ -128,17 +130,23 @@ class PyfuncModel:
         self.name = name
         schema = pyfunc.metadata.get_input_schema()
         self.columns: tuple[Column, ...] | None = None
+        # the dtype of the matrix the pyfunc takes, when its signature is one unnamed tensor (-1, N)
+        self._tensor: Any = None
         if schema is not None and schema.has_input_names():
             self.columns = tuple(
                 Column(name=spec.name, type=getattr(spec.type, "name", str(spec.type)), required=spec.required)
                 for spec in schema.inputs
             )
+        elif schema is not None:
+            self.columns = _tensor_columns(schema)
+            if self.columns is not None:
+                self._tensor = schema.inputs[0].type
         outputs = pyfunc.metadata.get_output_schema()
         self.output_shape: list[int] | None = None
         if outputs is not None and outputs.is_tensor_spec() and len(outputs.inputs) == 1:
             self.output_shape = [int(d) for d in outputs.inputs[0].shape]
         # chosen once, at load: None is the generic pyfunc
-        self._fast = _sklearn_method(pyfunc, self.columns) if direct else None
+        self._fast = _sklearn_method(pyfunc, self.columns) if direct and self._tensor is None else None
 
     @property
     def path(self) -> str:
@@ -150,6 +158,8 @@ class PyfuncModel:
         return "frame" if self._fast.on_frame else "array"
 
     def predict(self, columns: dict[str, list[Any]]) -> list[Any]:
+        if self._tensor is not None:
+            return self._predict_tensor(columns)
         for column in self.columns or ():
             if column.required and column.name not in columns:
                 raise RequestError(
@@ -211,6 +221,41 @@ class PyfuncModel:
             matrix = pd.DataFrame(matrix, columns=list(fast.columns), copy=False)
         with sklearn.config_context(assume_finite=finite):
             output = fast.method(matrix)
+        return rows_of(output, self.name)
+
+    def _predict_tensor(self, columns: dict[str, list[Any]]) -> list[Any]:
+        """A model taking one unnamed tensor (-1, N): its N columns (named "0".."N-1", or any N
+        names, in order: as MLflow turns a frame into the matrix), each cast as a column of the
+        tensor's type, become the (rows, N) matrix of its dtype MLflow's scoring server would hand
+        the pyfunc (``np.array(rows, dtype)``)."""
+        assert self.columns is not None
+        signature = self.columns
+        if all(column.name in columns for column in signature):
+            given = [(column, columns[column.name]) for column in signature]
+        elif len(columns) == len(signature):
+            given = [
+                (Column(name=name, type=column.type), values)
+                for (name, values), column in zip(columns.items(), signature, strict=True)
+            ]
+        else:
+            raise RequestError(
+                f"the model takes {len(signature)} inputs by position (one tensor), not {len(columns)}",
+                field="inputs",
+                status=422,
+            )
+        if len({len(values) for _, values in given}) != 1 or not given[0][1]:
+            raise RequestError("all inputs must have the same number of rows, at least one", field="inputs", status=422)
+        arrays = [
+            _float_column(values, column)[0] if column.type in _FLOAT_DTYPES else _int_column(values, column)
+            for column, values in given
+        ]
+        matrix = np.ascontiguousarray(np.column_stack(arrays), dtype=self._tensor)
+        from mlflow.exceptions import MlflowException
+
+        try:
+            output = self._pyfunc.predict(matrix)
+        except MlflowException as exc:
+            raise self._refusal(exc.message) from exc
         return rows_of(output, self.name)
 
     def _predict_pyfunc(self, data: dict[str, Any]) -> list[Any]:
@@ -326,6 +371,19 @@ def _finite_matrix(columns: list[Any]) -> Any:
     if matrix.ndim != 2 or matrix.shape[1] == 0 or not np.isfinite(matrix).all():
         return None
     return matrix
+
+
+def _tensor_columns(schema: Any) -> TensorColumns | None:
+    """N columns "0".."N-1" for a signature that is one unnamed tensor of shape (-1, N) and a dtype
+    a column type casts to (float64, float32, int64, int32); None for any other unnamed signature
+    (several tensors, other shapes or dtypes), which is given to the pyfunc as it comes, as before."""
+    if not schema.is_tensor_spec() or len(schema.inputs) != 1:
+        return None
+    spec = schema.inputs[0]
+    shape, kind = tuple(spec.shape), _TENSOR_TYPES.get(getattr(spec.type, "name", ""))
+    if kind is None or len(shape) != 2 or shape[0] != -1 or shape[1] < 1:
+        return None
+    return TensorColumns(Column(name=str(index), type=kind) for index in range(shape[1]))
 
 
 class InProcessBackend:
