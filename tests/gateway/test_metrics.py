@@ -271,3 +271,4 @@ def test_predictions_forgotten_and_labels_outside_rollouts_are_exported(serve: A
         samples, _ = _scrape(http)
     assert _value(samples, "modelcanary_forgotten_predictions_total") == 3
     assert _value(samples, "modelcanary_labels_without_rollout_total") == 2
+    assert _value(samples, "modelcanary_labels_counted_unripe_total") == 0

@@ -43,7 +43,12 @@ class LatencyMetric(_Metric):
 class QualityMetric(_Metric):
     """Candidate ``measure`` on labelled predictions may fall below the baseline's by at most ``margin``.
 
-    A prediction counts as positive when its score is at least ``threshold``.
+    A prediction counts as positive when its score is at least ``threshold``. A label counts once its
+    prediction is ``matureAfter`` old (0: at once): set it to the longest a label takes to come.
+    Where the delay depends on the outcome (a chargeback confirms fraud weeks later, a legitimate
+    payment settles at once), labels counted as they come are the fast outcomes only, and a
+    candidate that misses every fraud would compare as well as the baseline until the slow ones
+    came. Matured, each variant's labels are those of all its predictions older than the window.
     """
 
     kind: Literal["quality"]
@@ -52,6 +57,7 @@ class QualityMetric(_Metric):
     threshold: float = Field(default=0.5, ge=0, le=1)
     margin: float = Field(default=0.02, ge=0, le=1)
     min_labels: int = Field(default=100, ge=1)
+    mature_after: Seconds = Field(default=0.0, description="a label counts once its prediction is this old")
 
 
 class DriftMetric(_Metric):

@@ -158,6 +158,7 @@ class Route(_Value):
     cache: Cache | None = None  # prediction caches per variant; None: none
     batching: Batching | None = None  # dynamic batching per variant; None: as the gateway was started
     shadow: Shadow | None = None  # the candidate's shadow lane; None: none
+    label_maturity_s: float = 0.0  # a label counts once its prediction is this old (the quality metrics' matureAfter)
 
 
 class Outcome(_Value):

@@ -10,6 +10,7 @@ import json
 
 from modelcanary.domain.gates import GateDecision
 from modelcanary.domain.judgement import Judgement
+from modelcanary.domain.metrics import QualityMetric
 from modelcanary.domain.phases import Phase, check_transition
 from modelcanary.domain.spec import RolloutSpec
 from modelcanary.domain.state import Action, ActionKind, Outcome, RolloutState, Route, Transition
@@ -34,6 +35,10 @@ def route_of(state: RolloutState, spec: RolloutSpec, weight: float) -> Route:
         cache=traffic.cache,
         batching=traffic.batching,
         shadow=traffic.shadow,
+        label_maturity_s=max(
+            (metric.mature_after for metric in spec.spec.analysis.metrics if isinstance(metric, QualityMetric)),
+            default=0.0,
+        ),
     )
 
 

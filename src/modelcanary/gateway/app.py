@@ -357,6 +357,7 @@ class Gateway:
             sink=series,
             segment=segment,
             cache=counted(lookup, series),
+            mature_s=route.label_maturity_s,
         )
         series.observe(latency_ms / 1e3, scores)
         settings = route.shadow
@@ -413,6 +414,7 @@ class Gateway:
                     sink=series,
                     segment=segment,
                     cache=counted(lookup, series),
+                    mature_s=serving.route.label_maturity_s,
                 )
                 series.observe(latency_ms / 1e3, scores)
                 return Variant.CANDIDATE, answer, ids

@@ -241,6 +241,11 @@ class Metrics:
                 "Labels of predictions served with no rollout on their endpoint: in no rollout's telemetry",
                 value=self._recorder.labels_without_rollout,
             )
+            yield CounterMetricFamily(
+                f"{PREFIX}_labels_counted_unripe",
+                "Labels counted before their prediction was matureAfter old: more were waiting than this gateway holds",
+                value=self._recorder.labels_counted_unripe,
+            )
 
     def exposition(self) -> tuple[bytes, str]:
         """The text exposition of every series, and its content type."""

@@ -6,11 +6,12 @@ copies the counts that changed; the store write happens off the loop.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -31,6 +32,7 @@ class _Served:
     bucket: int | None  # score bucket; None when the output had no score
     sink: LabelSink | None = None
     segment: str | None = None
+    mature_at: float = 0.0  # when a label of it may count (the recorder's clock); 0: at once
 
 
 def score_of(output: Any) -> float | None:
@@ -50,7 +52,7 @@ def score_of(output: Any) -> float | None:
 
 
 class Recorder:
-    def __init__(self, *, max_predictions: int = 200_000) -> None:
+    def __init__(self, *, max_predictions: int = 200_000, clock: Callable[[], float] = time.monotonic) -> None:
         self._counts: dict[tuple[str, Variant], VariantTelemetry] = {}
         self._changed: set[tuple[str, Variant]] = set()
         self._served: OrderedDict[str, _Served] = OrderedDict()
@@ -71,6 +73,13 @@ class Recorder:
         # and a shadow copy finishing then must still keep its pair for that label
         self._claimed: set[str] = set()
         self.labels_without_rollout = 0
+        # labels come before their prediction is old enough to count (the route's label maturity):
+        # (counts at, sequence, label, served) by when, and the shadow pair of each, once known
+        self._clock = clock
+        self._sequence = itertools.count()
+        self._maturing: list[tuple[float, int, str, int, _Served]] = []
+        self._maturing_pairs: dict[str, tuple[float, float] | None] = {}
+        self.labels_counted_unripe = 0  # counted before they matured: more waited than memory holds
 
     def _variant(self, rollout_id: str, variant: Variant) -> VariantTelemetry:
         key = (rollout_id, variant)
@@ -92,9 +101,10 @@ class Recorder:
         sink: LabelSink | None = None,
         segment: str | None = None,
         cache: tuple[int, int] = (0, 0),
+        mature_s: float = 0.0,
     ) -> list[str]:
         """Count one request (in its segment too, if it has one) and remember its rows'
-        predictions; their ids, one per row."""
+        predictions, whose labels count once they are ``mature_s`` old; their ids, one per row."""
         counts = self._variant(rollout_id, variant) if rollout_id is not None else None
         part = counts.segment(segment) if counts is not None and segment is not None else None
         if counts is not None:
@@ -105,12 +115,13 @@ class Recorder:
         if part is not None:
             part.observe(latency_ms=latency_ms, error=error, cpu_ms=cpu_ms)
         ids = []
+        mature_at = self._clock() + mature_s if mature_s > 0 and scores else 0.0
         for score in scores:
             prediction_id = f"{self._prefix}-{next(self._counter):x}"
             bucket = counts.observe_score(score) if counts is not None and score is not None else None
             if part is not None and score is not None:
                 part.observe_score(score)
-            self._served[prediction_id] = _Served(rollout_id, variant, bucket, sink, segment)
+            self._served[prediction_id] = _Served(rollout_id, variant, bucket, sink, segment, mature_at)
             ids.append(prediction_id)
         while len(self._served) > self._max_predictions:
             self._served.popitem(last=False)
@@ -150,7 +161,9 @@ class Recorder:
                 each.pair(baseline=base, candidate=cand)
                 if early is not None and early[0] > now:
                     each.label(baseline=base, candidate=cand, label=early[1])
-            if early is None and (prediction_id in self._served or prediction_id in self._claimed):  # its label to come
+            if prediction_id in self._maturing_pairs:  # its label came and waits to mature: the pair waits with it
+                self._maturing_pairs[prediction_id] = (base, cand)
+            elif early is None and (prediction_id in self._served or prediction_id in self._claimed):  # label to come
                 self._shadowed[prediction_id] = (now + keep_s, base, cand)
         self._forget_shadowed(now)
 
@@ -224,34 +237,60 @@ class Recorder:
         return self.label(list(known.items())), len(items) - len(known)
 
     def apply(self, taken: Sequence[tuple[str, int, _Served]]) -> None:
+        now, clock = time.monotonic(), self._clock()
         for prediction_id, label, served in taken:
             self._claimed.discard(prediction_id)
             if served.sink is not None:
                 served.sink.label(label)
             shadowed = self._shadowed.pop(prediction_id, None)
+            pair = shadowed[1:] if shadowed is not None and shadowed[0] > now else None
+            if served.mature_at > clock:  # counted once its prediction is old enough (``ripen``)
+                self._maturing_pairs[prediction_id] = pair
+                heapq.heappush(self._maturing, (served.mature_at, next(self._sequence), prediction_id, label, served))
+                continue
             keep_s = self._awaiting_shadow.get(prediction_id) if shadowed is None else None
             if keep_s is not None:  # its shadow copy has not run yet: the label waits for it
-                self._early[prediction_id] = (time.monotonic() + keep_s, label)
+                self._early[prediction_id] = (now + keep_s, label)
                 while len(self._early) > self._max_predictions:
                     self._early.popitem(last=False)
-            if shadowed is not None and shadowed[0] > time.monotonic() and served.rollout_id is not None:
-                lane = self._variant(served.rollout_id, Variant.CANDIDATE).shadow_lane()
-                _, base, cand = shadowed
-                lane.label(baseline=base, candidate=cand, label=label)
-                if served.segment is not None:
-                    lane.segment(served.segment).label(baseline=base, candidate=cand, label=label)
-            if served.rollout_id is None:
-                self.labels_without_rollout += 1
+            self._count(label, served, pair)
+        while len(self._maturing) > self._max_predictions:  # memory is bounded: the ripest count now
+            self._ripen_first()
+            self.labels_counted_unripe += 1
+
+    def ripen(self) -> None:
+        """Count the labels whose predictions are now old enough."""
+        clock = self._clock()
+        while self._maturing and self._maturing[0][0] <= clock:
+            self._ripen_first()
+
+    def _ripen_first(self) -> None:
+        _at, _sequence, prediction_id, label, served = heapq.heappop(self._maturing)
+        self._count(label, served, self._maturing_pairs.pop(prediction_id, None))
+
+    def _count(self, label: int, served: _Served, pair: tuple[float, float] | None) -> None:
+        """Count one label in its variant's telemetry (its segment's too), and in the shadow lane's
+        paired comparison when the candidate's shadow prediction of the same input is known."""
+        if pair is not None and served.rollout_id is not None:
+            lane = self._variant(served.rollout_id, Variant.CANDIDATE).shadow_lane()
+            base, cand = pair
+            lane.label(baseline=base, candidate=cand, label=label)
+            if served.segment is not None:
+                lane.segment(served.segment).label(baseline=base, candidate=cand, label=label)
+        if served.rollout_id is None:
+            self.labels_without_rollout += 1
+            return
+        counts = self._variant(served.rollout_id, served.variant)
+        for each in (counts, counts.segment(served.segment)) if served.segment is not None else (counts,):
+            if served.bucket is None:
+                each.unscored_labels += 1
             else:
-                counts = self._variant(served.rollout_id, served.variant)
-                for each in (counts, counts.segment(served.segment)) if served.segment is not None else (counts,):
-                    if served.bucket is None:
-                        each.unscored_labels += 1
-                    else:
-                        each.observe_label(bucket=served.bucket, label=label)
+                each.observe_label(bucket=served.bucket, label=label)
 
     def changed(self) -> list[tuple[str, Variant, VariantTelemetry]]:
-        """Copies of the counts changed since the last call (cumulative, so a lost write is harmless)."""
+        """Copies of the counts changed since the last call (cumulative, so a lost write is harmless),
+        after counting the labels that have matured since."""
+        self.ripen()
         rows = [
             (rollout_id, variant, VariantTelemetry.from_json(self._counts[(rollout_id, variant)].to_json()))
             for rollout_id, variant in self._changed
