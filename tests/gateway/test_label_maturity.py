@@ -5,6 +5,8 @@ SQLite store, controller, sequential judge) is in tests/controller/test_label_ma
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from modelcanary.domain.telemetry import Variant
@@ -96,3 +98,18 @@ def test_labels_waiting_past_the_memory_bound_are_counted_unripe_never_dropped()
     assert recorder.labels_counted_unripe == 1 and _labels(recorder) == {Variant.BASELINE: 1}
     clock.now += 600.0
     assert _labels(recorder) == {Variant.BASELINE: 4}
+
+
+def test_the_gateway_holds_as_many_predictions_as_it_is_told(gateway_processes: Any, mlflow_registry: Any) -> None:
+    """``--max-predictions``: for labels that come later than the default 200,000 predictions last."""
+    import httpx
+
+    base = gateway_processes.start("--endpoint", "fraud=models:/fraud/1", "--max-predictions", "2")
+    rows = mlflow_registry.rows[:3]
+    answer = httpx.post(f"{base}/v1/endpoints/fraud/invocations", json={"dataframe_records": rows}, timeout=10)
+    first, *kept = answer.json()["prediction_ids"]
+    assert httpx.post(f"{base}/v1/feedback", json={"prediction_id": first, "label": 1}, timeout=10).status_code == 404
+    labels = {"labels": [{"prediction_id": each, "label": 0} for each in kept]}
+    assert httpx.post(f"{base}/v1/feedback", json=labels, timeout=10).json()["accepted"] == 2
+    metrics = httpx.get(f"{base}/metrics", timeout=10).text
+    assert "modelcanary_forgotten_predictions_total 1.0" in metrics

@@ -49,6 +49,15 @@ _SERVER_OPTION = click.option(
     "load (docs/gateway.md)",
 )
 
+_PREDICTIONS_OPTION = click.option(
+    "--max-predictions",
+    default=200_000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="predictions held for their labels, and labels held until they mature (about 200 bytes each); "
+    "a label for a prediction forgotten is refused",
+)
+
 
 @cli.command()
 @workspace_options
@@ -62,6 +71,7 @@ _SERVER_OPTION = click.option(
     help="seconds from one controller tick's start to the next's",
 )
 @_SERVER_OPTION
+@_PREDICTIONS_OPTION
 @POLICY_DIR
 @errors_to_exit
 def serve(
@@ -72,6 +82,7 @@ def serve(
     port: int,
     tick: float,
     http_server: str,
+    max_predictions: int,
     policy_dir: str | None,
 ) -> None:
     """Run the gateway, the controller and the control API (under /api/v1) in one process (the
@@ -89,6 +100,7 @@ def serve(
         backend=default_backend(),
         telemetry=state_store,
         source=process_name(),
+        max_predictions=max_predictions,
     )
     # the lease outlives a few ticks (10 s, the controller command's default, unless ticks are long)
     lease_ttl = max(10.0, 3 * tick)
@@ -133,6 +145,7 @@ def serve(
     help="how long (microseconds) a batch's first request waits for others",
 )
 @_SERVER_OPTION
+@_PREDICTIONS_OPTION
 @errors_to_exit
 def gateway_command(
     workdir: str | None,
@@ -146,6 +159,7 @@ def gateway_command(
     batch_max_size: int,
     batch_max_wait_us: int,
     http_server: str,
+    max_predictions: int,
 ) -> None:
     """Run a gateway on its own: the data plane, with no controller. It serves each --endpoint,
     and, given a store (--store or --workdir), follows the store's routing table (rollouts take
@@ -188,6 +202,7 @@ def gateway_command(
         source=process_name(),
         max_body_bytes=max_body_bytes,
         max_rows=max_rows,
+        max_predictions=max_predictions,
     )
     for name, route in static.items():
         try:
