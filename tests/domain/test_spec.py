@@ -223,17 +223,30 @@ def test_zero_weight() -> None:
 
 
 @pytest.mark.parametrize("second", ["5", "4"])
-def test_step_weights_must_increase(second: str) -> None:
+def test_step_weights_must_increase_at_the_step_that_does_not(second: str) -> None:
+    """The error was at spec.traffic (line 9), not at the step whose weight is wrong."""
     assert _problems(_edit("weight: 50", f"weight: {second}")) == [
-        ("spec.traffic (line 9)", f"Value error, step weights must increase, got [5.0, {float(second)}]")
+        ("spec.traffic.steps[1].weight (line 12)", f"Value error, step weights must increase: {second} follows 5")
     ]
 
 
-def test_max_duration_below_min_duration() -> None:
+def test_max_duration_below_min_duration_at_the_max_duration() -> None:
     text = _edit("      - weight: 50\n", "      - weight: 50\n        minDuration: 2m\n        maxDuration: 30s\n")
     assert _problems(text) == [
-        ("spec.traffic.steps[1] (line 12)", "Value error, maxDuration must be at least minDuration")
+        ("spec.traffic.steps[1].maxDuration (line 14)", "Value error, maxDuration must be at least minDuration")
     ]
+
+
+def test_a_min_duration_past_the_default_max_duration_is_the_one_at_fault() -> None:
+    text = _edit("      - weight: 50\n", "      - weight: 50\n        minDuration: 20m\n")
+    assert _problems(text) == [
+        ("spec.traffic.steps[1].minDuration (line 13)", "Value error, maxDuration must be at least minDuration")
+    ]
+
+
+def test_a_last_step_at_100_after_a_lower_one_is_read() -> None:
+    spec = load_spec(_edit("weight: 50", "weight: 100"))
+    assert [step.weight for step in spec.spec.traffic.steps if isinstance(step, Step)] == [5.0, 100.0]
 
 
 def test_bad_duration_text() -> None:
@@ -287,7 +300,7 @@ def test_a_remote_model_ref_needs_models_and_a_name() -> None:
 def test_set_alias_needs_a_registry_candidate() -> None:
     text = _edit("models:/fraud/2", "v2+http://127.0.0.1:8001/models/fraud") + "  onSuccess: {setAlias: champion}\n"
     problems = _problems(text)
-    assert len(problems) == 1 and problems[0][0].startswith("spec.onSuccess (line ")
+    assert problems[0][0] == "spec.onSuccess.setAlias (line 16)"  # the field at fault, not spec.onSuccess
     assert "not in the registry" in problems[0][1]
 
 
@@ -309,14 +322,20 @@ def test_bad_field_of_a_metric_names_the_metric_not_its_kind() -> None:
 def test_duplicate_metric_names() -> None:
     text = MINIMAL + "      - kind: latency\n        name: error-rate\n"
     assert _problems(text) == [
-        ("spec.analysis (line 13)", "Value error, metric names must be unique; repeated: error-rate (set name:)")
+        (
+            "spec.analysis.metrics[1] (line 16)",
+            "Value error, metric names must be unique; repeated: error-rate (set name:)",
+        )
     ]
 
 
 def test_two_metrics_of_one_kind_need_names() -> None:
     text = MINIMAL + "      - kind: error_rate\n        margin: 0.05\n"
     assert _problems(text) == [
-        ("spec.analysis (line 13)", "Value error, metric names must be unique; repeated: error-rate (set name:)")
+        (
+            "spec.analysis.metrics[1] (line 16)",
+            "Value error, metric names must be unique; repeated: error-rate (set name:)",
+        )
     ]
 
 
@@ -614,7 +633,7 @@ def test_a_zero_interval_or_keep_and_scores_out_of_order_are_refused_at_their_fi
     problems = _problems(analysis)
     assert [where for where, _ in problems] == [
         "spec.analysis.threshold.interval (line 14)",
-        "spec.analysis.mannWhitney (line 15)",
+        "spec.analysis.mannWhitney.passScore (line 15)",
     ]
     assert "greater than 0" in problems[0][1]
     assert "marginalScore (75) must not be above passScore (50)" in problems[1][1]
@@ -646,3 +665,108 @@ def test_an_alias_mlflow_would_refuse_is_refused_at_its_line(alias: str, problem
     assert (
         load_spec(MINIMAL + "  onSuccess: {setAlias: challenger-2_b}\n").spec.on_success.set_alias == "challenger-2_b"
     )
+
+
+# --- a check across fields points at the field at fault, not at the model that makes it ---------------------------
+
+PROMETHEUS_SOURCE = PROMETHEUS.replace("URL", "http://prometheus:9090")
+
+
+@pytest.mark.parametrize(
+    ("kind", "problem"),
+    [
+        ("quality", "needs the gateway's telemetry; a prometheus source measures only error_rate and latency"),
+        ("latency", "needs latencyBuckets queries in the source"),
+    ],
+    ids=["quality", "latency-without-buckets"],
+)
+def test_a_metric_a_prometheus_source_cannot_measure_is_refused_at_the_metric(kind: str, problem: str) -> None:
+    """It was reported at "spec (line 5)", the whole body."""
+    text = _edit(METRIC, f"{METRIC}      - kind: {kind}\n") + PROMETHEUS_SOURCE
+    ((where, message),) = _problems(text)
+    assert where == "spec.analysis.metrics[1].kind (line 16)"
+    assert message.startswith(f"Value error, metric {kind!r} ({kind}) ") and message.endswith(problem)
+
+
+def test_latency_buckets_for_one_variant_alone_are_refused_at_the_other() -> None:
+    source = PROMETHEUS_SOURCE.replace("errors: baseline_errors_total}", "errors: e, latencyBuckets: b}")
+    assert _problems(MINIMAL + source) == [
+        (
+            "spec.source.prometheus.candidate (line 20)",
+            "Value error, give latencyBuckets for both variants or for neither",
+        )
+    ]
+
+
+# --- booleans are not numbers --------------------------------------------------------------------------------------
+
+NOT_TRUE = "Input should be a number, not true"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "problems"),
+    [
+        ("weight: 5\n", "weight: true\n", [("spec.traffic.steps[0].weight (line 11)", NOT_TRUE)]),
+        (
+            STEP_0,
+            STEP_0 + "        minRequests: false\n",
+            [("spec.traffic.steps[0].minRequests (line 12)", "Input should be a number, not false")],
+        ),
+        (
+            METRIC,
+            "      - {kind: error_rate, margin: true, minRequests: true, weight: true}\n",
+            [
+                ("spec.analysis.metrics[0].margin (line 15)", NOT_TRUE),
+                ("spec.analysis.metrics[0].minRequests (line 15)", NOT_TRUE),
+                ("spec.analysis.metrics[0].weight (line 15)", NOT_TRUE),
+            ],
+        ),
+        ("  analysis:\n", "  analysis:\n    alpha: true\n", [("spec.analysis.alpha (line 14)", NOT_TRUE)]),
+        (
+            "  traffic:\n",
+            "  traffic:\n    circuitBreaker: {consecutiveFailures: true}\n",
+            [("spec.traffic.circuitBreaker.consecutiveFailures (line 10)", NOT_TRUE)],
+        ),
+        (  # a duration reads its own input, and says what a duration is
+            STEP_0,
+            STEP_0 + "        maxDuration: true\n",
+            [
+                (
+                    "spec.traffic.steps[0].maxDuration (line 12)",
+                    "Value error, a duration is a number of seconds or a string like 30s, 5m, 1h",
+                )
+            ],
+        ),
+    ],
+    ids=["step-weight", "step-min-requests", "metric-numbers", "alpha", "breaker", "duration"],
+)
+def test_a_boolean_in_a_number_field_is_refused_at_its_line(
+    old: str, new: str, problems: list[tuple[str, str]]
+) -> None:
+    """pydantic's lax mode read ``weight: true`` as a 1% step (and false as 0) in every number field."""
+    assert _problems(_edit(old, new)) == problems
+
+
+def test_a_boolean_number_is_reported_with_the_other_problems() -> None:
+    text = _edit("weight: 5\n", "weight: true\n").replace("weight: 50", "weight: 150")
+    assert _problems(text) == [
+        ("spec.traffic.steps[0].weight (line 11)", NOT_TRUE),
+        ("spec.traffic.steps[1].weight (line 12)", "Input should be less than or equal to 100"),
+    ]
+
+
+def test_boolean_fields_still_take_booleans() -> None:
+    spec = load_spec(
+        _edit(METRIC, "      - {kind: latency, distribution: false}\n") + "  onFailure: {tagVersion: false}\n"
+    )
+    assert spec.spec.on_failure.tag_version is False
+    assert [getattr(metric, "distribution", None) for metric in spec.spec.analysis.metrics] == [False]
+
+
+# --- a key that YAML reads as something other than text ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("key", "path"), [("1", "spec.1"), ("true", "spec.True"), ("2.5", "spec.2.5")])
+def test_a_key_that_is_not_a_string_is_reported_at_its_own_line(key: str, path: str) -> None:
+    """``1: x`` was reported at spec (line 5): the error's location holds the key as text, the YAML as a number."""
+    assert _problems(MINIMAL + f"  {key}: x\n") == [(f"{path} (line 16)", "Extra inputs are not permitted")]

@@ -62,7 +62,7 @@ def test_invalid_example_is_refused_at_the_marked_lines() -> None:
         load_spec(text, source=path.name)
     assert [where for where, _message in caught.value.problems] == [
         f"spec.candidate (line {marked[0]})",
-        f"spec.traffic.steps[1] (line {marked[1]})",
+        f"spec.traffic.steps[1].maxDuration (line {marked[1]})",
         f"spec.traffic.steps[2].minRequest (line {marked[2]})",
     ]
     messages = [message for _where, message in caught.value.problems]

@@ -127,7 +127,7 @@ def test_no_segments_by_default_and_every_segment_sees_the_candidate() -> None:
         (
             "name: idle,",
             "name: other,",
-            "spec.traffic.segments[1] (line 11)",
+            "spec.traffic.segments[1].name (line 11)",
             "Value error, 'other' is the segment of requests no rule matches; name this one otherwise",
         ),
         (

@@ -35,6 +35,7 @@ def make_spec(
     on_timeout: str | None = None,
     set_alias: str | None = "champion",
     tag_version: bool | None = None,
+    notify: list[dict[str, str]] | None = None,
 ) -> RolloutSpec:
     traffic: dict[str, Any] = {"steps": steps or STEPS, "stickyKey": {"header": "x-user-id"}}
     if on_timeout:
@@ -50,6 +51,8 @@ def make_spec(
         body["onSuccess"] = {"setAlias": set_alias}
     if tag_version is not None:
         body["onFailure"] = {"tagVersion": tag_version}
+    if notify is not None:
+        body["notify"] = notify
     document = {"apiVersion": "modelcanary/v1", "kind": "Rollout", "metadata": {"name": "fraud-2"}, "spec": body}
     return load_spec(json.dumps(document))  # JSON is YAML
 
@@ -374,6 +377,55 @@ def test_timeout_with_on_timeout_pause_waits_for_a_human() -> None:
         assert_unchanged(decide(new, spec, judgement=judgement, candidate_requests=9999, now=T0 + 5000), new)
     failed = decide(new, spec, judgement=judged(Verdict.FAIL), candidate_requests=9999, now=T0 + 5000)
     assert failed.state.phase is Phase.ROLLED_BACK
+
+
+def test_timeout_with_on_timeout_hold_records_the_hold_once_and_notifies_it() -> None:
+    """A hold at maxDuration changed nothing visible: the reason still read "step 1 of 3: candidate at
+    5%", with no transition (so no audit event) and no notification, where pause and rollback had all
+    three."""
+    spec = make_spec(on_timeout="hold", notify=[{"url": "http://hooks.example/x"}])
+    state = at_step(0, spec=spec, requests=1000)
+    outcome = decide(state, spec, judgement=judged(Verdict.INCONCLUSIVE), candidate_requests=1040, now=T0 + 700)
+    held = outcome.state
+    reason = (
+        "held: step 1 reached its maxDuration of 600s without a pass "
+        "(40 of 100 candidate requests; m0-inconclusive: says inconclusive); "
+        "judging on at 5% until a pass, a failure or an operator decides"
+    )
+    assert (held.phase, held.paused, held.step, held.weight, held.reason) == (Phase.CANARY, False, 0, 5.0, reason)
+    assert held.timeout_hold and held.step_started_at == T0
+    transition = outcome.transition
+    assert transition is not None
+    assert (transition.source, transition.target, transition.paused, transition.actor, transition.reason) == (
+        Phase.CANARY,
+        Phase.CANARY,
+        False,
+        CONTROLLER,
+        reason,
+    )
+    assert transition.judgement is not None and outcome.route is None
+    (notice,) = outcome.actions
+    assert notice.kind is ActionKind.NOTIFY and json.loads(notice.payload["body"])["reason"] == reason
+    # once: the ticks after it, however the inconclusive evidence reads, record nothing more
+    for judgement in (judged(Verdict.NO_DATA), judged(Verdict.INCONCLUSIVE)):
+        assert_unchanged(decide(held, spec, judgement=judgement, candidate_requests=1090, now=T0 + 5000), held)
+
+
+def test_a_rollout_held_at_its_timeout_still_moves_on_a_pass_or_rolls_back_on_a_failure() -> None:
+    spec = make_spec(on_timeout="hold")
+    timed_out = at_step(0, spec=spec, requests=1000)
+    held = decide(timed_out, spec, judgement=judged(Verdict.NO_DATA), candidate_requests=1040, now=T0 + 600).state
+    assert held.timeout_hold
+    moved = decide(held, spec, judgement=PASS, candidate_requests=1100, now=T0 + 900).state
+    assert (moved.phase, moved.step, moved.weight, moved.timeout_hold) == (Phase.CANARY, 1, 25.0, False)
+    failed = decide(held, spec, judgement=judged(Verdict.FAIL), candidate_requests=1100, now=T0 + 900).state
+    assert (failed.phase, failed.timeout_hold) == (Phase.ROLLED_BACK, False)
+    # a pause and a resume restart the step's clock: its next timeout is a new hold, recorded again
+    paused = apply_command(held, spec, Command.PAUSE, actor="alice", now=T0 + 700).state
+    resumed = apply_command(paused, spec, Command.RESUME, actor="alice", now=T0 + 800).state
+    assert not resumed.timeout_hold
+    again = decide(resumed, spec, judgement=judged(Verdict.NO_DATA), candidate_requests=1050, now=T0 + 1400)
+    assert again.transition is not None and again.state.timeout_hold
 
 
 # --- paused rollouts and operator commands ---------------------------------------------------------------------------

@@ -184,7 +184,8 @@ spec:
     ]
     first = text.replace("      - weight: 5\n", "").replace("role: boss, timeout: soon, onTimeout: shrug", "")
     first = first.replace("      - {weight: 50, approval: {}}\n", "      - {weight: 50}\n")
-    with pytest.raises(SpecError, match=r"spec.traffic \(line 7\): Value error, the first step must be a weight step"):
+    problem = r"spec.traffic.steps\[0\] \(line 9\): Value error, the first step must be a weight step"
+    with pytest.raises(SpecError, match=problem):  # at the step, not at spec.traffic (line 7)
         load_spec(first)
 
 

@@ -93,3 +93,48 @@ def test_a_shadow_aborted_at_the_step_gate_takes_its_route_down(store: SqlStore,
     (ended,) = controller.tick()
     assert ended.phase is Phase.ABORTED and ended.reason.startswith("aborted at the step gate: change-freeze")
     assert store.routes()["fraud"] == Route(endpoint="fraud", baseline=ModelVersion(name="fraud", version="1"))
+
+
+def test_a_hold_at_a_steps_max_duration_is_recorded_audited_and_notified_once(
+    store: SqlStore, registry: FakeRegistry
+) -> None:
+    """onTimeout: hold at maxDuration left no trace: the reason still read "step 1 of 2: candidate at
+    10%", with no transition, no audit event and no notification. Now the hold is recorded once
+    (not at every tick after it), and the rollout still moves on when the evidence comes."""
+    clock = Clock(SATURDAY)
+    text = spec_text(notify=[{"url": "http://hooks.example/x"}])
+    text = text.replace('"steps": [{"weight": 10, "minDuration": 30}', '"steps": [{"weight": 10, "maxDuration": 300}')
+    text = text.replace('"kind": "error_rate"}', '"kind": "error_rate", "minRequests": 1000}')
+    text = text.replace('"traffic": {', '"traffic": {"onTimeout": "hold", ')
+    state = start_rollout(store, registry, text, source="t", actor="ana", now=clock.now)
+    controller = Controller(store=store, registry=registry, clock=clock)
+    controller.decide()  # decide alone: the webhooks stay pending, to be counted
+    counts = {Variant.BASELINE: VariantTelemetry(), Variant.CANDIDATE: VariantTelemetry()}
+
+    def look(candidate: int, baseline: int) -> None:
+        clock.now += 10
+        for variant, n in ((Variant.CANDIDATE, candidate), (Variant.BASELINE, baseline)):
+            for _ in range(n):
+                counts[variant].observe(latency_ms=5.0)
+        store.write_telemetry("gw", [(state.id, variant, value) for variant, value in counts.items()])
+        controller.decide()
+
+    for _ in range(60):  # 600 s, twice the maxDuration, too few requests for the metric's 1000
+        look(10, 90)
+    held = store.get(state.id)[0]
+    assert (held.phase, held.step, held.weight, held.paused, held.timeout_hold) == (Phase.CANARY, 0, 10.0, False, True)
+    assert held.reason.startswith("held: step 1 reached its maxDuration of 300s without a pass (300 of 100")
+    holds = [entry for entry in store.history(state.id) if entry.reason.startswith("held: ")]
+    assert [(entry.at, entry.reason) for entry in holds] == [(SATURDAY + 300, held.reason)]
+    events = [
+        event["detail"]["reason"] for event in store.audit_events(state.id) if event["action"] == "rollout.canary"
+    ]
+    assert events == ["step 1 of 2: candidate at 10%", held.reason]
+    notices = [json.loads(action.payload["body"]) for _, action in store.pending_actions()]
+    assert [notice["reason"] for notice in notices] == ["step 1 of 2: candidate at 10%", held.reason]
+    for _ in range(30):  # then the evidence: enough requests for a pass, at the weight's split
+        look(100, 900)
+        if store.get(state.id)[0].step == 1:
+            break
+    moved = store.get(state.id)[0]
+    assert (moved.phase, moved.step, moved.weight, moved.timeout_hold) == (Phase.CANARY, 1, 50.0, False), moved.reason

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from modelcanary.domain.specbase import Seconds, SpecModel
+from modelcanary.domain.specbase import Seconds, SpecModel, problem_at
 
 
 class _Metric(SpecModel):
@@ -107,7 +107,8 @@ class MannWhitneySettings(SpecModel):
     def _ordered_scores(self) -> MannWhitneySettings:
         if self.marginal_score > self.pass_score:
             scores = f"marginalScore ({self.marginal_score:g}) must not be above passScore ({self.pass_score:g})"
-            raise ValueError(scores)
+            at = "marginalScore" if "marginal_score" in self.model_fields_set else "passScore"  # the one given
+            raise problem_at("MannWhitneySettings", (at,), scores, self.marginal_score)
         return self
 
 
@@ -123,5 +124,7 @@ class Analysis(SpecModel):
         names = [metric.name for metric in self.metrics]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
-            raise ValueError(f"metric names must be unique; repeated: {', '.join(duplicates)} (set name:)")
+            again = next(index for index, name in enumerate(names) if name in names[:index])  # the second of a name
+            why = f"metric names must be unique; repeated: {', '.join(duplicates)} (set name:)"
+            raise problem_at("Analysis", ("metrics", again), why, names[again])
         return self

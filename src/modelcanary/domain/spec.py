@@ -39,7 +39,7 @@ from pydantic import (
 
 from modelcanary.domain.errors import SpecError
 from modelcanary.domain.metrics import Analysis
-from modelcanary.domain.specbase import EndpointName, HttpUrl, ModelUri, Seconds, SpecModel
+from modelcanary.domain.specbase import EndpointName, HttpUrl, ModelUri, Seconds, SpecModel, problem_at
 from modelcanary.domain.specyaml import plain, read_yaml, where
 
 
@@ -67,7 +67,13 @@ class Step(SpecModel):
     @model_validator(mode="after")
     def _ordered(self) -> Step:
         if self.max_duration < self.min_duration:
-            raise ValueError("maxDuration must be at least minDuration")
+            # at the one the spec gives: a minDuration past the default maxDuration is the mistake
+            field, value = (
+                ("maxDuration", self.max_duration)
+                if "max_duration" in self.model_fields_set
+                else ("minDuration", self.min_duration)
+            )
+            raise problem_at("Step", (field,), "maxDuration must be at least minDuration", value)
         return self
 
 
@@ -156,7 +162,8 @@ class Segment(SpecModel):
         if (self.header is None) == (self.field is None):
             raise ValueError("give exactly one of header or field")
         if self.name == OTHER_SEGMENT:
-            raise ValueError(f"{OTHER_SEGMENT!r} is the segment of requests no rule matches; name this one otherwise")
+            why = f"{OTHER_SEGMENT!r} is the segment of requests no rule matches; name this one otherwise"
+            raise problem_at("Segment", ("name",), why, self.name)
         return self
 
 
@@ -228,11 +235,15 @@ class Traffic(SpecModel):
 
     @model_validator(mode="after")
     def _increasing(self) -> Traffic:
-        weights = [step.weight for step in self.steps if isinstance(step, Step)]
-        if not isinstance(self.steps[0], Step):
-            raise ValueError("the first step must be a weight step (an approval waits at the weight reached)")
-        if any(later <= earlier for earlier, later in itertools.pairwise(weights)):
-            raise ValueError(f"step weights must increase, got {weights}")
+        first = self.steps[0]
+        if not isinstance(first, Step):
+            why = "the first step must be a weight step (an approval waits at the weight reached)"
+            raise problem_at("Traffic", ("steps", 0), why, first)
+        weights = [(index, step.weight) for index, step in enumerate(self.steps) if isinstance(step, Step)]
+        for (_, earlier), (index, later) in itertools.pairwise(weights):
+            if later <= earlier:
+                why = f"step weights must increase: {later:g} follows {earlier:g}"
+                raise problem_at("Traffic", ("steps", index, "weight"), why, later)
         return self
 
 
@@ -346,7 +357,9 @@ class PrometheusSource(SpecModel):
     @model_validator(mode="after")
     def _both_or_neither_histogram(self) -> PrometheusSource:
         if (self.baseline.latency_buckets is None) != (self.candidate.latency_buckets is None):
-            raise ValueError("give latencyBuckets for both variants or for neither")
+            lacking = "baseline" if self.baseline.latency_buckets is None else "candidate"
+            why = "give latencyBuckets for both variants or for neither"
+            raise problem_at("PrometheusSource", (lacking,), why, getattr(self, lacking))
         return self
 
 
@@ -380,7 +393,8 @@ class Body(SpecModel):
     def _alias_needs_a_registry_candidate(cls, value: OnSuccess, info: ValidationInfo) -> OnSuccess:
         candidate = info.data.get("candidate")
         if value.set_alias and candidate is not None and not candidate.startswith("models:/"):
-            raise ValueError(f"setAlias moves a registry alias, but the candidate {candidate!r} is not in the registry")
+            why = f"setAlias moves a registry alias, but the candidate {candidate!r} is not in the registry"
+            raise problem_at("OnSuccess", ("setAlias",), why, value.set_alias)
         return value
 
     source: Source | None = Field(default=None, description="the gateway's own telemetry when none is named")
@@ -389,14 +403,17 @@ class Body(SpecModel):
     def _source_measures_metrics(self) -> Body:
         if self.source is None:
             return self
-        for metric in self.analysis.metrics:
+        for index, metric in enumerate(self.analysis.metrics):
+            at = ("analysis", "metrics", index, "kind")
             if metric.kind not in _PROMETHEUS_KINDS:
-                raise ValueError(
+                why = (
                     f"metric {metric.name!r} ({metric.kind}) needs the gateway's telemetry; a prometheus source "
                     f"measures only {' and '.join(_PROMETHEUS_KINDS)}"
                 )
+                raise problem_at("Body", at, why, metric.kind)
             if metric.kind == "latency" and self.source.prometheus.baseline.latency_buckets is None:
-                raise ValueError(f"metric {metric.name!r} (latency) needs latencyBuckets queries in the source")
+                why = f"metric {metric.name!r} (latency) needs latencyBuckets queries in the source"
+                raise problem_at("Body", at, why, metric.kind)
         return self
 
 

@@ -1,14 +1,19 @@
 """What every part of the rollout spec shares: the base model (camelCase keys, unknown keys
-refused, frozen) and the field types read from text (durations, model refs, URLs)."""
+refused, frozen, no booleans for numbers), the field types read from text (durations, model refs,
+URLs), and the error of a check across fields, at the field at fault."""
 
 from __future__ import annotations
 
+import functools
 import re
+import types
+import typing
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from modelcanary.domain.refs import parse_duration, parse_model_ref
 
@@ -70,11 +75,72 @@ def check_endpoint_name(name: str) -> str:
     return name
 
 
+def problem_at(model: str, loc: tuple[int | str, ...], message: str, value: object) -> ValidationError:
+    """A cross-field check's error, to raise from a validator, at the field at fault rather than at
+    the model that checks it: ``loc`` runs from that model (or field) down, by YAML key, and pydantic
+    puts the model's own path in front, so the error names the field's line as its own check would.
+
+    >>> problem_at("Traffic", ("steps", 1, "weight"), "step weights must increase", 5.0).errors()[0]["loc"]
+    ('steps', 1, 'weight')
+    """
+    details = InitErrorDetails(type="value_error", loc=loc, input=value, ctx={"error": message})
+    return ValidationError.from_exception_data(model, [details])
+
+
+def _is_number(annotation: object) -> bool:
+    """``int``, ``float``, or either or None (``bool`` is an ``int`` to Python, not to a spec)."""
+    if annotation in (int, float):
+        return True
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        kinds = [kind for kind in typing.get_args(annotation) if kind is not type(None)]
+        return bool(kinds) and all(kind in (int, float) for kind in kinds)
+    return False
+
+
+@functools.cache
+def _number_keys(model: type[BaseModel]) -> frozenset[str]:
+    """The keys (field names and aliases) of ``model``'s number fields, but those that read their
+    own input first (a duration refuses a boolean in its own words)."""
+    keys: set[str] = set()
+    for name, info in model.model_fields.items():
+        if _is_number(info.annotation) and not any(isinstance(item, BeforeValidator) for item in info.metadata):
+            keys.update(key for key in (name, info.alias) if key is not None)
+    return frozenset(keys)
+
+
 class SpecModel(BaseModel):
     """Every part of a spec: camelCase keys in YAML, unknown keys refused, frozen once read, and
-    numbers finite: a spec is saved as JSON, where infinity and NaN become null, and a saved spec
-    holding a null where a number belongs would never load again (its rollout would hang)."""
+    numbers finite and not booleans: a spec is saved as JSON, where infinity and NaN become null,
+    and a saved spec holding a null where a number belongs would never load again (its rollout
+    would hang)."""
 
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, allow_inf_nan=False
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, data: object) -> object:
+        """pydantic's lax mode reads ``true`` as 1 and ``false`` as 0 in a number field, so
+        ``weight: true`` was a 1% step: a boolean where a number belongs is a mistake to name. (A
+        model's check, as a field's before-check on every field would break the metrics' ``kind``
+        discriminator; the model's other fields go unchecked until this is fixed.)"""
+        if not isinstance(data, dict):
+            return data
+        numbers = _number_keys(cls)
+        wrong = [(key, value) for key, value in data.items() if isinstance(value, bool) and key in numbers]
+        if wrong:
+            raise ValidationError.from_exception_data(
+                cls.__name__,
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError(
+                            "number_type", "Input should be a number, not {value}", {"value": str(value).lower()}
+                        ),
+                        loc=(key,),
+                        input=value,
+                    )
+                    for key, value in wrong
+                ],
+            )
+        return data

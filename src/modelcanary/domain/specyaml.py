@@ -82,6 +82,9 @@ def plain(node: Any) -> Any:
     return node
 
 
+_MISSING = object()  # no such key in the YAML
+
+
 def where(document: Any, loc: tuple[int | str, ...], *, unions: tuple[str, ...] = ()) -> str:
     """``spec.traffic.steps[1].weight (line 14)``: the path, and the line of its deepest part in the
     YAML. ``unions`` are the names pydantic gives a union's members in a location, which the YAML
@@ -90,17 +93,26 @@ def where(document: Any, loc: tuple[int | str, ...], *, unions: tuple[str, ...] 
 
     path, line, node = "", 1, document
     for part in loc:
+        key = _key(node, part) if isinstance(node, CommentedMap) else _MISSING
         if isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
             path += f"[{part}]"
             line = node.lc.item(part)[0] + 1
             node = node[part]
-        elif isinstance(node, CommentedMap) and part in node:
+        elif key is not _MISSING:
             path += f".{part}" if path else str(part)
-            line = node.lc.key(part)[0] + 1
-            node = node[part]
+            line = node.lc.key(key)[0] + 1
+            node = node[key]
         elif isinstance(node, CommentedMap) and (node.get("kind") == part or part in unions):
             continue  # pydantic names the union member it tried (the kind); the YAML has no such level
         else:
             path += f".{part}" if path else str(part)
             node = None
     return f"{path or 'spec'} (line {line})"
+
+
+def _key(mapping: dict[Any, Any], part: int | str) -> Any:
+    """The YAML key that ``part`` of an error's location names: ``plain`` made every key a string,
+    so ``1: x`` is reported as ``"1"``, which the YAML holds as the number 1."""
+    if part in mapping:
+        return part
+    return next((key for key in mapping if str(key) == str(part)), _MISSING)

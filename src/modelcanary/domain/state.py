@@ -108,6 +108,7 @@ class RolloutState(_Value):
     policies: dict[str, str] = {}  # each gate policy's Rego source, by its ref, read once at start
     approvals: tuple[ApprovalRecord, ...] = ()
     gate_hold: str = ""  # the denial now holding the rollout at a gate; recorded once, not every tick
+    timeout_hold: bool = False  # held at its step's maxDuration (onTimeout: hold); recorded once, not every tick
     version: int = 0  # bumped by every save; the compare-and-set token
     created_at: float
     updated_at: float

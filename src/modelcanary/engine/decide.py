@@ -146,7 +146,11 @@ def _decide(
         if spec.spec.traffic.on_timeout == "rollback":
             return roll_back(state, spec, now=now, reason=why, judgement=judgement)
         if spec.spec.traffic.on_timeout == "hold":
-            return Outcome(state=state)  # keep judging at this weight until evidence or an operator decides
+            if state.timeout_hold:
+                return Outcome(state=state)  # recorded when the hold began: nothing new to record
+            # judged on at this weight: a pass still moves it on, a failure still rolls it back
+            reason = f"held: {why}; judging on at {state.weight:g}% until a pass, a failure or an operator decides"
+            return change(state, now=now, reason=reason, actor=CONTROLLER, judgement=judgement, timeout_hold=True)
         return change(
             state, now=now, reason=f"paused for a human: {why}", actor=CONTROLLER, judgement=judgement, paused=True
         )

@@ -119,7 +119,9 @@ def change(
     assert isinstance(target, Phase)
     if target is not state.phase:
         check_transition(state.phase, target)
-    updates.setdefault("gate_hold", "")  # any other change ends a hold; a new one records itself again
+    # any other change ends a hold; a new one records itself again
+    updates.setdefault("gate_hold", "")
+    updates.setdefault("timeout_hold", False)
     new = state.model_copy(update={**updates, "reason": reason, "updated_at": now})
     transition = Transition(
         at=now,
@@ -137,12 +139,14 @@ def change(
 
 
 def notified(state: RolloutState, spec: RolloutSpec, outcome: Outcome) -> Outcome:
-    """``outcome`` with a webhook action per ``notify`` target when its phase or step changed, or it
-    was paused or resumed (a pause for a human at a step's or an approval's timeout must reach
-    one). The body is made here, once, so every retry sends the same bytes; its key (the rollout and
-    the version the change is saved as) lets a receiver drop a repeat."""
+    """``outcome`` with a webhook action per ``notify`` target when its phase or step changed, it
+    was paused or resumed, or it came to a hold at a step's maxDuration (a pause for a human at a
+    step's or an approval's timeout must reach one, and a hold waits for the same human). The body
+    is made here, once, so every retry sends the same bytes; its key (the rollout and the version
+    the change is saved as) lets a receiver drop a repeat."""
     new, transition = outcome.state, outcome.transition
-    moved = (new.phase, new.step, new.paused) != (state.phase, state.step, state.paused)
+    held = new.timeout_hold and not state.timeout_hold
+    moved = held or (new.phase, new.step, new.paused) != (state.phase, state.step, state.paused)
     if not spec.spec.notify or transition is None or not moved:
         return outcome
     key = f"{state.id}:v{state.version + 1}"
