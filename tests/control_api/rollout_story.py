@@ -93,8 +93,9 @@ class Story:
         return self.store.get(self.rollout_id)[0]
 
     def to_second_step(self) -> RolloutState:
-        """Good telemetry and a minute later: the rollout advances to 50%."""
-        self.telemetry(counts(2000, correct=900, wrong=100), counts(600, correct=450, wrong=50))
+        """Good telemetry and a minute later: the rollout advances to 50% (on what came after the
+        first look: the judge bets on no look's requests before it)."""
+        self.telemetry(counts(3000, correct=1350, wrong=150), counts(600, correct=450, wrong=50))
         (advanced,) = self.tick(self.now + 62)
         assert (advanced.phase, advanced.weight) == (Phase.CANARY, 50.0), advanced.reason
         return advanced
@@ -121,7 +122,10 @@ def ended_story(story: Story) -> Story:
     story.to_second_step()
     run_command(story.store, story.rollout_id, Command.PAUSE, actor="token:bob", now=story.now + 10)
     run_command(story.store, story.rollout_id, Command.RESUME, actor="token:bob", now=story.now + 20)
-    story.telemetry(counts(3000, correct=1350, wrong=150), counts(1500, correct=700, wrong=700))
-    (ended,) = story.tick(story.now + 30)
+    # the first look at 50% (no bet on the interval the weight changed in), then a bad one
+    story.telemetry(counts(3100, correct=1400, wrong=155), counts(700, correct=495, wrong=55))
+    assert story.tick(story.now + 25) == []
+    story.telemetry(counts(5000, correct=2250, wrong=250), counts(3000, correct=1400, wrong=1400))
+    (ended,) = story.tick(story.now + 6)
     assert ended.phase is Phase.ROLLED_BACK, ended.reason
     return story

@@ -80,7 +80,7 @@ def test_the_report_of_a_rolled_back_rollout_tells_the_whole_story(ended_story: 
     # models, spec, traffic
     assert "models:/fraud/1" in text and "models:/fraud/2" in text
     assert '"minLabels": 50' in text
-    assert re.search(r"candidate 1500 0 0.00%", text)
+    assert re.search(r"candidate 3000 0 0.00%", text)
     # the audit trail with its hashes and the chain's verdict
     events = store.audit_events(rollout_id)
     assert [e["action"] for e in events][:2] == ["rollout.create", "rollout.canary"]

@@ -27,8 +27,11 @@ from modelcanary.domain.state import RolloutState
 from modelcanary.domain.telemetry import Variant, VariantTelemetry
 from modelcanary.engine.decide import Command
 from modelcanary.engine.outcomes import ROLLBACK_TAG
+from modelcanary.judges.sample_ratio import SRM_SETTLE_S
 
 T0 = 10_000.0
+# the earliest look the judge bets on after a warm_up at T0 + 1 (where in_canary starts step 1)
+SETTLED = T0 + 1 + SRM_SETTLE_S
 STEPS = [
     {"weight": 10, "minRequests": 50, "minDuration": "60s", "maxDuration": "10m"},
     {"weight": 50, "minRequests": 50, "minDuration": "60s", "maxDuration": "10m"},
@@ -98,18 +101,21 @@ def report(
 
 def warm_up(store: SqlStore, controller: Controller, rollout_id: str) -> None:
     """One look with a little data: the sequential judge tests an absolute margin against the
-    baseline's rate as it stood before each interval, so it needs a look with baseline data first."""
+    baseline's rate as it stood before each interval, so it needs a look with baseline data first.
+    It bets on none of this look's counts (with no memory, they may span weights it did not see),
+    nor on a look in the ``SRM_SETTLE_S`` after it: a decisive look comes that long after, or later."""
     report(store, rollout_id, baseline=counts(1000, correct=450, wrong=50), candidate=counts(20, correct=9, wrong=1))
     assert controller.tick() == []
 
 
 def good(store: SqlStore, rollout_id: str, candidate_requests: int = 600) -> None:
     """Telemetry on which the candidate is as good as the baseline (90% accurate, no errors), with
-    enough of it for the sequential judge's confidence bounds to fit within the margins."""
+    enough of it for the sequential judge's confidence bounds to fit within the margins. They read
+    the looks after a warm_up alone: of these 3000 baseline requests and 1500 labels, 2000 and 1000."""
     report(
         store,
         rollout_id,
-        baseline=counts(2000, correct=900, wrong=100),
+        baseline=counts(3000, correct=1350, wrong=150),
         candidate=counts(candidate_requests, correct=450, wrong=50),
     )
 
@@ -198,24 +204,26 @@ def test_a_passing_step_advances_after_its_min_duration(
 ) -> None:
     state = in_canary(controller, store, fake_registry, clock)
     warm_up(store, controller, state.id)
-    # two gateway replicas, each with half the traffic: only their sum has enough to judge
-    half = {"baseline": counts(1800, correct=450, wrong=50), "candidate": counts(200, correct=180, wrong=20)}
+    # two gateway replicas, each with half the traffic: only their sum has enough to judge (the
+    # warm-up's counts are not judged on: the bounds read the looks after it)
+    half = {"baseline": counts(1800, correct=450, wrong=50), "candidate": counts(250, correct=225, wrong=25)}
     report(store, state.id, baseline=half["baseline"], candidate=half["candidate"], source="gw-a")
     clock.now = T0 + 30
-    assert controller.tick() == []  # passing, but the step's minDuration (60 s) has not passed
+    assert controller.tick() == []  # one replica's counts, and the step's minDuration (60 s) has not passed
     clock.now = T0 + 62
-    assert controller.tick() == []  # 200 candidate requests and labels each: too few to show it within margin
+    assert controller.tick() == []  # 250 candidate requests and labels each: too few to show it within margin
     report(store, state.id, baseline=half["baseline"], candidate=half["candidate"], source="gw-b")
 
     (advanced,) = controller.tick()
     assert (advanced.phase, advanced.step, advanced.weight) == (Phase.CANARY, 1, 50.0)
-    assert advanced.step_start_candidate_requests == 420  # the warm-up look and both replicas
+    assert advanced.step_start_candidate_requests == 520  # the warm-up look (20) and both replicas (250 each)
     assert store.routes()["fraud"].weight == 50.0
     last = store.history(state.id)[-1]
     assert last.judgement is not None
     assert {metric["name"]: metric["verdict"] for metric in last.judgement["metrics"]} == {
         "error-rate": Verdict.PASS.value,
         "accuracy": Verdict.PASS.value,
+        "sample-ratio": Verdict.PASS.value,  # off under sticky routing, and the judgement says so
     }
 
 
@@ -251,7 +259,7 @@ def test_failing_quality_rolls_back_and_tags_the_candidate(
     report(
         store, state.id, baseline=counts(2000, correct=900, wrong=100), candidate=counts(500, correct=250, wrong=250)
     )
-    clock.now = T0 + 5  # a failure needs no minDuration
+    clock.now = SETTLED  # a failure needs no minDuration
 
     (rolled_back,) = controller.tick()
     assert rolled_back.phase is Phase.ROLLED_BACK
@@ -312,6 +320,7 @@ def test_a_failed_action_stays_pending_and_runs_on_the_next_tick(store: SqlStore
     report(
         store, state.id, baseline=counts(2000, correct=900, wrong=100), candidate=counts(500, correct=250, wrong=250)
     )
+    clock.now = SETTLED
 
     (rolled_back,) = controller.tick()  # the decision is saved although its side effect failed
     assert rolled_back.phase is Phase.ROLLED_BACK
@@ -352,7 +361,7 @@ def both_failing(controller: Controller, store: SqlStore, fake: FakeRegistry, cl
     for state in states:
         bad = counts(500, correct=250, wrong=250)
         report(store, state.id, baseline=counts(2000, correct=900, wrong=100), candidate=bad)
-    clock.now = T0 + 2
+    clock.now = SETTLED
     return states
 
 
@@ -410,6 +419,7 @@ def test_pause_stops_advancing_and_resume_restarts_the_step_clock(
     controller: Controller, store: SqlStore, fake_registry: FakeRegistry, clock: Clock
 ) -> None:
     state = in_canary(controller, store, fake_registry, clock)
+    warm_up(store, controller, state.id)
     paused = run_command(store, state.id, Command.PAUSE, actor="bob", now=T0 + 2)
     assert paused.paused
     good(store, state.id)
@@ -513,6 +523,8 @@ def test_a_concurrent_save_makes_the_tick_skip_that_rollout(
 ) -> None:
     plain = Controller(store=store, registry=fake_registry, clock=clock)
     fraud = in_canary(plain, store, fake_registry, clock)
+    warm_up(store, plain, fraud.id)
+    fraud = current(store, fraud.id)  # the look saved the judge's memory: a new version
     churn = start(store, fake_registry, clock, endpoint="churn")
     good(store, fraud.id)
     clock.now = T0 + 62  # fraud would advance, churn would start
@@ -823,7 +835,7 @@ def test_a_leader_that_loses_its_lease_mid_tick_runs_no_more_side_effects(
     clock.now += 1  # the two tags' retries are due
 
     def stall() -> None:
-        clock.now += 10  # past a's lease, renewed at T0 + 3
+        clock.now += 10  # past a's lease, renewed at T0 + 7 at the latest
         assert second.lead()
 
     if stall_at == "deciding":
@@ -910,7 +922,7 @@ def test_worker_processes_decide_and_save_their_share_and_the_controller_runs_ev
             baseline=counts(2000, correct=900, wrong=100),
             candidate=counts(500, correct=250, wrong=250) if bad else counts(500, correct=450, wrong=50),
         )
-    clock.now = T0 + 5
+    clock.now = SETTLED
 
     rolled_back = controller.tick()
     assert {s.id for s in rolled_back} == failing and {s.phase for s in rolled_back} == {Phase.ROLLED_BACK}

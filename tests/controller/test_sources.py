@@ -17,6 +17,7 @@ from modelcanary.controller.operations import start_rollout
 from modelcanary.domain.phases import Phase
 from modelcanary.domain.spec import Source
 from modelcanary.domain.telemetry import RolloutTelemetry, Variant, VariantTelemetry
+from modelcanary.judges.sample_ratio import SRM_SETTLE_S
 from modelcanary.ports import Measurement
 
 T0 = 10_000.0
@@ -66,8 +67,8 @@ def test_a_failed_read_holds_what_the_same_data_read_fine_promotes(
     controller.tick()  # pending -> canary: nothing read yet
     assert source.reads == []
     clock.now += 1
-    controller.tick()  # a first look, for the judge's baseline
-    clock.now += 1
+    controller.tick()  # a first look, for the judge's baseline (it bets on none of its counts)
+    clock.now += SRM_SETTLE_S  # the first look the judge bets on: none in the 5 s after its first
     controller.tick()  # the evidence passes, but the step's minDuration has not run out
     assert store.get(state.id)[0].phase is Phase.CANARY
     clock.now += 100
@@ -75,7 +76,7 @@ def test_a_failed_read_holds_what_the_same_data_read_fine_promotes(
 
     after, _ = store.get(state.id)
     assert after.phase is expected, after.reason
-    assert source.reads == [(T0, T0 + 1), (T0, T0 + 2), (T0, T0 + 102)]  # always since the rollout began
+    assert source.reads == [(T0, T0 + 1), (T0, T0 + 6), (T0, T0 + 106)]  # always since the rollout began
     # the store holds the last good read, under the source's name, for the report and the API
     assert [(v, t.requests) for v, t in store.read_telemetry(state.id)] == [
         (Variant.BASELINE, 20_000),

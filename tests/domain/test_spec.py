@@ -123,7 +123,7 @@ def test_metric_defaults_per_kind() -> None:
     spec = load_spec(_edit("      - kind: error_rate\n", "      - kind: latency\n      - kind: quality\n"))
     latency, quality = spec.spec.analysis.metrics
     assert isinstance(latency, LatencyMetric)
-    assert (latency.name, latency.quantile, latency.margin, latency.min_requests) == ("latency", 0.95, 0.2, 50)
+    assert (latency.name, latency.quantile, latency.margin, latency.min_requests) == ("latency", 0.95, 0.21, 50)
     assert isinstance(quality, QualityMetric)
     assert (quality.name, quality.measure, quality.threshold, quality.margin, quality.min_labels) == (
         "quality",

@@ -5,7 +5,9 @@ runs it, gives the judge those segments' requests alone, so the check tests that
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -14,6 +16,7 @@ from modelcanary.domain.spec import load_spec
 from modelcanary.domain.telemetry import RolloutTelemetry, VariantTelemetry
 from modelcanary.engine.analysis import analyse
 from modelcanary.judges import sequential
+from modelcanary.judges.sample_ratio import STICKY
 
 SPEC = load_spec(
     json.dumps(
@@ -89,7 +92,8 @@ def test_a_mismatch_within_the_eligible_traffic_still_holds() -> None:
     judgements, _ = _looks(0.6, seed=1)
     hold = judgements[-1].hold
     assert hold is not None
-    assert "the candidate served 6" in hold and "% of requests with its weight at 10%" in hold
+    served = re.search(r"the candidate served ([\d.]+)% of this step's requests with its weight at 10%", hold)
+    assert served is not None and 5 < float(served.group(1)) < 7
     assert judgements[-1].verdict is Verdict.INCONCLUSIVE
 
 
@@ -110,7 +114,7 @@ def test_a_rollout_judged_on_all_requests_before_starts_afresh_on_the_eligible_o
     is held no longer: the judge starts again, on the eligible requests."""
     weights = (10.0,) * 20 + (50.0,) * 40
     judgements, memory = _looks(1.0, seed=3, weights=weights, before_the_fix=40)
-    assert judgements[39].hold is not None and "% of requests with its weight at 50%" in judgements[39].hold
+    assert judgements[39].hold is not None and "% of this step's requests with its weight at 50%" in judgements[39].hold
     assert [j.hold for j in judgements[40:]] == [None] * 20 and memory["segments"] == ["eu"]
     assert judgements[-1].verdict is Verdict.PASS
 
@@ -143,3 +147,73 @@ def test_a_check_that_starts_afresh_leaves_out_the_requests_before_it_and_still_
             held_at = index
             break
     assert held_at is not None and held_at <= 5
+
+
+# -- the check on its own: sticky routing, the hold's share, counts that went down -----------------
+
+
+def _split(
+    steps: Sequence[tuple[float, float, int]], *, sticky: bool = False, seed: int = 0
+) -> tuple[list[Judgement], list[Memory]]:
+    """A rollout judged every 10 s, ~500 error-free requests a look: ``(weight, served share, looks)``
+    per step, the candidate serving ``served share`` percent of them."""
+    rng = np.random.default_rng(seed)
+    telemetry, judgements, memories = RolloutTelemetry(), [], []
+    memory: Memory = {}
+    at = 0.0
+    for weight, share, looks in steps:
+        for _ in range(looks):
+            at += 10.0
+            n = int(rng.poisson(500))
+            served = int(rng.binomial(n, share / 100))
+            _serve(telemetry.candidate, None, served)
+            _serve(telemetry.baseline, None, n - served)
+            snapshot = RolloutTelemetry(
+                VariantTelemetry.from_json(telemetry.baseline.to_json()),
+                VariantTelemetry.from_json(telemetry.candidate.to_json()),
+            )
+            look = Look(at=at, weight=weight, telemetry=snapshot)
+            if sticky:
+                look = replace(look, sticky=True)
+            judgement, memory = sequential.judge(SPEC.spec.analysis, look, memory)
+            judgements.append(judgement)
+            memories.append(memory)
+    return judgements, memories
+
+
+def test_with_sticky_routing_the_check_is_off_and_the_judgement_says_so() -> None:
+    """The router splits keys (users), and one heavy user moves many requests at once: the request
+    share is no binomial at the weight, and a correct split of users was held (then rolled back at
+    the step's maxDuration). With ``Look.sticky`` the check does not run; the judgement says why."""
+    judgements, _ = _split([(10.0, 6.0, 40)], sticky=True)
+    assert {j.hold for j in judgements} == {None}
+    off = judgements[-1].metrics[-1]
+    assert (off.name, off.verdict, off.reason) == ("sample-ratio", Verdict.PASS, STICKY)
+    assert judgements[-1].verdict is Verdict.PASS
+    assert "sample-ratio check off: sticky routing splits keys, not requests" in judgements[-1].summary()
+    routed, _ = _split([(10.0, 6.0, 40)])  # the same split, routed request by request, holds
+    assert routed[-1].hold is not None and all(m.name != "sample-ratio" for m in routed[-1].metrics)
+
+
+def test_the_hold_reports_this_steps_share() -> None:
+    """At 10% the split was right; at 50% the candidate serves 40%. The hold said 34%, the share
+    since the rollout started; it says this step's."""
+    judgements, _ = _split([(10.0, 10.0, 30), (50.0, 40.0, 30)])
+    hold = judgements[-1].hold
+    assert hold is not None
+    served = re.search(r"the candidate served ([\d.]+)% of this step's requests with its weight at 50%", hold)
+    assert served is not None and 39 < float(served.group(1)) < 41
+
+
+def test_counts_that_went_down_are_not_counted() -> None:
+    """A counter reset (the candidate's requests fewer than at the last look) is no interval of
+    requests: the check neither bets on it nor counts it in this step's share."""
+    _, memories = _split([(10.0, 10.0, 10)])
+    last = memories[-1]
+    baseline, candidate = last["requests"]
+    reset = RolloutTelemetry()
+    _serve(reset.baseline, None, baseline + 450)
+    _serve(reset.candidate, None, candidate - 100)
+    _, after = sequential.judge(SPEC.spec.analysis, Look(at=110.0, weight=10.0, telemetry=reset), last)
+    assert after["requests"] != last["requests"]
+    assert after["srm"] == last["srm"]

@@ -203,10 +203,12 @@ def test_requests_split_at_the_old_weight_while_gateways_catch_up_are_not_a_mism
 
 
 def test_a_good_candidate_is_shown_within_its_margins() -> None:
+    """(Latency's passing side reads its margin in whole buckets of 10%, rounded down: 0.21 is two
+    of them, where 0.2 is one, and the p99 of an equal candidate takes longer to show within that.)"""
     spec = analysis(
         metrics=[
             {"kind": "error_rate", "margin": 0.01},
-            {"kind": "latency", "quantile": 0.99, "margin": 0.2},
+            {"kind": "latency", "quantile": 0.99, "margin": 0.21},
             {"kind": "quality", "name": "accuracy", "margin": 0.03},
         ]
     )
@@ -347,7 +349,13 @@ def test_memory_of_version_3_starts_afresh_and_the_memory_keeps_the_histograms_o
     _add(second.candidate, Arm(error_rate=0.03), 300, rng)
     look = Look(at=20, weight=10, telemetry=second)
     assert judge(analysis(), look, {**memory, "version": 3}) == judge(analysis(), look, {})
-    assert all(len(kept) <= 6 for kept in memory["prev"].values())
+    # six numbers a threshold stream; the configured quantile's two more, for its passing side
+    assert {key: len(kept) for key, kept in memory["prev"].items() if "@q" in key} == {
+        "latency@q0.99": 8,
+        "latency@q0.5": 6,
+        "latency@q0.9": 6,
+        "latency@q0.999": 6,
+    }
     at, weight, lo, hi, *flat = memory["rank"]
     assert (at, weight) == (10, 10) and len(flat) == 2 * (hi - lo) and sum(flat) == 2300
 
@@ -385,13 +393,14 @@ def _looks_every(seconds: float, weights: list[int], candidate: Arm, seed: int =
 
 def test_the_rank_test_bets_on_intervals_of_ten_seconds_and_more() -> None:
     """A controller looks every second; the rank test reads every bucket, so it bets once per ten
-    looks, on all ten looks' requests, and a regression is still caught from them."""
+    looks, on all ten looks' requests, and a regression is still caught from them. (Its first
+    interval starts once the weight has settled, at the last look of the first 5 s.)"""
     memories = _looks_every(1.0, [20] * 40, Arm(latency=_slower(1.2)))
     starts = [m["rank"][0] for m in memories]
-    assert sorted(set(starts)) == [0.0, 10.0, 20.0, 30.0]
+    assert sorted(set(starts)) == [0.0, 1.0, 2.0, 3.0, 4.0, 14.0, 24.0, 34.0]
     shift = [tuple(m["e"].get("latency@shift", ())) for m in memories]
     changed = [at for at, (a, b) in enumerate(itertools.pairwise(shift), start=1) if a != b]
-    assert changed == [10, 20, 30]
+    assert changed == [14, 24, 34]
     assert sequential._mixture(memories[-1]["e"]["latency@shift"][:8]) > 20
 
 
@@ -402,10 +411,11 @@ def _bet_at(memories: list[Memory]) -> list[int]:
 
 def test_a_rollouts_phase_shortens_its_first_interval_only() -> None:
     """Rollouts started (or stepped) in one tick bet in different ticks: the first interval, and
-    the first at a new weight, is shorter by the phase's share of ten seconds; the rest are ten."""
-    assert _bet_at(_looks_every(1.0, [20] * 40, Arm(latency=_slower(1.2)), phase=0.35)) == [7, 17, 27, 37]
+    the first at a new weight, is shorter by the phase's share of ten seconds; the rest are ten.
+    (The first starts at the weight's last unsettled look: 4 s, less 3.5 s, so the first bet is at 11 s.)"""
+    assert _bet_at(_looks_every(1.0, [20] * 40, Arm(latency=_slower(1.2)), phase=0.35)) == [11, 21, 31]
     stepped = _looks_every(1.0, [10] * 15 + [50] * 25, Arm(latency=_slower(1.2)), phase=0.35)
-    assert _bet_at(stepped) == [7, 22, 32]  # 15 s: the weight changes, so the next bet is 6.5 s on
+    assert _bet_at(stepped) == [11, 26, 36]  # 15 s: the weight changes, settled from 20 s, so 19 - 3.5 + 10
 
 
 def test_phases_of_rollout_ids_spread_over_the_interval() -> None:
@@ -418,11 +428,20 @@ def test_phases_of_rollout_ids_spread_over_the_interval() -> None:
 
 def test_an_interval_whose_weight_changed_is_dropped_unread() -> None:
     """Its candidate share changed partway, so its requests are not exchangeable: the rank test
-    starts a new interval at the change and bets nothing on the old one."""
+    starts a new interval at the change, and again at every look until the weight has settled
+    (5 s: gateways apply a new weight a poll late), and bets nothing on the old one."""
     memories = _looks_every(1.0, [10] * 15 + [50] * 15, Arm(latency=_slower(1.2)))
-    assert [m["rank"][:2] for m in memories][14:17] == [[10.0, 10], [15.0, 50], [15.0, 50]]
-    shift = [tuple(m["e"].get("latency@shift", ())) for m in memories]
-    assert shift[15] == shift[14] and shift[25] != shift[24]  # no bet at the change; the next at 25 s
+    assert [m["rank"][:2] for m in memories][14:22] == [
+        [14.0, 10],
+        [15.0, 50],
+        [16.0, 50],
+        [17.0, 50],
+        [18.0, 50],
+        [19.0, 50],
+        [19.0, 50],
+        [19.0, 50],
+    ]
+    assert _bet_at(memories) == [14, 29]  # no bet at the change; the next 10 s after it settled
 
 
 def _shadow_looks(worse: float, better: float, shadow_errors: float, seed: int, looks: int = 60) -> int | None:
@@ -480,3 +499,176 @@ def test_a_shadow_failure_names_its_metric() -> None:
             break
     assert [m.name for m in judgement.failing()] == ["error-rate"]
     assert "@shadow" in " ".join(memory["prev"])
+
+
+# -- what the streams bet on, and what the verdicts report ---------------------------------------
+
+
+def _copy(telemetry: RolloutTelemetry) -> RolloutTelemetry:
+    return RolloutTelemetry(
+        VariantTelemetry.from_json(telemetry.baseline.to_json()),
+        VariantTelemetry.from_json(telemetry.candidate.to_json()),
+    )
+
+
+def _serve(telemetry: RolloutTelemetry, n: int, share: float, arms: tuple[Arm, Arm], rng: np.random.Generator) -> None:
+    """``n`` requests, each the candidate's with probability ``share``; ``arms``: baseline's, candidate's."""
+    served = int(rng.binomial(n, share))
+    _add(telemetry.baseline, arms[0], n - served, rng)
+    _add(telemetry.candidate, arms[1], served, rng)
+
+
+def _latency_verdicts(factor: float, margin: float, seed: int, looks: int = 60) -> list[tuple[Verdict, float, float]]:
+    """A candidate ``factor`` times slower at every quantile, judged at the p95 with ``margin``
+    every 10 s (~4,000 requests a look, half each): the verdict, candidate and limit at each look."""
+    spec = analysis(metrics=[{"kind": "latency", "quantile": 0.95, "margin": margin, "distribution": False}])
+    rng = np.random.default_rng(seed)
+    telemetry, seen = RolloutTelemetry(), []
+    memory: Memory = {}
+    arms = (Arm(), Arm(latency=_slower(factor)))
+    for index in range(looks):
+        _serve(telemetry, 4000, 0.5, arms, rng)
+        judgement, memory = judge(spec, Look(at=10.0 * (index + 1), weight=50, telemetry=_copy(telemetry)), memory)
+        (metric,) = judgement.metrics
+        assert metric.candidate is not None and metric.limit is not None
+        seen.append((metric.verdict, metric.candidate, metric.limit))
+    return seen
+
+
+@pytest.mark.parametrize(("margin", "factor"), [(0.01, 1.05), (0.05, 1.08), (0.15, 1.12)])
+def test_latency_is_shown_within_its_margin_only_when_it_is(margin: float, factor: float) -> None:
+    """The candidate's threshold was rounded up to a bucket edge (10% apart) for the passing side
+    too: a margin of 1% passed a candidate 5% slower within a minute, and 15% one 12% slower. The
+    passing side now rounds it down (a margin under 10% then passes a faster candidate only), and a
+    pass never reports a candidate beyond its limit."""
+    for seed in range(2):
+        verdicts = [verdict for verdict, _, _ in _latency_verdicts(factor, margin, seed)]
+        assert Verdict.PASS not in verdicts, f"seed {seed}: passed at look {verdicts.index(Verdict.PASS)}"
+    shown = _latency_verdicts(1.0, 0.1, seed=0) + _latency_verdicts(1.05, 0.21, seed=0)
+    passes = [(cand, limit) for verdict, cand, limit in shown if verdict is Verdict.PASS]
+    assert len(passes) > 60 and all(cand <= limit for cand, limit in passes)
+
+
+def test_an_interval_in_which_the_weight_changed_is_not_bet_on() -> None:
+    """The gateways apply a new weight a poll late, so the look at which it went from 1% to 50% ends
+    an interval served half at each; both variants got slower and failed more at that moment (a
+    burst they share). Bet on, that interval made an equal candidate look far worse: rolled back at
+    the change in every seed. No stream bets on it now (nor on the 5 s after); the counts move on."""
+    calm, burst = Arm(), Arm(error_rate=0.2, latency=_slower(1.3))
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        telemetry, memories = RolloutTelemetry(), []
+        memory: Memory = {}
+        for index in range(16):
+            weight = 1 if index < 6 else 50
+            if index == 6:  # the interval that straddles the change
+                _serve(telemetry, 4000, 0.01, (calm, calm), rng)
+                _serve(telemetry, 4000, 0.5, (burst, burst), rng)
+            else:
+                _serve(telemetry, 8000, weight / 100, (calm, calm) if index < 6 else (burst, burst), rng)
+            judgement, memory = judge(
+                analysis(), Look(at=10.0 * (index + 1), weight=weight, telemetry=_copy(telemetry)), memory
+            )
+            memories.append(memory)
+            assert not judgement.failing(), f"seed {seed}, look {index}: {judgement.summary()}"
+        assert memories[6]["e"] == memories[5]["e"]  # no bet at the change
+        assert memories[7]["e"] != memories[6]["e"]  # the next interval is bet on
+        assert memories[6]["prev"] != memories[5]["prev"]  # its counts moved on all the same
+
+
+def test_the_rate_bounds_do_not_read_an_interval_in_which_the_weight_changed() -> None:
+    """The candidate fails 3 points more than the baseline throughout (the margin is 1). The interval
+    in which the weight went from 1% to 50% held a burst both shared in its first part, when the
+    candidate served 1% of requests: cumulative, the baseline read 20% and the candidate 4.5%, and
+    the candidate was "shown within its margin". The bounds read the intervals bet on alone."""
+    spec = analysis(metrics=[{"kind": "error_rate", "margin": 0.01}])
+    normal = (Arm(error_rate=0.01), Arm(error_rate=0.04))
+    burst = (Arm(error_rate=0.3), Arm(error_rate=0.33))
+    rng = np.random.default_rng(0)
+    telemetry, verdicts = RolloutTelemetry(), []
+    memory: Memory = {}
+    for index in range(30):
+        weight = 1 if index < 6 else 50
+        if index == 6:
+            _serve(telemetry, 40_000, 0.01, burst, rng)
+            _serve(telemetry, 40_000, 0.5, normal, rng)
+        else:
+            _serve(telemetry, 200, weight / 100, normal, rng)
+        judgement, memory = judge(spec, Look(at=10.0 * (index + 1), weight=weight, telemetry=_copy(telemetry)), memory)
+        verdicts.append(judgement.metrics[0].verdict)
+    assert Verdict.PASS not in verdicts
+
+
+def test_a_threshold_past_the_last_bucket_edge_bets_nothing_on_the_failing_side() -> None:
+    """The baseline's quantile in the last finite bucket: its threshold is the last edge, and the
+    candidate's, stretched by the margin, lies past it. Compared at the same edge, a candidate 5%
+    slower under a 20% margin was rolled back at the second look (e-value 4e39)."""
+    top = LATENCY_EDGES_MS[-1]
+    spec = analysis(metrics=[{"kind": "latency", "quantile": 0.95, "margin": 0.2}])
+    arms = (
+        Arm(latency=lambda rng, n: rng.uniform(0.85 * top, 0.999 * top, n)),
+        Arm(latency=lambda rng, n: 1.05 * rng.uniform(0.85 * top, 0.999 * top, n)),
+    )
+    rng = np.random.default_rng(0)
+    telemetry = RolloutTelemetry()
+    memory: Memory = {}
+    for index in range(30):
+        _serve(telemetry, 1000, 0.5, arms, rng)
+        judgement, memory = judge(spec, Look(at=10.0 * (index + 1), weight=50, telemetry=_copy(telemetry)), memory)
+        assert not judgement.failing(), f"look {index}: {judgement.summary()}"
+    assert memory["prev"]["latency@q0.95"][1] > len(LATENCY_EDGES_MS)  # the stretched threshold, past the last edge
+
+
+@pytest.mark.parametrize("quality", [False, True], ids=["error rate", "accuracy"])
+def test_a_rate_metrics_limit_is_the_figure_its_bound_was_compared_with(quality: bool) -> None:
+    """A rate metric passes when the candidate's upper bound is within the margin of the baseline's
+    lower bound; it reported the baseline's estimate plus the margin as its limit, so a bound within
+    that "limit" could be inconclusive. The limit is now the lower bound plus the margin."""
+    from modelcanary.stats.eprocess import rate_lower
+
+    metric = {"kind": "quality", "name": "accuracy", "margin": 0.02} if quality else ERRORS_MARGIN
+    first, second = RolloutTelemetry(), RolloutTelemetry()
+    # a look to start from (one request, or label, each), then the interval judged: the candidate's
+    # 100,000 at 1% (errors) or 90% (right), the baseline's 300 likewise
+    for telemetry, scale in ((first, 0), (second, 1)):
+        if quality:
+            telemetry.candidate.positive_label_scores[GOOD] += 1 + 90_000 * scale
+            telemetry.candidate.negative_label_scores[BAD] += 10_000 * scale
+            telemetry.baseline.positive_label_scores[GOOD] += 1 + 270 * scale
+            telemetry.baseline.negative_label_scores[BAD] += 30 * scale
+        else:
+            telemetry.candidate.requests, telemetry.candidate.errors = 1 + 100_000 * scale, 1000 * scale
+            telemetry.baseline.requests, telemetry.baseline.errors = 1 + 300 * scale, 3 * scale
+    spec = analysis(metrics=[metric])
+    _, memory = judge(spec, Look(at=10, weight=50, telemetry=first), {})
+    judgement, _ = judge(spec, Look(at=20, weight=50, telemetry=second), memory)
+    (judged,) = judgement.metrics
+    assert judged.bound is not None and judged.limit is not None
+    low = rate_lower(30 if quality else 3, 300, 0.05 / 4)
+    assert judged.limit == pytest.approx(1 - low - 0.02 if quality else low + 0.01)
+    within = judged.bound >= judged.limit if quality else judged.bound <= judged.limit
+    assert within is (judged.verdict is Verdict.PASS)
+    assert judged.verdict is Verdict.INCONCLUSIVE  # the baseline's 300 requests (labels) bound it loosely
+
+
+def test_an_interval_whose_counts_cannot_be_counts_is_not_bet_on() -> None:
+    """Counts from a metric source may go down (a counter reset) or show more errors than requests
+    (two queries out of step): 30 errors on 10 requests read as overwhelming evidence. Such an
+    interval is not bet on, and the next is bet on from its counts."""
+    spec = analysis(metrics=[{"kind": "error_rate", "margin": 0}])
+    telemetry = RolloutTelemetry()
+    memories: list[Memory] = []
+    memory: Memory = {}
+    steps = [(1000, 10, 1000, 10)] * 3 + [(1000, 10, 10, 30), (1000, 10, 1000, 10), (1000, 10, -2000, -40)]
+    steps += [(1000, 10, 1000, 10)] * 2
+    for index, (n_b, x_b, n_c, x_c) in enumerate(steps):
+        telemetry.baseline.requests += n_b
+        telemetry.baseline.errors += x_b
+        telemetry.candidate.requests += n_c
+        telemetry.candidate.errors += x_c
+        judgement, memory = judge(spec, Look(at=10.0 * (index + 1), weight=50, telemetry=_copy(telemetry)), memory)
+        memories.append(memory)
+        assert not judgement.failing(), f"look {index}: {judgement.summary()}"
+    logs = [m["e"]["error-rate"] for m in memories]
+    assert logs[3] == logs[2] and logs[5] == logs[4]  # the two intervals that cannot be counts
+    assert logs[4] != logs[3] and logs[6] != logs[5]  # the next ones, bet on from where the counts stood

@@ -249,6 +249,24 @@ def test_fail_names_the_metrics_that_failed_the_last_check() -> None:
     assert [(m.name, m.verdict) for m in result.metrics] == [("error-rate", Verdict.PASS), ("latency", Verdict.FAIL)]
 
 
+def test_fail_does_not_name_a_metric_within_its_limit_on_few_samples() -> None:
+    """At the check that reaches ``failed_checks``, a metric within its limit on fewer samples than
+    its minimum did not fail it: it stays NO_DATA (it was named FAIL beside the one that failed)."""
+    spec = analysis(
+        {"kind": "error_rate", "margin": 0.01},
+        {"kind": "quality", "name": "acc", "margin": 0.02, "minLabels": 100},
+    )
+    labels = labelled((9, 0.9, 1), (1, 0.1, 0))  # ten labels each, all right: within, but 10 of 100
+    baseline, candidate = (
+        served(1000, errors=10, into=labels),
+        served(1000, errors=100, into=labelled((9, 0.9, 1), (1, 0.1, 0))),
+    )
+    result = first_check(spec, RolloutTelemetry(baseline=baseline, candidate=candidate))
+    assert [(m.name, m.verdict) for m in result.metrics] == [("error-rate", Verdict.FAIL), ("acc", Verdict.NO_DATA)]
+    assert result.metrics[1].reason.startswith("too few samples to pass (10 of 100)")
+    assert result.verdict is Verdict.FAIL
+
+
 def test_a_check_without_data_fails_and_rolls_back_as_in_flagger() -> None:
     rollout = Rollout(analysis({"kind": "error_rate"}, {"kind": "latency"}, failed_checks=5))
     rollout.serve()

@@ -91,6 +91,9 @@ class Look:
     # the rollout has a shadow lane (its spec's ``traffic.shadow``), so the candidate's shadow
     # predictions are evidence too, from the first look on (a judge's weights never change)
     shadow: bool = False
+    # the router splits keys, not requests (its spec's ``traffic.stickyKey``): requests of one key all
+    # go to one variant, so the request share is no binomial at the weight (the sample-ratio check is off)
+    sticky: bool = False
 
 
 def phase_of(rollout_id: str) -> float:

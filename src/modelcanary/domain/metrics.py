@@ -26,7 +26,11 @@ class ErrorRateMetric(_Metric):
 
 
 class LatencyMetric(_Metric):
-    """Candidate latency at ``quantile`` may exceed the baseline's by at most ``margin`` (relative, 0.2 = +20%).
+    """Candidate latency at ``quantile`` may exceed the baseline's by at most ``margin`` (relative, 0.21 = +21%).
+
+    Latency is binned in buckets 10% apart, so a margin counts in whole buckets: to pass, rounded
+    down (0.2 reads +10%), to fail, rounded up (0.2 reads +21%). The default, 0.21, is two buckets
+    both ways; 0.1, 0.331 and 0.4641 are one, three and four.
 
     With ``distribution`` (the default) the sequential judge also tests the whole distribution (its
     p50, p90, p99 and p99.9), so a regression confined to the tail is caught whatever the quantile.
@@ -35,7 +39,7 @@ class LatencyMetric(_Metric):
     kind: Literal["latency"]
     name: str = "latency"
     quantile: float = Field(default=0.95, gt=0, lt=1)
-    margin: float = Field(default=0.2, ge=0)
+    margin: float = Field(default=0.21, ge=0)
     min_requests: int = Field(default=50, ge=1)
     distribution: bool = True
 

@@ -37,8 +37,15 @@ def pair(rows: Iterable[tuple[Variant, VariantTelemetry]]) -> RolloutTelemetry:
 
 def look_at(state: RolloutState, spec: RolloutSpec, telemetry: RolloutTelemetry, *, now: float) -> Look:
     """What the judge sees of a rollout at ``now``."""
-    shadow = spec.spec.traffic.shadow is not None
-    return Look(now - state.created_at, state.weight, telemetry, phase_of(state.id), shadow=shadow)
+    traffic = spec.spec.traffic
+    return Look(
+        now - state.created_at,
+        state.weight,
+        telemetry,
+        phase_of(state.id),
+        shadow=traffic.shadow is not None,
+        sticky=traffic.sticky_key is not None,
+    )
 
 
 def analyse(spec: RolloutSpec, look: Look, memory: Memory) -> tuple[Judgement, Memory]:

@@ -32,7 +32,9 @@ _Z = 3.0  # normal scores are clipped to [-_Z, _Z] and mapped onto [0, 1]
 _BUCKET_RATIO = LATENCY_EDGES_MS[1] / LATENCY_EDGES_MS[0]
 
 
-def interval(tested: Sequence[Metric], look: Look, start: list[Any] | None) -> tuple[list[Any] | None, bool]:
+def interval(
+    tested: Sequence[Metric], look: Look, start: list[Any] | None, settled: bool
+) -> tuple[list[Any] | None, bool]:
     """Where the rank test's interval starts after this look, and whether the test bets on the one
     that ends now. An interval is ``[at, weight, lo, hi, ...]``: its start's time and weight, and
     both variants' latency histograms then (``[lo, hi]`` and the buckets ``lo..hi-1`` of the
@@ -42,18 +44,22 @@ def interval(tested: Sequence[Metric], look: Look, start: list[Any] | None) -> t
     reads every bucket, so betting on ten looks at once costs a tenth and loses nothing (the pooled
     requests of a longer interval are as exchangeable, at one weight, as a shorter one's). One whose
     weight changed is dropped unread: its candidate share changed partway, so its requests are not.
-    A rollout's first interval, and the first at each new weight, is shorter by ``look.phase`` of
-    ``EVERY_S``, so that a thousand rollouts started in one tick do not all bet in one tick."""
+    Until the weight has settled (``settled`` false: ``SampleRatio.settle``, gateways still
+    catching up with a new weight) the interval starts again at every look, so the first one bet on
+    starts after the gateways' lag. A rollout's first interval, and the first at each new weight, is
+    shorter by ``look.phase`` of ``EVERY_S``, so that a thousand rollouts started in one tick do not
+    all bet in one tick."""
     if not any(isinstance(m, LatencyMetric) and m.distribution for m in tested):
         return None, False
-    if start is not None and start[1] == look.weight and look.at - start[0] < EVERY_S:
+    same = settled and start is not None and start[1] == look.weight
+    if same and start is not None and look.at - start[0] < EVERY_S:
         return start, False
     cand, base = look.telemetry.candidate.latency_counts, look.telemetry.baseline.latency_counts
     if sum(base) < MIN_BASELINE:
         return None, False
     used = [i for i, (c, b) in enumerate(zip(cand, base, strict=True)) if c or b]
     lo, hi = used[0], used[-1] + 1
-    bets = start is not None and start[1] == look.weight
+    bets = same
     # a first interval (at the start or a new weight) is shorter by the rollout's phase, so that
     # rollouts started or stepped together bet in different ticks
     at = look.at if bets else look.at - look.phase * EVERY_S

@@ -1,6 +1,14 @@
 """The sample-ratio check of the sequential judge: is the candidate's share of requests the weight
 set? A mismatch holds the rollout (no step advances on data whose split cannot be trusted); it
-never rolls back."""
+never rolls back.
+
+It also says which looks were served at one settled weight (``settle``): the sequential judge's
+streams bet on those intervals alone.
+
+With sticky routing (``Look.sticky``) the router splits keys (users), not requests: one heavy user
+moves many requests to one side at once, so the request share scatters far more than a binomial
+at the weight and the check would hold a correct split. There is no per-variant count of distinct
+keys to test instead, so the judge does not run it (``STICKY``)."""
 
 from __future__ import annotations
 
@@ -11,6 +19,7 @@ from modelcanary.domain.judgement import Look
 
 SRM_ALPHA = 0.001  # a mismatch only holds the rollout, so it may demand strong evidence
 SRM_SETTLE_S = 5.0  # after the weight changes, seconds of requests the check leaves out
+STICKY = "sample-ratio check off: sticky routing splits keys, not requests"
 
 
 @dataclass
@@ -30,6 +39,8 @@ class SampleRatio:
     realised_c: float = 0.0  # candidate requests served, over the same looks
     weight: float | None = None  # the weight at the last look
     settle_until: float = 0.0  # look time (seconds into the rollout) before which requests are not counted
+    step_c: float = 0.0  # candidate requests served over the counted looks at the current weight
+    step_n: float = 0.0  # all requests over the same looks
 
     @classmethod
     def read(cls, saved: list[float] | None, look: Look, requests: list[int]) -> SampleRatio:
@@ -42,32 +53,52 @@ class SampleRatio:
             return cls(weight=look.weight, settle_until=look.at + SRM_SETTLE_S)
         if len(saved) == 2:
             return cls(saved[0], saved[1], requests[1], look.weight)
-        log_e, expected_c, realised_c, weight, settle_until = saved
-        return cls(log_e, expected_c, realised_c, weight, settle_until)
+        log_e, expected_c, realised_c, weight, settle_until, *step = saved
+        return cls(log_e, expected_c, realised_c, weight, settle_until, *step)
 
     def saved(self) -> list[float | None]:
-        return [self.log_e, self.expected_c, self.realised_c, self.weight, self.settle_until]
+        return [self.log_e, self.expected_c, self.realised_c, self.weight, self.settle_until, self.step_c, self.step_n]
+
+    def settle(self, look: Look) -> bool:
+        """Note this look's weight; whether the interval it ends was served at one weight, settled:
+        not the look at which the weight changed, nor those in the ``SRM_SETTLE_S`` after it (nor,
+        with no memory, those in the ``SRM_SETTLE_S`` after the first look). Fixed by the looks'
+        times and weights alone, so a product that skips the other intervals stays a test
+        supermartingale."""
+        if look.weight != self.weight:
+            self.weight, self.settle_until = look.weight, look.at + SRM_SETTLE_S
+            self.step_c = self.step_n = 0.0
+        return look.at >= self.settle_until
 
     def update(self, prev: list[int], now: list[int], look: Look) -> str | None:
         """Count this look's requests (``prev`` and ``now``: baseline's then candidate's, so far);
         the hold, if the evidence of a mismatch is strong enough."""
-        if look.weight != self.weight:
-            self.weight, self.settle_until = look.weight, look.at + SRM_SETTLE_S
+        settled = self.settle(look)
         (prev_b, prev_c), (now_b, now_c) = prev, now
-        d_c = now_c - prev_c
-        d_n = d_c + now_b - prev_b
+        d_c, d_b = now_c - prev_c, now_b - prev_b
+        d_n = d_c + d_b
         share = look.weight / 100
-        if look.at >= self.settle_until and d_n > 0 and 0 < share < 1:
+        # counts that went down (a counter reset) are no interval of requests: not counted
+        if settled and d_c >= 0 and d_b >= 0 and d_n > 0 and 0 < share < 1:
             # the realised/expected ratio so far, as the alternative's odds multiplier
             r_hat = (self.realised_c + 0.5) / (self.expected_c + 0.5)
             alt = share * r_hat / (share * r_hat + 1 - share)
-            self.log_e += d_c * math.log(alt / share) + (d_n - d_c) * math.log((1 - alt) / (1 - share))
+            self.log_e += d_c * math.log(alt / share) + d_b * math.log((1 - alt) / (1 - share))
             self.expected_c += d_n * share
             self.realised_c += d_c
+            self.step_c += d_c
+            self.step_n += d_n
         if self.log_e < math.log(1 / SRM_ALPHA):
             return None
+        # the share this step's counted requests show (the hold is about the split now); before any
+        # is counted at this weight, the share of every request so far
+        if self.step_n > 0:
+            return (
+                f"sample-ratio mismatch: the candidate served {100 * self.step_c / self.step_n:.2f}% of this "
+                f"step's requests with its weight at {look.weight:g}%"
+            )
         realised = 100 * now_c / max(now_c + now_b, 1)
         return (
-            f"sample-ratio mismatch: the candidate served {realised:.2f}% of requests "
+            f"sample-ratio mismatch: the candidate served {realised:.2f}% of requests so far "
             f"with its weight at {look.weight:g}%"
         )

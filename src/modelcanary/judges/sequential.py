@@ -13,7 +13,9 @@ metrics compare the candidate's upper bound with the baseline's lower bound; lat
 other way, that the candidate stays below the baseline stretched by the margin.
 
 Latency is tested at thresholds set by the baseline's own quantiles, read before each interval:
-a candidate request is bad above ``(1 + margin)`` times the threshold, a baseline one above it. With
+a candidate request is bad above ``(1 + margin)`` times the threshold, a baseline one above it. The
+buckets are 10% apart, so the candidate's threshold is rounded to an edge, up for the failing side
+and down for the passing one: each side errs on its own safe side. With
 ``distribution`` on, two more kinds of evidence join the configured quantile's: the p50, p90, p99
 and p99.9 thresholds, so a regression confined to the tail is caught whatever quantile was
 configured; and a rank test over every bucket (judges/rank.py), which uses what the thresholds
@@ -28,7 +30,16 @@ failures, and a paired test on the labelled rows both models scored (``_shadow_s
 candidate can be rolled back in its shadow phase, before it serves anyone.
 
 A sample-ratio mismatch (the candidate's share of requests far from the weight set) holds the
-rollout: no step advances on data whose split cannot be trusted.
+rollout: no step advances on data whose split cannot be trusted. With sticky routing the check is
+off (judges/sample_ratio.py), and the judgement says so.
+
+No stream bets on an interval in which the weight changed, nor on those in the few seconds after
+(``SampleRatio.settle``: gateways apply a new weight a poll late): the candidate's share changed
+partway, and a change both variants share at the same moment (a burst of errors, slower
+responses) would then read as a difference between them. Nor on an interval whose counts cannot
+be counts of one interval (fewer than before, more bad events than exposures: a counter reset).
+The counts move on past such an interval all the same, so the next one is only the new requests;
+the rate metrics' confidence bounds read the intervals bet on alone.
 """
 
 from __future__ import annotations
@@ -54,7 +65,7 @@ from modelcanary.domain.shadow import DECISION_THRESHOLD
 from modelcanary.domain.telemetry import LATENCY_EDGES_MS, RolloutTelemetry, score_bucket
 from modelcanary.judges import rank
 from modelcanary.judges.guardrails import guardrail
-from modelcanary.judges.sample_ratio import SampleRatio
+from modelcanary.judges.sample_ratio import STICKY, SampleRatio
 from modelcanary.stats.classification import Confusion, confusion
 from modelcanary.stats.eprocess import (
     bet_above,
@@ -68,7 +79,7 @@ from modelcanary.stats.eprocess import (
 from modelcanary.stats.histogram import quantile_of_running
 
 NAME = "sequential"
-MEMORY_VERSION = 5  # bump when the meaning of the saved memory changes
+MEMORY_VERSION = 6  # bump when the meaning of the saved memory changes
 DISTRIBUTION_QUANTILES = (0.5, 0.9, 0.99, 0.999)
 BASELINE_BOUND_SHARE = 0.1  # of alpha, spent on the baseline bounds that turn absolute margins into ratios
 _BUCKET_RATIO = LATENCY_EDGES_MS[1] / LATENCY_EDGES_MS[0]
@@ -104,8 +115,27 @@ class _Stream(NamedTuple):
     prev: _Counts
     r0: float  # the null ratio: bad-event rate of the candidate / the baseline's, at most
     bound: float | None = None  # set instead: the candidate's own bad-event rate, at most (one-sample test)
-    passing: bool = False  # whether a verdict reads its passing side (a latency metric's own quantile)
     paired: float | None = None  # set instead: the paired test's margin (bad_c, bad_b: the discordant pairs)
+    # the counts of its passing side, where a verdict reads that (a latency metric's own quantile):
+    # the candidate's threshold is rounded the other way, so each side errs on its own safe side
+    pass_now: _Counts | None = None
+    pass_prev: _Counts | None = None
+    # false when the candidate's threshold could not be stretched by the margin (past the last
+    # bucket edge): the failing side does not bet on the interval
+    stretched: bool = True
+    # a shadow lane's: both exposures are the baseline's requests (copies of them), whatever the
+    # weight, so an interval in which the weight changed is bet on as any other
+    lane: bool = False
+
+
+def _delta(now: _Counts, prev: _Counts) -> _Counts:
+    return _Counts(now.bad_c - prev.bad_c, now.n_c - prev.n_c, now.bad_b - prev.bad_b, now.n_b - prev.n_b)
+
+
+def _consistent(d: _Counts) -> bool:
+    """Whether an interval's counts can be counts: none went down, no more bad events than exposures
+    (a counter reset, or two sources out of step, give others; betting on them bets on nothing real)."""
+    return 0 <= d.bad_c <= d.n_c and 0 <= d.bad_b <= d.n_b
 
 
 @dataclass
@@ -134,6 +164,12 @@ def judge(analysis: Analysis, look: Look, memory: Memory) -> tuple[Judgement, Me
     tested = [m for m in analysis.metrics if not isinstance(m, DriftMetric | CostMetric)]
     memory = _readable(memory)
     now = look.telemetry
+    requests = [now.baseline.requests, now.candidate.requests]
+    before_requests = memory.get("requests", [0, 0])
+    srm = SampleRatio.read(memory.get("srm"), look, before_requests)
+    # whether this look's interval was served at one weight, the gateways caught up: only then do
+    # the streams bet on it (the module's docstring)
+    settled = srm.settle(look)
     margined = sum(1 for m in tested if isinstance(m, ErrorRateMetric | QualityMetric) and m.margin > 0)
     alpha_e = analysis.alpha * (1 - BASELINE_BOUND_SHARE) if margined else analysis.alpha
     alpha_b = analysis.alpha * BASELINE_BOUND_SHARE / max(margined, 1)
@@ -145,7 +181,7 @@ def judge(analysis: Analysis, look: Look, memory: Memory) -> tuple[Judgement, Me
     metric_e: dict[str, float] = {}
     tails = _Tails()
     rates: dict[str, _Counts] = {}  # each rate metric's counts now, read again for its verdict
-    rank_now, rank_bets = rank.interval(tested, look, start)
+    rank_now, rank_bets = rank.interval(tested, look, start, settled)
     lanes: dict[str, _Counts] = {}  # each shadow stream's counts now
     for metric in tested:
         streams = _streams(metric, before, now, alpha_b, tails, rates)
@@ -153,7 +189,7 @@ def judge(analysis: Analysis, look: Look, memory: Memory) -> tuple[Judgement, Me
             streams += _shadow_streams(metric, before, now, streams[0], lanes)
         total = weights_sum = 0.0
         for stream in streams:
-            logs = _update(stream, evidence.get(stream.key, _NO_EVIDENCE))
+            logs = _update(stream, evidence.get(stream.key, _NO_EVIDENCE), settled)
             evidence[stream.key] = logs
             total += stream.weight * _mixture(logs[:_SIDE])
             weights_sum += stream.weight
@@ -171,18 +207,28 @@ def judge(analysis: Analysis, look: Look, memory: Memory) -> tuple[Judgement, Me
     weights = {m.name: m.weight for m in tested}
     combined = sum(weights[n] * e for n, e in metric_e.items()) / sum(weights.values()) if tested else 1.0
     responsible = _responsible(metric_e, weights, 1 / alpha_e) if combined >= 1 / alpha_e else set()
+    counted = _counted(tested, before, rates, memory.get("counted", {}), settled)
     judged = tuple(
         guardrail(metric, now)
         if isinstance(metric, DriftMetric | CostMetric)
         else _judge_metric(
-            metric, now, evidence, metric_e[metric.name], metric.name in responsible, analysis.alpha, tails, rates
+            metric,
+            now,
+            evidence,
+            metric_e[metric.name],
+            metric.name in responsible,
+            analysis.alpha,
+            tails,
+            rates,
+            counted,
         )
         for metric in analysis.metrics
     )
-    requests = [now.baseline.requests, now.candidate.requests]
-    before_requests = memory.get("requests", [0, 0])
-    srm = SampleRatio.read(memory.get("srm"), look, before_requests)
-    hold = srm.update(before_requests, requests, look)
+    if look.sticky:
+        # the router splits keys: the request share is no binomial at the weight (sample_ratio.py)
+        hold, judged = None, (*judged, _sample_ratio_off(now))
+    else:
+        hold = srm.update(before_requests, requests, look)
     judgement = Judgement(judge=NAME, metrics=judged, e_value=combined, threshold=1 / alpha_e, hold=hold)
     after = _counts_for_next_look(tested, now, tails, rates) | {key: list(c) for key, c in lanes.items() if c != _NONE}
     if after == before and rank_now == start and requests == before_requests:
@@ -194,6 +240,7 @@ def judge(analysis: Analysis, look: Look, memory: Memory) -> tuple[Judgement, Me
         "requests": requests,
         "e": evidence,
         "srm": srm.saved(),
+        "counted": {name: list(c) for name, c in counted.items() if c != _NONE},
     }
 
 
@@ -217,16 +264,24 @@ def _counts_for_next_look(
             # (latencies, not requests: a metric source may count requests it has no latency for)
             if tails.above(now.baseline.latency_counts, 0) < rank.MIN_BASELINE:
                 continue
-            # the candidate's threshold is the baseline's stretched by the margin, rounded up to a
-            # bucket edge (up, so the test stays on the safe side of the margin)
-            shift = math.ceil(math.log1p(metric.margin) / math.log(_BUCKET_RATIO) - 1e-9)
-            for q, key, _ in _latency_keys(metric):
+            # the candidate's threshold is the baseline's stretched by the margin, rounded to a bucket
+            # edge: up for the failing side, down for the passing one, so each errs on its own safe
+            # side (rounded up for both, a candidate up to 10% slower was shown within a 1% margin)
+            buckets = math.log1p(metric.margin) / math.log(_BUCKET_RATIO)
+            up, down = math.ceil(buckets - 1e-9), math.floor(buckets + 1e-9)
+            for position, (q, key, _) in enumerate(_latency_keys(metric)):
                 edge = tails.quantile(now.baseline.latency_counts, q)
                 assert edge is not None
                 index = min(_bucket_above(edge), len(LATENCY_EDGES_MS))  # requests in buckets >= index exceed it
-                cand_index = min(index + shift, len(LATENCY_EDGES_MS))
+                # past the last edge the stretched threshold does not exist: kept as it is, and the
+                # failing side then bets nothing (a lower threshold would not be the margin's)
+                cand_index = index + up
                 counts = _above(now, index, cand_index, tails)
                 kept[key] = [index, cand_index, counts.bad_c, counts.n_c, counts.bad_b, counts.n_b]
+                if position == 0:  # the configured quantile's passing side: the candidate's own threshold
+                    # (lower past the last edge: a stricter test of "better", still on its safe side)
+                    pass_index = min(index + down, len(LATENCY_EDGES_MS))
+                    kept[key] += [pass_index, tails.above(now.candidate.latency_counts, pass_index)]
             continue
         assert isinstance(metric, ErrorRateMetric | QualityMetric)
         counts = rates[metric.name] if metric.name in rates else _rate_counts(metric, now)
@@ -235,10 +290,35 @@ def _counts_for_next_look(
     return kept
 
 
+def _counted(
+    tested: Sequence[Metric],
+    before: dict[str, list[int]],
+    rates: dict[str, _Counts],
+    so_far: dict[str, list[int]],
+    settled: bool,
+) -> dict[str, _Counts]:
+    """Each rate metric's counts over the intervals its stream bets on (settled at one weight, and
+    consistent), which its confidence bounds read: a candidate that served most of its requests
+    after a step, beside a baseline whose requests came before it, is not compared with it over
+    the interval that mixed the two. (A step whose shared conditions differ from the last's still
+    is: docs/sequential-judge.md, "What it does not do".)"""
+    counted: dict[str, _Counts] = {}
+    for metric in tested:
+        if not isinstance(metric, ErrorRateMetric | QualityMetric):
+            continue
+        total = _Counts(*so_far[metric.name]) if metric.name in so_far else _NONE
+        prev = _Counts(*before[metric.name]) if metric.name in before else _NONE
+        delta = _delta(rates[metric.name], prev)
+        if settled and _consistent(delta):
+            total = _Counts(*(a + b for a, b in zip(total, delta, strict=True)))
+        counted[metric.name] = total
+    return counted
+
+
 _NO_EVIDENCE = [0.0] * _SIDE
 
 
-def _update(stream: _Stream, logs: list[float]) -> list[float]:
+def _update(stream: _Stream, logs: list[float], settled: bool) -> list[float]:
     """Add one interval's bets to each component of the stream's e-process against "within the
     margin" (the failing side), and of its e-process against "beyond it" (the passing side) where
     a verdict reads that: rate metrics pass on confidence bounds instead, and a latency metric on
@@ -248,10 +328,19 @@ def _update(stream: _Stream, logs: list[float]) -> list[float]:
     interval, so it is predictable, and it learns the effect's size) and fixed bets on a grid of
     ratios (which need no past, so a first look or a large batch is not wasted). A mixture of test
     supermartingales is one; it costs at most log 2 against the better half.
+
+    No bet on an interval that was not ``settled`` at one weight (a lane's excepted) or whose counts
+    are not ``_consistent``: which intervals are skipped is fixed before their bad events are read,
+    so the product of the others is still a test supermartingale.
     """
-    x_c, n_c = stream.now.bad_c - stream.prev.bad_c, stream.now.n_c - stream.prev.n_c
-    x_b, n_b = stream.now.bad_b - stream.prev.bad_b, stream.now.n_b - stream.prev.n_b
+    fail = logs[:_SIDE]
+    passing = (logs[_SIDE:] or _NO_EVIDENCE) if stream.pass_now is not None else []
+    x_c, n_c, x_b, n_b = delta = _delta(stream.now, stream.prev)
+    if not (settled or stream.lane) or not _consistent(delta):
+        return fail + passing
     if stream.paired is not None:
+        if x_c + x_b > n_c:  # more discordant pairs than pairs
+            return fail
         # the paired test: the plug-in stakes what the pairs so far suggest, the rest fixed shares
         margin, prev = stream.paired, stream.prev
         top = 1 / (1 + margin)
@@ -264,14 +353,20 @@ def _update(stream: _Stream, logs: list[float]) -> list[float]:
         a_hat = (stream.prev.bad_c + 0.5) / (stream.prev.n_c + 1.0)
         bets = [a_hat, *(bound * g for g in GRID)]
         return [log + bet_above(x_c, n_c, bound, a) for log, a in zip(logs[:_SIDE], bets, strict=True)]
-    r_hat = min(plug_in_ratio(stream.prev.bad_c, stream.prev.n_c, stream.prev.bad_b, stream.prev.n_b), 50.0)
-    r0 = stream.r0
-    worse = ratio_bets(x_c, x_b, n_c, n_b, r0, [r_hat, *(r0 * g for g in GRID)], worse=True)
-    fail = [log + bet for log, bet in zip(logs[:_SIDE], worse, strict=True)]
-    if not stream.passing:
+    r0, prev = stream.r0, stream.prev
+    if stream.stretched:
+        r_hat = min(plug_in_ratio(prev.bad_c, prev.n_c, prev.bad_b, prev.n_b), 50.0)
+        worse = ratio_bets(x_c, x_b, n_c, n_b, r0, [r_hat, *(r0 * g for g in GRID)], worse=True)
+        fail = [log + bet for log, bet in zip(fail, worse, strict=True)]
+    if stream.pass_now is None or stream.pass_prev is None:
         return fail
-    better = ratio_bets(x_c, x_b, n_c, n_b, r0, [r_hat, *(r0 / g for g in GRID)], worse=False)
-    return fail + [log + bet for log, bet in zip(logs[_SIDE:] or _NO_EVIDENCE, better, strict=True)]
+    # the passing side reads the candidate at its own threshold: its own counts, and its own plug-in
+    x_pass = stream.pass_now.bad_c - stream.pass_prev.bad_c
+    if not 0 <= x_pass <= n_c:
+        return fail + passing
+    r_pass = min(plug_in_ratio(stream.pass_prev.bad_c, prev.n_c, prev.bad_b, prev.n_b), 50.0)
+    better = ratio_bets(x_pass, x_b, n_c, n_b, r0, [r_pass, *(r0 / g for g in GRID)], worse=False)
+    return fail + [log + bet for log, bet in zip(passing, better, strict=True)]
 
 
 def _mixture(logs: list[float]) -> float:
@@ -305,14 +400,28 @@ def _streams(
 ) -> list[_Stream]:
     if isinstance(metric, LatencyMetric):
         streams = []
-        for position, (_, key, weight) in enumerate(_latency_keys(metric)):
+        for _, key, weight in _latency_keys(metric):
             kept = before.get(key)
             if kept is None:  # the baseline had too few requests at the last look to set thresholds
                 return []
-            index, cand_index, *counts = kept
-            now_above = _above(now, index, cand_index, tails)
-            streams.append(  # the configured quantile comes first: its passing side is the metric's
-                _Stream(key=key, weight=weight, now=now_above, prev=_Counts(*counts), r0=1.0, passing=position == 0)
+            index, cand_index, bad_c, n_c, bad_b, n_b, *passing = kept
+            now_above, prev = _above(now, index, cand_index, tails), _Counts(bad_c, n_c, bad_b, n_b)
+            pass_now = pass_prev = None
+            if passing:  # the configured quantile's (it comes first): its passing side is the metric's
+                pass_index, pass_bad_c = passing
+                pass_now = now_above._replace(bad_c=tails.above(now.candidate.latency_counts, pass_index))
+                pass_prev = prev._replace(bad_c=pass_bad_c)
+            streams.append(
+                _Stream(
+                    key=key,
+                    weight=weight,
+                    now=now_above,
+                    prev=prev,
+                    r0=1.0,
+                    pass_now=pass_now,
+                    pass_prev=pass_prev,
+                    stretched=cand_index <= len(LATENCY_EDGES_MS),
+                )
             )
         return streams
     assert isinstance(metric, ErrorRateMetric | QualityMetric)
@@ -361,7 +470,7 @@ def _shadow_streams(
         return []  # the lane pairs decisions at its own threshold only, and right or wrong only
     lanes[key] = counts
     prev = _Counts(*before[key]) if key in before else _NONE
-    return [_Stream(key=key, weight=1.0, now=counts, prev=prev, r0=live.r0, bound=live.bound, paired=paired)]
+    return [_Stream(key=key, weight=1.0, now=counts, prev=prev, r0=live.r0, bound=live.bound, paired=paired, lane=True)]
 
 
 def _rate_counts(metric: ErrorRateMetric | QualityMetric, t: RolloutTelemetry) -> _Counts:
@@ -394,9 +503,10 @@ def _latency_keys(metric: LatencyMetric) -> list[tuple[float, str, float]]:
 
 
 def _above(t: RolloutTelemetry, index: int, cand_index: int, tails: _Tails) -> _Counts:
-    """Requests above the thresholds: the candidate's at bucket ``cand_index``, the baseline's at ``index``."""
+    """Requests above the thresholds: the candidate's at bucket ``cand_index`` (the last, past it),
+    the baseline's at ``index``."""
     return _Counts(
-        tails.above(t.candidate.latency_counts, cand_index),
+        tails.above(t.candidate.latency_counts, min(cand_index, len(LATENCY_EDGES_MS))),
         t.candidate.requests,
         tails.above(t.baseline.latency_counts, index),
         t.baseline.requests,
@@ -420,23 +530,27 @@ def _judge_metric(
     alpha: float,
     tails: _Tails,
     rates: dict[str, _Counts],
+    counted: dict[str, _Counts],
 ) -> MetricJudgement:
     if isinstance(metric, LatencyMetric):
         return _latency_verdict(metric, now, evidence, e_value, failed, alpha, tails)
-    counts = rates[metric.name] if metric.name in rates else _rate_counts(metric, now)
+    counts = rates[metric.name]  # (as ``_streams`` read them)
     minimum = metric.min_requests if isinstance(metric, ErrorRateMetric) else metric.min_labels
     rate_c = counts.bad_c / counts.n_c if counts.n_c else None
     rate_b = counts.bad_b / counts.n_b if counts.n_b else None
-    high_c = rate_upper(counts.bad_c, counts.n_c, alpha / 4)
-    low_b = rate_lower(counts.bad_b, counts.n_b, alpha / 4)
-    within = high_c - low_b <= metric.margin
+    # the bounds read the intervals the stream bet on (``_counted``)
+    judged = counted.get(metric.name, _NONE)
+    high_c = rate_upper(judged.bad_c, judged.n_c, alpha / 4)
+    ceiling = rate_lower(judged.bad_b, judged.n_b, alpha / 4) + metric.margin  # the most high_c may be
+    within = high_c <= ceiling
     quality = isinstance(metric, QualityMetric)
 
     def shown(rate: float | None) -> float | None:  # quality is reported as the measure, not its misses
         return None if rate is None else (1 - rate if quality else rate)
 
-    # reported on the metric's own scale: the bound is the candidate's worst plausible value
-    limit = None if rate_b is None else (1 - rate_b - metric.margin if quality else rate_b + metric.margin)
+    # reported on the metric's own scale: the bound is the candidate's worst plausible value, and the
+    # limit the figure it is compared with, the baseline's best plausible value moved by the margin
+    limit = None if judged.n_b == 0 else (1 - ceiling if quality else ceiling)
     bound = 1 - high_c if quality else high_c
     what = "labels" if quality else "requests"
     unscored = now.baseline.unscored_labels + now.candidate.unscored_labels if quality else 0
@@ -468,20 +582,40 @@ def _latency_verdict(
     base = tails.quantile(now.baseline.latency_counts, metric.quantile)
     cand = tails.quantile(now.candidate.latency_counts, metric.quantile)
     logs = evidence.get(f"{metric.name}@q{metric.quantile:g}")
-    pass_e = _mixture(logs[_SIDE:]) if logs else 1.0
+    pass_e = _mixture(logs[_SIDE:]) if logs and len(logs) > _SIDE else 1.0
     samples = (tails.above(now.baseline.latency_counts, 0), tails.above(now.candidate.latency_counts, 0))
+    limit = None if base is None else base * (1 + metric.margin)
+    # (the e-process compares counts above thresholds at bucket edges; a pass also needs the quantile
+    # read off the histograms within the limit, so that a pass never reports one beyond it)
+    estimated = cand is not None and limit is not None and cand <= limit
     return _verdict(
         metric,
         failed=failed,
-        passed=pass_e >= 2 / alpha and min(samples) >= metric.min_requests,
+        passed=pass_e >= 2 / alpha and min(samples) >= metric.min_requests and estimated,
         no_data=min(samples) < metric.min_requests and not failed,
         values=(base, cand),
-        limit=None if base is None else base * (1 + metric.margin),
+        limit=limit,
         bound=None,
         e_value=e_value,
         samples=samples,
         unit="ms",
         detail=f"{samples[1]} candidate and {samples[0]} baseline latencies, {metric.min_requests} needed",
+    )
+
+
+def _sample_ratio_off(now: RolloutTelemetry) -> MetricJudgement:
+    """Why no sample-ratio mismatch is ever held under sticky routing: a check that holds nothing
+    back, but says so."""
+    return MetricJudgement(
+        name="sample-ratio",
+        kind="sample-ratio",
+        verdict=Verdict.PASS,
+        baseline=None,
+        candidate=None,
+        limit=None,
+        baseline_samples=now.baseline.requests,
+        candidate_samples=now.candidate.requests,
+        reason=STICKY,
     )
 
 

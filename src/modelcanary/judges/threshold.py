@@ -15,7 +15,8 @@ Read from fluxcd/flagger: ``pkg/controller/scheduler.go`` (``advanceCanary``, ``
 - A check fails when any metric fails it. Flagger's ``status.failedChecks`` is incremented on every
   failed check and never reset by a passing one (only a new revision resets it), so this counts the
   TOTAL of failed checks, not consecutive ones. When it reaches ``failed_checks`` (5 here, as in
-  Flagger's examples; the code's fallback is 1), the metrics that failed that check are FAIL. Flagger
+  Flagger's examples; the code's fallback is 1), the metrics that failed that check are FAIL (one
+  within its limit on fewer samples than its minimum did not fail it, and stays NO_DATA). Flagger
   rolls back at the tick after that check; the judge says FAIL at the check itself.
 - A metric without data fails the check: Flagger's providers return ``ErrNoValuesFound`` and
   ``runMetricChecks`` halts advancement and counts the check as failed ("no values found ... probably
@@ -123,8 +124,8 @@ def _check(tested: list[Tested], look: Look, memory: Memory, threshold: int) -> 
     for metric, outcome in zip(tested, outcomes, strict=True):
         if outcome.status == "pass":
             verdict = Verdict.PASS
-        elif failed >= threshold:
-            verdict = Verdict.FAIL
+        elif failed >= threshold and outcome.status in ("worse", "no_data"):
+            verdict = Verdict.FAIL  # named only if it failed this check: one within its limit on few samples did not
         else:
             verdict = Verdict.INCONCLUSIVE if outcome.status == "worse" else Verdict.NO_DATA
         last[metric.name] = {
