@@ -190,6 +190,35 @@ def test_a_failed_query_is_data_naming_the_query(
     assert measurement.error is not None and expected in measurement.error and candidate_requests in measurement.error
 
 
+@pytest.mark.parametrize(
+    ("candidate", "expected"),
+    [
+        # a filter dropping the +Inf bucket: the requests slower than the last finite le would vanish
+        (
+            {"latencyBuckets": 'sum(model_latency_seconds_bucket{version="2", le!="+Inf"}) by (le)'},
+            'no le="+Inf" bucket',
+        ),
+        # both versions' requests, one version's histogram: the other's latencies would go unseen
+        ({"requests": "sum(model_requests_total) or vector(0)"}, "fewer than the"),
+    ],
+    ids=["no-inf", "fewer-than-requests"],
+)
+def test_a_histogram_missing_requests_is_data_naming_the_query(
+    prometheus: Prometheus, candidate: dict[str, str], expected: str
+) -> None:
+    for version in "12":
+        prometheus.drive(version, [0.01])
+        prometheus.scraped(version, prometheus.driven(version))
+    config = source(prometheus.url)
+    config["prometheus"]["candidate"].update(candidate)
+
+    measurement = PrometheusMetrics().measure(Source.model_validate(config), since=time.time() - 60, until=time.time())
+
+    assert measurement.telemetry is None
+    assert measurement.error is not None and expected in measurement.error
+    assert config["prometheus"]["candidate"]["latencyBuckets"] in measurement.error
+
+
 def test_an_unreachable_server_is_data_too() -> None:
     config = Source.model_validate(source(f"http://127.0.0.1:{free_port()}"))
     measurement = PrometheusMetrics().measure(config, since=0.0, until=1.0)

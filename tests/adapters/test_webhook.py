@@ -1,7 +1,8 @@
 """Webhook notifications from the controller's outbox to a real HTTP receiver on loopback that
 fails its first attempts: spaced retries (on a hand-moved clock), one delivery per key, a valid
 HMAC signature, a Slack-compatible body, and a bounded number of attempts. A receiver answering
-what is not HTTP, or a URL that cannot be opened, is a delivery error like any other."""
+what is not HTTP, or a URL that cannot be opened, is a delivery error like any other; a URL
+holding credentials is one too, never opened, and its error does not show them."""
 
 from __future__ import annotations
 
@@ -329,3 +330,21 @@ def test_a_redirect_fails_the_delivery_and_is_not_followed() -> None:
     assert isinstance(raised, DeliveryError)
     assert str(raised) == f"webhook {receiver.url}: HTTP 302 Found (a redirect is not followed)"
     assert receiver.requests == [("POST", "/hook")]  # the signed body went nowhere else
+
+
+def test_a_url_holding_credentials_is_never_opened_nor_shown() -> None:
+    from modelcanary.domain.errors import DeliveryError
+
+    # saved by an older release: specs refuse it now (tests/domain/test_spec_urls.py)
+    receiver = Scripted(redirect)
+    try:
+        url = receiver.url.replace("http://", "http://bot:ghp_T0KEN@")
+        raised = deliver_within(4.0, url, timeout_s=1.0)
+    finally:
+        receiver.close()
+    assert isinstance(raised, DeliveryError)
+    assert str(raised) == (
+        f"webhook {receiver.url}: the URL holds credentials (user:password@, not shown), which are never sent: "
+        "take them out; secretEnv signs each delivery"
+    )
+    assert receiver.requests == []  # nor looked up in DNS as a host named bot:ghp_T0KEN@127.0.0.1

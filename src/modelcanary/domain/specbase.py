@@ -28,17 +28,32 @@ ModelUri = Annotated[str, BeforeValidator(_model_ref)]
 
 
 def _http_url(url: str) -> str:
-    """A URL a client can call: http(s), a host, and a port from 1 to 65535 if it names one.
+    """A URL a client can call: http(s), a host, and a port from 1 to 65535 if it names one, and no
+    credentials (``user:password@``): urllib never sends them (it reads them as part of the host
+    name, and looks that up in DNS), and every error would show them. A webhook proves its origin
+    with ``secretEnv`` (an HMAC-SHA256 signature the receiver checks); the Prometheus source sends
+    no credentials, so a Prometheus that wants some is reached through a proxy that adds them.
 
     >>> _http_url("http://prometheus:909O")
     Traceback (most recent call last):
     ...
     ValueError: 'http://prometheus:909O' has a bad port: give a number from 1 to 65535, or none
+    >>> _http_url("http://admin:s3cret@prometheus:9090")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: 'http://prometheus:9090' holds credentials (user:password@, not shown here), which are never sent...
     """
     try:
         parts = urlsplit(url)
     except ValueError as exc:  # an unclosed [IPv6] host
-        raise ValueError(f"{url!r} is not a URL: {exc}") from None
+        raise ValueError(f"{without_credentials(url)!r} is not a URL: {exc}") from None
+    if "@" in parts.netloc:
+        raise ValueError(
+            f"{without_credentials(url)!r} holds credentials (user:password@, not shown here), which are never "
+            "sent and would be shown in every error: take them out of the URL. A webhook proves its origin with "
+            "secretEnv (an HMAC-SHA256 signature); a Prometheus that asks for credentials is reached through a "
+            "proxy that adds them"
+        )
     if not parts.hostname:
         raise ValueError(f"{url!r} names no host")
     try:
@@ -48,6 +63,22 @@ def _http_url(url: str) -> str:
     if port == 0:
         raise ValueError(f"{url!r} has a bad port: give a number from 1 to 65535, or none")
     return url
+
+
+# a URL's scheme, then its userinfo: everything in the authority up to its last "@"
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
+
+
+def without_credentials(url: str) -> str:
+    """``url`` without its ``user:password@``, to show in a message: a URL saved before specs refused
+    credentials in one may still hold some. Read as text, so a URL that does not parse loses them too.
+
+    >>> without_credentials("https://bot:ghp_T0KEN@hooks.example/x?to=a@b")
+    'https://hooks.example/x?to=a@b'
+    >>> without_credentials("http://u:p@[fe80::1")
+    'http://[fe80::1'
+    """
+    return _USERINFO.sub(r"\1", url)
 
 
 HttpUrl = Annotated[str, Field(pattern=r"^https?://\S+$"), AfterValidator(_http_url)]
