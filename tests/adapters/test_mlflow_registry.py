@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import itertools
 import os
+import re
 import socket
+import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from mlflow import MlflowClient
 
-from modelcanary.adapters.registry.mlflow import HTTP_DEFAULTS, MlflowRegistry
+from modelcanary.adapters.registry import mlflow as mlflow_adapter
+from modelcanary.adapters.registry.mlflow import DATA_AS_OF_TAG, HTTP_DEFAULTS, MlflowRegistry
 from modelcanary.domain.errors import RegistryError
 from modelcanary.domain.state import ModelInfo, ModelVersion
 
@@ -156,3 +162,108 @@ def test_the_request_limits_are_defaults_a_users_setting_overrides(monkeypatch: 
     MlflowRegistry("http://127.0.0.1:9")
     assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "42"
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == HTTP_DEFAULTS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
+
+
+def fresh_http_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This module's registries get the adapter's request limits, whatever an earlier one left set."""
+    for name in HTTP_DEFAULTS:
+        monkeypatch.delenv(name, raising=False)
+
+
+@contextlib.contextmanager
+def trickling_registry() -> Iterator[str]:
+    """The URL of a loopback server that reads each request, then sends its answer a byte every
+    0.25 s (each well within MLflow's 5 s read timeout) until the block ends."""
+    stop = threading.Event()
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def trickle(conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)
+            for byte in itertools.cycle(b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 64):
+                if stop.wait(0.25):
+                    return
+                conn.sendall(bytes([byte]))
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):  # the listener closed
+            while True:
+                threading.Thread(target=trickle, args=(listener.accept()[0],), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        listener.close()
+
+
+def test_a_registry_that_trickles_its_answers_fails_each_call_at_its_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    fresh_http_defaults(monkeypatch)
+    with trickling_registry() as url:
+        registry = MlflowRegistry(url, deadline_s=1.0)
+        calls: list[tuple[str, Callable[[], object]]] = [
+            ("resolving models:/fraud@champion", lambda: registry.resolve("models:/fraud@champion")),
+            ("describing models:/fraud/2", lambda: registry.describe(ModelVersion(name="fraud", version="2"))),
+            ("setting alias fraud@champion -> 2", lambda: registry.set_alias("fraud", "champion", "2")),
+        ]
+        for what, call in calls:
+            started = time.monotonic()
+            with pytest.raises(RegistryError, match=re.escape(f"{what}: the registry did not answer within 1 s")):
+                call()
+            # MLflow's read timeout never fires: a byte comes every 0.25 s (the audit's took 48 s)
+            assert time.monotonic() - started < 3
+
+
+def registry_threads(before: set[threading.Thread]) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("modelcanary-registry") and t not in before]
+
+
+def test_abandoned_calls_are_bounded_and_a_write_never_overtakes_an_earlier_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fresh_http_defaults(monkeypatch)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")  # the abandoned calls outlive the test's calls
+    reads = mlflow_adapter.MAX_READS
+    before = set(threading.enumerate())
+    listener = socket.create_server(("127.0.0.1", 0), backlog=32)  # never accepts: the kernel does, nothing answers
+    registry = MlflowRegistry(f"http://127.0.0.1:{listener.getsockname()[1]}", deadline_s=0.3)
+    try:
+        for _ in range(reads):
+            with pytest.raises(RegistryError, match=r"did not answer within 0\.3 s"):
+                registry.resolve("models:/fraud@champion")
+        busy = f"not sent, {reads} earlier reads are still unanswered after 0.3 s"
+        with pytest.raises(RegistryError, match=re.escape(busy)):
+            registry.resolve("models:/fraud@champion")
+        with pytest.raises(RegistryError, match="setting alias fraud@champion -> 2: the registry did not answer"):
+            registry.set_alias("fraud", "champion", "2")
+        # the move back must not land before the one still in flight: it is not sent
+        with pytest.raises(
+            RegistryError, match="setting alias fraud@champion -> 1: not sent, an earlier write to the registry is"
+        ):
+            registry.set_alias("fraud", "champion", "1")
+        assert len(registry_threads(before)) == reads + 1
+    finally:
+        listener.close()  # resets the waiting connections: the abandoned calls end
+    deadline = time.monotonic() + 30
+    while registry_threads(before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert registry_threads(before) == []
+    with pytest.raises(RegistryError, match="models:/fraud@champion: API request"):  # sent again, and refused
+        registry.resolve("models:/fraud@champion")
+
+
+@pytest.mark.parametrize("tag", ["1700000000", "1700000000000", "2023-11-14T22:13:20Z"])
+def test_a_data_as_of_tag_in_epoch_seconds_milliseconds_or_iso_is_the_same_date(
+    own_registry: MlflowRegistry, tmp_path: Path, tag: str
+) -> None:
+    client = own_registry.client
+    name = f"dated-{uuid.uuid4().hex[:6]}"
+    run = client.create_run(client.create_experiment(name, artifact_location=(tmp_path / "a").as_uri()))
+    client.set_tag(run.info.run_id, DATA_AS_OF_TAG, tag)  # 1700000000000 is MLflow's unit, milliseconds
+    client.create_registered_model(name)
+    version = client.create_model_version(name, (tmp_path / "model").as_uri(), run_id=run.info.run_id)
+
+    info = own_registry.describe(ModelVersion(name=name, version=str(version.version)))
+
+    assert info.data_as_of == 1_700_000_000.0

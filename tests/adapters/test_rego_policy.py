@@ -5,6 +5,7 @@ candidate that meets it and denies one that does not."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -259,3 +260,77 @@ def test_an_error_found_only_when_the_policy_runs_is_rego_cpps_message_never_a_c
     for _ in range(2):  # compiled, then from the cached bundle
         decision = engine.evaluate(Gate.STEP, [policy], {})
         assert [d.message for d in decision.denials] == [f"the policy failed to evaluate: {error}"]
+
+
+REFUSED = [
+    # (the policy's lines after its package and import, the built-in, its line, why it is refused)
+    (
+        "deny contains msg if { msg := opa.runtime().env.MODELCANARY_TEST_SECRET }",
+        "opa.runtime",
+        4,
+        "reads the controller's environment (a secret could end up in a denial message)",
+    ),
+    (
+        'deny contains "late" if time.now_ns() > input.params.deadline_ns',
+        "time.now_ns",
+        4,
+        "reads the wall clock; compare with input.now, the decision's clock, so a decision replays",
+    ),
+    (  # rego-cpp takes the name spelled so too
+        'deny contains msg if {\n  msg := opa [ "runtime" ] ( ).env.MODELCANARY_TEST_SECRET\n}',
+        "opa.runtime",
+        5,
+        "reads the controller's environment (a secret could end up in a denial message)",
+    ),
+    (
+        'deny contains "late" if {\n  t := time.  # the wall clock\n    now_ns()\n  t > 0\n}',
+        "time.now_ns",
+        5,
+        "reads the wall clock; compare with input.now, the decision's clock, so a decision replays",
+    ),
+    ('deny contains "coin" if rand.intn("x", 2) == 1', "rand.intn", 4, "is random, so a decision would not replay"),
+]
+
+
+@pytest.mark.parametrize(("body", "builtin", "line", "why"), REFUSED, ids=[f"{r[1]}-{r[2]}" for r in REFUSED])
+def test_a_policy_that_reads_the_environment_or_the_clock_is_refused_naming_the_builtin_and_its_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str, builtin: str, line: int, why: str
+) -> None:
+    source = f"package p\nimport rego.v1\n# time.now_ns() in a comment is no use of it\n{body}\n"
+    (tmp_path / "reader.rego").write_text(source)
+    engine = RegoPolicyEngine()
+    refusal = f"is refused: it uses {builtin} (line {line}), which {why}"
+    with pytest.raises(ValueError, match=re.escape(f"policy reader.rego {refusal}")):
+        engine.source("reader.rego", relative_to=str(tmp_path))
+
+    monkeypatch.setenv("MODELCANARY_TEST_SECRET", "hunter2")
+    policy = Policy("reader", source, {"deadline_ns": 0})  # one saved with a rollout before: it denies
+    decision = engine.evaluate(Gate.STEP, [policy], {})
+    assert [d.message for d in decision.denials] == [f"the policy {refusal}"]
+    assert "hunter2" not in decision.summary()
+
+
+def test_a_policy_naming_those_words_elsewhere_is_not_refused(tmp_path: Path) -> None:
+    (tmp_path / "fine.rego").write_text(
+        "package p\nimport rego.v1\n# time.now_ns() would read the wall clock\n"
+        'deny contains "opa.runtime() is off limits" if input.time.now_ns > input.now\n'
+    )
+    engine = RegoPolicyEngine()
+    policy = Policy("fine", engine.source("fine.rego", relative_to=str(tmp_path)), {})
+    assert [d.message for d in engine.evaluate(Gate.STEP, [policy], {"time": {"now_ns": 2}, "now": 1}).denials] == [
+        "opa.runtime() is off limits"
+    ]
+
+
+def test_a_policy_that_runs_out_of_its_evaluation_budget_denies_saying_it_took_too_long() -> None:
+    loops = "\n".join(f"  some {name} in numbers.range(1, 100)" for name in "ijk")  # 10^6 rounds
+    slow = Policy(
+        "slow", f'package slow\nimport rego.v1\ndeny contains "never" if {{\n{loops}\n  i + j + k < 0\n}}\n', {}
+    )
+    decision = RegoPolicyEngine().evaluate(Gate.STEP, [slow], {})
+    (denial,) = decision.denials
+    assert re.fullmatch(
+        r"the policy failed to evaluate: it took too long: rego-cpp stopped it after \d+\.\d s, at its evaluation"
+        r" budget of 10,000,000 statements; make it do less work",
+        denial.message,
+    ), denial.message

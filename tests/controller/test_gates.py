@@ -77,6 +77,27 @@ def test_a_step_gate_denial_holds_once_then_lets_go_when_the_policy_allows(
     assert last.gate is not None and last.gate["denials"] == [] and last.gate["policies"] == ["change-freeze"]
 
 
+def test_a_misspelled_freeze_holds_the_rollout_naming_the_spelling_and_never_reads_as_no_freeze(
+    store: SqlStore, registry: FakeRegistry
+) -> None:
+    clock = Clock(FRIDAY)  # a day the freeze means to leave free
+    misspelled = {"policy": "change-freeze", "params": {"weekdays": ["saturday", "Sun"]}}
+    state = start_rollout(store, registry, spec_text({"step": [misspelled]}), source="t", actor="ana", now=clock.now)
+    controller = Controller(store=store, registry=registry, clock=clock)
+
+    (held,) = controller.tick()
+    assert (held.phase, held.weight) == (Phase.PENDING, 0.0)
+    assert held.reason == (
+        'held at the step gate: change-freeze: change-freeze weekdays: "Sun" is not a weekday; write one of'
+        " Sunday, Monday, Tuesday, Wednesday, Thursday, Friday, Saturday (any case)"
+    )
+    assert store.routes() == {}
+    clock.now = SATURDAY  # "saturday" is read, in any case
+    (again,) = controller.tick()
+    assert again.id == state.id and again.phase is Phase.PENDING
+    assert "change-freeze: no changes on Saturday (UTC)" in again.reason and '"Sun" is not a weekday' in again.reason
+
+
 def test_on_deny_rollback_ends_a_rollout_the_step_gate_refuses(store: SqlStore, registry: FakeRegistry) -> None:
     clock = Clock(SATURDAY)
     text = spec_text({"step": [FREEZE], "onDeny": "rollback"})

@@ -8,7 +8,12 @@ policies are the ``.rego`` files beside this module, named by their stem (``data
 A package is a dotted name whose parts may be quoted (``package rules["fraud-team"]``); its
 ``deny`` is queried under the whole of it. A NaN or an infinity anywhere in the input reaches a
 policy as null: missing data, never a number. A policy that cannot answer (an unknown function,
-recursion, a built-in's error) denies, saying why; it never raises.
+recursion, a built-in's error, a rule that ran out of rego-cpp's evaluation budget) denies, saying
+why; it never raises.
+
+A policy judges its input and nothing else: one that names a built-in reading the outside world
+(``opa.runtime``, ``time.now_ns``, randomness, the network; see ``FORBIDDEN``) is refused when
+loaded, naming the built-in and its line, and one saved with a rollout before denies.
 
 >>> engine = RegoPolicyEngine()
 >>> from modelcanary.ports import Policy
@@ -26,6 +31,7 @@ import json
 import math
 import re
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,6 +48,30 @@ _ERROR = re.compile(r"\(error \d+:[^|]*\|(\d+)\|\d+\s*\(errormsg \d+:([^)]*)\)")
 # ... or, for some errors found only when a query runs, one with no place: (error (errormsg N:MESSAGE) ...)
 _BARE_ERROR = re.compile(r"\(errormsg \d+:([^)\n]*)\)")
 
+# Built-ins a policy may not name (call, or replace with `with`), and why: a decision must replay
+# from the store alone, and a denial message is saved and shown, so nothing secret may reach one.
+FORBIDDEN = {
+    "opa.runtime": "reads the controller's environment (a secret could end up in a denial message)",
+    "time.now_ns": "reads the wall clock; compare with input.now, the decision's clock, so a decision replays",
+    "rand.intn": "is random, so a decision would not replay",
+    "uuid.rfc4122": "is random, so a decision would not replay",
+    "http.send": "reaches the network",
+    "net.lookup_ip_addr": "reaches the network",
+}
+# rego-cpp stops a query after this many statements (VirtualMachine's stmt_limit; regopy 1.5 cannot
+# change it) and reports only "<error>", as it does a built-in's error. The budget takes seconds to
+# use up (5 s on a 2-core machine), a built-in fails in milliseconds: a failure that took longer than
+# this is reported as the budget.
+STATEMENT_BUDGET = 10_000_000
+_BUDGET_HINT_S = 1.0
+_REFUSED = "is refused:"
+# Rego's tokens, as far as finding refs needs: a name, a string (its escapes), a raw string, a comment
+_TOKEN = re.compile(
+    r'(?P<comment>#[^\n]*)|(?P<string>"(?:[^"\\\n]|\\.)*")|(?P<raw>`[^`]*`)|(?P<name>[A-Za-z_]\w*)'
+    r"|(?P<dot>\.)|(?P<open>\[)|(?P<close>\])|(?P<space>\s+)|(?P<other>.)",
+    re.DOTALL,
+)
+
 
 def builtin_policies() -> list[str]:
     return sorted(path.stem for path in LIBRARY.glob("*.rego"))
@@ -52,7 +82,8 @@ class RegoPolicyEngine:
     same package cannot merge their rules."""
 
     def __init__(self) -> None:
-        self._bundles: dict[str, tuple[Any, Any]] = {}  # source -> (its builder, its compiled bundle)
+        # source -> (its builder, its compiled bundle), or why it cannot run
+        self._bundles: dict[str, tuple[Any, Any] | str] = {}
         self._lock = threading.Lock()
 
     def source(self, ref: str, *, relative_to: str | None) -> str:
@@ -69,6 +100,9 @@ class RegoPolicyEngine:
         else:
             known = ", ".join(builtin_policies())
             raise ValueError(f"{ref!r} is neither a .rego file nor a built-in policy (built-in: {known})")
+        refusal = _forbidden(text)  # first: compiling would run it (its top-level rules)
+        if refusal:
+            raise ValueError(f"policy {ref} {refusal}")
         problem = self._compile_problem(text)
         if problem:
             raise ValueError(f"policy {ref} does not compile: {problem}")
@@ -85,6 +119,8 @@ class RegoPolicyEngine:
         if package is None:
             return [f"the policy cannot be queried: {problem}"]
         ok, answer = self._run(policy.source, package, {**document, "params": policy.params})
+        if not ok and answer.startswith(_REFUSED):
+            return [f"the policy {answer}"]
         if not ok:  # fail closed: a policy that cannot answer does not allow
             return [f"the policy failed to evaluate: {answer}"]
         if answer == "undefined":  # no deny rule at all
@@ -100,19 +136,19 @@ class RegoPolicyEngine:
         ~10x as long as evaluating (20 ms against 2 ms), and a held rollout asks every tick."""
         from regopy import RegoError
 
+        # One lock for every policy: rego-cpp does not document that its interpreters may run on
+        # several threads at once (regopy's calls release the GIL), so a slow policy delays the
+        # others, for at most the evaluation budget (see STATEMENT_BUDGET).
         with self._lock:
             try:
-                if source not in self._bundles:
-                    builder = _interpreter()
-                    builder.add_module("policy", source)
-                    bundle = builder.build(f"deny = data.{package}.deny")
-                    if not bundle.ok():
-                        return False, "the policy does not compile"
-                    self._bundles[source] = (builder, bundle)  # the bundle stays with its builder
-                _, bundle = self._bundles[source]
+                compiled = self._compiled(source, package)
+                if isinstance(compiled, str):
+                    return False, compiled if compiled.startswith(_REFUSED) else f"the policy {compiled}"
                 runner = _interpreter()
                 runner.set_input_term(_json(document))
-                output = runner.query_bundle(bundle)
+                started = time.monotonic()
+                output = runner.query_bundle(compiled[1])
+                took = time.monotonic() - started
                 ok, text = output.ok(), str(output)
                 del output  # before its interpreter: see _query
                 del runner
@@ -120,7 +156,19 @@ class RegoPolicyEngine:
                 return False, _rego_error(str(exc), source)
             except ValueError as exc:  # see _unparsed
                 return False, _unparsed(exc, source)
-        return ok, text if ok else _error(text)
+        return ok, text if ok else _error(text, took)
+
+    def _compiled(self, source: str, package: str) -> tuple[Any, Any] | str:
+        """The policy's builder and bundle, or why it cannot run (``does not compile``, ``is
+        refused: ...``), cached per source. The caller holds the lock; rego-cpp's errors raise."""
+        cached = self._bundles.get(source) or _forbidden(source)
+        if cached is None:
+            builder = _interpreter()
+            builder.add_module("policy", source)
+            bundle = builder.build(f"deny = data.{package}.deny")
+            cached = (builder, bundle) if bundle.ok() else "does not compile"  # a bundle is freed through its builder
+        self._bundles[source] = cached
+        return cached
 
     def _compile_problem(self, text: str) -> str | None:
         package, problem = _package(text)
@@ -147,6 +195,54 @@ def _package(source: str) -> tuple[str | None, str]:
         message = "write the package as a dotted name, each part a name or a quoted string"
         return None, f"package {ref} (line {line}): {message}"
     return ref, ""
+
+
+def _forbidden(source: str) -> str | None:
+    """Why a policy is refused, if it names a ``FORBIDDEN`` built-in (called, or replaced with
+    ``with``), however the name is spelled: rego-cpp takes ``opa . runtime()``, ``opa["runtime"]()``
+    and ``time.(newline)now_ns()`` too. Read from the text, since regopy shows no compiled policy's
+    calls (saving a bundle, which lists them, crashes the process once numpy is loaded).
+
+    >>> _forbidden('package p\\n# time.now_ns() in a comment\\nx := "opa.runtime()"\\ny := input.time.now_ns')
+    >>> _forbidden('package p\\ndeny contains m if {\\n  m := opa [ `runtime` ] ( ).env.TOKEN\\n}')[:40]
+    'is refused: it uses opa.runtime (line 3)'
+    """
+    tokens = [match for match in _TOKEN.finditer(source) if match.lastgroup not in ("space", "comment")]
+    index = 0
+    while index < len(tokens):
+        start = index
+        parts: list[str] = []
+        # a name after a dot is a field (of a call's answer: f(x).time.now_ns), not a ref's start
+        while index < len(tokens) and not (start and tokens[start - 1].lastgroup == "dot"):
+            part = _ref_part(tokens, index, first=not parts)
+            if part is None:
+                break
+            parts.append(part[0])
+            index = part[1]
+            name = ".".join(parts)
+            if name in FORBIDDEN:
+                line = source[: tokens[start].start()].count("\n") + 1
+                return f"{_REFUSED} it uses {name} (line {line}), which {FORBIDDEN[name]}"
+        index = max(index, start + 1)
+    return None
+
+
+def _ref_part(tokens: list[re.Match[str]], index: int, *, first: bool) -> tuple[str, int] | None:
+    """The next part of a ref at ``tokens[index]``, and where the one after it starts: a name
+    (first), ``.name`` or ``["string"]`` (after the first)."""
+    kinds = [token.lastgroup for token in tokens[index : index + 3]]
+    if first:
+        return (tokens[index].group(), index + 1) if kinds[:1] == ["name"] else None
+    if kinds[:2] == ["dot", "name"]:
+        return tokens[index + 1].group(), index + 2
+    if kinds == ["open", "string", "close"]:
+        try:
+            return str(json.loads(tokens[index + 1].group())), index + 3
+        except ValueError:  # an escape JSON lacks: rego-cpp will say what is wrong with it
+            return None
+    if kinds == ["open", "raw", "close"]:
+        return tokens[index + 1].group()[1:-1], index + 3
+    return None
 
 
 def _json(document: dict[str, Any]) -> str:
@@ -183,7 +279,9 @@ def _query(source: str, query: str, document: dict[str, Any] | None) -> tuple[bo
         rego.add_module("policy", source)
         if document is not None:
             rego.set_input_term(_json(document))
+        started = time.monotonic()
         output = rego.query(query)
+        took = time.monotonic() - started
         ok, text = output.ok(), str(output)
         del output  # before the interpreter, see above
     except RegoError as exc:
@@ -192,7 +290,7 @@ def _query(source: str, query: str, document: dict[str, Any] | None) -> tuple[bo
         return False, _unparsed(exc, source)
     finally:
         del rego
-    return ok, text if ok else _error(text)
+    return ok, text if ok else _error(text, took)
 
 
 def _interpreter() -> Any:
@@ -235,9 +333,23 @@ def _unparsed(exc: ValueError, source: str) -> str:
     return _rego_error(text, source)
 
 
-def _error(text: str) -> str:
-    """rego-cpp's error report, on one line: ``message at policy:LINE:COL``."""
-    if text.strip() == "<error>":  # what regopy 1.5 reports of a run-time error, with no more detail
+def _error(text: str, took: float = 0.0) -> str:
+    """rego-cpp's error report, on one line: ``message at policy:LINE:COL``. A bare ``<error>``
+    is all regopy 1.5 reports of a built-in's error and of a query stopped at the evaluation
+    budget; the time it took tells them apart (see ``STATEMENT_BUDGET``).
+
+    >>> _error("<error>", took=0.002)
+    'a run-time error in the policy (a built-in function failed on its input)'
+    >>> _error("<error>", took=5.3)  # doctest: +NORMALIZE_WHITESPACE
+    'it took too long: rego-cpp stopped it after 5.3 s, at its evaluation budget of 10,000,000
+    statements; make it do less work'
+    """
+    if text.strip() == "<error>":
+        if took >= _BUDGET_HINT_S:
+            return (
+                f"it took too long: rego-cpp stopped it after {took:.1f} s, at its evaluation budget of"
+                f" {STATEMENT_BUDGET:,} statements; make it do less work"
+            )
         return "a run-time error in the policy (a built-in function failed on its input)"
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("Errors:")]
     where = next((line.removeprefix("-- ") for line in lines if line.startswith("-- ")), "")

@@ -2,8 +2,10 @@
 version's lineage and metadata (its run's metrics and tags, git commit, datasets, signature).
 
 Each registry reads through its own client, on its own URI: two registries in one process (a
-controller's and a test's) never read each other's versions. Its requests fail fast, since the
-controller's outbox retries an action that failed (see ``HTTP_DEFAULTS``).
+controller's and a test's) never read each other's versions. Its calls fail fast, since the
+controller's outbox retries an action that failed: each call (``resolve``, ``set_alias``,
+``set_tag``, ``describe``) has one wall-clock deadline however the registry answers, and MLflow
+makes one attempt per request (see ``HTTP_DEFAULTS``).
 """
 
 from __future__ import annotations
@@ -12,33 +14,53 @@ import json
 import math
 import os
 import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from modelcanary.domain.errors import RegistryError
 from modelcanary.domain.refs import parse_model_uri
 from modelcanary.domain.state import ModelInfo, ModelVersion
 
 GIT_COMMIT_TAG = "mlflow.source.git.commit"
-DATA_AS_OF_TAG = "data.as_of"  # when the training data ends: ISO-8601 or epoch seconds
+DATA_AS_OF_TAG = "data.as_of"  # when the training data ends: ISO-8601, epoch seconds or milliseconds
+EPOCH_MILLIS_ABOVE = 1e11  # an epoch number above this is milliseconds (see _epoch)
 
 # MLflow's own defaults retry a failed request 7 times with a doubling backoff and wait 120 s for
 # each answer: one alias move took ~4 minutes while the registry was down, and the control loop did
-# nothing else meanwhile. The controller's outbox tries a failed action again on a later tick, so
-# one attempt should fail fast. MLflow reads these per request from the environment, so they are
-# set for the whole process, and only where unset: a value the user exported wins.
+# nothing else meanwhile. The controller's outbox tries a failed action again on a later tick, with
+# a backoff, and an operator a refused start, so one attempt is enough. MLflow reads these per
+# request from the environment, so they are set for the whole process, and only where unset: a
+# value the user exported wins. The timeout bounds each socket read, not a request (a registry
+# sending a byte every 4 s held one for 48 s): the call's deadline (``DEADLINE_S``) bounds that.
 HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",  # seconds, per connect or read
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",  # sleeps of ~1 s, then ~2 s
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
 }
+DEADLINE_S = 10.0  # per registry call, however many requests it makes (describe makes four)
+# A call past its deadline is abandoned, not stopped (Python cannot stop a thread): its thread ends
+# when MLflow's read timeout does, or never, while a registry trickles bytes. So a registry runs at
+# most this many reads at once, abandoned ones included; a read that finds every slot taken waits
+# for one within its deadline. Writes go one at a time, so an alias move never overtakes an earlier
+# one still in flight (a rollback's move overtaken by the promotion it undoes).
+MAX_READS = 4
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+T = TypeVar("T")
+
 
 class MlflowRegistry:
-    def __init__(self, tracking_uri: str) -> None:
+    """Implements Registry on MLflow's client. ``deadline_s`` bounds each call in wall-clock time;
+    a call past it raises ``RegistryError`` naming the call and the deadline."""
+
+    def __init__(self, tracking_uri: str, *, deadline_s: float = DEADLINE_S) -> None:
         import mlflow
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
@@ -55,12 +77,18 @@ class MlflowRegistry:
         mlflow.set_registry_uri(tracking_uri)
         self.tracking_uri = tracking_uri
         self.client: MlflowClient = client
+        self.deadline_s = deadline_s
+        self._reads = threading.BoundedSemaphore(MAX_READS)
+        self._writes = threading.BoundedSemaphore(1)
 
     def resolve(self, uri: str) -> ModelVersion:
         try:
             name, version, alias = parse_model_uri(uri)
         except ValueError as exc:
             raise RegistryError(str(exc)) from exc
+        return self._call(f"resolving {uri}", self._reads, lambda: self._resolve(uri, name, version, alias))
+
+    def _resolve(self, uri: str, name: str, version: str | None, alias: str | None) -> ModelVersion:
         from mlflow.exceptions import MlflowException
 
         try:
@@ -74,26 +102,60 @@ class MlflowRegistry:
         return ModelVersion(name=found.name, version=str(found.version), run_id=found.run_id, source=found.source)
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            self.client.set_registered_model_alias(name, alias, version)
-        except MlflowException as exc:
-            raise RegistryError(f"setting alias {name}@{alias} -> {version}: {exc.message}") from exc
+        self._write(
+            f"setting alias {name}@{alias} -> {version}", self.client.set_registered_model_alias, name, alias, version
+        )
 
     def set_tag(self, name: str, version: str, key: str, value: str) -> None:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            self.client.set_model_version_tag(name, version, key, value)
-        except MlflowException as exc:
-            raise RegistryError(f"tagging {name}/{version}: {exc.message}") from exc
+        self._write(f"tagging {name}/{version}", self.client.set_model_version_tag, name, version, key, value)
 
     def describe(self, version: ModelVersion) -> ModelInfo:
         """Read once when a rollout starts; a version without a run (registered from a path) has
         only its version tags and signature. Only the run's finite metrics are kept: a NaN or an
         infinite one (a diverged training) cannot be saved as JSON, and a rollout state holding one
         could not be read back; a policy finds it missing, as if never logged."""
+        return self._call(f"describing {version.uri}", self._reads, lambda: self._describe(version))
+
+    def _call(self, what: str, slots: threading.BoundedSemaphore, work: Callable[[], T]) -> T:
+        """``work()`` on a thread of its own, waited for until the deadline (a slot's wait
+        included); past it, the thread is abandoned and keeps its slot until it ends."""
+        deadline = time.monotonic() + self.deadline_s
+        if not slots.acquire(timeout=self.deadline_s):
+            busy = "an earlier write to the registry is" if slots is self._writes else f"{MAX_READS} earlier reads are"
+            raise RegistryError(f"{what}: not sent, {busy} still unanswered after {self.deadline_s:g} s")
+        future: Future[T] = Future()
+
+        def run() -> None:
+            try:
+                future.set_result(work())
+            except BaseException as exc:  # the caller's to raise, whatever it is
+                future.set_exception(exc)
+            finally:
+                slots.release()
+
+        try:
+            threading.Thread(target=run, name=f"modelcanary-registry: {what}", daemon=True).start()
+        except RuntimeError as exc:  # no thread to be had
+            slots.release()
+            raise RegistryError(f"{what}: {exc}") from exc
+        try:
+            return future.result(timeout=max(0.0, deadline - time.monotonic()))
+        except FutureTimeout:
+            raise RegistryError(f"{what}: the registry did not answer within {self.deadline_s:g} s") from None
+
+    def _write(self, what: str, method: Callable[..., object], *args: str) -> None:
+        """One write through the client, within the deadline; MLflow's error names ``what``."""
+        from mlflow.exceptions import MlflowException
+
+        def work() -> None:
+            try:
+                method(*args)
+            except MlflowException as exc:
+                raise RegistryError(f"{what}: {exc.message}") from exc
+
+        self._call(what, self._writes, work)
+
+    def _describe(self, version: ModelVersion) -> ModelInfo:
         from mlflow.exceptions import MlflowException
 
         try:
@@ -153,11 +215,17 @@ class MlflowRegistry:
 
 
 def _epoch(value: str | None) -> float | None:
-    """Epoch seconds from a tag holding epoch seconds or an ISO-8601 date or time (UTC if no zone);
-    None for anything else, ``nan`` and ``inf`` too (a date no policy could compare).
+    """Epoch seconds from a tag holding an epoch number or an ISO-8601 date or time (UTC if no
+    zone); None for anything else, ``nan`` and ``inf`` too (a date no policy could compare).
 
-    >>> _epoch("1700000000"), _epoch("2024-01-02"), _epoch("nonsense"), _epoch("nan")
-    (1700000000.0, 1704153600.0, None, None)
+    A number above ``EPOCH_MILLIS_ABOVE`` (1e11) is read as epoch milliseconds, MLflow's own unit
+    (a run's ``start_time``, ``int(time.time() * 1000)``): as seconds it would be past the year
+    5000, and as milliseconds any date since March 1973 is above it, so no real date is ambiguous.
+    (Read as seconds, 1700000000000 was a date far in the future, and data-freshness passed it as
+    fresh.)
+
+    >>> _epoch("1700000000"), _epoch("1700000000000"), _epoch("2024-01-02"), _epoch("nonsense"), _epoch("nan")
+    (1700000000.0, 1700000000.0, 1704153600.0, None, None)
     """
     if value is None:
         return None
@@ -166,6 +234,8 @@ def _epoch(value: str | None) -> float | None:
     except ValueError:
         pass
     else:
+        if abs(seconds) > EPOCH_MILLIS_ABOVE:
+            seconds /= 1000.0
         return seconds if math.isfinite(seconds) else None
     try:
         parsed = datetime.fromisoformat(value)
