@@ -240,6 +240,18 @@ def test_a_package_that_cannot_be_queried_is_refused_naming_the_file_and_line(tm
         RegoPolicyEngine().source("odd.rego", relative_to=str(tmp_path))
 
 
+def test_a_policy_that_crashes_the_rego_engine_is_refused_and_this_process_lives(tmp_path: Path) -> None:
+    """rego-cpp takes its process down (a segmentation fault) compiling a built-in kept in a
+    variable and called: such a file, given to a start, killed the API or the controller."""
+    (tmp_path / "crash.rego").write_text(
+        "package crash\nimport rego.v1\ndeny contains msg if {\n  f := count\n  f([1]) > 0\n  msg := `x`\n}\n"
+    )
+    with pytest.raises(
+        ValueError, match=r"policy crash.rego is refused: it crashes the Rego engine \(rego-cpp, SIGSEGV\)"
+    ):
+        RegoPolicyEngine().source("crash.rego", relative_to=str(tmp_path))
+
+
 @pytest.mark.parametrize(
     ("body", "error"),
     [

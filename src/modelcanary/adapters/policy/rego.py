@@ -27,9 +27,13 @@ True
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -73,6 +77,37 @@ _TOKEN = re.compile(
 )
 
 
+# compiles a policy (stdin) and queries its deny once, as a rollout's gate would
+_TRIAL = """
+import sys
+from modelcanary.adapters.policy.rego import RegoPolicyEngine, _package
+text = sys.stdin.read()
+engine = RegoPolicyEngine()
+engine._compile_problem(text)
+package, _ = _package(text)
+if package is not None:
+    engine._run(text, package, {"params": {}})
+"""
+
+
+@functools.lru_cache(maxsize=256)
+def _crashes(text: str) -> str | None:
+    """Why loading ``text`` would take its process down, or None: rego-cpp crashes on some
+    policies (a built-in kept in a variable and called, ``f := count; f([1])``, is a segmentation
+    fault while it compiles), so a policy is first compiled and queried once in a process of its
+    own, and one that kills it is refused rather than loaded into the API's or controller's."""
+    trial = subprocess.run(
+        [sys.executable, "-c", _TRIAL], input=text, capture_output=True, text=True, timeout=120, check=False
+    )
+    if trial.returncode >= 0:
+        return None
+    try:
+        signal_name = signal.Signals(-trial.returncode).name
+    except ValueError:
+        signal_name = f"signal {-trial.returncode}"
+    return f"{_REFUSED} it crashes the Rego engine (rego-cpp, {signal_name}) when it is compiled or queried"
+
+
 def builtin_policies() -> list[str]:
     return sorted(path.stem for path in LIBRARY.glob("*.rego"))
 
@@ -103,6 +138,9 @@ class RegoPolicyEngine:
         refusal = _forbidden(text)  # first: compiling would run it (its top-level rules)
         if refusal:
             raise ValueError(f"policy {ref} {refusal}")
+        crash = _crashes(text)  # before this process compiles it
+        if crash:
+            raise ValueError(f"policy {ref} {crash}")
         problem = self._compile_problem(text)
         if problem:
             raise ValueError(f"policy {ref} does not compile: {problem}")
