@@ -51,6 +51,22 @@ class MetricJudgement(BaseModel):
     e_value: float | None = None  # evidence against "the candidate is within its margin"
     bound: float | None = None  # anytime-valid bound on the candidate, compared with ``limit``
 
+    @classmethod
+    def note(cls, name: str, telemetry: RolloutTelemetry, reason: str) -> MetricJudgement:
+        """A check that holds nothing back, but says why something was not done (a pass, with the
+        requests it concerns)."""
+        return cls(
+            name=name,
+            kind=name,
+            verdict=Verdict.PASS,
+            baseline=None,
+            candidate=None,
+            limit=None,
+            baseline_samples=telemetry.baseline.requests,
+            candidate_samples=telemetry.candidate.requests,
+            reason=reason,
+        )
+
 
 class Judgement(BaseModel):
     model_config = ConfigDict(frozen=True)

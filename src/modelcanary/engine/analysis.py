@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
-from modelcanary.domain.judgement import Judgement, Look, Memory, MetricJudgement, Verdict, phase_of
+from modelcanary.domain.judgement import Judgement, Look, Memory, MetricJudgement, phase_of
 from modelcanary.domain.spec import RolloutSpec
 from modelcanary.domain.state import RolloutState
 from modelcanary.domain.telemetry import RolloutTelemetry, Variant, VariantTelemetry
@@ -91,16 +91,10 @@ def _eligible(telemetry: RolloutTelemetry, segments: list[str]) -> RolloutTeleme
 
 def _on_totals(telemetry: RolloutTelemetry, segments: list[str]) -> MetricJudgement:
     """Why every segment's requests were judged: a check that holds nothing back, but says so."""
-    return MetricJudgement(
-        name=CANDIDATE_SEGMENTS,
-        kind=CANDIDATE_SEGMENTS,
-        verdict=Verdict.PASS,
-        baseline=None,
-        candidate=None,
-        limit=None,
-        baseline_samples=telemetry.baseline.requests,
-        candidate_samples=telemetry.candidate.requests,
-        reason=f"judged on all requests: the candidate may see segments {', '.join(segments)} alone, but the "
+    return MetricJudgement.note(
+        CANDIDATE_SEGMENTS,
+        telemetry,
+        f"judged on all requests: the candidate may see segments {', '.join(segments)} alone, but the "
         "telemetry does not count every request in a segment (a metric source's has no segments), so it is "
         "compared with the baseline's requests in every segment, and the sample-ratio check is not applied; "
         "to compare like with like, have the source count those segments' requests alone",

@@ -226,7 +226,7 @@ def judge(analysis: Analysis, look: Look, memory: Memory) -> tuple[Judgement, Me
     )
     if look.sticky:
         # the router splits keys: the request share is no binomial at the weight (sample_ratio.py)
-        hold, judged = None, (*judged, _sample_ratio_off(now))
+        hold, judged = None, (*judged, MetricJudgement.note("sample-ratio", now, STICKY))
     else:
         hold = srm.update(before_requests, requests, look)
     judgement = Judgement(judge=NAME, metrics=judged, e_value=combined, threshold=1 / alpha_e, hold=hold)
@@ -600,22 +600,6 @@ def _latency_verdict(
         samples=samples,
         unit="ms",
         detail=f"{samples[1]} candidate and {samples[0]} baseline latencies, {metric.min_requests} needed",
-    )
-
-
-def _sample_ratio_off(now: RolloutTelemetry) -> MetricJudgement:
-    """Why no sample-ratio mismatch is ever held under sticky routing: a check that holds nothing
-    back, but says so."""
-    return MetricJudgement(
-        name="sample-ratio",
-        kind="sample-ratio",
-        verdict=Verdict.PASS,
-        baseline=None,
-        candidate=None,
-        limit=None,
-        baseline_samples=now.baseline.requests,
-        candidate_samples=now.candidate.requests,
-        reason=STICKY,
     )
 
 
