@@ -15,7 +15,7 @@ import pytest
 from modelcanary.domain.judgement import Judgement, Look, Memory, Verdict, phase_of
 from modelcanary.domain.metrics import Analysis
 from modelcanary.domain.telemetry import LATENCY_EDGES_MS, RolloutTelemetry, VariantTelemetry, score_bucket
-from modelcanary.judges import rank, sequential
+from modelcanary.judges import evidence, rank
 from modelcanary.judges.sequential import MEMORY_VERSION, judge
 
 EDGES = np.asarray(LATENCY_EDGES_MS)
@@ -401,7 +401,7 @@ def test_the_rank_test_bets_on_intervals_of_ten_seconds_and_more() -> None:
     shift = [tuple(m["e"].get("latency@shift", ())) for m in memories]
     changed = [at for at, (a, b) in enumerate(itertools.pairwise(shift), start=1) if a != b]
     assert changed == [14, 24, 34]
-    assert sequential._mixture(memories[-1]["e"]["latency@shift"][:8]) > 20
+    assert evidence.mixture(memories[-1]["e"]["latency@shift"][:8]) > 20
 
 
 def _bet_at(memories: list[Memory]) -> list[int]:
