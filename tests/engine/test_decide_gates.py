@@ -84,3 +84,29 @@ def test_an_answer_is_saved_with_the_transition_and_replays_the_same_decision() 
     )
     moved = decide(held.state, SPEC, judgement=PASS, candidate_requests=9, now=3.0, gates={Gate.STEP: ALLOWED})
     assert (moved.state.step, moved.state.weight, moved.state.gate_hold) == (1, 50.0, "")
+
+
+def test_a_hold_at_a_gate_is_notified_once_per_reason() -> None:
+    """A gate that holds the rollout waits for someone (a freeze to end, an approver): recorded,
+    audited, and sent to the webhooks, once for each new set of reasons (it was recorded alone)."""
+    document = json.loads(SPEC.model_dump_json(by_alias=True, exclude_none=True))
+    document["spec"]["notify"] = [{"url": "http://hooks.example/x"}]
+    spec = load_spec(json.dumps(document))
+    state = new_state(
+        spec,
+        rollout_id="r",
+        baseline=ModelVersion(name="fraud", version="1"),
+        candidate=ModelVersion(name="fraud", version="2"),
+        now=0.0,
+    )
+    canary = decide(state, spec, judgement=None, candidate_requests=0, now=1.0, gates={Gate.STEP: ALLOWED}).state
+    held = decide(canary, spec, judgement=PASS, candidate_requests=5, now=2.0, gates={Gate.STEP: DENIED})
+    assert [action.kind.value for action in held.actions] == ["notify"]
+    assert "held at the step gate: change-freeze: x" in held.actions[0].payload["body"]
+    again = decide(held.state, spec, judgement=PASS, candidate_requests=9, now=3.0, gates={Gate.STEP: DENIED})
+    assert again.transition is None and again.actions == ()
+    other = GateDecision(
+        gate=Gate.STEP, policies=("change-freeze",), denials=(Denial(policy="change-freeze", message="y"),)
+    )
+    changed = decide(held.state, spec, judgement=PASS, candidate_requests=9, now=3.0, gates={Gate.STEP: other})
+    assert changed.transition is not None and [action.kind.value for action in changed.actions] == ["notify"]

@@ -140,12 +140,12 @@ def change(
 
 def notified(state: RolloutState, spec: RolloutSpec, outcome: Outcome) -> Outcome:
     """``outcome`` with a webhook action per ``notify`` target when its phase or step changed, it
-    was paused or resumed, or it came to a hold at a step's maxDuration (a pause for a human at a
-    step's or an approval's timeout must reach one, and a hold waits for the same human). The body
-    is made here, once, so every retry sends the same bytes; its key (the rollout and the version
-    the change is saved as) lets a receiver drop a repeat."""
+    was paused or resumed, or it came to a hold, at a step's maxDuration or at a gate for new
+    reasons (a pause for a human at a step's or an approval's timeout must reach one, and a hold
+    waits for the same human). The body is made here, once, so every retry sends the same bytes;
+    its key (the rollout and the version the change is saved as) lets a receiver drop a repeat."""
     new, transition = outcome.state, outcome.transition
-    held = new.timeout_hold and not state.timeout_hold
+    held = (new.timeout_hold and not state.timeout_hold) or new.gate_hold not in ("", state.gate_hold)
     moved = held or (new.phase, new.step, new.paused) != (state.phase, state.step, state.paused)
     if not spec.spec.notify or transition is None or not moved:
         return outcome
