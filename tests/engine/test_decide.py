@@ -13,7 +13,7 @@ from modelcanary.domain.errors import Conflict
 from modelcanary.domain.judgement import Judgement, MetricJudgement, Verdict
 from modelcanary.domain.phases import TRANSITIONS, Phase
 from modelcanary.domain.spec import CircuitBreaker, RolloutSpec, Step, StickyKey, load_spec
-from modelcanary.domain.state import Action, ActionKind, ModelVersion, Outcome, RolloutState, Route
+from modelcanary.domain.state import Action, ActionKind, ModelVersion, Outcome, RolloutState, Route, Transition
 from modelcanary.engine.decide import Command, apply_command, decide, new_state
 from modelcanary.engine.outcomes import CONTROLLER, ROLLBACK_TAG
 
@@ -351,6 +351,20 @@ def test_a_pass_at_max_duration_with_minimums_met_advances() -> None:
     assert (outcome.state.phase, outcome.state.step) == (Phase.CANARY, 1)
 
 
+def in_place(outcome: Outcome, *, paused: bool, actor: str, reason: str) -> Transition:
+    """The outcome's transition, asserted to keep the rollout in its canary phase, as said."""
+    transition = outcome.transition
+    assert transition is not None
+    assert (transition.source, transition.target, transition.paused, transition.actor, transition.reason) == (
+        Phase.CANARY,
+        Phase.CANARY,
+        paused,
+        actor,
+        reason,
+    )
+    return transition
+
+
 def test_timeout_with_on_timeout_pause_waits_for_a_human() -> None:
     spec = make_spec(on_timeout="pause")
     state = at_step(0, spec=spec, requests=1000)
@@ -363,15 +377,7 @@ def test_timeout_with_on_timeout_pause_waits_for_a_human() -> None:
     assert (new.phase, new.paused, new.step, new.weight, new.reason) == (Phase.CANARY, True, 0, 5.0, reason)
     assert new.step_started_at == T0  # the step's clock keeps running until someone resumes
     assert outcome.route is None and outcome.actions == ()
-    transition = outcome.transition
-    assert transition is not None
-    assert (transition.source, transition.target, transition.paused, transition.actor, transition.reason) == (
-        Phase.CANARY,
-        Phase.CANARY,
-        True,
-        CONTROLLER,
-        reason,
-    )
+    in_place(outcome, paused=True, actor=CONTROLLER, reason=reason)
     # and then it stays put unless a metric fails
     for judgement in (PASS, judged(Verdict.NO_DATA), judged(Verdict.INCONCLUSIVE)):
         assert_unchanged(decide(new, spec, judgement=judgement, candidate_requests=9999, now=T0 + 5000), new)
@@ -394,15 +400,7 @@ def test_timeout_with_on_timeout_hold_records_the_hold_once_and_notifies_it() ->
     )
     assert (held.phase, held.paused, held.step, held.weight, held.reason) == (Phase.CANARY, False, 0, 5.0, reason)
     assert held.timeout_hold and held.step_started_at == T0
-    transition = outcome.transition
-    assert transition is not None
-    assert (transition.source, transition.target, transition.paused, transition.actor, transition.reason) == (
-        Phase.CANARY,
-        Phase.CANARY,
-        False,
-        CONTROLLER,
-        reason,
-    )
+    transition = in_place(outcome, paused=False, actor=CONTROLLER, reason=reason)
     assert transition.judgement is not None and outcome.route is None
     (notice,) = outcome.actions
     assert notice.kind is ActionKind.NOTIFY and json.loads(notice.payload["body"])["reason"] == reason
@@ -461,15 +459,7 @@ def test_pause() -> None:
     assert (new.phase, new.paused, new.step, new.weight) == (Phase.CANARY, True, 1, 25.0)
     assert (new.reason, new.updated_at, new.step_started_at) == ("paused by alice", T0 + 5, T0)
     assert outcome.route is None and outcome.actions == ()
-    transition = outcome.transition
-    assert transition is not None
-    assert (transition.source, transition.target, transition.paused, transition.actor, transition.reason) == (
-        Phase.CANARY,
-        Phase.CANARY,
-        True,
-        "alice",
-        "paused by alice",
-    )
+    transition = in_place(outcome, paused=True, actor="alice", reason="paused by alice")
     assert (transition.at, transition.step, transition.weight, transition.judgement) == (T0 + 5, 1, 25.0, None)
 
 
@@ -485,15 +475,7 @@ def test_resume_restarts_the_step_clock() -> None:
     assert (resumed.step_started_at, resumed.step_start_candidate_requests) == (T0 + 900, 1000)
     assert resumed.reason == "resumed by bob"
     assert outcome.route is None and outcome.actions == ()
-    transition = outcome.transition
-    assert transition is not None
-    assert (transition.source, transition.target, transition.paused, transition.actor, transition.reason) == (
-        Phase.CANARY,
-        Phase.CANARY,
-        False,
-        "bob",
-        "resumed by bob",
-    )
+    in_place(outcome, paused=False, actor="bob", reason="resumed by bob")
     # a fresh maxDuration from the resume: no timeout at resume + 599 s, a timeout at resume + 600 s
     assert_unchanged(
         decide(resumed, spec, judgement=judged(Verdict.NO_DATA), candidate_requests=1000, now=T0 + 1499), resumed

@@ -8,7 +8,7 @@ import json
 from modelcanary.domain.gates import Denial, Gate, GateDecision
 from modelcanary.domain.judgement import Judgement, MetricJudgement, Verdict
 from modelcanary.domain.phases import Phase
-from modelcanary.domain.spec import load_spec
+from modelcanary.domain.spec import RolloutSpec, load_spec
 from modelcanary.domain.state import ModelVersion, Outcome, RolloutState
 from modelcanary.engine.decide import decide, new_state
 
@@ -50,15 +50,15 @@ DENIED = GateDecision(
 ALLOWED = GateDecision(gate=Gate.STEP, policies=("change-freeze",))
 
 
-def started() -> tuple[RolloutState, Outcome]:
+def started(spec: RolloutSpec = SPEC) -> tuple[RolloutState, Outcome]:
     state = new_state(
-        SPEC,
+        spec,
         rollout_id="r",
         baseline=ModelVersion(name="fraud", version="1"),
         candidate=ModelVersion(name="fraud", version="2"),
         now=0.0,
     )
-    return state, decide(state, SPEC, judgement=None, candidate_requests=0, now=1.0, gates={Gate.STEP: ALLOWED})
+    return state, decide(state, spec, judgement=None, candidate_requests=0, now=1.0, gates={Gate.STEP: ALLOWED})
 
 
 def test_a_decision_crossing_a_gate_asks_for_it_and_changes_nothing() -> None:
@@ -92,14 +92,7 @@ def test_a_hold_at_a_gate_is_notified_once_per_reason() -> None:
     document = json.loads(SPEC.model_dump_json(by_alias=True, exclude_none=True))
     document["spec"]["notify"] = [{"url": "http://hooks.example/x"}]
     spec = load_spec(json.dumps(document))
-    state = new_state(
-        spec,
-        rollout_id="r",
-        baseline=ModelVersion(name="fraud", version="1"),
-        candidate=ModelVersion(name="fraud", version="2"),
-        now=0.0,
-    )
-    canary = decide(state, spec, judgement=None, candidate_requests=0, now=1.0, gates={Gate.STEP: ALLOWED}).state
+    canary = started(spec)[1].state
     held = decide(canary, spec, judgement=PASS, candidate_requests=5, now=2.0, gates={Gate.STEP: DENIED})
     assert [action.kind.value for action in held.actions] == ["notify"]
     assert "held at the step gate: change-freeze: x" in held.actions[0].payload["body"]
