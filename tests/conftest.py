@@ -262,6 +262,17 @@ class GatewayProcesses:
             time.sleep(0.05)
         raise AssertionError(f"gateway on {base} not ready after {ready_s} s")
 
+    def stop(self, base: str) -> int:
+        """SIGTERM the gateway serving ``base`` (as a container runtime stops one) and wait for it
+        to exit; its exit code (uvicorn ends a graceful shutdown by raising the signal again: -15)."""
+        import signal
+
+        port = int(base.rpartition(":")[2])
+        (process,) = [each for each in self.processes if f"--port {port} " in " ".join([*each.args, ""])]
+        process.send_signal(signal.SIGTERM)
+        self.processes.remove(process)
+        return int(process.wait(30))
+
     def stop_all(self) -> None:
         import signal
         import subprocess

@@ -198,8 +198,15 @@ class TelemetryStore(Protocol):
         """Keep labels (issuer, prediction id, label) that gateway ``via`` received for another
         gateway's predictions, until the issuer takes them."""
 
-    def take_labels(self, issuer: str) -> list[tuple[str, int]]:
-        """Remove and return the (prediction id, label) pairs relayed to ``issuer``, oldest first."""
+    def take_labels(self, *issuers: str) -> list[tuple[str, int]]:
+        """Remove and return the (prediction id, label) pairs relayed to these issuers, oldest first."""
+
+    def hand_off(self, via: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Keep what stopping gateway ``via`` held for labels to come (JSON rows), whole, until
+        another gateway adopts it."""
+
+    def adopt_handoffs(self) -> list[list[Any]]:
+        """Remove and return every row handed off, oldest first: a gateway adopts them."""
 
     def expire_labels(self, received_before: float) -> int:
         """Drop relayed labels received before that time; how many."""

@@ -447,6 +447,34 @@ def test_relayed_labels_wait_for_their_issuer_who_takes_each_once(open_store: Ca
     assert other.expire_labels(time.time() + 1) == 2
     assert store.take_labels("cccccccccc") == [] == store.take_labels("dddddddddd")
     store.relay_labels("gw-b", [])  # nothing to write is no statement at all
+    # a gateway that adopted stopped ones takes their labels with its own, in one call
+    store.relay_labels("gw-b", [("aaaaaaaaaa", "aaaaaaaaaa-3", 1), ("eeeeeeeeee", "eeeeeeeeee-1", 0)])
+    store.relay_labels("gw-b", [("ffffffffff", "ffffffffff-9", 1)])
+    assert other.take_labels("ffffffffff", "aaaaaaaaaa", "eeeeeeeeee") == [
+        ("aaaaaaaaaa-3", 1),
+        ("eeeeeeeeee-1", 0),
+        ("ffffffffff-9", 1),
+    ]
+
+
+def test_what_a_stopped_gateway_hands_off_is_adopted_whole_and_once(open_store: Callable[[], SqlStore]) -> None:
+    from modelcanary.adapters.store.telemetry import HANDOFF_CHUNK
+
+    store, other = open_store(), open_store()
+    assert store.adopt_handoffs() == []
+    many = [
+        [f"aaaaaaaaaa-{n:x}", "fraud", "r-1", "baseline", n % 7, None, 0.0, None, None, None, 0.0]
+        for n in range(HANDOFF_CHUNK + 5)
+    ]
+    store.hand_off("gw-a", many)  # more than one stored chunk, in one transaction
+    store.hand_off("gw-b", [["bbbbbbbbbb-1", None, None, "candidate", None, "eu", 1e9, 1, 0.2, 0.9, 0.0]])
+    store.hand_off("gw-c", [])  # nothing to hand off is no statement at all
+    adopted = other.adopt_handoffs()
+    assert adopted == [
+        *many,
+        ["bbbbbbbbbb-1", None, None, "candidate", None, "eu", 1e9, 1, 0.2, 0.9, 0.0],
+    ]  # oldest first
+    assert store.adopt_handoffs() == [] == other.adopt_handoffs()  # adopted once
 
 
 # -- audit ----------------------------------------------------------------------------------------

@@ -126,8 +126,8 @@ class _SlowTake(SqlStore):
         super().__init__(url)
         self.deleted = threading.Event()  # set once a take's DELETE committed, before it returns
 
-    def take_labels(self, issuer: str) -> list[tuple[str, int]]:
-        taken = super().take_labels(issuer)
+    def take_labels(self, *issuers: str) -> list[tuple[str, int]]:
+        taken = super().take_labels(*issuers)
         if taken:
             self.deleted.set()
         time.sleep(0.3)

@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp
 
-from modelcanary.domain.errors import BackendError, RequestError, UnknownEndpoint
+from modelcanary.domain.errors import BackendError, ModelcanaryError, RequestError, UnknownEndpoint
 from modelcanary.domain.state import ModelVersion, Route
 from modelcanary.domain.telemetry import Variant
 from modelcanary.gateway import endpoints, protocols, v2
@@ -115,7 +115,13 @@ class Gateway:
         self.recorder = Recorder(max_predictions=max_predictions)
         self.metrics = Metrics(self.recorder)
         self.shadow = ShadowLane(self.recorder, lambda endpoint: self.serving.get(endpoint))
-        self.labels = Labels(self.recorder, telemetry, source, self.metrics.relayed_labels)
+        self.labels = Labels(
+            self.recorder,
+            telemetry,
+            source,
+            self.metrics.relayed_labels,
+            lambda endpoint, variant: self.metrics.endpoint(endpoint).of(variant),
+        )
         self.serving: dict[str, Serving] = {}
         self.routes_version = -1  # of the last routing table applied whole (every model loaded)
         self.applied = False  # a routing table was applied, whole or but for endpoints in ``unavailable``
@@ -227,8 +233,10 @@ class Gateway:
             return True
 
     async def last_flush(self, *, within_s: float = LAST_FLUSH_S) -> None:
-        """The flush at shutdown, tried again for ``within_s`` while the store does not take it:
-        what this process has not written, and the labels joined to it, go with it."""
+        """The flush at shutdown, then the hand-off of what labels may still join to (predictions,
+        labels waiting to mature) for another gateway to adopt; each tried again for ``within_s``
+        in all while the store does not take it. What the store never takes is lost with this
+        process."""
         deadline, pause = time.monotonic() + within_s, 0.25
         while not await self.flush():
             if time.monotonic() + pause > deadline:
@@ -236,6 +244,16 @@ class Gateway:
                 return
             await asyncio.sleep(pause)
             pause = min(2 * pause, 2.0)
+        while True:
+            try:
+                await self.labels.hand_off()
+                return
+            except ModelcanaryError:
+                if time.monotonic() + pause > deadline:
+                    log.exception("the store did not take the predictions awaiting labels within %g s", within_s)
+                    return
+                await asyncio.sleep(pause)
+                pause = min(2 * pause, 2.0)
 
     async def close(self) -> None:
         """Stop the candidate pool and release what the backend holds open (connection pools to remote models)."""

@@ -4,7 +4,9 @@ A prediction's id starts with the issuing recorder's prefix (ten random hex digi
 process start), and only that process holds what a label joins to (variant, score bucket,
 segment, shadow pair). Behind a load balancer a label may reach any replica: one for another
 replica's prediction is written to the store, and the issuer takes its own at every flush, before
-the telemetry write that carries them (docs/gateway.md).
+the telemetry write that carries them (docs/gateway.md). A gateway that stops hands what it holds
+to the store, and the first gateway to flush after that adopts it: the stopped one's predictions,
+their labels relayed from then on, and the labels still waiting to mature.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from modelcanary.domain.errors import ModelcanaryError, RequestError, UnknownPrediction
+from modelcanary.domain.telemetry import Variant
 from modelcanary.gateway.metrics import Count
-from modelcanary.gateway.recorder import Recorder
+from modelcanary.gateway.recorder import LabelSink, Recorder
 from modelcanary.ports import TelemetryStore
 
 log = logging.getLogger("modelcanary.gateway")
@@ -35,8 +38,16 @@ class Labels:
     gateway has no store, and takes labels for its own predictions only). ``counts`` are the
     ``modelcanary_relayed_labels_total`` children by outcome."""
 
-    def __init__(self, recorder: Recorder, store: TelemetryStore | None, source: str, counts: dict[str, Count]) -> None:
+    def __init__(
+        self,
+        recorder: Recorder,
+        store: TelemetryStore | None,
+        source: str,
+        counts: dict[str, Count],
+        sink_of: Callable[[str, Variant], LabelSink | None],
+    ) -> None:
         self._recorder = recorder
+        self._sink_of = sink_of
         self._store = store
         self._source = source
         self._counts = counts
@@ -46,7 +57,7 @@ class Labels:
     async def accept(self, body: Any) -> dict[str, int]:
         """A feedback body's labels, all or none: this process's own predictions are claimed
         first, the rest relayed, and the claimed ones given back if the relay fails (503)."""
-        mine, others, positions = partition(parse_labels(body), self._recorder.issuer, relay=self._store is not None)
+        mine, others, positions = partition(parse_labels(body), self._recorder.issuers, relay=self._store is not None)
         taken = self._recorder.take(mine, positions=positions)
         if others:
             assert self._store is not None
@@ -65,8 +76,9 @@ class Labels:
         return {"accepted": len(mine) + len(others), "relayed": len(others)}
 
     async def take_relayed(self) -> None:
-        """Join the labels other gateways received for this one's predictions, and now and then
-        drop those whose gateway is gone. A failed read leaves them in the store for the next.
+        """Adopt what stopped gateways handed off, join the labels other gateways received for
+        this one's predictions (and the adopted ones), and now and then drop those whose gateway
+        is gone. A failed read leaves them in the store for the next.
 
         The take runs in a task of its own, shielded: a flush cancelled at shutdown while the
         store's ``DELETE ... RETURNING`` is under way would otherwise drop what it returned; the
@@ -77,10 +89,31 @@ class Labels:
             self._taking = asyncio.get_running_loop().create_task(self._take(self._store))
         await asyncio.shield(self._taking)
 
+    async def hand_off(self) -> None:
+        """Hand what a label may still join to over to the store, for the next gateway to flush
+        (this one is stopping): after the last flush, so that no label taken before is lost."""
+        if self._store is None:
+            return
+        rows = self._recorder.hand_off()
+        if rows:
+            await asyncio.to_thread(self._store.hand_off, self._source, rows)
+            log.info("handed %d predictions and waiting labels to the store for another gateway", len(rows))
+
+    async def _adopt(self, handed: Sequence[Sequence[Any]]) -> None:
+        """Adopt a hand-off, letting requests run between its parts (``Recorder.adopting``: in one
+        part, 200,000 rows held the loop 0.5 s). Their labels are joined here once all is
+        adopted; until then a label for one of them is relayed, and taken right after."""
+        for _part in self._recorder.adopting(handed, self._sink_of):
+            await asyncio.sleep(0)
+        log.info("adopted %d predictions and waiting labels of stopped gateways", len(handed))
+
     async def _take(self, store: TelemetryStore) -> None:
         recorder = self._recorder
         try:
-            taken = await asyncio.to_thread(store.take_labels, recorder.issuer)
+            handed = await asyncio.to_thread(store.adopt_handoffs)
+            if handed:
+                await self._adopt(handed)
+            taken = await asyncio.to_thread(store.take_labels, *sorted(recorder.issuers))
             if taken:
                 joined, unmatched = recorder.label_relayed(taken)
                 self._counts["joined"].inc(joined)
@@ -95,16 +128,16 @@ class Labels:
 
 
 def partition(
-    items: Sequence[tuple[str, int]], issuer: str, *, relay: bool
+    items: Sequence[tuple[str, int]], issuers: Collection[str], *, relay: bool
 ) -> tuple[list[tuple[str, int]], list[tuple[str, str, int]], list[int]]:
-    """Labels for the predictions of ``issuer`` (this replica), those for another replica's as
+    """Labels for the predictions of ``issuers`` (this replica, and those it adopted), those for another replica's as
     (its issuer, prediction id, label), and where each of the first stood in ``items``. Refused,
     naming the item: an id no replica could have issued, an id twice in one batch, and another
     replica's id where there is nothing to ``relay`` it through (no store).
 
-    >>> partition([("abcdefabcd-1f", 0), ("0123456789-a", 1)], "0123456789", relay=True)
+    >>> partition([("abcdefabcd-1f", 0), ("0123456789-a", 1)], {"0123456789"}, relay=True)
     ([('0123456789-a', 1)], [('abcdefabcd', 'abcdefabcd-1f', 0)], [1])
-    >>> partition([("0123456789-a", 1), ("mine", 0)], "0123456789", relay=True)  # doctest: +ELLIPSIS
+    >>> partition([("0123456789-a", 1), ("mine", 0)], {"0123456789"}, relay=True)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     modelcanary.domain.errors.UnknownPrediction: labels[1].prediction_id: ...: not an id a gateway issued
     """
@@ -114,7 +147,7 @@ def partition(
         why = None
         if prediction_id in seen:
             why = "it is labelled twice in this batch"
-        elif prefix == issuer:
+        elif prefix in issuers:
             mine.append((prediction_id, label))
             positions.append(index)
         elif not (dash and _ISSUER.fullmatch(prefix) and _COUNTER.fullmatch(counter)):

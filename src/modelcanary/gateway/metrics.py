@@ -73,6 +73,7 @@ class Buckets:
 class Series:
     """One (endpoint, variant, lane)'s bound children."""
 
+    endpoint: str
     requests: Count
     errors: Count
     latency: Buckets
@@ -144,8 +145,9 @@ _FIELDS = {
 }
 
 
-def _lane() -> Series:
+def _lane(endpoint: str) -> Series:
     return Series(
+        endpoint=endpoint,
         requests=Count(),
         errors=Count(),
         latency=Buckets(LATENCY_BUCKETS_S),
@@ -173,9 +175,9 @@ class Metrics:
         bound = self._bound.get(endpoint)
         if bound is None:
             bound = self._bound[endpoint] = EndpointSeries(
-                baseline=_lane(),
-                candidate=_lane(),
-                shadow=_lane(),
+                baseline=_lane(endpoint),
+                candidate=_lane(endpoint),
+                shadow=_lane(endpoint),
                 shed=Count(),
                 weight=Count(),
                 breaker_open=Count(),
@@ -240,6 +242,11 @@ class Metrics:
                 f"{PREFIX}_labels_without_rollout",
                 "Labels of predictions served with no rollout on their endpoint: in no rollout's telemetry",
                 value=self._recorder.labels_without_rollout,
+            )
+            yield CounterMetricFamily(
+                f"{PREFIX}_adopted_predictions",
+                "Predictions and waiting labels this gateway took over from stopped gateways, to join their labels",
+                value=self._recorder.adopted,
             )
             yield CounterMetricFamily(
                 f"{PREFIX}_labels_counted_unripe",

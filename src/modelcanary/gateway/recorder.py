@@ -6,12 +6,13 @@ copies the counts that changed; the store write happens off the loop.
 
 from __future__ import annotations
 
+import gc
 import heapq
 import itertools
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -20,9 +21,24 @@ from modelcanary.domain.telemetry import Variant, VariantTelemetry
 
 
 class LabelSink(Protocol):
-    """Told of each label joined to a prediction (the gateway's Prometheus children)."""
+    """Told of each label joined to a prediction (the gateway's Prometheus children of the
+    endpoint it names)."""
+
+    @property
+    def endpoint(self) -> str: ...
 
     def label(self, label: int) -> None: ...
+
+
+ADOPT_PART = 5_000  # rows of a hand-off adopted between two turns of the event loop (~10-15 ms)
+
+# What a label may still join to, handed from a stopping gateway to another (``hand_off``,
+# ``adopt``), as JSON: (prediction id, endpoint, rollout id, variant, score bucket, segment, when a
+# label of it counts (wall clock; 0: at once), a label waiting for that (or None), the shadow lane's
+# baseline and candidate scores of its input (or None), and until when that pair is kept)
+Held = tuple[
+    str, str | None, str | None, str, int | None, str | None, float, int | None, float | None, float | None, float
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +96,11 @@ class Recorder:
         self._maturing: list[tuple[float, int, str, int, _Served]] = []
         self._maturing_pairs: dict[str, tuple[float, float] | None] = {}
         self.labels_counted_unripe = 0  # counted before they matured: more waited than memory holds
+        self._issuers = {self._prefix}  # its own prefix, and those of the stopped gateways it adopted
+        self.adopted = 0  # predictions and waiting labels taken over from stopped gateways
+        # a hand-off's predictions (and shadow pairs) being adopted, in parts, until ``join_for``
+        self._adopting: OrderedDict[str, _Served] = OrderedDict()
+        self._adopting_shadowed: OrderedDict[str, tuple[float, float, float]] = OrderedDict()
 
     def _variant(self, rollout_id: str, variant: Variant) -> VariantTelemetry:
         key = (rollout_id, variant)
@@ -197,6 +218,119 @@ class Recorder:
     def issuer(self) -> str:
         """The prefix of every prediction id this recorder issues: which replica made a prediction."""
         return self._prefix
+
+    @property
+    def issuers(self) -> frozenset[str]:
+        """The prefixes of the predictions whose labels this recorder joins: its own, and those of
+        the stopped gateways whose predictions it adopted."""
+        return frozenset(self._issuers)
+
+    def hand_off(self) -> list[Held]:
+        """Everything a label may still join to, for another gateway to ``adopt`` when this one
+        stops: every prediction it remembers (oldest first, with its shadow pair while the lane
+        keeps it), then every label waiting for its prediction to mature. Times are wall-clock: the
+        adopter's clocks are its own. A shadow copy still queued is not waited for (its pair is lost,
+        as when the lane sheds it)."""
+        wall, clock, now = time.time(), self._clock(), time.monotonic()
+
+        def held(
+            prediction_id: str, served: _Served, label: int | None, pair: tuple[float, float] | None, until: float
+        ) -> Held:
+            endpoint = served.sink.endpoint if served.sink is not None else None
+            mature_at = served.mature_at - clock + wall if served.mature_at else 0.0
+            base, cand = pair if pair is not None else (None, None)
+            return (
+                prediction_id,
+                endpoint,
+                served.rollout_id,
+                served.variant.value,
+                served.bucket,
+                served.segment,
+                mature_at,
+                label,
+                base,
+                cand,
+                until,
+            )
+
+        rows = []
+        for prediction_id, served in self._served.items():
+            shadowed = self._shadowed.get(prediction_id)
+            if shadowed is not None and shadowed[0] > now:
+                rows.append(held(prediction_id, served, None, shadowed[1:], shadowed[0] - now + wall))
+            else:
+                rows.append(held(prediction_id, served, None, None, 0.0))
+        for _at, _sequence, prediction_id, label, served in sorted(self._maturing):
+            rows.append(held(prediction_id, served, label, self._maturing_pairs.get(prediction_id), 0.0))
+        return rows
+
+    def adopt(self, rows: Sequence[Sequence[Any]], sink_of: Callable[[str, Variant], LabelSink | None]) -> set[str]:
+        """Take over a part of what a stopped gateway handed off (``hand_off``; parts oldest
+        first): its waiting labels count when they mature, as there; its predictions wait aside
+        until ``join_for``, which makes them the oldest held here (forgotten first) and joins
+        their labels here, relayed ones included. Meanwhile a label for one is relayed, and joined
+        at the next take. ``sink_of`` gives an endpoint's Prometheus children of a variant. The
+        prefixes of the adopted predictions are returned, for ``join_for``."""
+        wall, clock, now = time.time(), self._clock(), time.monotonic()
+        variants = {variant.value: variant for variant in Variant}
+        sinks: dict[tuple[str, Variant], LabelSink | None] = {}
+        served, shadowed, issuers = self._adopting, self._adopting_shadowed, set()
+        for row in rows:
+            prediction_id, endpoint, rollout_id, variant_name, bucket, segment, mature_at, label, base, cand, until = (
+                row
+            )
+            variant = variants[variant_name]
+            sink = None
+            if endpoint is not None:
+                key = (endpoint, variant)
+                sink = sinks[key] if key in sinks else sinks.setdefault(key, sink_of(endpoint, variant))
+            held = _Served(rollout_id, variant, bucket, sink, segment, mature_at - wall + clock if mature_at else 0.0)
+            pair = (base, cand) if base is not None and cand is not None else None
+            if label is not None:
+                if prediction_id in self._maturing_pairs:  # handed off twice (a retried write that had landed)
+                    continue
+                self._maturing_pairs[prediction_id] = pair
+                heapq.heappush(self._maturing, (held.mature_at, next(self._sequence), prediction_id, label, held))
+            else:
+                served[prediction_id] = held
+                if pair is not None and until > wall:
+                    shadowed[prediction_id] = (until - wall + now, *pair)
+            issuers.add(prediction_id.partition("-")[0])
+        self.adopted += len(rows)
+        while len(self._maturing) > self._max_predictions:
+            self._ripen_first()
+            self.labels_counted_unripe += 1
+        return issuers
+
+    def adopting(
+        self, rows: Sequence[Sequence[Any]], sink_of: Callable[[str, Variant], LabelSink | None]
+    ) -> Iterator[None]:
+        """``adopt`` a whole hand-off in parts of ``ADOPT_PART`` rows, pausing after each (the
+        event loop serves requests there), then ``join_for``. The rows, and then what was adopted,
+        are put out of the garbage collector's sight (``gc.freeze``, as the gateway does with its
+        models): for 200,000 rows the longest pause was 213-218 ms unfrozen, 52-62 ms frozen
+        (``python -m bench.handoff``). Freezing acyclic data leaks nothing: it is freed by its
+        reference count."""
+        gc.freeze()
+        issuers: set[str] = set()
+        for start in range(0, len(rows), ADOPT_PART):
+            issuers |= self.adopt(rows[start : start + ADOPT_PART], sink_of)
+            yield
+        self.join_for(issuers)
+        gc.freeze()
+
+    def join_for(self, issuers: Iterable[str]) -> None:
+        """All of a hand-off is adopted: its predictions join those held here, as the oldest, and
+        the labels of these issuers' predictions are joined here from now on (``issuers``)."""
+        served, shadowed = self._adopting, self._adopting_shadowed
+        served.update(self._served)
+        shadowed.update(self._shadowed)
+        self._served, self._shadowed = served, shadowed
+        self._adopting, self._adopting_shadowed = OrderedDict(), OrderedDict()
+        while len(self._served) > self._max_predictions:
+            self._served.popitem(last=False)
+            self.forgotten_predictions += 1
+        self._issuers.update(issuers)
 
     def take(
         self, items: Sequence[tuple[str, int]], *, positions: Sequence[int] | None = None

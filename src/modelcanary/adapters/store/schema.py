@@ -126,9 +126,17 @@ relayed_labels = sa.Table(  # labels that reached a gateway other than the one t
     sa.Column("via", sa.String(100), nullable=False),  # the gateway that received it
     sa.Column("received_at", sa.Float, nullable=False),
 )
+handoffs = sa.Table(  # what a stopping gateway holds for labels to come, until another adopts it (0007)
+    "handoffs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("via", sa.String(100), nullable=False),  # the gateway that stopped
+    sa.Column("rows", sa.Text, nullable=False),  # a JSON list of Recorder.hand_off rows
+    sa.Column("handed_at", sa.Float, nullable=False),
+)
 
 GENESIS = "0" * 64
-HEAD = "0006"  # the newest migration in migrations/versions (tests check that they agree)
+HEAD = "0007"  # the newest migration in migrations/versions (tests check that they agree)
 MIGRATIONS = Path(__file__).parent / "migrations"
 # PostgreSQL advisory-lock keys: one serialises schema upgrades, one the audit chain's appends
 MIGRATION_LOCK, AUDIT_LOCK = 0x6D63_0001, 0x6D63_0002

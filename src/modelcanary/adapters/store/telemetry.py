@@ -1,24 +1,28 @@
 """Telemetry in the SQL store: each source's cumulative counts per rollout and variant, one row
 each, overwritten by every flush (a gateway writes its totals since it started; the judge sums
-the sources); and labels in transit between gateways (``relay_labels``)."""
+the sources); labels in transit between gateways (``relay_labels``); and what a stopped gateway
+handed over for another to adopt (``hand_off``)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from modelcanary.adapters.store.schema import chunks, relayed_labels, telemetry
+from modelcanary.adapters.store.schema import chunks, handoffs, relayed_labels, telemetry
 from modelcanary.domain.telemetry import Variant, VariantTelemetry
 
 if TYPE_CHECKING:
     from modelcanary.ports import Fence
+
+
+HANDOFF_CHUNK = 10_000  # rows per stored JSON list: ~1 MB
 
 
 class TelemetryTable:
@@ -93,16 +97,38 @@ class TelemetryTable:
         with self._tx() as conn:
             conn.execute(sa.insert(relayed_labels), values)
 
-    def take_labels(self, issuer: str) -> list[tuple[str, int]]:
-        """The labels relayed to ``issuer``, oldest first, removed as they are read (one statement:
-        two replicas of one issuer cannot both take a label)."""
+    def take_labels(self, *issuers: str) -> list[tuple[str, int]]:
+        """The labels relayed to these issuers, oldest first, removed as they are read (a
+        ``DELETE ... RETURNING``: two gateways cannot both take a label)."""
+        taken: list[Any] = []
         with self._tx() as conn:
-            taken = conn.execute(
-                sa.delete(relayed_labels)
-                .where(relayed_labels.c.issuer == issuer)
-                .returning(relayed_labels.c.id, relayed_labels.c.prediction_id, relayed_labels.c.label)
-            ).all()
+            for some in chunks(issuers):
+                taken += conn.execute(
+                    sa.delete(relayed_labels)
+                    .where(relayed_labels.c.issuer.in_(some))
+                    .returning(relayed_labels.c.id, relayed_labels.c.prediction_id, relayed_labels.c.label)
+                ).all()
         return [(row.prediction_id, row.label) for row in sorted(taken, key=lambda row: row.id)]
+
+    def hand_off(self, via: str, rows: Sequence[Sequence[Any]]) -> None:
+        """What stopping gateway ``via`` hands over (``Recorder.hand_off``'s rows, JSON), in one
+        transaction: another gateway adopts all of it or none. Stored as JSON lists of
+        ``HANDOFF_CHUNK`` rows: 200,000 predictions are 20 statements' values, not 200,000."""
+        now = time.time()
+        values = [
+            {"via": via, "rows": orjson.dumps(rows[start : start + HANDOFF_CHUNK]).decode(), "handed_at": now}
+            for start in range(0, len(rows), HANDOFF_CHUNK)
+        ]
+        if values:
+            with self._tx() as conn:
+                conn.execute(sa.insert(handoffs), values)
+
+    def adopt_handoffs(self) -> list[list[Any]]:
+        """Every row handed off and not yet adopted, oldest first, removed as it is read (one
+        ``DELETE ... RETURNING``: no two gateways adopt the same row)."""
+        with self._tx() as conn:
+            taken = conn.execute(sa.delete(handoffs).returning(handoffs.c.id, handoffs.c.rows)).all()
+        return [row for chunk in sorted(taken, key=lambda chunk: chunk.id) for row in orjson.loads(chunk.rows)]
 
     def expire_labels(self, received_before: float) -> int:
         """Drop relayed labels no gateway took since ``received_before`` (their issuer is gone, and
