@@ -559,7 +559,66 @@ def test_one_broken_rollout_does_not_hold_the_others(
     store.create(broken, "apiVersion: modelcanary/v0\n", actor="an older release")  # no longer a valid spec
     clock.now = T0 + 1
     changed = controller.tick()
-    assert [state.id for state in changed] == [fraud.id]
+    assert sorted(state.id for state in changed) == [broken.id, fraud.id]
+    held = current(store, broken.id)
+    assert (held.phase, held.step) == (broken.phase, broken.step)  # held where it was: on the record, once
+    assert held.reason.startswith("held: deciding it failed at modelcanary/domain/")
+    assert "its saved spec no longer loads: invalid rollout spec" in held.reason
+    assert [t.reason for t in store.history(broken.id)] == [held.reason]
+    clock.now = T0 + 2
+    controller.tick()
+    assert current(store, broken.id).version == held.version  # the same failure: nothing new recorded
+
+
+class Recording:
+    """A notifier that keeps what it was given."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def deliver(self, payload: dict[str, str]) -> None:
+        self.sent.append(json.loads(payload["body"]))
+
+
+def test_a_rollout_whose_decision_raises_is_held_on_the_record_once_and_notified(
+    store: SqlStore, fake_registry: FakeRegistry, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, a rollout whose judge (or gate, or decision) raised was held for ever, in the log
+    alone: its state, history, dashboard and webhooks said nothing, and its maxDuration never came."""
+    notifier = Recording()
+    controller = Controller(store=store, registry=fake_registry, clock=clock, notifier=notifier)
+    document = json.loads(spec_text())
+    document["spec"]["notify"] = [{"url": "http://hooks.example/modelcanary"}]
+    state = start_rollout(store, fake_registry, json.dumps(document), source="test", actor="alice", now=clock.now)
+    clock.now = T0 + 1
+    controller.tick()  # into step 1
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise ZeroDivisionError("float division by zero")
+
+    monkeypatch.setattr("modelcanary.controller.loop.analyse", broken)
+    clock.now = T0 + 5
+    (held,) = controller.tick()
+    assert (held.phase, held.step, held.weight) == (Phase.CANARY, 0, 10.0)
+    assert held.error_hold.startswith("ZeroDivisionError at modelcanary/controller/loop.py:")
+    assert held.reason.startswith("held: deciding it failed at modelcanary/controller/loop.py:")
+    assert "ZeroDivisionError: float division by zero" in held.reason
+    assert notifier.sent[-1]["reason"] == held.reason
+    audited = [event for event in store.audit_events(state.id) if event["action"].startswith("rollout.")][-1]
+    assert (audited["action"], audited["actor"]) == ("rollout.canary", "controller")
+    assert audited["detail"]["reason"] == held.reason
+    sent = len(notifier.sent)
+    for now in (T0 + 6, T0 + 30):  # the same failure: nothing new
+        clock.now = now
+        assert controller.tick() == []
+    assert len(notifier.sent) == sent and current(store, state.id).version == held.version
+
+    monkeypatch.undo()  # fixed: the next tick decides it again, and says so
+    clock.now = T0 + 31
+    (again,) = controller.tick()
+    assert (again.phase, again.step, again.error_hold) == (Phase.CANARY, 0, "")
+    assert again.reason == f"decided again: no longer held by {held.error_hold}"
+    assert notifier.sent[-1]["reason"] == held.reason  # a hold's end is on the record; nobody waits for it
 
 
 # -- starting ---------------------------------------------------------------------------------------

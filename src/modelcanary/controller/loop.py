@@ -26,8 +26,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -42,7 +44,7 @@ from modelcanary.domain.state import Action, ActionKind, Outcome, RolloutState
 from modelcanary.domain.telemetry import RolloutTelemetry, Variant, VariantTelemetry
 from modelcanary.engine.analysis import analyse, look_at, pair
 from modelcanary.engine.decide import decide
-from modelcanary.engine.outcomes import CONTROLLER
+from modelcanary.engine.outcomes import CONTROLLER, decided_again, failing
 from modelcanary.judges import prepare as prepare_judges
 from modelcanary.ports import (
     ActionQueue,
@@ -84,6 +86,19 @@ class Store(RolloutStore, ActionQueue, TelemetryStore, Leases, Protocol):
     """What the controller needs of a store."""
 
 
+def raised_at(exc: BaseException) -> str:
+    """Where ``exc`` was raised in modelcanary's code (the innermost such frame, else the innermost
+    of all): its file from the package's folder on, and its line."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "an unknown place"
+    ours = [frame for frame in frames if f"{os.sep}modelcanary{os.sep}" in frame.filename]
+    frame = (ours or frames)[-1]
+    path = frame.filename
+    cut = path.rfind(f"{os.sep}modelcanary{os.sep}")
+    return f"{path[cut + 1 :] if cut >= 0 else os.path.basename(path)}:{frame.lineno}"
+
+
 @dataclass
 class Controller:
     store: Store
@@ -100,6 +115,7 @@ class Controller:
     sources: Callable[[str], MetricSource] | None = None  # name -> source; None: adapters.sources' factory
     shards: Shards | None = None  # worker processes that decide a share of the rollouts; None: this one alone
     _specs: dict[str, RolloutSpec] = field(default_factory=dict)
+    _spec_errors: dict[str, tuple[str, str]] = field(default_factory=dict)  # id: (why its spec does not load, where)
     _states: dict[str, RolloutState] = field(default_factory=dict)  # each active rollout as last read or saved
     _read_at: dict[str, float] = field(default_factory=dict)  # when each sourced rollout was last read
     measurement_errors: dict[str, str] = field(default_factory=dict)  # rollout id -> why its last read failed
@@ -156,6 +172,7 @@ class Controller:
         starts. The validated JSON is read when the store has it (0.05 ms), the YAML otherwise
         (10-25 ms), which matters when a new leader takes over a thousand rollouts at once."""
         self._specs = {state.id: self._specs[state.id] for state in active if state.id in self._specs}
+        self._spec_errors.clear()
         missing = [state.id for state in active if state.id not in self._specs]
         for rollout_id, (text, as_json) in (self.store.specs(missing) if missing else {}).items():
             try:
@@ -164,8 +181,9 @@ class Controller:
                     if as_json is not None
                     else load_spec(text, source=f"rollout {rollout_id}")
                 )
-            except Exception:  # saved by a version that read it differently: hold that one rollout
+            except Exception as exc:  # saved by a version that read it differently: hold that one rollout
                 log.exception("rollout %s: its saved spec no longer loads; holding it", rollout_id)
+                self._spec_errors[rollout_id] = (f"its saved spec no longer loads: {exc}", raised_at(exc))
 
     def tick(self) -> list[RolloutState]:
         """``decide``, then run the side effects, in this thread (the long-running loops run them on
@@ -242,12 +260,21 @@ class Controller:
         telemetry = self.store.read_telemetry_many([state.id for state in active if state.id in self._specs])
         decided: list[Outcome] = []
         for state in active:
-            if state.id not in self._specs:
-                continue
+            spec = self._specs.get(state.id)
             try:
-                outcome = self._decide(state, self._specs[state.id], pair(telemetry[state.id]))
-            except Exception:  # one broken rollout must not hold every other one
-                log.exception("rollout %s: tick failed; holding it", state.id)
+                if spec is None:  # its saved spec no longer loads (logged by _load_specs)
+                    failure, where = self._spec_errors[state.id]
+                    outcome = failing(state, None, failure, where, now=self.clock())
+                else:
+                    try:
+                        outcome = decided_again(
+                            state, self._decide(state, spec, pair(telemetry[state.id])), now=self.clock()
+                        )
+                    except Exception as exc:  # one broken rollout must not hold every other one
+                        log.exception("rollout %s: deciding it failed; holding it", state.id)
+                        outcome = failing(state, spec, f"{type(exc).__name__}: {exc}", raised_at(exc), now=self.clock())
+            except Exception:  # not even its hold could be recorded: it holds, in the log alone
+                log.exception("rollout %s: could not record what holds it", state.id)
                 continue
             if outcome is not None:
                 decided.append(outcome)

@@ -109,6 +109,7 @@ class RolloutState(_Value):
     approvals: tuple[ApprovalRecord, ...] = ()
     gate_hold: str = ""  # the denial now holding the rollout at a gate; recorded once, not every tick
     timeout_hold: bool = False  # held at its step's maxDuration (onTimeout: hold); recorded once, not every tick
+    error_hold: str = ""  # the failure now holding it: deciding it raised (its type and where); recorded once
     version: int = 0  # bumped by every save; the compare-and-set token
     created_at: float
     updated_at: float

@@ -122,6 +122,7 @@ def change(
     # any other change ends a hold; a new one records itself again
     updates.setdefault("gate_hold", "")
     updates.setdefault("timeout_hold", False)
+    updates.setdefault("error_hold", "")
     new = state.model_copy(update={**updates, "reason": reason, "updated_at": now})
     transition = Transition(
         at=now,
@@ -138,6 +139,34 @@ def change(
     return Outcome(state=new, transition=transition, route=route, actions=actions)
 
 
+def failing(state: RolloutState, spec: RolloutSpec | None, failure: str, where: str, *, now: float) -> Outcome | None:
+    """Deciding ``state`` raised ``failure`` (its type and message) ``where`` (a file and line): a
+    hold, recorded (audited, and sent to the notify webhooks) once for each new failure, not at
+    every tick, so that it does not wait unseen in a log. Deciding is tried again every tick. ``spec``
+    is None when it is the saved spec that no longer loads: then nobody can be notified."""
+    hold = f"{failure.partition(':')[0]} at {where}"
+    if state.error_hold == hold:
+        return None
+    reason = f"held: deciding it failed at {where}: {_shortened(failure)}; the controller tries again every tick"
+    outcome = change(state, now=now, reason=reason, actor=CONTROLLER, error_hold=hold)
+    return notified(state, spec, outcome) if spec is not None else outcome
+
+
+def decided_again(state: RolloutState, outcome: Outcome | None, *, now: float) -> Outcome | None:
+    """``outcome`` of a rollout decided once more: where a failure held it (``failing``) and the
+    outcome records no change of its own (which ends the hold), the hold's end is recorded."""
+    if not state.error_hold or (outcome is not None and outcome.transition is not None):
+        return outcome
+    decided = outcome.state if outcome is not None else state
+    return change(decided, now=now, reason=f"decided again: no longer held by {state.error_hold}", actor=CONTROLLER)
+
+
+def _shortened(text: str, limit: int = 300) -> str:
+    """``text`` on one line, cut at ``limit`` characters (the log has the whole of it)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def notified(state: RolloutState, spec: RolloutSpec, outcome: Outcome) -> Outcome:
     """``outcome`` with a webhook action per ``notify`` target when its phase or step changed, it
     was paused or resumed, or it came to a hold, at a step's maxDuration or at a gate for new
@@ -145,7 +174,11 @@ def notified(state: RolloutState, spec: RolloutSpec, outcome: Outcome) -> Outcom
     waits for the same human). The body is made here, once, so every retry sends the same bytes;
     its key (the rollout and the version the change is saved as) lets a receiver drop a repeat."""
     new, transition = outcome.state, outcome.transition
-    held = (new.timeout_hold and not state.timeout_hold) or new.gate_hold not in ("", state.gate_hold)
+    held = (
+        (new.timeout_hold and not state.timeout_hold)
+        or new.gate_hold not in ("", state.gate_hold)
+        or new.error_hold not in ("", state.error_hold)
+    )
     moved = held or (new.phase, new.step, new.paused) != (state.phase, state.step, state.paused)
     if not spec.spec.notify or transition is None or not moved:
         return outcome
