@@ -17,7 +17,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
+from modelcanary.adapters.store.schema import actions
 from modelcanary.adapters.store.sql import SqlStore
 from modelcanary.adapters.testing import FakeRegistry
 from modelcanary.controller.loop import Controller
@@ -348,3 +350,56 @@ def test_a_url_holding_credentials_is_never_opened_nor_shown() -> None:
         "take them out; secretEnv signs each delivery"
     )
     assert receiver.requests == []  # nor looked up in DNS as a host named bot:ghp_T0KEN@127.0.0.1
+
+
+@pytest.mark.parametrize("receiver", [1], indirect=True)
+def test_a_url_from_the_environment_is_posted_to_and_shown_nowhere(
+    store: SqlStore, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Slack incoming webhook's URL is its credential, and a spec is shown to anyone who may read
+    the rollout: with ``urlEnv`` the controller reads the URL from its environment, and its spec,
+    outbox, audit log and errors name the variable alone."""
+    token_url = receiver.url + "/T000/B000/s3cr3tT0k3n"
+    monkeypatch.setenv("SLACK_HOOK_URL", token_url)
+    clock, fakes = Clock(1_000.0), registry()
+    text = spec_text([{"urlEnv": "SLACK_HOOK_URL", "format": "slack"}])
+    state = start_rollout(store, fakes, text, source="t", actor="ana", now=clock.now)
+    controller = Controller(store=store, registry=fakes, clock=clock, retry_backoff_s=1.0)
+    controller.tick()  # pending -> canary: the first attempt is answered 500
+    with store.engine.connect() as conn:
+        (error,) = conn.execute(sa.select(actions.c.last_error)).scalars()
+    assert error == "webhook $SLACK_HOOK_URL: HTTP 500 Internal Server Error"
+    clock.now += 1.0
+    controller.tick()
+    assert len(receiver.requests) == 2 and store.pending_actions() == []
+    assert json.loads(receiver.requests[1][1])["text"].startswith("modelcanary: rollout f2 on fraud")
+    with store.engine.connect() as conn:
+        outbox = [row._asdict() for row in conn.execute(sa.select(actions))]
+    recorded = json.dumps([store.audit_events(), outbox, store.get(state.id)[0].model_dump(mode="json"), text])
+    assert "s3cr3tT0k3n" not in recorded and f":{receiver.server.server_address[1]}" not in recorded
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, "webhook $HOOK_URL: environment variable HOOK_URL is not set"),
+        ("hooks.example/T0/s3cr3t", "webhook $HOOK_URL: HOOK_URL does not hold a URL a webhook can be sent to"),
+        ("https://bot:s3cr3t@hooks.example/x", "webhook $HOOK_URL: HOOK_URL does not hold a URL a webhook can be"),
+        ("https://hooks.example:99999/s3cr3t", "webhook $HOOK_URL: HOOK_URL does not hold a URL a webhook can be"),
+    ],
+)
+def test_a_url_variable_unset_or_not_a_url_is_a_delivery_error_that_does_not_show_it(
+    value: str | None, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelcanary.adapters.notify.webhook import WebhookNotifier
+    from modelcanary.domain.errors import DeliveryError
+
+    if value is None:
+        monkeypatch.delenv("HOOK_URL", raising=False)
+    else:
+        monkeypatch.setenv("HOOK_URL", value)
+    with pytest.raises(DeliveryError) as raised:
+        WebhookNotifier().deliver({"url": "", "url_env": "HOOK_URL", "key": "k", "body": "{}"})
+    assert str(raised.value).startswith(expected)
+    assert "s3cr3t" not in str(raised.value)
+    assert raised.value.__cause__ is None and raised.value.__context__ is None  # nor in a logged traceback

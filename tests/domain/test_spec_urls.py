@@ -70,3 +70,25 @@ def test_an_at_sign_past_the_host_is_no_credential(url: str) -> None:
 )
 def test_without_credentials_keeps_the_rest_of_the_url(url: str, shown: str) -> None:
     assert without_credentials(url) == shown
+
+
+@pytest.mark.parametrize(
+    ("target", "field", "why"),
+    [
+        ({"format": "slack"}, "spec.notify[0].url", "give the webhook's url, or urlEnv"),
+        ({"url": "https://hooks.example/x", "urlEnv": "HOOK_URL"}, "spec.notify[0].urlEnv", "(one of them)"),
+        ({"urlEnv": "hook-url"}, "spec.notify[0].urlEnv", "String should match pattern"),
+    ],
+)
+def test_a_webhook_takes_its_url_or_the_variable_holding_it_and_not_both(
+    target: dict[str, str], field: str, why: str
+) -> None:
+    document = json.loads(spec_text())
+    document["spec"]["notify"] = [target]
+    with pytest.raises(SpecError) as raised:
+        load_spec(json.dumps(document))
+    ((where, problem),) = raised.value.problems
+    assert where.startswith(field) and why in problem
+    document["spec"]["notify"] = [{"urlEnv": "SLACK_HOOK_URL", "format": "slack"}]
+    (notify,) = load_spec(json.dumps(document)).spec.notify
+    assert (notify.url, notify.url_env) == (None, "SLACK_HOOK_URL")

@@ -42,6 +42,8 @@ from modelcanary.domain.metrics import Analysis
 from modelcanary.domain.specbase import EndpointName, HttpUrl, ModelUri, Seconds, SpecModel, problem_at
 from modelcanary.domain.specyaml import plain, read_yaml, where
 
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"  # an environment variable's name
+
 
 class StickyKey(SpecModel):
     """Where the key that keeps a user on one variant comes from: a header, or an input field."""
@@ -323,11 +325,21 @@ class Gates(SpecModel):
 class Notify(SpecModel):
     """A webhook told of every phase or step change: JSON (with an idempotency key, signed with
     HMAC-SHA256 when ``secret_env`` names an environment variable holding the secret) or a
-    Slack-compatible ``{"text": ...}``."""
+    Slack-compatible ``{"text": ...}``. Its URL is ``url``, which anyone who may read the rollout
+    sees (its spec is shown to viewers), or ``url_env``, an environment variable of the controller
+    holding it: for a URL that is itself the credential, as a Slack incoming webhook's is."""
 
-    url: HttpUrl
-    secret_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    url: HttpUrl | None = None
+    url_env: str | None = Field(default=None, pattern=ENV_NAME)
+    secret_env: str | None = Field(default=None, pattern=ENV_NAME)
     format: Literal["json", "slack"] = "json"
+
+    @model_validator(mode="after")
+    def _one_url(self) -> Notify:
+        if (self.url is None) == (self.url_env is None):
+            why = "give the webhook's url, or urlEnv: the environment variable holding it (one of them)"
+            raise problem_at("Notify", ("urlEnv" if self.url_env else "url",), why, self.url or self.url_env)
+        return self
 
 
 class VariantQueries(SpecModel):

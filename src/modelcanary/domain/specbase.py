@@ -27,18 +27,18 @@ Seconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 ModelUri = Annotated[str, BeforeValidator(_model_ref)]
 
 
-def _http_url(url: str) -> str:
+def http_url(url: str) -> str:
     """A URL a client can call: http(s), a host, and a port from 1 to 65535 if it names one, and no
     credentials (``user:password@``): urllib never sends them (it reads them as part of the host
     name, and looks that up in DNS), and every error would show them. A webhook proves its origin
     with ``secretEnv`` (an HMAC-SHA256 signature the receiver checks); the Prometheus source sends
     no credentials, so a Prometheus that wants some is reached through a proxy that adds them.
 
-    >>> _http_url("http://prometheus:909O")
+    >>> http_url("http://prometheus:909O")
     Traceback (most recent call last):
     ...
     ValueError: 'http://prometheus:909O' has a bad port: give a number from 1 to 65535, or none
-    >>> _http_url("http://admin:s3cret@prometheus:9090")  # doctest: +ELLIPSIS
+    >>> http_url("http://admin:s3cret@prometheus:9090")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     ValueError: 'http://prometheus:9090' holds credentials (user:password@, not shown here), which are never sent...
@@ -81,7 +81,7 @@ def without_credentials(url: str) -> str:
     return _USERINFO.sub(r"\1", url)
 
 
-HttpUrl = Annotated[str, Field(pattern=r"^https?://\S+$"), AfterValidator(_http_url)]
+HttpUrl = Annotated[str, Field(pattern=r"^https?://\S+$"), AfterValidator(http_url)]
 
 # An endpoint's name: one path segment of its prediction routes (/v2/models/NAME/infer), within the
 # store's column (200), whether a spec or ``gateway --endpoint`` names it

@@ -198,7 +198,8 @@ def notified(state: RolloutState, spec: RolloutSpec, outcome: Outcome) -> Outcom
         Action(
             kind=ActionKind.NOTIFY,
             payload={
-                "url": target.url,
+                "url": target.url or "",
+                "url_env": target.url_env or "",
                 "secret_env": target.secret_env or "",
                 "key": key,
                 "body": json.dumps({"text": text} if target.format == "slack" else event, sort_keys=True),

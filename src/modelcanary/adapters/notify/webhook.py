@@ -16,7 +16,8 @@ A delivery is one POST with a deadline: it must be answered within ``timeout_s``
 however slowly the receiver sends, and only the first ``MAX_ANSWER`` bytes of the answer are read.
 A redirect is not followed: a 3xx fails the delivery, and the signed body goes to no other URL.
 An error shows the URL without its ``user:password@``: such a URL (which no spec takes now) is
-refused before it is opened, as urllib would never send its credentials.
+refused before it is opened, as urllib would never send its credentials. A URL taken from the
+environment (``urlEnv``) is never shown: errors name its variable.
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ import hashlib
 import hmac
 import http.client
 import os
+import re
 import urllib.error
 import urllib.request
 from typing import Any
 
 from modelcanary.adapters.deadline import Deadline
 from modelcanary.domain.errors import DeliveryError
-from modelcanary.domain.specbase import without_credentials
+from modelcanary.domain.specbase import http_url, without_credentials
 
 MAX_ANSWER = 64 * 1024  # bytes of a receiver's answer read; the status is what counts
 
@@ -48,13 +50,8 @@ class WebhookNotifier:
         self.timeout_s = timeout_s
 
     def deliver(self, payload: dict[str, str]) -> None:
-        url, body = payload["url"], payload["body"].encode()
-        shown = without_credentials(url)
-        if shown != url:  # saved before specs refused them: never sent, so never opened
-            raise DeliveryError(
-                f"webhook {shown}: the URL holds credentials (user:password@, not shown), which are never sent: "
-                "take them out; secretEnv signs each delivery"
-            )
+        url, shown = _target(payload)
+        body = payload["body"].encode()
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "modelcanary-webhook",
@@ -83,6 +80,40 @@ class WebhookNotifier:
                     raise DeliveryError(f"webhook {shown}: {exc}") from exc
                 # a bad port or IPv6 address, an answer not HTTP
                 raise DeliveryError(f"webhook {shown}: {type(exc).__name__}: {str(exc).strip()}") from exc
+
+
+def _target(payload: dict[str, str]) -> tuple[str, str]:
+    """The URL to POST to, and how errors name it: a spec's ``url`` as it is; one read from the
+    environment variable ``urlEnv`` names (a Slack incoming webhook's URL is its credential) by
+    ``$NAME`` alone, in errors, logs and the audit log alike."""
+    name = payload.get("url_env")
+    if name:
+        url = os.environ.get(name, "")
+        if not url:
+            raise DeliveryError(f"webhook ${name}: environment variable {name} is not set")
+        if not _sendable(url):
+            raise DeliveryError(
+                f"webhook ${name}: {name} does not hold a URL a webhook can be sent to: http(s), a host, a port "
+                "from 1 to 65535 if any, no user:password@ (the URL is not shown: it may be a secret)"
+            )
+        return url, f"${name}"
+    url = payload["url"]
+    shown = without_credentials(url)
+    if shown != url:  # saved before specs refused them: never sent, so never opened
+        raise DeliveryError(
+            f"webhook {shown}: the URL holds credentials (user:password@, not shown), which are never sent: "
+            "take them out; secretEnv signs each delivery"
+        )
+    return url, shown
+
+
+def _sendable(url: str) -> bool:
+    """Whether a spec would take ``url`` (``HttpUrl``); the error saying why not, which shows it, is dropped."""
+    try:
+        http_url(url)
+    except ValueError:
+        return False
+    return re.match(r"^https?://\S+$", url) is not None
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
