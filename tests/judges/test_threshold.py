@@ -359,3 +359,17 @@ def test_spec_judge_names_are_the_factory_keys() -> None:
     assert set(typing.get_args(literal)) == set(judges.JUDGES)
     for name in judges.JUDGES:
         assert judges.get_judge(name) is judges.JUDGES[name]
+
+
+@pytest.mark.parametrize(("cand_errors", "verdict"), [(10, Verdict.PASS), (60, Verdict.FAIL)])
+def test_at_a_full_step_the_baseline_is_judged_on_all_its_data_so_far(cand_errors: int, verdict: Verdict) -> None:
+    """At 100% the baseline serves no one: compared with each interval's data alone, every candidate
+    reaching that step had "no data" for a baseline, failed its checks and was rolled back."""
+    spec = analysis({"kind": "error_rate", "margin": 0.01, "minRequests": 500})
+    telemetry = RolloutTelemetry(baseline=served(4000, errors=40), candidate=served(1000, errors=10))
+    memory = judge(spec, Look(at=60.0, weight=50.0, telemetry=telemetry), {})[1]  # a passed check at 50%
+    served(2000, errors=cand_errors, into=telemetry.candidate)  # then a minute at 100%: the baseline idle
+    result = only(judge(spec, Look(at=120.0, weight=100.0, telemetry=telemetry), memory)[0])
+    assert result.verdict is verdict, result.reason
+    assert (result.baseline_samples, result.candidate_samples) == (4000, 2000)
+    assert result.baseline == pytest.approx(0.01) and "baseline so far, the candidate serving all" in result.reason

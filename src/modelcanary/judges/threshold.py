@@ -28,6 +28,10 @@ Read from fluxcd/flagger: ``pkg/controller/scheduler.go`` (``advanceCanary``, ``
   threshold is INCONCLUSIVE (Flagger halts advancement). Between checks the last check's verdicts
   stand; after the threshold is reached the judge stops checking, as Flagger stops the analysis.
 
+- At a 100% step the baseline serves no one, so its values in a check are all its data since the
+  rollout began (the champion's numbers from the earlier steps); compared with each interval's
+  alone, every candidate reaching 100% had "no data" for a baseline and was rolled back.
+
 Unlike Flagger, which stops at the first failing metric, every metric is checked, so the judgement
 names all of them. Drift and cost are guardrails, judged at every look on the cumulative telemetry.
 """
@@ -117,7 +121,8 @@ def _check(tested: list[Tested], look: Look, memory: Memory, threshold: int) -> 
     checks so far, and each metric's entry."""
     before: dict[str, list[list[int]]] = memory.get("counts", {})
     counts = {m.name: [cumulative(m, look.telemetry.baseline), cumulative(m, look.telemetry.candidate)] for m in tested}
-    outcomes = [_Outcome.of(m, counts[m.name], before.get(m.name, [None, None])) for m in tested]
+    alone = look.weight >= 100  # the candidate serves everyone: the baseline's reference is all its data so far
+    outcomes = [_Outcome.of(m, counts[m.name], before.get(m.name, [None, None]), alone=alone) for m in tested]
     failed = int(memory.get("failed", 0)) + any(outcome.status in ("worse", "no_data") for outcome in outcomes)
     window = f"over {float(memory.get('since', 0.0)):g}-{look.at:g} s; {failed} of {threshold} failed checks"
     last: dict[str, Entry] = {}
@@ -151,15 +156,19 @@ class _Outcome:
     limit: float | None
     n_base: int
     n_cand: int
+    alone: bool = False  # the candidate served everyone; the baseline's values are all its data so far
 
     @classmethod
-    def of(cls, metric: Tested, now: Sequence[Sequence[int]], prev: Sequence[Sequence[int] | None]) -> _Outcome:
-        base, n_base = interval_value(metric, now[0], prev[0])
+    def of(
+        cls, metric: Tested, now: Sequence[Sequence[int]], prev: Sequence[Sequence[int] | None], *, alone: bool
+    ) -> _Outcome:
+        # at a 100% step the baseline serves no one: its values are its data since the rollout began
+        base, n_base = interval_value(metric, now[0], None if alone else prev[0])
         cand, n_cand = interval_value(metric, now[1], prev[1])
         # Flagger has no minimum: its query returns a value whenever the interval had any traffic,
         # and only a query without a value is a failed check ("no values found")
         if base is None or cand is None:
-            return cls("no_data", base, cand, None, n_base, n_cand)
+            return cls("no_data", base, cand, None, n_base, n_cand, alone)
         if isinstance(metric, ErrorRateMetric):
             limit = base + metric.margin
         elif isinstance(metric, LatencyMetric):
@@ -169,7 +178,7 @@ class _Outcome:
         worse = cand < limit if isinstance(metric, QualityMetric) else cand > limit
         # below the metric's minimum a value within the limit is no failed check, but no pass either
         few = min(n_base, n_cand) < _minimum(metric)
-        return cls("worse" if worse else "few" if few else "pass", base, cand, limit, n_base, n_cand)
+        return cls("worse" if worse else "few" if few else "pass", base, cand, limit, n_base, n_cand, alone)
 
     def reason(self, metric: Tested) -> str:
         if self.base is None or self.cand is None or self.limit is None:
@@ -182,7 +191,8 @@ class _Outcome:
         relation = "within"
         if self.status == "worse":
             relation = "below" if isinstance(metric, QualityMetric) else "above"
-        values = f"candidate {self.cand:.4g}{ms} {relation} limit {self.limit:.4g}{ms} (baseline {self.base:.4g}{ms})"
+        baseline = "baseline so far, the candidate serving all" if self.alone else "baseline"
+        values = f"candidate {self.cand:.4g}{ms} {relation} limit {self.limit:.4g}{ms} ({baseline} {self.base:.4g}{ms})"
         if self.status == "few":
             return f"too few samples to pass ({min(self.n_base, self.n_cand)} of {_minimum(metric)}): {values}"
         return values
