@@ -72,7 +72,7 @@ def once(url: str, predictions: int) -> tuple[float, float, float, float]:
             steps.append(time.perf_counter() - started)
             if done:
                 break
-        assert len(rows) == predictions and adopter.adopted == predictions
+        assert len(rows) == predictions and adopter.adopted_predictions == predictions
     finally:
         store.close()
     return handed, read, sum(steps), max(steps)

@@ -70,7 +70,7 @@ def test_the_adopter_joins_the_stopped_ones_labels_waiting_ones_when_they_mature
     handed += handed  # a retried write that had landed: adopted twice, counted once
     sinks: dict[tuple[str, Variant], Sink] = {}
     issuers = adopter.adopt(handed, lambda endpoint, variant: sinks.setdefault((endpoint, variant), Sink(endpoint)))
-    assert issuers == {stopped.issuer} and adopter.adopted == 6
+    assert issuers == {stopped.issuer} and adopter.adopted_predictions == 6
     assert stopped.issuer not in adopter.issuers  # until all of the hand-off is adopted: relayed meanwhile
     adopter.join_for(issuers)
     assert stopped.issuer in adopter.issuers

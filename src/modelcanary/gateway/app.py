@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp
 
-from modelcanary.domain.errors import BackendError, ModelcanaryError, RequestError, UnknownEndpoint
+from modelcanary.domain.errors import BackendError, RequestError, UnknownEndpoint
 from modelcanary.domain.state import ModelVersion, Route
 from modelcanary.domain.telemetry import Variant
 from modelcanary.gateway import endpoints, protocols, v2
@@ -234,23 +234,15 @@ class Gateway:
 
     async def last_flush(self, *, within_s: float = LAST_FLUSH_S) -> None:
         """The flush at shutdown, then the hand-off of what labels may still join to (predictions,
-        labels waiting to mature) for another gateway to adopt; each tried again for ``within_s``
-        in all while the store does not take it. What the store never takes is lost with this
+        labels waiting to mature) for another gateway to adopt; each tried again, for ``within_s``
+        in all, while the store does not take it. What the store never takes is lost with this
         process."""
-        deadline, pause = time.monotonic() + within_s, 0.25
-        while not await self.flush():
-            if time.monotonic() + pause > deadline:
-                log.error("the store did not take the last telemetry within %g s; it is lost", within_s)
-                return
-            await asyncio.sleep(pause)
-            pause = min(2 * pause, 2.0)
-        while True:
-            try:
-                await self.labels.hand_off()
-                return
-            except ModelcanaryError:
+        deadline = time.monotonic() + within_s
+        for attempt, what in ((self.flush, "the last telemetry"), (self.labels.hand_off, "what labels may join to")):
+            pause = 0.25
+            while not await attempt():
                 if time.monotonic() + pause > deadline:
-                    log.exception("the store did not take the predictions awaiting labels within %g s", within_s)
+                    log.error("the store did not take %s within %g s; it is lost", what, within_s)
                     return
                 await asyncio.sleep(pause)
                 pause = min(2 * pause, 2.0)

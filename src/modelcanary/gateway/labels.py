@@ -89,15 +89,21 @@ class Labels:
             self._taking = asyncio.get_running_loop().create_task(self._take(self._store))
         await asyncio.shield(self._taking)
 
-    async def hand_off(self) -> None:
+    async def hand_off(self) -> bool:
         """Hand what a label may still join to over to the store, for the next gateway to flush
-        (this one is stopping): after the last flush, so that no label taken before is lost."""
-        if self._store is None:
-            return
-        rows = self._recorder.hand_off()
-        if rows:
+        (this one is stopping): after the last flush, so that no label taken before is lost.
+        Whether the store took it (or there was nothing to take)."""
+        rows = self._recorder.hand_off() if self._store is not None else []
+        if not rows:
+            return True
+        assert self._store is not None
+        try:
             await asyncio.to_thread(self._store.hand_off, self._source, rows)
-            log.info("handed %d predictions and waiting labels to the store for another gateway", len(rows))
+        except ModelcanaryError:
+            log.exception("could not hand %d predictions and waiting labels to the store", len(rows))
+            return False
+        log.info("handed %d predictions and waiting labels to the store for another gateway", len(rows))
+        return True
 
     async def _adopt(self, handed: Sequence[Sequence[Any]]) -> None:
         """Adopt a hand-off, letting requests run between its parts (``Recorder.adopting``: in one

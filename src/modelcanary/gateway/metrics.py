@@ -135,6 +135,25 @@ _PER_ENDPOINT = (
     ("candidate_abandoned", "Candidate calls abandoned at their deadline", "counter", "abandoned"),
     ("shadow_shed", "Request copies the shadow lane dropped because its queue was full", "counter", "shed"),
 )
+# the recorder's counts of what it could not keep or took over, each its attribute's name
+_RECORDER_COUNTS = (
+    (
+        "forgotten_predictions",
+        "Predictions this gateway stopped holding before their label came (it holds a bounded number)",
+    ),
+    (
+        "labels_without_rollout",
+        "Labels of predictions served with no rollout on their endpoint: in no rollout's telemetry",
+    ),
+    (
+        "adopted_predictions",
+        "Predictions and waiting labels this gateway took over from stopped gateways, to join their labels",
+    ),
+    (
+        "labels_counted_unripe",
+        "Labels counted before their prediction was matureAfter old: more were waiting than this gateway holds",
+    ),
+)
 _FIELDS = {
     "requests": "requests",
     "errors": "errors",
@@ -233,26 +252,8 @@ class Metrics:
             relayed.add_metric([outcome], count.value)
         yield relayed
         if self._recorder is not None:
-            yield CounterMetricFamily(
-                f"{PREFIX}_forgotten_predictions",
-                "Predictions this gateway stopped holding before their label came (it holds a bounded number)",
-                value=self._recorder.forgotten_predictions,
-            )
-            yield CounterMetricFamily(
-                f"{PREFIX}_labels_without_rollout",
-                "Labels of predictions served with no rollout on their endpoint: in no rollout's telemetry",
-                value=self._recorder.labels_without_rollout,
-            )
-            yield CounterMetricFamily(
-                f"{PREFIX}_adopted_predictions",
-                "Predictions and waiting labels this gateway took over from stopped gateways, to join their labels",
-                value=self._recorder.adopted,
-            )
-            yield CounterMetricFamily(
-                f"{PREFIX}_labels_counted_unripe",
-                "Labels counted before their prediction was matureAfter old: more were waiting than this gateway holds",
-                value=self._recorder.labels_counted_unripe,
-            )
+            for name, text in _RECORDER_COUNTS:
+                yield CounterMetricFamily(f"{PREFIX}_{name}", text, value=getattr(self._recorder, name))
 
     def exposition(self) -> tuple[bytes, str]:
         """The text exposition of every series, and its content type."""

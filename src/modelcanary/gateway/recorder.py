@@ -97,7 +97,7 @@ class Recorder:
         self._maturing_pairs: dict[str, tuple[float, float] | None] = {}
         self.labels_counted_unripe = 0  # counted before they matured: more waited than memory holds
         self._issuers = {self._prefix}  # its own prefix, and those of the stopped gateways it adopted
-        self.adopted = 0  # predictions and waiting labels taken over from stopped gateways
+        self.adopted_predictions = 0  # predictions and waiting labels taken over from stopped gateways
         # a hand-off's predictions (and shadow pairs) being adopted, in parts, until ``join_for``
         self._adopting: OrderedDict[str, _Served] = OrderedDict()
         self._adopting_shadowed: OrderedDict[str, tuple[float, float, float]] = OrderedDict()
@@ -296,7 +296,7 @@ class Recorder:
                 if pair is not None and until > wall:
                     shadowed[prediction_id] = (until - wall + now, *pair)
             issuers.add(prediction_id.partition("-")[0])
-        self.adopted += len(rows)
+        self.adopted_predictions += len(rows)
         while len(self._maturing) > self._max_predictions:
             self._ripen_first()
             self.labels_counted_unripe += 1
