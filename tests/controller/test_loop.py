@@ -26,7 +26,7 @@ from modelcanary.domain.phases import Phase
 from modelcanary.domain.state import RolloutState
 from modelcanary.domain.telemetry import Variant, VariantTelemetry
 from modelcanary.engine.decide import Command
-from modelcanary.engine.outcomes import ROLLBACK_TAG
+from modelcanary.engine.outcomes import ERROR_HOLD_KEPT_S, ROLLBACK_TAG
 from modelcanary.judges.sample_ratio import SRM_SETTLE_S
 
 T0 = 10_000.0
@@ -613,8 +613,10 @@ def test_a_rollout_whose_decision_raises_is_held_on_the_record_once_and_notified
         assert controller.tick() == []
     assert len(notifier.sent) == sent and current(store, state.id).version == held.version
 
-    monkeypatch.undo()  # fixed: the next tick decides it again, and says so
+    monkeypatch.undo()  # fixed: it is decided again, and that is recorded once the hold is a minute old
     clock.now = T0 + 31
+    assert controller.tick() == [] and current(store, state.id).error_hold == held.error_hold
+    clock.now = T0 + 5 + ERROR_HOLD_KEPT_S
     (again,) = controller.tick()
     assert (again.phase, again.step, again.error_hold) == (Phase.CANARY, 0, "")
     assert again.reason == f"decided again: no longer held by {held.error_hold}"

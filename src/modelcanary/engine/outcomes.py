@@ -152,10 +152,17 @@ def failing(state: RolloutState, spec: RolloutSpec | None, failure: str, where: 
     return notified(state, spec, outcome) if spec is not None else outcome
 
 
+ERROR_HOLD_KEPT_S = 60.0  # a failure's hold is on the record at least this long (see ``decided_again``)
+
+
 def decided_again(state: RolloutState, outcome: Outcome | None, *, now: float) -> Outcome | None:
     """``outcome`` of a rollout decided once more: where a failure held it (``failing``) and the
-    outcome records no change of its own (which ends the hold), the hold's end is recorded."""
+    outcome records no change of its own (which ends the hold), the hold's end is recorded, once
+    the hold has been on the record ``ERROR_HOLD_KEPT_S``: a failure that comes and goes from tick
+    to tick then records at most a hold and its end a minute, not two transitions a second."""
     if not state.error_hold or (outcome is not None and outcome.transition is not None):
+        return outcome
+    if now - state.updated_at < ERROR_HOLD_KEPT_S:
         return outcome
     decided = outcome.state if outcome is not None else state
     return change(decided, now=now, reason=f"decided again: no longer held by {state.error_hold}", actor=CONTROLLER)
