@@ -258,7 +258,8 @@ def controller_command(
     within --lease-ttl seconds. SIGTERM or Ctrl-C hands the lease over at once."""
     import signal
 
-    from modelcanary.controller.loop import ActionThread, Controller
+    from modelcanary.controller.actions import ActionThread
+    from modelcanary.controller.loop import Controller
     from modelcanary.controller.shards import Shards
 
     if lease_ttl <= tick:  # the lease would run out between two renewals, and leaders alternate

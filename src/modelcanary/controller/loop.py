@@ -1,7 +1,7 @@
 """The control loop: for each active rollout, sum its telemetry, judge, decide, save; then run the
 side effects the saved decisions asked for. Decisions are saved before any side effect, so a crash
 between the two only leaves actions pending, and they run on the next tick. A long-running
-controller runs the side effects on a thread of their own (``ActionThread``), so that a registry
+controller runs the side effects on a thread of their own (``actions.ActionThread``), so that a registry
 or a webhook receiver that hangs never delays a decision.
 
 Several controllers may share one store: given a ``holder`` name, a controller acts only while it
@@ -27,7 +27,6 @@ import asyncio
 import gc
 import logging
 import os
-import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -35,12 +34,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from modelcanary.controller.actions import ActionThread, SideEffects
 from modelcanary.controller.gates import default_engine, gated
 from modelcanary.controller.shards import Shards
 from modelcanary.domain.errors import Fenced, ModelcanaryError
 from modelcanary.domain.phases import Phase
 from modelcanary.domain.spec import RolloutSpec, load_spec
-from modelcanary.domain.state import Action, ActionKind, Outcome, RolloutState
+from modelcanary.domain.state import Outcome, RolloutState
 from modelcanary.domain.telemetry import RolloutTelemetry, Variant, VariantTelemetry
 from modelcanary.engine.analysis import analyse, look_at, pair
 from modelcanary.engine.decide import decide
@@ -100,7 +100,7 @@ def raised_at(exc: BaseException) -> str:
 
 
 @dataclass
-class Controller:
+class Controller(SideEffects):
     store: Store
     registry: Registry
     clock: Callable[[], float] = time.time
@@ -373,85 +373,6 @@ class Controller:
         new_state = outcome.state.model_copy(update={"judge_memory": memory, "version": state.version})
         return outcome.model_copy(update={"state": new_state})
 
-    def run_actions(self) -> None:
-        """Run pending side effects; one that fails, whatever it raised, stays pending, and those
-        after it still run. It is tried again after an exponential backoff (1 s, 2 s, ... up to
-        ``retry_backoff_max_s``): a registry or a receiver that is down, each call of which may take
-        its whole timeout, must not hold every tick's decisions, nor be hammered every tick. A
-        notification is given up after ``notify_attempts``; a registry action never is. The backoff
-        is kept in memory: a restart tries at once. Stops once the lease passes to another
-        controller, which runs the rest."""
-        now = self.clock()
-        pending = self.store.pending_actions()
-        # of the alias moves pending for one alias, only the newest is made: each backs off on its
-        # own, so after an outage an older promotion's move, retried later, put the alias back
-        newest = {_alias_of(action): action_id for action_id, action in pending if action.kind is ActionKind.SET_ALIAS}
-        for action_id, action in pending:
-            next_try = self._retries.get(action_id, (0, now))[1]
-            superseded = action.kind is ActionKind.SET_ALIAS and newest[_alias_of(action)] != action_id
-            if now < next_try and not superseded:
-                continue
-            if not self._still_leading():
-                return
-            # the lease this action runs under: ``decide`` may lose it meanwhile, on another thread,
-            # and a done-mark without a fence would then go unchecked
-            fence = self.fence
-            if self.holder is not None and fence is None:
-                return
-            error: str | None
-            if superseded:  # recorded, not made
-                self._retries.pop(action_id, None)
-                name, alias = _alias_of(action)
-                error, final = (
-                    f"superseded: a later promotion moves {name}@{alias} (action {newest[name, alias]})",
-                    True,
-                )
-            else:
-                error, final = self._attempt(action_id, action, now)
-            try:
-                self.store.mark_done(action_id, error=error, fence=fence, final=final)
-            except Fenced as exc:  # it ran, and runs again under the new leader: every action is idempotent
-                log.warning("%s", exc)
-                if self.fence == fence:  # not a lease the decisions' thread has taken again since
-                    self.fence = None
-                return
-
-    def _attempt(self, action_id: int, action: Action, now: float) -> tuple[str | None, bool]:
-        """Run one action: its error (None if it worked), and whether that is final (a
-        notification given up); a failure that is not final is tried again after its backoff."""
-        try:
-            self._run(action)
-        except Exception as exc:
-            ours = isinstance(exc, ModelcanaryError)
-            reason = str(exc) if ours else f"{type(exc).__name__}: {exc}"
-            failures = self._retries.get(action_id, (0, now))[0] + 1
-            final = action.kind is ActionKind.NOTIFY and failures >= self.notify_attempts
-            if final:
-                self._retries.pop(action_id, None)
-                what = f"notification {action.key} failed {failures} times, giving up"
-            else:
-                wait = min(self.retry_backoff_s * 2 ** (failures - 1), self.retry_backoff_max_s)
-                self._retries[action_id] = (failures, now + wait)
-                what = f"action {action.key} failed, will retry"
-            # a foreign error is a bug, or an adapter letting one through: its traceback is logged
-            (log.warning if ours else log.exception)("%s: %s", what, reason)
-            return (f"gave up after {failures} attempts: {reason}" if final else reason), final
-        self._retries.pop(action_id, None)
-        return None, False
-
-    def _run(self, action: Action) -> None:
-        payload = action.payload
-        if action.kind is ActionKind.SET_ALIAS:
-            self.registry.set_alias(payload["name"], payload["alias"], payload["version"])
-        elif action.kind is ActionKind.TAG_VERSION:
-            self.registry.set_tag(payload["name"], payload["version"], payload["tag"], payload["value"])
-        elif action.kind is ActionKind.NOTIFY:
-            if self.notifier is None:
-                from modelcanary.adapters.notify.webhook import WebhookNotifier
-
-                self.notifier = WebhookNotifier()
-            self.notifier.deliver(dict(payload))
-
     async def run(self, *, interval_s: float = 1.0, drain_s: float = 5.0) -> None:
         """Decide every ``interval_s`` until cancelled, counted from each tick's start (a tick that
         took 0.3 s followed by a full interval's sleep would judge every rollout each 1.3 s), with
@@ -469,10 +390,6 @@ class Controller:
             await asyncio.to_thread(actions.stop, drain_s)
 
 
-def _alias_of(action: Action) -> tuple[str, str]:
-    return str(action.payload["name"]), str(action.payload["alias"])
-
-
 def _or_hold(what: str, step: Callable[[], object]) -> None:
     try:
         step()
@@ -480,40 +397,3 @@ def _or_hold(what: str, step: Callable[[], object]) -> None:
         log.warning("controller %s failed; holding every rollout until the next one: %s", what, exc)
     except Exception:
         log.exception("controller %s failed; holding every rollout until the next one", what)
-
-
-class ActionThread:
-    """A controller's side effects (registry alias moves and tags, webhooks) on a thread of their
-    own, so that a registry or a receiver that hangs until its timeout never delays a decision: in
-    the tick, one dead webhook held every rollout's next judgement (a rollback among them) by up to
-    its 5 s deadline, and a dead registry by its retries, once per backoff. It runs the pending
-    actions whenever woken (after each tick's decisions are saved) and at least every
-    ``interval_s``, until ``stop``."""
-
-    def __init__(self, controller: Controller, interval_s: float) -> None:
-        self.controller = controller
-        self.interval_s = interval_s
-        self._due = threading.Event()
-        self._stopping = False
-        # a daemon: a process that exits without ``stop`` is not held up by it; an action cut
-        # short stays pending in the store, and the next leader runs it
-        self._thread = threading.Thread(target=self._loop, name="modelcanary-actions", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def wake(self) -> None:
-        self._due.set()
-
-    def stop(self, wait_s: float) -> None:
-        """Run no more actions; wait up to ``wait_s`` for the one in progress to finish."""
-        self._stopping = True
-        self._due.set()
-        self._thread.join(wait_s)
-
-    def _loop(self) -> None:
-        while not self._stopping:
-            self._due.wait(self.interval_s)
-            self._due.clear()
-            if not self._stopping:
-                self.controller.actions_or_hold()
