@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
         "|---|---:|---:|---:|---:|---:|",
     ]
     gc.collect()
-    gc.freeze()  # as the gateway does once its models are loaded (app._settle_heap)
+    gc.freeze()  # as the gateway does once its models are loaded (following._settle_heap)
     with tempfile.TemporaryDirectory() as tmp:
         for engine, base in stores():
             if base is None:
