@@ -53,3 +53,25 @@ def test_by_segment_pairs_the_variants() -> None:
     assert (paired["eu"].baseline.requests, paired["eu"].candidate.requests) == (2, 0)
     assert paired["us"].candidate.summary()["error_rate"] == 1.0
     assert paired["eu"].candidate.summary()["accuracy"] == 0.0
+
+
+def test_keys_add_up_over_gateways_and_segments_and_the_gateways_are_counted_once() -> None:
+    """Each gateway counts the sticky keys it saw, in their segments too, and says it counts them
+    (``key_gateways`` 1); summed over gateways, that is how many count them, in the totals and in
+    the counts of some segments alike. Rows from before keys were counted read as none."""
+    gateways = []
+    for eu, us in ((3, 1), (2, 4)):
+        counts = VariantTelemetry(keys=eu + us, key_gateways=1)
+        counts.segment("eu").keys, counts.segment("us").keys = eu, us
+        counts.segment("eu").requests, counts.segment("us").requests = eu, us
+        counts.requests = eu + us
+        gateways.append(counts)
+    total = gateways[0].merged(gateways[1])
+    assert (total.keys, total.key_gateways, total.segments["eu"].keys) == (10, 2, 5)
+    within = total.within(["eu"])
+    assert within is not None and (within.keys, within.key_gateways) == (5, 2)
+    assert VariantTelemetry.from_json(total.to_json()) == total
+    assert "keys" not in VariantTelemetry().to_json()
+    old = total.to_json()
+    del old["keys"], old["key_gateways"]
+    assert (VariantTelemetry.from_json(old).keys, VariantTelemetry.from_json(old).key_gateways) == (0, 0)

@@ -529,6 +529,39 @@ def test_a_route_change_in_the_store_is_applied_while_serving(
         assert http.get("/v2/models/churn").json()["versions"] == [candidate.version]
 
 
+def test_each_user_is_counted_once_at_each_weight_on_the_variant_it_was_sent_to(
+    serve: Any, store: SqlStore, pyfunc_backend: Any, versions: Any, rows: Rows
+) -> None:
+    """The split of users that the sample-ratio check tests under sticky routing: a user's first
+    request at a weight counts it once, on its variant, and the gateway says it counts keys; the
+    routing table read again at the same weight counts no one again; a new weight, everyone."""
+    store.put_route(fraud_route(versions, weight=50.0, rollout_id="r-keys"))
+    running = serve.start(Gateway(routes=store, backend=pyfunc_backend, telemetry=store, source="gw-keys"))
+    users: dict[str, set[int]] = {"baseline": set(), "candidate": set()}
+    with running.client() as http:
+        for who in range(30):
+            for _ in range(1 + who % 3):
+                users[infer(http, rows[:1], who=who).headers[VARIANT_HEADER]].add(who)
+        store.put_route(fraud_route(versions, weight=50.0, rollout_id="r-keys"))  # a new table, the same split
+        _wait_until(lambda: running.gateway.routes_version == store.routes_version())
+        for who in range(30):
+            assert infer(http, rows[:1], who=who).status_code == 200
+        running.flush()
+        total = _telemetry(store, "r-keys")
+        assert (total.baseline.keys, total.candidate.keys) == (len(users["baseline"]), len(users["candidate"]))
+        assert users["baseline"] and users["candidate"]
+        assert (total.baseline.key_gateways, total.candidate.key_gateways) == (1, 1)
+        assert total.baseline.requests + total.candidate.requests == sum(1 + who % 3 for who in range(30)) + 30
+
+        store.put_route(fraud_route(versions, weight=100.0, rollout_id="r-keys"))
+        _wait_until(lambda: running.gateway.routes_version == store.routes_version())
+        for who in range(30):
+            assert infer(http, rows[:1], who=who).headers[VARIANT_HEADER] == "candidate"
+        running.flush()
+        after = _telemetry(store, "r-keys")
+        assert (after.baseline.keys, after.candidate.keys) == (len(users["baseline"]), len(users["candidate"]) + 30)
+
+
 def test_a_route_that_cannot_load_does_not_hold_back_other_endpoints(
     serve: Any, store: SqlStore, pyfunc_backend: Any, versions: Any, rows: Rows
 ) -> None:

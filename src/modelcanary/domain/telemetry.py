@@ -76,6 +76,12 @@ class VariantTelemetry:
     # rows answered from the prediction cache, and rows looked up there in vain
     cache_hits: int = 0
     cache_misses: int = 0
+    # distinct sticky keys (users) the router sent here, each counted by a gateway the first time it
+    # saw the key at the weight it routes at (gateway/keys.py); and how many gateways counted keys
+    # here (each gateway's counts say 1; summed over gateways, as everything else): the sample-ratio
+    # check under sticky routing tests the keys' split, a key counted once by each gateway it reached
+    keys: int = 0
+    key_gateways: int = 0
     # the same counts per segment of the traffic (named by the spec's segment rules); the totals
     # above hold every segment (the judge judges those a candidate may see: ``within``)
     segments: dict[str, VariantTelemetry] = field(default_factory=dict)
@@ -147,6 +153,8 @@ class VariantTelemetry:
             breaker_reason=min(filter(None, (self.breaker_reason, other.breaker_reason)), default=""),
             cache_hits=self.cache_hits + other.cache_hits,
             cache_misses=self.cache_misses + other.cache_misses,
+            keys=self.keys + other.keys,
+            key_gateways=self.key_gateways + other.key_gateways,
             shadow=(self.shadow or ShadowTelemetry()).merged(other.shadow or ShadowTelemetry())
             if self.shadow is not None or other.shadow is not None
             else None,
@@ -161,8 +169,8 @@ class VariantTelemetry:
     def within(self, names: Collection[str]) -> VariantTelemetry | None:
         """The counts of the segments ``names`` alone; None when the segments do not hold every
         request (counts without a per-segment breakdown, as a metric source's). What is not counted
-        per segment is kept whole: breaker trips, cache lookups; the shadow lane is its own
-        segments' copies (``ShadowTelemetry.within``).
+        per segment is kept whole: breaker trips, cache lookups, the gateways that counted keys; the
+        shadow lane is its own segments' copies (``ShadowTelemetry.within``).
 
         >>> counts = VariantTelemetry()
         >>> for segment, error in (("eu", True), ("eu", False), ("other", False)):
@@ -181,6 +189,7 @@ class VariantTelemetry:
             breaker_reason=self.breaker_reason,
             cache_hits=self.cache_hits,
             cache_misses=self.cache_misses,
+            key_gateways=self.key_gateways,
             shadow=self.shadow.within(names) if self.shadow is not None else None,
         )
 
@@ -219,6 +228,7 @@ class VariantTelemetry:
             "cache_hits": self.cache_hits,
             "cache_misses": self.cache_misses,
             **({"unscored_labels": self.unscored_labels} if self.unscored_labels else {}),
+            **({"keys": self.keys, "key_gateways": self.key_gateways} if self.keys or self.key_gateways else {}),
             **(
                 {"segments": {name: counts.to_json() for name, counts in self.segments.items()}}
                 if self.segments
@@ -244,6 +254,8 @@ class VariantTelemetry:
             breaker_reason=str(data.get("breaker_reason", "")),
             cache_hits=int(data.get("cache_hits", 0)),
             cache_misses=int(data.get("cache_misses", 0)),
+            keys=int(data.get("keys", 0)),  # not counted by earlier versions
+            key_gateways=int(data.get("key_gateways", 0)),
             segments={str(name): cls.from_json(counts) for name, counts in data.get("segments", {}).items()},
             shadow=ShadowTelemetry.from_json(data["shadow"]) if data.get("shadow") is not None else None,
         )

@@ -159,14 +159,20 @@ class Gateway(Following):
             segment = segmenter.segment(headers, columns)
         for name in segmenter.routing_only:
             columns.pop(name, None)  # routing only: the model does not take it
+        rollout_id = route.rollout_id
+        candidate = (
+            serving.candidate
+            if rollout_id is not None
+            and (segment is None or segmenter.eligible(segment))
+            and choose(rollout_id, key, route.weight) is Variant.CANDIDATE
+            else None
+        )
+        if key is not None and rollout_id is not None and serving.keys.first(key):
+            # a user's first request at this weight: the split of users is what the sample-ratio check tests
+            self.recorder.new_key(rollout_id, Variant.BASELINE if candidate is None else Variant.CANDIDATE, segment)
         try:
-            if (
-                serving.candidate is not None
-                and route.rollout_id is not None
-                and (segment is None or segmenter.eligible(segment))
-                and choose(route.rollout_id, key, route.weight) is Variant.CANDIDATE
-            ):
-                return await self._candidate(serving, serving.candidate, route.rollout_id, columns, rows, segment, form)
+            if candidate is not None and rollout_id is not None:
+                return await self._candidate(serving, candidate, rollout_id, columns, rows, segment, form)
             return await self._baseline(serving, columns, rows, segment, form)
         except RequestError as exc:
             raise protocols.in_request_terms(exc, prefix) from exc

@@ -149,6 +149,14 @@ class Recorder:
             self.forgotten_predictions += 1
         return ids
 
+    def new_key(self, rollout_id: str, variant: Variant, segment: str | None) -> None:
+        """Count a sticky key the router sent to ``variant`` for the first time at its weight."""
+        counts = self._variant(rollout_id, variant)
+        counts.keys += 1
+        counts.key_gateways = 1  # this gateway counts keys here (the sum over gateways says how many do)
+        if segment is not None:
+            counts.segment(segment).keys += 1
+
     def shadow(
         self,
         rollout_id: str,

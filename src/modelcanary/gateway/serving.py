@@ -11,6 +11,7 @@ from modelcanary.domain.state import ModelVersion, Route
 from modelcanary.domain.telemetry import Variant
 from modelcanary.gateway.cache import PredictionCache, cache_for
 from modelcanary.gateway.faults import Guard
+from modelcanary.gateway.keys import SeenKeys
 from modelcanary.gateway.metrics import EndpointSeries
 from modelcanary.gateway.segments import Segmenter
 from modelcanary.ports import Model, RouteSource
@@ -30,14 +31,18 @@ class Serving:
     candidate_cache: PredictionCache | None = None
     segmenter: Segmenter = field(default_factory=Segmenter)  # its segment rules, compiled
     guard: Guard = field(default_factory=lambda: Guard(None))  # kept across refreshes of the same rollout
+    keys: SeenKeys = field(default_factory=SeenKeys)  # kept across refreshes of the same rollout and weight
 
     @classmethod
     def build(
         cls, route: Route, baseline: Model, candidate: Model | None, *, series: EndpointSeries, old: Serving | None
     ) -> Serving:
         """The serving of a new route; what the old one (same endpoint) had that still fits is kept:
-        the breaker's count for the same rollout, the caches and batching queues of the same models."""
+        the breaker's count for the same rollout, the keys seen at the same rollout and weight, the
+        caches and batching queues of the same models."""
         same = old is not None and (old.route.rollout_id, old.route.breaker) == (route.rollout_id, route.breaker)
+        # at a new weight every key counts again, for the variant it goes to now
+        same_split = old is not None and (old.route.rollout_id, old.route.weight) == (route.rollout_id, route.weight)
         return cls(
             route=route,
             baseline=batched(route.batching, Variant.BASELINE, baseline, old.baseline if old else None),
@@ -45,6 +50,7 @@ class Serving:
             series=series,
             segmenter=Segmenter.for_route(route, baseline.columns),
             guard=old.guard if same and old is not None else Guard(route.breaker),
+            keys=old.keys if same_split and old is not None else SeenKeys(),
             baseline_cache=cache_for(
                 route.cache, Variant.BASELINE, route.baseline, old.baseline_cache if old else None
             ),
