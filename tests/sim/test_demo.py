@@ -107,7 +107,7 @@ def test_status_exit_code_gates_on_the_outcome(
         assert result.returncode == code
         report = json.loads(result.stdout)
         assert report["rollout"]["phase"] == summary["final_phase"]
-        # the three metrics, and the sample-ratio check saying it is off (the demo routes by a sticky key)
+        # the three metrics, and the sample-ratio check of the split of users (the demo routes by a sticky key)
         assert {m["name"] for m in report["judgement"]["metrics"]} == {
             "error-rate",
             "latency",

@@ -108,7 +108,8 @@ class Look:
     # predictions are evidence too, from the first look on (a judge's weights never change)
     shadow: bool = False
     # the router splits keys, not requests (its spec's ``traffic.stickyKey``): requests of one key all
-    # go to one variant, so the request share is no binomial at the weight (the sample-ratio check is off)
+    # go to one variant, so the request share is no binomial at the weight (the sample-ratio check tests
+    # the share of keys)
     sticky: bool = False
 
 

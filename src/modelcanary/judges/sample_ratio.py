@@ -7,19 +7,30 @@ streams bet on those intervals alone.
 
 With sticky routing (``Look.sticky``) the router splits keys (users), not requests: one heavy user
 moves many requests to one side at once, so the request share scatters far more than a binomial
-at the weight and the check would hold a correct split. There is no per-variant count of distinct
-keys to test instead, so the judge does not run it (``STICKY``)."""
+at the weight, and a request-level check held correct splits. The check then tests the split of
+keys instead: each gateway counts a key once at each weight, on the variant the router sent it to
+(``VariantTelemetry.keys``), and the keys it counts go to the candidate at the weight, each on its
+own bucket. A key that reaches several gateways is counted by each; with ``gateways`` of them
+counting keys, each look's bet is tempered to its ``gateways``-th root, so a key counted up to that
+many times bets at most once (a power at most 1 of a likelihood ratio has mean at most 1, Jensen).
+That holds while the gateways that count keys at a weight have all reported by its first counted
+look (each flushes every second; the first ``SRM_SETTLE_S`` of a weight are not counted); a gateway
+that joins later makes that look's root too small for keys it counts again."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-from modelcanary.domain.judgement import Look
+from modelcanary.domain.judgement import Look, MetricJudgement, Verdict
+from modelcanary.domain.telemetry import RolloutTelemetry
 
 SRM_ALPHA = 0.001  # a mismatch only holds the rollout, so it may demand strong evidence
 SRM_SETTLE_S = 5.0  # after the weight changes, seconds of requests the check leaves out
-STICKY = "sample-ratio check off: sticky routing splits keys, not requests"
+NO_KEYS = (
+    "sample-ratio check off: the router splits sticky keys, not requests, and the telemetry counts no keys "
+    "(a metric source's counts none)"
+)
 
 
 @dataclass
@@ -70,9 +81,12 @@ class SampleRatio:
             self.step_c = self.step_n = 0.0
         return look.at >= self.settle_until
 
-    def update(self, prev: list[int], now: list[int], look: Look) -> str | None:
-        """Count this look's requests (``prev`` and ``now``: baseline's then candidate's, so far);
-        the hold, if the evidence of a mismatch is strong enough."""
+    def update(
+        self, prev: list[int], now: list[int], look: Look, *, unit: str = "requests", gateways: int = 1
+    ) -> str | None:
+        """Count this look's ``unit`` (``prev`` and ``now``: baseline's then candidate's, so far),
+        each counted by up to ``gateways`` gateways; the hold, if the evidence of a mismatch is
+        strong enough."""
         settled = self.settle(look)
         (prev_b, prev_c), (now_b, now_c) = prev, now
         d_c, d_b = now_c - prev_c, now_b - prev_b
@@ -83,7 +97,7 @@ class SampleRatio:
             # the realised/expected ratio so far, as the alternative's odds multiplier
             r_hat = (self.realised_c + 0.5) / (self.expected_c + 0.5)
             alt = share * r_hat / (share * r_hat + 1 - share)
-            self.log_e += d_c * math.log(alt / share) + d_b * math.log((1 - alt) / (1 - share))
+            self.log_e += (d_c * math.log(alt / share) + d_b * math.log((1 - alt) / (1 - share))) / gateways
             self.expected_c += d_n * share
             self.realised_c += d_c
             self.step_c += d_c
@@ -95,10 +109,35 @@ class SampleRatio:
         if self.step_n > 0:
             return (
                 f"sample-ratio mismatch: the candidate served {100 * self.step_c / self.step_n:.2f}% of this "
-                f"step's requests with its weight at {look.weight:g}%"
+                f"step's {unit} with its weight at {look.weight:g}%"
             )
         realised = 100 * now_c / max(now_c + now_b, 1)
         return (
-            f"sample-ratio mismatch: the candidate served {realised:.2f}% of requests so far "
+            f"sample-ratio mismatch: the candidate served {realised:.2f}% of {unit} so far "
             f"with its weight at {look.weight:g}%"
+        )
+
+    def of_keys(self, telemetry: RolloutTelemetry, look: Look, gateways: int, *, held: bool) -> MetricJudgement:
+        """The check of the keys' split, as a line of the judgement: the candidate's share of this
+        step's counted keys against the weight, the e-value against 1/SRM_ALPHA, the keys counted."""
+        share = 100 * self.step_c / self.step_n if self.step_n else None
+        counted = f"{self.step_n:,.0f} users (sticky keys) counted at this weight"
+        by = f" by {gateways} gateways (a user once by each it reached)" if gateways > 1 else ""
+        return MetricJudgement(
+            name="sample-ratio",
+            kind="sample-ratio",
+            verdict=Verdict.INCONCLUSIVE if held else Verdict.PASS,
+            baseline=None,
+            candidate=share,
+            limit=look.weight,
+            baseline_samples=telemetry.baseline.keys,
+            candidate_samples=telemetry.candidate.keys,
+            reason=(
+                f"the candidate has {share:.2f}% of {counted}{by}, its weight {look.weight:g}%"
+                if share is not None
+                else f"no users (sticky keys) counted yet at the weight {look.weight:g}%"
+            )
+            + f"; e-value {math.exp(min(self.log_e, 700.0)):.3g} against {1 / SRM_ALPHA:g}",
+            unit="%",
+            e_value=math.exp(min(self.log_e, 700.0)),
         )

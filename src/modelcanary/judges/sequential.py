@@ -27,8 +27,9 @@ failures, and a paired test on the labelled rows both models scored (``_shadow_s
 candidate can be rolled back in its shadow phase, before it serves anyone.
 
 A sample-ratio mismatch (the candidate's share of requests far from the weight set) holds the
-rollout: no step advances on data whose split cannot be trusted. With sticky routing the check is
-off (judges/sample_ratio.py), and the judgement says so.
+rollout: no step advances on data whose split cannot be trusted. With sticky routing it tests the
+share of users (distinct sticky keys) instead, and says so in a line of the judgement
+(judges/sample_ratio.py).
 
 No stream bets on an interval in which the weight changed, nor on those in the few seconds after
 (``SampleRatio.settle``: gateways apply a new weight a poll late): the candidate's share changed
@@ -74,7 +75,7 @@ from modelcanary.judges.evidence import (
 )
 from modelcanary.judges.guardrails import guardrail
 from modelcanary.judges.latency import DISTRIBUTION_QUANTILES
-from modelcanary.judges.sample_ratio import STICKY, SampleRatio
+from modelcanary.judges.sample_ratio import NO_KEYS, SampleRatio
 from modelcanary.stats.classification import Confusion, confusion
 from modelcanary.stats.eprocess import rate_lower, rate_upper
 
@@ -162,11 +163,17 @@ def judge(analysis: Analysis, look: Look, memory: Memory) -> tuple[Judgement, Me
         )
         for metric in analysis.metrics
     )
-    if look.sticky:
-        # the router splits keys: the request share is no binomial at the weight (sample_ratio.py)
-        hold, judged = None, (*judged, MetricJudgement.note("sample-ratio", now, STICKY))
-    else:
+    keys = [now.baseline.keys, now.candidate.keys]
+    by_key = SampleRatio.read(memory.get("srm_keys"), look, keys) if look.sticky else None
+    if by_key is None:
         hold = srm.update(before_requests, requests, look)
+    elif not any(keys):
+        hold, judged = None, (*judged, MetricJudgement.note("sample-ratio", now, NO_KEYS))
+    else:
+        # the router splits keys: the request share is no binomial at the weight (sample_ratio.py)
+        gateways = max(now.baseline.key_gateways, now.candidate.key_gateways, 1)
+        hold = by_key.update(memory.get("keys", [0, 0]), keys, look, unit="users (sticky keys)", gateways=gateways)
+        judged = (*judged, by_key.of_keys(now, look, gateways, held=hold is not None))
     judgement = Judgement(judge=NAME, metrics=judged, e_value=combined, threshold=1 / alpha_e, hold=hold)
     after = _counts_for_next_look(tested, now, tails, rates) | {key: list(c) for key, c in lanes.items() if c != NONE}
     if after == before and rank_now == start and requests == before_requests:
@@ -178,6 +185,7 @@ def judge(analysis: Analysis, look: Look, memory: Memory) -> tuple[Judgement, Me
         "requests": requests,
         "e": evidence,
         "srm": srm.saved(),
+        **({"srm_keys": by_key.saved(), "keys": keys} if by_key is not None else {}),
         "counted": {name: list(c) for name, c in counted.items() if c != NONE},
     }
 
