@@ -269,6 +269,7 @@ def test_a_right_split_of_users_passes_where_a_split_of_their_requests_held() ->
         check = judgements[-1].metrics[-1]
         assert (check.name, check.verdict, check.limit) == ("sample-ratio", Verdict.PASS, 25.0)
         assert check.candidate is not None and 20 < check.candidate < 30
+        assert check.e_value is None  # not evidence against the candidate: off its chart (its reason says it)
         assert re.fullmatch(
             r"the candidate has [\d.]+% of [\d,]+ users \(sticky keys\) counted at this weight, its weight 25%; "
             r"e-value [\d.e+-]+ against 1000",

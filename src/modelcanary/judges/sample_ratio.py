@@ -119,7 +119,9 @@ class SampleRatio:
 
     def of_keys(self, telemetry: RolloutTelemetry, look: Look, gateways: int, *, held: bool) -> MetricJudgement:
         """The check of the keys' split, as a line of the judgement: the candidate's share of this
-        step's counted keys against the weight, the e-value against 1/SRM_ALPHA, the keys counted."""
+        step's counted keys against the weight, the keys counted, and in its reason the e-value
+        against 1/SRM_ALPHA. Not as its ``e_value``: that is evidence against the candidate, charted
+        against the rollback's threshold; this is evidence against the router, and only holds."""
         share = 100 * self.step_c / self.step_n if self.step_n else None
         counted = f"{self.step_n:,.0f} users (sticky keys) counted at this weight"
         by = f" by {gateways} gateways (a user once by each it reached)" if gateways > 1 else ""
@@ -139,5 +141,4 @@ class SampleRatio:
             )
             + f"; e-value {math.exp(min(self.log_e, 700.0)):.3g} against {1 / SRM_ALPHA:g}",
             unit="%",
-            e_value=math.exp(min(self.log_e, 700.0)),
         )
