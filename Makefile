@@ -11,8 +11,9 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-demo: $(BIN)/.installed
-	$(BIN)/modelcanary demo
+demo: $(BIN)/.installed  # afresh: the previous demo's work folder is replaced
+	rm -rf .modelcanary
+	$(BIN)/modelcanary demo --workdir .modelcanary
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest

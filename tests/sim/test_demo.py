@@ -159,3 +159,20 @@ def test_serve_reuses_the_demo_workdir_and_serves_the_promoted_model(good: tuple
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_a_second_demo_in_a_work_folder_an_earlier_one_serves_is_refused_before_it_registers_anything(
+    drift: tuple[dict[str, Any], Workspace],
+) -> None:
+    """The endpoint serves the earlier demo's baseline: new models made champion and challenger
+    there would leave the registry naming a champion the endpoint does not serve, and the rollout
+    refused half-way. The demo says so first, and writes nothing."""
+    _, space = drift
+    registry = MlflowRegistry(space.registry_uri).client
+    versions = len(registry.search_model_versions("name='fraud'"))
+    env = {name: value for name, value in os.environ.items() if not name.startswith("MODELCANARY_")}
+    result = _modelcanary("demo", "--workdir", str(space.workdir), env=env)
+    assert result.returncode == 2
+    assert f"work folder {space.workdir}: its endpoint 'fraud' already serves models:/fraud/1" in result.stderr
+    assert "give --workdir a new folder" in result.stderr
+    assert len(registry.search_model_versions("name='fraud'")) == versions

@@ -25,6 +25,7 @@ import numpy as np
 
 from modelcanary.cli.workspace import Workspace
 from modelcanary.controller.operations import run_command, start_rollout
+from modelcanary.domain.errors import Conflict
 from modelcanary.domain.state import RolloutState
 from modelcanary.engine.decide import Command
 from modelcanary.sim.fraud import BASELINE_FEATURES, CANDIDATE_FEATURES, FEATURES, live_is_drifted, make_transactions
@@ -217,6 +218,19 @@ def _start_server(space: Workspace, port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError(f"modelcanary serve did not listen on port {port} within 60 s")
 
 
+def _refuse_a_served_endpoint(space: Workspace) -> None:
+    """Refuse, before training or registering anything, a work folder where an earlier demo's
+    endpoint is served: the new models would be the champion in the registry while the endpoint
+    serves the old one, and the rollout refused half-way (a rollout starts from what it serves)."""
+    served = space.store().routes().get(MODEL_NAME)
+    if served is not None:
+        raise Conflict(
+            f"work folder {space.workdir}: its endpoint {MODEL_NAME!r} already serves {served.baseline.uri} "
+            "(an earlier demo's); the demo starts a new endpoint: give --workdir a new folder, or remove "
+            "this one (`make demo` does, for ./.modelcanary)"
+        )
+
+
 def run_demo(*, scenario: str, space: Workspace, port: int = 0) -> dict[str, Any]:
     from rich.console import Console
     from rich.live import Live
@@ -224,6 +238,7 @@ def run_demo(*, scenario: str, space: Workspace, port: int = 0) -> dict[str, Any
     console = Console(stderr=True)
     started = time.monotonic()
     console.print(f"[bold]modelcanary demo[/] ({scenario}): work folder {space.workdir}")
+    _refuse_a_served_endpoint(space)
     with console.status("training and registering a baseline and a candidate fraud model"):
         offline = register_models(space)
     console.print(
