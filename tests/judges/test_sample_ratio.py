@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from modelcanary.domain.judgement import Judgement, Look, Memory, Verdict
 from modelcanary.domain.spec import load_spec
@@ -270,6 +271,11 @@ def test_a_right_split_of_users_passes_where_a_split_of_their_requests_held() ->
         assert (check.name, check.verdict, check.limit) == ("sample-ratio", Verdict.PASS, 25.0)
         assert check.candidate is not None and 20 < check.candidate < 30
         assert check.e_value is None  # not evidence against the candidate: off its chart (its reason says it)
+        # its samples are the users it tested, this step's, as its share and its reason count them
+        users = check.baseline_samples + check.candidate_samples
+        assert f"of {users:,} users (sticky keys) counted at this weight" in check.reason
+        assert check.candidate == pytest.approx(100 * check.candidate_samples / users, abs=0.01)
+        assert users < snapshots[-1].baseline.keys + snapshots[-1].candidate.keys  # not the earlier steps'
         assert re.fullmatch(
             r"the candidate has [\d.]+% of [\d,]+ users \(sticky keys\) counted at this weight, its weight 25%; "
             r"e-value [\d.e+-]+ against 1000",

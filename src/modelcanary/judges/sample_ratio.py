@@ -23,7 +23,6 @@ import math
 from dataclasses import dataclass
 
 from modelcanary.domain.judgement import Look, MetricJudgement, Verdict
-from modelcanary.domain.telemetry import RolloutTelemetry
 
 SRM_ALPHA = 0.001  # a mismatch only holds the rollout, so it may demand strong evidence
 SRM_SETTLE_S = 5.0  # after the weight changes, seconds of requests the check leaves out
@@ -117,9 +116,9 @@ class SampleRatio:
             f"with its weight at {look.weight:g}%"
         )
 
-    def of_keys(self, telemetry: RolloutTelemetry, look: Look, gateways: int, *, held: bool) -> MetricJudgement:
+    def of_keys(self, look: Look, gateways: int, *, held: bool) -> MetricJudgement:
         """The check of the keys' split, as a line of the judgement: the candidate's share of this
-        step's counted keys against the weight, the keys counted, and in its reason the e-value
+        step's counted keys against the weight, those keys (its samples), and in its reason the e-value
         against 1/SRM_ALPHA. Not as its ``e_value``: that is evidence against the candidate, charted
         against the rollback's threshold; this is evidence against the router, and only holds."""
         share = 100 * self.step_c / self.step_n if self.step_n else None
@@ -132,8 +131,8 @@ class SampleRatio:
             baseline=None,
             candidate=share,
             limit=look.weight,
-            baseline_samples=telemetry.baseline.keys,
-            candidate_samples=telemetry.candidate.keys,
+            baseline_samples=round(self.step_n - self.step_c),
+            candidate_samples=round(self.step_c),
             reason=(
                 f"the candidate has {share:.2f}% of {counted}{by}, its weight {look.weight:g}%"
                 if share is not None

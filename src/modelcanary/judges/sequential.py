@@ -173,7 +173,7 @@ def judge(analysis: Analysis, look: Look, memory: Memory) -> tuple[Judgement, Me
         # the router splits keys: the request share is no binomial at the weight (sample_ratio.py)
         gateways = max(now.baseline.key_gateways, now.candidate.key_gateways, 1)
         hold = by_key.update(memory.get("keys", [0, 0]), keys, look, unit="users (sticky keys)", gateways=gateways)
-        judged = (*judged, by_key.of_keys(now, look, gateways, held=hold is not None))
+        judged = (*judged, by_key.of_keys(look, gateways, held=hold is not None))
     judgement = Judgement(judge=NAME, metrics=judged, e_value=combined, threshold=1 / alpha_e, hold=hold)
     after = _counts_for_next_look(tested, now, tails, rates) | {key: list(c) for key, c in lanes.items() if c != NONE}
     if after == before and rank_now == start and requests == before_requests:
