@@ -10,10 +10,22 @@ from typing import Any
 STICKY_HEADER = "x-user-id"  # the rollout's sticky key; here so that the load generators import nothing heavy
 
 
-def write_record(results_dir: Path, name: str, record: dict[str, Any], also: Path | None = None) -> Path:
-    """``record`` as JSON in ``results_dir/NAME-<UTC stamp>.json``, and at ``also`` when given; the first path."""
+def write_record(
+    results_dir: Path,
+    name: str,
+    record: dict[str, Any],
+    also: Path | None = None,
+    *,
+    table: str | None = None,
+    table_also: Path | None = None,
+) -> Path:
+    """``record`` as JSON in ``results_dir/NAME-<UTC stamp>.json``, and at ``also`` when given; its
+    ``table`` (Markdown) beside it as ``.md``, and at ``table_also``. The first path."""
     results_dir.mkdir(parents=True, exist_ok=True)
     stamped = results_dir / f"{name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     for path in [stamped, *([also] if also else [])]:
         path.write_text(json.dumps(record, indent=2) + "\n")
+    if table is not None:
+        for path in [stamped.with_suffix(".md"), *([table_also] if table_also else [])]:
+            path.write_text(table + "\n")
     return stamped

@@ -76,7 +76,7 @@ def prepare(workdir: Path, *, seed: int = 7, kind: str = "logistic") -> Prepared
     registry_uri = f"sqlite:///{workdir / 'mlflow.db'}"
     store_url = f"sqlite:///{workdir / 'modelcanary.db'}"
     _register(model, rows, registry_uri, workdir / "mlartifacts")
-    _start_rollout(store_url, registry_uri)
+    begin_rollout(store_url, registry_uri)
     return Prepared(workdir, joblib_path, registry_uri, store_url, rows)
 
 
@@ -124,7 +124,7 @@ SHADOW_SPEC = ROLLOUT_SPEC.replace(
 )
 
 
-def _start_rollout(store_url: str, registry_uri: str, spec: str = ROLLOUT_SPEC) -> None:
+def begin_rollout(store_url: str, registry_uri: str, spec: str = ROLLOUT_SPEC) -> None:
     """A rollout at 50% candidate with sticky keys, as the controller leaves it after one tick."""
     from modelcanary.adapters.registry.mlflow import MlflowRegistry
     from modelcanary.adapters.store.sql import SqlStore
@@ -145,4 +145,4 @@ if __name__ == "__main__":
     # by whichever modelcanary is first on PYTHONPATH (setup 3 may run another branch's gateway)
     import sys
 
-    _start_rollout(sys.argv[1], sys.argv[2], SHADOW_SPEC if sys.argv[3:] == ["shadow"] else ROLLOUT_SPEC)
+    begin_rollout(sys.argv[1], sys.argv[2], SHADOW_SPEC if sys.argv[3:] == ["shadow"] else ROLLOUT_SPEC)

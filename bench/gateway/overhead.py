@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
-import json
 import os
 import statistics
 import sys
@@ -36,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.gateway import STICKY_HEADER, servers
+from bench.gateway import STICKY_HEADER, servers, write_record
 from bench.gateway.load import bodies, lua_script, wrk
 from bench.gateway.model import Prepared, prepare
 
@@ -265,16 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             for line in lines.values()
         ],
     }
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started))
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    for path, content in (
-        (args.results_dir / f"overhead-{stamp}.json", json.dumps(record, indent=2) + "\n"),
-        (args.results_dir / f"overhead-{stamp}.md", text + "\n"),
-        (args.json, json.dumps(record, indent=2) + "\n"),
-        (args.markdown, text + "\n"),
-    ):
-        if path is not None:
-            path.write_text(content)
+    write_record(args.results_dir, "overhead", record, args.json, table=text, table_also=args.markdown)
     return 0
 
 

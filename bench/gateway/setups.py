@@ -125,27 +125,46 @@ def shadow(ctx: Context) -> Rows:
 
 
 def _paced(ctx: Context, server: Server, label: str, rate: float) -> Rows:
+    cpu_s, (live, _, _) = _cpu_s(server), _tally(server)
     rows = {label: ctx.open(server, rate)}
+    cpu_s, (live, done, shed) = _cpu_s(server) - cpu_s, _tally(server, since=live)
+    # the gateway's CPU time over the live requests it served (warm-up included): what the lane
+    # costs it, where p99 on this machine is set by its stalls (docs/gateway-benchmark.md)
+    key = f"{label[:2]} gateway CPU µs per live request, per round"
+    ctx.notes[key] = ctx.notes.get(key, "") + f"{cpu_s / max(live, 1) * 1e6:,.1f}; "
     if label.startswith("3b"):  # what the lane did with the copies it was given (warm-up included)
-        done, shed = _shadow_tally(server)
         key = "3b shadow copies predicted / shed, per round"
         ctx.notes[key] = ctx.notes.get(key, "") + f"{done:,.0f} / {shed:,.0f}; "
     return rows
 
 
-def _shadow_tally(server: Server) -> tuple[float, float]:
-    """The gateway's shadow-lane requests and shed copies, from its ``/metrics``."""
+def _cpu_s(server: Server) -> float:
+    """The CPU time (user and system) the server's processes have used, from ``/proc``."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in server.pids():
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
+
+
+def _tally(server: Server, since: float = 0.0) -> tuple[float, float, float]:
+    """The gateway's live requests (less ``since``), shadow-lane requests and shed copies, from its
+    ``/metrics``."""
     import urllib.request
 
     base = server.url.split("/v2/")[0]
-    done = shed = 0.0
+    live = done = shed = 0.0
     with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
         for line in response.read().decode().splitlines():
-            if line.startswith("modelcanary_requests_total{") and 'lane="shadow"' in line:
-                done += float(line.rsplit(" ", 1)[1])
+            if line.startswith("modelcanary_requests_total{"):
+                if 'lane="shadow"' in line:
+                    done += float(line.rsplit(" ", 1)[1])
+                else:
+                    live += float(line.rsplit(" ", 1)[1])
             elif line.startswith("modelcanary_shadow_shed_total{"):
                 shed += float(line.rsplit(" ", 1)[1])
-    return done, shed
+    return live - since, done, shed
 
 
 def _shadow_stores(ctx: Context) -> tuple[str, str]:

@@ -33,6 +33,9 @@ def test_setups_1_and_2_print_and_write_their_rows(tmp_path: Path, capsys: pytes
         assert row["errors"] == 0  # every request answered 200
         assert row["rounds"] == 1 and len(row["each_round"]) == 1
     assert "3" not in record["not_run"]
+    for setup in ("3a", "3b"):  # the gateway's CPU over the live requests it served, each round
+        [cpu_us] = record["notes"][f"{setup} gateway CPU µs per live request, per round"].strip("; ").split("; ")
+        assert float(cpu_us.replace(",", "")) > 0
     assert rows["1 bare uvicorn + model"]["rps_vs_bare"] == 1.0
     assert rows["2 gateway 50/50 sticky"]["rps_vs_bare"] == pytest.approx(
         rows["2 gateway 50/50 sticky"]["rps"] / rows["1 bare uvicorn + model"]["rps"]
