@@ -5,7 +5,8 @@ transition, the route it implies, its side effects as pending actions, and an au
 hash covers the previous event's hash, so an edited, deleted or reordered row shows. A controller
 holding a lease passes its fencing token, and the save is refused once the lease has changed hands.
 
-The tables, the engines and the migrations are in ``schema.py``.
+The tables, the engines and the migrations are in ``schema.py``; the methods of the other tables
+are mixed in from ``tokens.py``, ``audit.py``, ``telemetry.py``, ``leases.py`` and ``routes.py``.
 """
 
 from __future__ import annotations
@@ -21,22 +22,22 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from modelcanary.adapters.store.audit import AuditLog
+from modelcanary.adapters.store.leases import LeaseTable
+from modelcanary.adapters.store.routes import RouteTable
 from modelcanary.adapters.store.schema import (
     actions,
     chunks,
     engine_for,
-    leases,
     migrate,
     normalise_url,
     reading,
     rollouts,
-    routes,
     transitions,
 )
 from modelcanary.adapters.store.telemetry import TelemetryTable
 from modelcanary.adapters.store.tokens import TokenTable
 from modelcanary.domain.errors import Conflict, Fenced, ModelcanaryError, NotFound, Stale, StoreError
-from modelcanary.domain.state import Action, Outcome, RolloutState, Route, Transition
+from modelcanary.domain.state import Action, Outcome, RolloutState, Transition
 from modelcanary.ports import Fence
 
 
@@ -95,7 +96,7 @@ def _transition_event(rollout_id: str, transition: Transition) -> dict[str, Any]
     }
 
 
-class SqlStore(TokenTable, AuditLog, TelemetryTable):
+class SqlStore(TokenTable, AuditLog, TelemetryTable, LeaseTable, RouteTable):
     """Implements RolloutStore, ActionQueue, TelemetryStore, RouteSource, History, Leases, AuditLog and Tokens."""
 
     def __init__(self, url: str) -> None:
@@ -346,110 +347,6 @@ class SqlStore(TokenTable, AuditLog, TelemetryTable):
         query = sa.select(transitions.c.body).where(transitions.c.rollout_id == rollout_id).order_by(transitions.c.id)
         with self._tx() as conn:
             return [Transition.model_validate_json(row.body) for row in conn.execute(query)]
-
-    # -- leases ----------------------------------------------------------------------------------
-
-    def acquire_lease(self, name: str, holder: str, *, ttl_s: float, now: float | None = None) -> Fence | None:
-        """Take or renew the lease ``name`` for ``holder`` until ``now + ttl_s``; None while another
-        holder's lease is still running. The token grows by one each time the lease changes hands."""
-        at = time.time() if now is None else now
-        with self._tx() as conn:
-            row = conn.execute(sa.select(leases).where(leases.c.name == name).with_for_update()).first()
-            if row is None:
-                try:
-                    with conn.begin_nested():
-                        conn.execute(leases.insert().values(name=name, holder=holder, token=1, expires_at=at + ttl_s))
-                except IntegrityError:
-                    return None  # another holder inserted it first
-                return Fence(name, 1)
-            if row.holder != holder and row.expires_at > at:
-                return None
-            token = row.token if row.holder == holder and row.expires_at > at else row.token + 1
-            conn.execute(
-                leases.update()
-                .where(leases.c.name == name, leases.c.token == row.token)
-                .values(holder=holder, token=token, expires_at=at + ttl_s)
-            )
-            return Fence(name, token)
-
-    def release_lease(self, fence: Fence, holder: str) -> None:
-        """Give the lease up now (on a clean shutdown), so another holder need not wait for it to expire."""
-        with self._tx() as conn:
-            conn.execute(
-                leases.update()
-                .where(leases.c.name == fence.lease, leases.c.holder == holder, leases.c.token == fence.token)
-                .values(expires_at=0.0)
-            )
-
-    def _check_fence(self, conn: Connection, fence: Fence) -> None:
-        # FOR SHARE: a new leader's takeover (an UPDATE of this row) waits until this write commits
-        current = conn.execute(
-            sa.select(leases.c.token).where(leases.c.name == fence.lease).with_for_update(read=True)
-        ).scalar()
-        if current != fence.token:
-            raise Fenced(
-                f"lease {fence.lease!r} has passed to token {current}; a write with token {fence.token} is refused"
-            )
-
-    # -- routes ----------------------------------------------------------------------------------
-
-    def _put_route(self, conn: Connection, route: Route) -> None:
-        self._put_routes(conn, [route])
-
-    def _put_routes(self, conn: Connection, changed: Sequence[Route]) -> None:
-        """Each route under the next store-wide version, in order: one read of the version, one
-        update of the endpoints that have a route and one insert of those that have none."""
-        version = conn.execute(sa.select(sa.func.max(routes.c.version))).scalar() or 0
-        numbered = [(version + offset, route) for offset, route in enumerate(changed, start=1)]
-        endpoints = [route.endpoint for route in changed]
-        if len(set(endpoints)) != len(endpoints):  # one endpoint twice: each in turn, the last one wins
-            for number, route in numbered:
-                self._upsert_route(conn, number, route)
-            return
-        existing: set[str] = set()
-        for chunk in chunks(endpoints):
-            existing.update(conn.execute(sa.select(routes.c.endpoint).where(routes.c.endpoint.in_(chunk))).scalars())
-        updates = [
-            {"b_endpoint": r.endpoint, "b_version": n, "b_route": r.model_dump_json()}
-            for n, r in numbered
-            if r.endpoint in existing
-        ]
-        if updates:
-            conn.execute(
-                routes.update()
-                .where(routes.c.endpoint == sa.bindparam("b_endpoint"))
-                .values(version=sa.bindparam("b_version"), route=sa.bindparam("b_route")),
-                updates,
-            )
-        inserts = [
-            {"endpoint": r.endpoint, "version": n, "route": r.model_dump_json()}
-            for n, r in numbered
-            if r.endpoint not in existing
-        ]
-        if inserts:
-            conn.execute(routes.insert(), inserts)
-
-    def _upsert_route(self, conn: Connection, version: int, route: Route) -> None:
-        body = route.model_dump_json()
-        if (
-            conn.execute(
-                routes.update().where(routes.c.endpoint == route.endpoint).values(version=version, route=body)
-            ).rowcount
-            == 0
-        ):
-            conn.execute(routes.insert().values(endpoint=route.endpoint, version=version, route=body))
-
-    def put_route(self, route: Route) -> None:
-        with self._tx() as conn:
-            self._put_route(conn, route)
-
-    def routes_version(self) -> int:
-        with self._tx() as conn:
-            return int(conn.execute(sa.select(sa.func.max(routes.c.version))).scalar() or 0)
-
-    def routes(self) -> dict[str, Route]:
-        with self._tx() as conn:
-            return {row.endpoint: Route.model_validate_json(row.route) for row in conn.execute(sa.select(routes))}
 
     # -- actions ---------------------------------------------------------------------------------
 
