@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from modelcanary import load_spec
-from modelcanary.domain.spec import Step
+from modelcanary.domain.traffic import Step
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 

@@ -37,9 +37,9 @@ from modelcanary.adapters.store.schema import routes as routes_table
 from modelcanary.adapters.store.sql import SqlStore
 from modelcanary.domain.errors import Conflict, Fenced, NotFound
 from modelcanary.domain.phases import Phase
-from modelcanary.domain.spec import StickyKey
 from modelcanary.domain.state import Action, ActionKind, ModelVersion, Outcome, RolloutState, Route, Transition
 from modelcanary.domain.telemetry import Variant, VariantTelemetry
+from modelcanary.domain.traffic import StickyKey
 from modelcanary.engine.analysis import pair
 from modelcanary.ports import Fence
 

@@ -20,8 +20,9 @@ from modelcanary.adapters.testing import FakeRegistry
 from modelcanary.controller.loop import Controller
 from modelcanary.controller.operations import start_rollout
 from modelcanary.domain.phases import Phase
-from modelcanary.domain.spec import Step, load_spec
+from modelcanary.domain.spec import load_spec
 from modelcanary.domain.telemetry import LATENCY_EDGES_MS, Variant, VariantTelemetry, score_bucket
+from modelcanary.domain.traffic import Step
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fraud-rollout.yaml"
 RPS, TICK_S, T0 = 200, 30.0, 1_000_000.0

@@ -9,8 +9,9 @@ import pytest
 from modelcanary.domain.errors import ModelcanaryError, SpecError
 from modelcanary.domain.metrics import ErrorRateMetric, LatencyMetric, QualityMetric
 from modelcanary.domain.refs import parse_duration, parse_model_uri
-from modelcanary.domain.spec import Step, StickyKey, load_spec
+from modelcanary.domain.spec import load_spec
 from modelcanary.domain.specyaml import MAX_NESTING, MAX_SPEC_CHARS
+from modelcanary.domain.traffic import Step, StickyKey
 
 # Line numbers matter below: each case edits this text and names the line the mistake lands on.
 MINIMAL = """\

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from modelcanary.domain.errors import SpecError
-from modelcanary.domain.spec import Step, StickyKey, load_spec
+from modelcanary.domain.spec import load_spec
+from modelcanary.domain.traffic import Step, StickyKey
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 VALID = sorted(path for path in EXAMPLES.glob("*.yaml") if not path.name.startswith("invalid-"))

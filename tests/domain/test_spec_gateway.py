@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from modelcanary.domain.errors import SpecError
-from modelcanary.domain.spec import Batching, CircuitBreaker, load_spec
+from modelcanary.domain.spec import load_spec
+from modelcanary.domain.traffic import Batching, CircuitBreaker
 
 BASE = """\
 apiVersion: modelcanary/v1

@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from modelcanary.domain.errors import Conflict
 from modelcanary.domain.judgement import Judgement, MetricJudgement, Verdict
 from modelcanary.domain.phases import TRANSITIONS, Phase
-from modelcanary.domain.spec import CircuitBreaker, RolloutSpec, Step, StickyKey, load_spec
+from modelcanary.domain.spec import RolloutSpec, load_spec
 from modelcanary.domain.state import Action, ActionKind, ModelVersion, Outcome, RolloutState, Route, Transition
+from modelcanary.domain.traffic import CircuitBreaker, Step, StickyKey
 from modelcanary.engine.decide import Command, apply_command, decide, new_state
 from modelcanary.engine.outcomes import CONTROLLER, ROLLBACK_TAG
 

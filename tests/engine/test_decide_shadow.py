@@ -9,8 +9,9 @@ import pytest
 from modelcanary.domain.errors import Conflict
 from modelcanary.domain.judgement import Judgement, MetricJudgement, Verdict
 from modelcanary.domain.phases import Phase
-from modelcanary.domain.spec import Batching, Shadow, load_spec
+from modelcanary.domain.spec import load_spec
 from modelcanary.domain.state import ModelVersion, RolloutState
+from modelcanary.domain.traffic import Batching, Shadow
 from modelcanary.engine.decide import Command, apply_command, decide, new_state
 
 TEXT = """\

@@ -16,9 +16,9 @@ from modelcanary.adapters.registry.mlflow import MlflowRegistry
 from modelcanary.adapters.store.sql import SqlStore
 from modelcanary.adapters.testing import FakeBackend, FunctionModel
 from modelcanary.domain.errors import RequestError
-from modelcanary.domain.spec import StickyKey
 from modelcanary.domain.state import ModelVersion, Route
 from modelcanary.domain.telemetry import LATENCY_EDGES_MS, RolloutTelemetry
+from modelcanary.domain.traffic import StickyKey
 from modelcanary.engine.analysis import pair
 from modelcanary.gateway.app import MAX_BODY_BYTES, VARIANT_HEADER, Gateway
 from modelcanary.ports import Column

@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 
 from modelcanary.adapters.backends.batching import BatchingBackend, BatchingModel, BatchSettings
-from modelcanary.domain.spec import Batching, StickyKey
 from modelcanary.domain.state import ModelVersion, Route
 from modelcanary.domain.telemetry import Variant
+from modelcanary.domain.traffic import Batching, StickyKey
 from modelcanary.gateway.app import Gateway, StaticRoutes
 from modelcanary.gateway.serving import batched
 

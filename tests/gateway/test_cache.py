@@ -6,9 +6,9 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from modelcanary.domain.spec import Cache, CircuitBreaker, StickyKey
 from modelcanary.domain.state import ModelVersion, Route
 from modelcanary.domain.telemetry import Variant
+from modelcanary.domain.traffic import Cache, CircuitBreaker, StickyKey
 from modelcanary.engine.analysis import pair
 from modelcanary.gateway.app import VARIANT_HEADER, Gateway
 from modelcanary.gateway.cache import PredictionCache, cache_for

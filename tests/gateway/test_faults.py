@@ -17,8 +17,8 @@ from modelcanary.adapters.registry.mlflow import MlflowRegistry
 from modelcanary.controller.loop import Controller
 from modelcanary.controller.operations import start_rollout
 from modelcanary.domain.phases import Phase
-from modelcanary.domain.spec import CircuitBreaker, StickyKey
 from modelcanary.domain.state import ModelVersion, Route
+from modelcanary.domain.traffic import CircuitBreaker, StickyKey
 from modelcanary.engine.analysis import pair
 from modelcanary.gateway.app import VARIANT_HEADER, Gateway
 

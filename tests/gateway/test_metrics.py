@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from modelcanary.domain.spec import Cache, CircuitBreaker, Shadow, StickyKey
 from modelcanary.domain.state import Route
+from modelcanary.domain.traffic import Cache, CircuitBreaker, Shadow, StickyKey
 from modelcanary.gateway.app import VARIANT_HEADER, Gateway
 from tests.prometheus_support import api, prometheus_server, wait_for_value
 

@@ -18,9 +18,9 @@ import pytest
 from modelcanary.adapters.backends.refs import RefBackend
 from modelcanary.adapters.backends.v2remote import V2RemoteBackend
 from modelcanary.adapters.testing import FakeBackend, FunctionModel
-from modelcanary.domain.spec import CircuitBreaker
 from modelcanary.domain.state import ModelVersion, Route, remote_version
 from modelcanary.domain.telemetry import Variant, VariantTelemetry
+from modelcanary.domain.traffic import CircuitBreaker
 from modelcanary.gateway.app import VARIANT_HEADER, Gateway, StaticRoutes
 from modelcanary.ports import Column
 

@@ -8,8 +8,8 @@ from typing import Any
 from modelcanary.controller.loop import Controller
 from modelcanary.controller.operations import start_rollout
 from modelcanary.controller.report import rollout_report
-from modelcanary.domain.spec import Segment, StickyKey
 from modelcanary.domain.state import Route
+from modelcanary.domain.traffic import Segment, StickyKey
 from modelcanary.engine.analysis import pair
 from modelcanary.gateway.app import VARIANT_HEADER, Gateway
 from modelcanary.gateway.router import bucket, choose

@@ -15,8 +15,8 @@ from modelcanary.controller.loop import Controller
 from modelcanary.controller.operations import start_rollout
 from modelcanary.controller.report import rollout_report
 from modelcanary.domain.phases import Phase
-from modelcanary.domain.spec import CircuitBreaker, Shadow, StickyKey
 from modelcanary.domain.state import Route
+from modelcanary.domain.traffic import CircuitBreaker, Shadow, StickyKey
 from modelcanary.engine.analysis import pair
 from modelcanary.gateway.app import VARIANT_HEADER, Gateway
 

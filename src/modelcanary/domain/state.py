@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict
 from modelcanary.domain.gates import Gate
 from modelcanary.domain.phases import Phase
 from modelcanary.domain.refs import parse_model_ref
-from modelcanary.domain.spec import Batching, Cache, CircuitBreaker, Segment, Shadow, StickyKey
+from modelcanary.domain.traffic import Batching, Cache, CircuitBreaker, Segment, Shadow, StickyKey
 
 
 class _Value(BaseModel):

@@ -29,7 +29,7 @@ from modelcanary.domain.errors import Conflict, PolicyDenied
 from modelcanary.domain.gates import Gate, GateDecision
 from modelcanary.domain.judgement import Judgement, Verdict
 from modelcanary.domain.phases import Phase
-from modelcanary.domain.spec import ApprovalStep, RolloutSpec, Step
+from modelcanary.domain.spec import RolloutSpec
 from modelcanary.domain.state import (
     ApprovalRecord,
     ModelVersion,
@@ -37,6 +37,7 @@ from modelcanary.domain.state import (
     RolloutState,
     Route,
 )
+from modelcanary.domain.traffic import ApprovalStep, Step
 from modelcanary.engine.outcomes import CONTROLLER, change, notified, promote, roll_back, route_of
 
 

@@ -24,9 +24,9 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from modelcanary.domain.spec import Cache
 from modelcanary.domain.state import ModelVersion
 from modelcanary.domain.telemetry import Variant
+from modelcanary.domain.traffic import Cache
 
 if TYPE_CHECKING:
     from modelcanary.gateway.metrics import Series

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from modelcanary.domain.spec import CircuitBreaker
+from modelcanary.domain.traffic import CircuitBreaker
 from modelcanary.gateway.calls import predict_async
 from modelcanary.ports import Model
 

@@ -7,7 +7,7 @@ field's value is compared, and hashed as a sticky key, in one spelling (``canoni
 rule values it is compared with: ``0``, ``0.0`` and ``"0.0"`` are the same number, and JSON ``true``
 is ``"true"``. Header values are compared as they are.
 
->>> from modelcanary.domain.spec import Segment
+>>> from modelcanary.domain.traffic import Segment
 >>> from modelcanary.domain.state import ModelVersion, Route
 >>> route = Route(endpoint="e", baseline=ModelVersion(name="m", version="1"),
 ...               segments=(Segment(name="eu", header="x-region", values=["eu-west"]),),
@@ -31,8 +31,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from modelcanary.domain.spec import OTHER_SEGMENT
 from modelcanary.domain.state import Route
+from modelcanary.domain.traffic import OTHER_SEGMENT
 from modelcanary.ports import Column
 
 # a JSON number: no leading zeros, no "+", no ".5" or "5.", so "007" and "+1" stay text

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from modelcanary.adapters.backends.batching import BatchingModel, BatchSettings
-from modelcanary.domain.spec import Batching
 from modelcanary.domain.state import ModelVersion, Route
 from modelcanary.domain.telemetry import Variant
+from modelcanary.domain.traffic import Batching
 from modelcanary.gateway.cache import PredictionCache, cache_for
 from modelcanary.gateway.faults import Guard
 from modelcanary.gateway.keys import SeenKeys

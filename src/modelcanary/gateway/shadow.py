@@ -43,7 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelcanary.domain.spec import Shadow
+from modelcanary.domain.traffic import Shadow
 from modelcanary.gateway.faults import CandidateFault, DeadlineMissed, Ran, timed
 from modelcanary.gateway.recorder import Recorder, score_of
 from modelcanary.gateway.serving import Serving
