@@ -112,35 +112,41 @@ def requests(prepared: Prepared) -> list[tuple[dict[str, Any], bytes]]:
     return out
 
 
+async def call(app: Any, scope: dict[str, Any], raw: bytes, sent: list[dict[str, Any]]) -> None:
+    """One request sent to the ASGI app directly, with ``raw`` as its whole body; what the app
+    sends back is appended to ``sent``."""
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": raw, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(dict(scope), receive, send)
+
+
+def check_answered(sent: list[dict[str, Any]]) -> None:
+    """Every response in ``sent`` was a 200."""
+    statuses = {message["status"] for message in sent if message["type"] == "http.response.start"}
+    if statuses != {200}:
+        raise RuntimeError(f"answers other than 200: {statuses}")
+
+
 async def in_loop(app: Any, gateway: Any, reqs: list[tuple[dict[str, Any], bytes]], calls: int) -> float:
     """Microseconds a request, the ASGI app called directly: one round of ``calls`` requests."""
     if gateway is not None:
         await gateway.refresh()  # loads the models and routes, as the server's start does
     sent: list[dict[str, Any]] = []
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    def receiver(raw: bytes) -> Any:
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": raw, "more_body": False}
-
-        return receive
-
     for index in range(calls // 10):  # warm
-        scope, raw = reqs[index % len(reqs)]
-        await app(dict(scope), receiver(raw), send)
+        await call(app, *reqs[index % len(reqs)], sent)
     sent.clear()
     started = time.perf_counter()
     for index in range(calls):
-        scope, raw = reqs[index % len(reqs)]
-        await app(dict(scope), receiver(raw), send)
+        await call(app, *reqs[index % len(reqs)], sent)
     elapsed = time.perf_counter() - started
     if gateway is not None:
         await gateway.close()
-    statuses = {message["status"] for message in sent if message["type"] == "http.response.start"}
-    if statuses != {200}:
-        raise RuntimeError(f"answers other than 200 in the loop: {statuses}")
+    check_answered(sent)
     return elapsed / calls * 1e6
 
 

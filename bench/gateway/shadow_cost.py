@@ -30,7 +30,7 @@ from typing import Any
 
 from bench.gateway import write_record
 from bench.gateway.model import SHADOW_SPEC, begin_rollout, prepare
-from bench.gateway.overhead import requests
+from bench.gateway.overhead import call, check_answered, requests
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 LANES = ("off", "on")
@@ -55,15 +55,6 @@ async def measure(
     lane = asyncio.create_task(gateway.shadow.run())
     sent: list[dict[str, Any]] = []
 
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    def receiver(raw: bytes) -> Any:
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": raw, "more_body": False}
-
-        return receive
-
     async def drained() -> None:
         while len(gateway.shadow):
             await asyncio.sleep(0.005)
@@ -71,8 +62,7 @@ async def measure(
     async def send_all(count: int, start: int) -> None:
         for first in range(start, start + count, chunk):
             for index in range(first, min(first + chunk, start + count)):
-                scope, raw = reqs[index % len(reqs)]
-                await app(dict(scope), receiver(raw), send)
+                await call(app, *reqs[index % len(reqs)], sent)
             await drained()
 
     try:
@@ -86,9 +76,7 @@ async def measure(
         lane.cancel()
         await asyncio.gather(lane, return_exceptions=True)
         await gateway.close()
-    statuses = {message["status"] for message in sent if message["type"] == "http.response.start"}
-    if statuses != {200}:
-        raise RuntimeError(f"answers other than 200: {statuses}")
+    check_answered(sent)
     return {"cpu_us_per_request": cpu / calls * 1e6, "copies": float(done)}
 
 
