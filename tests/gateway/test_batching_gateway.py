@@ -4,14 +4,16 @@ each variant batching on its own, every client getting its own rows' answers fro
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import httpx
 
 from modelcanary.adapters.backends.batching import BatchingBackend, BatchingModel, BatchSettings
+from modelcanary.adapters.testing import FakeBackend, FunctionModel
 from modelcanary.domain.state import ModelVersion, Route
 from modelcanary.domain.telemetry import Variant
-from modelcanary.domain.traffic import Batching, StickyKey
+from modelcanary.domain.traffic import Batching, CircuitBreaker, StickyKey
 from modelcanary.gateway.app import Gateway, StaticRoutes
 from modelcanary.gateway.serving import batched
 
@@ -98,3 +100,40 @@ def test_a_rollouts_spec_batches_only_the_variants_it_names(
     assert batched(settings, Variant.CANDIDATE, queue.model, queue) is queue  # same model and settings: kept
     other = Batching(max_batch_size=8, max_wait_us=50_000, variants=["candidate"])
     assert batched(other, Variant.CANDIDATE, queue.model, queue) is not queue
+
+
+def test_a_batch_runs_on_the_loop_unless_a_deadline_must_be_able_to_cut_it(serve: Any, pyfunc_backend: Any) -> None:
+    """The baseline's batches run on the event loop's thread, as the baseline does unbatched; the
+    batches of a candidate with a deadline run on the queue's worker, where a call that hangs
+    cannot stop the loop and the deadline can give up on it."""
+    threads: dict[str, set[str]] = {"1": set(), "2": set()}
+
+    def model(version: str) -> FunctionModel:
+        def predict(columns: dict[str, list[Any]]) -> list[float]:
+            threads[version].add(threading.current_thread().name)
+            return [0.5] * len(columns["x"])
+
+        return FunctionModel(predict)
+
+    route = Route(
+        endpoint="fraud",
+        baseline=ModelVersion(name="fraud", version="1"),
+        candidate=ModelVersion(name="fraud", version="2"),
+        weight=50.0,
+        rollout_id="r-loop",
+        sticky=StickyKey(header="x-user-id"),
+        breaker=CircuitBreaker(deadline=5.0),
+        batching=Batching(max_batch_size=16, max_wait_us=50_000),
+    )
+    backend = FakeBackend({"fraud/1": model("1"), "fraud/2": model("2")})
+    gateway = Gateway(routes=StaticRoutes({"fraud": route}), backend=backend, telemetry=None, source="t")
+    running = serve.start(gateway)
+
+    responses = asyncio.run(forty_users(running.url, [{"x": 1.0}]))
+    assert [response.status_code for response in responses] == [200] * 40
+    assert {response.json()["variant"] for response in responses} == {"baseline", "candidate"}
+    served = gateway.serving["fraud"]
+    assert isinstance(served.baseline, BatchingModel) and isinstance(served.candidate, BatchingModel)
+    assert served.baseline.on_loop == served.baseline.batches > 0 and served.candidate.on_loop == 0
+    assert threads["2"] == {"modelcanary-batch_0"}  # the candidate's queue's worker
+    assert len(threads["1"]) == 1 and not threads["1"] & threads["2"]  # the loop's thread, whatever its name

@@ -197,9 +197,9 @@ class Gateway(Following):
         lookup = serving.baseline_cache.lookup(columns) if serving.baseline_cache is not None else None
         try:
             if lookup is None:
-                predicted = await predict_async(serving.baseline, columns)
+                predicted = await predict_async(serving.baseline, columns, on_loop=True)
             elif lookup.missing:
-                predicted = await predict_async(serving.baseline, lookup.missing_columns(columns))
+                predicted = await predict_async(serving.baseline, lookup.missing_columns(columns), on_loop=True)
                 rows = len(lookup.missing)
             else:
                 predicted, rows = [], 0

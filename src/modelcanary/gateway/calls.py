@@ -13,10 +13,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from modelcanary.adapters.backends.batching import BatchingModel
 from modelcanary.ports import Model
 
 
-async def predict_async(model: Model, columns: dict[str, list[Any]]) -> list[Any]:
+async def predict_async(model: Model, columns: dict[str, list[Any]], *, on_loop: bool = False) -> list[Any]:
+    """``on_loop``: nothing needs to cut this call short (no deadline), so a batching queue may run
+    its batch on the loop's thread, as the model would run unbatched."""
+    if isinstance(model, BatchingModel):
+        return await model.apredict(columns, on_loop=on_loop)
     apredict = getattr(model, "apredict", None)
     if apredict is not None:
         outputs: list[Any] = await apredict(columns)

@@ -124,7 +124,7 @@ class CandidateRunner:
         """A model the loop awaits (remote, Ray, a batching queue) needs no pool: a missed deadline
         cancels the await. Its CPU is spent elsewhere, so none is charged here (see calls.cpu_ms_since)."""
         try:
-            outputs = await asyncio.wait_for(predict_async(model, columns), deadline)
+            outputs = await asyncio.wait_for(predict_async(model, columns, on_loop=deadline is None), deadline)
         except TimeoutError:
             self.abandoned += 1
             return Ran(None, DeadlineMissed(f"no answer within its deadline of {(deadline or 0.0) * 1e3:g} ms"), None)

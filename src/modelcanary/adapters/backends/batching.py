@@ -2,9 +2,17 @@
 grouped into one ``predict`` call, and each gets its own rows back.
 
 A batch leaves when it holds ``max_batch_size`` rows, or ``max_wait_us`` after its first request
-arrived, whichever comes first; and one batch runs at a time, on a worker thread of its own, so
-while it runs the event loop keeps parsing requests and the next batch fills up (under load
-batches grow by themselves, with no wait added). A request bigger than ``max_batch_size`` runs alone.
+arrived, whichever comes first; and one batch runs at a time (under load batches grow by
+themselves, with no wait added). A request bigger than ``max_batch_size`` runs alone.
+
+Where a batch runs: on the event loop's own thread when every request in it came from a caller
+that would run the model there unbatched (``on_loop``: the baseline, a candidate with no
+deadline), and on a worker thread of its own otherwise (a candidate whose deadline must be able to
+cut a call that hangs). On the worker the call bought no parallelism: a scikit-learn call on a few
+rows holds the interpreter, and the hop to the worker and back (and the wait for the interpreter
+there) cost the loop more than the call. Setup 4 of ``bench/gateway``, side by side on one machine,
+batched over unbatched on the light model: 1.19x and 1.30x with every batch on the worker, 1.72x and
+1.86x on the loop (``bench/results/batch-on-loop-20261203.md``).
 
 When a batch fails, each of its requests is retried alone: the one whose input broke the batch gets
 its own error, and the others their answers. (A model that fails on everything therefore runs
@@ -50,6 +58,7 @@ class _Waiting:
     columns: dict[str, list[Any]]
     rows: int
     future: asyncio.Future[list[Any]]
+    on_loop: bool  # its caller would run the model on the loop's thread: so may its batch
 
 
 class BatchingModel:
@@ -69,13 +78,17 @@ class BatchingModel:
         self.batches = 0
         self.batched_requests = 0
         self.retried_alone = 0
+        self.on_loop = 0  # calls run on the event loop's thread
 
     def predict(self, columns: dict[str, list[Any]]) -> list[Any]:
         return self.model.predict(columns)
 
-    async def apredict(self, columns: dict[str, list[Any]]) -> list[Any]:
+    async def apredict(self, columns: dict[str, list[Any]], *, on_loop: bool = False) -> list[Any]:
+        """``columns``' outputs, predicted in a batch. ``on_loop``: the caller would run the model on
+        the event loop's thread unbatched (nothing may need to cut the call short), so a batch of
+        such requests runs there too."""
         loop = asyncio.get_running_loop()
-        waiting = _Waiting(columns, len(next(iter(columns.values()), [])), loop.create_future())
+        waiting = _Waiting(columns, len(next(iter(columns.values()), [])), loop.create_future(), on_loop)
         self._pending.append(waiting)
         self._rows += waiting.rows
         if self._rows >= self.settings.max_batch_size:
@@ -125,7 +138,10 @@ class BatchingModel:
             if self._due or (self._pending and self._timer is None):
                 self._submit()
 
-    async def _call(self, columns: dict[str, list[Any]]) -> list[Any]:
+    async def _call(self, columns: dict[str, list[Any]], on_loop: bool) -> list[Any]:
+        if on_loop:
+            self.on_loop += 1
+            return self.model.predict(columns)
         return await asyncio.get_running_loop().run_in_executor(self._worker, self.model.predict, columns)
 
     async def _predict_group(self, group: list[_Waiting]) -> None:
@@ -139,7 +155,7 @@ class BatchingModel:
             for name, values in waiting.columns.items():
                 merged[name].extend(values)
         try:
-            outputs = await self._call(merged)
+            outputs = await self._call(merged, all(waiting.on_loop for waiting in group))
             if len(outputs) != sum(waiting.rows for waiting in group):
                 raise ValueError(f"{len(outputs)} outputs for {sum(w.rows for w in group)} rows")
         except Exception:
@@ -155,7 +171,7 @@ class BatchingModel:
 
     async def _alone(self, waiting: _Waiting) -> None:
         try:
-            outputs = await self._call(waiting.columns)
+            outputs = await self._call(waiting.columns, waiting.on_loop)
         except Exception as exc:
             if not waiting.future.done():
                 waiting.future.set_exception(exc)
