@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -362,6 +363,27 @@ def test_each_rollout_sheds_only_its_own_shadow_copies(serve: Any, store: Any) -
     assert [(s.requests, s.shed) for s in shadows.values() if s is not None] == [(10, 0), (3, 0)]
 
 
+def _shadowing(
+    serve: Any, store: Any, candidate: Callable[[dict[str, list[Any]]], list[float]], **route: Any
+) -> tuple[Gateway, Any]:
+    """A gateway serving endpoint fraud (baseline answering 0.1, ``candidate`` as given) with a
+    100% shadow lane, the rest of its route as given; and its running server."""
+    registry = FakeRegistry({"fraud": ["1", "2"]}, {})
+    store.put_route(
+        Route(
+            endpoint="fraud",
+            baseline=registry.resolve("models:/fraud/1"),
+            candidate=registry.resolve("models:/fraud/2"),
+            shadow=Shadow(sample=1.0, queue=100),
+            **route,
+        )
+    )
+    baseline = FunctionModel(lambda columns: [0.1] * len(columns["x"]))
+    backend = FakeBackend({"fraud/1": baseline, "fraud/2": FunctionModel(candidate)})
+    gateway = Gateway(routes=store, backend=backend, telemetry=store, source=f"gw-{route['rollout_id']}")
+    return gateway, serve.start(gateway)
+
+
 def test_copies_are_predicted_in_batches_and_a_failed_batch_is_retried_copy_by_copy(serve: Any, store: Any) -> None:
     """Copies that queued behind a busy call share the next; a batch holding one bad input is
     retried copy by copy, so that copy alone fails and the others are paired."""
@@ -375,21 +397,8 @@ def test_copies_are_predicted_in_batches_and_a_failed_batch_is_retried_copy_by_c
             raise ValueError("the candidate cannot take 13")
         return [0.9] * len(columns["x"])
 
-    registry = FakeRegistry({"fraud": ["1", "2"]}, {})
-    store.put_route(
-        Route(
-            endpoint="fraud",
-            baseline=registry.resolve("models:/fraud/1"),
-            candidate=registry.resolve("models:/fraud/2"),
-            weight=0.0,  # shadow only: its copies run on the lane's thread
-            rollout_id="r-batch",
-            shadow=Shadow(sample=1.0, queue=100),
-        )
-    )
-    baseline = FunctionModel(lambda columns: [0.1] * len(columns["x"]))
-    backend = FakeBackend({"fraud/1": baseline, "fraud/2": FunctionModel(candidate)})
-    gateway = Gateway(routes=store, backend=backend, telemetry=store, source="gw-batch")
-    running = serve.start(gateway)
+    # shadow only (weight 0): its copies run on the lane's thread
+    gateway, running = _shadowing(serve, store, candidate, rollout_id="r-batch", weight=0.0)
     try:
         with running.client() as http:
             for x in range(20):
@@ -424,23 +433,15 @@ def test_copies_queued_when_the_breaker_trips_do_not_run_the_candidate_it_took_o
         release.wait(30)
         return [0.9] * len(columns["x"])
 
-    registry = FakeRegistry({"fraud": ["1", "2"]}, {})
-    store.put_route(
-        Route(
-            endpoint="fraud",
-            baseline=registry.resolve("models:/fraud/1"),
-            candidate=registry.resolve("models:/fraud/2"),
-            weight=50.0,
-            rollout_id="r-trip",
-            sticky=StickyKey(header="x-user-id"),
-            breaker=CircuitBreaker(consecutive_failures=5),
-            shadow=Shadow(sample=1.0, queue=100),
-        )
+    gateway, running = _shadowing(
+        serve,
+        store,
+        candidate,
+        rollout_id="r-trip",
+        weight=50.0,
+        sticky=StickyKey(header="x-user-id"),
+        breaker=CircuitBreaker(consecutive_failures=5),
     )
-    baseline = FunctionModel(lambda columns: [0.1] * len(columns["x"]))
-    backend = FakeBackend({"fraud/1": baseline, "fraud/2": FunctionModel(candidate)})
-    gateway = Gateway(routes=store, backend=backend, telemetry=store, source="gw-trip")
-    running = serve.start(gateway)
     try:
         with running.client() as http:
             user = 0
