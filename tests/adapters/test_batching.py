@@ -4,12 +4,14 @@ predict calls, each gets exactly its own rows back, and one bad request in a bat
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import numpy as np
 import pytest
 
 from modelcanary.adapters.backends.batching import BatchingBackend, BatchingModel, BatchSettings
+from modelcanary.adapters.testing import FunctionModel
 from modelcanary.domain.errors import RequestError
 from modelcanary.domain.state import ModelVersion
 
@@ -82,3 +84,39 @@ def test_each_loaded_model_batches_on_its_own(pyfunc_backend: Any) -> None:
 def test_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="max_batch_size >= 1"):
         BatchSettings(max_batch_size=0)
+
+
+def _burning(cpu_s: float, bad: float) -> FunctionModel:
+    """A model whose every call costs its thread ``cpu_s`` of CPU time, and fails on a batch
+    holding the value ``bad``."""
+
+    def predict(columns: dict[str, list[Any]]) -> list[Any]:
+        started = time.thread_time()
+        while time.thread_time() - started < cpu_s:
+            pass
+        if bad in columns["x"]:
+            raise ValueError(f"cannot predict {bad}")
+        return list(columns["x"])
+
+    return FunctionModel(predict)
+
+
+@pytest.mark.parametrize("on_loop", [True, False], ids=["on the loop", "on the worker"])
+def test_a_batchs_cpu_time_is_shared_by_its_requests_rows(on_loop: bool) -> None:
+    """Each request is charged its rows' share of its batch's CPU time, on whichever thread the
+    batch ran; one retried alone after its batch failed pays its share of that call and its own."""
+    batching = BatchingModel(_burning(0.02, bad=9.0), BatchSettings(max_batch_size=8, max_wait_us=50_000))
+
+    async def together(*requests: list[float]) -> list[Any]:
+        calls = (batching.apredict_costed({"x": x}, on_loop=on_loop) for x in requests)
+        return list(await asyncio.gather(*calls, return_exceptions=True))
+
+    (one, one_ms), (three, three_ms) = asyncio.run(together([1.0], [2.0, 3.0, 4.0]))
+    assert (one, three, batching.batches) == ([1.0], [2.0, 3.0, 4.0], 1)
+    assert three_ms == pytest.approx(3 * one_ms)
+    # the call's 20 ms charged once, whole (plus the last turn of its loop and the list it returns)
+    assert 20 <= one_ms + three_ms < 25
+
+    (good, good_ms), failed = asyncio.run(together([1.0], [9.0]))
+    assert good == [1.0] and isinstance(failed, ValueError) and batching.retried_alone == 2
+    assert 30 <= good_ms < 35  # half of the failed batch's call, and the whole of its own

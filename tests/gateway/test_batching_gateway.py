@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import httpx
@@ -14,8 +15,11 @@ from modelcanary.adapters.testing import FakeBackend, FunctionModel
 from modelcanary.domain.state import ModelVersion, Route
 from modelcanary.domain.telemetry import Variant
 from modelcanary.domain.traffic import Batching, CircuitBreaker, StickyKey
+from modelcanary.engine.analysis import pair
 from modelcanary.gateway.app import Gateway, StaticRoutes
 from modelcanary.gateway.serving import batched
+
+BURN_S = 0.002  # the CPU time each call of the third test's models costs
 
 
 async def forty_users(url: str, rows: list[dict[str, Any]]) -> list[httpx.Response]:
@@ -102,15 +106,19 @@ def test_a_rollouts_spec_batches_only_the_variants_it_names(
     assert batched(other, Variant.CANDIDATE, queue.model, queue) is not queue
 
 
-def test_a_batch_runs_on_the_loop_unless_a_deadline_must_be_able_to_cut_it(serve: Any, pyfunc_backend: Any) -> None:
+def test_a_batch_runs_on_the_loop_unless_a_deadline_must_be_able_to_cut_it(serve: Any, store: Any) -> None:
     """The baseline's batches run on the event loop's thread, as the baseline does unbatched; the
     batches of a candidate with a deadline run on the queue's worker, where a call that hangs
-    cannot stop the loop and the deadline can give up on it."""
+    cannot stop the loop and the deadline can give up on it. Either way each request is charged
+    its share of its batch's CPU time, for the cost guardrail."""
     threads: dict[str, set[str]] = {"1": set(), "2": set()}
 
     def model(version: str) -> FunctionModel:
         def predict(columns: dict[str, list[Any]]) -> list[float]:
             threads[version].add(threading.current_thread().name)
+            started = time.thread_time()
+            while time.thread_time() - started < BURN_S:  # CPU time the call costs its thread
+                pass
             return [0.5] * len(columns["x"])
 
         return FunctionModel(predict)
@@ -126,7 +134,8 @@ def test_a_batch_runs_on_the_loop_unless_a_deadline_must_be_able_to_cut_it(serve
         batching=Batching(max_batch_size=16, max_wait_us=50_000),
     )
     backend = FakeBackend({"fraud/1": model("1"), "fraud/2": model("2")})
-    gateway = Gateway(routes=StaticRoutes({"fraud": route}), backend=backend, telemetry=None, source="t")
+    store.put_route(route)
+    gateway = Gateway(routes=store, backend=backend, telemetry=store, source="t")
     running = serve.start(gateway)
 
     responses = asyncio.run(forty_users(running.url, [{"x": 1.0}]))
@@ -137,3 +146,10 @@ def test_a_batch_runs_on_the_loop_unless_a_deadline_must_be_able_to_cut_it(serve
     assert served.baseline.on_loop == served.baseline.batches > 0 and served.candidate.on_loop == 0
     assert threads["2"] == {"modelcanary-batch_0"}  # the candidate's queue's worker
     assert len(threads["1"]) == 1 and not threads["1"] & threads["2"]  # the loop's thread, whatever its name
+    running.flush()
+    total = pair(store.read_telemetry("r-loop"))
+    for counts, queue in ((total.baseline, served.baseline), (total.candidate, served.candidate)):
+        assert counts.cpu_requests == counts.requests == queue.batched_requests
+        # every call's CPU time charged once, shared among its requests (a call costs a little
+        # more than its busy loop: the loop's last turn, the list it returns)
+        assert BURN_S * 1e3 * queue.batches <= counts.cpu_ms < (BURN_S * 1e3 + 5) * queue.batches

@@ -22,7 +22,7 @@ from modelcanary.domain.errors import BackendError, RequestError, UnknownEndpoin
 from modelcanary.domain.telemetry import Variant
 from modelcanary.gateway import endpoints, protocols, v2
 from modelcanary.gateway.cache import Lookup, counted
-from modelcanary.gateway.calls import cpu_ms_since, predict_async
+from modelcanary.gateway.calls import measures_cpu, predict_costed
 from modelcanary.gateway.entry import Entry, Handler, Reply
 from modelcanary.gateway.faults import CandidateRunner, DeadlineMissed, Ran
 from modelcanary.gateway.following import Following
@@ -191,18 +191,19 @@ class Gateway(Following):
         batching queue); the fast path, and the fallback. Its refusal of the input goes to the
         client as it is; its failure is a 5xx (``_baseline_failure``)."""
         route = serving.route
-        # the model runs on this thread, so thread CPU time is its cost (the cost guardrail)
-        started, cpu = time.perf_counter(), time.thread_time()
+        started = time.perf_counter()
         series = serving.series.baseline
         lookup = serving.baseline_cache.lookup(columns) if serving.baseline_cache is not None else None
         try:
             if lookup is None:
-                predicted = await predict_async(serving.baseline, columns, on_loop=True)
+                predicted, cpu_ms = await predict_costed(serving.baseline, columns, on_loop=True)
             elif lookup.missing:
-                predicted = await predict_async(serving.baseline, lookup.missing_columns(columns), on_loop=True)
+                predicted, cpu_ms = await predict_costed(
+                    serving.baseline, lookup.missing_columns(columns), on_loop=True
+                )
                 rows = len(lookup.missing)
-            else:
-                predicted, rows = [], 0
+            else:  # all from the cache: the model cost nothing
+                predicted, rows, cpu_ms = [], 0, 0.0 if measures_cpu(serving.baseline) else None
             outputs, answer = _answered(predicted, rows, lookup, form, serving, Variant.BASELINE)
         except RequestError:
             raise
@@ -218,7 +219,7 @@ class Gateway(Following):
             Variant.BASELINE,
             latency_ms=latency_ms,
             error=False,
-            cpu_ms=cpu_ms_since(serving.baseline, cpu),
+            cpu_ms=cpu_ms,
             scores=scores,
             sink=series,
             segment=segment,
@@ -253,8 +254,8 @@ class Gateway(Following):
         lookup = serving.candidate_cache.lookup(columns) if serving.candidate_cache is not None else None
         # only a call to the model tells the breaker anything: an answer wholly from the cache does not
         called = lookup is None or bool(lookup.missing)
-        if not called:
-            ran, asked = Ran([], None, 0.0), 0
+        if not called:  # all from the cache: the model cost nothing
+            ran, asked = Ran([], None, 0.0 if measures_cpu(candidate) else None), 0
         else:
             todo, asked = (
                 (lookup.missing_columns(columns), len(lookup.missing)) if lookup is not None else (columns, rows)

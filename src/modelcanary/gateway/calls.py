@@ -4,35 +4,39 @@ an in-process model's few microseconds cost less than a thread hop.
 
 >>> import asyncio
 >>> from modelcanary.adapters.testing import FunctionModel
->>> asyncio.run(predict_async(FunctionModel(lambda columns: [len(columns["a"])]), {"a": [1, 2]}))
-[2]
+>>> outputs, cpu_ms = asyncio.run(predict_costed(FunctionModel(lambda columns: [len(columns["a"])]), {"a": [1, 2]}))
+>>> outputs, cpu_ms >= 0
+([2], True)
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from modelcanary.adapters.backends.batching import BatchingModel
+from modelcanary.adapters.backends.batching import BatchingModel, timed_predict
 from modelcanary.ports import Model
 
 
-async def predict_async(model: Model, columns: dict[str, list[Any]], *, on_loop: bool = False) -> list[Any]:
-    """``on_loop``: nothing needs to cut this call short (no deadline), so a batching queue may run
-    its batch on the loop's thread, as the model would run unbatched."""
+async def predict_costed(
+    model: Model, columns: dict[str, list[Any]], *, on_loop: bool = False
+) -> tuple[list[Any], float | None]:
+    """The model's outputs, and what the call cost in CPU time (ms; the cost guardrail's input):
+    the thread CPU time of an inline call, a batching queue's share of its batch's, and None (not
+    measured here) for a remote model, whose work happens in another process while this thread
+    serves other requests, which must not be charged to it. ``on_loop``: nothing needs to cut this
+    call short (no deadline), so a batching queue may run its batch on the loop's thread, as the
+    model would run unbatched."""
     if isinstance(model, BatchingModel):
-        return await model.apredict(columns, on_loop=on_loop)
+        return await model.apredict_costed(columns, on_loop=on_loop)
     apredict = getattr(model, "apredict", None)
     if apredict is not None:
-        outputs: list[Any] = await apredict(columns)
-        return outputs
-    return model.predict(columns)
+        return await apredict(columns), None
+    outputs, cpu_ms = timed_predict(model, columns)
+    if isinstance(outputs, Exception):
+        raise outputs
+    return outputs, cpu_ms
 
 
-def cpu_ms_since(model: Model, cpu_start: float) -> float | None:
-    """The model's CPU cost on this thread since ``time.thread_time()`` was ``cpu_start``: measured for
-    a model that ran inline; None (not measured here) for an awaited one, whose work happens on another
-    thread or server while this thread serves other requests, which must not be charged to it."""
-    if getattr(model, "apredict", None) is not None:
-        return None
-    return (time.thread_time() - cpu_start) * 1e3
+def measures_cpu(model: Model) -> bool:
+    """Whether ``predict_costed`` measures the model's CPU time (it runs in this process)."""
+    return isinstance(model, BatchingModel) or getattr(model, "apredict", None) is None

@@ -15,13 +15,13 @@ back onto the loop), so nothing needs a lock.
 from __future__ import annotations
 
 import asyncio
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from modelcanary.adapters.backends.batching import timed_predict
 from modelcanary.domain.traffic import CircuitBreaker
-from modelcanary.gateway.calls import predict_async
+from modelcanary.gateway.calls import predict_costed
 from modelcanary.ports import Model
 
 
@@ -78,13 +78,8 @@ class Ran:
 
 
 def timed(model: Model, columns: dict[str, list[Any]]) -> Ran:
-    # thread CPU time of the thread the model ran on: its cost, for the cost guardrail
-    cpu = time.thread_time()
-    try:
-        outputs = model.predict(columns)
-    except Exception as exc:
-        return Ran(None, exc, (time.thread_time() - cpu) * 1e3)
-    return Ran(outputs, None, (time.thread_time() - cpu) * 1e3)
+    outputs, cpu_ms = timed_predict(model, columns)
+    return Ran(None, outputs, cpu_ms) if isinstance(outputs, Exception) else Ran(outputs, None, cpu_ms)
 
 
 class CandidateRunner:
@@ -122,15 +117,16 @@ class CandidateRunner:
 
     async def _awaited(self, model: Model, columns: dict[str, list[Any]], deadline: float | None) -> Ran:
         """A model the loop awaits (remote, Ray, a batching queue) needs no pool: a missed deadline
-        cancels the await. Its CPU is spent elsewhere, so none is charged here (see calls.cpu_ms_since)."""
+        cancels the await. A remote model's CPU is spent elsewhere, so none is charged here; a
+        batching queue's share of its batch's is (``calls.predict_costed``)."""
         try:
-            outputs = await asyncio.wait_for(predict_async(model, columns, on_loop=deadline is None), deadline)
+            outputs, cpu_ms = await asyncio.wait_for(predict_costed(model, columns, on_loop=deadline is None), deadline)
         except TimeoutError:
             self.abandoned += 1
             return Ran(None, DeadlineMissed(f"no answer within its deadline of {(deadline or 0.0) * 1e3:g} ms"), None)
         except Exception as exc:
             return Ran(None, exc, None)
-        return Ran(outputs, None, None)
+        return Ran(outputs, None, cpu_ms)
 
     def _released(self, _future: asyncio.Future[Ran]) -> None:
         self.held -= 1

@@ -14,6 +14,10 @@ there) cost the loop more than the call. Setup 4 of ``bench/gateway``, side by s
 batched over unbatched on the light model: 1.19x and 1.30x with every batch on the worker, 1.72x and
 1.86x on the loop (``bench/results/batch-on-loop-20261203.md``).
 
+What a batch's call costs in CPU (the thread CPU time of the thread it ran on, the cost
+guardrail's input) is shared among its requests by their rows; a request retried alone pays its
+share of the failed call and its own call.
+
 When a batch fails, each of its requests is retried alone: the one whose input broke the batch gets
 its own error, and the others their answers. (A model that fails on everything therefore runs
 twice per request; its failures are the candidate-failure path's business.)
@@ -34,6 +38,7 @@ twice per request; its failures are the candidate-failure path's business.)
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -59,6 +64,7 @@ class _Waiting:
     rows: int
     future: asyncio.Future[list[Any]]
     on_loop: bool  # its caller would run the model on the loop's thread: so may its batch
+    cpu_ms: float = 0.0  # its share of the CPU time of the calls that predicted it
 
 
 class BatchingModel:
@@ -84,9 +90,12 @@ class BatchingModel:
         return self.model.predict(columns)
 
     async def apredict(self, columns: dict[str, list[Any]], *, on_loop: bool = False) -> list[Any]:
-        """``columns``' outputs, predicted in a batch. ``on_loop``: the caller would run the model on
-        the event loop's thread unbatched (nothing may need to cut the call short), so a batch of
-        such requests runs there too."""
+        return (await self.apredict_costed(columns, on_loop=on_loop))[0]
+
+    async def apredict_costed(self, columns: dict[str, list[Any]], *, on_loop: bool = False) -> tuple[list[Any], float]:
+        """``columns``' outputs, predicted in a batch, and their share of its CPU time in ms.
+        ``on_loop``: the caller would run the model on the event loop's thread unbatched (nothing
+        may need to cut the call short), so a batch of such requests runs there too."""
         loop = asyncio.get_running_loop()
         waiting = _Waiting(columns, len(next(iter(columns.values()), [])), loop.create_future(), on_loop)
         self._pending.append(waiting)
@@ -97,7 +106,8 @@ class BatchingModel:
             self._submit()
         elif self._timer is None:
             self._timer = loop.call_later(self.settings.max_wait_us / 1e6, self._expire)
-        return await waiting.future
+        outputs = await waiting.future
+        return outputs, waiting.cpu_ms
 
     def _expire(self) -> None:
         self._timer = None
@@ -138,11 +148,11 @@ class BatchingModel:
             if self._due or (self._pending and self._timer is None):
                 self._submit()
 
-    async def _call(self, columns: dict[str, list[Any]], on_loop: bool) -> list[Any]:
+    async def _call(self, columns: dict[str, list[Any]], on_loop: bool) -> tuple[list[Any] | Exception, float]:
         if on_loop:
             self.on_loop += 1
-            return self.model.predict(columns)
-        return await asyncio.get_running_loop().run_in_executor(self._worker, self.model.predict, columns)
+            return timed_predict(self.model, columns)
+        return await asyncio.get_running_loop().run_in_executor(self._worker, timed_predict, self.model, columns)
 
     async def _predict_group(self, group: list[_Waiting]) -> None:
         self.batches += 1
@@ -154,11 +164,11 @@ class BatchingModel:
         for waiting in group:
             for name, values in waiting.columns.items():
                 merged[name].extend(values)
-        try:
-            outputs = await self._call(merged, all(waiting.on_loop for waiting in group))
-            if len(outputs) != sum(waiting.rows for waiting in group):
-                raise ValueError(f"{len(outputs)} outputs for {sum(w.rows for w in group)} rows")
-        except Exception:
+        rows = sum(waiting.rows for waiting in group)
+        outputs, cpu_ms = await self._call(merged, all(waiting.on_loop for waiting in group))
+        for waiting in group:
+            waiting.cpu_ms += cpu_ms * (waiting.rows / rows if rows else 1 / len(group))
+        if isinstance(outputs, Exception) or len(outputs) != rows:
             self.retried_alone += len(group)
             for waiting in group:
                 await self._alone(waiting)
@@ -170,14 +180,25 @@ class BatchingModel:
             offset += waiting.rows
 
     async def _alone(self, waiting: _Waiting) -> None:
-        try:
-            outputs = await self._call(waiting.columns, waiting.on_loop)
-        except Exception as exc:
-            if not waiting.future.done():
-                waiting.future.set_exception(exc)
+        outputs, cpu_ms = await self._call(waiting.columns, waiting.on_loop)
+        waiting.cpu_ms += cpu_ms
+        if waiting.future.done():
             return
-        if not waiting.future.done():
+        if isinstance(outputs, Exception):
+            waiting.future.set_exception(outputs)
+        else:
             waiting.future.set_result(outputs)
+
+
+def timed_predict(model: Model, columns: dict[str, list[Any]]) -> tuple[list[Any] | Exception, float]:
+    """The model's outputs for ``columns`` (or what it raised), and the CPU time in ms of the
+    thread that called it: what the call cost, for the cost guardrail."""
+    cpu = time.thread_time()
+    try:
+        outputs: list[Any] | Exception = model.predict(columns)
+    except Exception as exc:
+        outputs = exc
+    return outputs, (time.thread_time() - cpu) * 1e3
 
 
 class BatchingBackend:
