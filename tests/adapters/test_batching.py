@@ -120,3 +120,19 @@ def test_a_batchs_cpu_time_is_shared_by_its_requests_rows(on_loop: bool) -> None
     (good, good_ms), failed = asyncio.run(together([1.0], [9.0]))
     assert good == [1.0] and isinstance(failed, ValueError) and batching.retried_alone == 2
     assert 30 <= good_ms < 35  # half of the failed batch's call, and the whole of its own
+
+
+def test_a_batch_whose_outputs_cannot_be_counted_is_retried_alone() -> None:
+    """Outputs with no length (a model answering None to a batch) fail the batch, not its callers:
+    each request is retried alone instead of waiting for ever."""
+
+    def predict(columns: dict[str, list[Any]]) -> Any:
+        return None if len(columns["x"]) > 1 else list(columns["x"])
+
+    batching = BatchingModel(FunctionModel(predict), BatchSettings(max_batch_size=8, max_wait_us=50_000))
+
+    async def both() -> list[Any]:
+        return list(await asyncio.wait_for(asyncio.gather(*(batching.apredict({"x": [x]}) for x in (1.0, 2.0))), 10))
+
+    assert asyncio.run(both()) == [[1.0], [2.0]]
+    assert (batching.batches, batching.retried_alone) == (1, 2)

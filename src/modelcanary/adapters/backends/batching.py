@@ -168,7 +168,7 @@ class BatchingModel:
         outputs, cpu_ms = await self._call(merged, all(waiting.on_loop for waiting in group))
         for waiting in group:
             waiting.cpu_ms += cpu_ms * (waiting.rows / rows if rows else 1 / len(group))
-        if isinstance(outputs, Exception) or len(outputs) != rows:
+        if isinstance(outputs, Exception) or not _one_each(outputs, rows):
             self.retried_alone += len(group)
             for waiting in group:
                 await self._alone(waiting)
@@ -188,6 +188,14 @@ class BatchingModel:
             waiting.future.set_exception(outputs)
         else:
             waiting.future.set_result(outputs)
+
+
+def _one_each(outputs: Any, rows: int) -> bool:
+    """Whether a batch's outputs are one per row (what cannot be counted is not)."""
+    try:
+        return len(outputs) == rows
+    except TypeError:
+        return False
 
 
 def timed_predict(model: Model, columns: dict[str, list[Any]]) -> tuple[list[Any] | Exception, float]:
