@@ -111,13 +111,15 @@ def test_a_batchs_cpu_time_is_shared_by_its_requests_rows(on_loop: bool) -> None
         calls = (batching.apredict_costed({"x": x}, on_loop=on_loop) for x in requests)
         return list(await asyncio.gather(*calls, return_exceptions=True))
 
-    (one, one_ms), (three, three_ms) = asyncio.run(together([1.0], [2.0, 3.0, 4.0]))
+    (one, one_ms, one_waited), (three, three_ms, three_waited) = asyncio.run(together([1.0], [2.0, 3.0, 4.0]))
     assert (one, three, batching.batches) == ([1.0], [2.0, 3.0, 4.0], 1)
     assert three_ms == pytest.approx(3 * one_ms)
     # the call's 20 ms charged once, whole (plus the last turn of its loop and the list it returns)
     assert 20 <= one_ms + three_ms < 25
+    # both waited out the same hop to the worker and back, if any: none on the loop
+    assert one_waited == three_waited and (one_waited == 0) == on_loop
 
-    (good, good_ms), failed = asyncio.run(together([1.0], [9.0]))
+    (good, good_ms, _), failed = asyncio.run(together([1.0], [9.0]))
     assert good == [1.0] and isinstance(failed, ValueError) and batching.retried_alone == 2
     assert 30 <= good_ms < 35  # half of the failed batch's call, and the whole of its own
 

@@ -18,6 +18,7 @@ from modelcanary.controller.loop import Controller
 from modelcanary.controller.operations import start_rollout
 from modelcanary.domain.phases import Phase
 from modelcanary.domain.state import ModelVersion, Route
+from modelcanary.domain.telemetry import LATENCY_EDGES_MS
 from modelcanary.domain.traffic import CircuitBreaker, StickyKey
 from modelcanary.engine.analysis import pair
 from modelcanary.gateway.app import VARIANT_HEADER, Gateway
@@ -118,6 +119,34 @@ def test_a_candidate_within_its_deadline_answers_from_the_pool(
     total = pair(store.read_telemetry("r-in-time"))
     assert (total.candidate.requests, total.candidate.errors, total.candidate.breaker_trips) == (3, 0, 0)
     assert total.candidate.cpu_ms > 0  # measured on the worker thread it ran on
+
+
+def test_a_candidates_latency_leaves_out_its_wait_for_the_pool(
+    serve: Any, store: Any, versions: Any, mlflow_registry: Any, with_candidate: Any
+) -> None:
+    """The latency a candidate with a deadline is charged is its call's, as if it ran inline as the
+    baseline does: not its wait for a worker, nor for the loop to take the answer back (the
+    deadline's isolation, which the candidate will not pay once it is the baseline). Here one
+    worker serves three requests at once, so two of them queue behind 50 ms calls."""
+
+    def slow(inputs: dict[str, list[Any]]) -> list[Any]:
+        time.sleep(0.05)
+        return [[0.25, 0.75] for _ in inputs["amount"]]
+
+    store.put_route(_route(versions, "r-waits", CircuitBreaker(deadline=30.0, consecutive_failures=100)))
+    gateway = Gateway(routes=store, backend=with_candidate(slow), telemetry=store, source="gw-1", candidate_workers=1)
+    running = serve.start(gateway)
+    ask = functools.partial(_variant_for, running, mlflow_registry.rows[:1])
+    started = time.perf_counter()
+    with ThreadPoolExecutor(3) as clients:
+        assert list(clients.map(ask, range(3))) == ["candidate"] * 3
+    assert time.perf_counter() - started >= 0.15  # the calls did queue: three of 50 ms on one worker
+    running.flush()
+    candidate = pair(store.read_telemetry("r-waits")).candidate
+    assert candidate.requests == 3
+    edges = [0.0, *LATENCY_EDGES_MS]  # bucket i holds latencies from edges[i] up
+    charged = [edges[i] for i, n in enumerate(candidate.latency_counts) for _ in range(n)]
+    assert all(45 <= low < 90 for low in charged), charged  # the call's 50 ms; queued, 100 or 150
 
 
 def test_healthy_calls_beyond_the_pool_wait_for_a_worker_within_their_deadline(

@@ -196,9 +196,9 @@ class Gateway(Following):
         lookup = serving.baseline_cache.lookup(columns) if serving.baseline_cache is not None else None
         try:
             if lookup is None:
-                predicted, cpu_ms = await predict_costed(serving.baseline, columns, on_loop=True)
+                predicted, cpu_ms, _ = await predict_costed(serving.baseline, columns, on_loop=True)
             elif lookup.missing:
-                predicted, cpu_ms = await predict_costed(
+                predicted, cpu_ms, _ = await predict_costed(
                     serving.baseline, lookup.missing_columns(columns), on_loop=True
                 )
                 rows = len(lookup.missing)
@@ -270,7 +270,9 @@ class Gateway(Following):
             else:
                 if called:
                     serving.guard.success()
-                latency_ms, scores = _ms_since(started), [score_of(output) for output in outputs]
+                # as if it ran inline, as the baseline does: a deadline's pool is not the model's time
+                latency_ms = _ms_since(started) - ran.waited_ms
+                scores = [score_of(output) for output in outputs]
                 ids = self.recorder.record(
                     rollout_id,
                     Variant.CANDIDATE,

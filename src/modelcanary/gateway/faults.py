@@ -15,11 +15,12 @@ back onto the loop), so nothing needs a lock.
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from modelcanary.adapters.backends.batching import timed_predict
+from modelcanary.adapters.backends.timing import Timed, timed_predict
 from modelcanary.domain.traffic import CircuitBreaker
 from modelcanary.gateway.calls import predict_costed
 from modelcanary.ports import Model
@@ -67,19 +68,26 @@ class Guard:
         return True
 
 
-@dataclass(frozen=True, slots=True)
-class Ran:
-    """What one candidate call came to: its outputs or its error, and the CPU time it took (None
-    where it was not measured: an awaited model, a call abandoned or never started)."""
+class Ran(NamedTuple):
+    """What one candidate call came to: its outputs or its error, the CPU time it took (None where
+    it was not measured: a remote model, a call abandoned or never started), and how long the
+    request waited for a thread around the call (the deadline's pool, a batch's worker): the
+    isolation's time, not the model's, which the candidate's recorded latency leaves out."""
 
     outputs: list[Any] | None
     error: BaseException | None
     cpu_ms: float | None
+    waited_ms: float = 0.0
 
 
 def timed(model: Model, columns: dict[str, list[Any]]) -> Ran:
-    outputs, cpu_ms = timed_predict(model, columns)
-    return Ran(None, outputs, cpu_ms) if isinstance(outputs, Exception) else Ran(outputs, None, cpu_ms)
+    return _ran(timed_predict(model, columns))
+
+
+def _ran(call: Timed, waited_ms: float = 0.0) -> Ran:
+    if isinstance(call.outputs, Exception):
+        return Ran(None, call.outputs, call.cpu_ms, waited_ms)
+    return Ran(call.outputs, None, call.cpu_ms, waited_ms)
 
 
 class CandidateRunner:
@@ -102,7 +110,8 @@ class CandidateRunner:
             return Ran(None, error, None)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="modelcanary-candidate")
-        call = self._pool.submit(timed, model, columns)
+        started = time.perf_counter()
+        call = self._pool.submit(timed_predict, model, columns)
         future = asyncio.wrap_future(call)
         done, _ = await asyncio.wait((future,), timeout=deadline)
         if not done:
@@ -113,22 +122,25 @@ class CandidateRunner:
                 self.held += 1
                 future.add_done_callback(self._released)
             return Ran(None, DeadlineMissed(f"no answer within its deadline of {deadline * 1e3:g} ms"), None)
-        return future.result()
+        call_timed = future.result()
+        # the wait for a worker, and for the loop to take the answer back: under load, while the
+        # loop's thread holds the interpreter, many times the call itself
+        return _ran(call_timed, max(0.0, (time.perf_counter() - started) * 1e3 - call_timed.wall_ms))
 
     async def _awaited(self, model: Model, columns: dict[str, list[Any]], deadline: float | None) -> Ran:
         """A model the loop awaits (remote, Ray, a batching queue) needs no pool: a missed deadline
         cancels the await. A remote model's CPU is spent elsewhere, so none is charged here; a
         batching queue's share of its batch's is (``calls.predict_costed``)."""
         try:
-            outputs, cpu_ms = await asyncio.wait_for(predict_costed(model, columns, on_loop=deadline is None), deadline)
+            costed = await asyncio.wait_for(predict_costed(model, columns, on_loop=deadline is None), deadline)
         except TimeoutError:
             self.abandoned += 1
             return Ran(None, DeadlineMissed(f"no answer within its deadline of {(deadline or 0.0) * 1e3:g} ms"), None)
         except Exception as exc:
             return Ran(None, exc, None)
-        return Ran(outputs, None, cpu_ms)
+        return Ran(costed.outputs, None, costed.cpu_ms, costed.waited_ms)
 
-    def _released(self, _future: asyncio.Future[Ran]) -> None:
+    def _released(self, _future: asyncio.Future[Timed]) -> None:
         self.held -= 1
 
     def close(self) -> None:

@@ -16,7 +16,8 @@ batched over unbatched on the light model: 1.19x and 1.30x with every batch on t
 
 What a batch's call costs in CPU (the thread CPU time of the thread it ran on, the cost
 guardrail's input) is shared among its requests by their rows; a request retried alone pays its
-share of the failed call and its own call.
+share of the failed call and its own call. A batch on the worker also reports how long its
+requests waited for the worker around the call (``Costed.waited_ms``).
 
 When a batch fails, each of its requests is retried alone: the one whose input broke the batch gets
 its own error, and the others their answers. (A model that fails on everything therefore runs
@@ -44,6 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from modelcanary.adapters.backends.timing import Costed, Timed, timed_predict
 from modelcanary.domain.state import ModelVersion
 from modelcanary.ports import Backend, Column, Model
 
@@ -65,6 +67,7 @@ class _Waiting:
     future: asyncio.Future[list[Any]]
     on_loop: bool  # its caller would run the model on the loop's thread: so may its batch
     cpu_ms: float = 0.0  # its share of the CPU time of the calls that predicted it
+    waited_ms: float = 0.0  # how long it waited for the worker around those calls
 
 
 class BatchingModel:
@@ -92,8 +95,8 @@ class BatchingModel:
     async def apredict(self, columns: dict[str, list[Any]], *, on_loop: bool = False) -> list[Any]:
         return (await self.apredict_costed(columns, on_loop=on_loop))[0]
 
-    async def apredict_costed(self, columns: dict[str, list[Any]], *, on_loop: bool = False) -> tuple[list[Any], float]:
-        """``columns``' outputs, predicted in a batch, and their share of its CPU time in ms.
+    async def apredict_costed(self, columns: dict[str, list[Any]], *, on_loop: bool = False) -> Costed:
+        """``columns``' outputs, predicted in a batch, with their share of its CPU time.
         ``on_loop``: the caller would run the model on the event loop's thread unbatched (nothing
         may need to cut the call short), so a batch of such requests runs there too."""
         loop = asyncio.get_running_loop()
@@ -107,7 +110,7 @@ class BatchingModel:
         elif self._timer is None:
             self._timer = loop.call_later(self.settings.max_wait_us / 1e6, self._expire)
         outputs = await waiting.future
-        return outputs, waiting.cpu_ms
+        return Costed(outputs, waiting.cpu_ms, waiting.waited_ms)
 
     def _expire(self) -> None:
         self._timer = None
@@ -148,11 +151,14 @@ class BatchingModel:
             if self._due or (self._pending and self._timer is None):
                 self._submit()
 
-    async def _call(self, columns: dict[str, list[Any]], on_loop: bool) -> tuple[list[Any] | Exception, float]:
+    async def _call(self, columns: dict[str, list[Any]], on_loop: bool) -> tuple[Timed, float]:
+        """The call, timed, and how long it waited for the worker around it (in ms; 0 on the loop)."""
         if on_loop:
             self.on_loop += 1
-            return timed_predict(self.model, columns)
-        return await asyncio.get_running_loop().run_in_executor(self._worker, timed_predict, self.model, columns)
+            return timed_predict(self.model, columns), 0.0
+        started = time.perf_counter()
+        timed = await asyncio.get_running_loop().run_in_executor(self._worker, timed_predict, self.model, columns)
+        return timed, max(0.0, (time.perf_counter() - started) * 1e3 - timed.wall_ms)
 
     async def _predict_group(self, group: list[_Waiting]) -> None:
         self.batches += 1
@@ -165,9 +171,10 @@ class BatchingModel:
             for name, values in waiting.columns.items():
                 merged[name].extend(values)
         rows = sum(waiting.rows for waiting in group)
-        outputs, cpu_ms = await self._call(merged, all(waiting.on_loop for waiting in group))
+        (outputs, cpu_ms, _wall_ms), waited_ms = await self._call(merged, all(waiting.on_loop for waiting in group))
         for waiting in group:
             waiting.cpu_ms += cpu_ms * (waiting.rows / rows if rows else 1 / len(group))
+            waiting.waited_ms += waited_ms
         if isinstance(outputs, Exception) or not _one_each(outputs, rows):
             self.retried_alone += len(group)
             for waiting in group:
@@ -180,8 +187,9 @@ class BatchingModel:
             offset += waiting.rows
 
     async def _alone(self, waiting: _Waiting) -> None:
-        outputs, cpu_ms = await self._call(waiting.columns, waiting.on_loop)
+        (outputs, cpu_ms, _wall_ms), waited_ms = await self._call(waiting.columns, waiting.on_loop)
         waiting.cpu_ms += cpu_ms
+        waiting.waited_ms += waited_ms
         if waiting.future.done():
             return
         if isinstance(outputs, Exception):
@@ -196,17 +204,6 @@ def _one_each(outputs: Any, rows: int) -> bool:
         return len(outputs) == rows
     except TypeError:
         return False
-
-
-def timed_predict(model: Model, columns: dict[str, list[Any]]) -> tuple[list[Any] | Exception, float]:
-    """The model's outputs for ``columns`` (or what it raised), and the CPU time in ms of the
-    thread that called it: what the call cost, for the cost guardrail."""
-    cpu = time.thread_time()
-    try:
-        outputs: list[Any] | Exception = model.predict(columns)
-    except Exception as exc:
-        outputs = exc
-    return outputs, (time.thread_time() - cpu) * 1e3
 
 
 class BatchingBackend:
