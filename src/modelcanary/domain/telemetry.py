@@ -88,13 +88,17 @@ class VariantTelemetry:
     # the candidate's shadow lane, paired with the baseline on the same rows; None without one
     shadow: ShadowTelemetry | None = None
 
-    def observe(self, *, latency_ms: float, error: bool = False, cpu_ms: float | None = None) -> None:
-        """One request, however many rows it held; ``cpu_ms`` when the model's CPU time was measured."""
+    def observe(self, *, latency_ms: float | None, error: bool = False, cpu_ms: float | None = None) -> None:
+        """One request, however many rows it held; ``cpu_ms`` when the model's CPU time was measured.
+        ``latency_ms`` None: answered wholly from the prediction cache, so no model was timed (the
+        latency and cost metrics compare the models: each variant's cache hits as often as its
+        share of repeated inputs, which differs between them)."""
         self.requests += 1
         if cpu_ms is not None:
             self.cpu_ms += cpu_ms
             self.cpu_requests += 1
-        self.latency_counts[bisect_right(LATENCY_EDGES_MS, latency_ms)] += 1
+        if latency_ms is not None:
+            self.latency_counts[bisect_right(LATENCY_EDGES_MS, latency_ms)] += 1
         if error:
             self.errors += 1
 

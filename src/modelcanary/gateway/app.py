@@ -22,7 +22,7 @@ from modelcanary.domain.errors import BackendError, RequestError, UnknownEndpoin
 from modelcanary.domain.telemetry import Variant
 from modelcanary.gateway import endpoints, protocols, v2
 from modelcanary.gateway.cache import Lookup, counted
-from modelcanary.gateway.calls import measures_cpu, predict_costed
+from modelcanary.gateway.calls import predict_costed
 from modelcanary.gateway.entry import Entry, Handler, Reply
 from modelcanary.gateway.faults import CandidateRunner, DeadlineMissed, Ran
 from modelcanary.gateway.following import Following
@@ -202,8 +202,8 @@ class Gateway(Following):
                     serving.baseline, lookup.missing_columns(columns), on_loop=True
                 )
                 rows = len(lookup.missing)
-            else:  # all from the cache: the model cost nothing
-                predicted, rows, cpu_ms = [], 0, 0.0 if measures_cpu(serving.baseline) else None
+            else:  # all from the cache: no model call to time or charge
+                predicted, rows, cpu_ms = [], 0, None
             outputs, answer = _answered(predicted, rows, lookup, form, serving, Variant.BASELINE)
         except RequestError:
             raise
@@ -217,7 +217,7 @@ class Gateway(Following):
         ids = self.recorder.record(
             route.rollout_id,
             Variant.BASELINE,
-            latency_ms=latency_ms,
+            latency_ms=latency_ms if rows else None,  # none for an answer wholly from the cache
             error=False,
             cpu_ms=cpu_ms,
             scores=scores,
@@ -254,8 +254,8 @@ class Gateway(Following):
         lookup = serving.candidate_cache.lookup(columns) if serving.candidate_cache is not None else None
         # only a call to the model tells the breaker anything: an answer wholly from the cache does not
         called = lookup is None or bool(lookup.missing)
-        if not called:  # all from the cache: the model cost nothing
-            ran, asked = Ran([], None, 0.0 if measures_cpu(candidate) else None), 0
+        if not called:  # all from the cache: no model call to time or charge
+            ran, asked = Ran([], None, None), 0
         else:
             todo, asked = (
                 (lookup.missing_columns(columns), len(lookup.missing)) if lookup is not None else (columns, rows)
@@ -276,7 +276,7 @@ class Gateway(Following):
                 ids = self.recorder.record(
                     rollout_id,
                     Variant.CANDIDATE,
-                    latency_ms=latency_ms,
+                    latency_ms=latency_ms if called else None,
                     error=False,
                     cpu_ms=ran.cpu_ms,
                     scores=scores,

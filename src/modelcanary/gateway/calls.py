@@ -34,8 +34,3 @@ async def predict_costed(model: Model, columns: dict[str, list[Any]], *, on_loop
     if isinstance(outputs, Exception):
         raise outputs
     return Costed(outputs, cpu_ms)
-
-
-def measures_cpu(model: Model) -> bool:
-    """Whether ``predict_costed`` measures the model's CPU time (it runs in this process)."""
-    return isinstance(model, BatchingModel) or getattr(model, "apredict", None) is None

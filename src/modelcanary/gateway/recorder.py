@@ -115,7 +115,7 @@ class Recorder:
         rollout_id: str | None,
         variant: Variant,
         *,
-        latency_ms: float,
+        latency_ms: float | None,
         error: bool,
         cpu_ms: float | None = None,
         scores: Sequence[float | None] = (),
@@ -125,7 +125,8 @@ class Recorder:
         mature_s: float = 0.0,
     ) -> list[str]:
         """Count one request (in its segment too, if it has one) and remember its rows'
-        predictions, whose labels count once they are ``mature_s`` old; their ids, one per row."""
+        predictions, whose labels count once they are ``mature_s`` old; their ids, one per row.
+        ``latency_ms`` None: no model was called (all from the cache), so no latency is counted."""
         counts = self._variant(rollout_id, variant) if rollout_id is not None else None
         part = counts.segment(segment) if counts is not None and segment is not None else None
         if counts is not None:
