@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 STICKY_HEADER = "x-user-id"  # the rollout's sticky key; here so that the load generators import nothing heavy
+
+
+def run_header(module: str, argv: list[str] | None, started: float) -> dict[str, Any]:
+    """What every record of ``python -m MODULE`` starts with: the command as run, when it started,
+    how long it took, and the machine's CPUs."""
+    return {
+        "command": " ".join([f"python -m {module}", *(argv if argv is not None else sys.argv[1:])]),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "seconds": round(time.time() - started, 1),
+        "cpus": os.cpu_count(),
+    }
 
 
 def write_record(

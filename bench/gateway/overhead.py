@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
-import os
 import statistics
 import sys
 import tempfile
@@ -35,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.gateway import STICKY_HEADER, servers, write_record
+from bench.gateway import STICKY_HEADER, run_header, servers, write_record
 from bench.gateway.load import bodies, lua_script, wrk
 from bench.gateway.model import Prepared, prepare
 
@@ -258,13 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     text = table(lines)
     print(text)
     record = {
-        "command": " ".join(["python -m bench.gateway.overhead", *(argv if argv is not None else sys.argv[1:])]),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "seconds": round(time.time() - started, 1),
+        **run_header("bench.gateway.overhead", argv, started),
         "rounds": args.rounds,
         "calls": args.calls,
         "server_seconds": args.seconds,
-        "cpus": os.cpu_count(),
         "lines": [
             {"app": line.app, "model": line.model, "loop_us": line.loop_us, "server_us": line.server_us}
             for line in lines.values()

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.gateway import write_record
+from bench.gateway import run_header, write_record
 from bench.gateway.model import SHADOW_SPEC, begin_rollout, prepare
 from bench.gateway.overhead import call, check_answered, requests
 
@@ -128,12 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     text = table(rounds, args.calls)
     print(text)
     record = {
-        "command": " ".join(["python -m bench.gateway.shadow_cost", *(argv if argv is not None else sys.argv[1:])]),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "seconds": round(time.time() - started, 1),
+        **run_header("bench.gateway.shadow_cost", argv, started),
         "calls": args.calls,
         "chunk": args.chunk,
-        "cpus": os.cpu_count(),
         "rounds": rounds,
     }
     write_record(args.results_dir, "shadow-cost", record, args.json, table=text, table_also=args.markdown)
