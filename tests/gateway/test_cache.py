@@ -143,13 +143,14 @@ def test_repeated_rows_are_answered_from_the_cache(
     assert (candidate.requests, candidate.cache_hits, candidate.cache_misses) == (6, 5, 3)
     assert candidate.cache_hit_rate == 5 / 8
     assert sum(candidate.score_counts) == 8  # every row served is scored, cached or not
-    # four of the six came wholly from the cache: the judge's latency and CPU time leave them out
-    # (no model call to compare), /metrics keeps every request's latency as clients saw it
+    # four of the six came wholly from the cache: the latency and CPU time leave them out (no
+    # model answered them), in the judge's telemetry and in /metrics alike; both count them as requests
     assert (sum(candidate.latency_counts), candidate.cpu_requests) == (2, 2)
     lane = 'endpoint="fraud",lane="live",variant="candidate"'
     assert f"modelcanary_cache_hits_total{{{lane}}} 5.0" in metrics
     assert f"modelcanary_cache_misses_total{{{lane}}} 3.0" in metrics
-    assert f"modelcanary_predict_latency_seconds_count{{{lane}}} 6.0" in metrics
+    assert f"modelcanary_predict_latency_seconds_count{{{lane}}} 2.0" in metrics
+    assert f"modelcanary_requests_total{{{lane}}} 6.0" in metrics
 
 
 def test_answers_from_the_cache_do_not_reset_the_breakers_count(

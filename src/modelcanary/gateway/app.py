@@ -211,13 +211,15 @@ class Gateway(Following):
             log.exception("baseline model of %s failed", route.endpoint)
             latency_ms = _ms_since(started)
             self.recorder.record(route.rollout_id, Variant.BASELINE, latency_ms=latency_ms, error=True, segment=segment)
-            series.failed(latency_ms / 1e3)
+            series.failed(latency_ms)
             raise _baseline_failure(exc) from exc
-        latency_ms, scores = _ms_since(started), [score_of(output) for output in outputs]
+        # no latency for an answer wholly from the cache: no model answered (``VariantTelemetry.observe``)
+        answered_ms = _ms_since(started) if rows else None
+        scores = [score_of(output) for output in outputs]
         ids = self.recorder.record(
             route.rollout_id,
             Variant.BASELINE,
-            latency_ms=latency_ms if rows else None,  # none for an answer wholly from the cache
+            latency_ms=answered_ms,
             error=False,
             cpu_ms=cpu_ms,
             scores=scores,
@@ -226,7 +228,7 @@ class Gateway(Following):
             cache=counted(lookup, series),
             mature_s=route.label_maturity_s,
         )
-        series.observe(latency_ms / 1e3, scores)
+        series.observe(answered_ms, scores)
         settings = route.shadow
         if (
             shadow
@@ -271,12 +273,12 @@ class Gateway(Following):
                 if called:
                     serving.guard.success()
                 # as if it ran inline, as the baseline does: a deadline's pool is not the model's time
-                latency_ms = _ms_since(started) - ran.waited_ms
+                latency_ms = _ms_since(started) - ran.waited_ms if called else None
                 scores = [score_of(output) for output in outputs]
                 ids = self.recorder.record(
                     rollout_id,
                     Variant.CANDIDATE,
-                    latency_ms=latency_ms if called else None,
+                    latency_ms=latency_ms,
                     error=False,
                     cpu_ms=ran.cpu_ms,
                     scores=scores,
@@ -285,7 +287,7 @@ class Gateway(Following):
                     cache=counted(lookup, series),
                     mature_s=serving.route.label_maturity_s,
                 )
-                series.observe(latency_ms / 1e3, scores)
+                series.observe(latency_ms, scores)
                 return Variant.CANDIDATE, answer, ids
         failed_ms = _ms_since(started)
         if isinstance(ran.error, DeadlineMissed):
@@ -311,7 +313,7 @@ class Gateway(Following):
         self.recorder.record(
             rollout_id, Variant.CANDIDATE, latency_ms=failed_ms, error=True, cpu_ms=ran.cpu_ms, segment=segment
         )
-        serving.series.candidate.failed(failed_ms / 1e3)
+        serving.series.candidate.failed(failed_ms)
         if serving.guard.failure():
             self._trip(serving, rollout_id, ran.error)
 

@@ -83,18 +83,20 @@ class Series:
     cache_hits: Count
     cache_misses: Count
 
-    def observe(self, latency_s: float, scores: Sequence[float | None]) -> None:
+    def observe(self, latency_ms: float | None, scores: Sequence[float | None]) -> None:
+        """One request answered; ``latency_ms`` None when no model answered it (all from the cache)."""
         self.requests.inc()
-        self.latency.observe(latency_s)
+        if latency_ms is not None:
+            self.latency.observe(latency_ms / 1e3)
         observe = self.scores.observe
         for score in scores:
             if score is not None:
                 observe(score)
 
-    def failed(self, latency_s: float) -> None:
+    def failed(self, latency_ms: float) -> None:
         self.requests.inc()
         self.errors.inc()
-        self.latency.observe(latency_s)
+        self.latency.observe(latency_ms / 1e3)
 
     def label(self, label: int) -> None:
         (self.positive_labels if label else self.negative_labels).inc()

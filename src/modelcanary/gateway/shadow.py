@@ -249,9 +249,9 @@ class ShadowLane:
             )
             series = copy.serving.series.shadow
             if scores is None:
-                series.failed(took_s)
+                series.failed(took_s * 1e3)
             else:
-                series.observe(took_s, scores)
+                series.observe(took_s * 1e3, scores)
             self.done += 1
 
     async def _on_thread(self, copy: Copy, columns: dict[str, list[Any]], candidate: Any, key: str) -> Ran:
