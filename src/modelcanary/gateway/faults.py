@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from modelcanary.adapters.backends.timing import Timed, timed_predict
+from modelcanary.adapters.backends.timing import Timed, timed_predict, waited_ms
 from modelcanary.domain.traffic import CircuitBreaker
 from modelcanary.gateway.calls import predict_costed
 from modelcanary.ports import Model
@@ -123,13 +123,12 @@ class CandidateRunner:
                 self.held += 1
                 future.add_done_callback(self._released)
             return Ran(None, DeadlineMissed(f"no answer within its deadline of {deadline * 1e3:g} ms"), None)
-        outputs, cpu_ms, wall_ms = future.result()
-        # the wait for a worker, and for the loop to take the answer back: under load, while the
-        # loop's thread holds the interpreter, many times the call itself
-        waited_ms = max(0.0, (time.perf_counter() - started) * 1e3 - wall_ms)
-        if isinstance(outputs, Exception):
-            return Ran(None, outputs, cpu_ms, waited_ms)
-        return Ran(outputs, None, cpu_ms, waited_ms)
+        call_timed = future.result()
+        # under load, while the loop's thread holds the interpreter, many times the call itself
+        waited = waited_ms(started, call_timed)
+        if isinstance(call_timed.outputs, Exception):
+            return Ran(None, call_timed.outputs, call_timed.cpu_ms, waited)
+        return Ran(call_timed.outputs, None, call_timed.cpu_ms, waited)
 
     async def _awaited(self, model: Model, columns: dict[str, list[Any]], deadline: float | None) -> Ran:
         """A model the loop awaits (remote, Ray, a batching queue) needs no pool: a missed deadline

@@ -45,7 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from modelcanary.adapters.backends.timing import Costed, Timed, timed_predict
+from modelcanary.adapters.backends.timing import Costed, Timed, timed_predict, waited_ms
 from modelcanary.domain.state import ModelVersion
 from modelcanary.ports import Backend, Column, Model
 
@@ -158,7 +158,7 @@ class BatchingModel:
             return timed_predict(self.model, columns), 0.0
         started = time.perf_counter()
         timed = await asyncio.get_running_loop().run_in_executor(self._worker, timed_predict, self.model, columns)
-        return timed, max(0.0, (time.perf_counter() - started) * 1e3 - timed.wall_ms)
+        return timed, waited_ms(started, timed)
 
     async def _predict_group(self, group: list[_Waiting]) -> None:
         self.batches += 1
@@ -171,10 +171,10 @@ class BatchingModel:
             for name, values in waiting.columns.items():
                 merged[name].extend(values)
         rows = sum(waiting.rows for waiting in group)
-        (outputs, cpu_ms, _wall_ms), waited_ms = await self._call(merged, all(waiting.on_loop for waiting in group))
+        (outputs, cpu_ms, _wall_ms), waited = await self._call(merged, all(waiting.on_loop for waiting in group))
         for waiting in group:
             waiting.cpu_ms += cpu_ms * (waiting.rows / rows if rows else 1 / len(group))
-            waiting.waited_ms += waited_ms
+            waiting.waited_ms += waited
         if isinstance(outputs, Exception) or not _one_each(outputs, rows):
             self.retried_alone += len(group)
             for waiting in group:
@@ -187,9 +187,9 @@ class BatchingModel:
             offset += waiting.rows
 
     async def _alone(self, waiting: _Waiting) -> None:
-        (outputs, cpu_ms, _wall_ms), waited_ms = await self._call(waiting.columns, waiting.on_loop)
+        (outputs, cpu_ms, _wall_ms), waited = await self._call(waiting.columns, waiting.on_loop)
         waiting.cpu_ms += cpu_ms
-        waiting.waited_ms += waited_ms
+        waiting.waited_ms += waited
         if waiting.future.done():
             return
         if isinstance(outputs, Exception):

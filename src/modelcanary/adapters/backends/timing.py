@@ -43,3 +43,10 @@ def timed_predict(model: Model, columns: dict[str, list[Any]]) -> Timed:
     except Exception as exc:
         outputs = exc
     return Timed(outputs, (time.thread_time() - cpu) * 1e3, (time.perf_counter() - started) * 1e3)
+
+
+def waited_ms(started: float, call: Timed) -> float:
+    """How long a request waited for a thread around ``call`` (to reach a worker, and for the loop
+    to take the answer back), in ms: the round trip since ``started`` (``time.perf_counter()``
+    before handing the call over) less the call's own wall time."""
+    return max(0.0, (time.perf_counter() - started) * 1e3 - call.wall_ms)
