@@ -104,7 +104,8 @@ def _burning(cpu_s: float, bad: float) -> FunctionModel:
 @pytest.mark.parametrize("on_loop", [True, False], ids=["on the loop", "on the worker"])
 def test_a_batchs_cpu_time_is_shared_by_its_requests_rows(on_loop: bool) -> None:
     """Each request is charged its rows' share of its batch's CPU time, on whichever thread the
-    batch ran; one retried alone after its batch failed pays its share of that call and its own."""
+    batch ran; one retried alone after its batch failed pays its share of that call and its own,
+    whether that call answered or failed too."""
     batching = BatchingModel(_burning(0.02, bad=9.0), BatchSettings(max_batch_size=8, max_wait_us=50_000))
 
     async def together(*requests: list[float]) -> list[Any]:
@@ -119,9 +120,23 @@ def test_a_batchs_cpu_time_is_shared_by_its_requests_rows(on_loop: bool) -> None
     # both waited out the same hop to the worker and back, if any: none on the loop
     assert one_waited == three_waited and (one_waited == 0) == on_loop
 
-    (good, good_ms, _), failed = asyncio.run(together([1.0], [9.0]))
+    (good, good_ms, _), (failed, failed_ms, _) = asyncio.run(together([1.0], [9.0]))
     assert good == [1.0] and isinstance(failed, ValueError) and batching.retried_alone == 2
     assert 30 <= good_ms < 35  # half of the failed batch's call, and the whole of its own
+    assert 30 <= failed_ms < 35  # the same: its failure is charged as an answer would be
+
+
+def test_a_batch_that_breaks_outside_the_model_fails_its_callers_instead_of_leaving_them_waiting() -> None:
+    """A batch on the worker whose executor is gone (a gateway closing) raises before the model
+    runs: its callers get that error, and the next batch still runs."""
+    batching = BatchingModel(FunctionModel(lambda columns: list(columns["x"])), BatchSettings(max_wait_us=0))
+    batching._worker.shutdown()
+
+    async def off_loop() -> Any:
+        return await asyncio.wait_for(batching.apredict_costed({"x": [1.0]}), 10)
+
+    assert isinstance(asyncio.run(off_loop()).outputs, RuntimeError)
+    assert asyncio.run(batching.apredict({"x": [2.0]}, on_loop=True)) == [2.0]
 
 
 def test_a_batch_whose_outputs_cannot_be_counted_is_retried_alone() -> None:

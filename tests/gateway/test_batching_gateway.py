@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 
 from modelcanary.adapters.backends.batching import BatchingBackend, BatchingModel, BatchSettings
 from modelcanary.adapters.testing import FakeBackend, FunctionModel
@@ -106,11 +107,13 @@ def test_a_rollouts_spec_batches_only_the_variants_it_names(
     assert batched(other, Variant.CANDIDATE, queue.model, queue) is not queue
 
 
-def test_a_batch_runs_on_the_loop_unless_a_deadline_must_be_able_to_cut_it(serve: Any, store: Any) -> None:
+@pytest.mark.parametrize("fails", [False, True], ids=["answers", "fails"])
+def test_a_batch_runs_on_the_loop_unless_a_deadline_must_be_able_to_cut_it(serve: Any, store: Any, fails: bool) -> None:
     """The baseline's batches run on the event loop's thread, as the baseline does unbatched; the
     batches of a candidate with a deadline run on the queue's worker, where a call that hangs
     cannot stop the loop and the deadline can give up on it. Either way each request is charged
-    its share of its batch's CPU time, for the cost guardrail."""
+    its share of its batch's CPU time, for the cost guardrail, whether the calls answered or
+    failed (then every request is retried alone, and the client gets a 5xx)."""
     threads: dict[str, set[str]] = {"1": set(), "2": set()}
 
     def model(version: str) -> FunctionModel:
@@ -119,6 +122,8 @@ def test_a_batch_runs_on_the_loop_unless_a_deadline_must_be_able_to_cut_it(serve
             started = time.thread_time()
             while time.thread_time() - started < BURN_S:  # CPU time the call costs its thread
                 pass
+            if fails:
+                raise RuntimeError(f"model {version} broke")
             return [0.5] * len(columns["x"])
 
         return FunctionModel(predict)
@@ -130,7 +135,7 @@ def test_a_batch_runs_on_the_loop_unless_a_deadline_must_be_able_to_cut_it(serve
         weight=50.0,
         rollout_id="r-loop",
         sticky=StickyKey(header="x-user-id"),
-        breaker=CircuitBreaker(deadline=5.0),
+        breaker=CircuitBreaker(deadline=5.0, consecutive_failures=100),  # failing, it stays in
         batching=Batching(max_batch_size=16, max_wait_us=50_000),
     )
     backend = FakeBackend({"fraud/1": model("1"), "fraud/2": model("2")})
@@ -139,11 +144,15 @@ def test_a_batch_runs_on_the_loop_unless_a_deadline_must_be_able_to_cut_it(serve
     running = serve.start(gateway)
 
     responses = asyncio.run(forty_users(running.url, [{"x": 1.0}]))
-    assert [response.status_code for response in responses] == [200] * 40
-    assert {response.json()["variant"] for response in responses} == {"baseline", "candidate"}
+    if fails:  # the baseline answers none, its own requests nor the candidate's fallbacks
+        assert {response.status_code for response in responses} == {500}
+    else:
+        assert [response.status_code for response in responses] == [200] * 40
+        assert {response.json()["variant"] for response in responses} == {"baseline", "candidate"}
     served = gateway.serving["fraud"]
     assert isinstance(served.baseline, BatchingModel) and isinstance(served.candidate, BatchingModel)
-    assert served.baseline.on_loop == served.baseline.batches > 0 and served.candidate.on_loop == 0
+    baseline_calls = served.baseline.batches + served.baseline.retried_alone  # a failed batch's requests retried alone
+    assert served.baseline.on_loop == baseline_calls > 0 and served.candidate.on_loop == 0
     assert threads["2"] == {"modelcanary-batch_0"}  # the candidate's queue's worker
     assert len(threads["1"]) == 1 and not threads["1"] & threads["2"]  # the loop's thread, whatever its name
     running.flush()
@@ -152,4 +161,6 @@ def test_a_batch_runs_on_the_loop_unless_a_deadline_must_be_able_to_cut_it(serve
         assert counts.cpu_requests == counts.requests == queue.batched_requests
         # every call's CPU time charged once, shared among its requests (a call costs a little
         # more than its busy loop: the loop's last turn, the list it returns)
-        assert BURN_S * 1e3 * queue.batches <= counts.cpu_ms < (BURN_S * 1e3 + 5) * queue.batches
+        calls = queue.batches + queue.retried_alone
+        assert BURN_S * 1e3 * calls <= counts.cpu_ms < (BURN_S * 1e3 + 5) * calls
+        assert counts.errors == (counts.requests if fails else 0)

@@ -121,16 +121,20 @@ def test_a_candidate_within_its_deadline_answers_from_the_pool(
     assert total.candidate.cpu_ms > 0  # measured on the worker thread it ran on
 
 
+@pytest.mark.parametrize("fails", [False, True], ids=["answers", "fails"])
 def test_a_candidates_latency_leaves_out_its_wait_for_the_pool(
-    serve: Any, store: Any, versions: Any, mlflow_registry: Any, with_candidate: Any
+    serve: Any, store: Any, versions: Any, mlflow_registry: Any, with_candidate: Any, fails: bool
 ) -> None:
     """The latency a candidate with a deadline is charged is its call's, as if it ran inline as the
     baseline does: not its wait for a worker, nor for the loop to take the answer back (the
-    deadline's isolation, which the candidate will not pay once it is the baseline). Here one
-    worker serves three requests at once, so two of them queue behind 50 ms calls."""
+    deadline's isolation, which the candidate will not pay once it is the baseline), whether the
+    call answered or failed (then the baseline answers). Here one worker serves three requests at
+    once, so two of them queue behind 50 ms calls."""
 
     def slow(inputs: dict[str, list[Any]]) -> list[Any]:
         time.sleep(0.05)
+        if fails:
+            raise RuntimeError("the candidate broke")
         return [[0.25, 0.75] for _ in inputs["amount"]]
 
     store.put_route(_route(versions, "r-waits", CircuitBreaker(deadline=30.0, consecutive_failures=100)))
@@ -139,11 +143,11 @@ def test_a_candidates_latency_leaves_out_its_wait_for_the_pool(
     ask = functools.partial(_variant_for, running, mlflow_registry.rows[:1])
     started = time.perf_counter()
     with ThreadPoolExecutor(3) as clients:
-        assert list(clients.map(ask, range(3))) == ["candidate"] * 3
+        assert list(clients.map(ask, range(3))) == ["baseline" if fails else "candidate"] * 3
     assert time.perf_counter() - started >= 0.15  # the calls did queue: three of 50 ms on one worker
     running.flush()
     candidate = pair(store.read_telemetry("r-waits")).candidate
-    assert candidate.requests == 3
+    assert (candidate.requests, candidate.errors) == (3, 3 if fails else 0)
     edges = [0.0, *LATENCY_EDGES_MS]  # bucket i holds latencies from edges[i] up
     charged = [edges[i] for i, n in enumerate(candidate.latency_counts) for _ in range(n)]
     assert all(45 <= low < 90 for low in charged), charged  # the call's 50 ms; queued, 100 or 150

@@ -194,6 +194,8 @@ class Gateway(Following):
         started = time.perf_counter()
         series = serving.series.baseline
         lookup = serving.baseline_cache.lookup(columns) if serving.baseline_cache is not None else None
+        predicted: list[Any] | Exception
+        cpu_ms: float | None = None
         try:
             if lookup is None:
                 predicted, cpu_ms, _ = await predict_costed(serving.baseline, columns, on_loop=True)
@@ -204,13 +206,17 @@ class Gateway(Following):
                 rows = len(lookup.missing)
             else:  # all from the cache: no model call to time or charge
                 predicted, rows, cpu_ms = [], 0, None
+            if isinstance(predicted, Exception):
+                raise predicted
             outputs, answer = _answered(predicted, rows, lookup, form, serving, Variant.BASELINE)
         except RequestError:
             raise
         except Exception as exc:
             log.exception("baseline model of %s failed", route.endpoint)
             latency_ms = _ms_since(started)
-            self.recorder.record(route.rollout_id, Variant.BASELINE, latency_ms=latency_ms, error=True, segment=segment)
+            self.recorder.record(
+                route.rollout_id, Variant.BASELINE, latency_ms=latency_ms, error=True, cpu_ms=cpu_ms, segment=segment
+            )
             series.failed(latency_ms)
             raise _baseline_failure(exc) from exc
         # no latency for an answer wholly from the cache: no model answered (``VariantTelemetry.observe``)
@@ -268,7 +274,7 @@ class Gateway(Following):
             try:
                 outputs, answer = _answered(ran.outputs, asked, lookup, form, serving, Variant.CANDIDATE)
             except BackendError as exc:
-                ran = Ran(None, exc, ran.cpu_ms)
+                ran = ran._replace(outputs=None, error=exc)
             else:
                 if called:
                     serving.guard.success()
@@ -289,7 +295,7 @@ class Gateway(Following):
                 )
                 series.observe(latency_ms, scores)
                 return Variant.CANDIDATE, answer, ids
-        failed_ms = _ms_since(started)
+        failed_ms = _ms_since(started) - ran.waited_ms  # as for an answer: the pool's wait is not the model's
         if isinstance(ran.error, DeadlineMissed):
             serving.series.abandoned.inc()
         if not isinstance(ran.error, RequestError):

@@ -133,7 +133,8 @@ class CandidateRunner:
     async def _awaited(self, model: Model, columns: dict[str, list[Any]], deadline: float | None) -> Ran:
         """A model the loop awaits (remote, Ray, a batching queue) needs no pool: a missed deadline
         cancels the await. A remote model's CPU is spent elsewhere, so none is charged here; a
-        batching queue's share of its batch's is (``calls.predict_costed``)."""
+        batching queue's share of its batch's is, whether its call answered or failed
+        (``calls.predict_costed``)."""
         try:
             costed = await asyncio.wait_for(predict_costed(model, columns, on_loop=deadline is None), deadline)
         except TimeoutError:
@@ -141,6 +142,8 @@ class CandidateRunner:
             return Ran(None, DeadlineMissed(f"no answer within its deadline of {(deadline or 0.0) * 1e3:g} ms"), None)
         except Exception as exc:
             return Ran(None, exc, None)
+        if isinstance(costed.outputs, Exception):
+            return Ran(None, costed.outputs, costed.cpu_ms, costed.waited_ms)
         return Ran(costed.outputs, None, costed.cpu_ms, costed.waited_ms)
 
     def _released(self, _future: asyncio.Future[Timed]) -> None:

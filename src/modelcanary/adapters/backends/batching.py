@@ -64,7 +64,7 @@ class BatchSettings:
 class _Waiting:
     columns: dict[str, list[Any]]
     rows: int
-    future: asyncio.Future[list[Any]]
+    future: asyncio.Future[list[Any] | Exception]  # its outputs, or what its call raised
     on_loop: bool  # its caller would run the model on the loop's thread: so may its batch
     cpu_ms: float = 0.0  # its share of the CPU time of the calls that predicted it
     waited_ms: float = 0.0  # how long it waited for the worker around those calls
@@ -93,12 +93,16 @@ class BatchingModel:
         return self.model.predict(columns)
 
     async def apredict(self, columns: dict[str, list[Any]], *, on_loop: bool = False) -> list[Any]:
-        return (await self.apredict_costed(columns, on_loop=on_loop))[0]
+        outputs = (await self.apredict_costed(columns, on_loop=on_loop)).outputs
+        if isinstance(outputs, Exception):
+            raise outputs
+        return outputs
 
     async def apredict_costed(self, columns: dict[str, list[Any]], *, on_loop: bool = False) -> Costed:
-        """``columns``' outputs, predicted in a batch, with their share of its CPU time.
-        ``on_loop``: the caller would run the model on the event loop's thread unbatched (nothing
-        may need to cut the call short), so a batch of such requests runs there too."""
+        """``columns``' outputs (or what their call raised), predicted in a batch, with their share
+        of its CPU time. ``on_loop``: the caller would run the model on the event loop's thread
+        unbatched (nothing may need to cut the call short), so a batch of such requests runs there
+        too."""
         loop = asyncio.get_running_loop()
         waiting = _Waiting(columns, len(next(iter(columns.values()), [])), loop.create_future(), on_loop)
         self._pending.append(waiting)
@@ -145,7 +149,12 @@ class BatchingModel:
             for waiting in batch:  # requests with other columns cannot share a frame
                 groups.setdefault(frozenset(waiting.columns), []).append(waiting)
             for group in groups.values():
-                await self._predict_group(group)
+                try:
+                    await self._predict_group(group)
+                except Exception as exc:  # not the model's (its failures are outputs): no caller waits for ever
+                    for waiting in group:
+                        if not waiting.future.done():
+                            waiting.future.set_result(exc)
         finally:
             self._running = False
             if self._due or (self._pending and self._timer is None):
@@ -192,10 +201,7 @@ class BatchingModel:
         waiting.waited_ms += waited
         if waiting.future.done():
             return
-        if isinstance(outputs, Exception):
-            waiting.future.set_exception(outputs)
-        else:
-            waiting.future.set_result(outputs)
+        waiting.future.set_result(outputs)
 
 
 def _one_each(outputs: Any, rows: int) -> bool:

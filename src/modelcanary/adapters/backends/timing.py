@@ -26,12 +26,13 @@ class Timed(NamedTuple):
 
 
 class Costed(NamedTuple):
-    """A prediction as the gateway records it: the outputs, the CPU time in ms the model spent on
-    them (None where it is not measured: a model in another process), and the time in ms the
+    """A prediction as the gateway records it: the outputs (or what the model raised: a failed
+    call is charged its CPU time too, as each variant's are), the CPU time in ms the model spent
+    on them (None where it is not measured: a model in another process), and the time in ms the
     request waited for a thread around the call (the hop to a worker and back), which is the
     gateway's isolation, not the model's, and is left out of the latency the judge compares."""
 
-    outputs: list[Any]
+    outputs: list[Any] | Exception
     cpu_ms: float | None
     waited_ms: float = 0.0
 
