@@ -420,6 +420,54 @@ def test_copies_are_predicted_in_batches_and_a_failed_batch_is_retried_copy_by_c
     assert sum(map(len, batches)) == 19 and len(batches) < 19  # the first call's time per row bounds a batch
 
 
+def test_a_request_the_baseline_failed_on_is_copied_so_the_lanes_error_rate_covers_the_same_traffic(
+    serve: Any, store: Any
+) -> None:
+    """The lane's error rate is compared with the baseline's live one: a candidate failing on the
+    inputs the baseline fails on, and on more, must not read better than the baseline because only
+    the baseline's successes were copied. Its copy of a failed request pairs with nothing."""
+
+    def candidate(columns: dict[str, list[Any]]) -> list[float]:
+        if any(x < 0 or x >= 8 for x in columns["x"]):
+            raise ValueError("the candidate cannot take negatives, nor 8 and up")
+        return [0.9] * len(columns["x"])
+
+    registry = FakeRegistry({"fraud": ["1", "2"]}, {})
+    store.put_route(
+        Route(
+            endpoint="fraud",
+            baseline=registry.resolve("models:/fraud/1"),
+            candidate=registry.resolve("models:/fraud/2"),
+            shadow=Shadow(sample=1.0, queue=100),
+            rollout_id="r-both-fail",
+            weight=0.0,
+        )
+    )
+
+    def baseline(columns: dict[str, list[Any]]) -> list[float]:
+        if any(x < 0 for x in columns["x"]):
+            raise ValueError("the baseline cannot take negatives")
+        return [0.1] * len(columns["x"])
+
+    backend = FakeBackend({"fraud/1": FunctionModel(baseline), "fraud/2": FunctionModel(candidate)})
+    gateway = Gateway(routes=store, backend=backend, telemetry=store, source="gw-both-fail")
+    running = serve.start(gateway)
+    with running.client() as http:
+        statuses = [
+            http.post("/v1/endpoints/fraud/invocations", json={"dataframe_records": [{"x": float(x)}]}).status_code
+            for x in range(-2, 10)
+        ]
+    assert statuses == [500] * 2 + [200] * 10
+    wait_for(lambda: gateway.shadow.done == 12, "a copy of every request", timeout=15.0)
+    running.flush()
+    both = pair(store.read_telemetry("r-both-fail"))
+    assert (both.baseline.requests, both.baseline.errors) == (12, 2)
+    shadow = both.candidate.shadow
+    assert shadow is not None
+    # the candidate failed on 4 of the same 12: 2 the baseline failed on too, and 8 and 9
+    assert (shadow.requests, shadow.errors, shadow.pairs) == (12, 4, 8)
+
+
 def test_copies_queued_when_the_breaker_trips_do_not_run_the_candidate_it_took_out(serve: Any, store: Any) -> None:
     """A copy held the serving its request saw; the trip swaps in a new one without the candidate,
     so every copy queued before it still ran the candidate the breaker took out."""

@@ -218,6 +218,8 @@ class Gateway(Following):
                 route.rollout_id, Variant.BASELINE, latency_ms=latency_ms, error=True, cpu_ms=cpu_ms, segment=segment
             )
             series.failed(latency_ms)
+            if shadow:  # the lane's error rate is the candidate's on the same traffic, failures included
+                self._copy(serving, columns, [], [None] * rows, segment)
             raise _baseline_failure(exc) from exc
         # no latency for an answer wholly from the cache: no model answered (``VariantTelemetry.observe``)
         answered_ms = _ms_since(started) if rows else None
@@ -235,16 +237,31 @@ class Gateway(Following):
             mature_s=route.label_maturity_s,
         )
         series.observe(answered_ms, scores)
+        if shadow:
+            self._copy(serving, columns, ids, scores, segment)
+        return Variant.BASELINE, answer, ids
+
+    def _copy(
+        self,
+        serving: Serving,
+        columns: dict[str, list[Any]],
+        ids: list[str],
+        scores: list[float | None],
+        segment: str | None,
+    ) -> None:
+        """Offer the shadow lane a copy of a request the baseline served (``ids``, ``scores``: its
+        predictions, to pair with the candidate's) or failed on (no ids: nothing to pair, but the
+        lane's error rate counts the candidate on it, as the baseline's counts the failure), when
+        the rollout has a lane and the request is in its sample."""
+        route = serving.route
         settings = route.shadow
         if (
-            shadow
-            and settings is not None
+            settings is not None
             and serving.candidate is not None
             and route.rollout_id is not None
             and random.random() < settings.sample
         ):
             self.shadow.offer(Copy(serving, route.rollout_id, settings, columns, ids, scores, segment))
-        return Variant.BASELINE, answer, ids
 
     async def _candidate(
         self,

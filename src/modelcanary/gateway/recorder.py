@@ -180,7 +180,7 @@ class Recorder:
         for each in lanes:
             each.requests += 1
             each.errors += candidate_scores is None
-        if candidate_scores is None:
+        if candidate_scores is None or not prediction_ids:  # failed, or a copy of a request the baseline failed
             return
         now = time.monotonic()
         for prediction_id, base, cand in zip(prediction_ids, baseline_scores, candidate_scores, strict=True):

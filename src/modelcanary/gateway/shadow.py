@@ -76,7 +76,8 @@ BATCH_ROWS = 64
 
 @dataclass(frozen=True, slots=True)
 class Copy:
-    """A request the baseline served, copied for the candidate."""
+    """A request the baseline served, copied for the candidate; or one it failed on (no
+    prediction ids: nothing to pair), whose copy counts in the lane's error rate only."""
 
     serving: Serving
     rollout_id: str
