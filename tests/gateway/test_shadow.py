@@ -4,6 +4,7 @@ store and the report per segment, and a full queue sheds shadow work, never live
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -466,6 +467,35 @@ def test_a_request_the_baseline_failed_on_is_copied_so_the_lanes_error_rate_cove
     assert shadow is not None
     # the candidate failed on 4 of the same 12: 2 the baseline failed on too, and 8 and 9
     assert (shadow.requests, shadow.errors, shadow.pairs) == (12, 4, 8)
+
+
+def test_a_candidate_failing_at_random_reads_its_own_error_rate_in_the_lane(serve: Any, store: Any) -> None:
+    """Half the candidate's calls fail, whatever their input. A failed batch's copies are retried
+    alone to find the input that broke it, but a copy must not need two failed calls to count as
+    failed: after the first failed batch the lane calls the candidate copy by copy, so about half
+    the copies fail (retried batches would have made it about a quarter)."""
+    outcomes = random.Random(7)
+    calls: list[int] = []  # each shadow call's rows
+
+    def flaky(columns: dict[str, list[Any]]) -> list[float]:
+        calls.append(len(columns["x"]))
+        if len(calls) > 1 and outcomes.random() < 0.5:  # the first answers: the lane learns its time per row
+            raise RuntimeError("the candidate's feature store timed out")
+        return [0.9] * len(columns["x"])
+
+    gateway, running = _shadowing(serve, store, flaky, rollout_id="r-flaky", weight=0.0)
+    copies = 400
+    with running.client() as http:
+        for x in range(copies):
+            response = http.post("/v1/endpoints/fraud/invocations", json={"dataframe_records": [{"x": float(x)}]})
+            assert response.status_code == 200
+    wait_for(lambda: gateway.shadow.done == copies, "every copy", timeout=30.0)
+    running.flush()
+    shadow = pair(store.read_telemetry("r-flaky")).candidate.shadow
+    assert shadow is not None and shadow.requests == copies
+    assert any(rows > 1 for rows in calls)  # it did batch, until a batch failed
+    # after the first failed batch and its retries, one call a copy: each fails with probability 1/2
+    assert 0.4 < shadow.errors / copies < 0.6, (shadow.errors, calls[:5])
 
 
 def test_copies_queued_when_the_breaker_trips_do_not_run_the_candidate_it_took_out(serve: Any, store: Any) -> None:

@@ -107,6 +107,8 @@ class ShadowLane:
         self._abandoned: dict[str, int] = {}  # per candidate, its calls past their deadline still running
         self._held_loop: dict[str, int] = {}  # per candidate, the inline predictions that held the loop past INLINE_S
         self._row_s: dict[str, float] = {}  # per candidate, a call's wall time per row, smoothed: batch size
+        # candidates a batch of copies failed on: called copy by copy from then on (``run``)
+        self._alone: set[str] = set()
 
     def _inline_ok(self, copy: Copy, candidate: Any) -> bool:
         """Whether to run this copy on the loop's own thread: an in-process candidate that already
@@ -181,8 +183,18 @@ class ShadowLane:
                 if len(batch) == 1 or _answered(ran, batch):
                     self._record(batch, ran, took_s)
                     continue
-                log.info("a batch of %d shadow copies for %s failed: retrying each alone", len(batch), key)
-                for copy in batch:  # the copy whose input broke the batch fails alone
+                # The copy whose input broke the batch fails alone. But a call that fails at
+                # random (a flaky candidate, a remote one's 5xx) fails its retries seldom: a copy
+                # would fail only where both its calls did, and the lane's error rate, compared
+                # with the baseline's live one (one call a request), would read the candidate's
+                # rate squared. So from now on this candidate's copies are called one at a time.
+                log.info(
+                    "a batch of %d shadow copies for %s failed: retrying each alone, and calling each alone from now",
+                    len(batch),
+                    key,
+                )
+                self._alone.add(key)
+                for copy in batch:
                     if inline:
                         await self._quiet()
                     ran, took_s = await self._predict([copy], candidate, key, inline)
@@ -301,9 +313,10 @@ class ShadowLane:
         """How many rows the candidate's next call may take: one until its time per row is
         known, then as many as a quarter of the call's budget allows (``INLINE_S`` on the loop's
         thread, the deadline on the lane's), at most ``BATCH_ROWS``. A call's time over its rows
-        overstates a row's (the call's fixed cost is most of it), so batches grow over a few calls."""
+        overstates a row's (the call's fixed cost is most of it), so batches grow over a few calls.
+        One for good once a batch of the candidate's copies failed (``run``)."""
         row_s = self._row_s.get(key)
-        if row_s is None:
+        if row_s is None or key in self._alone:
             return 1
         budget_s = INLINE_S if inline else (copy.serving.guard.deadline or SHADOW_DEADLINE_S)
         return max(1, min(BATCH_ROWS, int(budget_s / 4 / max(row_s, 1e-9))))
