@@ -4,6 +4,7 @@ predict calls, each gets exactly its own rows back, and one bad request in a bat
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from typing import Any
 
@@ -137,6 +138,33 @@ def test_a_batch_that_breaks_outside_the_model_fails_its_callers_instead_of_leav
 
     assert isinstance(asyncio.run(off_loop()).outputs, RuntimeError)
     assert asyncio.run(batching.apredict({"x": [2.0]}, on_loop=True)) == [2.0]
+
+
+def test_a_model_failing_at_random_fails_a_request_as_often_alone_as_in_company() -> None:
+    """Half the calls fail, whatever their input. A request in a failed batch is retried alone;
+    one that was alone in its batch must get the same second try, or a variant whose batches are
+    single requests (a candidate at a small weight) reads twice the failures of one whose batches
+    are full, for the same model."""
+    outcomes = random.Random(3)
+
+    def flaky(columns: dict[str, list[Any]]) -> list[Any]:
+        if outcomes.random() < 0.5:
+            raise RuntimeError("the feature store timed out")
+        return list(columns["x"])
+
+    batching = BatchingModel(FunctionModel(flaky), BatchSettings(max_batch_size=8, max_wait_us=50_000))
+
+    async def failed(requests: int, together: int) -> float:
+        failures = 0
+        for start in range(0, requests, together):
+            calls = (batching.apredict({"x": [float(x)]}) for x in range(start, start + together))
+            answers = await asyncio.gather(*calls, return_exceptions=True)
+            failures += sum(isinstance(answer, RuntimeError) for answer in answers)
+        return failures / requests
+
+    alone, in_fours = asyncio.run(failed(400, 1)), asyncio.run(failed(400, 4))
+    # a request fails where its first call and its own retry both failed: a quarter, either way
+    assert 0.17 < alone < 0.33 and 0.17 < in_fours < 0.33, (alone, in_fours)
 
 
 def test_a_batch_whose_outputs_cannot_be_counted_is_retried_alone() -> None:

@@ -20,8 +20,12 @@ share of the failed call and its own call. A batch on the worker also reports ho
 requests waited for the worker around the call (``Costed.waited_ms``).
 
 When a batch fails, each of its requests is retried alone: the one whose input broke the batch gets
-its own error, and the others their answers. (A model that fails on everything therefore runs
-twice per request; its failures are the candidate-failure path's business.)
+its own error, and the others their answers. A batch of one request is retried too, so that every
+request has the same two tries whatever company it had: a model that fails at random (a flaky
+feature store) then fails a request as often in a variant whose batches are full as in one whose
+batches are single requests (a candidate at a small weight), where retrying only full batches made
+the smaller variant's error rate read worse for the same model. (A model that fails on everything
+therefore runs twice per request; its failures are the candidate-failure path's business.)
 
 >>> import asyncio
 >>> from modelcanary.adapters.testing import FunctionModel
@@ -173,13 +177,13 @@ class BatchingModel:
         self.batches += 1
         self.batched_requests += len(group)
         if len(group) == 1:
-            await self._alone(group[0])
-            return
-        merged: dict[str, list[Any]] = {name: [] for name in group[0].columns}
-        for waiting in group:
-            for name, values in waiting.columns.items():
-                merged[name].extend(values)
-        rows = sum(waiting.rows for waiting in group)
+            merged, rows = group[0].columns, group[0].rows
+        else:
+            merged = {name: [] for name in group[0].columns}
+            for waiting in group:
+                for name, values in waiting.columns.items():
+                    merged[name].extend(values)
+            rows = sum(waiting.rows for waiting in group)
         (outputs, cpu_ms, _wall_ms), waited = await self._call(merged, all(waiting.on_loop for waiting in group))
         for waiting in group:
             waiting.cpu_ms += cpu_ms * (waiting.rows / rows if rows else 1 / len(group))
