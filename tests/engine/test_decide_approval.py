@@ -19,12 +19,12 @@ from modelcanary.engine.decide import Command, apply_command, decide, new_state,
 QUICK = {"minRequests": 0, "minDuration": 0}
 
 
-def make_spec(steps: list[dict[str, Any]], **gates: Any) -> RolloutSpec:
+def make_spec(steps: list[dict[str, Any]], shadow: dict[str, Any] | None = None, **gates: Any) -> RolloutSpec:
     body = {
         "endpoint": "fraud",
         "baseline": "models:/fraud/1",
         "candidate": "models:/fraud/2",
-        "traffic": {"steps": steps},
+        "traffic": {"steps": steps, **({"shadow": shadow} if shadow else {})},
         "analysis": {"metrics": [{"kind": "error_rate"}]},
         "gates": gates,
     }
@@ -123,6 +123,17 @@ def test_a_promote_needs_the_highest_role_of_the_approval_steps_ahead() -> None:
     assert required_role(state, spec, Command.PAUSE) is None
     past = apply_command(awaiting(spec), spec, Command.APPROVE, actor="token:root", now=10.0).state
     assert past.step == 2 and required_role(past, spec, Command.PROMOTE) is None  # none left
+
+
+def test_a_promote_in_the_shadow_phase_needs_the_roles_of_every_approval_step() -> None:
+    """In its shadow phase a rollout is before its first step (step -1): every approval step is
+    still ahead, not only the last one (an approver promoted past an admin's step there)."""
+    spec = make_spec(
+        [{"weight": 5, **QUICK}, {"approval": {"role": "admin"}}, {"weight": 50}], shadow={"duration": "1h"}
+    )
+    state = at_first_step(spec)
+    assert (state.phase, state.step) == (Phase.SHADOW, -1)
+    assert required_role(state, spec, Command.PROMOTE) == "admin"
     plain = make_spec([{"weight": 5, **QUICK}, {"approval": {}}, {"weight": 50}])
     assert required_role(at_first_step(plain), plain, Command.PROMOTE) == "approver"
 

@@ -259,7 +259,8 @@ def required_role(state: RolloutState, spec: RolloutSpec, command: Command) -> s
         step = steps[state.step]
         return step.approval.role if isinstance(step, ApprovalStep) else "approver"
     if command is Command.PROMOTE:
-        ahead = {step.approval.role for step in steps[state.step :] if isinstance(step, ApprovalStep)}
+        # in the shadow phase (step -1) every step is still ahead
+        ahead = {step.approval.role for step in steps[max(state.step, 0) :] if isinstance(step, ApprovalStep)}
         return "admin" if "admin" in ahead else "approver" if ahead else None
     return None
 
