@@ -671,6 +671,21 @@ def test_run_ticks_until_cancelled(
     assert current(store, state.id).phase is Phase.CANARY
 
 
+def test_run_releases_the_lease_when_cancelled(store: SqlStore, fake_registry: FakeRegistry, clock: Clock) -> None:
+    """``modelcanary serve`` runs the controller in its event loop: stopped, it hands the lease
+    over at once, as ``modelcanary controller`` does, instead of leaving every rollout unjudged
+    until the lease runs out."""
+    leader = Controller(store=store, registry=fake_registry, clock=clock, holder="a", lease_ttl_s=60)
+
+    async def briefly() -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(leader.run(interval_s=0.01), timeout=0.3)
+
+    asyncio.run(briefly())
+    assert leader.fence is None
+    assert store.acquire_lease("controller", "b", ttl_s=60, now=clock.now + 1) is not None
+
+
 def test_run_counts_the_interval_from_each_ticks_start(controller: Controller, monkeypatch: pytest.MonkeyPatch) -> None:
     """A tick taking 0.3 s leaves 0.7 s to wait, so every rollout is judged once a second, not once
     every 1.3 s; a tick longer than the interval is followed by the next at once."""

@@ -377,7 +377,9 @@ class Controller(SideEffects):
         """Decide every ``interval_s`` until cancelled, counted from each tick's start (a tick that
         took 0.3 s followed by a full interval's sleep would judge every rollout each 1.3 s), with
         the side effects on an ``ActionThread``; store calls run in a thread so the gateway's loop
-        stays free. Cancelled, it lets the side effect in progress finish, for up to ``drain_s``."""
+        stays free. Cancelled, it lets the side effect in progress finish, for up to ``drain_s``,
+        then releases the lease, so that another controller takes over at once (``modelcanary
+        serve`` stopping, as ``modelcanary controller`` does)."""
         actions = ActionThread(self, interval_s)
         actions.start()
         try:
@@ -388,6 +390,7 @@ class Controller(SideEffects):
                 await asyncio.sleep(max(0.0, started + interval_s - time.monotonic()))
         finally:
             await asyncio.to_thread(actions.stop, drain_s)
+            await asyncio.to_thread(_or_hold, "stepping down", self.step_down)
 
 
 def _or_hold(what: str, step: Callable[[], object]) -> None:
