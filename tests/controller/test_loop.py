@@ -19,10 +19,12 @@ from modelcanary.adapters.store.sql import SqlStore
 from modelcanary.adapters.testing import FakeRegistry
 from modelcanary.controller.loop import Controller
 from modelcanary.controller.operations import run_command, start_rollout
+from modelcanary.controller.report import rollout_report
 from modelcanary.controller.shards import Shards, shard_of
 from modelcanary.domain.errors import Conflict, RegistryError, SpecError
 from modelcanary.domain.judgement import Verdict
 from modelcanary.domain.phases import Phase
+from modelcanary.domain.spec import load_spec
 from modelcanary.domain.state import RolloutState
 from modelcanary.domain.telemetry import Variant, VariantTelemetry
 from modelcanary.engine.decide import Command
@@ -568,6 +570,35 @@ def test_one_broken_rollout_does_not_hold_the_others(
     clock.now = T0 + 2
     controller.tick()
     assert current(store, broken.id).version == held.version  # the same failure: nothing new recorded
+
+
+def test_a_rollout_whose_saved_spec_no_longer_loads_can_still_be_aborted_and_shown(
+    controller: Controller, store: SqlStore, fake_registry: FakeRegistry, clock: Clock
+) -> None:
+    """Held by the controller at its weight, it must not be stuck there: an abort needs nothing of
+    the spec and takes the candidate out; other commands say why they cannot run, and what can;
+    its report says why it is held. Commands read the saved JSON, as the controller does, not the
+    YAML, which an older version may have accepted and this one refuses."""
+    fraud = start(store, fake_registry, clock)
+    broken = fraud.model_copy(update={"id": "churn-old", "name": "churn-old", "endpoint": "churn", "weight": 10.0})
+    store.create(broken, "apiVersion: modelcanary/v0\n", actor="an older release")  # no longer a valid spec
+    clock.now = T0 + 1
+    controller.tick()
+    with pytest.raises(SpecError, match="abort it, which needs none"):
+        run_command(store, broken.id, Command.PAUSE, actor="ops", now=clock.now)
+    assert (rollout_report(store, broken.id).judgement.hold or "").startswith("held: this version cannot read the spec")
+    aborted = run_command(store, broken.id, Command.ABORT, actor="ops", now=clock.now, reason="stuck")
+    assert (aborted.phase, aborted.weight, aborted.reason) == (Phase.ABORTED, 0.0, "aborted by ops: stuck")
+    with pytest.raises(Conflict, match="has ended"):
+        run_command(store, broken.id, Command.ABORT, actor="ops", now=clock.now)
+
+    # a YAML this version refuses beside the JSON it saved: commands read the JSON
+    with store.engine.begin() as connection:
+        connection.execute(sa.text("UPDATE rollouts SET spec = spec || 'late: [' WHERE id = :id"), {"id": fraud.id})
+    with pytest.raises(SpecError):
+        load_spec(store.get(fraud.id)[1])
+    paused = run_command(store, fraud.id, Command.PAUSE, actor="ops", now=clock.now)
+    assert paused.paused and rollout_report(store, fraud.id).judgement.hold is None
 
 
 class Recording:

@@ -39,7 +39,7 @@ from modelcanary.controller.gates import default_engine, gated
 from modelcanary.controller.shards import Shards
 from modelcanary.domain.errors import Fenced, ModelcanaryError
 from modelcanary.domain.phases import Phase
-from modelcanary.domain.spec import RolloutSpec, load_spec
+from modelcanary.domain.spec import RolloutSpec, saved_spec
 from modelcanary.domain.state import Outcome, RolloutState
 from modelcanary.domain.telemetry import RolloutTelemetry, Variant, VariantTelemetry
 from modelcanary.engine.analysis import analyse, look_at, pair
@@ -176,11 +176,7 @@ class Controller(SideEffects):
         missing = [state.id for state in active if state.id not in self._specs]
         for rollout_id, (text, as_json) in (self.store.specs(missing) if missing else {}).items():
             try:
-                self._specs[rollout_id] = (
-                    RolloutSpec.model_validate_json(as_json)
-                    if as_json is not None
-                    else load_spec(text, source=f"rollout {rollout_id}")
-                )
+                self._specs[rollout_id] = saved_spec(text, as_json, source=f"rollout {rollout_id}")
             except Exception as exc:  # saved by a version that read it differently: hold that one rollout
                 log.exception("rollout %s: its saved spec no longer loads; holding it", rollout_id)
                 self._spec_errors[rollout_id] = (f"its saved spec no longer loads: {exc}", raised_at(exc))

@@ -12,10 +12,10 @@ from modelcanary.controller.gates import default_engine, evaluate_gate, gated
 from modelcanary.domain.access import Role
 from modelcanary.domain.errors import Conflict, Forbidden, PolicyDenied, SpecError, Stale
 from modelcanary.domain.gates import Gate
-from modelcanary.domain.spec import RolloutSpec, load_spec, locate
+from modelcanary.domain.spec import RolloutSpec, load_spec, locate, saved_spec
 from modelcanary.domain.state import ModelVersion, RolloutState, remote_version
 from modelcanary.engine.analysis import pair
-from modelcanary.engine.decide import Command, apply_command, new_state, required_role
+from modelcanary.engine.decide import Command, aborted, apply_command, new_state, refuse_ended, required_role
 from modelcanary.ports import AuditLog, PolicyEngine, Registry, RolloutStore, RouteSource, TelemetryStore
 
 
@@ -191,13 +191,22 @@ def _command_once(
     policies: Callable[[], PolicyEngine],
 ) -> RolloutState:
     state, text = store.get(rollout_id)
-    spec = load_spec(text)
+    at = time.time() if now is None else now
+    try:
+        spec = saved_spec(text, store.specs([rollout_id])[rollout_id][1], source=f"rollout {rollout_id}")
+    except SpecError as exc:
+        # saved by a version that read it differently: the controller holds it at its weight, so
+        # an abort, which needs nothing of the spec, must still take the candidate out
+        refuse_ended(state, command)
+        if command is not Command.ABORT:
+            why = "this version cannot read the spec the rollout was saved with; abort it, which needs none"
+            raise SpecError([*exc.problems, ("rollout", why)], source=exc.source) from exc
+        return store.save(aborted(state, actor=actor, now=at, reason=reason), expected_version=state.version)
     needed = required_role(state, spec, command) if role is not None else None
     if role is not None and needed is not None and not role.allows(Role(needed)):
         what = "this approval step" if command is Command.APPROVE else "an approval step ahead"
         raise Forbidden(f"{what} needs the {needed} role; the caller is {role.value}")
     requests = pair(store.read_telemetry(rollout_id)).candidate.requests
-    at = time.time() if now is None else now
     try:
         outcome = gated(
             lambda answers: apply_command(

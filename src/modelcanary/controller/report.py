@@ -8,9 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from modelcanary.domain.errors import SpecError
 from modelcanary.domain.judgement import Judgement
 from modelcanary.domain.shadow import ShadowTelemetry
-from modelcanary.domain.spec import load_spec
+from modelcanary.domain.spec import saved_spec
 from modelcanary.domain.state import RolloutState, Transition
 from modelcanary.domain.telemetry import LATENCY_EDGES_MS, RolloutTelemetry, Variant, VariantTelemetry
 from modelcanary.engine.analysis import analyse, look_at, pair
@@ -94,6 +95,15 @@ def rollout_report(store: ReportStore, rollout_id: str) -> Report:
         # an ended rollout shows the evidence it was decided on, as saved with the decision
         judgement = Judgement.model_validate(decided[-1])
     else:  # a live one, the judge's view of the telemetry now (judges are pure: nothing is saved)
-        spec = load_spec(text)
+        try:
+            spec = saved_spec(text, store.specs([rollout_id])[rollout_id][1], source=f"rollout {rollout_id}")
+        except SpecError as exc:  # the controller holds it: say so, and show the rest
+            hold = f"held: this version cannot read the spec the rollout was saved with ({exc})"
+            return Report(
+                state=state,
+                history=history,
+                telemetry=telemetry,
+                judgement=Judgement(judge="none", metrics=(), hold=hold),
+            )
         judgement, _ = analyse(spec, look_at(state, spec, telemetry, now=state.updated_at), state.judge_memory)
     return Report(state=state, history=history, telemetry=telemetry, judgement=judgement)

@@ -200,8 +200,7 @@ def _apply(
     (cumulative) starts the count of the step an approval lets the rollout into; ``gates`` as for
     ``decide``."""
     answers = gates or {}
-    if state.phase.is_terminal():
-        raise Conflict(f"rollout {state.id} has ended ({state.phase.value}); it cannot be {command.participle}")
+    refuse_ended(state, command)
     if command is Command.PROMOTE:
         if state.phase is Phase.PENDING:
             raise Conflict(f"rollout {state.id} has not started yet; it cannot be promoted")
@@ -226,15 +225,7 @@ def _apply(
             note=f"approved by {actor}",
         )
     if command is Command.ABORT:
-        return change(
-            state,
-            now=now,
-            reason=f"aborted by {actor}",
-            actor=actor,
-            phase=Phase.ABORTED,
-            weight=0.0,
-            route=Route(endpoint=state.endpoint, baseline=state.baseline),
-        )
+        return aborted(state, actor=actor, now=now)
     if command is Command.PAUSE:
         if state.paused:
             raise Conflict(f"rollout {state.id} is already paused")
@@ -263,6 +254,21 @@ def required_role(state: RolloutState, spec: RolloutSpec, command: Command) -> s
         ahead = {step.approval.role for step in steps[max(state.step, 0) :] if isinstance(step, ApprovalStep)}
         return "admin" if "admin" in ahead else "approver" if ahead else None
     return None
+
+
+def refuse_ended(state: RolloutState, command: Command) -> None:
+    """``Conflict`` if the rollout has ended: no command applies to it."""
+    if state.phase.is_terminal():
+        raise Conflict(f"rollout {state.id} has ended ({state.phase.value}); it cannot be {command.participle}")
+
+
+def aborted(state: RolloutState, *, actor: str, now: float, reason: str | None = None) -> Outcome:
+    """An operator's abort: the candidate out at once. It reads nothing of the spec, so a rollout
+    whose saved spec this version cannot read can still be aborted (with no notification: their
+    targets are in that spec). ``reason``, the operator's, is added to the transition's."""
+    because = f"aborted by {actor}" + (f": {reason}" if reason else "")
+    route = Route(endpoint=state.endpoint, baseline=state.baseline)
+    return change(state, now=now, reason=because, actor=actor, phase=Phase.ABORTED, weight=0.0, route=route)
 
 
 def _approved(state: RolloutState, *, actor: str, now: float) -> RolloutState:
