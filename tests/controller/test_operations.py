@@ -61,6 +61,17 @@ def test_a_rollout_starts_from_what_the_endpoint_serves(store: SqlStore, registr
     assert back.baseline.uri == "models:/fraud/2"
 
 
+def test_a_candidate_that_is_the_baseline_is_refused_naming_its_line(store: SqlStore, registry: MlflowRegistry) -> None:
+    """An alias may name the baseline's own version: such a rollout would compare a model with
+    itself and promote nothing new. Refused before anything is saved."""
+    same = spec("models:/fraud/1", "models:/fraud@champion")  # @champion is v1
+    with pytest.raises(
+        SpecError, match=r"spec.candidate \(line 6\): models:/fraud@champion is models:/fraud/1, the baseline"
+    ):
+        start_rollout(store, registry, same, source="test", actor="test")
+    assert store.list_rollouts() == []
+
+
 @pytest.mark.parametrize("races", [2, COMMAND_TRIES])
 def test_a_command_that_loses_its_compare_and_set_to_a_tick_is_applied_to_the_fresh_state(
     store: SqlStore, registry: MlflowRegistry, monkeypatch: pytest.MonkeyPatch, races: int

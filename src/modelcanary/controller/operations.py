@@ -50,6 +50,9 @@ def start_rollout(
     baseline = remote_version(spec.spec.baseline) or registry.resolve(spec.spec.baseline)
     _check_serving(store, spec, baseline)
     candidate = remote_version(spec.spec.candidate) or registry.resolve(spec.spec.candidate)
+    if candidate.uri == baseline.uri:
+        why = f"{spec.spec.candidate} is {candidate.uri}, the baseline already: a rollout compares two models"
+        raise SpecError([(locate(spec_text, ("spec", "candidate")), why)], source=source)
     at = time.time() if now is None else now
     # at most 63 characters, the store's column being 64: a long endpoint name is cut in the id
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(at))
