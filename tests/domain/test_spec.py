@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 
 import pytest
 
@@ -574,6 +575,18 @@ def test_infinity_and_nan_are_refused_in_a_prometheus_source_and_policy_params()
 def test_a_loaded_spec_survives_the_json_it_is_saved_as() -> None:
     spec = load_spec(FULL)
     assert type(spec).model_validate_json(spec.model_dump_json(by_alias=True)) == spec
+
+
+def test_an_approval_step_is_saved_as_one_without_a_warning() -> None:
+    """Serialising, pydantic asks the steps' discriminator which kind each is: an approval step
+    read as a weight step made it warn at every rollout start (the JSON fell back right)."""
+    steps = "      - weight: 5\n      - approval: {role: admin}\n      - weight: 50\n"
+    spec = load_spec(MINIMAL.replace("      - weight: 5\n      - weight: 50\n", steps, 1))
+    assert [type(step).__name__ for step in spec.spec.traffic.steps] == ["Step", "ApprovalStep", "Step"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        saved = spec.model_dump_json(by_alias=True)
+    assert type(spec).model_validate_json(saved) == spec
 
 
 @pytest.mark.parametrize(

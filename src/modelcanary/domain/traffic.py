@@ -154,7 +154,9 @@ class ApprovalStep(SpecModel):
 
 
 def _step_kind(value: Any) -> str:
-    if isinstance(value, dict) and "approval" in value:
+    """Which kind of step: a mapping being validated, or a model being serialised (an approval
+    step read as a weight step there made pydantic warn at every save of such a spec)."""
+    if isinstance(value, ApprovalStep) or (isinstance(value, dict) and "approval" in value):
         return STEP_KINDS[1]
     return STEP_KINDS[0]
 
