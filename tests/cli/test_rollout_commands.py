@@ -318,5 +318,5 @@ def test_audit_export_and_a_tampered_chain(target: Target, spec_file: Path, tmp_
         conn.execute(audit.update().where(audit.c.id == edited["id"]).values(actor="cli:mallory"))
     broken = target.run("audit", "verify")
     assert broken.exit_code == 1, broken.output
-    assert f"BROKEN at event id {edited['id']} (position {len(events) - 2} of " in broken.stdout
+    assert f"BROKEN at event id {edited['id']} (position {len(events) - 2} in id order, from 0; " in broken.stdout
     assert "hash does not match" in broken.stdout

@@ -33,7 +33,8 @@ def audit_verify(ops: Operations) -> None:
     if check.broken is not None:
         broken = check.broken
         click.echo(
-            f"audit chain BROKEN at event id {broken.id} (position {broken.position} of {check.count}): {broken.reason}"
+            f"audit chain BROKEN at event id {broken.id} (position {broken.position} in id order, from 0; "
+            f"the events before it hold): {broken.reason}"
         )
         sys.exit(EXIT_ENDED_BADLY)
     # the head that was verified, the last of its events: any appended since are not vouched for
