@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -176,3 +178,17 @@ def test_a_second_demo_in_a_work_folder_an_earlier_one_serves_is_refused_before_
     assert f"work folder {space.workdir}: its endpoint 'fraud' already serves models:/fraud/1" in result.stderr
     assert "give --workdir a new folder" in result.stderr
     assert len(registry.search_model_versions("name='fraud'")) == versions
+
+
+def test_a_demo_on_a_port_another_process_listens_on_is_refused_before_it_registers_anything(tmp_path: Path) -> None:
+    """That process would pass the readiness check and get the demo's traffic and labels, while
+    the server the demo started failed to bind."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {name: value for name, value in os.environ.items() if not name.startswith("MODELCANARY_")}
+        result = _modelcanary("demo", "--workdir", str(tmp_path / "work"), "--port", str(port), env=env)
+    assert result.returncode == 2, result.stderr
+    assert f"port {port} is taken" in result.stderr and "give --port another" in result.stderr
+    assert not (tmp_path / "work" / "mlflow.db").exists()  # no registry made, nothing registered

@@ -231,6 +231,17 @@ def _refuse_a_served_endpoint(space: Workspace) -> None:
         )
 
 
+def _refuse_a_taken_port(port: int) -> None:
+    """Refuse, before training or registering anything, a port another process listens on: it
+    would pass the server's readiness check and get the demo's traffic, while the server the demo
+    started failed to bind it."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise Conflict(f"port {port} is taken ({exc.strerror}); give --port another, or none") from exc
+
+
 def run_demo(*, scenario: str, space: Workspace, port: int = 0) -> dict[str, Any]:
     from rich.console import Console
     from rich.live import Live
@@ -239,6 +250,8 @@ def run_demo(*, scenario: str, space: Workspace, port: int = 0) -> dict[str, Any
     started = time.monotonic()
     console.print(f"[bold]modelcanary demo[/] ({scenario}): work folder {space.workdir}")
     _refuse_a_served_endpoint(space)
+    if port:
+        _refuse_a_taken_port(port)
     with console.status("training and registering a baseline and a candidate fraud model"):
         offline = register_models(space)
     console.print(
