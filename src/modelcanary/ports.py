@@ -92,11 +92,33 @@ SIGNATURE_TYPES = {v2: name for name, v2 in V2_DATATYPES.items()} | {
 }
 
 
+def answered_datatype(kind: str) -> str | None:
+    """The V2 datatype of the gateway's answers for a model whose outputs are of ``kind`` (a
+    signature's type name, a numpy dtype's kind character, or a V2 datatype): answers carry
+    Python numbers, so every float is FP64 and every integer INT64 (``protocols.output_tensor``).
+    None for a kind it does not know.
+
+    >>> [answered_datatype(kind) for kind in ("float", "i", "UINT8", "binary", "b", "datetime")]
+    ['FP64', 'INT64', 'INT64', 'BYTES', 'BOOL', None]
+    """
+    if kind in ("double", "float", "f") or kind.startswith("FP"):
+        return "FP64"
+    if kind in ("long", "integer", "i", "u") or kind.startswith(("INT", "UINT")):
+        return "INT64"
+    if kind in ("boolean", "b", "BOOL"):
+        return "BOOL"
+    if kind in ("string", "binary", "U", "S", "O", "BYTES"):
+        return "BYTES"
+    return None
+
+
 class Model(Protocol):
-    """A loaded model. Two optional members, looked up with ``getattr`` by the gateway:
+    """A loaded model. Three optional members, looked up with ``getattr`` by the gateway:
     ``async def apredict(columns) -> list`` — what the gateway awaits instead of ``predict`` when
-    present (a remote server, a Ray deployment, a batching queue: anything that waits), and
-    ``output_shape: list[int]`` — the output tensor's shape for V2 model metadata (-1 where it varies)."""
+    present (a remote server, a Ray deployment, a batching queue: anything that waits);
+    ``output_shape: list[int]`` — the output tensor's shape for V2 model metadata (-1 where it varies);
+    and ``output_datatype: str`` — the V2 datatype of its answers (``answered_datatype``), which
+    model metadata leaves out where the model does not state it."""
 
     columns: tuple[Column, ...] | None  # the input signature; None when the model has none
 

@@ -276,6 +276,28 @@ def _predictions(answer: tuple[int, Any]) -> Any:
     return [data[i * shape[1] : (i + 1) * shape[1]] for i in range(shape[0])] if len(shape) == 2 else data
 
 
+def test_model_metadata_states_the_output_as_infer_answers_it_or_not_at_all(served: Served) -> None:
+    """A V2 client builds its decoding from the metadata: the output's datatype must be what infer
+    answers (a classifier's labels INT64, not FP64), and a model whose signature states no output
+    lists none rather than a guess."""
+    rows: dict[str, dict[str, float]] = {
+        "f32": {"a": 0.1, "b": -1.2, "c": 2.5},
+        "lng": {"n": 3, "k": 4},
+        "i32": {"n": 3, "k": 4},
+    }
+    for name, row in rows.items():
+        metadata = served.loop.run_until_complete(served.client.get(f"/v2/models/{name}")).json()
+        inputs = [{"name": key, "shape": [1], "datatype": "FP64", "data": [value]} for key, value in row.items()]
+        status, body = served.infer(name, inputs)
+        assert status == 200, body
+        (answer,) = body["outputs"]
+        (stated,) = metadata["outputs"]
+        assert stated["datatype"] == answer["datatype"] == ("FP64" if name == "f32" else "INT64"), name
+        assert len(stated["shape"]) == len(answer["shape"]), name
+    for name in ("npint", "npf32"):  # a pyfunc logged with inputs only
+        assert served.loop.run_until_complete(served.client.get(f"/v2/models/{name}")).json()["outputs"] == []
+
+
 def test_float_integer_and_long_columns_take_json_numbers_as_mlflow_casts_them(served: Served) -> None:
     import numpy as np
 

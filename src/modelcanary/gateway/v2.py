@@ -252,13 +252,18 @@ def _input_metadata(columns: tuple[Column, ...] | None) -> list[dict[str, Any]]:
 
 
 def model_metadata(name: str, versions: list[str], model: Model) -> dict[str, Any]:
-    """What a V2 client asks before it builds inputs: the endpoint's inputs (its baseline's signature)
-    and its one output, whose width the model states when it knows it (``output_shape``)."""
+    """What a V2 client asks before it builds inputs: the endpoint's inputs (its baseline's
+    signature) and its one output, as its answers carry it: the datatype and shape the model
+    states (``output_datatype``, ``output_shape``; -1 where a dimension is not stated). A model
+    that does not state its output's type lists no output: a guess would have a client decode
+    the answers wrong (it said FP64 of a classifier's INT64 labels)."""
+    datatype = getattr(model, "output_datatype", None)
     shape = list(getattr(model, "output_shape", None) or [-1, -1])
+    outputs = [{"name": protocols.OUTPUT_NAME, "datatype": datatype, "shape": shape}] if datatype else []
     return {
         "name": name,
         "versions": versions,
         "platform": "modelcanary",
         "inputs": _input_metadata(model.columns),
-        "outputs": [{"name": protocols.OUTPUT_NAME, "datatype": "FP64", "shape": shape}],
+        "outputs": outputs,
     }

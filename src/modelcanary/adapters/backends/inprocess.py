@@ -13,7 +13,7 @@ import numpy as np
 from modelcanary.adapters.backends.outputs import rows_of
 from modelcanary.domain.errors import RegistryError, RequestError
 from modelcanary.domain.state import ModelVersion
-from modelcanary.ports import Column, TensorColumns
+from modelcanary.ports import Column, TensorColumns, answered_datatype
 
 # the dtypes MLflow's scoring server casts a signature's numeric columns to (``cast_df_types_according_to_schema``)
 _FLOAT_DTYPES: dict[str, type[np.floating[Any]]] = {"double": np.float64, "float": np.float32}
@@ -143,8 +143,14 @@ class PyfuncModel:
                 self._tensor = schema.inputs[0].type
         outputs = pyfunc.metadata.get_output_schema()
         self.output_shape: list[int] | None = None
-        if outputs is not None and outputs.is_tensor_spec() and len(outputs.inputs) == 1:
-            self.output_shape = [int(d) for d in outputs.inputs[0].shape]
+        self.output_datatype: str | None = None  # as the signature states it; unknown without one
+        if outputs is not None and len(outputs.inputs) == 1:
+            if outputs.is_tensor_spec():
+                self.output_shape = [int(d) for d in outputs.inputs[0].shape]
+                self.output_datatype = answered_datatype(outputs.inputs[0].type.kind)
+            else:  # one column: a value a row
+                self.output_shape = [-1]
+                self.output_datatype = answered_datatype(str(getattr(outputs.inputs[0].type, "name", "")))
         # chosen once, at load: None is the generic pyfunc
         self._fast = _sklearn_method(pyfunc, self.columns) if direct and self._tensor is None else None
 

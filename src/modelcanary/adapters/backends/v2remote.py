@@ -33,7 +33,7 @@ from modelcanary.adapters.backends.http1 import MAX_RESPONSE_BYTES, Http1Pool, H
 from modelcanary.domain.errors import BackendError, RequestError
 from modelcanary.domain.refs import parse_model_ref
 from modelcanary.domain.state import ModelVersion
-from modelcanary.ports import SIGNATURE_TYPES, V2_DATATYPES, Column
+from modelcanary.ports import SIGNATURE_TYPES, V2_DATATYPES, Column, answered_datatype
 
 
 def _datatype(values: list[Any]) -> str:
@@ -133,6 +133,7 @@ class V2RemoteModel:
             self.columns = tuple(Column(name=n, type=kind) for n, kind in signature) or None
         outputs = metadata.get("outputs") or []
         self.output_shape: list[int] | None = list(outputs[0]["shape"]) if len(outputs) == 1 else None
+        self.output_datatype = answered_datatype(str(outputs[0].get("datatype", ""))) if len(outputs) == 1 else None
 
     def _body(self, columns: dict[str, list[Any]]) -> bytes:
         if self._matrix is not None and self.columns is not None:
