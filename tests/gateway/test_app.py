@@ -479,6 +479,43 @@ def test_a_failing_candidate_costs_the_client_nothing(
     assert (total.baseline.requests, total.baseline.errors, total.baseline.labels) == (6, 0, 6)
 
 
+@pytest.mark.parametrize(("value", "datatype"), [(2**63 + 5, "UINT64"), (2**70, None)], ids=["uint64", "past 64 bits"])
+def test_outputs_are_encoded_or_refused_before_their_success_is_counted(
+    serve: Any, store: SqlStore, versions: Any, rows: Rows, with_candidate: Any, value: int, datatype: str | None
+) -> None:
+    """A model's uint64 ids past INT64's range are UINT64 in a V2 answer (JSON or binary); an
+    integer no 64-bit type holds is the candidate's failure, in both protocols: the baseline
+    answers, and the failure is counted. It used to be a 500 counted as a success."""
+
+    def ids(inputs: dict[str, list[Any]]) -> list[Any]:
+        return [value for _ in inputs["amount"]]
+
+    store.put_route(fraud_route(versions, weight=100.0, rollout_id="r-ints"))
+    running = serve.start(Gateway(routes=store, backend=with_candidate(ids), telemetry=store, source="gw-1"))
+    with running.client() as http:
+        for binary in (False, True):
+            body = dict(v2_body(rows[:1]), parameters={"binary_data_output": binary})
+            response = http.post("/v2/models/fraud/infer", json=body, headers=user(0))
+            assert response.status_code == 200, response.text
+            expected = "candidate" if datatype else "baseline"
+            assert response.headers[VARIANT_HEADER] == expected
+            if datatype and not binary:
+                assert response.json()["outputs"][0] == {
+                    "name": "predict",
+                    "shape": [1],
+                    "datatype": datatype,
+                    "data": [value],
+                }
+        scoring = http.post("/v1/endpoints/fraud/invocations", json={"dataframe_records": rows[:1]}, headers=user(0))
+        assert scoring.status_code == 200, scoring.text
+        assert scoring.json()["variant"] == ("candidate" if datatype else "baseline")
+        if datatype:
+            assert scoring.json()["predictions"] == [value]
+    running.flush()
+    total = _telemetry(store, "r-ints")
+    assert (total.candidate.requests, total.candidate.errors) == (3, 0 if datatype else 3)
+
+
 def test_input_both_variants_refuse_is_not_a_candidate_error(
     serve: Any, store: SqlStore, versions: Any, rows: Rows, mlflow_registry: Any
 ) -> None:

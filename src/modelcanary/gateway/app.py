@@ -68,6 +68,16 @@ def _answered(
         raise BackendError(f"{serving.version(variant).uri}: its outputs cannot be answered: {exc}") from exc
 
 
+def _json_predictions(_variant: Variant, outputs: list[Any]) -> bytes:
+    """MLflow's scoring answer's predictions, encoded before the success is recorded: an output
+    JSON cannot carry (an integer past 64 bits) is the model's failure, not a 500 counted as a
+    success."""
+    try:
+        return orjson.dumps(outputs)
+    except TypeError as exc:
+        raise RequestError(f"JSON cannot carry them: {exc}", field="predictions", status=500) from exc
+
+
 def _baseline_failure(exc: Exception) -> RequestError:
     """What the client hears when the baseline fails: a model served elsewhere (or one whose outputs
     cannot answer) is a bad gateway, 502, or 504 when it did not answer in time (an adapter raises
@@ -404,9 +414,11 @@ class Gateway(Following):
             raw if encoding is None else v2.decoded(raw, encoding=encoding, limit=self.max_body_bytes)
         )
         columns = protocols.mlflow_columns(body, serving.baseline.columns)
-        variant, outputs, ids = await self._predict(serving, headers, columns, protocols.mlflow_format(body))
-        content = {"predictions": outputs, "prediction_ids": ids, "variant": variant.value}
-        return 200, orjson.dumps(content), [(_VARIANT_HEADER, variant.value.encode())]
+        variant, predictions, ids = await self._predict(
+            serving, headers, columns, protocols.mlflow_format(body), form=_json_predictions
+        )
+        rest = orjson.dumps({"prediction_ids": ids, "variant": variant.value})
+        return 200, b'{"predictions":' + predictions + b"," + rest[1:], [(_VARIANT_HEADER, variant.value.encode())]
 
 
 def create_app(

@@ -413,16 +413,43 @@ def output_tensor(outputs: list[Any]) -> tuple[str, list[int], list[Any]]:
         raise RequestError("the model's rows nest lists deeper than rows of values", field="outputs", status=500)
     kinds = set(map(type, data))  # one pass in C for the usual outputs; subclasses take the long way
     if kinds and kinds <= {int, float}:
-        return ("INT64" if kinds == {int} else "FP64"), shape, data
+        if kinds == {int}:
+            return _integers(data), shape, data
+        return "FP64", shape, data if int not in kinds or _within_64_bits(data) else [float(v) for v in data]
     if all(isinstance(value, bool) for value in data):
         datatype = "BOOL"
     elif all(isinstance(value, int) and not isinstance(value, bool) for value in data):
-        datatype = "INT64"
+        datatype = _integers(data)
     elif all(isinstance(value, int | float) and not isinstance(value, bool) for value in data):
         datatype = "FP64"
+        data = data if _within_64_bits(data) else [float(value) for value in data]
     else:
         datatype, data = "BYTES", [value if isinstance(value, str) else str(value) for value in data]
     return (datatype if data else "FP64"), shape, data
+
+
+def _within_64_bits(data: list[Any]) -> bool:
+    """Whether every integer among ``data`` has a 64-bit form (JSON's encoder writes no other)."""
+    return bool(min(data) >= -(2**63) and max(data) < 2**64)
+
+
+def _integers(data: list[int]) -> str:
+    """INT64, or UINT64 for whole numbers past INT64's range that UINT64 holds (a model's uint64
+    ids); a number no 64-bit type holds is the model's failure, before anything is recorded.
+
+    >>> _integers([1, -2]), _integers([2**63 + 5])
+    ('INT64', 'UINT64')
+    """
+    low, high = min(data), max(data)
+    if low >= -(2**63) and high < 2**63:
+        return "INT64"
+    if low >= 0 and high < 2**64:
+        return "UINT64"
+    raise RequestError(
+        f"the model answered {high if high >= 2**63 else low}, which no 64-bit integer holds",
+        field="outputs",
+        status=500,
+    )
 
 
 def v2_response(
