@@ -440,6 +440,8 @@ def test_messages_say_what_is_wrong_with_integers_and_mixed_rows() -> None:
     assert str(big) == "inputs[0].data: 1180591620717411303424 at [1] is out of INT64's range"
     half = refused(v2_columns, {"inputs": [tensor("hour", [1, 1.5], [2], "INT32")]}, None)
     assert str(half) == "inputs[0].data: INT32 needs integers, got 1.5 at [1]"
+    whole = refused(v2_columns, {"inputs": [tensor("hour", [1, 2.0], [2], "INT32")]}, None)  # not "out of range"
+    assert str(whole) == "inputs[0].data: INT32 needs integers, got 2.0 at [1]"
     record = {"amount": 1.0, "hour": 2, "country": "FR"}
     mixed = refused(mlflow_columns, {"instances": [record, [1.0, 2, "DE"]]}, SIGNATURE)
     assert (mixed.field, str(mixed)) == (

@@ -70,6 +70,16 @@ def test_a_header_length_that_is_not_a_byte_count_within_the_body_is_400(length:
     assert (caught.value.status, caught.value.field) == (400, "Inference-Header-Content-Length")
 
 
+def test_binary_tensors_without_the_header_length_are_400_naming_the_header() -> None:
+    """The body then reads as JSON followed by bytes: say which header is missing, not that the
+    bytes are not UTF-8 at line 1."""
+    raw, _length = binary_request([("x", "FP64", [1], struct.pack("<d", 1.0))])
+    with pytest.raises(RequestError) as caught:
+        decode_body(raw, header_length=None, encoding=None, limit=LIMIT)
+    assert (caught.value.status, caught.value.field) == (400, "Inference-Header-Content-Length")
+    assert "binary tensor data follows the JSON" in str(caught.value)
+
+
 def test_content_codings_are_case_insensitive_and_an_unknown_one_is_415_naming_the_header() -> None:
     assert decode_body(gzip.compress(b'{"inputs": []}'), header_length=None, encoding="GZip", limit=LIMIT) == {
         "inputs": []

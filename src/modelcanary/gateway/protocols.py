@@ -128,7 +128,8 @@ def _check_values(data: list[Any], datatype: str, field: str) -> None:
         kinds: type | tuple[type, ...] = int if integers else (int, float)
         for index, value in enumerate(data):
             if isinstance(value, bool) or not isinstance(value, kinds):
-                if integers and isinstance(value, float) and value.is_integer():  # JSON past 64 bits reads as float
+                if integers and isinstance(value, float) and value.is_integer() and abs(value) >= 2**63:
+                    # a JSON integer past 64 bits reads as a float
                     raise RequestError(f"{value:.0f} at [{index}] is out of {datatype}'s range", field=field)
                 raise RequestError(
                     f"{datatype} needs {'integers' if integers else 'numbers'}, got {value!r} at [{index}]", field=field

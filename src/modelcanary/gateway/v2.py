@@ -70,7 +70,13 @@ def decode_body(raw: bytes, *, header_length: str | None, encoding: str | None, 
                 f"must be a byte count within the body's {len(raw)}", field="Inference-Header-Content-Length"
             )
         size = int(header_length)
-    body = protocols.json_body(raw[:size])
+    try:
+        body = protocols.json_body(raw[:size])
+    except RequestError:
+        if header_length is None and b'"binary_data_size"' in raw:  # binary tensors after the JSON, unannounced
+            why = "binary tensor data follows the JSON: give the JSON's length in bytes in this header"
+            raise RequestError(why, field="Inference-Header-Content-Length") from None
+        raise
     if not isinstance(body, dict):
         raise RequestError("an infer request is a JSON object", field="body")
     _decode_binary_inputs(body, memoryview(raw)[size:])
