@@ -471,3 +471,10 @@ def test_an_unnamed_tensor_signature_refuses_a_row_of_another_width_or_not_numbe
     tensor = {"name": "x", "shape": [1, 2], "datatype": "FP64", "data": [0.1, 2.5]}
     status, body = served.infer("tens", [tensor])
     assert 400 <= status < 500 and body["field"] == "inputs[0].shape", body
+    # 1-D tensors of other names than "0".."2" count by position: their datatypes are checked all the same
+    for datatype, values in (("BYTES", ["1", "2", "3"]), ("BOOL", [True, False, True])):
+        named = [
+            {"name": n, "shape": [1], "datatype": datatype, "data": [v]} for n, v in zip("abc", values, strict=True)
+        ]
+        status, body = served.infer("tens", named)
+        assert 400 <= status < 500 and body["field"] == "inputs[0].datatype", body

@@ -180,6 +180,7 @@ def v2_columns(body: Any, signature: tuple[Column, ...] | None) -> dict[str, lis
     _require(isinstance(inputs, list) and len(inputs) > 0, "must be a non-empty list of tensors", "inputs")
     _check_parameters(body, "")
     types = {column.name: column.type for column in signature or ()}
+    tensor_type = signature[0].type if isinstance(signature, TensorColumns) and signature else None
     columns: dict[str, list[Any]] = {}
     for index, tensor in enumerate(inputs):
         if not isinstance(tensor, dict):
@@ -231,10 +232,12 @@ def v2_columns(body: Any, signature: tuple[Column, ...] | None) -> dict[str, lis
                 if (datatype, column.type) in _CHECK_FITS:
                     _check_fits(split[column.name], column.type, f"inputs[{index}].data")
             return split
-        if name in types:
-            _check_datatype(name, types[name], datatype, index)
-            if (datatype, types[name]) in _CHECK_FITS:
-                _check_fits(data, types[name], f"inputs[{index}].data")
+        # an unnamed tensor's columns are all of its type, and take tensors of any name by position
+        wanted = types.get(name, tensor_type)
+        if wanted is not None:
+            _check_datatype(name, wanted, datatype, index)
+            if (datatype, wanted) in _CHECK_FITS:
+                _check_fits(data, wanted, f"inputs[{index}].data")
         columns[name] = data
     return columns
 
