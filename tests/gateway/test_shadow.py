@@ -273,6 +273,33 @@ def test_a_label_joins_the_shadow_pair_whether_it_comes_before_or_after_the_copy
     assert rows[Variant.BASELINE].labels == 2  # the live lane's join, as ever
 
 
+@pytest.mark.parametrize("ripens_first", [False, True], ids=["copy-runs-first", "label-ripens-first"])
+def test_a_label_waiting_to_mature_joins_its_pair_whether_it_ripens_before_or_after_the_copy_runs(
+    ripens_first: bool,
+) -> None:
+    """With ``matureAfter``, a label that came early waits to mature; when the lane is backed up,
+    it may ripen (at a flush) before its copy runs: it then waits for the copy, as a label that
+    needed no maturing does (it was counted unpaired and the pair dropped)."""
+    from modelcanary.domain.telemetry import Variant
+    from modelcanary.gateway.recorder import Recorder
+
+    now = [1000.0]
+    recorder = Recorder(clock=lambda: now[0])
+    ids = recorder.record("r-1", Variant.BASELINE, latency_ms=1.0, error=False, scores=[0.2], mature_s=5.0)
+    recorder.shadow_queued(ids, keep_s=600.0)
+    now[0] += 1.0
+    recorder.label([(ids[0], 1)])  # too young to count yet
+    now[0] += 5.0
+    if ripens_first:
+        recorder.changed()  # a flush: the label ripens, its copy still queued
+    recorder.shadow(
+        "r-1", segment=None, prediction_ids=ids, baseline_scores=[0.2], candidate_scores=[0.9], keep_s=600.0
+    )
+    rows = {variant: counts for _, variant, counts in recorder.changed()}
+    shadow = rows[Variant.CANDIDATE].shadow
+    assert shadow is not None and (shadow.pairs, sum(shadow.paired_labels)) == (1, 1)
+
+
 @pytest.mark.parametrize("given_back", [False, True], ids=["counted", "relay-failed-and-labelled-again"])
 def test_a_copy_that_runs_while_its_label_is_claimed_keeps_the_pair_for_it(given_back: bool) -> None:
     """A feedback request claims its own labels, then awaits the store while it relays the others

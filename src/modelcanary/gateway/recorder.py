@@ -392,11 +392,8 @@ class Recorder:
                 self._maturing_pairs[prediction_id] = pair
                 heapq.heappush(self._maturing, (served.mature_at, next(self._sequence), prediction_id, label, served))
                 continue
-            keep_s = self._awaiting_shadow.get(prediction_id) if shadowed is None else None
-            if keep_s is not None:  # its shadow copy has not run yet: the label waits for it
-                self._early[prediction_id] = (now + keep_s, label)
-                while len(self._early) > self._max_predictions:
-                    self._early.popitem(last=False)
+            if shadowed is None:
+                self._await_copy(prediction_id, label, now)
             self._count(label, served, pair)
         while len(self._maturing) > self._max_predictions:  # memory is bounded: the ripest count now
             self._ripen_first()
@@ -408,9 +405,20 @@ class Recorder:
         while self._maturing and self._maturing[0][0] <= clock:
             self._ripen_first()
 
+    def _await_copy(self, prediction_id: str, label: int, now: float) -> None:
+        """If the prediction's shadow copy has not run yet, its label waits for it (``shadow``)."""
+        keep_s = self._awaiting_shadow.get(prediction_id)
+        if keep_s is not None:
+            self._early[prediction_id] = (now + keep_s, label)
+            while len(self._early) > self._max_predictions:
+                self._early.popitem(last=False)
+
     def _ripen_first(self) -> None:
         _at, _sequence, prediction_id, label, served = heapq.heappop(self._maturing)
-        self._count(label, served, self._maturing_pairs.pop(prediction_id, None))
+        pair = self._maturing_pairs.pop(prediction_id, None)
+        if pair is None:  # its copy may still be queued (a backed-up lane): the label waits for it there
+            self._await_copy(prediction_id, label, time.monotonic())
+        self._count(label, served, pair)
 
     def _count(self, label: int, served: _Served, pair: tuple[float, float] | None) -> None:
         """Count one label in its variant's telemetry (its segment's too), and in the shadow lane's
