@@ -126,6 +126,14 @@ class _NumpyInts:
         return [np.int64(value > 0) for value in model_input["a"]]
 
 
+class _Threshold:
+    """Reads an inference parameter (its signature's params schema: threshold, default 0.5)."""
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> list[Any]:
+        threshold = (params or {}).get("threshold", 0.5)
+        return [float(value > threshold) for value in model_input["a"]]
+
+
 class _NumpyFloats:
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> list[Any]:
         import numpy as np
@@ -173,7 +181,7 @@ def _log_all(experiment: str) -> None:
     import numpy as np
     from mlflow.models import ModelSignature, infer_signature
     from mlflow.pyfunc.model import PythonModel
-    from mlflow.types.schema import ColSpec, Schema
+    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -196,6 +204,9 @@ def _log_all(experiment: str) -> None:
     }
     one_double = ModelSignature(inputs=Schema([ColSpec("double", "a")]))
     pyfunc_models = {"npint": _NumpyInts, "npf32": _NumpyFloats, "dictout": _DictOut, "complex": _Complex}
+    with_params = ModelSignature(
+        inputs=Schema([ColSpec("double", "a")]), params=ParamSchema([ParamSpec("threshold", "double", 0.5)])
+    )
     with (
         warnings.catch_warnings(),
         contextlib.redirect_stdout(io.StringIO()),
@@ -214,13 +225,13 @@ def _log_all(experiment: str) -> None:
                     pip_requirements=["scikit-learn"],
                     skops_trusted_types=["numpy.dtype"],
                 )
-        for name, cls in pyfunc_models.items():
+        for name, cls in [*pyfunc_models.items(), ("params", _Threshold)]:
             with mlflow.start_run(experiment_id=experiment, run_name=name):
                 mlflow.pyfunc.log_model(
                     name="model",
                     python_model=type(cls.__name__, (cls, PythonModel), {})(),
                     registered_model_name=name,
-                    signature=one_double,
+                    signature=with_params if name == "params" else one_double,
                     pip_requirements=["numpy"],
                 )
 
@@ -239,7 +250,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     loop = asyncio.new_event_loop()
     try:
         _log_all(registry.client.create_experiment("typed", artifact_location=(root / "artifacts").as_uri()))
-        names = ["f32", "i32", "lng", "imp", "npint", "npf32", "dictout", "complex", "tens"]
+        names = ["f32", "i32", "lng", "imp", "npint", "npf32", "dictout", "complex", "tens", "params"]
         versions = {name: registry.resolve(f"models:/{name}/1") for name in names}
         routes = {name: Route(endpoint=name, baseline=version) for name, version in versions.items()}
         # a rollout whose candidate answers what JSON cannot carry, beside a baseline that answers
@@ -296,6 +307,16 @@ def test_model_metadata_states_the_output_as_infer_answers_it_or_not_at_all(serv
         assert len(stated["shape"]) == len(answer["shape"]), name
     for name in ("npint", "npf32"):  # a pyfunc logged with inputs only
         assert served.loop.run_until_complete(served.client.get(f"/v2/models/{name}")).json()["outputs"] == []
+
+
+def test_params_a_model_reads_are_refused_not_dropped(served: Served) -> None:
+    """MLflow's scoring server passes a request's params to a model whose signature has a params
+    schema; the gateway does not pass them, so it says so rather than answer as if they were not
+    sent. A model without a params schema ignores them, as it does under MLflow."""
+    status, body = served.invocations("params", {"dataframe_records": [{"a": 0.7}], "params": {"threshold": 0.9}})
+    assert (status, body["field"]) == (400, "params"), body
+    assert _predictions(served.invocations("params", {"dataframe_records": [{"a": 0.7}]})) == [1.0]  # its default
+    assert _predictions(served.invocations("npf32", {"dataframe_records": [{"a": 0.7}], "params": {"x": 1}}))
 
 
 def test_float_integer_and_long_columns_take_json_numbers_as_mlflow_casts_them(served: Served) -> None:

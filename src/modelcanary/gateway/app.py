@@ -414,6 +414,12 @@ class Gateway(Following):
             raw if encoding is None else v2.decoded(raw, encoding=encoding, limit=self.max_body_bytes)
         )
         columns = protocols.mlflow_columns(body, serving.baseline.columns)
+        if body.get("params") and any(
+            getattr(model, "takes_params", False) for model in (serving.baseline, serving.candidate)
+        ):
+            # MLflow's server passes them; a model without a params schema ignores them there too
+            why = "this model reads params, which the gateway does not pass to models: send the request without them"
+            raise RequestError(why, field="params")
         variant, predictions, ids = await self._predict(
             serving, headers, columns, protocols.mlflow_format(body), form=_json_predictions
         )

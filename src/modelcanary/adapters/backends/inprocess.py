@@ -141,6 +141,8 @@ class PyfuncModel:
             self.columns = _tensor_columns(schema)
             if self.columns is not None:
                 self._tensor = schema.inputs[0].type
+        # a params schema: the model reads inference parameters, which the gateway does not pass
+        self.takes_params = pyfunc.metadata.get_params_schema() is not None
         outputs = pyfunc.metadata.get_output_schema()
         self.output_shape: list[int] | None = None
         self.output_datatype: str | None = None  # as the signature states it; unknown without one
