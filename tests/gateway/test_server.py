@@ -150,6 +150,12 @@ def test_bodies_over_the_limit_are_refused_declared_or_streamed(served: str) -> 
         assert (streamed.status_code, streamed.json()["field"]) == (413, "body")
         under = client.post("/v2/models/fraud/infer", content=iter([b"x" * 40, b"y" * 40]))
         assert under.json()["size"] == 80
+        # refused a few chunks in, the rest of a long body unread: the next request on the same client
+        # is answered, as the refusal closed the connection (the next request on it was lost)
+        for _ in range(5):
+            long = client.post("/v2/models/fraud/infer", content=iter([b"x" * 100] * 200))
+            assert (long.status_code, long.headers["connection"]) == (413, "close")
+            assert client.post("/v2/models/fraud/infer", content=b"ok").status_code == 200
 
 
 def test_other_paths_reach_the_asgi_app_with_query_body_headers_and_client(served: str) -> None:

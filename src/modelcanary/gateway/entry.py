@@ -164,6 +164,8 @@ class Entry:
             reply, content_type = await self._answer(matched, headers, self._rsgi_body(headers, protocol), scope.path)
         status, body, extra = reply
         names = [("content-type", content_type.decode())]
+        if status == 413:  # the body was left unread, maybe mid-stream: the connection cannot carry the next request
+            names.append(("connection", "close"))
         protocol.response_bytes(status, names + [(k.decode("latin-1"), v.decode("latin-1")) for k, v in extra], body)
 
     async def _rsgi_body(self, headers: Mapping[str, str], protocol: Any) -> bytes:
