@@ -8,7 +8,7 @@ import pytest
 
 from modelcanary.domain.errors import RequestError
 from modelcanary.gateway.protocols import MAX_ROWS, mlflow_columns, output_tensor, v2_columns, v2_response, validate
-from modelcanary.ports import Column
+from modelcanary.ports import Column, TensorColumns
 
 SIGNATURE = (Column("amount", "double"), Column("hour", "long"), Column("country", "string", required=False))
 
@@ -211,6 +211,21 @@ def test_mlflow_instances_as_rows_take_names_from_the_signature() -> None:
 def test_mlflow_inputs_as_dict_of_columns() -> None:
     assert mlflow_columns({"inputs": {"amount": [12.5, 99.0], "hour": [3, 23]}}, None) == EXPECTED
     assert mlflow_columns({"inputs": {"amount": 12.5, "hour": 3}}, None) == {"amount": [12.5], "hour": [3]}
+    # a scalar beside columns is repeated down them, as MLflow's server does
+    assert mlflow_columns({"inputs": {"amount": [12.5, 99.0], "hour": 3}}, None) == {
+        "amount": [12.5, 99.0],
+        "hour": [3, 3],
+    }
+
+
+def test_mlflow_dataframe_split_takes_the_integer_labels_pandas_writes() -> None:
+    """``DataFrame.to_json(orient="split")`` of a frame without column names writes 0, 1, ...:
+    an unnamed tensor's columns are "0", "1", ..., as MLflow takes them."""
+    body = {"dataframe_split": {"columns": [0, 1], "data": [[1.0, 2.0]]}}
+    assert mlflow_columns(body, TensorColumns((Column("0", "double"), Column("1", "double")))) == {
+        "0": [1.0],
+        "1": [2.0],
+    }
 
 
 def test_mlflow_scalars_feed_a_one_input_model() -> None:
@@ -234,7 +249,7 @@ def test_mlflow_inputs_as_rows() -> None:
         ({}, None, "body", "give exactly one of dataframe_split, dataframe_records, instances, inputs"),
         ({"instances": [], "inputs": []}, None, "body", "give exactly one of"),
         ({"dataframe_split": [[1]]}, None, "dataframe_split", "must be an object with columns and data"),
-        ({"dataframe_split": {"columns": ["a", 1], "data": []}}, None, "dataframe_split.columns", "a list of names"),
+        ({"dataframe_split": {"columns": ["a", 1.5], "data": []}}, None, "dataframe_split.columns", "a list of names"),
         ({"dataframe_split": {"columns": ["a"], "data": 5}}, None, "dataframe_split.data", "a list of rows"),
         (
             {"dataframe_split": {"columns": ["a", "b"], "data": [[1, 2], [3]]}},

@@ -229,7 +229,7 @@ class Gateway(Following):
             )
             series.failed(latency_ms)
             if shadow:  # the lane's error rate is the candidate's on the same traffic, failures included
-                self._copy(serving, columns, [], [None] * rows, segment)
+                self._copy(serving, columns, [], [None] * len(next(iter(columns.values()), ())), segment)
             raise _baseline_failure(exc) from exc
         # no latency for an answer wholly from the cache: no model answered (``VariantTelemetry.observe``)
         answered_ms = _ms_since(started) if rows else None

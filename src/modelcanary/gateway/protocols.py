@@ -277,6 +277,8 @@ def mlflow_columns(body: Any, signature: tuple[Column, ...] | None) -> dict[str,
         names, rows = payload.get("columns"), payload.get("data")
         if names is None and isinstance(signature, TensorColumns):  # unnamed, as MLflow takes it: by position
             names = [column.name for column in signature]
+        elif isinstance(names, list):  # pandas' to_json(orient="split") writes a frame's default labels as 0, 1, ...
+            names = [str(name) if type(name) is int else name for name in names]
         _require(
             isinstance(names, list) and all(isinstance(n, str) for n in names), "a list of names", f"{key}.columns"
         )
@@ -285,11 +287,11 @@ def mlflow_columns(body: Any, signature: tuple[Column, ...] | None) -> dict[str,
             raise RequestError(f"each column is named once; named more than once: {twice}", field=f"{key}.columns")
         _require(isinstance(rows, list), "a list of rows", f"{key}.data")
         return _from_rows(rows, names, f"{key}.data")
-    if isinstance(payload, dict):  # {"inputs": {"a": [...], "b": [...]}}
-        columns = {str(name): value if isinstance(value, list) else [value] for name, value in payload.items()}
-        lengths = {len(value) for value in columns.values()}
-        _require(len(lengths) == 1, "all columns must have the same length", key)
-        return columns
+    if isinstance(payload, dict):  # {"inputs": {"a": [...], "b": [...]}}; a scalar is repeated, as MLflow does
+        lengths = {len(value) for value in payload.values() if isinstance(value, list)}
+        _require(len(lengths) <= 1, "all columns must have the same length", key)
+        rows = next(iter(lengths), 1)
+        return {str(name): value if isinstance(value, list) else [value] * rows for name, value in payload.items()}
     _require(isinstance(payload, list) and len(payload) > 0, "must be a non-empty list", key)
     if all(isinstance(row, dict) for row in payload):
         names = list(payload[0])
