@@ -95,7 +95,7 @@ SIGNATURE_TYPES = {v2: name for name, v2 in V2_DATATYPES.items()} | {
 def answered_datatype(kind: str) -> str | None:
     """The V2 datatype of the gateway's answers for a model whose outputs are of ``kind`` (a
     signature's type name, a numpy dtype's kind character, or a V2 datatype): answers carry
-    Python numbers, so every float is FP64 and every integer INT64 (``protocols.output_tensor``).
+    Python numbers, so every float is FP64 and every integer INT64 (``gateway.answers.output_tensor``).
     None for a kind it does not know.
 
     >>> [answered_datatype(kind) for kind in ("float", "i", "UINT8", "binary", "b", "datetime")]

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from modelcanary.domain.errors import RequestError
-from modelcanary.gateway.protocols import MAX_ROWS, mlflow_columns, output_tensor, v2_columns, v2_response, validate
+from modelcanary.gateway.answers import output_tensor, v2_response
+from modelcanary.gateway.protocols import MAX_ROWS, mlflow_columns, v2_columns, validate
 from modelcanary.ports import Column, TensorColumns
 
 SIGNATURE = (Column("amount", "double"), Column("hour", "long"), Column("country", "string", required=False))

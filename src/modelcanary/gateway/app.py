@@ -20,7 +20,7 @@ from starlette.types import ASGIApp
 
 from modelcanary.domain.errors import BackendError, RequestError, UnknownEndpoint
 from modelcanary.domain.telemetry import Variant
-from modelcanary.gateway import endpoints, protocols, v2
+from modelcanary.gateway import answers, endpoints, protocols, v2
 from modelcanary.gateway.cache import Lookup, counted
 from modelcanary.gateway.calls import predict_costed
 from modelcanary.gateway.entry import Entry, Handler, Reply
@@ -66,16 +66,6 @@ def _answered(
         return outputs, form(variant, outputs)
     except RequestError as exc:
         raise BackendError(f"{serving.version(variant).uri}: its outputs cannot be answered: {exc}") from exc
-
-
-def _json_predictions(_variant: Variant, outputs: list[Any]) -> bytes:
-    """MLflow's scoring answer's predictions, encoded before the success is recorded: an output
-    JSON cannot carry (an integer past 64 bits) is the model's failure, not a 500 counted as a
-    success."""
-    try:
-        return orjson.dumps(outputs)
-    except TypeError as exc:
-        raise RequestError(f"JSON cannot carry them: {exc}", field="predictions", status=500) from exc
 
 
 def _baseline_failure(exc: Exception) -> RequestError:
@@ -388,7 +378,7 @@ class Gateway(Following):
 
         def answer(variant: Variant, outputs: list[Any]) -> dict[str, Any]:
             served = serving.version(variant)
-            return protocols.v2_response(
+            return answers.v2_response(
                 model_name=serving.route.endpoint,
                 model_version=f"{served.name}/{served.version}",
                 request_id=infer.request_id,
@@ -421,7 +411,11 @@ class Gateway(Following):
             why = "this model reads params, which the gateway does not pass to models: send the request without them"
             raise RequestError(why, field="params")
         variant, predictions, ids = await self._predict(
-            serving, headers, columns, protocols.mlflow_format(body), form=_json_predictions
+            serving,
+            headers,
+            columns,
+            protocols.mlflow_format(body),
+            form=answers.json_predictions,
         )
         rest = orjson.dumps({"prediction_ids": ids, "variant": variant.value})
         return 200, b'{"predictions":' + predictions + b"," + rest[1:], [(_VARIANT_HEADER, variant.value.encode())]

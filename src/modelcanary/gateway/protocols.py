@@ -22,7 +22,6 @@ from modelcanary.domain.errors import RequestError
 from modelcanary.ports import Column, TensorColumns
 
 MAX_ROWS = 10_000
-OUTPUT_NAME = "predict"  # every endpoint has one output tensor, whichever variant answers
 _V2_TYPES = {
     "BOOL",
     "UINT8",
@@ -89,12 +88,12 @@ def json_body(raw: bytes | memoryview) -> Any:
         raise RequestError(f"not valid JSON: {exc}", field="body") from exc
 
 
-def _flatten(data: Any, rank: int) -> list[Any] | None:
+def flatten(data: Any, rank: int) -> list[Any] | None:
     """``data`` in row-major order: sent flat, or nested as lists of lists up to ``rank`` deep (its
     shape's); None if nested deeper. A loop, not recursion: a body of a thousand nested lists
     would pass Python's recursion limit.
 
-    >>> _flatten([[1, 2], [3, 4]], 2), _flatten([1, 2], 2), _flatten([[1], [2]], 1)
+    >>> flatten([[1, 2], [3, 4]], 2), flatten([1, 2], 2), flatten([[1], [2]], 1)
     ([1, 2, 3, 4], [1, 2], None)
     """
     if not isinstance(data, list):
@@ -199,7 +198,7 @@ def v2_columns(body: Any, signature: tuple[Column, ...] | None) -> dict[str, lis
         if "data" not in tensor:
             raise RequestError("the tensor's values are missing", field=f"inputs[{index}].data")
         raw = tensor["data"]
-        data = _flatten(raw, len(shape))
+        data = flatten(raw, len(shape))
         if data is None:
             raise RequestError(f"nests lists deeper than its shape {shape}", field=f"inputs[{index}].data")
         if (
@@ -400,80 +399,3 @@ def in_request_terms(exc: RequestError, prefix: str) -> RequestError:
         return exc
     message = str(exc).removeprefix(f"{field}: ")
     return type(exc)(message, field=prefix + field.removeprefix("inputs"), status=exc.status)
-
-
-def output_tensor(outputs: list[Any]) -> tuple[str, list[int], list[Any]]:
-    """The datatype, shape and row-major data of a model's outputs, one per row.
-
-    >>> output_tensor([[0.9, 0.1], [0.2, 0.8]])
-    ('FP64', [2, 2], [0.9, 0.1, 0.2, 0.8])
-    >>> output_tensor([1, 0, 1]), output_tensor(["cat"])
-    (('INT64', [3], [1, 0, 1]), ('BYTES', [1], ['cat']))
-    """
-    width = len(outputs[0]) if outputs and isinstance(outputs[0], list) else 0
-    if width and any(not isinstance(row, list) or len(row) != width for row in outputs):
-        raise RequestError(f"the model's rows are not all lists of {width} values", field="outputs", status=500)
-    shape = [len(outputs), width] if width else [len(outputs)]
-    data = _flatten(outputs, len(shape))
-    if data is None:
-        raise RequestError("the model's rows nest lists deeper than rows of values", field="outputs", status=500)
-    kinds = set(map(type, data))  # one pass in C for the usual outputs; subclasses take the long way
-    if kinds and kinds <= {int, float}:
-        if kinds == {int}:
-            return _integers(data), shape, data
-        return "FP64", shape, data if int not in kinds or _within_64_bits(data) else [float(v) for v in data]
-    if all(isinstance(value, bool) for value in data):
-        datatype = "BOOL"
-    elif all(isinstance(value, int) and not isinstance(value, bool) for value in data):
-        datatype = _integers(data)
-    elif all(isinstance(value, int | float) and not isinstance(value, bool) for value in data):
-        datatype = "FP64"
-        data = data if _within_64_bits(data) else [float(value) for value in data]
-    else:
-        datatype, data = "BYTES", [value if isinstance(value, str) else str(value) for value in data]
-    return (datatype if data else "FP64"), shape, data
-
-
-def _within_64_bits(data: list[Any]) -> bool:
-    """Whether every integer among ``data`` has a 64-bit form (JSON's encoder writes no other)."""
-    return bool(min(data) >= -(2**63) and max(data) < 2**64)
-
-
-def _integers(data: list[int]) -> str:
-    """INT64, or UINT64 for whole numbers past INT64's range that UINT64 holds (a model's uint64
-    ids); a number no 64-bit type holds is the model's failure, before anything is recorded.
-
-    >>> _integers([1, -2]), _integers([2**63 + 5])
-    ('INT64', 'UINT64')
-    """
-    low, high = min(data), max(data)
-    if low >= -(2**63) and high < 2**63:
-        return "INT64"
-    if low >= 0 and high < 2**64:
-        return "UINT64"
-    raise RequestError(
-        f"the model answered {high if high >= 2**63 else low}, which no 64-bit integer holds",
-        field="outputs",
-        status=500,
-    )
-
-
-def v2_response(
-    *,
-    model_name: str,
-    model_version: str,
-    request_id: str | None,
-    outputs: list[Any],
-    variant: str,
-    prediction_ids: list[str],
-) -> dict[str, Any]:
-    datatype, shape, data = output_tensor(outputs)
-    response: dict[str, Any] = {
-        "model_name": model_name,
-        "model_version": model_version,
-        "outputs": [{"name": OUTPUT_NAME, "shape": shape, "datatype": datatype, "data": data}],
-        "parameters": {"variant": variant, "prediction_ids": prediction_ids},
-    }
-    if request_id is not None:
-        response["id"] = request_id
-    return response

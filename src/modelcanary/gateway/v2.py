@@ -27,6 +27,7 @@ import orjson
 
 from modelcanary.domain.errors import RequestError
 from modelcanary.gateway import protocols
+from modelcanary.gateway.answers import OUTPUT_NAME
 from modelcanary.ports import V2_DATATYPES, Column, Model
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -204,9 +205,9 @@ def parse_request(body: dict[str, Any]) -> InferRequest:
             raise RequestError("must be a list of {name, parameters}", field="outputs")
         for index, output in enumerate(requested):
             name = output.get("name") if isinstance(output, dict) else None
-            if name != protocols.OUTPUT_NAME:
+            if name != OUTPUT_NAME:
                 raise RequestError(
-                    f"no output {name!r}; this endpoint's only output is {protocols.OUTPUT_NAME!r}",
+                    f"no output {name!r}; this endpoint's only output is {OUTPUT_NAME!r}",
                     field=f"outputs[{index}].name",
                 )
             wanted = output.get("parameters") or {}
@@ -265,7 +266,7 @@ def model_metadata(name: str, versions: list[str], model: Model) -> dict[str, An
     the answers wrong (it said FP64 of a classifier's INT64 labels)."""
     datatype = getattr(model, "output_datatype", None)
     shape = list(getattr(model, "output_shape", None) or [-1, -1])
-    outputs = [{"name": protocols.OUTPUT_NAME, "datatype": datatype, "shape": shape}] if datatype else []
+    outputs = [{"name": OUTPUT_NAME, "datatype": datatype, "shape": shape}] if datatype else []
     return {
         "name": name,
         "versions": versions,
