@@ -1,6 +1,7 @@
 """What the gateway answers: a model's outputs as the V2 protocol's one output tensor, and as
 MLflow's scoring predictions, each made before the answer's success is recorded (an output a
-protocol cannot carry is the model's failure, never a 500 counted as a success).
+protocol cannot carry is the model's failure, never a 500 counted as a success); and each row's
+score, which the telemetry keeps.
 
 >>> v2_response(model_name="m", model_version="m/1", request_id=None, outputs=[[0.2, 0.8]], variant="baseline",
 ...             prediction_ids=["x-0"])["outputs"]
@@ -104,3 +105,19 @@ def json_predictions(_variant: Variant, outputs: list[Any]) -> bytes:
         return orjson.dumps(outputs)
     except TypeError as exc:
         raise RequestError(f"JSON cannot carry them: {exc}", field="predictions", status=500) from exc
+
+
+def score_of(output: Any) -> float | None:
+    """The positive-class score of one row's output: a number, or the last of two class probabilities.
+
+    >>> score_of(0.3), score_of([0.8, 0.2]), score_of([1.0, 2.0, 3.0]) is None
+    (0.3, 0.2, True)
+    """
+    if isinstance(output, list):
+        if len(output) == 1 or len(output) == 2:
+            output = output[-1]
+        else:
+            return None
+    if isinstance(output, bool) or not isinstance(output, int | float):
+        return None
+    return float(output)

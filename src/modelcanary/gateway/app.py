@@ -21,6 +21,7 @@ from starlette.types import ASGIApp
 from modelcanary.domain.errors import BackendError, RequestError, UnknownEndpoint
 from modelcanary.domain.telemetry import Variant
 from modelcanary.gateway import answers, endpoints, protocols, v2
+from modelcanary.gateway.answers import score_of
 from modelcanary.gateway.cache import Lookup, counted
 from modelcanary.gateway.calls import predict_costed
 from modelcanary.gateway.entry import Entry, Handler, Reply
@@ -28,7 +29,7 @@ from modelcanary.gateway.faults import CandidateRunner, DeadlineMissed, Ran
 from modelcanary.gateway.following import Following
 from modelcanary.gateway.labels import Labels
 from modelcanary.gateway.metrics import Metrics
-from modelcanary.gateway.recorder import Recorder, score_of
+from modelcanary.gateway.recorder import Recorder
 from modelcanary.gateway.router import choose
 from modelcanary.gateway.serving import Serving, StaticRoutes
 from modelcanary.gateway.shadow import Copy, ShadowLane

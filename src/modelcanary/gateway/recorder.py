@@ -51,22 +51,6 @@ class _Served:
     mature_at: float = 0.0  # when a label of it may count (the recorder's clock); 0: at once
 
 
-def score_of(output: Any) -> float | None:
-    """The positive-class score of one row's output: a number, or the last of two class probabilities.
-
-    >>> score_of(0.3), score_of([0.8, 0.2]), score_of([1.0, 2.0, 3.0]) is None
-    (0.3, 0.2, True)
-    """
-    if isinstance(output, list):
-        if len(output) == 1 or len(output) == 2:
-            output = output[-1]
-        else:
-            return None
-    if isinstance(output, bool) or not isinstance(output, int | float):
-        return None
-    return float(output)
-
-
 class Recorder:
     def __init__(self, *, max_predictions: int = 200_000, clock: Callable[[], float] = time.monotonic) -> None:
         self._counts: dict[tuple[str, Variant], VariantTelemetry] = {}

@@ -44,8 +44,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelcanary.domain.traffic import Shadow
+from modelcanary.gateway.answers import score_of
 from modelcanary.gateway.faults import CandidateFault, DeadlineMissed, Ran, timed
-from modelcanary.gateway.recorder import Recorder, score_of
+from modelcanary.gateway.recorder import Recorder
 from modelcanary.gateway.serving import Serving
 
 log = logging.getLogger("modelcanary.gateway.shadow")
