@@ -392,10 +392,14 @@ def test_each_rollout_sheds_only_its_own_shadow_copies(serve: Any, store: Any) -
 
 
 def _shadowing(
-    serve: Any, store: Any, candidate: Callable[[dict[str, list[Any]]], list[float]], **route: Any
+    serve: Any,
+    store: Any,
+    candidate: Callable[[dict[str, list[Any]]], list[float]],
+    baseline: Callable[[dict[str, list[Any]]], list[float]] = lambda columns: [0.1] * len(columns["x"]),
+    **route: Any,
 ) -> tuple[Gateway, Any]:
-    """A gateway serving endpoint fraud (baseline answering 0.1, ``candidate`` as given) with a
-    100% shadow lane, the rest of its route as given; and its running server."""
+    """A gateway serving endpoint fraud (``baseline`` answering 0.1 unless given, ``candidate`` as
+    given) with a 100% shadow lane, the rest of its route as given; and its running server."""
     registry = FakeRegistry({"fraud": ["1", "2"]}, {})
     store.put_route(
         Route(
@@ -406,8 +410,7 @@ def _shadowing(
             **route,
         )
     )
-    baseline = FunctionModel(lambda columns: [0.1] * len(columns["x"]))
-    backend = FakeBackend({"fraud/1": baseline, "fraud/2": FunctionModel(candidate)})
+    backend = FakeBackend({"fraud/1": FunctionModel(baseline), "fraud/2": FunctionModel(candidate)})
     gateway = Gateway(routes=store, backend=backend, telemetry=store, source=f"gw-{route['rollout_id']}")
     return gateway, serve.start(gateway)
 
@@ -460,26 +463,12 @@ def test_a_request_the_baseline_failed_on_is_copied_so_the_lanes_error_rate_cove
             raise ValueError("the candidate cannot take negatives, nor 8 and up")
         return [0.9] * len(columns["x"])
 
-    registry = FakeRegistry({"fraud": ["1", "2"]}, {})
-    store.put_route(
-        Route(
-            endpoint="fraud",
-            baseline=registry.resolve("models:/fraud/1"),
-            candidate=registry.resolve("models:/fraud/2"),
-            shadow=Shadow(sample=1.0, queue=100),
-            rollout_id="r-both-fail",
-            weight=0.0,
-        )
-    )
-
     def baseline(columns: dict[str, list[Any]]) -> list[float]:
         if any(x < 0 for x in columns["x"]):
             raise ValueError("the baseline cannot take negatives")
         return [0.1] * len(columns["x"])
 
-    backend = FakeBackend({"fraud/1": FunctionModel(baseline), "fraud/2": FunctionModel(candidate)})
-    gateway = Gateway(routes=store, backend=backend, telemetry=store, source="gw-both-fail")
-    running = serve.start(gateway)
+    gateway, running = _shadowing(serve, store, candidate, baseline, rollout_id="r-both-fail", weight=0.0)
     with running.client() as http:
         statuses = [
             http.post("/v1/endpoints/fraud/invocations", json={"dataframe_records": [{"x": float(x)}]}).status_code
