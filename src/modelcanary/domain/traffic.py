@@ -92,9 +92,9 @@ class Batching(SpecModel):
     to one variant are grouped into one predict call of at most ``max_batch_size`` rows, the first
     of them waiting at most ``max_wait_us`` microseconds for company (under load batches fill with
     no wait). A model the gateway already batches (``gateway --batch-max-size``) or awaits (a
-    remote one) is left as it is. A batch's waits count in its requests' latency: batch both
-    variants (the default) when the rollout judges latency, or the judge compares batching with
-    none (docs/backends.md)."""
+    remote one) is left as it is. A batch's waits count in its requests' latency, and a failed
+    batched request is tried once more alone: batch both variants (the default) when the rollout
+    judges latency or errors, or the judge compares batching with none (docs/backends.md)."""
 
     max_batch_size: int = Field(default=64, ge=1, le=100_000)
     max_wait_us: int = Field(default=500, ge=0, le=1_000_000)
