@@ -125,6 +125,7 @@
     while (mine === view) {
       try {
         await refresh();
+        if (mine !== view) return; // another page is shown now: its status line is not this one's
         setStatus("");
       } catch (error) {
         if (error instanceof Unauthorized || mine !== view) return;
