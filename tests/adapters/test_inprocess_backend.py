@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -407,6 +408,16 @@ def test_a_null_in_an_optional_double_column_is_a_missing_value_the_imputer_fill
     columns = {name: [row[name] for row in records] for name in "abc"}
     assert model.path == "array" and model.predict(columns) == expected
     assert PyfuncModel(served.pyfuncs["imp"], direct=False).predict(columns) == expected
+    # NaN, which Python's json.dumps writes for a missing float and MLflow's server reads, is one too
+    as_python = json.dumps(
+        {"dataframe_records": [{**r, "c": float("nan") if r["c"] is None else r["c"]} for r in records]}
+    )
+    assert "NaN" in as_python
+    answer = served.loop.run_until_complete(served.client.post("/v1/endpoints/imp/invocations", content=as_python))
+    assert _predictions((answer.status_code, answer.json())) == expected
+    nan_in_a = json.dumps({"dataframe_records": [{"a": float("nan"), "b": 0.0, "c": 1.0}]})
+    refused = served.loop.run_until_complete(served.client.post("/v1/endpoints/imp/invocations", content=nan_in_a))
+    assert (refused.status_code, refused.json()["field"]) == (422, "dataframe_records.a")
     # a null in a required column, and an infinity anywhere, are still refused, naming the column
     status, answer = served.invocations("imp", {"dataframe_records": [{"a": None, "b": 0.0, "c": 1.0}]})
     assert status == 400 and answer["field"] == "dataframe_records.a"

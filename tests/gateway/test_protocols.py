@@ -8,7 +8,7 @@ import pytest
 
 from modelcanary.domain.errors import RequestError
 from modelcanary.gateway.answers import output_tensor, v2_response
-from modelcanary.gateway.protocols import MAX_ROWS, mlflow_columns, v2_columns, validate
+from modelcanary.gateway.protocols import MAX_ROWS, mlflow_columns, scoring_body, v2_columns, validate
 from modelcanary.ports import Column, TensorColumns
 
 SIGNATURE = (Column("amount", "double"), Column("hour", "long"), Column("country", "string", required=False))
@@ -217,6 +217,15 @@ def test_mlflow_inputs_as_dict_of_columns() -> None:
         "amount": [12.5, 99.0],
         "hour": [3, 3],
     }
+
+
+def test_a_scoring_body_python_json_writes_is_read_and_nothing_else_is() -> None:
+    """MLflow's server reads bodies with Python's json, which takes NaN and Infinity; a body that
+    is no JSON even to it, nested past any limit, or not UTF-8 is a 400 on the body."""
+    assert str(scoring_body(b'{"inputs": [NaN, Infinity]}')["inputs"]) == "[nan, inf]"
+    for raw in (b"[" * 100_000, b'{"a": NaN', b"\xff"):
+        error = refused(scoring_body, raw)
+        assert (error.status, error.field) == (400, "body")
 
 
 def test_mlflow_dataframe_split_takes_the_integer_labels_pandas_writes() -> None:

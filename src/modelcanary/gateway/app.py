@@ -401,7 +401,7 @@ class Gateway(Following):
         """``POST /v1/endpoints/{endpoint}/invocations``: MLflow's scoring protocol."""
         serving = self.serving_of(endpoint)
         encoding = headers.get("content-encoding")
-        body = protocols.json_body(
+        body = protocols.scoring_body(
             raw if encoding is None else v2.decoded(raw, encoding=encoding, limit=self.max_body_bytes)
         )
         columns = protocols.mlflow_columns(body, serving.baseline.columns)
