@@ -101,12 +101,12 @@ def scoring_body(raw: bytes) -> Any:
     nan
     """
     try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        return json_body(raw)
+    except RequestError as refused:
         try:
             return json.loads(raw)
         except (ValueError, RecursionError):  # RecursionError: nested deeper than orjson reads
-            raise RequestError(f"not valid JSON: {exc}", field="body") from exc
+            raise refused from None
 
 
 def flatten(data: Any, rank: int) -> list[Any] | None:
