@@ -399,14 +399,15 @@ def _shadowing(
     **route: Any,
 ) -> tuple[Gateway, Any]:
     """A gateway serving endpoint fraud (``baseline`` answering 0.1 unless given, ``candidate`` as
-    given) with a 100% shadow lane, the rest of its route as given; and its running server."""
+    given) with a 100% shadow lane (a queue of 100 copies unless ``shadow`` is given), the rest of
+    its route as given; and its running server."""
     registry = FakeRegistry({"fraud": ["1", "2"]}, {})
     store.put_route(
         Route(
             endpoint="fraud",
             baseline=registry.resolve("models:/fraud/1"),
             candidate=registry.resolve("models:/fraud/2"),
-            shadow=Shadow(sample=1.0, queue=100),
+            shadow=route.pop("shadow", Shadow(sample=1.0, queue=100)),
             **route,
         )
     )
@@ -499,8 +500,11 @@ def test_a_candidate_failing_at_random_reads_its_own_error_rate_in_the_lane(serv
             raise RuntimeError("the candidate's feature store timed out")
         return [0.9] * len(columns["x"])
 
-    gateway, running = _shadowing(serve, store, flaky, rollout_id="r-flaky", weight=0.0)
     copies = 400
+    # a queue for every copy: called one by one, the lane can fall 100 copies behind the requests
+    # on a slow machine, and shed the rest (seen: 49 of 400)
+    lane = Shadow(sample=1.0, queue=copies)
+    gateway, running = _shadowing(serve, store, flaky, rollout_id="r-flaky", weight=0.0, shadow=lane)
     with running.client() as http:
         for x in range(copies):
             response = http.post("/v1/endpoints/fraud/invocations", json={"dataframe_records": [{"x": float(x)}]})
