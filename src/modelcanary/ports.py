@@ -112,13 +112,20 @@ def answered_datatype(kind: str) -> str | None:
     return None
 
 
+# A V2 request's parameters that are about the protocol, not for the model: Triton's binary data
+# extension, and MLServer's content type and headers. The rest are its inference parameters.
+V2_PROTOCOL_PARAMETERS = frozenset({"binary_data_output", "content_type", "headers"})
+
+
 class Model(Protocol):
-    """A loaded model. Three optional members, looked up with ``getattr`` by the gateway:
+    """A loaded model. Four optional members, looked up with ``getattr`` by the gateway:
     ``async def apredict(columns) -> list`` — what the gateway awaits instead of ``predict`` when
     present (a remote server, a Ray deployment, a batching queue: anything that waits);
     ``output_shape: list[int]`` — the output tensor's shape for V2 model metadata (-1 where it varies);
-    and ``output_datatype: str`` — the V2 datatype of its answers (``answered_datatype``), which
-    model metadata leaves out where the model does not state it."""
+    ``output_datatype: str`` — the V2 datatype of its answers (``answered_datatype``), which
+    model metadata leaves out where the model does not state it; and ``takes_params: bool`` — it
+    reads a request's inference parameters, given as ``predict(columns, params=...)`` (and
+    ``apredict``'s), which a model without it never gets (``gateway.calls.with_params``)."""
 
     columns: tuple[Column, ...] | None  # the input signature; None when the model has none
 

@@ -19,6 +19,7 @@ from modelcanary.adapters.backends.inprocess import InProcessBackend, PyfuncMode
 from modelcanary.adapters.registry.mlflow import MlflowRegistry
 from modelcanary.domain.errors import RegistryError, RequestError
 from modelcanary.domain.state import ModelVersion
+from modelcanary.domain.traffic import Batching, Cache, StickyKey
 from modelcanary.ports import Column
 
 
@@ -262,6 +263,17 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             weight=100.0,
             rollout_id="r-canary",
         )
+        # a rollout between two models that read params, each batched and cached
+        routes["params-rollout"] = Route(
+            endpoint="params-rollout",
+            baseline=versions["params"],
+            candidate=versions["params"],
+            weight=50.0,
+            rollout_id="r-params",
+            sticky=StickyKey(header="x-user"),
+            batching=Batching(max_batch_size=8, max_wait_us=0),
+            cache=Cache(),
+        )
         gateway = Gateway(routes=StaticRoutes(routes), backend=InProcessBackend(), telemetry=None, source="typed")
         with warnings.catch_warnings():  # MLflow warns it infers no signature from the pyfuncs' type hints
             warnings.simplefilter("ignore")
@@ -310,14 +322,58 @@ def test_model_metadata_states_the_output_as_infer_answers_it_or_not_at_all(serv
         assert served.loop.run_until_complete(served.client.get(f"/v2/models/{name}")).json()["outputs"] == []
 
 
-def test_params_a_model_reads_are_refused_not_dropped(served: Served) -> None:
-    """MLflow's scoring server passes a request's params to a model whose signature has a params
-    schema; the gateway does not pass them, so it says so rather than answer as if they were not
-    sent. A model without a params schema ignores them, as it does under MLflow."""
-    status, body = served.invocations("params", {"dataframe_records": [{"a": 0.7}], "params": {"threshold": 0.9}})
+def test_params_reach_a_model_that_reads_them_as_mlflow_passes_them(served: Served) -> None:
+    """MLflow's scoring server passes a request's ``params`` to a model whose signature has a params
+    schema, converted to their types, the missing ones at their defaults and unknown ones dropped;
+    a V2 request sends them as its ``parameters``. A value that does not fit is a 400 naming the
+    parameter where the request sent it; a model without a params schema ignores them, as under
+    MLflow."""
+    records = [{"a": 0.7}, {"a": 0.95}]
+    frame = pd.DataFrame(records)
+    pyfunc = served.pyfuncs["params"]
+    for params in ({"threshold": 0.9}, {"threshold": 1}, {"threshold": 0.9, "unknown": "x"}, {}):
+        expected = list(pyfunc.predict(frame, params=params))
+        answered = _predictions(served.invocations("params", {"dataframe_records": records, "params": params}))
+        assert answered == expected, params
+        inputs = [{"name": "a", "shape": [2], "datatype": "FP64", "data": [0.7, 0.95]}]
+        v2 = {"inputs": inputs, "parameters": {**params, "binary_data_output": False}}
+        assert _predictions(served.post("/v2/models/params/infer", v2)) == expected, params
+    assert _predictions(served.invocations("params", {"dataframe_records": records, "params": {"threshold": 0.9}})) == [
+        0.0,
+        1.0,
+    ]
+    assert _predictions(served.invocations("params", {"dataframe_records": records})) == [1.0, 1.0]  # its default
+    status, body = served.invocations("params", {"dataframe_records": records, "params": {"threshold": "high"}})
+    assert (status, body["field"]) == (400, "params.threshold"), body
+    status, body = served.post("/v2/models/params/infer", {"inputs": inputs, "parameters": {"threshold": [1]}})
+    assert (status, body["field"]) == (400, "parameters.threshold"), body
+    status, body = served.invocations("params", {"dataframe_records": records, "params": [0.9]})
     assert (status, body["field"]) == (400, "params"), body
-    assert _predictions(served.invocations("params", {"dataframe_records": [{"a": 0.7}]})) == [1.0]  # its default
-    assert _predictions(served.invocations("npf32", {"dataframe_records": [{"a": 0.7}], "params": {"x": 1}}))
+    for params in ({"threshold": 0.9}, [0.9]):  # ignored, even what is not an object, as MLflow ignores them
+        assert _predictions(served.invocations("npf32", {"dataframe_records": records, "params": params}))
+
+
+def test_params_go_to_both_variants_past_their_batching_queues_and_caches(served: Served) -> None:
+    """A request's params reach whichever variant answers it; the request leaves out the variant's
+    batching queue and cache, whose other requests and cached answers had other params (a cached
+    answer for the default threshold answering a request for 0.9 is a wrong answer)."""
+    body = {"dataframe_records": [{"a": 0.7}]}
+    seen = set()
+    for user in range(40):
+        headers = {"x-user": f"u{user}"}
+        for _ in range(2):  # the second would come from the cache
+            for params, expected in (({}, [1.0]), ({"threshold": 0.9}, [0.0])):
+                response = served.loop.run_until_complete(
+                    served.client.post(
+                        "/v1/endpoints/params-rollout/invocations", json={**body, "params": params}, headers=headers
+                    )
+                )
+                assert response.status_code == 200, response.text
+                assert response.json()["predictions"] == expected, (user, params)
+                seen.add(response.headers["x-modelcanary-variant"])
+    assert seen == {"baseline", "candidate"}
+    serving = served.gateway.serving["params-rollout"]
+    assert serving.baseline_cache is not None and serving.baseline_cache.hits > 0  # the requests without params
 
 
 def test_float_integer_and_long_columns_take_json_numbers_as_mlflow_casts_them(served: Served) -> None:

@@ -394,13 +394,13 @@ def test_each_rollout_sheds_only_its_own_shadow_copies(serve: Any, store: Any) -
 def _shadowing(
     serve: Any,
     store: Any,
-    candidate: Callable[[dict[str, list[Any]]], list[float]],
+    candidate: Callable[[dict[str, list[Any]]], list[float]] | FunctionModel,
     baseline: Callable[[dict[str, list[Any]]], list[float]] = lambda columns: [0.1] * len(columns["x"]),
     **route: Any,
 ) -> tuple[Gateway, Any]:
     """A gateway serving endpoint fraud (``baseline`` answering 0.1 unless given, ``candidate`` as
-    given) with a 100% shadow lane (a queue of 100 copies unless ``shadow`` is given), the rest of
-    its route as given; and its running server."""
+    given, a function or a model) with a 100% shadow lane (a queue of 100 copies unless ``shadow``
+    is given), the rest of its route as given; and its running server."""
     registry = FakeRegistry({"fraud": ["1", "2"]}, {})
     store.put_route(
         Route(
@@ -411,7 +411,8 @@ def _shadowing(
             **route,
         )
     )
-    backend = FakeBackend({"fraud/1": FunctionModel(baseline), "fraud/2": FunctionModel(candidate)})
+    candidate_model = candidate if isinstance(candidate, FunctionModel) else FunctionModel(candidate)
+    backend = FakeBackend({"fraud/1": FunctionModel(baseline), "fraud/2": candidate_model})
     gateway = Gateway(routes=store, backend=backend, telemetry=store, source=f"gw-{route['rollout_id']}")
     return gateway, serve.start(gateway)
 
@@ -450,6 +451,42 @@ def test_copies_are_predicted_in_batches_and_a_failed_batch_is_retried_copy_by_c
     assert calls[-len(failed) :] == [[x] for x in failed]
     batches = calls[1 : len(calls) - len(failed)]  # after the first call, before the retries
     assert sum(map(len, batches)) == 19 and len(batches) < 19  # the first call's time per row bounds a batch
+
+
+def test_a_copy_is_predicted_with_its_requests_params_and_batched_only_with_copies_of_the_same(
+    serve: Any, store: Any
+) -> None:
+    """A request's inference parameters go with its copy: the candidate predicts it as it would
+    have answered the request, and a batch of copies shares one call only when they share params."""
+    release = threading.Event()
+    calls: list[tuple[Any, list[float]]] = []  # each shadow call's params and rows
+
+    def candidate(columns: dict[str, list[Any]], params: Any) -> list[float]:
+        calls.append((params, list(columns["x"])))
+        release.wait(30)  # the first call holds the lane while the rest queue up
+        threshold = (params or {}).get("threshold", 0.5)
+        return [float(x > threshold) for x in columns["x"]]
+
+    model = FunctionModel(candidate, takes_params=True)
+    gateway, running = _shadowing(serve, store, model, rollout_id="r-params", weight=0.0)
+    try:
+        with running.client() as http:
+            for x in range(20):  # the first ten without params, the others with
+                body: dict[str, Any] = {"dataframe_records": [{"x": float(x)}]}
+                if x >= 10:
+                    body["params"] = {"threshold": 100.0}
+                assert http.post("/v1/endpoints/fraud/invocations", json=body).status_code == 200
+            wait_for(lambda: len(calls) == 1 and len(gateway.shadow) == 19, "the copies queued", timeout=10)
+    finally:
+        release.set()
+    wait_for(lambda: gateway.shadow.done == 20, "every copy", timeout=15.0)
+    assert sorted(x for _, rows in calls for x in rows) == [float(x) for x in range(20)]
+    for params, rows in calls:
+        assert {x >= 10 for x in rows} == {params == {"threshold": 100.0}}, (params, rows)
+    assert len(calls) < 20  # batched, a run of copies with the same params at a time
+    running.flush()
+    shadow = pair(store.read_telemetry("r-params")).candidate.shadow
+    assert shadow is not None and (shadow.requests, shadow.errors, shadow.pairs) == (20, 0, 20)
 
 
 def test_a_request_the_baseline_failed_on_is_copied_so_the_lanes_error_rate_covers_the_same_traffic(

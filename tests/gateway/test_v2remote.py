@@ -5,6 +5,7 @@ gateway's candidate; a remote that fails costs the client nothing (the baseline 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -156,15 +157,34 @@ async def _changed(gateway: Gateway) -> Any:
     return gateway.recorder.changed()
 
 
-@pytest.fixture
-def matrix_server(pyfunc_backend: Any) -> Iterator[str]:
-    """A V2 server of Triton's and MLServer's sklearn kind: one 2-D input ``input-0: [-1, 3]``, answered
-    by the real model, on loopback."""
+@contextlib.contextmanager
+def _on_loopback(app: Any) -> Iterator[int]:
+    """``app`` served by uvicorn on a loopback port of its own, in a thread, while in the block."""
     import socket
     import threading
     import time
 
     import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@pytest.fixture
+def matrix_server(pyfunc_backend: Any) -> Iterator[str]:
+    """A V2 server of Triton's and MLServer's sklearn kind: one 2-D input ``input-0: [-1, 3]``, answered
+    by the real model, on loopback."""
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse
@@ -189,19 +209,8 @@ def matrix_server(pyfunc_backend: Any) -> Iterator[str]:
     app = Starlette(
         routes=[HttpRoute("/v2/models/sk", metadata), HttpRoute("/v2/models/sk/infer", infer, methods=["POST"])]
     )
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    try:
-        yield f"v2+http://127.0.0.1:{sock.getsockname()[1]}/models/sk"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    with _on_loopback(app) as port:
+        yield f"v2+http://127.0.0.1:{port}/models/sk"
 
 
 def test_a_model_taking_one_2d_tensor_gets_the_named_columns_in_order(
@@ -327,3 +336,59 @@ def test_the_blocking_call_answers_and_fails_as_the_pooled_one(
     with pytest.raises(raises, match=says) as caught:
         model.predict({"amount": [1.0]})
     assert ref in str(caught.value)
+
+
+@pytest.fixture
+def thresholds() -> Iterator[tuple[str, list[Any]]]:
+    """A V2 server on loopback whose model reads an inference parameter: 1.0 where ``amount`` passes
+    the request's ``threshold`` (0.5 without one); and the parameters each request carried."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route as HttpRoute
+
+    seen: list[Any] = []
+
+    async def metadata(_request: Request) -> JSONResponse:
+        inputs = [{"name": "amount", "datatype": "FP64", "shape": [-1]}]
+        return JSONResponse({"name": "th", "inputs": inputs, "outputs": [{"name": "predict", "shape": [-1]}]})
+
+    async def infer(request: Request) -> JSONResponse:
+        body = await request.json()
+        seen.append(body.get("parameters"))
+        threshold = (body.get("parameters") or {}).get("threshold", 0.5)
+        data = [float(value > threshold) for value in body["inputs"][0]["data"]]
+        return JSONResponse({"outputs": [{"name": "predict", "shape": [len(data)], "datatype": "FP64", "data": data}]})
+
+    app = Starlette(
+        routes=[HttpRoute("/v2/models/th", metadata), HttpRoute("/v2/models/th/infer", infer, methods=["POST"])]
+    )
+    with _on_loopback(app) as port:
+        yield f"v2+http://127.0.0.1:{port}/models/th", seen
+
+
+def test_a_requests_params_are_forwarded_to_the_remote_as_its_parameters(
+    serve: Any, thresholds: tuple[str, list[Any]]
+) -> None:
+    """MLflow's ``params`` and a V2 request's own ``parameters`` reach the remote server as the
+    forwarded request's ``parameters``, for its model to read; the V2 protocol's own parameters
+    (binary output) are the gateway's business and are not forwarded, whichever protocol sent them."""
+    ref, seen = thresholds
+    version = remote_version(ref)
+    assert version is not None
+    route = Route(endpoint="th", baseline=version)
+    backend = RefBackend({"v2": V2RemoteBackend(timeout_s=5)})
+    running = serve.start(Gateway(routes=StaticRoutes({"th": route}), backend=backend, telemetry=None, source="t"))
+    rows = {"dataframe_records": [{"amount": 0.7}, {"amount": 0.95}]}
+    with running.client() as client:
+        # the V2 protocol's own parameters are the gateway's: a binary answer would be a 502 here
+        for params, expected in (({}, [1.0, 1.0]), ({"threshold": 0.9, "binary_data_output": True}, [0.0, 1.0])):
+            response = client.post("/v1/endpoints/th/invocations", json={**rows, "params": params})
+            assert response.status_code == 200, response.text
+            assert response.json()["predictions"] == expected, params
+        tensor = {"name": "amount", "shape": [2], "datatype": "FP64", "data": [0.7, 0.95]}
+        parameters = {"threshold": 0.9, "binary_data_output": False}
+        v2 = client.post("/v2/models/th/infer", json={"inputs": [tensor], "parameters": parameters})
+        assert v2.status_code == 200, v2.text
+        assert v2.json()["outputs"][0]["data"] == [0.0, 1.0]
+    assert seen == [None, {"threshold": 0.9}, {"threshold": 0.9}]

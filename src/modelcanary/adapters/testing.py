@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from modelcanary.domain.errors import RegistryError
@@ -45,14 +45,18 @@ class FakeRegistry:
 
 
 class FunctionModel:
-    """A model made of a function from a column dict to one output per row."""
+    """A model made of a function from a column dict to one output per row; with ``takes_params``,
+    from the column dict and a request's inference parameters (None when it sent none)."""
 
-    def __init__(self, fn: Callable[[dict[str, list[Any]]], list[Any]], columns: tuple[Column, ...] | None = None):
+    def __init__(
+        self, fn: Callable[..., list[Any]], columns: tuple[Column, ...] | None = None, *, takes_params: bool = False
+    ):
         self.fn = fn
         self.columns = columns
+        self.takes_params = takes_params
 
-    def predict(self, columns: dict[str, list[Any]]) -> list[Any]:
-        return self.fn(columns)
+    def predict(self, columns: dict[str, list[Any]], params: Mapping[str, Any] | None = None) -> list[Any]:
+        return self.fn(columns, params) if self.takes_params else self.fn(columns)
 
 
 class FakeBackend:

@@ -148,10 +148,13 @@ class Gateway(Following):
         *,
         typed: bool = False,
         form: Form | None = None,
+        params: Any = None,
+        params_field: str = "params",
     ) -> tuple[Variant, Any, list[str]]:
         """Route, predict, record. A failing candidate costs the client nothing: the baseline answers.
-        ``typed``: the protocol's parser already checked each value's type against the signature.
-        The answer is ``form``'s of the outputs, or the outputs without one."""
+        ``typed``: the protocol's parser checked each value's type against the signature. The answer is ``form``'s
+        of the outputs, or the outputs; ``params``: its inference parameters, sent in ``params_field``."""
+        serving = serving.with_params(params) if params is not None else serving
         route = serving.route
         rows = protocols.validate(columns, serving.baseline.columns, prefix=prefix, max_rows=self.max_rows, typed=typed)
         segmenter, segment = serving.segmenter, None
@@ -176,7 +179,7 @@ class Gateway(Following):
                 return await self._candidate(serving, candidate, rollout_id, columns, rows, segment, form)
             return await self._baseline(serving, columns, rows, segment, form)
         except RequestError as exc:
-            raise protocols.in_request_terms(exc, prefix) from exc
+            raise protocols.in_request_terms(exc, prefix, params_field) from exc
 
     async def _baseline(
         self,
@@ -389,7 +392,9 @@ class Gateway(Following):
             )
 
         # the V2 parser checked each value against its tensor's datatype and the signature's type
-        variant, content, ids = await self._predict(serving, headers, columns, "inputs", typed=True, form=answer)
+        variant, content, ids = await self._predict(
+            serving, headers, columns, "inputs", typed=True, form=answer, params=infer.params, params_field="parameters"
+        )
         content["parameters"]["prediction_ids"] = ids
         payload, header_length = v2.encode_response(content, binary=infer.binary_output)
         reply = [(_VARIANT_HEADER, variant.value.encode())]
@@ -405,18 +410,13 @@ class Gateway(Following):
             raw if encoding is None else v2.decoded(raw, encoding=encoding, limit=self.max_body_bytes)
         )
         columns = protocols.mlflow_columns(body, serving.baseline.columns)
-        if body.get("params") and any(
-            getattr(model, "takes_params", False) for model in (serving.baseline, serving.candidate)
-        ):
-            # MLflow's server passes them; a model without a params schema ignores them there too
-            why = "this model reads params, which the gateway does not pass to models: send the request without them"
-            raise RequestError(why, field="params")
         variant, predictions, ids = await self._predict(
             serving,
             headers,
             columns,
             protocols.mlflow_format(body),
             form=answers.json_predictions,
+            params=protocols.mlflow_params(body),
         )
         rest = orjson.dumps({"prediction_ids": ids, "variant": variant.value})
         return 200, b'{"predictions":' + predictions + b"," + rest[1:], [(_VARIANT_HEADER, variant.value.encode())]

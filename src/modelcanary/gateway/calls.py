@@ -15,11 +15,15 @@ an in-process model's few microseconds cost less than a thread hop.
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any, TypeVar
 
 from modelcanary.adapters.backends.batching import BatchingModel
 from modelcanary.adapters.backends.timing import Costed
-from modelcanary.ports import Model
+from modelcanary.ports import Column, Model
+
+M = TypeVar("M", Model, Model | None)
 
 
 async def predict_costed(model: Model, columns: dict[str, list[Any]], *, on_loop: bool = False) -> Costed:
@@ -45,3 +49,31 @@ async def predict_costed(model: Model, columns: dict[str, list[Any]], *, on_loop
     except Exception as exc:
         outputs = exc
     return Costed(outputs, (time.thread_time() - cpu) * 1e3)
+
+
+class Parametrised:
+    """A model that reads inference parameters (``takes_params``), bound to one request's, as the
+    request sent them (the model refuses what is not an object): what the gateway calls in its
+    place for that request, inline or awaited as the model is."""
+
+    def __init__(self, model: Any, params: Any) -> None:
+        self.model = model
+        self.params = params
+        self.columns: tuple[Column, ...] | None = model.columns
+        self.apredict: Callable[[dict[str, list[Any]]], Awaitable[list[Any]]] | None = (
+            partial(model.apredict, params=params) if getattr(model, "apredict", None) is not None else None
+        )
+
+    def predict(self, columns: dict[str, list[Any]]) -> list[Any]:
+        outputs: list[Any] = self.model.predict(columns, params=self.params)
+        return outputs
+
+
+def with_params(model: M, params: Any) -> M | Parametrised:
+    """``model`` for a request with inference parameters: bound to them if it reads them, and then
+    out of its batching queue (the requests of one batch call would have to share them); as it is
+    if it does not, as MLflow's server ignores params for a model without a params schema."""
+    inner = model.model if isinstance(model, BatchingModel) else model
+    if inner is None or not getattr(inner, "takes_params", False):
+        return model
+    return Parametrised(inner, params)

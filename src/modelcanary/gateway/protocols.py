@@ -286,6 +286,18 @@ def mlflow_format(body: Any) -> str:
     return found[0] if len(found) == 1 else "body"
 
 
+def mlflow_params(body: dict[str, Any]) -> Any:
+    """A scoring request's inference parameters (``params``) as it sent them, None when it sends
+    none. What is not an object is refused by a model that reads params, as MLflow's server
+    refuses it, and ignored by one that does not, as MLflow ignores it.
+
+    >>> mlflow_params({"inputs": [1], "params": {"threshold": 0.9}}), mlflow_params({"inputs": [1], "params": {}})
+    ({'threshold': 0.9}, None)
+    """
+    params = body.get("params")
+    return None if params is None or params == {} else params
+
+
 def mlflow_columns(body: Any, signature: tuple[Column, ...] | None) -> dict[str, list[Any]]:
     """Columns of an MLflow scoring request, in any of its four input formats."""
     _require(isinstance(body, dict), "a scoring request is a JSON object", "body")
@@ -408,15 +420,19 @@ def _by_signature(
     ]
 
 
-def in_request_terms(exc: RequestError, prefix: str) -> RequestError:
+def in_request_terms(exc: RequestError, prefix: str, params: str = "params") -> RequestError:
     """A model's refusal named in the request's own terms: a model adapter names what it refuses
-    ``inputs`` or ``inputs.COLUMN``, which an MLflow request in another format does not have.
+    ``inputs`` or ``inputs.COLUMN``, which an MLflow request in another format does not have, and
+    an inference parameter ``params.NAME``, which a V2 request sends in its ``parameters``.
 
     >>> str(in_request_terms(RequestError("must be numbers", field="inputs.n"), "dataframe_records"))
     'dataframe_records.n: must be numbers'
+    >>> in_request_terms(RequestError("not a double", field="params.k"), "inputs", "parameters").field
+    'parameters.k'
     """
     field = exc.field
-    if prefix == "inputs" or field is None or not (field == "inputs" or field.startswith("inputs.")):
-        return exc
-    message = str(exc).removeprefix(f"{field}: ")
-    return type(exc)(message, field=prefix + field.removeprefix("inputs"), status=exc.status)
+    for given, wanted in (("inputs", prefix), ("params", params)):
+        if given != wanted and field is not None and (field == given or field.startswith(f"{given}.")):
+            message = str(exc).removeprefix(f"{field}: ")
+            return type(exc)(message, field=wanted + field.removeprefix(given), status=exc.status)
+    return exc

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TypeVar
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
 from modelcanary.adapters.backends.batching import BatchingModel, BatchSettings
 from modelcanary.domain.state import ModelVersion, Route
 from modelcanary.domain.telemetry import Variant
 from modelcanary.domain.traffic import Batching
 from modelcanary.gateway.cache import PredictionCache, cache_for
+from modelcanary.gateway.calls import with_params
 from modelcanary.gateway.faults import Guard
 from modelcanary.gateway.keys import SeenKeys
 from modelcanary.gateway.metrics import EndpointSeries
@@ -32,6 +33,7 @@ class Serving:
     segmenter: Segmenter = field(default_factory=Segmenter)  # its segment rules, compiled
     guard: Guard = field(default_factory=lambda: Guard(None))  # kept across refreshes of the same rollout
     keys: SeenKeys = field(default_factory=SeenKeys)  # kept across refreshes of the same rollout and weight
+    params: Any = None  # one request's inference parameters as it sent them (``with_params``)
 
     @classmethod
     def build(
@@ -57,6 +59,23 @@ class Serving:
             candidate_cache=cache_for(
                 route.cache, Variant.CANDIDATE, route.candidate, old.candidate_cache if old else None
             ),
+        )
+
+    def with_params(self, params: Any) -> Serving:
+        """This serving for one request with inference parameters: each model that reads them
+        bound to them (``calls.with_params``), out of its batching queue and its cache (a cached
+        answer was given for other parameters, or none); the shadow lane binds the candidate it
+        runs a copy on to ``params`` too. Itself when neither model reads them."""
+        baseline, candidate = with_params(self.baseline, params), with_params(self.candidate, params)
+        if baseline is self.baseline and candidate is self.candidate:
+            return self
+        return replace(
+            self,
+            baseline=baseline,
+            candidate=candidate,
+            baseline_cache=self.baseline_cache if baseline is self.baseline else None,
+            candidate_cache=self.candidate_cache if candidate is self.candidate else None,
+            params=params,
         )
 
     def version(self, variant: Variant) -> ModelVersion:

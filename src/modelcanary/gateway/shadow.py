@@ -45,6 +45,7 @@ from typing import Any
 
 from modelcanary.domain.traffic import Shadow
 from modelcanary.gateway.answers import score_of
+from modelcanary.gateway.calls import with_params
 from modelcanary.gateway.faults import CandidateFault, DeadlineMissed, Ran, timed
 from modelcanary.gateway.recorder import Recorder
 from modelcanary.gateway.serving import Serving
@@ -293,11 +294,14 @@ class ShadowLane:
         self._abandoned[key] -= 1
 
     def _candidate(self, copy: Copy) -> Any:
-        """The candidate to run a copy on: the one serving its rollout now, if any."""
+        """The candidate to run a copy on: the one serving its rollout now, if any, bound to the
+        copy's inference parameters if it reads them (``Serving.with_params``)."""
         if self._serving is None:
             return copy.serving.candidate
         now = self._serving(copy.serving.route.endpoint)
-        return now.candidate if now is not None and now.route.rollout_id == copy.rollout_id else None
+        candidate = now.candidate if now is not None and now.route.rollout_id == copy.rollout_id else None
+        params = copy.serving.params
+        return with_params(candidate, params) if params is not None else candidate
 
     def _due(self) -> tuple[str | None, float]:
         """The first rollout, in turn, with a batch due (a full one queued, or its oldest copy has
@@ -323,12 +327,19 @@ class ShadowLane:
         return max(1, min(BATCH_ROWS, int(budget_s / 4 / max(row_s, 1e-9))))
 
     def _take(self, rollout_id: str, rows: int) -> list[Copy]:
-        """A rollout's oldest copy, and those after it with the same columns while the rows stay
-        within ``rows``; the rollout then takes its turn after the others."""
+        """A rollout's oldest copy, and those after it with the same columns and inference
+        parameters while the rows stay within ``rows``; the rollout then takes its turn after the
+        others."""
         queue = self._queues[rollout_id]
         first = queue.popleft()
         batch, names, total = [first], first.columns.keys(), len(first.baseline_scores)
-        while queue and queue[0].columns.keys() == names and total + len(queue[0].baseline_scores) <= rows:
+        params = _params_key(first.serving.params)
+        while (
+            queue
+            and queue[0].columns.keys() == names
+            and _params_key(queue[0].serving.params) == params
+            and total + len(queue[0].baseline_scores) <= rows
+        ):
             batch.append(queue.popleft())
             total += len(batch[-1].baseline_scores)
         if queue:
@@ -350,6 +361,20 @@ def _merged(batch: Sequence[Copy]) -> dict[str, list[Any]]:
 def _answered(ran: Ran, batch: Sequence[Copy]) -> bool:
     """Whether a call answered every row of its batch: one output per row."""
     return ran.outputs is not None and len(ran.outputs) == sum(len(copy.baseline_scores) for copy in batch)
+
+
+def _params_key(params: Any) -> str | None:
+    """A request's inference parameters as the lane tells them apart: by type too, where Python's
+    ``==`` does not (``True == 1 == 1.0``, and a params schema takes one and refuses another).
+
+    >>> _params_key({"b": True}) == _params_key({"b": 1})
+    False
+    >>> _params_key({"k": 1, "j": 2}) == _params_key({"j": 2, "k": 1})
+    True
+    """
+    if params is None:
+        return None
+    return repr(sorted(params.items())) if isinstance(params, dict) else repr(params)
 
 
 def _key(copy: Copy) -> str:

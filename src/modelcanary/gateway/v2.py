@@ -28,7 +28,7 @@ import orjson
 from modelcanary.domain.errors import RequestError
 from modelcanary.gateway import protocols
 from modelcanary.gateway.answers import OUTPUT_NAME
-from modelcanary.ports import V2_DATATYPES, Column, Model
+from modelcanary.ports import V2_DATATYPES, V2_PROTOCOL_PARAMETERS, Column, Model
 
 HEADER_LENGTH = "inference-header-content-length"
 SERVER_NAME = "modelcanary"
@@ -57,6 +57,7 @@ class InferRequest:
     body: dict[str, Any]
     request_id: Any
     binary_output: bool
+    params: dict[str, Any] | None = None  # its parameters for the model (``V2_PROTOCOL_PARAMETERS`` left out)
 
 
 def decode_body(raw: bytes, *, header_length: str | None, encoding: str | None, limit: int) -> dict[str, Any]:
@@ -193,7 +194,12 @@ def _decode_tensor(chunk: bytes, tensor: dict[str, Any], where: str) -> list[Any
 
 
 def parse_request(body: dict[str, Any]) -> InferRequest:
-    """Check the requested outputs (the endpoint has one, ``predict``) and how they want their data."""
+    """Check the requested outputs (the endpoint has one, ``predict``) and how they want their data;
+    the request's other parameters are the model's inference parameters (MLflow's ``params``).
+
+    >>> parse_request({"inputs": [], "parameters": {"binary_data_output": True, "threshold": 0.9}}).params
+    {'threshold': 0.9}
+    """
     parameters = body.get("parameters") or {}
     binary = _flag(
         parameters.get("binary_data_output", False) if isinstance(parameters, dict) else False,
@@ -216,7 +222,9 @@ def parse_request(body: dict[str, Any]) -> InferRequest:
             if wanted.get("classification"):
                 raise RequestError("the classification extension is not supported", field=f"outputs[{index}]")
             binary = _flag(wanted.get("binary_data", binary), f"outputs[{index}].parameters.binary_data")
-    return InferRequest(body=body, request_id=body.get("id"), binary_output=binary)
+    given = parameters.items() if isinstance(parameters, dict) else ()
+    params = {name: value for name, value in given if name not in V2_PROTOCOL_PARAMETERS}
+    return InferRequest(body=body, request_id=body.get("id"), binary_output=binary, params=params or None)
 
 
 def _flag(value: Any, field: str) -> bool:

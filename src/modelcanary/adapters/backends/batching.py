@@ -81,7 +81,6 @@ class BatchingModel:
         self.columns: tuple[Column, ...] | None = model.columns
         self.output_shape: list[int] | None = getattr(model, "output_shape", None)
         self.output_datatype: str | None = getattr(model, "output_datatype", None)
-        self.takes_params: bool = getattr(model, "takes_params", False)
         self._pending: deque[_Waiting] = deque()
         self._rows = 0
         self._due = False  # the oldest waiting request has waited long enough, or a batch is full

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from copy import deepcopy
 from dataclasses import dataclass
 from typing import Any
@@ -141,8 +141,10 @@ class PyfuncModel:
             self.columns = _tensor_columns(schema)
             if self.columns is not None:
                 self._tensor = schema.inputs[0].type
-        # a params schema: the model reads inference parameters, which the gateway does not pass
-        self.takes_params = pyfunc.metadata.get_params_schema() is not None
+        # a params schema: the model reads inference parameters (``checked_params``)
+        params = pyfunc.metadata.get_params_schema()
+        self._param_specs: tuple[Any, ...] = tuple(params.params) if params is not None else ()
+        self.takes_params = params is not None
         outputs = pyfunc.metadata.get_output_schema()
         self.output_shape: list[int] | None = None
         self.output_datatype: str | None = None  # as the signature states it; unknown without one
@@ -165,9 +167,37 @@ class PyfuncModel:
             return "pyfunc"
         return "frame" if self._fast.on_frame else "array"
 
-    def predict(self, columns: dict[str, list[Any]]) -> list[Any]:
+    def checked_params(self, params: Any) -> dict[str, Any]:
+        """A request's inference parameters as MLflow's scoring server hands them to the model: each
+        one the params schema names converted to its type (``ParamSpec.validate_param_spec``: 1 for
+        a ``double`` is 1.0), each it names and the request leaves out at its default, and any other
+        dropped, as MLflow drops them. A value that does not fit is refused naming it
+        (``params.NAME``, a 400, as MLflow's server refuses it), and so are params that are not an
+        object."""
+        from mlflow.exceptions import MlflowException
+        from mlflow.types.schema import ParamSpec
+
+        if not isinstance(params, Mapping):
+            raise RequestError("must be an object of parameter names and values", field="params")
+
+        checked: dict[str, Any] = {}
+        for spec in self._param_specs:
+            if spec.name not in params:
+                checked[spec.name] = spec.default
+                continue
+            try:
+                checked[spec.name] = ParamSpec.validate_param_spec(params[spec.name], spec)
+            except MlflowException as exc:
+                raise RequestError(exc.message, field=f"params.{spec.name}") from exc
+        return checked
+
+    def predict(self, columns: dict[str, list[Any]], params: Any = None) -> list[Any]:
+        """One output per row. ``params``: a request's inference parameters; a model with a params
+        schema gets them (``checked_params``) through MLflow's pyfunc, as its scoring server passes
+        them, and one without ignores them, as MLflow does."""
+        checked = self.checked_params(params) if params is not None and self.takes_params else None
         if self._tensor is not None:
-            return self._predict_tensor(columns)
+            return self._predict_tensor(columns, checked)
         for column in self.columns or ():
             if column.required and column.name not in columns:
                 raise RequestError(
@@ -175,7 +205,7 @@ class PyfuncModel:
                     field="inputs",
                     status=422,
                 )
-        fast = self._fast
+        fast = self._fast if checked is None else None  # the estimator itself would not see them
         if fast is not None:
             matrix = _finite_matrix([columns.get(name) for name in fast.columns])
             if matrix is not None:
@@ -186,7 +216,7 @@ class PyfuncModel:
         if fast is not None and all(name in data for name in fast.columns):
             matrix = np.vstack([data[name] for name in fast.columns])
             return self._predict_sklearn(matrix, fast, finite=not missing)
-        return self._predict_pyfunc(data)
+        return self._predict_pyfunc(data, checked)
 
     def _typed(self, columns: dict[str, list[Any]]) -> tuple[dict[str, Any], bool]:
         """The columns with each numeric one an array of the dtype MLflow's scoring server casts its
@@ -231,7 +261,7 @@ class PyfuncModel:
             output = fast.method(matrix)
         return rows_of(output, self.name)
 
-    def _predict_tensor(self, columns: dict[str, list[Any]]) -> list[Any]:
+    def _predict_tensor(self, columns: dict[str, list[Any]], params: dict[str, Any] | None) -> list[Any]:
         """A model taking one unnamed tensor (-1, N): its N columns (named "0".."N-1", or any N
         names, in order: as MLflow turns a frame into the matrix), each cast as a column of the
         tensor's type, become the (rows, N) matrix of its dtype MLflow's scoring server would hand
@@ -261,18 +291,18 @@ class PyfuncModel:
         from mlflow.exceptions import MlflowException
 
         try:
-            output = self._pyfunc.predict(matrix)
+            output = self._pyfunc.predict(matrix, params=params)
         except MlflowException as exc:
             raise self._refusal(exc.message) from exc
         return rows_of(output, self.name)
 
-    def _predict_pyfunc(self, data: dict[str, Any]) -> list[Any]:
+    def _predict_pyfunc(self, data: dict[str, Any], params: dict[str, Any] | None) -> list[Any]:
         import pandas as pd
         from mlflow.exceptions import MlflowException
 
         frame = pd.DataFrame(data)
         try:
-            output = self._pyfunc.predict(frame)
+            output = self._pyfunc.predict(frame, params=params)
         except MlflowException as exc:  # schema enforcement: the client's input does not fit
             raise self._refusal(exc.message) from exc
         return rows_of(output, self.name)

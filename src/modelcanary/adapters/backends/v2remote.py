@@ -25,6 +25,7 @@ import http.client
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -33,7 +34,7 @@ from modelcanary.adapters.backends.http1 import MAX_RESPONSE_BYTES, Http1Pool, H
 from modelcanary.domain.errors import BackendError, RequestError
 from modelcanary.domain.refs import parse_model_ref
 from modelcanary.domain.state import ModelVersion
-from modelcanary.ports import SIGNATURE_TYPES, V2_DATATYPES, Column, answered_datatype
+from modelcanary.ports import SIGNATURE_TYPES, V2_DATATYPES, V2_PROTOCOL_PARAMETERS, Column, answered_datatype
 
 
 def _datatype(values: list[Any]) -> str:
@@ -134,11 +135,23 @@ class V2RemoteModel:
         outputs = metadata.get("outputs") or []
         self.output_shape: list[int] | None = list(outputs[0]["shape"]) if len(outputs) == 1 else None
         self.output_datatype = answered_datatype(str(outputs[0].get("datatype", ""))) if len(outputs) == 1 else None
+        self.takes_params = True  # a request's parameters are forwarded: the server knows what its model reads
 
-    def _body(self, columns: dict[str, list[Any]]) -> bytes:
+    def _body(self, columns: dict[str, list[Any]], params: Any) -> bytes:
+        """The infer request; a request's inference parameters go as its ``parameters``, for the
+        server and its model to read or ignore (Triton's ``priority`` and ``timeout``, an MLflow
+        model's params schema under MLServer), but for the protocol's own, which are the gateway's
+        to set (``binary_data_output``: this client reads JSON answers)."""
+        if params is not None and not isinstance(params, Mapping):
+            raise RequestError("must be an object of parameter names and values", field="params")
         if self._matrix is not None and self.columns is not None:
-            return orjson.dumps({"inputs": matrix(columns, self.columns, *self._matrix)})
-        return orjson.dumps({"inputs": columnar(columns, self.columns)})
+            request: dict[str, Any] = {"inputs": matrix(columns, self.columns, *self._matrix)}
+        else:
+            request = {"inputs": columnar(columns, self.columns)}
+        forwarded = {k: v for k, v in params.items() if k not in V2_PROTOCOL_PARAMETERS} if params else {}
+        if forwarded:
+            request["parameters"] = forwarded
+        return orjson.dumps(request)
 
     def _outputs(self, status: int, raw: bytes) -> list[Any]:
         try:
@@ -152,18 +165,18 @@ class V2RemoteModel:
             raise RequestError(f"{self.ref} refused the input: {error or status}", field="inputs", status=status)
         raise BackendError(f"{self.ref} answered {status}: {error or 'no reason given'}")
 
-    async def apredict(self, columns: dict[str, list[Any]]) -> list[Any]:
+    async def apredict(self, columns: dict[str, list[Any]], params: Any = None) -> list[Any]:
         try:
-            status, raw = await self._backend.pool(*self._server).post(self._path, self._body(columns))
+            status, raw = await self._backend.pool(*self._server).post(self._path, self._body(columns, params))
         except HttpError as exc:
             raise BackendError(f"{self.ref}: {exc}") from exc
         return self._outputs(status, raw)
 
-    def predict(self, columns: dict[str, list[Any]]) -> list[Any]:
+    def predict(self, columns: dict[str, list[Any]], params: Any = None) -> list[Any]:
         """The blocking call, for callers without an event loop (the gateway awaits ``apredict``):
         the same answers and errors, the same bound on an answer's size."""
         request = urllib.request.Request(
-            self.url, data=self._body(columns), headers={"content-type": "application/json"}, method="POST"
+            self.url, data=self._body(columns, params), headers={"content-type": "application/json"}, method="POST"
         )
         limit = self._backend.max_response_bytes
         try:
