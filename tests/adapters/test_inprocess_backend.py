@@ -338,10 +338,8 @@ def test_params_reach_a_model_that_reads_them_as_mlflow_passes_them(served: Serv
         inputs = [{"name": "a", "shape": [2], "datatype": "FP64", "data": [0.7, 0.95]}]
         v2 = {"inputs": inputs, "parameters": {**params, "binary_data_output": False}}
         assert _predictions(served.post("/v2/models/params/infer", v2)) == expected, params
-    assert _predictions(served.invocations("params", {"dataframe_records": records, "params": {"threshold": 0.9}})) == [
-        0.0,
-        1.0,
-    ]
+    threshold = {"dataframe_records": records, "params": {"threshold": 0.9}}
+    assert _predictions(served.invocations("params", threshold)) == [0.0, 1.0]
     assert _predictions(served.invocations("params", {"dataframe_records": records})) == [1.0, 1.0]  # its default
     status, body = served.invocations("params", {"dataframe_records": records, "params": {"threshold": "high"}})
     assert (status, body["field"]) == (400, "params.threshold"), body
@@ -349,8 +347,8 @@ def test_params_reach_a_model_that_reads_them_as_mlflow_passes_them(served: Serv
     assert (status, body["field"]) == (400, "parameters.threshold"), body
     status, body = served.invocations("params", {"dataframe_records": records, "params": [0.9]})
     assert (status, body["field"]) == (400, "params"), body
-    for params in ({"threshold": 0.9}, [0.9]):  # ignored, even what is not an object, as MLflow ignores them
-        assert _predictions(served.invocations("npf32", {"dataframe_records": records, "params": params}))
+    for ignored in ({"threshold": 0.9}, [0.9]):  # even what is not an object, as MLflow ignores them
+        assert _predictions(served.invocations("npf32", {"dataframe_records": records, "params": ignored}))
 
 
 def test_params_go_to_both_variants_past_their_batching_queues_and_caches(served: Served) -> None:
