@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from modelcanary.adapters.store.schema import audit, tokens
 from modelcanary.domain.access import Role
+from modelcanary.domain.errors import RequestError
 
 from .api_support import Api, spec_for
 
@@ -187,10 +188,15 @@ def test_a_bad_token_request_names_the_field(api: Api) -> None:
         ({"name": "has space", "role": "viewer"}, "body.name"),
         ({"name": "ci", "role": "viewer", "endpoints": []}, "body.endpoints"),
         ({"name": "ci", "role": "viewer", "endpoints": ["fraud", ""]}, "body.endpoints.1"),
+        # not an endpoint's name: a token limited to it would see nothing, silently (audit)
+        ({"name": "ci", "role": "viewer", "endpoints": ["fraud", "fr aud\u0000"]}, "body.endpoints.1"),
         ({"name": "ci", "role": "viewer", "endpoint": ["fraud"]}, "body.endpoint"),  # misspelt: not "every endpoint"
     ]:
         response = api.call("admin", "POST", "/api/v1/tokens", json=body)
         assert (response.status_code, response.json()["field"]) == (422, field), response.json()
+    with pytest.raises(RequestError) as refused:  # the CLI's way in: the store checks as the API does
+        api.store.create_token(name="ci", role=Role.VIEWER, endpoints=["fraud", "fraud/v2"], actor="test")
+    assert refused.value.field == "endpoints[1]" and "letters, digits" in str(refused.value)
     assert (
         "'viewer', 'operator', 'approver' or 'admin'"
         in api.call("admin", "POST", "/api/v1/tokens", json={"name": "ci", "role": "root"}).json()["detail"]

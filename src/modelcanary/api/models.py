@@ -5,12 +5,13 @@ mirror a domain model are derived from it, so the two cannot drift apart."""
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from modelcanary.domain.access import TOKEN_NAME, Role
 from modelcanary.domain.judgement import Judgement, Verdict
+from modelcanary.domain.specbase import EndpointName
 from modelcanary.domain.specyaml import MAX_SPEC_CHARS
 from modelcanary.domain.state import RolloutState, Transition
 
@@ -153,7 +154,7 @@ class TokenRequest(Request):
         description="unique, shown as the actor token:NAME; 1-64 letters, digits, _ . @ -",
     )
     role: Role
-    endpoints: list[Annotated[str, Field(min_length=1)]] | None = Field(
+    endpoints: list[EndpointName] | None = Field(
         None, min_length=1, description="the endpoints this token may see and act on; null: all"
     )
 

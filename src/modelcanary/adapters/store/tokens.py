@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection, Row
 from modelcanary.adapters.store.schema import tokens
 from modelcanary.domain.access import Role, TokenInfo, check_token_name
 from modelcanary.domain.errors import Conflict, NotFound, RequestError
+from modelcanary.domain.specbase import check_endpoint_name
 
 PREFIX = "mc_"
 
@@ -71,10 +72,13 @@ class TokenTable:
     ) -> tuple[TokenInfo, str]:
         check_token_name(name)
         if endpoints is not None:
-            if not endpoints or any(not endpoint for endpoint in endpoints):
-                raise RequestError(
-                    "a list of endpoint names, none empty (or null for every endpoint)", field="endpoints"
-                )
+            if not endpoints:
+                raise RequestError("a list of endpoint names (or null for every endpoint)", field="endpoints")
+            for index, endpoint in enumerate(endpoints):
+                try:  # a misspelt one would make a token that silently sees nothing there
+                    check_endpoint_name(endpoint)
+                except ValueError as exc:
+                    raise RequestError(str(exc), field=f"endpoints[{index}]", status=422) from exc
             endpoints = tuple(sorted(set(endpoints)))
         secret = PREFIX + secrets.token_urlsafe(32)
         info = TokenInfo(
