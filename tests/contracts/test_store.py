@@ -123,6 +123,8 @@ def test_create_get_and_list(store: SqlStore) -> None:
 def test_unknown_rollout_is_not_found(store: SqlStore) -> None:
     with pytest.raises(NotFound, match="nope"):
         store.get("nope")
+    with pytest.raises(NotFound, match="no rollout"):  # PostgreSQL's text holds no NUL: its query failed, a 503
+        store.get("nope\x00")
 
 
 def test_one_active_rollout_per_endpoint_until_the_first_ends(store: SqlStore) -> None:

@@ -120,6 +120,8 @@ class TokenTable:
 
     def revoke_token(self, key: str, *, actor: str, now: float | None = None) -> TokenInfo:
         at = time.time() if now is None else now
+        if "\x00" in key:  # no id or name holds one, and PostgreSQL refuses it in text (as ``get``)
+            raise NotFound(f"no token {key!r}")
         with self._tx() as conn:
             found = conn.execute(sa.select(tokens).where((tokens.c.id == key) | (tokens.c.name == key))).all()
             if not found:
