@@ -123,6 +123,13 @@ def test_a_server_url_that_is_not_one_is_a_clear_error(server: str) -> None:
     _refused(result, f"error: --server {server!r} is not a URL: give http://HOST:PORT")
 
 
+def test_a_server_url_with_a_password_is_refused_without_saying_it() -> None:
+    """A password in --server was said back ("cannot reach http://ops:s3cret@...") into CI logs."""
+    result = _run("rollout", "list", "--server", "http://ops:s3cret@127.0.0.1:9", "--token", "t")
+    _refused(result, "error: --server holds a user or password")
+    assert "s3cret" not in result.stderr + result.stdout
+
+
 @pytest.fixture
 def not_a_control_api() -> Iterator[str]:
     """A real HTTP server on loopback that answers every request 200 ``{"ok": true}``."""

@@ -103,12 +103,23 @@ def _server_url(server: str) -> str:
     Traceback (most recent call last):
     ...
     modelcanary.cli.remote.ApiError: --server 'notaurl' is not a URL: give http://HOST:PORT
+    >>> _server_url("http://ops:s3cret@host:8080")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    modelcanary.cli.remote.ApiError: --server holds a user or password: ... give http://HOST:PORT
     """
     try:
         parts = urllib.parse.urlsplit(server)
         usable = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+        credentials = parts.username is not None or parts.password is not None
     except ValueError:  # an unclosed [IPv6] host, a port that is no number or past 65535
-        usable = False
+        usable, credentials = False, False
+    if credentials:  # not said back: it would land in a CI log (audit)
+        detail = (
+            "--server holds a user or password: the control API takes a token (--token), "
+            "and the URL is said in messages; give http://HOST:PORT"
+        )
+        raise ApiError(status=0, title="bad server URL", detail=detail)
     if not usable or any(char.isspace() for char in server):
         detail = f"--server {server!r} is not a URL: give http://HOST:PORT"
         raise ApiError(status=0, title="bad server URL", detail=detail)
