@@ -103,13 +103,14 @@ def target_for(kind: str, workdir: Path, registry_uri: str) -> Iterator[Target]:
     # keep the caller's environment from choosing for the test
     clean: dict[str, str | None] = {name: None for name in os.environ if name.startswith("MODELCANARY_")}
     if kind == "local":
+        clean.update(LOGNAME="tester", USER="tester")  # who a local command is audited as
         store = Workspace.at(workdir).store()
         try:
             yield Target(
                 kind="local",
                 store=store,
                 registry_uri=registry_uri,
-                actor=f"cli:{os.environ.get('USER') or os.environ.get('LOGNAME') or 'unknown'}",
+                actor="cli:tester",
                 options=["--workdir", str(workdir), "--registry", registry_uri],
                 env=clean,
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import threading
 import time
@@ -221,6 +222,21 @@ def test_wait_and_watch_exit_with_the_outcome(
     assert "aborted at 0%: aborted by test:operator" in rolled.stderr
     rollout_id = rolled.stdout.strip()
     assert target.run("rollout", "status", rollout_id).exit_code == 1
+
+
+def test_a_local_command_is_audited_as_the_user_it_runs_as_where_the_environment_names_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under cron or in a container no USER or LOGNAME is set: it was audited as cli:unknown."""
+    import pwd
+
+    from modelcanary.cli.options import local_actor
+
+    for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        monkeypatch.delenv(name, raising=False)
+    assert local_actor() == f"cli:{pwd.getpwuid(os.getuid()).pw_name}"
+    monkeypatch.setenv("USER", "ada")
+    assert local_actor() == "cli:ada"
 
 
 def test_help_documents_the_exit_codes() -> None:

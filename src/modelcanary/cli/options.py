@@ -156,5 +156,12 @@ def _operations(
 
 
 def local_actor() -> str:
-    """Who a command run on a local store is audited as (a remote one is audited as its token)."""
-    return f"cli:{os.environ.get('USER') or os.environ.get('LOGNAME') or 'unknown'}"
+    """Who a command run on a local store is audited as (a remote one is audited as its token): the
+    user the environment names, or, where it names none (cron, a container), the one the process
+    runs as (it was ``cli:unknown`` there)."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no name in the environment, and no passwd entry for the uid
+        return f"cli:uid-{os.getuid()}"
