@@ -308,6 +308,13 @@ def test_a_malformed_body_is_400_at_body_and_a_broken_store_is_503_without_its_d
     response = api.client.post("/api/v1/rollouts", content=b'{"spec": ', headers=headers)
     assert (response.status_code, response.json()["field"]) == (400, "body"), response.text
     assert "not valid JSON" in response.json()["detail"]
+    not_text = api.client.post("/api/v1/rollouts", content=b"\xff\xfe\x00", headers=headers)
+    assert (not_text.status_code, not_text.json()["field"]) == (400, "body"), not_text.text
+    assert "not JSON text" in not_text.json()["detail"]
+    as_form = {**headers, "content-type": "application/x-www-form-urlencoded"}  # what curl -d sends
+    form = api.client.post("/api/v1/rollouts", content=b'{"spec": "x"}', headers=as_form)
+    assert (form.status_code, form.json()["field"]) == (422, "body"), form.text
+    assert "Content-Type: application/json" in form.json()["detail"]
     with api.store.engine.begin() as conn:
         conn.exec_driver_sql("DROP TABLE tokens")
     for who in ("admin", None):  # a caller with a token, and one without a valid one

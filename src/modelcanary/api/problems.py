@@ -96,10 +96,14 @@ async def _domain(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _http(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    return problem(exc.status_code, str(exc.detail), field=getattr(exc, "field", None), headers=exc.headers)
+    field, detail = getattr(exc, "field", None), str(exc.detail)
+    if exc.status_code == 400 and field is None and isinstance(exc.__cause__, ValueError):
+        # FastAPI's "There was an error parsing the body", from a body that is not UTF-8 text
+        field, detail = "body", f"the body is not JSON text: {exc.__cause__}"
+    return problem(exc.status_code, detail, field=field, headers=exc.headers)
 
 
-async def _validation(_request: Request, exc: Exception) -> JSONResponse:
+async def _validation(request: Request, exc: Exception) -> JSONResponse:
     """Every invalid field, each named by its place in the request (``body.role``, ``query.active``)."""
     assert isinstance(exc, RequestValidationError)
     errors: list[Any] = list(exc.errors())
@@ -109,6 +113,9 @@ async def _validation(_request: Request, exc: Exception) -> JSONResponse:
         )
     places = [".".join(str(part) for part in error.get("loc", ())) for error in errors]
     detail = "; ".join(f"{place}: {error.get('msg', 'invalid')}" for place, error in zip(places, errors, strict=True))
+    content_type = request.headers.get("content-type", "")
+    if "body" in places and "json" not in content_type:  # the whole body: not read as JSON at all (curl -d)
+        detail += f" (a body is read as JSON under Content-Type: application/json; this one was {content_type!r})"
     return problem(422, detail or "invalid request", field=places[0] if places else None)
 
 
