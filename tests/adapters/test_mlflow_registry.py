@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 
 from modelcanary.adapters.registry import mlflow as mlflow_adapter
 from modelcanary.adapters.registry.mlflow import DATA_AS_OF_TAG, HTTP_DEFAULTS, MlflowRegistry
-from modelcanary.domain.errors import RegistryError
+from modelcanary.domain.errors import MissingVersion, RegistryError
 from modelcanary.domain.state import ModelInfo, ModelVersion
 
 
@@ -45,6 +45,9 @@ def test_unknown_model_alias_or_version_is_a_registry_error_naming_the_uri(regis
     with pytest.raises(RegistryError) as caught:
         registry.resolve(uri)
     assert uri in str(caught.value)
+    # a version (or model) the registry does not hold is an answer (the controller gives up on it),
+    # not an outage; MLflow answers an unknown alias of a known model otherwise
+    assert isinstance(caught.value, MissingVersion) == (uri != "models:/fraud@nosuchalias"), type(caught.value)
 
 
 def test_a_malformed_uri_is_a_registry_error(registry: MlflowRegistry) -> None:
@@ -64,7 +67,7 @@ def test_set_alias_moves_the_alias(registry: MlflowRegistry) -> None:
 
 
 def test_set_alias_on_an_unknown_version_is_a_registry_error(registry: MlflowRegistry) -> None:
-    with pytest.raises(RegistryError, match="fraud@staging"):
+    with pytest.raises(MissingVersion, match="fraud@staging"):
         registry.set_alias("fraud", "staging", "99")
 
 
@@ -77,7 +80,7 @@ def test_set_tag_is_visible_through_mlflow(registry: MlflowRegistry, mlflow_regi
 
 
 def test_set_tag_on_an_unknown_version_is_a_registry_error(registry: MlflowRegistry) -> None:
-    with pytest.raises(RegistryError, match="fraud/99"):
+    with pytest.raises(MissingVersion, match="fraud/99"):
         registry.set_tag("fraud", "99", "k", "v")
 
 

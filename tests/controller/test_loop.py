@@ -392,6 +392,32 @@ def test_of_two_pending_moves_of_one_alias_only_the_newest_is_made(store: SqlSto
     assert failed[0]["detail"]["error"].startswith("superseded: a later promotion moves fraud@champion")
 
 
+def test_a_promotion_whose_version_was_deleted_gives_up_its_alias_move_and_the_endpoint_starts_again(
+    store: SqlStore, fake_registry: FakeRegistry, controller: Controller, clock: Clock
+) -> None:
+    """fraud v2 is deleted from the registry while its rollout is promoted: the alias move can never
+    be made. It was retried for ever, unaudited, and the endpoint, serving v2, refused every new
+    rollout (from @champion, still v1: 'the move may be pending'; from v2: no such version)."""
+    state = start(store, fake_registry, clock)
+    controller.tick()
+    fake_registry.versions["fraud"].remove("2")
+    run_command(store, state.id, Command.PROMOTE, actor="alice")
+    controller.run_actions()
+    assert store.pending_actions() == []
+    (failed,) = [event for event in store.audit_events() if event["action"] == "action.failed"]
+    assert (
+        failed["detail"]["key"] == f"{state.id}:set_alias:champion"
+        and "no such model version" in (failed["detail"]["error"])
+    )
+    assert fake_registry.aliases[("fraud", "champion")] == "1"
+    assert store.routes()["fraud"].baseline.uri == "models:/fraud/2"  # served from the gateways' memory
+    fake_registry.versions["fraud"].append("3")
+    again = start_rollout(
+        store, fake_registry, spec_text(candidate="models:/fraud/3"), source="test", actor="alice", now=clock.now
+    )
+    assert again.baseline.uri == "models:/fraud/1"
+
+
 def test_an_action_raising_a_foreign_error_is_recorded_and_those_after_it_still_run(
     store: SqlStore, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from modelcanary.domain.errors import RegistryError
+from modelcanary.domain.errors import MissingVersion, RegistryError
 from modelcanary.domain.refs import parse_model_uri
 from modelcanary.domain.spec import Source
 from modelcanary.domain.state import ModelInfo, ModelVersion
@@ -30,14 +30,22 @@ class FakeRegistry:
         name, version, alias = parse_model_uri(uri)
         if alias is not None:
             version = self.aliases.get((name, alias))
+            if version is None:  # as MLflow answers: not a missing version
+                raise RegistryError(f"{uri}: no such alias")
         if version is None or version not in self.versions.get(name, []):
-            raise RegistryError(f"{uri}: no such model version")
+            raise MissingVersion(f"{uri}: no such model version")
         return ModelVersion(name=name, version=version)
 
+    def _check(self, name: str, version: str) -> None:
+        if version not in self.versions.get(name, []):
+            raise MissingVersion(f"models:/{name}/{version}: no such model version")
+
     def set_alias(self, name: str, alias: str, version: str) -> None:
+        self._check(name, version)
         self.aliases[(name, alias)] = version
 
     def set_tag(self, name: str, version: str, key: str, value: str) -> None:
+        self._check(name, version)
         self.tags.setdefault((name, version), {})[key] = value
 
     def describe(self, version: ModelVersion) -> ModelInfo:

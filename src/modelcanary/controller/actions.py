@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from modelcanary.domain.errors import Fenced, ModelcanaryError
+from modelcanary.domain.errors import Fenced, MissingVersion, ModelcanaryError
 from modelcanary.domain.state import Action, ActionKind
 
 if TYPE_CHECKING:
@@ -42,7 +42,8 @@ class SideEffects:
         after it still run. It is tried again after an exponential backoff (1 s, 2 s, ... up to
         ``retry_backoff_max_s``): a registry or a receiver that is down, each call of which may take
         its whole timeout, must not hold every tick's decisions, nor be hammered every tick. A
-        notification is given up after ``notify_attempts``; a registry action never is. The backoff
+        notification is given up after ``notify_attempts``; a registry action only when the version it
+        acts on is gone from the registry (``MissingVersion``), never for an outage. The backoff
         is kept in memory: a restart tries at once. Stops once the lease passes to another
         controller, which runs the rest."""
         now = self.clock()
@@ -89,10 +90,14 @@ class SideEffects:
             ours = isinstance(exc, ModelcanaryError)
             reason = str(exc) if ours else f"{type(exc).__name__}: {exc}"
             failures = self._retries.get(action_id, (0, now))[0] + 1
-            final = action.kind is ActionKind.NOTIFY and failures >= self.notify_attempts
+            # an alias move or a tag on a version the registry no longer holds (deleted) can never
+            # be made: retried for ever, it went unaudited, and the endpoint could not start again
+            missing = isinstance(exc, MissingVersion)
+            final = missing or (action.kind is ActionKind.NOTIFY and failures >= self.notify_attempts)
             if final:
                 self._retries.pop(action_id, None)
-                what = f"notification {action.key} failed {failures} times, giving up"
+                gone = f"action {action.key}: the version is gone from the registry, giving up"
+                what = gone if missing else f"notification {action.key} failed {failures} times, giving up"
             else:
                 wait = min(self.retry_backoff_s * 2 ** (failures - 1), self.retry_backoff_max_s)
                 self._retries[action_id] = (failures, now + wait)

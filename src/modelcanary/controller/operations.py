@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -10,13 +11,15 @@ from typing import Protocol
 
 from modelcanary.controller.gates import default_engine, evaluate_gate, gated
 from modelcanary.domain.access import Role
-from modelcanary.domain.errors import Conflict, Forbidden, PolicyDenied, SpecError, Stale
+from modelcanary.domain.errors import Conflict, Forbidden, MissingVersion, PolicyDenied, SpecError, Stale
 from modelcanary.domain.gates import Gate
 from modelcanary.domain.spec import RolloutSpec, load_spec, locate, saved_spec
 from modelcanary.domain.state import ModelVersion, RolloutState, remote_version
 from modelcanary.engine.analysis import pair
 from modelcanary.engine.decide import Command, aborted, apply_command, new_state, refuse_ended, required_role
 from modelcanary.ports import AuditLog, PolicyEngine, Registry, RolloutStore, RouteSource, TelemetryStore
+
+log = logging.getLogger("modelcanary.controller")
 
 
 class StartStore(RolloutStore, RouteSource, AuditLog, Protocol):
@@ -48,7 +51,7 @@ def start_rollout(
     spec = load_spec(spec_text, source=source)
     # a model served elsewhere (v2+http://, ray://) is its ref; the registry resolves the rest
     baseline = remote_version(spec.spec.baseline) or registry.resolve(spec.spec.baseline)
-    _check_serving(store, spec, baseline)
+    _check_serving(store, spec, baseline, registry)
     candidate = remote_version(spec.spec.candidate) or registry.resolve(spec.spec.candidate)
     if candidate.uri == baseline.uri:
         why = f"{spec.spec.candidate} is {candidate.uri}, the baseline already: a rollout compares two models"
@@ -99,14 +102,27 @@ def _outside(ref: str, folder: str | None) -> str | None:
     return None
 
 
-def _check_serving(store: RouteSource, spec: RolloutSpec, baseline: ModelVersion) -> None:
+def _check_serving(store: RouteSource, spec: RolloutSpec, baseline: ModelVersion, registry: Registry) -> None:
     """Refuse (``Conflict``) a baseline other than the model the endpoint serves since its last
     rollout: the new rollout would put that model back on most of the traffic at once, unjudged.
     It happens when a promotion's alias move is still pending (``@champion`` still names the model
-    it replaced) or the spec names the wrong baseline. An endpoint no rollout has served is free."""
+    it replaced) or the spec names the wrong baseline. An endpoint no rollout has served is free,
+    and so is one whose served version is gone from the registry (deleted): no gateway can load it
+    again, and nothing else could ever start there."""
     serving = store.routes().get(spec.spec.endpoint)
     if serving is None or serving.baseline.uri == baseline.uri:
         return
+    if serving.baseline.in_registry:
+        try:
+            registry.resolve(serving.baseline.uri)
+        except MissingVersion:
+            log.warning(
+                "endpoint %s serves %s, which the registry no longer holds: starting from %s",
+                spec.spec.endpoint,
+                serving.baseline.uri,
+                baseline.uri,
+            )
+            return
     raise Conflict(
         f"endpoint {spec.spec.endpoint!r} serves {serving.baseline.uri}, but the spec's baseline "
         f"{spec.spec.baseline!r} is {baseline.uri}; a rollout starts from what the endpoint serves "

@@ -99,6 +99,11 @@ class RegistryError(ModelcanaryError):
     """The model registry refused or failed."""
 
 
+class MissingVersion(RegistryError):
+    """The registry holds no such model version, or no such model (deleted, or never made): an
+    answer, not an outage."""
+
+
 class BackendError(ModelcanaryError):
     """A model served elsewhere failed, timed out or could not be reached."""
 

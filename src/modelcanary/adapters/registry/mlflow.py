@@ -22,7 +22,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from modelcanary.domain.errors import RegistryError
+from modelcanary.domain.errors import MissingVersion, RegistryError
 from modelcanary.domain.refs import parse_model_uri
 from modelcanary.domain.state import ModelInfo, ModelVersion
 
@@ -98,7 +98,7 @@ class MlflowRegistry:
                 else self.client.get_model_version(name, str(version))
             )
         except MlflowException as exc:
-            raise RegistryError(f"{uri}: {exc.message}") from exc
+            raise _refusal(exc)(f"{uri}: {exc.message}") from exc
         return ModelVersion(name=found.name, version=str(found.version), run_id=found.run_id, source=found.source)
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
@@ -151,7 +151,7 @@ class MlflowRegistry:
             try:
                 method(*args)
             except MlflowException as exc:
-                raise RegistryError(f"{what}: {exc.message}") from exc
+                raise _refusal(exc)(f"{what}: {exc.message}") from exc
 
         self._call(what, self._writes, work)
 
@@ -246,3 +246,8 @@ def _epoch(value: str | None) -> float | None:
 
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.timestamp()
+
+
+def _refusal(exc: Any) -> type[RegistryError]:
+    """The error for an ``MlflowException``: ``MissingVersion`` when the version does not exist."""
+    return MissingVersion if exc.error_code == "RESOURCE_DOES_NOT_EXIST" else RegistryError
