@@ -203,11 +203,18 @@ class ActionQueue(Protocol):
         """Side effects saved but not yet marked done, oldest first."""
 
     def mark_done(
-        self, action_id: int, *, error: str | None = None, fence: Fence | None = None, final: bool = False
+        self,
+        action_id: int,
+        *,
+        error: str | None = None,
+        fence: Fence | None = None,
+        final: bool = False,
+        found: Mapping[str, Any] | None = None,
     ) -> None:
         """Record that an action ran (or failed with ``error``, to be tried again, unless ``final``:
-        given up); a done or given-up action is audited. Given a fence, ``Fenced`` once the lease
-        has passed to another holder."""
+        given up); a done or given-up action is audited, with what it ``found`` as it ran (an alias
+        move: the version the alias named before). Given a fence, ``Fenced`` once the lease has
+        passed to another holder."""
 
 
 class TelemetryStore(Protocol):

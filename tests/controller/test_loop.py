@@ -392,6 +392,22 @@ def test_of_two_pending_moves_of_one_alias_only_the_newest_is_made(store: SqlSto
     assert failed[0]["detail"]["error"].startswith("superseded: a later promotion moves fraud@champion")
 
 
+def test_an_alias_move_audits_what_the_alias_named_before_so_an_overwritten_hand_move_shows(
+    store: SqlStore, fake_registry: FakeRegistry, controller: Controller, clock: Clock
+) -> None:
+    """Someone moves @champion by hand mid-rollout (an emergency revert, say); the promotion moves
+    it to the candidate all the same, and its audit event said only where to: now also from where."""
+    state = start(store, fake_registry, clock)
+    controller.tick()
+    fake_registry.versions["fraud"].append("3")
+    fake_registry.set_alias("fraud", "champion", "3")  # by hand
+    run_command(store, state.id, Command.PROMOTE, actor="alice")
+    controller.run_actions()
+    (done,) = [event for event in store.audit_events() if event["action"] == "action.done"]
+    assert done["detail"]["payload"]["version"] == "2" and done["detail"]["before"] == "3"
+    assert fake_registry.aliases[("fraud", "champion")] == "2"
+
+
 def test_a_promotion_whose_version_was_deleted_gives_up_its_alias_move_and_the_endpoint_starts_again(
     store: SqlStore, fake_registry: FakeRegistry, controller: Controller, clock: Clock
 ) -> None:

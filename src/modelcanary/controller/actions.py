@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from modelcanary.domain.errors import Fenced, MissingVersion, ModelcanaryError
+from modelcanary.domain.errors import Fenced, MissingVersion, ModelcanaryError, RegistryError
 from modelcanary.domain.state import Action, ActionKind
 
 if TYPE_CHECKING:
@@ -64,6 +64,7 @@ class SideEffects:
             if self.holder is not None and fence is None:
                 return
             error: str | None
+            found: dict[str, Any] | None = None
             if superseded:  # recorded, not made
                 self._retries.pop(action_id, None)
                 name, alias = _alias_of(action)
@@ -72,20 +73,21 @@ class SideEffects:
                     True,
                 )
             else:
-                error, final = self._attempt(action_id, action, now)
+                error, final, found = self._attempt(action_id, action, now)
             try:
-                self.store.mark_done(action_id, error=error, fence=fence, final=final)
+                self.store.mark_done(action_id, error=error, fence=fence, final=final, found=found)
             except Fenced as exc:  # it ran, and runs again under the new leader: every action is idempotent
                 log.warning("%s", exc)
                 if self.fence == fence:  # not a lease the decisions' thread has taken again since
                     self.fence = None
                 return
 
-    def _attempt(self, action_id: int, action: Action, now: float) -> tuple[str | None, bool]:
-        """Run one action: its error (None if it worked), and whether that is final (a
-        notification given up); a failure that is not final is tried again after its backoff."""
+    def _attempt(self, action_id: int, action: Action, now: float) -> tuple[str | None, bool, dict[str, Any] | None]:
+        """Run one action: its error (None if it worked), whether that is final (a notification
+        given up), and what it found (``_run``); a failure that is not final is tried again after
+        its backoff."""
         try:
-            self._run(action)
+            found = self._run(action)
         except Exception as exc:
             ours = isinstance(exc, ModelcanaryError)
             reason = str(exc) if ours else f"{type(exc).__name__}: {exc}"
@@ -104,15 +106,24 @@ class SideEffects:
                 what = f"action {action.key} failed, will retry"
             # a foreign error is a bug, or an adapter letting one through: its traceback is logged
             (log.warning if ours else log.exception)("%s: %s", what, reason)
-            return (f"gave up after {failures} attempts: {reason}" if final else reason), final
+            return (f"gave up after {failures} attempts: {reason}" if final else reason), final, None
         self._retries.pop(action_id, None)
-        return None, False
+        return None, False, found
 
-    def _run(self, action: Action) -> None:
+    def _run(self, action: Action) -> dict[str, Any] | None:
+        """Make the action's effect; for an alias move, what the alias named before it (None where
+        it named nothing, or could not be read), for its audit event: a move made by hand since the
+        rollout started, which a promotion overwrites, shows there."""
         payload = action.payload
         if action.kind is ActionKind.SET_ALIAS:
-            self.registry.set_alias(payload["name"], payload["alias"], payload["version"])
-        elif action.kind is ActionKind.TAG_VERSION:
+            name, alias = _alias_of(action)
+            try:
+                before: str | None = self.registry.resolve(f"models:/{name}@{alias}").version
+            except RegistryError:  # no such alias yet; an outage fails the move itself, next
+                before = None
+            self.registry.set_alias(name, alias, payload["version"])
+            return {"before": before}
+        if action.kind is ActionKind.TAG_VERSION:
             self.registry.set_tag(payload["name"], payload["version"], payload["tag"], payload["value"])
         elif action.kind is ActionKind.NOTIFY:
             if self.notifier is None:
@@ -120,6 +131,7 @@ class SideEffects:
 
                 self.notifier = WebhookNotifier()
             self.notifier.deliver(dict(payload))
+        return None
 
 
 def _alias_of(action: Action) -> tuple[str, str]:

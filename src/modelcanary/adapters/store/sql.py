@@ -358,7 +358,13 @@ class SqlStore(TokenTable, AuditLog, TelemetryTable, LeaseTable, RouteTable):
             return [(row.id, Action.model_validate_json(row.body)) for row in conn.execute(query)]
 
     def mark_done(
-        self, action_id: int, *, error: str | None = None, fence: Fence | None = None, final: bool = False
+        self,
+        action_id: int,
+        *,
+        error: str | None = None,
+        fence: Fence | None = None,
+        final: bool = False,
+        found: Mapping[str, Any] | None = None,
     ) -> None:
         now = time.time()
         values: dict[str, Any] = {"attempts": actions.c.attempts + 1, "last_error": error}
@@ -375,7 +381,7 @@ class SqlStore(TokenTable, AuditLog, TelemetryTable, LeaseTable, RouteTable):
             ).first()
             if row is not None and (error is None or final):
                 action = Action.model_validate_json(row.body)
-                detail = {"key": row.key, "kind": action.kind.value, "payload": action.payload}
+                detail = {"key": row.key, "kind": action.kind.value, "payload": action.payload, **(found or {})}
                 what = "action.done" if error is None else "action.failed"
                 if error is not None:
                     detail["error"] = error
