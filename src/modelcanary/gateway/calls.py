@@ -23,7 +23,7 @@ from modelcanary.adapters.backends.batching import BatchingModel
 from modelcanary.adapters.backends.timing import Costed
 from modelcanary.ports import Column, Model
 
-M = TypeVar("M", Model, Model | None)
+M = TypeVar("M", Model, Model | None)  # a model, or none (an endpoint without a candidate)
 
 
 async def predict_costed(model: Model, columns: dict[str, list[Any]], *, on_loop: bool = False) -> Costed:

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any
 
 from modelcanary.adapters.backends.batching import BatchingModel, BatchSettings
 from modelcanary.domain.state import ModelVersion, Route
 from modelcanary.domain.telemetry import Variant
 from modelcanary.domain.traffic import Batching
 from modelcanary.gateway.cache import PredictionCache, cache_for
-from modelcanary.gateway.calls import with_params
+from modelcanary.gateway.calls import M, with_params
 from modelcanary.gateway.faults import Guard
 from modelcanary.gateway.keys import SeenKeys
 from modelcanary.gateway.metrics import EndpointSeries
 from modelcanary.gateway.segments import Segmenter
 from modelcanary.ports import Model, RouteSource
-
-M = TypeVar("M", Model, Model | None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -152,7 +152,7 @@ class SqlStore(TokenTable, AuditLog, TelemetryTable, LeaseTable, RouteTable):
             )
 
     def get(self, rollout_id: str) -> tuple[RolloutState, str]:
-        if "\x00" in rollout_id:  # no id holds one, and PostgreSQL refuses it in text: a 503, not a 404 (audit)
+        if "\x00" in rollout_id:  # no id holds one; PostgreSQL refuses it in text, which was a 503 (audit)
             raise NotFound(f"no rollout {rollout_id!r}")
         with self._tx() as conn:
             row = conn.execute(sa.select(rollouts.c.state, rollouts.c.spec).where(rollouts.c.id == rollout_id)).first()
