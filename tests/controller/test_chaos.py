@@ -239,15 +239,27 @@ def children(pid: int) -> set[int]:
     return {int(child) for child in path.read_text().split()} if path.exists() else set()
 
 
+def _workers(pids: set[int]) -> list[int]:
+    """Those of ``pids`` that are multiprocessing's spawned workers (gone ones are not)."""
+    found = []
+    for pid in pids:
+        try:
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        except OSError:
+            pass
+    return found
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
 def test_a_controller_killed_takes_its_worker_processes_with_it(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'modelcanary.db'}"
     process = controller(url, f"sqlite:///{tmp_path / 'mlflow.db'}", "c", processes=2)
     deadline = time.monotonic() + 60
-    while len(children(process.pid)) < 2 and time.monotonic() < deadline:  # the worker, and spawn's tracker
+    # the worker, and spawn's tracker; a child's command line is its parent's until it execs python
+    # with spawn_main (read in between, CI saw two children and no worker)
+    while not (workers := _workers(spawned := children(process.pid))) and time.monotonic() < deadline:
         time.sleep(0.1)
-    spawned = children(process.pid)
-    workers = [pid for pid in spawned if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
     assert workers, f"the controller started no worker process, only {spawned}"
     process.send_signal(signal.SIGKILL)
     process.wait()
