@@ -15,8 +15,9 @@ demo: $(BIN)/.installed  # afresh: the previous demo's work folder is replaced
 	rm -rf .modelcanary
 	$(BIN)/modelcanary demo --workdir .modelcanary
 
+# One worker a core, at most four; a test module's tests run on one worker (their fixtures are shared).
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --numprocesses auto --maxprocesses 4 --dist loadscope
 
 clean:
 	rm -rf $(VENV) .modelcanary .pytest_cache

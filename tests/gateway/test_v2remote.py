@@ -76,9 +76,9 @@ def test_load_failures_name_the_ref(remote: str) -> None:
 
 
 @pytest.fixture
-def canary(serve: Any, pyfunc_backend: Any, remote: str) -> Iterator[tuple[Any, Gateway]]:
+def canary(serve: Any, registry: Any, remote: str) -> Iterator[tuple[Any, Gateway]]:
     """A gateway whose candidate (all of the traffic) is the remote model; baseline in process."""
-    del pyfunc_backend  # the session's cached models are not needed: this gateway loads its own
+    del registry  # it points MLflow's global registry URI, which InProcessBackend loads through, at the session's
     candidate = remote_version(remote)
     route = Route(
         endpoint="fraud",
