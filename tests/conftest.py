@@ -74,6 +74,7 @@ def mlflow_registry(tmp_path_factory: pytest.TempPathFactory) -> RealRegistry:
     uri = f"sqlite:///{root / 'mlflow.db'}"
     client = MlflowRegistry(uri).client
     experiment_id = client.create_experiment("modelcanary-tests", artifact_location=(root / "artifacts").as_uri())
+    fluent_at(uri)
     frame, labels = _train(300, seed=3)
     # v2 is strongly regularised, so its scores differ from v1's on the same rows
     models = {
@@ -110,9 +111,18 @@ def mlflow_registry(tmp_path_factory: pytest.TempPathFactory) -> RealRegistry:
     )
 
 
+def fluent_at(uri: str) -> None:
+    """Points MLflow's fluent API (``start_run``, ``log_model`` with a registered model name), which
+    reads the global URIs, at the registry ``uri``: the fixtures log their models through it."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+
+
 @pytest.fixture
 def registry(mlflow_registry: RealRegistry) -> MlflowRegistry:
-    """An ``MlflowRegistry`` on the session's registry (it also points MLflow's globals at it)."""
+    """An ``MlflowRegistry`` on the session's registry."""
     from modelcanary.adapters.registry.mlflow import MlflowRegistry
 
     return MlflowRegistry(mlflow_registry.uri)
@@ -126,16 +136,12 @@ class CachingBackend:
         from modelcanary.adapters.backends.inprocess import InProcessBackend
 
         self.uri = uri
-        self.inner = InProcessBackend()
+        self.inner = InProcessBackend(uri)
         self.loaded: dict[str, PyfuncModel] = {}
 
     def load(self, version: ModelVersion) -> PyfuncModel:
-        import mlflow
-
         model = self.loaded.get(version.uri)
         if model is None:
-            # pyfunc reads the global registry URI; another test may have pointed it elsewhere
-            mlflow.set_registry_uri(self.uri)
             model = self.loaded[version.uri] = self.inner.load(version)
         return model
 
@@ -343,6 +349,7 @@ def gated_registry(tmp_path_factory: pytest.TempPathFactory) -> GatedRegistry:
     uri = f"sqlite:///{root / 'mlflow.db'}"
     client = MlflowRegistry(uri).client
     experiment = client.create_experiment("gates", artifact_location=(root / "artifacts").as_uri())
+    fluent_at(uri)
     model = type("ConstantModel", (Constant, PythonModel), {})()
     with (
         warnings.catch_warnings(),

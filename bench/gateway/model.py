@@ -97,6 +97,8 @@ def _register(model: object, rows: np.ndarray, registry_uri: str, artifacts: Pat
     frame = pd.DataFrame(rows[:50], columns=list(BASELINE_FEATURES))
     client = MlflowRegistry(registry_uri).client
     experiment_id = client.create_experiment("bench-gateway", artifact_location=artifacts.as_uri())
+    mlflow.set_tracking_uri(registry_uri)  # MLflow's fluent API (runs, log_model) reads the global URIs
+    mlflow.set_registry_uri(registry_uri)
     with (
         warnings.catch_warnings(),
         contextlib.redirect_stdout(io.StringIO()),

@@ -79,13 +79,11 @@ def build(app: str, model: str, prepared: Prepared) -> tuple[Any, Any]:
 
         return BareApp(NoOpEstimator() if model == "no-op" else joblib.load(prepared.joblib_path)), None
     from modelcanary.adapters.backends.refs import default_backend
-    from modelcanary.adapters.registry.mlflow import MlflowRegistry
     from modelcanary.adapters.store.sql import SqlStore
     from modelcanary.gateway.app import Gateway, StaticRoutes, create_app
 
-    MlflowRegistry(prepared.registry_uri)  # points MLflow's model loading at this registry
     store = SqlStore(prepared.store_url)
-    backend = default_backend()
+    backend = default_backend(prepared.registry_uri)
     gateway = Gateway(
         routes=StaticRoutes({}, store),
         backend=NoOpBackend(backend) if model == "no-op" else backend,

@@ -35,14 +35,15 @@ RESULTS = Path(__file__).resolve().parent.parent / "results"
 LANES = ("off", "on")
 
 
-def build(store_url: str) -> tuple[Any, Any]:
+def build(store_url: str, registry_uri: str) -> tuple[Any, Any]:
     """The ASGI app of setup (2)'s gateway following ``store_url``, and the gateway."""
     from modelcanary.adapters.backends.refs import default_backend
     from modelcanary.adapters.store.sql import SqlStore
     from modelcanary.gateway.app import Gateway, StaticRoutes, create_app
 
     store = SqlStore(store_url)
-    gateway = Gateway(routes=StaticRoutes({}, store), backend=default_backend(), telemetry=store, source="bench-shadow")
+    backend = default_backend(registry_uri)
+    gateway = Gateway(routes=StaticRoutes({}, store), backend=backend, telemetry=store, source="bench-shadow")
     return create_app(gateway), gateway
 
 
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         rounds: dict[str, list[dict[str, float]]] = {lane: [] for lane in LANES}
         for number in range(args.rounds):  # interleaved, each round in the other order
             for lane in LANES if number % 2 == 0 else LANES[::-1]:
-                app, gateway = build(urls[lane])
+                app, gateway = build(urls[lane], prepared.registry_uri)
                 rounds[lane].append(asyncio.run(measure(app, gateway, reqs, args.calls, args.chunk)))
                 print(
                     f"round {number + 1}: lane {lane}: {rounds[lane][-1]['cpu_us_per_request']:.1f} µs a request, "

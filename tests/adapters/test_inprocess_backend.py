@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import io
 import json
+import shutil
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from modelcanary.ports import Column
 @pytest.fixture(scope="module")
 def champion(mlflow_registry: Any) -> PyfuncModel:
     registry = MlflowRegistry(mlflow_registry.uri)
-    return InProcessBackend().load(registry.resolve("models:/fraud@champion"))
+    return InProcessBackend(mlflow_registry.uri).load(registry.resolve("models:/fraud@champion"))
 
 
 def _columns(rows: list[dict[str, float]]) -> dict[str, list[float]]:
@@ -48,7 +49,7 @@ def test_predict_returns_one_probability_pair_per_row(champion: PyfuncModel, mlf
 
 
 def test_two_versions_are_two_models(mlflow_registry: Any, registry: MlflowRegistry) -> None:
-    backend = InProcessBackend()
+    backend = InProcessBackend(mlflow_registry.uri)
     rows = _columns(mlflow_registry.rows[:5])
     v1 = backend.load(registry.resolve("models:/fraud/1")).predict(rows)
     v2 = backend.load(registry.resolve("models:/fraud/2")).predict(rows)
@@ -73,19 +74,17 @@ def test_a_schema_mismatch_is_a_422_request_error(
 
 
 def test_loading_an_unknown_version_is_a_registry_error(mlflow_registry: Any) -> None:
-    MlflowRegistry(mlflow_registry.uri)  # points MLflow's globals at this registry
     with pytest.raises(RegistryError, match="models:/fraud/99"):
-        InProcessBackend().load(ModelVersion(name="fraud", version="99"))
+        InProcessBackend(mlflow_registry.uri).load(ModelVersion(name="fraud", version="99"))
 
 
 def _broken_copy(tmp_path: Path, mlflow_registry: Any, breaking: str) -> Path:
     """A copy of fraud v1's model directory that MLflow reads but cannot load: its flavor's module
     is not installed, or its serialized estimator does not load (as one from another scikit-learn may not)."""
-    import mlflow
     import yaml
 
-    MlflowRegistry(mlflow_registry.uri)  # points MLflow's globals at this registry
-    path = Path(mlflow.artifacts.download_artifacts("models:/fraud/1", dst_path=str(tmp_path)))
+    path = tmp_path / "model"
+    shutil.copytree(InProcessBackend(mlflow_registry.uri).model_path(ModelVersion(name="fraud", version="1")), path)
     mlmodel = path / "MLmodel"
     if breaking == "flavor":
         mlmodel.write_text(
@@ -104,7 +103,7 @@ def test_a_model_that_fails_in_its_own_code_is_a_registry_error_naming_it(
 
     path = _broken_copy(tmp_path, mlflow_registry, breaking)
     with pytest.raises(RegistryError) as caught:
-        InProcessBackend().load(ModelVersion(name="fraud", version="1", ref=str(path)))
+        InProcessBackend(mlflow_registry.uri).load(ModelVersion(name="fraud", version="1", ref=str(path)))
     cause = caught.value.__cause__
     assert cause is not None and not isinstance(cause, MlflowException)
     assert str(caught.value).startswith(f"loading {path}: {type(cause).__name__}: ")
@@ -248,7 +247,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
     before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     root = tmp_path_factory.mktemp("typed-mlflow")
-    registry = MlflowRegistry(f"sqlite:///{root / 'mlflow.db'}")  # points MLflow's globals at it
+    registry = MlflowRegistry(f"sqlite:///{root / 'mlflow.db'}")
+    # the models are logged through MLflow's fluent API, and read back through it: it reads the global URIs
+    mlflow.set_tracking_uri(registry.tracking_uri)
+    mlflow.set_registry_uri(registry.tracking_uri)
     loop = asyncio.new_event_loop()
     try:
         _log_all(registry.client.create_experiment("typed", artifact_location=(root / "artifacts").as_uri()))
@@ -274,10 +276,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             batching=Batching(max_batch_size=8, max_wait_us=0),
             cache=Cache(),
         )
-        gateway = Gateway(routes=StaticRoutes(routes), backend=InProcessBackend(), telemetry=None, source="typed")
+        backend = InProcessBackend(registry.tracking_uri)
+        gateway = Gateway(routes=StaticRoutes(routes), backend=backend, telemetry=None, source="typed")
         with warnings.catch_warnings():  # MLflow warns it infers no signature from the pyfuncs' type hints
             warnings.simplefilter("ignore")
-            loop.run_until_complete(gateway.refresh())  # loads every model now, while the URIs point here
+            loop.run_until_complete(gateway.refresh())  # loads every model now
             pyfuncs = {name: mlflow.pyfunc.load_model(version.uri) for name, version in versions.items()}
     finally:
         mlflow.set_tracking_uri(before[0])

@@ -129,13 +129,31 @@ def test_a_version_in_a_store_this_process_cannot_read_is_described_without_a_si
     assert info.signature is None and info.source == source
 
 
-def test_a_registry_reads_its_own_versions_after_another_registry_is_made(
-    gated_registry: Any, own_registry: MlflowRegistry
+def test_a_registry_reads_its_own_versions_whatever_mlflows_global_uris_name(
+    gated_registry: Any, own_registry: MlflowRegistry, mlflow_registry: Any
 ) -> None:
-    first = MlflowRegistry(gated_registry.uri)
-    MlflowRegistry(own_registry.tracking_uri)  # points MLflow's global registry URI elsewhere
-    info = first.describe(first.resolve("models:/scorer@good"))
-    assert info.signature is not None and [column["name"] for column in info.signature["inputs"]] == ["amount", "age"]
+    """And making one leaves those URIs as they were: they belong to the process (a pipeline's
+    own runs), and MLflow's fluent API logs wherever they point."""
+    import mlflow
+
+    from modelcanary.adapters.backends.inprocess import InProcessBackend
+
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(own_registry.tracking_uri)
+    mlflow.set_registry_uri(own_registry.tracking_uri)
+    try:
+        first = MlflowRegistry(gated_registry.uri)
+        assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == (own_registry.tracking_uri,) * 2
+        info = first.describe(first.resolve("models:/scorer@good"))
+        assert info.signature is not None
+        assert [column["name"] for column in info.signature["inputs"]] == ["amount", "age"]
+        # the in-process backend, too, loads the versions of the registry it is given
+        fraud = MlflowRegistry(mlflow_registry.uri).resolve("models:/fraud@champion")
+        model = InProcessBackend(mlflow_registry.uri).load(fraud)
+        assert model.columns is not None and tuple(column.name for column in model.columns) == mlflow_registry.features
+    finally:
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
 
 
 @pytest.mark.parametrize("uri", ["foo://bar", "notauri"])

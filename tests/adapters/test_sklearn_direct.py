@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelcanary.adapters.backends.inprocess import PyfuncModel
+from modelcanary.adapters.backends.inprocess import InProcessBackend, PyfuncModel
 from modelcanary.adapters.registry.mlflow import MlflowRegistry
 from modelcanary.domain.errors import RequestError
 
@@ -49,9 +49,9 @@ def test_the_unnamed_copy_leaves_the_registered_estimator_as_it_was(
 def registered(mlflow_registry: Any) -> dict[str, tuple[PyfuncModel, PyfuncModel]]:
     import mlflow.pyfunc
 
-    registry = MlflowRegistry(mlflow_registry.uri)
+    registry, backend = MlflowRegistry(mlflow_registry.uri), InProcessBackend(mlflow_registry.uri)
     return {
-        version: _pair(mlflow.pyfunc.load_model(registry.resolve(f"models:/fraud/{version}").uri))
+        version: _pair(mlflow.pyfunc.load_model(backend.model_path(registry.resolve(f"models:/fraud/{version}"))))
         for version in ("1", "2")
     }
 

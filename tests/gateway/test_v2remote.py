@@ -76,9 +76,8 @@ def test_load_failures_name_the_ref(remote: str) -> None:
 
 
 @pytest.fixture
-def canary(serve: Any, registry: Any, remote: str) -> Iterator[tuple[Any, Gateway]]:
+def canary(serve: Any, mlflow_registry: Any, remote: str) -> Iterator[tuple[Any, Gateway]]:
     """A gateway whose candidate (all of the traffic) is the remote model; baseline in process."""
-    del registry  # it points MLflow's global registry URI, which InProcessBackend loads through, at the session's
     candidate = remote_version(remote)
     route = Route(
         endpoint="fraud",
@@ -87,7 +86,7 @@ def canary(serve: Any, registry: Any, remote: str) -> Iterator[tuple[Any, Gatewa
         weight=100.0,
         rollout_id="r-remote",
     )
-    backend = RefBackend({"registry": InProcessBackend(), "v2": V2RemoteBackend(timeout_s=5)})
+    backend = RefBackend({"registry": InProcessBackend(mlflow_registry.uri), "v2": V2RemoteBackend(timeout_s=5)})
     gateway = Gateway(routes=StaticRoutes({"fraud": route}), backend=backend, telemetry=None, source="t")
     running = serve.start(gateway)
     with running.client() as client:

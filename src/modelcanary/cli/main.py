@@ -97,7 +97,7 @@ def serve(
     state_store, model_registry = space.store(), space.registry()
     gateway = Gateway(
         routes=state_store,
-        backend=default_backend(),
+        backend=default_backend(space.registry_uri),
         telemetry=state_store,
         source=process_name(),
         max_predictions=max_predictions,
@@ -197,7 +197,7 @@ def gateway_command(
         batching = BatchSettings(max_batch_size=batch_max_size, max_wait_us=batch_max_wait_us)
     gateway = Gateway(
         routes=StaticRoutes(static, state_store),
-        backend=default_backend(batching=batching),
+        backend=default_backend(space.registry_uri, batching=batching),
         telemetry=state_store,
         source=process_name(),
         max_body_bytes=max_body_bytes,

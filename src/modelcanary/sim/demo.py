@@ -50,6 +50,9 @@ def register_models(space: Workspace, *, seed: int = 7) -> dict[str, float]:
     models = train_models(seed=seed)
     quiet = contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO())
     client = space.registry().client
+    # the runs are logged through MLflow's fluent API, which reads the global URIs
+    mlflow.set_tracking_uri(space.registry_uri)
+    mlflow.set_registry_uri(space.registry_uri)
     experiment = client.get_experiment_by_name("modelcanary-demo")
     experiment_id = (
         experiment.experiment_id

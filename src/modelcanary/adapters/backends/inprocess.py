@@ -425,15 +425,33 @@ def _tensor_columns(schema: Any) -> TensorColumns | None:
 
 
 class InProcessBackend:
-    """Loads registry versions with ``mlflow.pyfunc`` (the registry URI set by ``MlflowRegistry``)."""
+    """Loads the versions of the registry at ``registry_uri`` (also its tracking server, as for
+    ``MlflowRegistry``) with ``mlflow.pyfunc``, found through a client of its own: MLflow's global
+    URIs, which other code in the process (a pipeline's own runs) may point elsewhere, are neither
+    read nor set. A version with a ``ref`` of its own (a local path) is loaded from there."""
+
+    def __init__(self, registry_uri: str) -> None:
+        self.registry_uri = registry_uri
 
     def load(self, version: ModelVersion) -> PyfuncModel:
         import mlflow.pyfunc
         from mlflow.exceptions import MlflowException
 
         try:
-            return PyfuncModel(mlflow.pyfunc.load_model(version.uri), name=version.uri)
+            return PyfuncModel(mlflow.pyfunc.load_model(self.model_path(version)), name=version.uri)
         except MlflowException as exc:
             raise RegistryError(f"loading {version.uri}: {exc.message}") from exc
         except Exception as exc:  # the model's own code: a flavor's module missing, a pickle of another version
             raise RegistryError(f"loading {version.uri}: {type(exc).__name__}: {exc}") from exc
+
+    def model_path(self, version: ModelVersion) -> str:
+        """Where the version's files are on this machine, downloaded first from a remote artifact
+        store (as ``pyfunc.load_model("models:/...")`` would, through the global registry URI)."""
+        if not version.in_registry:
+            return version.uri
+        from mlflow import MlflowClient
+        from mlflow.artifacts import download_artifacts
+
+        uri = self.registry_uri
+        location = MlflowClient(uri, uri).get_model_version_download_uri(version.name, version.version)
+        return str(download_artifacts(artifact_uri=location, tracking_uri=uri, registry_uri=uri))

@@ -44,15 +44,16 @@ class RefBackend:
                 await aclose()
 
 
-def default_backend(*, batching: BatchSettings | None = None) -> RefBackend:
-    """Registry models in process (batched, given ``batching``), ``v2+http(s)://`` refs forwarded,
-    ``ray://`` refs through Ray Serve (each backend imports its client only when it loads a model)."""
+def default_backend(registry_uri: str, *, batching: BatchSettings | None = None) -> RefBackend:
+    """Models of the registry at ``registry_uri`` in process (batched, given ``batching``),
+    ``v2+http(s)://`` refs forwarded, ``ray://`` refs through Ray Serve (each backend imports its
+    client only when it loads a model)."""
     from modelcanary.adapters.backends.batching import BatchingBackend
     from modelcanary.adapters.backends.inprocess import InProcessBackend
     from modelcanary.adapters.backends.rayserve import RayServeBackend
     from modelcanary.adapters.backends.v2remote import V2RemoteBackend
 
-    registry: Backend = InProcessBackend()
+    registry: Backend = InProcessBackend(registry_uri)
     if batching is not None:
         registry = BatchingBackend(registry, batching)
     return RefBackend({"registry": registry, "v2": V2RemoteBackend(), "ray": RayServeBackend()})

@@ -61,7 +61,6 @@ class MlflowRegistry:
     a call past it raises ``RegistryError`` naming the call and the deadline."""
 
     def __init__(self, tracking_uri: str, *, deadline_s: float = DEADLINE_S) -> None:
-        import mlflow
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
@@ -71,10 +70,8 @@ class MlflowRegistry:
             client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         except MlflowException as exc:  # an unknown scheme, a path MLflow refuses as a store
             raise RegistryError(f"cannot open the model registry {tracking_uri!r}: {exc.message.strip()}") from exc
-        # Only pyfunc.load_model("models:/...") (the in-process backend) reads the global URIs; this
-        # registry's own reads go through its client and never depend on them.
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_registry_uri(tracking_uri)
+        # MLflow's global URIs are left as they are: they belong to the process (a pipeline's own
+        # runs may log elsewhere), and every read here goes through this registry's client.
         self.tracking_uri = tracking_uri
         self.client: MlflowClient = client
         self.deadline_s = deadline_s
