@@ -15,9 +15,10 @@ demo: $(BIN)/.installed  # afresh: the previous demo's work folder is replaced
 	rm -rf .modelcanary
 	$(BIN)/modelcanary demo --workdir .modelcanary
 
-# One worker a core, at most four; a test module's tests run on one worker (their fixtures are shared).
+# One worker a logical CPU, at most four ("auto" would count physical cores where psutil is
+# installed); a test module's tests run on one worker, which shares their fixtures.
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest --numprocesses auto --maxprocesses 4 --dist loadscope
+	$(BIN)/python -m pytest --numprocesses logical --maxprocesses 4 --dist loadscope
 
 clean:
 	rm -rf $(VENV) .modelcanary .pytest_cache
