@@ -74,7 +74,6 @@ def mlflow_registry(tmp_path_factory: pytest.TempPathFactory) -> RealRegistry:
     uri = f"sqlite:///{root / 'mlflow.db'}"
     client = MlflowRegistry(uri).client
     experiment_id = client.create_experiment("modelcanary-tests", artifact_location=(root / "artifacts").as_uri())
-    fluent_at(uri)
     frame, labels = _train(300, seed=3)
     # v2 is strongly regularised, so its scores differ from v1's on the same rows
     models = {
@@ -82,6 +81,7 @@ def mlflow_registry(tmp_path_factory: pytest.TempPathFactory) -> RealRegistry:
         "2": make_pipeline(StandardScaler(), LogisticRegression(C=0.01)),
     }
     with (
+        fluent_at(uri),
         warnings.catch_warnings(),
         contextlib.redirect_stdout(io.StringIO()),
         contextlib.redirect_stderr(io.StringIO()),
@@ -111,13 +111,21 @@ def mlflow_registry(tmp_path_factory: pytest.TempPathFactory) -> RealRegistry:
     )
 
 
-def fluent_at(uri: str) -> None:
+@contextlib.contextmanager
+def fluent_at(uri: str) -> Iterator[None]:
     """Points MLflow's fluent API (``start_run``, ``log_model`` with a registered model name), which
-    reads the global URIs, at the registry ``uri``: the fixtures log their models through it."""
+    reads the global URIs, at the registry ``uri`` while the fixtures log their models through it;
+    then back where they were: the URIs are the process's, and no later test may find them moved."""
     import mlflow
 
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
 
 
 @pytest.fixture
@@ -349,9 +357,9 @@ def gated_registry(tmp_path_factory: pytest.TempPathFactory) -> GatedRegistry:
     uri = f"sqlite:///{root / 'mlflow.db'}"
     client = MlflowRegistry(uri).client
     experiment = client.create_experiment("gates", artifact_location=(root / "artifacts").as_uri())
-    fluent_at(uri)
     model = type("ConstantModel", (Constant, PythonModel), {})()
     with (
+        fluent_at(uri),
         warnings.catch_warnings(),
         contextlib.redirect_stderr(io.StringIO()),
         contextlib.redirect_stdout(io.StringIO()),

@@ -776,8 +776,8 @@ def test_run_counts_the_interval_from_each_ticks_start(controller: Controller, m
             raise asyncio.CancelledError
 
     monkeypatch.setattr(controller, "decide", tick)
-    monkeypatch.setattr("modelcanary.controller.loop.time.monotonic", lambda: now[0])
-    monkeypatch.setattr("modelcanary.controller.loop.asyncio.sleep", sleep)
+    monkeypatch.setattr("modelcanary.controller.loop._monotonic", lambda: now[0])
+    monkeypatch.setattr("modelcanary.controller.loop._sleep", sleep)
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(controller.run(interval_s=1.0))
     assert waits == [0.7, 0.0, 1.0]
@@ -799,7 +799,7 @@ def test_run_goes_on_ticking_after_an_error_that_is_not_modelcanarys(
             raise asyncio.CancelledError
 
     monkeypatch.setattr(controller, "decide", tick)
-    monkeypatch.setattr("modelcanary.controller.loop.asyncio.sleep", sleep)
+    monkeypatch.setattr("modelcanary.controller.loop._sleep", sleep)
     with pytest.raises(asyncio.CancelledError), caplog.at_level(logging.ERROR, logger="modelcanary.controller"):
         asyncio.run(controller.run(interval_s=1.0))
     assert ticks == ["tick", "tick"]

@@ -380,13 +380,19 @@ class Controller(SideEffects):
         actions.start()
         try:
             while True:
-                started = time.monotonic()
+                started = _monotonic()
                 await asyncio.to_thread(self.decide_or_hold)
                 actions.wake()
-                await asyncio.sleep(max(0.0, started + interval_s - time.monotonic()))
+                await _sleep(max(0.0, started + interval_s - _monotonic()))
         finally:
             await asyncio.to_thread(actions.stop, drain_s)
             await asyncio.to_thread(_or_hold, "stepping down", self.step_down)
+
+
+# run()'s clock and wait, named here so that a test replaces these two, not time.monotonic and
+# asyncio.sleep for every thread and event loop of its process
+_monotonic = time.monotonic
+_sleep = asyncio.sleep
 
 
 def _or_hold(what: str, step: Callable[[], object]) -> None:
