@@ -425,10 +425,9 @@ def _tensor_columns(schema: Any) -> TensorColumns | None:
 
 
 class InProcessBackend:
-    """Loads the versions of the registry at ``registry_uri`` (also its tracking server, as for
-    ``MlflowRegistry``) with ``mlflow.pyfunc``, found through a client of its own: MLflow's global
-    URIs, which other code in the process (a pipeline's own runs) may point elsewhere, are neither
-    read nor set. A version with a ``ref`` of its own (a local path) is loaded from there."""
+    """Loads the versions of the registry at ``registry_uri`` with ``mlflow.pyfunc``, from their
+    files found through that URI, never MLflow's global ones; a version with a ``ref`` of its own
+    (a local path) from there."""
 
     def __init__(self, registry_uri: str) -> None:
         self.registry_uri = registry_uri
@@ -445,13 +444,7 @@ class InProcessBackend:
             raise RegistryError(f"loading {version.uri}: {type(exc).__name__}: {exc}") from exc
 
     def model_path(self, version: ModelVersion) -> str:
-        """Where the version's files are on this machine, downloaded first from a remote artifact
-        store (as ``pyfunc.load_model("models:/...")`` would, through the global registry URI)."""
-        if not version.in_registry:
-            return version.uri
-        from mlflow import MlflowClient
-        from mlflow.artifacts import download_artifacts
+        """Where the version's files are on this machine (``version_files``)."""
+        from modelcanary.adapters.registry.mlflow import version_files
 
-        uri = self.registry_uri
-        location = MlflowClient(uri, uri).get_model_version_download_uri(version.name, version.version)
-        return str(download_artifacts(artifact_uri=location, tracking_uri=uri, registry_uri=uri))
+        return version_files(self.registry_uri, version) if version.in_registry else version.uri

@@ -181,22 +181,13 @@ class MlflowRegistry:
         )
 
     def _signature(self, version: ModelVersion) -> dict[str, Any] | None:
-        """The version's signature from its MLmodel file, found through this registry's client
-        (``mlflow.models.get_model_info`` would resolve ``models:/`` through the global registry
-        URI, which the last registry made in the process set)."""
-        from mlflow.artifacts import download_artifacts
+        """The version's signature from its MLmodel file (``version_files``)."""
         from mlflow.exceptions import MlflowException
         from mlflow.models import Model
 
         try:
-            location = self.client.get_model_version_download_uri(version.name, version.version)
             with tempfile.TemporaryDirectory(prefix="modelcanary-mlmodel-") as folder:
-                path = download_artifacts(
-                    artifact_uri=f"{location.rstrip('/')}/MLmodel",
-                    dst_path=folder,
-                    tracking_uri=self.tracking_uri,
-                    registry_uri=self.tracking_uri,
-                )
+                path = version_files(self.tracking_uri, version, file="MLmodel", dst=folder)
                 signature = Model.load(path).signature
         except (MlflowException, OSError):  # no MLmodel file: a version registered without one
             return None
@@ -209,6 +200,20 @@ class MlflowRegistry:
         if signature is None:
             return None
         return {key: json.loads(value) for key, value in signature.to_dict().items() if isinstance(value, str)}
+
+
+def version_files(uri: str, version: ModelVersion, *, file: str = "", dst: str | None = None) -> str:
+    """Where the files (or the one ``file``) of a version of the registry at ``uri`` are on this
+    machine: downloaded to ``dst`` (a new temporary folder by default) from a remote artifact
+    store, a local store's own path. ``pyfunc.load_model("models:/...")`` and
+    ``mlflow.models.get_model_info`` would find the version through MLflow's global registry URI,
+    which this adapter neither reads nor sets."""
+    from mlflow import MlflowClient
+    from mlflow.artifacts import download_artifacts
+
+    location = MlflowClient(uri, uri).get_model_version_download_uri(version.name, version.version)
+    location = f"{location.rstrip('/')}/{file}" if file else location
+    return str(download_artifacts(artifact_uri=location, dst_path=dst, tracking_uri=uri, registry_uri=uri))
 
 
 def _epoch(value: str | None) -> float | None:
