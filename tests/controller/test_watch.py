@@ -152,19 +152,13 @@ def test_the_watcher_reports_a_refused_start_and_goes_on_watching(
     template.write_text(TEMPLATE + FROZEN)
     registry.set_alias("fraud", "challenger", "2")
     looks: list[float] = []
-    real_sleep = time.sleep
 
     def sleep(seconds: float) -> None:
-        if sys._getframe(1).f_globals.get("__name__") != "modelcanary.cli.main":
-            # time.sleep is patched for the whole process: a subprocess's wait (Popen.wait sleeps
-            # 1, 2, 4 ms ...), in this thread or another test's, sleeps for real and is no look
-            real_sleep(seconds)
-            return
         looks.append(seconds)
         if len(looks) == 3:
             raise Stop
 
-    monkeypatch.setattr("modelcanary.cli.main.time.sleep", sleep)
+    monkeypatch.setattr("modelcanary.cli.main._pause", sleep)
     args = ["watch", "--template", str(template), "--interval", "7", "--workdir", str(tmp_path)]
     result = CliRunner().invoke(cli, [*args, "--registry", registry.tracking_uri])
 

@@ -375,7 +375,7 @@ def watch_command(
             last = reason
         if once:
             return
-        time.sleep(interval)
+        _pause(interval)
 
 
 @cli.command()
@@ -418,6 +418,11 @@ def process_name(name: str | None = None) -> str:
 
 
 register(cli, workspace_options=workspace_options, errors_to_exit=errors_to_exit, actor=local_actor)
+
+
+# the watch loop's wait, named here so that a test replaces it, not time.sleep for every thread of
+# its process (as controller/loop.py names its clock and wait)
+_pause = time.sleep
 
 
 def main() -> None:
