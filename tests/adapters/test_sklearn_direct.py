@@ -184,3 +184,41 @@ def test_a_bad_input_is_a_422_naming_the_column_on_both_paths(
             model.predict(request)
         assert caught.value.status == 422 and caught.value.field in ("inputs", f"inputs.{names}")
         assert names in str(caught.value)
+
+
+def test_finite_values_whose_sum_overflows_take_the_checked_way_to_the_same_outputs(
+    registered: dict[str, tuple[PyfuncModel, PyfuncModel]],
+) -> None:
+    # the direct path reads a finite sum as "all finite"; 1e308 + 1e308 is not, though each is
+    request: dict[str, list[Any]] = {"amount": [1e308, 2.0], "velocity": [1e308, 3], "age": [-1e308, 4.0]}
+    direct, generic = registered["1"]
+    assert direct.predict(request) == generic.predict(request)
+
+
+def test_a_direct_call_leaves_scikit_learns_assume_finite_as_it_found_it(
+    registered: dict[str, tuple[PyfuncModel, PyfuncModel]],
+) -> None:
+    import sklearn
+
+    direct, _generic = registered["1"]
+    good: dict[str, list[Any]] = {"amount": [10.0], "velocity": [1], "age": [300.0]}
+    fast = direct._fast
+    assert fast is not None
+    seen: list[bool] = []
+
+    def failing(_matrix: Any) -> Any:
+        seen.append(sklearn.get_config()["assume_finite"])
+        raise RuntimeError("the estimator failed")
+
+    for setting in (False, True):
+        with sklearn.config_context(assume_finite=setting):
+            direct.predict(good)
+            assert sklearn.get_config()["assume_finite"] is setting
+            direct._fast = type(fast)(failing, fast.columns, on_frame=fast.on_frame)
+            try:
+                with pytest.raises(RuntimeError, match="the estimator failed"):
+                    direct.predict(good)
+            finally:
+                direct._fast = fast
+            # checked finite by the adapter, so scikit-learn was told to assume it, and then told no more
+            assert seen.pop() is True and sklearn.get_config()["assume_finite"] is setting

@@ -70,6 +70,20 @@ def test_v2_a_2d_tensor_of_another_datatype_than_its_columns_is_refused(datatype
     )
 
 
+def test_v2_a_2d_tensor_is_checked_whole_request_after_request() -> None:
+    """What a signature takes of a 2-D tensor is worked out once per signature and datatype; each
+    request's values are checked all the same, and another signature is another signature."""
+    good = {"inputs": [tensor("x", [1.0, 2.0, 3.0], [1, 3])]}
+    not_taken = {"inputs": [tensor("x", [True, False, True], [1, 3], "BOOL")]}
+    not_whole = {"inputs": [tensor("x", [1.0, 2.5, 3.0], [1, 3])]}  # hour is a long
+    texts = (Column("amount", "double"), Column("hour", "long"), Column("age", "string"))
+    for _ in range(2):
+        assert v2_columns(good, NUMBERS) == {"amount": [1.0], "hour": [2.0], "age": [3.0]}
+        assert refused(v2_columns, not_taken, NUMBERS).field == "inputs[0].datatype"
+        assert "whole numbers, got 2.5" in str(refused(v2_columns, not_whole, NUMBERS))
+        assert "for 'age', not FP64" in str(refused(v2_columns, good, texts))
+
+
 @pytest.mark.parametrize(
     "datatype,value",
     [("INT8", 100_000), ("UINT8", -5), ("INT32", 2**40), ("UINT64", -1), ("FP16", 1e300), ("FP32", -1e39)],

@@ -37,10 +37,15 @@ class SeenKeys:
             bits = self._bits = bytearray(BITS >> 3)
         hashed = hash(key)
         low, high = hashed & _HALF, (hashed >> 32) & _HALF | 1
-        new = False
-        for position in (low & _MASK, (low + high) & _MASK, (low + 2 * high) & _MASK):
-            byte, bit = position >> 3, 1 << (position & 7)
-            if not bits[byte] & bit:
-                bits[byte] |= bit
-                new = True
-        return new
+        first, second, third = low & _MASK, (low + high) & _MASK, (low + 2 * high) & _MASK
+        # written out, not a loop over the three: this runs on every request with a sticky key
+        if (
+            bits[first >> 3] & (1 << (first & 7))
+            and bits[second >> 3] & (1 << (second & 7))
+            and bits[third >> 3] & (1 << (third & 7))
+        ):
+            return False
+        bits[first >> 3] |= 1 << (first & 7)
+        bits[second >> 3] |= 1 << (second & 7)
+        bits[third >> 3] |= 1 << (third & 7)
+        return True

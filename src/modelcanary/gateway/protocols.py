@@ -73,6 +73,7 @@ def _holds(datatype: str, kind: str) -> bool:
 # (tensor datatype, column type) pairs whose values are each checked to fit the column (``_check_fits``)
 _CHECK_FITS = {(d, kind) for d in _INTEGER_TYPES | _FLOAT_TYPES for kind in _COLUMN_RANGES if not _holds(d, kind)}
 # the exact Python types (bool is not an int here) that need no closer look, per datatype
+_NOTHING: frozenset[type] = frozenset()
 _EXACT_KINDS: dict[str, set[type]] = {
     **{datatype: {int, float} for datatype in _FLOAT_TYPES},
     **{datatype: {int} for datatype in _INTEGER_TYPES},
@@ -134,15 +135,19 @@ def _require(condition: bool, message: str, field: str) -> None:
         raise RequestError(message, field=field)
 
 
-def _check_values(data: list[Any], datatype: str, field: str) -> None:
-    """Every value fits the tensor's datatype; the first that does not is named with its index.
-    The common case, plain JSON numbers, is checked in one pass in C (``set(map(type, ...))``)."""
-    if set(map(type, data)) <= _EXACT_KINDS.get(datatype, set()):
+def _check_values(data: list[Any], datatype: str, tensor: int) -> None:
+    """Every value of input ``tensor`` fits its datatype; the first that does not is named with its
+    index. The common case, plain JSON numbers, is checked in one pass in C (``set(map(type, ...))``),
+    and the field's name is only written out for a message."""
+    if set(map(type, data)) <= _EXACT_KINDS.get(datatype, _NOTHING):
         bounds = _RANGES.get(datatype)
         if bounds is not None and data and (min(data) < bounds[0] or max(data) > bounds[1]):
             index, value = next((i, v) for i, v in enumerate(data) if not bounds[0] <= v <= bounds[1])
-            raise RequestError(f"{value!r} at [{index}] is out of {datatype}'s range {bounds}", field=field)
+            raise RequestError(
+                f"{value!r} at [{index}] is out of {datatype}'s range {bounds}", field=f"inputs[{tensor}].data"
+            )
         return
+    field = f"inputs[{tensor}].data"
     if datatype in _FLOAT_TYPES or datatype in _INTEGER_TYPES:
         integers = datatype in _INTEGER_TYPES
         kinds: type | tuple[type, ...] = int if integers else (int, float)
@@ -199,8 +204,6 @@ def v2_columns(body: Any, signature: tuple[Column, ...] | None) -> dict[str, lis
     inputs = body.get("inputs")
     _require(isinstance(inputs, list) and len(inputs) > 0, "must be a non-empty list of tensors", "inputs")
     _check_parameters(body, "")
-    types = {column.name: column.type for column in signature or ()}
-    tensor_type = signature[0].type if isinstance(signature, TensorColumns) and signature else None
     columns: dict[str, list[Any]] = {}
     for index, tensor in enumerate(inputs):
         if not isinstance(tensor, dict):
@@ -208,7 +211,7 @@ def v2_columns(body: Any, signature: tuple[Column, ...] | None) -> dict[str, lis
         name, shape, datatype = tensor.get("name"), tensor.get("shape"), tensor.get("datatype")
         if not isinstance(name, str) or name == "":
             raise RequestError("a non-empty string is required", field=f"inputs[{index}].name")
-        if not (isinstance(shape, list) and 1 <= len(shape) <= 2 and all(type(d) is int and d >= 0 for d in shape)):
+        if not (isinstance(shape, list) and 1 <= len(shape) <= 2 and _dimensions(shape)):
             raise RequestError("must be [rows] or [rows, columns]", field=f"inputs[{index}].shape")
         if datatype not in _V2_TYPES:
             raise RequestError(f"must be one of {', '.join(sorted(_V2_TYPES))}", field=f"inputs[{index}].datatype")
@@ -237,29 +240,74 @@ def v2_columns(body: Any, signature: tuple[Column, ...] | None) -> dict[str, lis
             raise RequestError(
                 f"holds {len(data)} values but shape {shape} needs {expected}", field=f"inputs[{index}].data"
             )
-        _check_values(data, datatype, f"inputs[{index}].data")
+        _check_values(data, datatype, index)
         if len(shape) == 2 and shape[1] != 1:
-            where = f"inputs[{index}].shape"
-            _require(len(inputs) == 1, "a 2-D tensor must be the only input", where)
+            if len(inputs) != 1:
+                raise RequestError("a 2-D tensor must be the only input", field=f"inputs[{index}].shape")
             if signature is None or len(signature) != shape[1]:
                 known = len(signature) if signature else "unknown"
-                raise RequestError(f"{shape[1]} columns do not match the model's {known} inputs", field=where)
-            for column in signature:  # one datatype for every column: each must take it
-                _check_datatype(column.name, column.type, datatype, index)
+                raise RequestError(
+                    f"{shape[1]} columns do not match the model's {known} inputs", field=f"inputs[{index}].shape"
+                )
+            names, fits = _matrix_checks(signature, datatype, index)
             width = shape[1]
-            split = {column.name: data[offset::width] for offset, column in enumerate(signature)}
-            for column in signature:
-                if (datatype, column.type) in _CHECK_FITS:
-                    _check_fits(split[column.name], column.type, f"inputs[{index}].data")
+            split = {name: data[offset::width] for offset, name in enumerate(names)}
+            for column in fits:
+                _check_fits(split[column.name], column.type, f"inputs[{index}].data")
             return split
         # an unnamed tensor's columns are all of its type, and take tensors of any name by position
-        wanted = types.get(name, tensor_type)
+        wanted = _column_type(signature, name)
         if wanted is not None:
             _check_datatype(name, wanted, datatype, index)
             if (datatype, wanted) in _CHECK_FITS:
                 _check_fits(data, wanted, f"inputs[{index}].data")
         columns[name] = data
     return columns
+
+
+def _dimensions(shape: list[Any]) -> bool:
+    """Whether a shape's one or two dimensions are whole numbers, none negative (not bools)."""
+    first = shape[0]
+    if type(first) is not int or first < 0:
+        return False
+    return len(shape) == 1 or (type(shape[1]) is int and shape[1] >= 0)
+
+
+def _column_type(signature: tuple[Column, ...] | None, name: str) -> str | None:
+    """The type the signature gives the column a 1-D tensor of this name fills: its own, or an
+    unnamed tensor's (whose columns are all of its type and take tensors of any name by position)."""
+    for column in signature or ():
+        if column.name == name:
+            return column.type
+    return signature[0].type if isinstance(signature, TensorColumns) and signature else None
+
+
+# What ``_matrix_checks`` found for a signature, by datatype: the columns' names in order, and
+# those whose values a tensor of that datatype must be checked to fit. Keyed by the signature's id
+# and holding the signature, so an id reused by another object is told apart; a few per model.
+_MATRIX_CHECKS: dict[int, tuple[tuple[Column, ...], dict[str, tuple[tuple[str, ...], tuple[Column, ...]]]]] = {}
+_MATRIX_CHECKS_KEPT = 256
+
+
+def _matrix_checks(
+    signature: tuple[Column, ...], datatype: str, index: int
+) -> tuple[tuple[str, ...], tuple[Column, ...]]:
+    """A 2-D tensor of ``datatype`` for every column of ``signature``: each column must take that
+    datatype (else the 400 names the tensor's datatype); the columns' names, and the columns whose
+    values must be checked to fit. Worked out once per signature and datatype: on every request of
+    such a model it cost more than the rest of parsing the tensor."""
+    known = _MATRIX_CHECKS.get(id(signature))
+    if known is None or known[0] is not signature:
+        if len(_MATRIX_CHECKS) >= _MATRIX_CHECKS_KEPT:
+            _MATRIX_CHECKS.clear()
+        known = _MATRIX_CHECKS[id(signature)] = (signature, {})
+    found = known[1].get(datatype)
+    if found is None:
+        for column in signature:  # one datatype for every column: each must take it
+            _check_datatype(column.name, column.type, datatype, index)
+        fits = tuple(column for column in signature if (datatype, column.type) in _CHECK_FITS)
+        found = known[1][datatype] = (tuple(column.name for column in signature), fits)
+    return found
 
 
 def _check_datatype(name: str, wanted: str, datatype: str, index: int) -> None:
@@ -362,10 +410,12 @@ def validate(
     """Check columns against the model's signature and the row bound; the number of rows.
     ``typed``: each value's type was checked already (``v2_columns`` does, by tensor datatype)."""
     _require(bool(columns), "no inputs were given", prefix)
-    lengths = {len(values) for values in columns.values()}
+    lengths = set(map(len, columns.values()))
     _require(len(lengths) == 1, "all inputs must have the same number of rows", prefix)
     rows = lengths.pop()
     _require(0 < rows <= max_rows, f"a request holds 1 to {max_rows} rows, not {rows}", prefix)
+    if typed and (signature is None or all(column.name in columns for column in signature)):
+        return rows  # no input missing, and every value checked by the parser: nothing left to check
     for column, values in _by_signature(columns, signature, prefix):
         if values is None:
             _require(not column.required, f"the model needs input {column.name!r}", prefix)

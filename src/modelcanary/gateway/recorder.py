@@ -13,8 +13,7 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from modelcanary.domain.errors import UnknownPrediction
 from modelcanary.domain.telemetry import Variant, VariantTelemetry
@@ -41,8 +40,11 @@ Held = tuple[
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class _Served:
+class _Served(NamedTuple):
+    """A prediction a label may still join to. A named tuple, not a frozen dataclass: one is made
+    for every row served, and a frozen dataclass's ``__init__`` sets each field through
+    ``object.__setattr__``."""
+
     rollout_id: str | None
     variant: Variant
     bucket: int | None  # score bucket; None when the output had no score
@@ -111,28 +113,35 @@ class Recorder:
         """Count one request (in its segment too, if it has one) and remember its rows'
         predictions, whose labels count once they are ``mature_s`` old; their ids, one per row.
         ``latency_ms`` None: no model was called (all from the cache), so no latency is counted."""
-        counts = self._variant(rollout_id, variant) if rollout_id is not None else None
-        part = counts.segment(segment) if counts is not None and segment is not None else None
-        if counts is not None:
+        counts = part = None
+        if rollout_id is not None:
+            counts = self._variant(rollout_id, variant)
             counts.observe(latency_ms=latency_ms, error=error, cpu_ms=cpu_ms)
             if cache != (0, 0):  # (hits, misses) in the prediction cache, in rows
                 counts.cache_hits += cache[0]
                 counts.cache_misses += cache[1]
-        if part is not None:
-            part.observe(latency_ms=latency_ms, error=error, cpu_ms=cpu_ms)
+            if segment is not None:
+                part = counts.segment(segment)
+                part.observe(latency_ms=latency_ms, error=error, cpu_ms=cpu_ms)
         ids = []
         mature_at = self._clock() + mature_s if mature_s > 0 and scores else 0.0
+        served, prefix, counter = self._served, self._prefix, self._counter
         for score in scores:
-            prediction_id = f"{self._prefix}-{next(self._counter):x}"
+            prediction_id = f"{prefix}-{next(counter):x}"
             bucket = counts.observe_score(score) if counts is not None and score is not None else None
             if part is not None and score is not None:
                 part.observe_score(score)
-            self._served[prediction_id] = _Served(rollout_id, variant, bucket, sink, segment, mature_at)
+            served[prediction_id] = _Served(rollout_id, variant, bucket, sink, segment, mature_at)
             ids.append(prediction_id)
+        if len(served) > self._max_predictions:
+            self._forget()
+        return ids
+
+    def _forget(self) -> None:
+        """Drop the oldest predictions past ``max_predictions``: their labels come too late."""
         while len(self._served) > self._max_predictions:
             self._served.popitem(last=False)
             self.forgotten_predictions += 1
-        return ids
 
     def new_key(self, rollout_id: str, variant: Variant, segment: str | None) -> None:
         """Count a sticky key the router sent to ``variant`` for the first time at its weight."""

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable, Mapping
-from copy import deepcopy
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from modelcanary.adapters.backends.direct import Direct, finite_matrix, sklearn_method
 from modelcanary.adapters.backends.outputs import rows_of
 from modelcanary.domain.errors import RegistryError, RequestError
 from modelcanary.domain.state import ModelVersion
@@ -20,106 +18,6 @@ _FLOAT_DTYPES: dict[str, type[np.floating[Any]]] = {"double": np.float64, "float
 _INT_DTYPES: dict[str, type[np.signedinteger[Any]]] = {"long": np.int64, "integer": np.int32}
 # the column type a tensor signature's dtype reads as (its values cast as a column of that type is)
 _TENSOR_TYPES = {"float64": "double", "float32": "float", "int64": "long", "int32": "integer"}
-# The methods MLflow's sklearn wrapper (``_SklearnModelWrapper``) hands straight to the estimator:
-# ``predict`` by default, the others when the model was logged with ``pyfunc_predict_fn``.
-_SKLEARN_PREDICT_FNS = {"predict", "predict_proba", "predict_log_proba", "predict_joint_log_proba"}
-
-
-@dataclass(frozen=True)
-class _Direct:
-    """How the direct path calls the estimator: ``method`` on a float64 matrix of ``columns`` (in
-    that order), or on a DataFrame of them when ``on_frame``."""
-
-    method: Callable[[Any], Any]
-    columns: tuple[str, ...]
-    on_frame: bool
-
-
-def _sklearn_method(pyfunc: Any, columns: tuple[Column, ...] | None) -> _Direct | None:
-    """The estimator's own method the pyfunc would call, and how to call it.
-
-    Only for the sklearn flavor with an all-``double`` column signature: there MLflow's schema
-    enforcement does nothing ``PyfuncModel`` does not do itself (float64 columns in signature
-    order, extras dropped), so calling the estimator directly gives the same outputs without
-    MLflow's checks (measured in docs/backends.md). Anything else keeps the generic pyfunc.
-    """
-    conf = pyfunc.metadata.flavors.get("python_function", {})
-    if conf.get("loader_module") != "mlflow.sklearn" or not columns:
-        return None
-    if any(column.type != "double" for column in columns):  # MLflow casts "float" to float32, "long" strictly
-        return None
-    name = conf.get("predict_fn", "predict")
-    if name not in _SKLEARN_PREDICT_FNS or not hasattr(pyfunc, "get_raw_model"):
-        return None
-    try:
-        estimator = pyfunc.get_raw_model()
-    except NotImplementedError:
-        return None
-    method = getattr(estimator, name, None)
-    if not callable(method):
-        return None
-    signature = tuple(column.name for column in columns)
-    fitted_on = getattr(estimator, "feature_names_in_", None)
-    if fitted_on is None:
-        return _Direct(method, signature, on_frame=False)
-    on_frame = _Direct(method, signature, on_frame=True)
-    names = tuple(str(each) for each in fitted_on)
-    if not set(names) <= set(signature):
-        return on_frame
-    unnamed = _without_feature_names(estimator)
-    return (
-        _Direct(getattr(unnamed, name), names, on_frame=False)
-        if _same_outputs(on_frame, unnamed, name, names)
-        else on_frame
-    )
-
-
-def _without_feature_names(estimator: Any) -> Any:
-    """A deep copy of ``estimator`` that forgets the column names it was fitted with, so that it
-    takes a plain array without a warning. scikit-learn checks names on every call, and building
-    a DataFrame for it costs more than the model itself on light models (docs/backends.md)."""
-    from sklearn.base import BaseEstimator
-
-    copy = deepcopy(estimator)
-    seen: set[int] = set()
-
-    def forget(value: Any) -> None:
-        if id(value) in seen:
-            return
-        seen.add(id(value))
-        if isinstance(value, BaseEstimator):
-            vars(value).pop("feature_names_in_", None)
-            for each in vars(value).values():
-                forget(each)
-        elif isinstance(value, list | tuple):
-            for each in value:
-                forget(each)
-        elif isinstance(value, dict):
-            for each in value.values():
-                forget(each)
-
-    forget(copy)
-    return copy
-
-
-def _same_outputs(on_frame: _Direct, unnamed: Any, method: str, names: tuple[str, ...]) -> bool:
-    """Whether the unnamed copy, given an array of ``names``, answers as the estimator does on a
-    DataFrame of the signature's columns: bit for bit, without a warning, on probe rows. An
-    estimator that needs the names (a ColumnTransformer selecting by name) fails here and keeps
-    the DataFrame."""
-    import pandas as pd
-
-    rng = np.random.default_rng(0)
-    probe = {column: rng.uniform(0.5, 50.0, size=16) for column in on_frame.columns}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            expected = on_frame.method(pd.DataFrame(probe, columns=list(on_frame.columns)))
-            got = getattr(unnamed, method)(np.vstack([probe[name] for name in names]).T)
-    except Exception:
-        return False
-    expected, got = np.asarray(expected), np.asarray(got)
-    return expected.shape == got.shape and expected.dtype == got.dtype and bool(np.array_equal(expected, got))
 
 
 class PyfuncModel:
@@ -156,13 +54,13 @@ class PyfuncModel:
                 self.output_shape = [-1]
                 self.output_datatype = answered_datatype(str(getattr(outputs.inputs[0].type, "name", "")))
         # chosen once, at load: None is the generic pyfunc
-        self._fast = _sklearn_method(pyfunc, self.columns) if direct and self._tensor is None else None
+        self._fast = sklearn_method(pyfunc, self.columns) if direct and self._tensor is None else None
 
     @property
     def path(self) -> str:
         """How predictions run, chosen at load: ``array`` (the sklearn estimator on a float64 array),
         ``frame`` (the estimator on a DataFrame: it needs the column names) or ``pyfunc`` (MLflow's
-        generic path). See ``_sklearn_method``."""
+        generic path). See ``direct.sklearn_method``."""
         if self._fast is None:
             return "pyfunc"
         return "frame" if self._fast.on_frame else "array"
@@ -207,7 +105,7 @@ class PyfuncModel:
                 )
         fast = self._fast if checked is None else None  # the estimator itself would not see them
         if fast is not None:
-            matrix = _finite_matrix([columns.get(name) for name in fast.columns])
+            matrix = finite_matrix([columns.get(name) for name in fast.columns])
             if matrix is not None:
                 return self._predict_sklearn(matrix, fast)
             # a column is not numbers, holds a missing value, or an optional one is missing: the slow
@@ -244,22 +142,8 @@ class PyfuncModel:
                 data[column.name] = _int_column(values, column)
         return data, missing
 
-    def _predict_sklearn(self, matrix: Any, fast: _Direct, *, finite: bool = True) -> list[Any]:
-        """``matrix`` is (columns, rows): transposed, it has the memory layout of the frame the
-        pyfunc would build (pandas keeps a frame's block column-major), so the estimator's
-        arithmetic runs in the same order and the outputs are bit-identical to the slow path's.
-        ``finite``: checked finite before, so scikit-learn need not check again; a matrix with a
-        missing value (NaN) is checked by the estimator, which takes it (an imputer) or refuses it."""
-        import sklearn
-
-        matrix = matrix.T
-        if fast.on_frame:
-            import pandas as pd
-
-            matrix = pd.DataFrame(matrix, columns=list(fast.columns), copy=False)
-        with sklearn.config_context(assume_finite=finite):
-            output = fast.method(matrix)
-        return rows_of(output, self.name)
+    def _predict_sklearn(self, matrix: Any, fast: Direct, *, finite: bool = True) -> list[Any]:
+        return rows_of(fast.call(matrix, finite=finite), self.name)
 
     def _predict_tensor(self, columns: dict[str, list[Any]], params: dict[str, Any] | None) -> list[Any]:
         """A model taking one unnamed tensor (-1, N): its N columns (named "0".."N-1", or any N
@@ -394,21 +278,6 @@ def _int_column(values: list[Any], column: Column) -> Any:
             status=422,
         )
     return np.array(checked, dtype=dtype)
-
-
-def _finite_matrix(columns: list[Any]) -> Any:
-    """The columns as one float64 (columns, rows) array in one conversion, when they all are
-    equal-length lists of finite numbers; else None (``_typed`` then names what is wrong, or reads
-    a null in an optional column as a missing value)."""
-    if any(values is None for values in columns):
-        return None
-    try:
-        matrix = np.array(columns, dtype=np.float64)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    if matrix.ndim != 2 or matrix.shape[1] == 0 or not np.isfinite(matrix).all():
-        return None
-    return matrix
 
 
 def _tensor_columns(schema: Any) -> TensorColumns | None:
