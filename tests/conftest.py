@@ -387,6 +387,16 @@ def gated_registry(tmp_path_factory: pytest.TempPathFactory) -> GatedRegistry:
 
 
 @pytest.fixture
+def valgrind_installed() -> None:
+    """The instruction counter of ``bench.gateway.instructions``: as ``wrk_installed``, with
+    ``MODELCANARY_REQUIRE_VALGRIND`` (``.ci/run`` sets it)."""
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        if os.environ.get("MODELCANARY_REQUIRE_VALGRIND"):
+            pytest.fail("MODELCANARY_REQUIRE_VALGRIND is set but valgrind is not on PATH (apt-get install valgrind)")
+        pytest.skip("valgrind is not installed (apt-get install valgrind); set MODELCANARY_REQUIRE_VALGRIND")
+
+
+@pytest.fixture
 def wrk_installed() -> None:
     """The gateway benchmarks' load generator: without it their smoke tests skip and say why,
     unless ``MODELCANARY_REQUIRE_WRK`` is set (``.ci/run`` sets it): then they fail, so CI cannot

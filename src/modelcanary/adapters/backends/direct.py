@@ -60,8 +60,9 @@ def _sklearn_config() -> dict[str, Any] | None:
     """This thread's scikit-learn configuration, the dict ``sklearn.config_context`` edits, to
     set ``assume_finite`` for one call (the gateway checked the values finite): its own
     ``config_context`` copies and re-validates the whole configuration on entry and exit, ~40,000
-    instructions a request, a twentieth of a light model's whole request (callgrind, ad hoc). None
-    if a scikit-learn release keeps it elsewhere; ``config_context`` is used then."""
+    instructions a request, a twenty-fifth of a light model's whole request (docs/gateway-benchmark.md,
+    "Instructions a request"). None if a scikit-learn release keeps it elsewhere; ``config_context``
+    is used then."""
     getter = _config_getter()
     config = getter() if getter is not None else None
     return config if isinstance(config, dict) and isinstance(config.get("assume_finite"), bool) else None
