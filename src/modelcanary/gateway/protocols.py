@@ -20,44 +20,28 @@ from typing import Any
 import orjson
 
 from modelcanary.domain.errors import RequestError
+from modelcanary.gateway.datatypes import (
+    FLOAT_TYPES,
+    INTEGER_TYPES,
+    RANGES,
+    V2_TYPES,
+    check_values,
+    dimensions,
+    ragged,
+)
 from modelcanary.ports import Column, TensorColumns
 
 MAX_ROWS = 10_000
-_V2_TYPES = {
-    "BOOL",
-    "UINT8",
-    "UINT16",
-    "UINT32",
-    "UINT64",
-    "INT8",
-    "INT16",
-    "INT32",
-    "INT64",
-    "FP16",
-    "FP32",
-    "FP64",
-    "BYTES",
-}
 _NUMERIC = {"double", "float", "long", "integer"}
 _PLAIN: dict[str, type] = {"boolean": bool, "string": str}  # the other column types values are checked for
-# which JSON values a tensor of each datatype may hold (bool is an int in Python: checked first)
-_INTEGER_TYPES = {"UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"}
-_FLOAT_TYPES = {"FP16", "FP32", "FP64"}
-# the values each sized datatype holds: a JSON tensor may not carry what its binary form could not
-_RANGES: dict[str, tuple[float, float]] = {
-    **{f"INT{bits}": (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) for bits in (8, 16, 32, 64)},
-    **{f"UINT{bits}": (0, 2**bits - 1) for bits in (8, 16, 32, 64)},
-    "FP16": (-65504.0, 65504.0),
-    "FP32": (-3.4028234663852886e38, 3.4028234663852886e38),
-}
 # which tensor datatypes a signature's column types take (numbers: any numeric datatype)
-_TAKES = {"boolean": {"BOOL"}, "string": {"BYTES"}, **{kind: _INTEGER_TYPES | _FLOAT_TYPES for kind in _NUMERIC}}
+_TAKES = {"boolean": {"BOOL"}, "string": {"BYTES"}, **{kind: INTEGER_TYPES | FLOAT_TYPES for kind in _NUMERIC}}
 # the numbers the sized column types hold, as MLflow casts them (float32, int32, int64): whole numbers
 # for the integer ones (3.0 is 3, as Python clients send a whole number)
 _COLUMN_RANGES: dict[str, tuple[float, float]] = {
-    "float": _RANGES["FP32"],
-    "integer": _RANGES["INT32"],
-    "long": _RANGES["INT64"],
+    "float": RANGES["FP32"],
+    "integer": RANGES["INT32"],
+    "long": RANGES["INT64"],
 }
 _WHOLE = {"integer", "long"}
 _MISSING_OK = {"double", "float"}  # numeric columns that hold a missing value (NaN); integer ones cannot
@@ -65,21 +49,13 @@ _MISSING_OK = {"double", "float"}  # numeric columns that hold a missing value (
 
 def _holds(datatype: str, kind: str) -> bool:
     """Whether every value a tensor of ``datatype`` holds fits a column of ``kind`` as it is."""
-    low, high = _RANGES.get(datatype, (float("-inf"), float("inf")))
+    low, high = RANGES.get(datatype, (float("-inf"), float("inf")))
     wanted = _COLUMN_RANGES[kind]
-    return (kind not in _WHOLE or datatype in _INTEGER_TYPES) and wanted[0] <= low and high <= wanted[1]
+    return (kind not in _WHOLE or datatype in INTEGER_TYPES) and wanted[0] <= low and high <= wanted[1]
 
 
 # (tensor datatype, column type) pairs whose values are each checked to fit the column (``_check_fits``)
-_CHECK_FITS = {(d, kind) for d in _INTEGER_TYPES | _FLOAT_TYPES for kind in _COLUMN_RANGES if not _holds(d, kind)}
-# the exact Python types (bool is not an int here) that need no closer look, per datatype
-_NOTHING: frozenset[type] = frozenset()
-_EXACT_KINDS: dict[str, set[type]] = {
-    **{datatype: {int, float} for datatype in _FLOAT_TYPES},
-    **{datatype: {int} for datatype in _INTEGER_TYPES},
-    "BOOL": {bool},
-    "BYTES": {str},
-}
+_CHECK_FITS = {(d, kind) for d in INTEGER_TYPES | FLOAT_TYPES for kind in _COLUMN_RANGES if not _holds(d, kind)}
 
 
 def json_body(raw: bytes | memoryview) -> Any:
@@ -135,40 +111,6 @@ def _require(condition: bool, message: str, field: str) -> None:
         raise RequestError(message, field=field)
 
 
-def _check_values(data: list[Any], datatype: str, tensor: int) -> None:
-    """Every value of input ``tensor`` fits its datatype; the first that does not is named with its
-    index. The common case, plain JSON numbers, is checked in one pass in C (``set(map(type, ...))``),
-    and the field's name is only written out for a message."""
-    if set(map(type, data)) <= _EXACT_KINDS.get(datatype, _NOTHING):
-        bounds = _RANGES.get(datatype)
-        if bounds is not None and data and (min(data) < bounds[0] or max(data) > bounds[1]):
-            index, value = next((i, v) for i, v in enumerate(data) if not bounds[0] <= v <= bounds[1])
-            raise RequestError(
-                f"{value!r} at [{index}] is out of {datatype}'s range {bounds}", field=f"inputs[{tensor}].data"
-            )
-        return
-    field = f"inputs[{tensor}].data"
-    if datatype in _FLOAT_TYPES or datatype in _INTEGER_TYPES:
-        integers = datatype in _INTEGER_TYPES
-        kinds: type | tuple[type, ...] = int if integers else (int, float)
-        for index, value in enumerate(data):
-            if isinstance(value, bool) or not isinstance(value, kinds):
-                if integers and isinstance(value, float) and value.is_integer() and abs(value) >= 2**63:
-                    # a JSON integer past 64 bits reads as a float
-                    raise RequestError(f"{value:.0f} at [{index}] is out of {datatype}'s range", field=field)
-                raise RequestError(
-                    f"{datatype} needs {'integers' if integers else 'numbers'}, got {value!r} at [{index}]", field=field
-                )
-    elif datatype == "BOOL":
-        for index, value in enumerate(data):
-            if not isinstance(value, bool):
-                raise RequestError(f"BOOL needs true or false, got {value!r} at [{index}]", field=field)
-    else:
-        for index, value in enumerate(data):
-            if not isinstance(value, str):
-                raise RequestError(f"BYTES needs strings, got {value!r} at [{index}]", field=field)
-
-
 def _check_fits(values: list[Any], kind: str, field: str) -> None:
     """Every number fits a column of ``kind`` (``float``, ``integer``, ``long``) as MLflow casts it:
     within float32's range, or whole and within int32's or int64's; nulls are checked elsewhere.
@@ -211,10 +153,10 @@ def v2_columns(body: Any, signature: tuple[Column, ...] | None) -> dict[str, lis
         name, shape, datatype = tensor.get("name"), tensor.get("shape"), tensor.get("datatype")
         if not isinstance(name, str) or name == "":
             raise RequestError("a non-empty string is required", field=f"inputs[{index}].name")
-        if not (isinstance(shape, list) and 1 <= len(shape) <= 2 and _dimensions(shape)):
+        if not (isinstance(shape, list) and 1 <= len(shape) <= 2 and dimensions(shape)):
             raise RequestError("must be [rows] or [rows, columns]", field=f"inputs[{index}].shape")
-        if datatype not in _V2_TYPES:
-            raise RequestError(f"must be one of {', '.join(sorted(_V2_TYPES))}", field=f"inputs[{index}].datatype")
+        if datatype not in V2_TYPES:
+            raise RequestError(f"must be one of {', '.join(sorted(V2_TYPES))}", field=f"inputs[{index}].datatype")
         if name in columns:
             raise RequestError("a tensor of this name came earlier", field=f"inputs[{index}].name")
         if "parameters" in tensor:
@@ -229,7 +171,7 @@ def v2_columns(body: Any, signature: tuple[Column, ...] | None) -> dict[str, lis
             len(shape) == 2
             and isinstance(raw, list)
             and data is not raw
-            and (len(raw) != shape[0] or _ragged(raw, shape[1]))
+            and (len(raw) != shape[0] or ragged(raw, shape[1]))
         ):
             raise RequestError(
                 f"nested, it must be {shape[0]} lists of {shape[1]} values, as its shape {shape}",
@@ -240,7 +182,7 @@ def v2_columns(body: Any, signature: tuple[Column, ...] | None) -> dict[str, lis
             raise RequestError(
                 f"holds {len(data)} values but shape {shape} needs {expected}", field=f"inputs[{index}].data"
             )
-        _check_values(data, datatype, index)
+        check_values(data, datatype, index)
         if len(shape) == 2 and shape[1] != 1:
             if len(inputs) != 1:
                 raise RequestError("a 2-D tensor must be the only input", field=f"inputs[{index}].shape")
@@ -263,14 +205,6 @@ def v2_columns(body: Any, signature: tuple[Column, ...] | None) -> dict[str, lis
                 _check_fits(data, wanted, f"inputs[{index}].data")
         columns[name] = data
     return columns
-
-
-def _dimensions(shape: list[Any]) -> bool:
-    """Whether a shape's one or two dimensions are whole numbers, none negative (not bools)."""
-    first = shape[0]
-    if type(first) is not int or first < 0:
-        return False
-    return len(shape) == 1 or (type(shape[1]) is int and shape[1] >= 0)
 
 
 def _column_type(signature: tuple[Column, ...] | None, name: str) -> str | None:
@@ -317,12 +251,6 @@ def _check_datatype(name: str, wanted: str, datatype: str, index: int) -> None:
         raise RequestError(
             f"the model takes {kind} ({wanted}) for {name!r}, not {datatype}", field=f"inputs[{index}].datatype"
         )
-
-
-def _ragged(rows: list[Any], width: int) -> bool:
-    """Whether nested rows are not all lists of ``width`` values (regrouping them would answer rows
-    the client never sent)."""
-    return any(type(row) is not list or len(row) != width for row in rows)
 
 
 MLFLOW_FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
