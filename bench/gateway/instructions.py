@@ -105,7 +105,10 @@ def count(app: str, model: str, prepared_path: Path, requests_n: int, folder: Pa
     child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert child.stdout is not None
     try:
-        if child.stdout.readline().strip() != "ready":
+        for line in child.stdout:  # whatever a library prints while loading comes first
+            if line.strip() == "ready":
+                break
+        else:
             raise RuntimeError(f"{tag}: the counted process did not start (exit {child.wait()})")
         subprocess.run(["callgrind_control", "-i", "on", str(child.pid)], check=True, capture_output=True)
         go.touch()

@@ -146,6 +146,7 @@ def v2_columns(body: Any, signature: tuple[Column, ...] | None) -> dict[str, lis
     inputs = body.get("inputs")
     _require(isinstance(inputs, list) and len(inputs) > 0, "must be a non-empty list of tensors", "inputs")
     _check_parameters(body, "")
+    known = _signature(signature)
     columns: dict[str, list[Any]] = {}
     for index, tensor in enumerate(inputs):
         if not isinstance(tensor, dict):
@@ -186,19 +187,20 @@ def v2_columns(body: Any, signature: tuple[Column, ...] | None) -> dict[str, lis
         if len(shape) == 2 and shape[1] != 1:
             if len(inputs) != 1:
                 raise RequestError("a 2-D tensor must be the only input", field=f"inputs[{index}].shape")
-            if signature is None or len(signature) != shape[1]:
-                known = len(signature) if signature else "unknown"
+            if known is None or len(known.signature) != shape[1]:
+                inputs_known = len(signature) if signature else "unknown"
                 raise RequestError(
-                    f"{shape[1]} columns do not match the model's {known} inputs", field=f"inputs[{index}].shape"
+                    f"{shape[1]} columns do not match the model's {inputs_known} inputs",
+                    field=f"inputs[{index}].shape",
                 )
-            names, fits = _matrix_checks(signature, datatype, index)
+            names, fits = _matrix_checks(known, datatype, index)
             width = shape[1]
             split = {name: data[offset::width] for offset, name in enumerate(names)}
             for column in fits:
                 _check_fits(split[column.name], column.type, f"inputs[{index}].data")
             return split
         # an unnamed tensor's columns are all of its type, and take tensors of any name by position
-        wanted = _column_type(signature, name)
+        wanted = known.types.get(name, known.tensor_type) if known is not None else None
         if wanted is not None:
             _check_datatype(name, wanted, datatype, index)
             if (datatype, wanted) in _CHECK_FITS:
@@ -207,40 +209,49 @@ def v2_columns(body: Any, signature: tuple[Column, ...] | None) -> dict[str, lis
     return columns
 
 
-def _column_type(signature: tuple[Column, ...] | None, name: str) -> str | None:
-    """The type the signature gives the column a 1-D tensor of this name fills: its own, or an
-    unnamed tensor's (whose columns are all of its type and take tensors of any name by position)."""
-    for column in signature or ():
-        if column.name == name:
-            return column.type
-    return signature[0].type if isinstance(signature, TensorColumns) and signature else None
+class _Signature:
+    """What ``v2_columns`` reads of a signature on every request, worked out once: each column's
+    type by name (and an unnamed tensor's, whose columns take tensors of any name by position),
+    and by the datatype of a 2-D tensor, the columns' names in order and the columns whose values
+    must be checked to fit (``_matrix_checks``). Built per request, these cost more than the rest
+    of parsing a tensor."""
+
+    __slots__ = ("matrices", "signature", "tensor_type", "types")
+
+    def __init__(self, signature: tuple[Column, ...]) -> None:
+        self.signature = signature
+        self.types = {column.name: column.type for column in signature}
+        self.tensor_type = signature[0].type if isinstance(signature, TensorColumns) and signature else None
+        self.matrices: dict[str, tuple[tuple[str, ...], tuple[Column, ...]]] = {}
 
 
-# What ``_matrix_checks`` found for a signature, by datatype: the columns' names in order, and
-# those whose values a tensor of that datatype must be checked to fit. Keyed by the signature's id
-# and holding the signature, so an id reused by another object is told apart; a few per model.
-_MATRIX_CHECKS: dict[int, tuple[tuple[Column, ...], dict[str, tuple[tuple[str, ...], tuple[Column, ...]]]]] = {}
-_MATRIX_CHECKS_KEPT = 256
+# By the signature's id, each holding its signature, so that an id reused by another object is
+# told apart; a few per model loaded.
+_SIGNATURES: dict[int, _Signature] = {}
+_SIGNATURES_KEPT = 256
 
 
-def _matrix_checks(
-    signature: tuple[Column, ...], datatype: str, index: int
-) -> tuple[tuple[str, ...], tuple[Column, ...]]:
-    """A 2-D tensor of ``datatype`` for every column of ``signature``: each column must take that
-    datatype (else the 400 names the tensor's datatype); the columns' names, and the columns whose
-    values must be checked to fit. Worked out once per signature and datatype: on every request of
-    such a model it cost more than the rest of parsing the tensor."""
-    known = _MATRIX_CHECKS.get(id(signature))
-    if known is None or known[0] is not signature:
-        if len(_MATRIX_CHECKS) >= _MATRIX_CHECKS_KEPT:
-            _MATRIX_CHECKS.clear()
-        known = _MATRIX_CHECKS[id(signature)] = (signature, {})
-    found = known[1].get(datatype)
+def _signature(signature: tuple[Column, ...] | None) -> _Signature | None:
+    if signature is None:
+        return None
+    known = _SIGNATURES.get(id(signature))
+    if known is None or known.signature is not signature:
+        if len(_SIGNATURES) >= _SIGNATURES_KEPT:
+            _SIGNATURES.clear()
+        known = _SIGNATURES[id(signature)] = _Signature(signature)
+    return known
+
+
+def _matrix_checks(known: _Signature, datatype: str, index: int) -> tuple[tuple[str, ...], tuple[Column, ...]]:
+    """A 2-D tensor of ``datatype`` for every column: each column must take that datatype (else the
+    400 names the tensor's datatype); the columns' names, and those whose values must be checked
+    to fit. Worked out once per signature and datatype."""
+    found = known.matrices.get(datatype)
     if found is None:
-        for column in signature:  # one datatype for every column: each must take it
+        for column in known.signature:  # one datatype for every column: each must take it
             _check_datatype(column.name, column.type, datatype, index)
-        fits = tuple(column for column in signature if (datatype, column.type) in _CHECK_FITS)
-        found = known[1][datatype] = (tuple(column.name for column in signature), fits)
+        fits = tuple(column for column in known.signature if (datatype, column.type) in _CHECK_FITS)
+        found = known.matrices[datatype] = (tuple(column.name for column in known.signature), fits)
     return found
 
 
