@@ -20,12 +20,12 @@ from modelcanary.domain.telemetry import (
     score_bucket,
 )
 
-# (latency in ms, error, score or None, label or None)
-Event = tuple[float, bool, float | None, int | None]
+# (latency in ms or None for an answer from the prediction cache, error, score or None, label or None)
+Event = tuple[float | None, bool, float | None, int | None]
 
 events = st.lists(
     st.tuples(
-        st.floats(min_value=0.0, max_value=500_000.0, allow_nan=False),
+        st.one_of(st.none(), st.floats(min_value=0.0, max_value=500_000.0, allow_nan=False)),
         st.booleans(),
         st.one_of(st.none(), st.floats(min_value=-0.5, max_value=1.5, allow_nan=False)),
         st.one_of(st.none(), st.sampled_from([0, 1])),
@@ -37,7 +37,7 @@ events = st.lists(
 def _counted(batch: list[Event]) -> VariantTelemetry:
     telemetry = VariantTelemetry()
     for latency, error, score, label in batch:
-        telemetry.observe(latency_ms=latency, error=error)
+        telemetry.observe(latency_ms=latency, error=error and latency is not None)
         if score is not None:
             bucket = telemetry.observe_score(score)
             if label is not None:

@@ -672,3 +672,48 @@ def test_an_interval_whose_counts_cannot_be_counts_is_not_bet_on() -> None:
     logs = [m["e"]["error-rate"] for m in memories]
     assert logs[3] == logs[2] and logs[5] == logs[4]  # the two intervals that cannot be counts
     assert logs[4] != logs[3] and logs[6] != logs[5]  # the next ones, bet on from where the counts stood
+
+
+def test_answers_from_the_prediction_cache_are_not_what_latency_compares() -> None:
+    """Each variant with the gateway's own prediction cache, identical models (the same latency
+    law), a 10% split that is not sticky: the baseline, with nine times the traffic, finds three
+    quarters of its rows in its cache, the candidate about a quarter. Counted among the requests
+    the latency metric compares, those cached answers (untimed, so never slow) made the baseline
+    look faster: each of these ten rollouts was rolled back (found by review, 2026-12-03)."""
+    from modelcanary.gateway.cache import PredictionCache
+
+    spec = Analysis.model_validate({"alpha": 0.05, "metrics": [{"kind": "latency", "quantile": 0.95, "margin": 0.21}]})
+    rolled_back, cached_shares = 0, []
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        clock = [0.0]
+
+        def now(clock: list[float] = clock) -> float:
+            return clock[0]
+
+        caches = [PredictionCache(max_entries=100_000, ttl_s=300.0, clock=now) for _ in range(2)]
+        counts = [VariantTelemetry(), VariantTelemetry()]  # baseline, candidate
+        memory: Memory = {}
+        for look in range(60):
+            n = int(rng.poisson(500))  # 50 requests a second, a look every 10 s
+            rows, to_candidate = rng.integers(0, 3000, n), rng.random(n) < 0.1
+            latency = rng.lognormal(np.log(40), 0.5, n)
+            for k in range(n):
+                clock[0] = 10.0 * (look + k / n)
+                side = int(to_candidate[k])
+                found = caches[side].lookup({"x": [int(rows[k])]})
+                assert found is not None
+                if not found.missing:
+                    counts[side].observe(latency_ms=None)
+                    continue
+                found.fill([0.5])
+                counts[side].observe(latency_ms=float(latency[k]))
+            telemetry = RolloutTelemetry(*(VariantTelemetry.from_json(c.to_json()) for c in counts))
+            judgement, memory = judge(spec, Look(at=10.0 * (look + 1), weight=10.0, telemetry=telemetry), memory)
+            if judgement.failing():
+                rolled_back += 1
+                break
+        cached_shares.append([1 - sum(c.latency_counts) / c.requests for c in counts])
+    baseline_share, candidate_share = np.mean(cached_shares, axis=0)
+    assert rolled_back == 0
+    assert baseline_share > 0.7 and candidate_share < 0.35  # the setting this is about

@@ -95,6 +95,7 @@ class Report(BaseModel):
 class VariantCounts(BaseModel):
     requests: int
     errors: int
+    cached: int = 0  # requests answered wholly from the prediction cache (no model called)
     cpu_ms: float
     cpu_requests: int = 0  # requests whose model CPU time is in cpu_ms (models in the gateway's process)
     latency_counts: list[int]

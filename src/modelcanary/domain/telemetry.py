@@ -57,6 +57,8 @@ class VariantTelemetry:
 
     requests: int = 0
     errors: int = 0
+    # requests answered wholly from the prediction cache: no model was called, timed or could fail
+    cached: int = 0
     cpu_ms: float = 0.0  # CPU time the model spent on the requests it was measured on
     # requests whose model CPU time was measured: those of models in the gateway's own process (a
     # remote or awaited model's CPU is spent elsewhere, and a metric source has none to give)
@@ -90,15 +92,16 @@ class VariantTelemetry:
 
     def observe(self, *, latency_ms: float | None, error: bool = False, cpu_ms: float | None = None) -> None:
         """One request, however many rows it held; ``cpu_ms`` when the model's CPU time was measured.
-        ``latency_ms`` None: answered wholly from the prediction cache, so no model was timed (the
-        latency and cost metrics compare the models: each variant's cache hits as often as its
-        share of repeated inputs, which differs between them)."""
+        ``latency_ms`` None: answered wholly from the prediction cache, so no model was timed or
+        could fail (``called``)."""
         self.requests += 1
         if cpu_ms is not None:
             self.cpu_ms += cpu_ms
             self.cpu_requests += 1
         if latency_ms is not None:
             self.latency_counts[bisect_right(LATENCY_EDGES_MS, latency_ms)] += 1
+        else:
+            self.cached += 1
         if error:
             self.errors += 1
 
@@ -110,6 +113,14 @@ class VariantTelemetry:
 
     def observe_label(self, *, bucket: int, label: int) -> None:
         (self.positive_label_scores if label else self.negative_label_scores)[bucket] += 1
+
+    @property
+    def called(self) -> int:
+        """Requests a model answered or failed, and was timed on: what the latency metric compares
+        the models on. Not ``requests``: a variant's cache answers as often as its share of repeated
+        inputs, which differs between the variants (the larger share sees more repeats), so counting
+        cached answers as fast ones made identical models look apart (docs/gateway.md)."""
+        return self.requests - self.cached
 
     @property
     def cache_hit_rate(self) -> float | None:
@@ -146,6 +157,7 @@ class VariantTelemetry:
         return VariantTelemetry(
             requests=self.requests + other.requests,
             errors=self.errors + other.errors,
+            cached=self.cached + other.cached,
             cpu_ms=self.cpu_ms + other.cpu_ms,
             cpu_requests=self.cpu_requests + other.cpu_requests,
             latency_counts=_add(self.latency_counts, other.latency_counts),
@@ -231,6 +243,7 @@ class VariantTelemetry:
             "breaker_reason": self.breaker_reason,
             "cache_hits": self.cache_hits,
             "cache_misses": self.cache_misses,
+            **({"cached": self.cached} if self.cached else {}),
             **({"unscored_labels": self.unscored_labels} if self.unscored_labels else {}),
             **({"keys": self.keys, "key_gateways": self.key_gateways} if self.keys or self.key_gateways else {}),
             **(
@@ -247,6 +260,7 @@ class VariantTelemetry:
         return cls(
             requests=int(data["requests"]),
             errors=int(data["errors"]),
+            cached=int(data.get("cached", 0)),  # not counted by earlier versions
             cpu_ms=float(data.get("cpu_ms", 0.0)),
             cpu_requests=int(data.get("cpu_requests", 0)),  # not counted by earlier versions: none measured
             latency_counts=list(data["latency_counts"]),

@@ -156,13 +156,13 @@ def _latency_keys(metric: LatencyMetric) -> list[tuple[float, str, float]]:
 
 
 def _above(t: RolloutTelemetry, index: int, cand_index: int, tails: Tails) -> Counts:
-    """Requests above the thresholds: the candidate's at bucket ``cand_index`` (the last, past it),
-    the baseline's at ``index``."""
+    """Requests above the thresholds, of those a model answered (``VariantTelemetry.called``):
+    the candidate's at bucket ``cand_index`` (the last, past it), the baseline's at ``index``."""
     return Counts(
         tails.above(t.candidate.latency_counts, min(cand_index, len(LATENCY_EDGES_MS))),
-        t.candidate.requests,
+        t.candidate.called,
         tails.above(t.baseline.latency_counts, index),
-        t.baseline.requests,
+        t.baseline.called,
     )
 
 
