@@ -1110,3 +1110,24 @@ def test_a_worker_that_died_is_started_again(sharded: Sharded, clock: Clock) -> 
     theirs = next(s for s in spread(store, fake, clock) if not shards.mine(s.id))
     clock.now = T0 + 2
     assert theirs.id in {s.id for s in controller.tick()}  # decided by the new worker
+
+
+def test_an_action_failing_for_a_day_keeps_backing_off_and_is_made_once_the_registry_is_back(
+    store: SqlStore, clock: Clock
+) -> None:
+    """The registry refuses one alias move for a day (not a missing version: retried for ever). The
+    backoff doubled without end until 2 ** 1024 overflowed a float at the 1,025th failure: from then
+    on ``run_actions`` raised at that action every time, and no action after it ever ran (found by
+    review, 2026-12-03)."""
+    down = FlakyRegistry(failures=10**9)
+    controller = Controller(store=store, registry=down, clock=clock, retry_backoff_s=1.0, retry_backoff_max_s=60.0)
+    first = start(store, down, clock)
+    controller.tick()
+    run_command(store, first.id, Command.PROMOTE, actor="alice")
+    for _ in range(1_100):  # ~18 h at the 60 s cap
+        clock.now += 61
+        controller.run_actions()
+    down.failures = 0
+    clock.now += 61
+    controller.run_actions()
+    assert down.aliases[("fraud", "champion")] == "2" and store.pending_actions() == []

@@ -101,7 +101,9 @@ class SideEffects:
                 gone = f"action {action.key}: the version is gone from the registry, giving up"
                 what = gone if missing else f"notification {action.key} failed {failures} times, giving up"
             else:
-                wait = min(self.retry_backoff_s * 2 ** (failures - 1), self.retry_backoff_max_s)
+                # the doubling stops at the cap: 2 ** 1024 seconds is no float, and raised here, at
+                # the 1,025th failure (17 h of an outage at a 60 s cap), it stopped every action after
+                wait = min(self.retry_backoff_s * 2 ** min(failures - 1, 60), self.retry_backoff_max_s)
                 self._retries[action_id] = (failures, now + wait)
                 what = f"action {action.key} failed, will retry"
             # a foreign error is a bug, or an adapter letting one through: its traceback is logged
