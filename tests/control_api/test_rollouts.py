@@ -72,6 +72,10 @@ def test_a_bad_spec_is_422_naming_each_field_with_its_line_and_saves_nothing(api
     assert "odd.yaml" in control.json()["detail"] and "is not allowed in YAML" in control.json()["detail"]
     missing = api.call("operator", "POST", "/api/v1/rollouts", json={"source": "x"})
     assert (missing.status_code, missing.json()["field"]) == (422, "body.spec")
+    no_day_spec = SPEC.replace("weight: 5", "weight: 2025-02-30")
+    no_day = api.call("operator", "POST", "/api/v1/rollouts", json={"spec": no_day_spec})
+    assert (no_day.status_code, no_day.json()["field"]) == (422, "spec")  # found by review: was a 500
+    assert "line 10: cannot read '2025-02-30' as timestamp" in no_day.json()["detail"]
     assert api.store.list_rollouts() == []
 
 

@@ -12,6 +12,7 @@ from modelcanary.domain.errors import ModelcanaryError, SpecError
 from modelcanary.domain.metrics import ErrorRateMetric, LatencyMetric, QualityMetric
 from modelcanary.domain.refs import parse_duration, parse_model_uri
 from modelcanary.domain.spec import load_spec
+from modelcanary.domain.specbase import check_endpoint_name
 from modelcanary.domain.specyaml import MAX_NESTING, MAX_SPEC_CHARS
 from modelcanary.domain.traffic import Step, StickyKey
 
@@ -788,3 +789,59 @@ def test_boolean_fields_still_take_booleans() -> None:
 def test_a_key_that_is_not_a_string_is_reported_at_its_own_line(key: str, path: str) -> None:
     """``1: x`` was reported at spec (line 5): the error's location holds the key as text, the YAML as a number."""
     assert _problems(MINIMAL + f"  {key}: x\n") == [(f"{path} (line 16)", "Extra inputs are not permitted")]
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("2025-02-30", "cannot read '2025-02-30' as timestamp: day is out of range for month"),
+        ("!!bool maybe", "cannot read 'maybe' as bool: not one of its values"),
+        ("!!int 0x", "cannot read '0x' as int: string index out of range"),
+        ("9" * 5000, f"cannot read '{'9' * 40}'... as int: Exceeds the limit (4300 digits)"),
+    ],
+    ids=["no-such-day", "not-a-bool", "no-digits", "5000-digits"],
+)
+def test_a_value_the_yaml_reader_cannot_build_is_a_spec_error_at_its_line(value: str, problem: str) -> None:
+    """ruamel's builders raise ValueError, KeyError or IndexError on these, which went through as
+    tracebacks (the CLI's exit 1, the API's 500; found by review, 2026-12-03)."""
+    ((where, message),) = _problems(_edit("weight: 5\n", f"weight: {value}\n"))
+    assert where == "line 11" and message.startswith(problem)
+
+
+PARAMS = "spec.gates.start[0].params"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "problem"),
+    [
+        ("name: fraud-v2", 'name: "\\ud800"', ("metadata.name (line 4)", "holds a lone surrogate")),
+        ("days: [1]", "days: !!set {1}", (f"{PARAMS}.days (line 18)", "a set (!!set) has no JSON")),
+        ("days: [1]", "days: !!binary aGVsbG8=", (f"{PARAMS}.days (line 18)", "binary data (!!binary)")),
+        ("days: [1]", 'days: [1], 1: a, "1": b', (f"{PARAMS}.1 (line 18)", "keys 1 and '1' are both '1'")),
+    ],
+    ids=["lone-surrogate", "set", "binary", "one-key-twice"],
+)
+def test_a_value_json_cannot_hold_is_refused_at_its_field(old: str, new: str, problem: tuple[str, str]) -> None:
+    """A spec is saved as JSON: these validated, then failed to save (a traceback; found by review)."""
+    gates = "  gates:\n    start:\n      - {policy: freeze, params: {days: [1]}}\n"
+    ((where, message),) = _problems((MINIMAL + gates).replace(old, new))
+    assert (where, message[: len(problem[1])]) == problem
+
+
+def test_unquoted_dates_and_times_in_policy_params_are_their_iso_text() -> None:
+    """change-freeze's windows as docs/gates.md writes them, unquoted: YAML reads them as times,
+    which reached the policy's JSON input unconverted (a TypeError at the start gate)."""
+    gates = (
+        "  gates:\n    start:\n      - policy: change-freeze\n        params:\n"
+        "          windows: [{start: 2025-12-20T00:00:00+00:00, end: 2026-01-02}]\n"
+    )
+    (ref,) = load_spec(MINIMAL + gates).spec.gates.start
+    assert ref.params == {"windows": [{"start": "2025-12-20T00:00:00+00:00", "end": "2026-01-02"}]}
+
+
+@pytest.mark.parametrize("name", ["fraud\n", "", "-fraud", "fraud/v2", "f" * 201])
+def test_an_endpoint_name_is_checked_whole(name: str) -> None:
+    """``re.match`` with ``$`` let a trailing newline through (a token scoped to an endpoint that
+    cannot exist; found by review)."""
+    with pytest.raises(ValueError, match="endpoint name"):
+        check_endpoint_name(name)

@@ -25,8 +25,8 @@ from modelcanary.api.problems import MEDIA_TYPE, BodyLimit, install, responses
 from modelcanary.controller.operations import run_command, start_rollout
 from modelcanary.controller.report import rollout_report
 from modelcanary.domain.access import Role, TokenInfo
-from modelcanary.domain.errors import NotFound, SpecError
-from modelcanary.domain.spec import RolloutSpec, load_spec
+from modelcanary.domain.errors import NotFound
+from modelcanary.domain.spec import load_spec
 from modelcanary.domain.state import RolloutState
 from modelcanary.engine.analysis import pair
 from modelcanary.engine.decide import Command
@@ -52,17 +52,6 @@ MAX_PAGE = 5000
 MAX_ID = 2**63 - 1  # an audit id bound past any the store makes, and one every database can compare
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"at most this many (default {PAGE}, at most {MAX_PAGE})")]
 BODY = 400  # a request body that is not even text (FastAPI: "There was an error parsing the body")
-
-
-def _parse(text: str, source: str) -> RolloutSpec:
-    """``load_spec``, with the YAML reader's own errors (a control character, say), which it lets
-    through, reported as the spec's fault too."""
-    from ruamel.yaml.error import YAMLError
-
-    try:
-        return load_spec(text, source=source)
-    except YAMLError as exc:
-        raise SpecError([("yaml", str(exc).replace("\n", " "))], source=source) from exc
 
 
 def _shown(state: RolloutState) -> dict[str, Any]:
@@ -100,7 +89,7 @@ def rollout_routes(store: SqlStore, registry: Registry, policy_dir: str | None =
         """Validate the spec, resolve its models and save the rollout as pending. A bad spec is 422
         with every field at fault and its line; 409 if the endpoint already has an active rollout."""
         source = request.source or "<request body>"
-        check_endpoint(token, _parse(request.spec, source).spec.endpoint)
+        check_endpoint(token, load_spec(request.spec, source=source).spec.endpoint)
         started = start_rollout(
             store, registry, request.spec, source=source, actor=token.actor, policy_dir=policy_dir, confined=True
         )

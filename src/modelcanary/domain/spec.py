@@ -28,7 +28,7 @@ from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, fi
 from modelcanary.domain.errors import SpecError
 from modelcanary.domain.metrics import Analysis
 from modelcanary.domain.specbase import EndpointName, HttpUrl, ModelUri, Seconds, SpecModel, problem_at
-from modelcanary.domain.specyaml import plain, read_yaml, where
+from modelcanary.domain.specyaml import Unsavable, plain, read_yaml, where
 from modelcanary.domain.traffic import STEP_KINDS, Traffic
 
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"  # an environment variable's name
@@ -236,6 +236,8 @@ def load_spec(text: str, *, source: str = "<spec>") -> RolloutSpec:
         raise SpecError([("line 1", "a rollout spec is a YAML mapping with apiVersion, kind and spec")], source=source)
     try:
         return RolloutSpec.model_validate(plain(document))
+    except Unsavable as exc:
+        raise SpecError([(where(document, exc.loc, unions=STEP_KINDS), exc.problem)], source=source) from exc
     except ValidationError as exc:
         problems = [(where(document, error["loc"], unions=STEP_KINDS), error["msg"]) for error in exc.errors()]
         raise SpecError(problems, source=source) from exc

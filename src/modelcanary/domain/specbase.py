@@ -98,7 +98,7 @@ def check_endpoint_name(name: str) -> str:
     ...
     ValueError: endpoint name 'fraud/v2' must be letters, digits, '_', '.' and '-', starting with a letter ...
     """
-    if len(name) > ENDPOINT_CHARS or not re.match(ENDPOINT_PATTERN, name):
+    if len(name) > ENDPOINT_CHARS or not re.fullmatch(ENDPOINT_PATTERN, name):
         raise ValueError(
             f"endpoint name {name!r} must be letters, digits, '_', '.' and '-', starting with a letter or digit, "
             f"at most {ENDPOINT_CHARS} characters"

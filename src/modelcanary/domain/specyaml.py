@@ -4,6 +4,7 @@ field's line kept, so that an error can name the line it is about."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from modelcanary.domain.errors import SpecError
@@ -33,6 +34,13 @@ def read_yaml(text: str, *, source: str) -> Any:
         raise SpecError([(f"line {line}", f"character {char!r} is not allowed in YAML")], source=source) from exc
     except YAMLError as exc:
         raise SpecError([("yaml", str(exc))], source=source) from exc
+    except _UNREADABLE as exc:  # a value's builder failing outside ``construct_object`` (no node to name)
+        raise SpecError([("yaml", f"cannot read a value: {exc}")], source=source) from exc
+
+
+# what ruamel's value builders raise on a value they cannot build (a date past the month's end, an
+# integer past Python's 4,300 digits, ``!!bool maybe``): not YAML errors, and were tracebacks
+_UNREADABLE = (ValueError, TypeError, KeyError, IndexError, OverflowError)
 
 
 def _guarded_yaml() -> Any:
@@ -43,7 +51,29 @@ def _guarded_yaml() -> Any:
 
     yaml = YAML(typ="rt")
     yaml.Composer = _guarded_composer()
+    yaml.Constructor = _guarded_constructor()
     return yaml
+
+
+@functools.cache
+def _guarded_constructor() -> type[Any]:
+    from ruamel.yaml.constructor import ConstructorError, RoundTripConstructor
+    from ruamel.yaml.nodes import ScalarNode
+
+    class GuardedConstructor(RoundTripConstructor):
+        def construct_object(self, node: Any, deep: bool = False) -> Any:
+            """The value, or a ``ConstructorError`` at its line where its builder fails."""
+            try:
+                return super().construct_object(node, deep=deep)
+            except _UNREADABLE as exc:
+                kind = str(node.tag).rpartition(":")[2] or "value"
+                text = node.value if isinstance(node, ScalarNode) else ""
+                shown = f" {text[:40]!r}{'...' if len(text) > 40 else ''}" if text else ""
+                why = "not one of its values" if isinstance(exc, KeyError) else str(exc)
+                problem = f"cannot read{shown} as {kind}: {why}"
+                raise ConstructorError(problem=problem, problem_mark=node.start_mark) from exc
+
+    return GuardedConstructor
 
 
 @functools.cache
@@ -73,13 +103,50 @@ def _guarded_composer() -> type[Any]:
     return GuardedComposer
 
 
-def plain(node: Any) -> Any:
-    """ruamel's commented containers as plain dicts and lists (pydantic wants plain types)."""
+class Unsavable(ValueError):
+    """A value that has no JSON form, which a spec is saved as: at ``loc`` in the document."""
+
+    def __init__(self, loc: tuple[int | str, ...], problem: str) -> None:
+        self.loc, self.problem = loc, problem
+        super().__init__(problem)
+
+
+def plain(node: Any, loc: tuple[int | str, ...] = ()) -> Any:
+    """ruamel's commented containers as plain dicts and lists (pydantic wants plain types), and
+    every value one that JSON holds, since a spec is saved as JSON: an unquoted date or time (a
+    change-freeze window's ``start: 2025-12-20T00:00:00+00:00``) as its ISO text, as if quoted.
+    ``Unsavable`` for what JSON cannot hold: bytes (``!!binary``), a set (``!!set``), text with a
+    lone surrogate (``"\\ud800"``), two keys with one text (``1:`` and ``"1":``).
+
+    >>> plain({1: [2025], "when": __import__("datetime").date(2025, 12, 20)})
+    {'1': [2025], 'when': '2025-12-20'}
+    """
+    import datetime
+
     if isinstance(node, dict):
-        return {str(key): plain(value) for key, value in node.items()}
+        out: dict[str, Any] = {}
+        written: dict[str, Any] = {}
+        for key, value in node.items():
+            name = str(plain(key, loc) if isinstance(key, datetime.date | str) else key)
+            if name in out:
+                raise Unsavable((*loc, name), f"keys {written[name]!r} and {key!r} are both {name!r}; give each once")
+            out[name], written[name] = plain(value, (*loc, name)), key
+        return out
     if isinstance(node, list):
-        return [plain(item) for item in node]
-    return node
+        return [plain(item, (*loc, index)) for index, item in enumerate(node)]
+    if isinstance(node, datetime.date):  # a datetime too
+        return node.isoformat()
+    if isinstance(node, str):
+        try:
+            node.encode()
+        except UnicodeEncodeError:
+            raise Unsavable(loc, "holds a lone surrogate (\\ud800-\\udfff), which is no character") from None
+        return node
+    if node is None or isinstance(node, bool | int | float):
+        return node
+    kind = "binary data (!!binary)" if isinstance(node, bytes) else "this value"
+    kind = "a set (!!set)" if isinstance(node, AbstractSet) else kind
+    raise Unsavable(loc, f"{kind} has no JSON form, which a spec is saved as; write a string, number, list or mapping")
 
 
 _MISSING = object()  # no such key in the YAML
