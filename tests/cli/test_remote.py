@@ -84,6 +84,20 @@ def test_a_bad_or_missing_token_is_a_clear_error(server: tuple[str, str], spec_f
     assert both.exit_code == 2 and "--workdir act on a local store; with --server the server's is used" in both.output
 
 
+def test_a_token_read_with_its_line_ending_works_and_one_with_a_stray_character_is_not_shown(
+    server: tuple[str, str],
+) -> None:
+    """A token with a character no header may hold (a secret file's "\r") made urllib refuse the
+    header, quoting it whole, reported as "cannot reach" the server (found by review)."""
+    url, store_url = server
+    token = _token(store_url, "ci", "viewer")
+    assert _run("rollout", "list", "--server", url, env={"MODELCANARY_TOKEN": f"{token}\r\n"}).exit_code == 0
+    for odd in (f"{token[:8]} {token[8:]}", f"{token}\x7f", f"{token}é"):
+        refused = _run("rollout", "list", "--server", url, "--token", odd)
+        assert refused.exit_code == 2 and "holds a character no token has" in refused.output
+        assert token[4:] not in refused.output and "cannot reach" not in refused.output
+
+
 def test_roles_and_endpoints_limit_what_a_token_does(server: tuple[str, str], spec_file: Path) -> None:
     url, store_url = server
     operator = ["--server", url, "--token", _token(store_url, "ops", "operator")]

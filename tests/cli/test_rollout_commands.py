@@ -336,3 +336,18 @@ def test_audit_export_and_a_tampered_chain(target: Target, spec_file: Path, tmp_
     assert broken.exit_code == 1, broken.output
     assert f"BROKEN at event id {edited['id']} (position {len(events) - 2} in id order, from 0; " in broken.stdout
     assert "hash does not match" in broken.stdout
+
+
+def test_a_reason_that_is_no_text_or_too_long_and_an_unknown_rollout_are_refused(
+    target: Target, spec_file: Path
+) -> None:
+    """On a local store a reason of bytes that are not UTF-8 failed the save with a traceback and one
+    of any length was saved (the API takes 2,000 characters); an audit export of a mistyped rollout
+    id printed nothing, as if it had no events (the API: 404). Found by review."""
+    rollout_id = target.run("rollout", "start", str(spec_file)).stdout.strip()
+    for reason, why in (("bad \udcff byte", "holds bytes that are not UTF-8 text"), ("x" * 2001, "at most 2000")):
+        refused = target.run("rollout", "pause", rollout_id, "--reason", reason)
+        assert refused.exit_code == 2 and why in refused.output and "Traceback" not in refused.output
+    assert not target.store.get(rollout_id)[0].paused
+    unknown = target.run("audit", "export", "--rollout", "nope")
+    assert unknown.exit_code == 2 and "no rollout 'nope'" in unknown.output

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from modelcanary.domain.access import TOKEN_NAME, Role
+from modelcanary.domain.access import MAX_REASON_CHARS, TOKEN_NAME, Role
 from modelcanary.domain.judgement import Judgement, Verdict
 from modelcanary.domain.specbase import EndpointName
 from modelcanary.domain.specyaml import MAX_SPEC_CHARS
@@ -50,7 +50,9 @@ class StartRequest(Request):
 
 
 class CommandRequest(Request):
-    reason: str | None = Field(None, max_length=2000, description="why; recorded in the history and audit log")
+    reason: str | None = Field(
+        None, max_length=MAX_REASON_CHARS, description="why; recorded in the history and audit log"
+    )
 
 
 class RolloutDetail(BaseModel):

@@ -104,6 +104,8 @@ class LocalOperations:
         return run_command(self.store, rollout_id, command, actor=self.actor, reason=reason)
 
     def audit_events(self, rollout_id: str | None = None) -> list[dict[str, Any]]:
+        if rollout_id is not None:
+            self.store.get(rollout_id)  # NotFound, as through the API: a mistyped id is no empty log
         return self.store.audit_events(rollout_id)
 
     def verify_audit(self) -> AuditCheck:

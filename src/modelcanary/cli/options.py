@@ -144,8 +144,15 @@ def _operations(
         ]
         if given:
             raise click.UsageError(f"{', '.join(given)} act on a local store; with --server the server's is used")
+        token = (token or "").strip()  # a secret file's line ending, "\r\n" from Windows too
         if not token:
             raise click.UsageError("--server needs a token: give --token or set MODELCANARY_TOKEN")
+        if not all("!" <= char <= "~" for char in token):
+            # not shown: urllib's error for such a header quoted the whole token, as "cannot reach"
+            raise click.UsageError(
+                "the token (--token or MODELCANARY_TOKEN) holds a character no token has "
+                "(a token is printable ASCII without spaces); the token is not shown"
+            )
         from modelcanary.cli.remote import RemoteOperations
 
         return RemoteOperations(server, token)

@@ -20,6 +20,7 @@ from modelcanary.cli.options import (
     read_spec,
     target_options,
 )
+from modelcanary.domain.access import MAX_REASON_CHARS
 from modelcanary.domain.phases import Phase
 from modelcanary.domain.state import RolloutState
 from modelcanary.engine.decide import Command
@@ -199,10 +200,24 @@ def rollout_spec(rollout_id: str, ops: Operations) -> None:
     click.echo(ops.rollout(rollout_id)[1], nl=False)
 
 
+def _reason(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """The reason as the API would take it: bytes that are not UTF-8 (kept by Python as lone
+    surrogates) failed the save with a traceback; any length was saved."""
+    if value is None:
+        return None
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise click.BadParameter("holds bytes that are not UTF-8 text") from None
+    if len(value) > MAX_REASON_CHARS:
+        raise click.BadParameter(f"{len(value)} characters; at most {MAX_REASON_CHARS}")
+    return value
+
+
 def _command(command: Command, help_text: str) -> None:
     @rollout.command(command.value, help=help_text, epilog="Exit codes: 0 accepted; 2 refused (with why).")
     @click.argument("rollout_id")
-    @click.option("--reason", help="why: recorded in the rollout's history and the audit log")
+    @click.option("--reason", callback=_reason, help="why: recorded in the rollout's history and the audit log")
     @target_options
     def run(rollout_id: str, reason: str | None, ops: Operations) -> None:
         state = ops.command(rollout_id, command, reason=reason)

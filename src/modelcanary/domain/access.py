@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from modelcanary.domain.errors import RequestError
 
 TOKEN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+MAX_REASON_CHARS = 2000  # an operator's reason for a command, through the API or the CLI
 
 
 class Role(enum.StrEnum):
