@@ -135,7 +135,7 @@ def test_v2_infer_with_one_tensor_per_column(client: httpx.Client, rows: Rows, e
     assert body["parameters"]["variant"] == variant
     assert body["id"] == "req-7"
     assert body["model_name"] == "fraud"
-    assert body["model_version"] == ("fraud/1" if variant == "baseline" else "fraud/2")
+    assert body["model_version"] == ("1" if variant == "baseline" else "2")  # as the metadata lists them
     (output,) = body["outputs"]
     assert output["shape"] == [3, 2]
     assert output["datatype"] == "FP64"
@@ -610,7 +610,10 @@ def test_a_route_that_cannot_load_does_not_hold_back_other_endpoints(
         store.put_route(Route(endpoint="churn", baseline=ModelVersion(name="churn", version="404")))
         store.put_route(fraud_route(versions, weight=0.0, rollout_id="r-isolated"))  # fraud rolls back
         _wait_until(lambda: infer(http, rows[:1]).headers[VARIANT_HEADER] == "baseline")
-        assert infer(http, rows[:1], endpoint="churn").status_code == 404  # never loaded, so not served
+        # never loaded, so not served: 503, which a client retries (a 404, as before, said no such name)
+        churn = infer(http, rows[:1], endpoint="churn")
+        assert churn.status_code == 503 and "'churn' is not loaded yet" in churn.json()["error"]
+        assert infer(http, rows[:1], endpoint="nonesuch").status_code == 404
 
 
 def test_a_gateway_whose_first_table_has_an_endpoint_that_cannot_load_is_ready_and_says_which(
@@ -629,7 +632,8 @@ def test_a_gateway_whose_first_table_has_an_endpoint_that_cannot_load_is_ready_a
         assert ready.status_code == 200
         assert ready.json()["unavailable"] == {"churn": "ModuleNotFoundError: No module named 'catboost'"}
         assert ready.json()["endpoints"] == ["fraud"] and infer(http, rows[:1]).status_code == 200
-        assert http.get("/v2/models/churn/ready").status_code == 404
+        assert http.get("/v2/models/churn/ready").status_code == 503
+        assert "No module named 'catboost'" in http.get("/v2/models/churn/ready").json()["error"]
     tracebacks = [record for record in caplog.records if "cannot load its models" in record.getMessage()]
     assert len(tracebacks) == 1
 

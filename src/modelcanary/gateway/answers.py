@@ -3,7 +3,7 @@ MLflow's scoring predictions, each made before the answer's success is recorded 
 protocol cannot carry is the model's failure, never a 500 counted as a success); and each row's
 score, which the telemetry keeps.
 
->>> v2_response(model_name="m", model_version="m/1", request_id=None, outputs=[[0.2, 0.8]], variant="baseline",
+>>> v2_response(model_name="m", model_version="1", request_id=None, outputs=[[0.2, 0.8]], variant="baseline",
 ...             prediction_ids=["x-0"])["outputs"]
 [{'name': 'predict', 'shape': [1, 2], 'datatype': 'FP64', 'data': [0.2, 0.8]}]
 """
@@ -80,7 +80,7 @@ def _integers(data: list[int]) -> str:
 def v2_response(
     *,
     model_name: str,
-    model_version: str,
+    model_version: str | None,
     request_id: str | None,
     outputs: list[Any],
     variant: str,
@@ -89,7 +89,7 @@ def v2_response(
     datatype, shape, data = output_tensor(outputs)
     response: dict[str, Any] = {
         "model_name": model_name,
-        "model_version": model_version,
+        **({"model_version": model_version} if model_version else {}),
         "outputs": [{"name": OUTPUT_NAME, "shape": shape, "datatype": datatype, "data": data}],
         "parameters": {"variant": variant, "prediction_ids": prediction_ids},
     }

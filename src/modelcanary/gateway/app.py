@@ -129,6 +129,9 @@ class Gateway(Following):
         gateway, not the client, picks the variant: the version is checked, not obeyed)."""
         serving = self.serving.get(endpoint)
         if serving is None:
+            why = self.unavailable.get(endpoint)
+            if why is not None:  # its models did not load (the registry down, say): not a wrong name
+                raise RequestError(f"endpoint {endpoint!r} is not loaded yet, retried every refresh: {why}", status=503)
             known = ", ".join(sorted(self.serving)) or "none"
             raise UnknownEndpoint(f"no endpoint {endpoint!r}; serving: {known}", field="endpoint")
         if version is not None and version not in serving.versions():
@@ -384,7 +387,7 @@ class Gateway(Following):
             served = serving.version(variant)
             return answers.v2_response(
                 model_name=serving.route.endpoint,
-                model_version=f"{served.name}/{served.version}",
+                model_version=served.version or None,  # a version the metadata lists (none for a remote model)
                 request_id=infer.request_id,
                 outputs=outputs,
                 variant=variant.value,

@@ -4,9 +4,26 @@ with these)."""
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any
 
 from modelcanary.domain.errors import RequestError
+
+_SHOWN = reprlib.Repr()  # keyword arguments from Python 3.12 only
+_SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxdict = 2, 4, 4
+_SHOWN.maxstring = _SHOWN.maxother = _SHOWN.maxlong = 40
+
+
+def shown(value: Any) -> str:
+    """A request's value as an error message quotes it: bounded, where ``repr`` of a value nested
+    a thousand deep (orjson reads 1,024 levels) raised RecursionError, a 500, and of an 8 MB one
+    wrote 8 MB back.
+
+    >>> shown([[[[1]]]]), shown("x" * 100)[:12], shown(10**100)[:8]
+    ('[[[...]]]', "'xxxxxxxxxxx", '10000000')
+    """
+    return _SHOWN.repr(value)
+
 
 V2_TYPES = {
     "BOOL",
@@ -53,7 +70,7 @@ def check_values(data: list[Any], datatype: str, tensor: int) -> None:
         if bounds is not None and data and (min(data) < bounds[0] or max(data) > bounds[1]):
             index, value = next((i, v) for i, v in enumerate(data) if not bounds[0] <= v <= bounds[1])
             raise RequestError(
-                f"{value!r} at [{index}] is out of {datatype}'s range {bounds}", field=f"inputs[{tensor}].data"
+                f"{shown(value)} at [{index}] is out of {datatype}'s range {bounds}", field=f"inputs[{tensor}].data"
             )
         return
     field = f"inputs[{tensor}].data"
@@ -65,17 +82,16 @@ def check_values(data: list[Any], datatype: str, tensor: int) -> None:
                 if integers and isinstance(value, float) and value.is_integer() and abs(value) >= 2**63:
                     # a JSON integer past 64 bits reads as a float
                     raise RequestError(f"{value:.0f} at [{index}] is out of {datatype}'s range", field=field)
-                raise RequestError(
-                    f"{datatype} needs {'integers' if integers else 'numbers'}, got {value!r} at [{index}]", field=field
-                )
+                wanted = "integers" if integers else "numbers"
+                raise RequestError(f"{datatype} needs {wanted}, got {shown(value)} at [{index}]", field=field)
     elif datatype == "BOOL":
         for index, value in enumerate(data):
             if not isinstance(value, bool):
-                raise RequestError(f"BOOL needs true or false, got {value!r} at [{index}]", field=field)
+                raise RequestError(f"BOOL needs true or false, got {shown(value)} at [{index}]", field=field)
     else:
         for index, value in enumerate(data):
             if not isinstance(value, str):
-                raise RequestError(f"BYTES needs strings, got {value!r} at [{index}]", field=field)
+                raise RequestError(f"BYTES needs strings, got {shown(value)} at [{index}]", field=field)
 
 
 def dimensions(shape: list[Any]) -> bool:

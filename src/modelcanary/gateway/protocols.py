@@ -13,6 +13,7 @@ a dict of equal-length columns; every error names the field that is wrong.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -28,6 +29,7 @@ from modelcanary.gateway.datatypes import (
     check_values,
     dimensions,
     ragged,
+    shown,
 )
 from modelcanary.ports import Column, TensorColumns
 
@@ -81,9 +83,25 @@ def scoring_body(raw: bytes) -> Any:
         return json_body(raw)
     except RequestError as refused:
         try:
-            return json.loads(raw)
+            body = json.loads(raw)
         except (ValueError, RecursionError):  # RecursionError: nested deeper than orjson reads
             raise refused from None
+    # ``json`` takes a lone surrogate escape (orjson refuses it): text no model, sticky key or answer
+    # can encode (a sticky key's hash raised UnicodeEncodeError, a 500)
+    if _SURROGATE_ESCAPE.search(raw) and not _encodable(body):
+        raise RequestError("holds a lone surrogate escape (\\ud800-\\udfff), which is no character", field="body")
+    return body
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _encodable(body: Any) -> bool:
+    try:
+        json.dumps(body, ensure_ascii=False).encode()
+    except (UnicodeEncodeError, RecursionError):
+        return False
+    return True
 
 
 def flatten(data: Any, rank: int) -> list[Any] | None:
@@ -129,9 +147,9 @@ def _check_fits(values: list[Any], kind: str, field: str) -> None:
         if value is None:
             continue
         if whole and isinstance(value, float) and not value.is_integer():
-            raise RequestError(f"a {kind} column takes whole numbers, got {value!r} in row {row}", field=field)
+            raise RequestError(f"a {kind} column takes whole numbers, got {shown(value)} in row {row}", field=field)
         if not low <= value <= high:
-            raise RequestError(f"{value!r} in row {row} is out of {kind}'s range ({low:g}, {high:g})", field=field)
+            raise RequestError(f"{shown(value)} in row {row} is out of {kind}'s range ({low:g}, {high:g})", field=field)
 
 
 def _check_parameters(holder: dict[str, Any], where: str) -> None:
@@ -370,7 +388,7 @@ def validate(
                 if value is None and not column.required:
                     message = f"a {column.type} column cannot hold a missing value: null in row {row}"
                 else:
-                    message = f"must be numbers ({column.type}), got {value!r} in row {row}"
+                    message = f"must be numbers ({column.type}), got {shown(value)} in row {row}"
                 raise RequestError(message, field=f"{prefix}.{column.name}")
             if column.type in _COLUMN_RANGES:
                 _check_fits(values, column.type, f"{prefix}.{column.name}")
@@ -379,7 +397,7 @@ def validate(
             for row, value in enumerate(values):
                 _require(
                     isinstance(value, kinds),
-                    f"must be {column.type} values, got {value!r} in row {row}",
+                    f"must be {column.type} values, got {shown(value)} in row {row}",
                     f"{prefix}.{column.name}",
                 )
     return rows

@@ -28,6 +28,7 @@ import orjson
 from modelcanary.domain.errors import RequestError
 from modelcanary.gateway import protocols
 from modelcanary.gateway.answers import OUTPUT_NAME
+from modelcanary.gateway.datatypes import shown
 from modelcanary.ports import V2_DATATYPES, V2_PROTOCOL_PARAMETERS, Column, Model
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -153,7 +154,7 @@ def _decode_binary_inputs(body: dict[str, Any], blob: memoryview) -> None:
         where = f"inputs[{index}]"
         if type(size) is not int or size < 0 or offset + size > len(blob):  # not bool: true is no size
             raise RequestError(
-                f"{size!r} bytes do not fit the {len(blob) - offset} binary bytes left",
+                f"{shown(size)} bytes do not fit the {len(blob) - offset} binary bytes left",
                 field=f"{where}.parameters.binary_data_size",
             )
         if "data" in tensor:
@@ -233,7 +234,7 @@ def parse_request(body: dict[str, Any]) -> InferRequest:
 def _flag(value: Any, field: str) -> bool:
     """A boolean parameter: JSON true or false, not a string that reads like one ("false")."""
     if not isinstance(value, bool):
-        raise RequestError(f"must be true or false, not {value!r}", field=field)
+        raise RequestError(f"must be true or false, not {shown(value)}", field=field)
     return value
 
 
