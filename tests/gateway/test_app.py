@@ -185,6 +185,26 @@ def test_mlflow_invocations_in_each_format(client: httpx.Client, rows: Rows, exp
     assert len(set(body["prediction_ids"])) == 3
 
 
+def test_mlflow_invocations_in_csv_as_pandas_writes_it(client: httpx.Client, rows: Rows, expected: Any) -> None:
+    """``text/csv``, which MLflow's server reads (and its docs tell clients to send): it was read as
+    JSON and refused. Other types are a 415 naming Content-Type, as MLflow's server answers."""
+    import pandas as pd
+
+    csv = pd.DataFrame(rows[:3]).to_csv(index=False)
+    response = client.post(
+        "/v1/endpoints/fraud/invocations", content=csv, headers={"content-type": "text/csv", **user(3)}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"] == expected(response.headers[VARIANT_HEADER], rows[:3])
+    header, first, *rest = csv.splitlines()
+    wrong = "\n".join([header, "abc" + first[first.index(",") :], *rest])  # the first column's first value
+    bad = client.post("/v1/endpoints/fraud/invocations", content=wrong, headers={"content-type": "text/csv"})
+    assert (bad.status_code, bad.json()["field"]) == (400, f"csv.{header.split(',')[0]}")
+    assert bad.json()["error"].endswith("line 2: 'abc' is not a double value")
+    other = client.post("/v1/endpoints/fraud/invocations", content=b"x", headers={"content-type": "text/plain"})
+    assert (other.status_code, other.json()["field"]) == (415, "Content-Type")
+
+
 def test_the_same_user_always_gets_the_same_variant(client: httpx.Client, rows: Rows) -> None:
     for who in range(8):
         seen = {infer(client, rows[:1], who=who).headers[VARIANT_HEADER] for _ in range(5)}

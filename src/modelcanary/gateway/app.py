@@ -20,7 +20,7 @@ from starlette.types import ASGIApp
 
 from modelcanary.domain.errors import BackendError, RequestError, UnknownEndpoint
 from modelcanary.domain.telemetry import Variant
-from modelcanary.gateway import answers, endpoints, protocols, v2
+from modelcanary.gateway import answers, endpoints, protocols, scoring, v2
 from modelcanary.gateway.answers import score_of
 from modelcanary.gateway.cache import Lookup, counted
 from modelcanary.gateway.calls import predict_costed
@@ -409,17 +409,10 @@ class Gateway(Following):
         """``POST /v1/endpoints/{endpoint}/invocations``: MLflow's scoring protocol."""
         serving = self.serving_of(endpoint)
         encoding = headers.get("content-encoding")
-        body = protocols.scoring_body(
-            raw if encoding is None else v2.decoded(raw, encoding=encoding, limit=self.max_body_bytes)
-        )
-        columns = protocols.mlflow_columns(body, serving.baseline.columns)
+        raw = raw if encoding is None else v2.decoded(raw, encoding=encoding, limit=self.max_body_bytes)
+        columns, prefix, params = scoring.read(raw, headers.get("content-type"), serving.baseline.columns)
         variant, predictions, ids = await self._predict(
-            serving,
-            headers,
-            columns,
-            protocols.mlflow_format(body),
-            form=answers.json_predictions,
-            params=protocols.mlflow_params(body),
+            serving, headers, columns, prefix, form=answers.json_predictions, params=params
         )
         rest = orjson.dumps({"prediction_ids": ids, "variant": variant.value})
         return 200, b'{"predictions":' + predictions + b"," + rest[1:], [(_VARIANT_HEADER, variant.value.encode())]

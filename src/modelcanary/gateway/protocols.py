@@ -323,6 +323,8 @@ def mlflow_columns(body: Any, signature: tuple[Column, ...] | None) -> dict[str,
             twice = sorted(name for name, count in Counter(names).items() if count > 1)
             raise RequestError(f"each column is named once; named more than once: {twice}", field=f"{key}.columns")
         _require(isinstance(rows, list), "a list of rows", f"{key}.data")
+        if len(names) == 1 and not any(isinstance(row, list) for row in rows):
+            return {names[0]: list(rows)}  # one column's values, unwrapped, as MLflow's frame reads them
         return _from_rows(rows, names, f"{key}.data")
     if isinstance(payload, dict):  # {"inputs": {"a": [...], "b": [...]}}; a scalar is repeated, as MLflow does
         lengths = {len(value) for value in payload.values() if isinstance(value, list)}
@@ -331,12 +333,13 @@ def mlflow_columns(body: Any, signature: tuple[Column, ...] | None) -> dict[str,
         return {str(name): value if isinstance(value, list) else [value] * rows for name, value in payload.items()}
     _require(isinstance(payload, list) and len(payload) > 0, "must be a non-empty list", key)
     if all(isinstance(row, dict) for row in payload):
-        names = list(payload[0])
-        for index, row in enumerate(payload):
-            _require(
-                list(row) == names or set(row) == set(names), "every record needs the same fields", f"{key}[{index}]"
-            )
-        return {name: [row[name] for row in payload] for name in names}
+        # a field some records leave out is a missing value there (None), as in MLflow's frame:
+        # ``validate`` lets it into an optional float column only, naming the column
+        names = dict.fromkeys(payload[0])
+        for row in payload[1:]:
+            if row.keys() != names.keys():
+                names.update(dict.fromkeys(row))
+        return {name: [row.get(name) for row in payload] for name in names}
     mixed = [isinstance(row, dict) for row in payload]
     if any(mixed):  # some records, some not: name the first that differs from the first row
         where = mixed.index(not mixed[0])
@@ -385,8 +388,9 @@ def validate(
             for row, value in enumerate(values):
                 if (isinstance(value, int | float) and not isinstance(value, bool)) or (value is None and missing_ok):
                     continue
-                if value is None and not column.required:
-                    message = f"a {column.type} column cannot hold a missing value: null in row {row}"
+                if value is None:
+                    why = "the model needs it" if column.required else f"a {column.type} column cannot hold one"
+                    message = f"a missing value (null) in row {row}: {why}"
                 else:
                     message = f"must be numbers ({column.type}), got {shown(value)} in row {row}"
                 raise RequestError(message, field=f"{prefix}.{column.name}")
