@@ -102,3 +102,12 @@ def test_an_endpoint_whose_models_did_not_load_is_503_with_why_not_404(serve: An
         infer = http.post("/v2/models/fraud/infer", json={"inputs": []})
     assert answer.status_code == 503 and "is unreachable" in answer.json()["error"]
     assert infer.status_code == 503
+
+
+def test_a_path_or_method_without_a_route_is_answered_in_json(gateway: Any) -> None:
+    """Starlette answered these in plain text; every other gateway error is JSON."""
+    with gateway.client() as http:
+        missing = http.get("/v2/nope")
+        wrong = http.post("/v2/models/fraud")
+    assert (missing.status_code, missing.json()["field"]) == (404, "path")
+    assert (wrong.status_code, wrong.json()["field"], wrong.headers["allow"]) == (405, "method", "GET, HEAD")

@@ -441,6 +441,6 @@ def create_app(
             await gateway.close()
 
     routes: list[BaseRoute] = [*endpoints.routes(gateway), *([Mount("", app=beside)] if beside is not None else [])]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=dict.fromkeys((404, 405), endpoints.no_route))
     handlers: dict[str, Handler] = {"infer": gateway.infer_v2, "invocations": gateway.invocations}
     return Entry(app, handlers, max_body_bytes=gateway.max_body_bytes)

@@ -34,6 +34,16 @@ def routes(gateway: Gateway) -> list[HttpRoute]:
     ]
 
 
+async def no_route(request: Request, exc: Exception) -> Response:
+    """A path or method the gateway has no route for, answered as its other errors are (JSON with
+    ``error`` and ``field``), not as Starlette's plain text."""
+    status = getattr(exc, "status_code", 404)
+    why, field = ("no such path", "path") if status == 404 else ("not a method this path takes", "method")
+    answer = _error(RequestError(f"{request.method} {request.url.path}: {why}", field=field, status=status))
+    answer.headers.update(getattr(exc, "headers", None) or {})  # a 405's Allow
+    return answer
+
+
 def _json(content: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(content), status_code=status, media_type="application/json")
 
