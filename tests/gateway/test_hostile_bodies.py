@@ -110,4 +110,5 @@ def test_a_path_or_method_without_a_route_is_answered_in_json(gateway: Any) -> N
         missing = http.get("/v2/nope")
         wrong = http.post("/v2/models/fraud")
     assert (missing.status_code, missing.json()["field"]) == (404, "path")
-    assert (wrong.status_code, wrong.json()["field"], wrong.headers["allow"]) == (405, "method", "GET, HEAD")
+    assert (wrong.status_code, wrong.json()["field"]) == (405, "method")
+    assert set(wrong.headers["allow"].split(", ")) == {"GET", "HEAD"}  # Starlette's order varies
