@@ -104,7 +104,7 @@ def infer(client: httpx.Client, rows: Rows, *, who: int = 0, endpoint: str = "fr
 def predict_ids(client: httpx.Client, rows: Rows, who: int = 0) -> tuple[str, list[str]]:
     response = infer(client, rows, who=who)
     assert response.status_code == 200, response.text
-    return response.headers[VARIANT_HEADER], response.json()["parameters"]["prediction_ids"]
+    return response.headers[VARIANT_HEADER], response.json()["parameters"]["prediction_ids"].split(",")
 
 
 # -- predictions ----------------------------------------------------------------------------------
@@ -140,7 +140,7 @@ def test_v2_infer_with_one_tensor_per_column(client: httpx.Client, rows: Rows, e
     assert output["shape"] == [3, 2]
     assert output["datatype"] == "FP64"
     assert [output["data"][i : i + 2] for i in (0, 2, 4)] == expected(variant, rows[:3])
-    ids = body["parameters"]["prediction_ids"]
+    ids = body["parameters"]["prediction_ids"].split(",")
     assert len(ids) == 3 and len(set(ids)) == 3
 
 
@@ -160,7 +160,7 @@ def test_v2_infer_with_one_2d_tensor(client: httpx.Client, rows: Rows, expected:
     assert body["outputs"][0]["shape"] == [4, 2]
     data = body["outputs"][0]["data"]
     assert [data[i : i + 2] for i in range(0, 8, 2)] == expected(variant, rows[:4])
-    assert len(body["parameters"]["prediction_ids"]) == 4
+    assert len(body["parameters"]["prediction_ids"].split(",")) == 4
     assert "id" not in body
 
 
@@ -418,7 +418,7 @@ def test_telemetry_reaches_the_store(
             batch = rows[: 1 + who % 3]
             if who % 2:
                 response = infer(http, batch, who=who)
-                ids = response.json()["parameters"]["prediction_ids"]
+                ids = response.json()["parameters"]["prediction_ids"].split(",")
             else:
                 response = http.post(
                     "/v1/endpoints/fraud/invocations", json={"dataframe_records": batch}, headers=user(who)
@@ -491,7 +491,7 @@ def test_a_failing_candidate_costs_the_client_nothing(
             assert response.headers[VARIANT_HEADER] == "baseline"
             data = response.json()["outputs"][0]["data"]
             assert [data[0:2], data[2:4]] == expected("baseline", rows[:2])  # the real baseline's answer
-            (prediction_id, _) = response.json()["parameters"]["prediction_ids"]
+            (prediction_id, _) = response.json()["parameters"]["prediction_ids"].split(",")
             assert http.post("/v1/feedback", json={"prediction_id": prediction_id, "label": 0}).status_code == 200
     running.flush()
     total = _telemetry(store, "r-broken")

@@ -259,7 +259,7 @@ def test_a_candidate_whose_rows_a_v2_tensor_cannot_carry_fails_before_its_succes
     assert response.headers[VARIANT_HEADER] == "baseline"
     tensor = {"name": "predict", "shape": [2, 2], "datatype": "FP64", "data": [0.9, 0.1] * 2}
     assert response.json()["outputs"] == [tensor]
-    assert len(response.json()["parameters"]["prediction_ids"]) == 2
+    assert len(response.json()["parameters"]["prediction_ids"].split(",")) == 2
     counts = served.counts("r-ragged")
     assert (counts(Variant.CANDIDATE).requests, counts(Variant.CANDIDATE).errors) == (1, 1)
     assert (counts(Variant.BASELINE).requests, counts(Variant.BASELINE).errors) == (1, 0)

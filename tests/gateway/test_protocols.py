@@ -413,7 +413,7 @@ def test_v2_response_with_one_number_per_row() -> None:
         "model_version": "2",
         "id": "req-1",
         "outputs": [{"name": "predict", "shape": [2], "datatype": "FP64", "data": [0.1, 0.9]}],
-        "parameters": {"variant": "candidate", "prediction_ids": ["p1", "p2"]},
+        "parameters": {"variant": "candidate", "prediction_ids": "p1,p2"},
     }
 
 
@@ -430,7 +430,7 @@ def test_v2_response_with_class_probabilities_and_no_id() -> None:
     assert response["outputs"] == [
         {"name": "predict", "shape": [3, 2], "datatype": "FP64", "data": [0.9, 0.1, 0.2, 0.8, 0.5, 0.5]}
     ]
-    assert response["parameters"] == {"variant": "baseline", "prediction_ids": ["a", "b", "c"]}
+    assert response["parameters"] == {"variant": "baseline", "prediction_ids": "a,b,c"}
 
 
 def test_v2_round_trip_through_columns() -> None:

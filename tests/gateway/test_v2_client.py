@@ -79,7 +79,7 @@ def test_infer_with_typed_tensors_and_requested_output(
     response = result.get_response()
     assert response["id"] == "req-42"
     assert response["parameters"]["variant"] == "baseline"
-    assert len(response["parameters"]["prediction_ids"]) == 5
+    assert len(response["parameters"]["prediction_ids"].split(",")) == 5
 
 
 def test_infer_without_requested_outputs_gets_them_all_in_binary(client: Any, frame: Any, expected: np.ndarray) -> None:

@@ -10,6 +10,7 @@ score, which the telemetry keeps.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -84,14 +85,15 @@ def v2_response(
     request_id: str | None,
     outputs: list[Any],
     variant: str,
-    prediction_ids: list[str],
+    prediction_ids: Sequence[str],
 ) -> dict[str, Any]:
     datatype, shape, data = output_tensor(outputs)
     response: dict[str, Any] = {
         "model_name": model_name,
         **({"model_version": model_version} if model_version else {}),
         "outputs": [{"name": OUTPUT_NAME, "shape": shape, "datatype": datatype, "data": data}],
-        "parameters": {"variant": variant, "prediction_ids": prediction_ids},
+        # comma-separated: a V2 parameter's value is a string, a number or a boolean, not a list
+        "parameters": {"variant": variant, "prediction_ids": ",".join(prediction_ids)},
     }
     if request_id is not None:
         response["id"] = request_id

@@ -391,14 +391,14 @@ class Gateway(Following):
                 request_id=infer.request_id,
                 outputs=outputs,
                 variant=variant.value,
-                prediction_ids=[],  # known once the answer is recorded, below
+                prediction_ids=(),  # known once the answer is recorded, below
             )
 
         # the V2 parser checked each value against its tensor's datatype and the signature's type
         variant, content, ids = await self._predict(
             serving, headers, columns, "inputs", typed=True, form=answer, params=infer.params, params_field="parameters"
         )
-        content["parameters"]["prediction_ids"] = ids
+        content["parameters"]["prediction_ids"] = ",".join(ids)  # a V2 parameter is text, a number or a bool
         payload, header_length = v2.encode_response(content, binary=infer.binary_output)
         reply = [(_VARIANT_HEADER, variant.value.encode())]
         if header_length is not None:

@@ -122,7 +122,7 @@ async def _client(
             traffic.failed += 1
             await asyncio.sleep(0.05)
             continue
-        ids = answer["parameters"]["prediction_ids"] if "parameters" in answer else answer["prediction_ids"]
+        ids = answer["parameters"]["prediction_ids"].split(",") if "parameters" in answer else answer["prediction_ids"]
         traffic.served[response.headers["x-modelcanary-variant"]] += 1
         # ground truth arrives later: a chargeback takes a while
         heapq.heappush(traffic.pending_labels, (time.monotonic() + rng.exponential(0.5), ids[0], label))
