@@ -1131,3 +1131,18 @@ def test_an_action_failing_for_a_day_keeps_backing_off_and_is_made_once_the_regi
     clock.now += 61
     controller.run_actions()
     assert down.aliases[("fraud", "champion")] == "2" and store.pending_actions() == []
+
+
+def test_an_alias_move_made_again_after_a_crash_says_what_it_named_before_is_not_known(
+    store: SqlStore, fake_registry: FakeRegistry, controller: Controller, clock: Clock
+) -> None:
+    """The process dies after moving @champion, before marking the move done: the next leader moves
+    it again, reads the candidate's own version as what the alias named before, and audited that as
+    if the promotion had overwritten nothing (found by review)."""
+    state = start(store, fake_registry, clock)
+    controller.tick()
+    run_command(store, state.id, Command.PROMOTE, actor="alice")
+    fake_registry.set_alias("fraud", "champion", "2")  # the move made, its done-mark lost with the process
+    controller.run_actions()
+    (done,) = [event for event in store.audit_events() if event["action"] == "action.done"]
+    assert done["detail"]["before"] == "2" and "moved by an attempt cut short" in done["detail"]["before_unknown"]

@@ -124,6 +124,9 @@ class SideEffects:
             except RegistryError:  # no such alias yet; an outage fails the move itself, next
                 before = None
             self.registry.set_alias(name, alias, payload["version"])
+            if before == payload["version"]:  # a restart between an earlier move and its done-mark, say
+                why = "it named this version when this attempt read it: moved by an attempt cut short or by hand"
+                return {"before": before, "before_unknown": why}
             return {"before": before}
         if action.kind is ActionKind.TAG_VERSION:
             self.registry.set_tag(payload["name"], payload["version"], payload["tag"], payload["value"])
