@@ -15,6 +15,13 @@ callgrind with counting off while it imports, loads and warms up (1,500 requests
 ``modelcanary`` package of another source tree first on the path (a checkout of an earlier commit's
 ``src``), for a before and after in one run. An instruction count says nothing about caches or the
 server (``bench.gateway.overhead`` times those); it says which change removes work.
+
+``--in-server SECONDS`` counts each line a second way: served by uvicorn (the server process of
+``bench.gateway.overhead``) under wrk's 32 connections, counting off while it starts and while
+wrk warms it for 10 s, then counting SECONDS of load, divided by the requests wrk saw answered.
+That adds the server's own work (HTTP parsing, the event loop) and the gateway's work on a clock
+(its telemetry flush, once a second), which under callgrind, some 20-50 times slower, falls on
+that many times fewer requests: the gateway's line there overstates that part of its work.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +52,7 @@ class Line:
     model: str
     instructions: int  # counted over ``requests`` requests
     requests: int
+    where: str = "loop"  # or "server": uvicorn under wrk (``--in-server``)
 
     @property
     def per_request(self) -> float:
@@ -120,15 +129,59 @@ def count(app: str, model: str, prepared_path: Path, requests_n: int, folder: Pa
     return _total(out)
 
 
+def count_in_server(app: str, model: str, folder: Path, seconds: int, source: Path | None) -> tuple[int, int]:
+    """Instructions and requests of ``app`` with ``model`` served by uvicorn (the process of
+    ``bench.gateway.overhead --serve``) under wrk's 32 connections for ``seconds``, counted from
+    after a warm-up of wrk's load; the process started and warmed with counting off."""
+    from bench.gateway.load import bodies, lua_script, wrk
+
+    tag = f"server-{app}-{model}-{'other' if source else 'this'}"
+    prepared = pickle.loads((folder / "prepared.pickle").read_bytes())
+    script = lua_script("/v2/models/fraud/infer", bodies(prepared.rows), folder)
+    out, port = folder / f"callgrind-{tag}.out", servers.free_port()
+    path = [str(source)] if source is not None else []
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([*path, servers.python_path()]),
+        "MODELCANARY_WORKDIR": "",
+        "MODELCANARY_STORE": "",
+    }
+    command = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
+    command += [sys.executable, "-m", "bench.gateway.overhead", "--serve", app, model, str(folder), str(port)]
+    child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/v2/health/ready", timeout=5).close()
+                break
+            except OSError:
+                if child.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{tag}: the counted server did not start (exit {child.poll()})") from None
+                time.sleep(1)
+        wrk(url, script, connections=32, seconds=10)  # warm, uncounted
+        subprocess.run(["callgrind_control", "-i", "on", str(child.pid)], check=True, capture_output=True)
+        load = wrk(url, script, connections=32, seconds=seconds)
+        subprocess.run(["callgrind_control", "-d", str(child.pid)], check=True, capture_output=True)
+    finally:
+        child.kill()
+        child.wait()
+    if load.errors:
+        raise RuntimeError(f"{tag}: {load.errors} failed requests")
+    (dump,) = folder.glob(f"callgrind-{tag}.out.*")  # the dump callgrind_control -d asked for
+    return _total(dump), load.requests
+
+
 def table(lines: list[Line]) -> str:
-    out = ["| tree | app | model | instructions a request |", "|---|---|---|--:|"]
-    out += [f"| {line.tree} | {line.app} | {line.model} | {line.per_request:,.0f} |" for line in lines]
-    by = {(line.tree, line.app, line.model): line.per_request for line in lines}
-    out += ["", "| tree | model | gateway - bare | gateway ÷ bare |", "|---|---|--:|--:|"]
-    for tree in dict.fromkeys(line.tree for line in lines):
+    out = ["| where | tree | app | model | instructions a request |", "|---|---|---|---|--:|"]
+    out += [f"| {line.where} | {line.tree} | {line.app} | {line.model} | {line.per_request:,.0f} |" for line in lines]
+    by = {(line.where, line.tree, line.app, line.model): line.per_request for line in lines}
+    out += ["", "| where | tree | model | gateway - bare | gateway ÷ bare |", "|---|---|---|--:|--:|"]
+    for where, tree in dict.fromkeys((line.where, line.tree) for line in lines):
         for model in MODELS:
-            gateway, bare = by[tree, "gateway", model], by["this", "bare", model]
-            out.append(f"| {tree} | {model} | {gateway - bare:,.0f} | {gateway / bare:.3f} |")
+            gateway, bare = by[where, tree, "gateway", model], by[where, "this", "bare", model]
+            out.append(f"| {where} | {tree} | {model} | {gateway - bare:,.0f} | {gateway / bare:.3f} |")
     return "\n".join(out)
 
 
@@ -138,6 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--requests", type=int, default=2_000, help="requests counted a line")
     parser.add_argument("--against", type=Path, help="another tree's src: its gateway counted too")
+    parser.add_argument(
+        "--in-server",
+        type=int,
+        metavar="SECONDS",
+        help="also count each line in a server (uvicorn under wrk) for SECONDS of load",
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
@@ -167,6 +226,10 @@ def main(argv: list[str] | None = None) -> int:
                     total = count(app, model, prepared_path, args.requests, folder, source)
                     lines.append(Line(tree, app, model, total, args.requests))
                     print(f"{tree}: {app}, {model}: {lines[-1].per_request:,.0f} a request", file=sys.stderr)
+                    if args.in_server:
+                        total, served = count_in_server(app, model, folder, args.in_server, source)
+                        lines.append(Line(tree, app, model, total, served, where="server"))
+                        print(f"  in a server: {lines[-1].per_request:,.0f} a request", file=sys.stderr)
     text = table(lines)
     print(text)
     record = {
@@ -174,7 +237,14 @@ def main(argv: list[str] | None = None) -> int:
         "requests": args.requests,
         "warm_requests": WARM,
         "lines": [
-            {"tree": x.tree, "app": x.app, "model": x.model, "instructions": x.instructions, "requests": x.requests}
+            {
+                "where": x.where,
+                "tree": x.tree,
+                "app": x.app,
+                "model": x.model,
+                "instructions": x.instructions,
+                "requests": x.requests,
+            }
             for x in lines
         ],
     }

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.gateway.instructions import Line, _total, count, table
+from bench.gateway.instructions import Line, _total, count, count_in_server, table
 from bench.gateway.model import prepare
 
 
@@ -24,6 +24,14 @@ def test_a_line_is_counted_under_callgrind_from_its_first_counted_request(tmp_pa
     assert 0 < few < more and few < 40 * per_request
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("valgrind_installed", "wrk_installed")
+def test_a_line_is_counted_in_a_server_under_wrk(tmp_path: Path) -> None:
+    (tmp_path / "prepared.pickle").write_bytes(pickle.dumps(prepare(tmp_path / "prepared")))
+    instructions, requests = count_in_server("bare", "no-op", tmp_path, 2, None)
+    assert requests > 0 and instructions > 10_000 * requests  # the server's own work and the app's
+
+
 def test_the_table_reads_the_gateways_work_against_the_bare_apps(tmp_path: Path) -> None:
     out = tmp_path / "callgrind.out"
     out.write_text("events: Ir\nsummary: 1234\nfl=x\n")
@@ -34,6 +42,8 @@ def test_the_table_reads_the_gateways_work_against_the_bare_apps(tmp_path: Path)
         Line("this", "gateway", "model", 9_000, 10),
         Line("this", "gateway", "no-op", 3_000, 10),
     ]
+    lines += [Line(line.tree, line.app, line.model, line.instructions * 2, 10, where="server") for line in lines]
     text = table(lines)
-    assert "| this | gateway | model | 900 |" in text
-    assert "| this | model | 100 | 1.125 |" in text and "| this | no-op | 200 | 3.000 |" in text
+    assert "| loop | this | gateway | model | 900 |" in text and "| server | this | gateway | model | 1,800 |" in text
+    assert "| loop | this | model | 100 | 1.125 |" in text and "| loop | this | no-op | 200 | 3.000 |" in text
+    assert "| server | this | model | 200 | 1.125 |" in text
