@@ -818,14 +818,19 @@ PARAMS = "spec.gates.start[0].params"
         ("days: [1]", "days: !!set {1}", (f"{PARAMS}.days (line 18)", "a set (!!set) has no JSON")),
         ("days: [1]", "days: !!binary aGVsbG8=", (f"{PARAMS}.days (line 18)", "binary data (!!binary)")),
         ("days: [1]", 'days: [1], 1: a, "1": b', (f"{PARAMS}.1 (line 18)", "keys 1 and '1' are both '1'")),
+        ("name: fraud-v2", "name: !foo bar", ("metadata.name (line 4)", "a value tagged '!foo' is not read")),
     ],
-    ids=["lone-surrogate", "set", "binary", "one-key-twice"],
+    ids=["lone-surrogate", "set", "binary", "one-key-twice", "unknown-tag"],
 )
 def test_a_value_json_cannot_hold_is_refused_at_its_field(old: str, new: str, problem: tuple[str, str]) -> None:
     """A spec is saved as JSON: these validated, then failed to save (a traceback; found by review)."""
     gates = "  gates:\n    start:\n      - {policy: freeze, params: {days: [1]}}\n"
     ((where, message),) = _problems((MINIMAL + gates).replace(old, new))
     assert (where, message[: len(problem[1])]) == problem
+
+
+def test_a_value_tagged_as_text_is_that_text() -> None:
+    assert load_spec(MINIMAL.replace("name: fraud-v2", "name: !!str 2025")).metadata.name == "2025"
 
 
 def test_unquoted_dates_and_times_in_policy_params_are_their_iso_text() -> None:

@@ -144,6 +144,13 @@ def plain(node: Any, loc: tuple[int | str, ...] = ()) -> Any:
         return node
     if node is None or isinstance(node, bool | int | float):
         return node
+    from ruamel.yaml.comments import TaggedScalar
+
+    if isinstance(node, TaggedScalar):  # ruamel keeps an explicitly tagged scalar so
+        tag = str(node.tag)
+        if tag == "tag:yaml.org,2002:str" and isinstance(node.value, str):
+            return plain(node.value, loc)  # !!str 5: the text "5"
+        raise Unsavable(loc, f"a value tagged {tag!r} is not read; write it without the tag")
     kind = "binary data (!!binary)" if isinstance(node, bytes) else "this value"
     kind = "a set (!!set)" if isinstance(node, AbstractSet) else kind
     raise Unsavable(loc, f"{kind} has no JSON form, which a spec is saved as; write a string, number, list or mapping")

@@ -100,8 +100,8 @@ def _types(names: list[str], signature: tuple[Column, ...] | None) -> dict[str, 
 
 def _number(cell: str) -> float:
     value = float(cell)
-    if math.isnan(value):
-        raise ValueError(cell)  # "nan" written out: read as a missing value, as pandas reads it
+    if math.isnan(value):  # a spelling of NaN pandas does not read as missing ("NAN"): no number
+        raise ValueError(cell)
     return value
 
 
@@ -120,7 +120,11 @@ _READERS: dict[str, Callable[[str], Any]] = {
     "boolean": _boolean,
     "string": str,
 }
-_MISSING = {"", "nan", "NaN", "NA", "N/A", "null", "NULL"}  # what pandas reads as missing
+# what pandas' read_csv, which MLflow's server reads CSV with, takes for a missing value by default
+_MISSING = {
+    *("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN"),
+    *("<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"),
+}
 
 
 def _read(cell: str, kind: str | None, name: str, line: int) -> Any:
