@@ -181,3 +181,18 @@ def test_a_batch_whose_outputs_cannot_be_counted_is_retried_alone() -> None:
 
     assert asyncio.run(both()) == [[1.0], [2.0]]
     assert (batching.batches, batching.retried_alone) == (1, 2)
+
+
+def test_requests_naming_the_same_columns_in_another_order_are_not_merged() -> None:
+    """A model taking columns by position (one unnamed tensor) reads each request's columns in its
+    own order; merged in the first request's order, the second's values went to the wrong
+    positions (found by review)."""
+    by_position = FunctionModel(lambda columns: [list(row) for row in zip(*columns.values(), strict=True)])
+    batching = BatchingModel(by_position, BatchSettings(max_batch_size=8, max_wait_us=50_000))
+
+    async def together() -> list[Any]:
+        return list(
+            await asyncio.gather(batching.apredict({"a": [1], "b": [2]}), batching.apredict({"b": [3], "a": [4]}))
+        )
+
+    assert asyncio.run(together()) == [[[1, 2]], [[3, 4]]]

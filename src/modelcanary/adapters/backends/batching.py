@@ -150,9 +150,11 @@ class BatchingModel:
 
     async def _run(self, batch: list[_Waiting]) -> None:
         try:
-            groups: dict[frozenset[str], list[_Waiting]] = {}
-            for waiting in batch:  # requests with other columns cannot share a frame
-                groups.setdefault(frozenset(waiting.columns), []).append(waiting)
+            groups: dict[tuple[str, ...], list[_Waiting]] = {}
+            # requests with other columns cannot share a frame, nor the same ones in another order: a
+            # model of one unnamed tensor takes columns of other names by position (``TensorColumns``)
+            for waiting in batch:
+                groups.setdefault(tuple(waiting.columns), []).append(waiting)
             for group in groups.values():
                 try:
                     await self._predict_group(group)
