@@ -108,6 +108,13 @@ def test_a_port_outside_0_to_65535_is_a_usage_error(tmp_path: Path, command: lis
     _refused(result, "Invalid value for '--port'", "0<=x<=65535")
 
 
+@pytest.mark.parametrize("command", [["serve"], ["gateway", "--endpoint", "a=models:/a/1"], ["api"]])
+def test_a_host_that_is_no_name_is_a_usage_error(tmp_path: Path, command: list[str]) -> None:
+    """An empty label failed inside the event loop, a traceback (found by review)."""
+    result = _run(*command, "--host", "not..a..host", "--workdir", str(tmp_path))
+    _refused(result, "Invalid value for '--host'", "'not..a..host' is not a host name or address")
+
+
 @pytest.mark.parametrize("command", [["serve"], ["api"]])
 def test_a_policy_folder_that_does_not_exist_is_a_usage_error(tmp_path: Path, command: list[str]) -> None:
     result = _run(*command, "--policy-dir", str(tmp_path / "none"), "--workdir", str(tmp_path))

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from modelcanary.cli.options import POLICY_DIR, PORT
+from modelcanary.cli.options import POLICY_DIR, PORT, listen_host
 from modelcanary.cli.workspace import Workspace
 from modelcanary.domain.access import Role
 
@@ -77,7 +77,7 @@ def register(
 
     @group.command("api")
     @workspace_options
-    @click.option("--host", default="127.0.0.1", show_default=True)
+    @click.option("--host", default="127.0.0.1", show_default=True, callback=listen_host)
     @click.option("--port", default=8081, show_default=True, type=PORT)
     @POLICY_DIR
     @errors_to_exit

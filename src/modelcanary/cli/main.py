@@ -17,6 +17,7 @@ from modelcanary.cli.options import (
     POLICY_DIR,
     PORT,
     errors_to_exit,
+    listen_host,
     local_actor,
     output_file,
     read_spec,
@@ -61,7 +62,7 @@ _PREDICTIONS_OPTION = click.option(
 
 @cli.command()
 @workspace_options
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, callback=listen_host)
 @click.option("--port", default=8080, show_default=True, type=PORT)
 @click.option(
     "--tick",
@@ -126,7 +127,7 @@ def serve(
     help="serve MODEL_REF (models:/fraud@champion, v2+http://HOST:PORT/models/NAME, ray://APP/DEPLOYMENT) "
     "as endpoint NAME with no rollout; repeatable",
 )
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, callback=listen_host)
 @click.option("--port", default=8080, show_default=True, type=PORT)
 @click.option("--max-body-bytes", default=8 * 1024 * 1024, show_default=True, type=click.IntRange(1))
 @click.option("--max-rows", default=10_000, show_default=True, type=click.IntRange(1), help="rows per request")

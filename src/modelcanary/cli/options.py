@@ -51,6 +51,16 @@ def output_file(_ctx: click.Context, param: click.Parameter, value: str | None) 
     return value
 
 
+def listen_host(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    """``--host`` as a name or address a server can listen on: one with an empty or overlong label
+    (``not..a..host``) failed inside the event loop with a traceback."""
+    try:
+        value.encode("idna")
+    except UnicodeError as exc:
+        raise click.BadParameter(f"{value!r} is not a host name or address: {exc}") from None
+    return value
+
+
 def write_output(path: str, text: str) -> None:
     """Write an output file; a write refused (no permission, a full disk) is a known error, exit 2."""
     try:
