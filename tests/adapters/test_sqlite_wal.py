@@ -58,3 +58,12 @@ def test_many_first_connections_at_once_all_open_the_store(tmp_path: Path) -> No
         for thread in threads:
             thread.join()
         assert errors == [], f"trial {trial}: {errors[0]}"
+
+
+def test_every_connection_syncs_each_commit(tmp_path: Path) -> None:
+    """``synchronous=FULL``: a commit the controller acts on (a promotion, then the alias move) is
+    on disk before the action runs, power cut or not; NORMAL kept it through a process crash only."""
+    engine = engine_for(f"sqlite:///{tmp_path / 'store.db'}")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+    engine.dispose()

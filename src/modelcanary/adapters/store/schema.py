@@ -195,7 +195,11 @@ def engine_for(url: str) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         _write_ahead_log(cursor)
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        # FULL: a commit is on disk before it returns, so a state the controller then acts on (an
+        # alias moved after a saved promotion) survives a power cut or an OS crash too; NORMAL, in
+        # WAL mode, kept it through a process crash only. ~0.3 ms a commit here (0.01 ms NORMAL),
+        # and a tick's saves are one commit (``save_many``)
+        cursor.execute("PRAGMA synchronous=FULL")
         cursor.close()
 
     @sa.event.listens_for(engine, "begin")
