@@ -358,6 +358,17 @@ def test_single_and_batch_labels_are_accepted(client: httpx.Client, rows: Rows) 
     assert batch.status_code == 200 and batch.json() == {"accepted": 2, "relayed": 0}
 
 
+def test_labels_may_come_compressed_as_predictions_may(client: httpx.Client, rows: Rows) -> None:
+    """A gzip body was read as JSON: a 400 (found by review)."""
+    import gzip
+    import json
+
+    _, ids = predict_ids(client, rows[:2], who=7)
+    body = gzip.compress(json.dumps([{"prediction_id": each, "label": 1} for each in ids]).encode())
+    answer = client.post("/v1/feedback", content=body, headers={"content-encoding": "gzip"})
+    assert answer.status_code == 200 and answer.json() == {"accepted": 2, "relayed": 0}
+
+
 def test_an_unknown_id_is_404_and_its_batch_changes_nothing(client: httpx.Client, rows: Rows) -> None:
     _, ids = predict_ids(client, rows[:2], who=6)
     alone = client.post("/v1/feedback", json={"prediction_id": "never-issued", "label": 1})

@@ -60,7 +60,10 @@ class _Endpoints:
     async def feedback(self, request: Request) -> Response:
         """``POST /v1/feedback``: labels, all or none (``labels.Labels``)."""
         try:
-            raw = await read_body(request.receive, request.headers, self._gateway.max_body_bytes)
+            limit = self._gateway.max_body_bytes
+            raw = await read_body(request.receive, request.headers, limit)
+            # compressed as a prediction's body may be (it was read as JSON: a 400)
+            raw = v2.decoded(raw, encoding=request.headers.get("content-encoding"), limit=limit)
             return _json(await self._gateway.labels.accept(protocols.json_body(raw)))
         except RequestError as exc:
             return _error(exc)
