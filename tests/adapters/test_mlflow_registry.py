@@ -288,3 +288,21 @@ def test_a_data_as_of_tag_in_epoch_seconds_milliseconds_or_iso_is_the_same_date(
     info = own_registry.describe(ModelVersion(name=name, version=str(version.version)))
 
     assert info.data_as_of == 1_700_000_000.0
+
+
+@pytest.mark.parametrize("tag", ["2020/01/01", "Jan 1 2020", "nan"])
+def test_a_data_as_of_tag_that_cannot_be_read_is_no_date_not_the_runs_start(
+    own_registry: MlflowRegistry, tmp_path: Path, tag: str
+) -> None:
+    """The run's start stood in for it, so six-year-old data passed data-freshness as fresh (found
+    by review); the start stands in only where there is no tag."""
+    client = own_registry.client
+    name = f"misdated-{uuid.uuid4().hex[:6]}"
+    run = client.create_run(client.create_experiment(name, artifact_location=(tmp_path / "a").as_uri()))
+    client.set_tag(run.info.run_id, DATA_AS_OF_TAG, tag)
+    client.create_registered_model(name)
+    version = client.create_model_version(name, (tmp_path / "model").as_uri(), run_id=run.info.run_id)
+
+    info = own_registry.describe(ModelVersion(name=name, version=str(version.version)))
+
+    assert info.data_as_of is None and info.run_started_at is not None

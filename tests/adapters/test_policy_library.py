@@ -161,3 +161,53 @@ def test_change_freeze_denies_a_freeze_written_wrong(params: dict[str, Any], den
 def test_change_freeze_names_a_window_without_a_reason_in_force() -> None:
     window = {"start": "2026-12-24T00:00:00Z", "end": "2026-12-26T00:00:00Z"}
     assert freeze({"windows": [window]}) == ["change freeze (in force) until 2026-12-26T00:00:00Z"]
+
+
+@pytest.mark.parametrize(
+    ("policy", "params", "document", "message"),
+    [
+        ("require-approver", {"minApprovals": "2"}, {"rollout": {"approvals": []}}, "minApprovals must be a number"),
+        ("data-freshness", {"maxAgeDays": None}, {"candidate": {"data_age_days": 400.0}}, "maxAgeDays must be"),
+        ("data-freshness", {"clockSkewDays": True}, {"candidate": {"data_age_days": 1.0}}, "clockSkewDays must be"),
+        (
+            "offline-metrics",
+            {"metrics": "auc"},
+            {"baseline": {"metrics": {"auc": 0.9}}, "candidate": {"metrics": {"auc": 0.5}}},
+            "metrics must be a list of metric names",
+        ),
+        (
+            "offline-metrics",
+            {"metrics": ["log_loss"], "lowerIsBetter": "log_loss"},
+            {"baseline": {"metrics": {"log_loss": 0.2}}, "candidate": {"metrics": {"log_loss": 0.9}}},
+            "lowerIsBetter must be a list of metric names",
+        ),
+        ("offline-metrics", {"margin": "0.1"}, {"baseline": {"metrics": {}}, "candidate": {"metrics": {}}}, "margin"),
+        (
+            "change-freeze",
+            {"windows": [{"start": "2026-12-25T01:00:00Z", "end": "2026-12-24T23:00:00Z"}]},
+            {},
+            "its end is not after its start",
+        ),
+        ("change-freeze", {"window": []}, {}, 'change-freeze has no parameter "window"'),
+        ("require-approver", {"minApproval": 2}, {"rollout": {"approvals": []}}, "has no parameter"),
+    ],
+    ids=[
+        "quoted-count",
+        "empty-age",
+        "boolean-skew",
+        "one-metric-name",
+        "one-lower-name",
+        "text-margin",
+        "overnight-window-reversed",
+        "misspelled-windows",
+        "misspelled-min-approvals",
+    ],
+)
+def test_a_parameter_written_wrong_denies_naming_it(
+    policy: str, params: dict[str, Any], document: dict[str, Any], message: str
+) -> None:
+    """Each of these allowed: a count or bound that is no number compared with nothing, one name
+    for a list compared nothing (or the wrong way round), a reversed window covered no time, a
+    misspelled parameter read as its default (found by review, 2026-12-03)."""
+    denials = decide(policy, params, {"params": params, "now": THURSDAY_NOON, **document})
+    assert any(message in each for each in denials), denials

@@ -10,6 +10,7 @@ score, which the telemetry keeps.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -110,10 +111,12 @@ def json_predictions(_variant: Variant, outputs: list[Any]) -> bytes:
 
 
 def score_of(output: Any) -> float | None:
-    """The positive-class score of one row's output: a number, or the last of two class probabilities.
+    """The positive-class score of one row's output: a number, or the last of two class probabilities;
+    None for none, and for NaN or infinity, which the answer carries as null (a NaN went to the
+    telemetry's top score bucket and /metrics' lowest, whose sum it made NaN for good).
 
-    >>> score_of(0.3), score_of([0.8, 0.2]), score_of([1.0, 2.0, 3.0]) is None
-    (0.3, 0.2, True)
+    >>> score_of(0.3), score_of([0.8, 0.2]), score_of([1.0, 2.0, 3.0]) is None, score_of(float("nan"))
+    (0.3, 0.2, True, None)
     """
     if isinstance(output, list):
         if len(output) == 1 or len(output) == 2:
@@ -122,4 +125,5 @@ def score_of(output: Any) -> float | None:
             return None
     if isinstance(output, bool) or not isinstance(output, int | float):
         return None
-    return float(output)
+    score = float(output)
+    return score if math.isfinite(score) else None

@@ -166,7 +166,9 @@ class MlflowRegistry:
             {"name": each.dataset.name, "digest": each.dataset.digest, "source": each.dataset.source}
             for each in (run.inputs.dataset_inputs if run and run.inputs else [])
         )
-        data_as_of = _epoch(tags.get(DATA_AS_OF_TAG))
+        # the run's start stands in only for a tag that is not there: one that cannot be read
+        # ("2020/01/01") is no date, where the start made any data look fresh (found by review)
+        data_as_of = _epoch(tags[DATA_AS_OF_TAG]) if DATA_AS_OF_TAG in tags else started
         return ModelInfo(
             run_id=found.run_id,
             source=found.source,
@@ -177,7 +179,7 @@ class MlflowRegistry:
             tags=tags,
             signature=self._signature(version),
             run_started_at=started,
-            data_as_of=data_as_of if data_as_of is not None else started,
+            data_as_of=data_as_of,
         )
 
     def _signature(self, version: ModelVersion) -> dict[str, Any] | None:

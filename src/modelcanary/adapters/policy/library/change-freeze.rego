@@ -88,3 +88,19 @@ deny contains msg if {
 		json.marshal(window),
 	])
 }
+
+# An overnight window written with its end before its start covered no time at all: it denies here.
+deny contains msg if {
+	some window in windows
+	is_window(window)
+	ns(window.end) <= ns(window.start)
+	msg := concat("", ["change-freeze window ", json.marshal(window), ": its end is not after its start"])
+}
+
+# A parameter this policy does not read (a misspelling: "window" for "windows") denies, naming it: a
+# misspelled parameter must not read as its default.
+deny contains msg if {
+	some key, _ in input.params
+	not key in {"windows", "weekdays"}
+	msg := concat("", ["change-freeze has no parameter ", json.marshal(key), "; it reads windows, weekdays"])
+}

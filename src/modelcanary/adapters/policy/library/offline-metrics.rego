@@ -55,3 +55,40 @@ deny contains msg if {
 	candidate > baseline + margin
 	msg := sprintf("offline %s is %v, above the baseline's %v by more than %v", [name, candidate, baseline, margin])
 }
+
+is_names(value) if {
+	is_array(value)
+	every item in value {
+		is_string(item)
+	}
+}
+
+# metrics or lowerIsBetter given as one name, not a list, compared nothing or compared a metric the
+# wrong way round; a margin that is no number compared nothing: each denies here.
+deny contains msg if {
+	"metrics" in object.keys(input.params)
+	not is_names(input.params.metrics)
+	msg := concat("", ["offline-metrics metrics must be a list of metric names, got ", json.marshal(input.params.metrics)])
+}
+
+deny contains msg if {
+	"lowerIsBetter" in object.keys(input.params)
+	not is_names(input.params.lowerIsBetter)
+	msg := concat("", [
+		"offline-metrics lowerIsBetter must be a list of metric names, got ",
+		json.marshal(input.params.lowerIsBetter),
+	])
+}
+
+deny contains msg if {
+	not is_number(margin)
+	msg := concat("", ["offline-metrics margin must be a number, got ", json.marshal(margin)])
+}
+
+# A parameter this policy does not read (a misspelling: "metric" for "metrics") denies, naming it: a
+# misspelled parameter must not read as its default.
+deny contains msg if {
+	some key, _ in input.params
+	not key in {"metrics", "margin", "lowerIsBetter"}
+	msg := concat("", ["offline-metrics has no parameter ", json.marshal(key), "; it reads metrics, margin, lowerIsBetter"])
+}
