@@ -272,3 +272,34 @@ def test_predictions_forgotten_and_labels_outside_rollouts_are_exported(serve: A
     assert _value(samples, "modelcanary_forgotten_predictions_total") == 3
     assert _value(samples, "modelcanary_labels_without_rollout_total") == 2
     assert _value(samples, "modelcanary_labels_counted_unripe_total") == 0
+
+
+def test_a_model_answering_nan_scores_counts_no_score_anywhere(serve: Any) -> None:
+    """A NaN score went to /metrics' lowest bucket (making the histogram's sum NaN for good) and to
+    the telemetry's top one, and its label was counted as on that score (found by review): it is
+    an unscored answer, null to the client, in neither."""
+    from modelcanary.adapters.testing import FakeBackend, FunctionModel
+    from modelcanary.domain.state import ModelVersion
+    from modelcanary.gateway.app import StaticRoutes
+
+    route = Route(endpoint="fraud", baseline=ModelVersion(name="fraud", version="1"), rollout_id="r-nan")
+    model = FunctionModel(lambda columns: [math.nan] * len(columns["x"]))
+    backend = FakeBackend({"fraud/1": model})
+    gateway = Gateway(routes=StaticRoutes({"fraud": route}, None), backend=backend, telemetry=None, source="gw")
+    running = serve.start(gateway)
+    running.call(gateway.refresh())
+    with running.client() as http:
+        answer = http.post("/v1/endpoints/fraud/invocations", json={"dataframe_records": [{"x": 1.0}, {"x": 2.0}]})
+        assert answer.status_code == 200 and answer.json()["predictions"] == [None, None]
+        labels = [{"prediction_id": each, "label": 1} for each in answer.json()["prediction_ids"]]
+        assert http.post("/v1/feedback", json={"labels": labels}).status_code == 200
+        samples, _ = _scrape(http)
+    score = {"endpoint": "fraud", "variant": "baseline", "lane": "live"}
+    assert _value(samples, "modelcanary_prediction_score_count", **score) == 0
+    assert _value(samples, "modelcanary_prediction_score_sum", **score) == 0
+
+    async def changed() -> list[Any]:  # on the gateway's loop, which owns the recorder
+        return gateway.recorder.changed()
+
+    (counts,) = [row for rollout, _variant, row in running.call(changed()) if rollout == "r-nan"]
+    assert sum(counts.score_counts) == 0 and counts.unscored_labels == 2 and counts.requests == 1

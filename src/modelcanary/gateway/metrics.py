@@ -58,6 +58,8 @@ class Buckets:
         self.sum = 0.0
 
     def observe(self, value: float) -> None:
+        if value != value:  # NaN: in no bucket (bisect put it in the lowest) and not in the sum, for good
+            return
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
 
