@@ -95,7 +95,7 @@ VECTOR = {"resultType": "vector", "result": [{"metric": {}, "value": [60, "5"]}]
 @pytest.mark.parametrize(
     ("answering", "expected"),
     [
-        ({"raw": b"garbage\r\n\r\n"}, "BadStatusLine: garbage"),
+        ({"raw": b"garbage\r\n\r\n"}, "BadStatusLine: the answer is not HTTP"),  # its line unquoted
         ({"raw": CUT_SHORT}, "IncompleteRead"),
         ({"body": []}, f"{NOT_PROMETHEUS} (HTTP 200 OK, Content-Type application/json): JSON, but not an object"),
         (
@@ -141,9 +141,15 @@ def test_an_answer_that_is_not_prometheus_api_is_a_measurement_error(answering: 
             {"status": 403, "body": {"status": "error", "errorType": SECRETS, "error": "x"}},
             f"{NOT_PROMETHEUS} (HTTP 403 Forbidden",
         ),
+        # a status line or a reason phrase of the server's own: quoted whole until a review (2026-12-03)
+        ({"raw": b"SecretAccessKey=SECRET/KEY/abc123 " + b"x" * 5000 + b"\r\n\r\n"}, "BadStatusLine: the answer is"),
+        (
+            {"raw": b"HTTP/1.1 200 SecretAccessKey=SECRET/KEY\r\nContent-Type: text/html\r\n\r\n<html>"},
+            f"{NOT_PROMETHEUS} (HTTP 200 OK, Content-Type text/html): not JSON",
+        ),
     ],
     indirect=["answering"],
-    ids=["200", "500", "error-not-a-string", "error-type-not-a-string"],
+    ids=["200", "500", "error-not-a-string", "error-type-not-a-string", "status-line", "reason-phrase"],
 )
 def test_an_answer_from_another_service_is_never_quoted(answering: Answering, expected: str) -> None:
     # the error is logged and saved in the rollout's history, which the control API shows

@@ -38,6 +38,7 @@ counter resets, at the price of extrapolated, rounded counts.
 
 from __future__ import annotations
 
+import http
 import http.client
 import json
 import math
@@ -281,7 +282,7 @@ def _fetch(config: PrometheusSource, query: str, at: float) -> tuple[bytes, str]
                 raw = response.read(MAX_ANSWER + 1)
                 if len(raw) <= MAX_ANSWER and response.length:  # the connection ended early
                     raise http.client.IncompleteRead(raw, response.length)
-                answered = _answered(f"HTTP {response.status} {response.reason}", response.headers.get("Content-Type"))
+                answered = _answered(response.status, response.headers.get("Content-Type"))
             if deadline.expired:  # the cut ends a read as if the answer ended there
                 raise QueryError(late)
         except urllib.error.HTTPError as exc:  # Prometheus answers bad PromQL with 400 and a JSON error
@@ -292,7 +293,7 @@ def _fetch(config: PrometheusSource, query: str, at: float) -> tuple[bytes, str]
             if deadline.expired:  # the deadline cut the connection: whatever it raised, this is why
                 raise QueryError(late) from exc
             if isinstance(exc, http.client.HTTPException):  # a bad port, an answer not HTTP or cut short
-                raise QueryError(f"{query!r}: {type(exc).__name__}: {str(exc).strip()}") from exc
+                raise QueryError(f"{query!r}: {type(exc).__name__}: {_http_fault(exc)}") from exc
             raise QueryError(f"{query!r}: {exc}") from exc  # refused, timed out, DNS, a bad IPv6 address
     return raw, answered
 
@@ -318,10 +319,30 @@ def _shorten(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else f"{text[:limit]}..."
 
 
-def _answered(status: str, content_type: str | None) -> str:
+def _answered(status: int, content_type: str | None) -> str:
     """What answered, without what it said: the body of a service other than Prometheus may hold
-    anything (an internal service's credentials), and an error is logged and saved."""
-    return f"the answer is not a Prometheus API response ({status}, Content-Type {content_type or 'none'})"
+    anything (an internal service's credentials), and an error is logged and saved. So the status
+    is named by its standard phrase, not the one the server sent, and the content type is cut short.
+
+    >>> _answered(599, "text/html; " + "x" * 500)[44:]
+    '(HTTP 599 (no standard phrase), Content-Type text/html; xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...)'
+    """
+    try:
+        phrase = http.HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "(no standard phrase)"
+    kind = _shorten(content_type, 60) if content_type else "none"
+    return f"the answer is not a Prometheus API response (HTTP {status} {phrase}, Content-Type {kind})"
+
+
+def _http_fault(exc: http.client.HTTPException) -> str:
+    """What an answer that is not HTTP did wrong, without its text: a status line of another
+    protocol (``BadStatusLine``'s message is that line, whole) may say anything."""
+    if isinstance(exc, http.client.InvalidURL):  # the spec's URL, not anything a server sent
+        return str(exc).strip()
+    if isinstance(exc, http.client.IncompleteRead | http.client.RemoteDisconnected | http.client.LineTooLong):
+        return str(exc).strip()  # byte counts and fixed wording, nothing the server sent
+    return "the answer is not HTTP"
 
 
 def _error(body: Any) -> str | None:
@@ -342,4 +363,4 @@ def _problem(exc: urllib.error.HTTPError) -> str:
     error = _error(body)
     if error is not None:
         return f"HTTP {exc.code} {error}"
-    return _answered(f"HTTP {exc.code} {exc.reason}", exc.headers.get("Content-Type"))
+    return _answered(exc.code, exc.headers.get("Content-Type"))
