@@ -717,3 +717,32 @@ def test_answers_from_the_prediction_cache_are_not_what_latency_compares() -> No
     baseline_share, candidate_share = np.mean(cached_shares, axis=0)
     assert rolled_back == 0
     assert baseline_share > 0.7 and candidate_share < 0.35  # the setting this is about
+
+
+def test_a_burst_of_errors_both_variants_share_early_in_a_rollout_rolls_back_no_identical_candidate() -> None:
+    """Identical models at 0.03% errors, then one minute at 20% for both (a dependency's outage)
+    from the third look, at a 10% weight, the error rate's margin 0.005. Tested alone against the
+    baseline's past upper bound plus the margin, the candidate was rolled back in 168 of 300 such
+    rollouts (found by review, 2026-12-03); the additive test, paid for by the baseline's errors of
+    the same interval, rolls back none."""
+    spec = Analysis.model_validate({"alpha": 0.05, "metrics": [{"kind": "error_rate", "margin": 0.005}]})
+    rolled_back = 0
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        baseline, candidate = VariantTelemetry(), VariantTelemetry()
+        memory: Memory = {}
+        for look in range(30):
+            rate = 0.2 if 3 <= look < 9 else 0.0003  # the same for both variants at every moment
+            n_b, n_c = int(rng.poisson(450)), int(rng.poisson(50))
+            baseline.requests += n_b
+            baseline.errors += int(rng.binomial(n_b, rate))
+            candidate.requests += n_c
+            candidate.errors += int(rng.binomial(n_c, rate))
+            telemetry = RolloutTelemetry(
+                VariantTelemetry.from_json(baseline.to_json()), VariantTelemetry.from_json(candidate.to_json())
+            )
+            judgement, memory = judge(spec, Look(at=10.0 * (look + 1), weight=10.0, telemetry=telemetry), memory)
+            if judgement.failing():
+                rolled_back += 1
+                break
+    assert rolled_back == 0

@@ -12,6 +12,7 @@ from scipy import stats
 
 from modelcanary.stats.eprocess import (
     bet_above,
+    bet_beside,
     bet_better,
     bet_worse,
     log_lr,
@@ -73,6 +74,27 @@ def test_the_one_sample_e_process_is_a_supermartingale_under_the_null(bound: flo
             assert expectation <= 1 + 1e-9
             if rate == bound and alt > bound:
                 assert expectation == pytest.approx(1.0, rel=1e-9)
+
+
+@pytest.mark.parametrize(("n_c", "n_b"), [(5, 45), (20, 20), (30, 3), (1, 200)])
+def test_the_additive_e_process_is_a_supermartingale_whatever_the_baseline_rate(n_c: int, n_b: int) -> None:
+    """E[factor] <= 1 computed exactly over both variants' binomial laws, for every bet, every
+    baseline rate (0, a burst of 20%, 60%) and the candidate at that rate plus the margin, the
+    null's boundary; = 1 at a baseline rate of 0 where it bets (the slope at 0 is 0)."""
+    for margin in (0.005, 0.05):
+        for p in (0.0, 0.001, 0.2, 0.6):
+            q = min(1.0, p + margin)
+            for alt in (margin * 1.1, margin * 3, margin * 10, 0.9):
+                expectation = sum(
+                    stats.binom.pmf(x_c, n_c, q)
+                    * stats.binom.pmf(x_b, n_b, p)
+                    * math.exp(bet_beside(x_c, n_c, x_b, n_b, margin, alt))
+                    for x_c in range(n_c + 1)
+                    for x_b in range(n_b + 1)
+                )
+                assert expectation <= 1 + 1e-9, (margin, p, alt)
+                if p == 0.0:
+                    assert expectation == pytest.approx(1.0, rel=1e-9)
 
 
 def test_the_one_sample_bet_is_the_binomial_likelihood_ratio_and_never_degenerate() -> None:

@@ -90,10 +90,10 @@ __all__ = [
 ]
 
 NAME = "sequential"
-MEMORY_VERSION = 6  # bump when the meaning of the saved memory changes
+MEMORY_VERSION = 7  # bump when the meaning of the saved memory changes (7: the additive test, 2026-12-03)
 BASELINE_BOUND_SHARE = 0.1  # of alpha, spent on the baseline bounds that turn absolute margins into ratios
-# An absolute margin over a baseline rate below margin / (_ONE_SAMPLE_RATIO - 1) is tested with the
-# one-sample test (candidate vs the baseline's upper bound + margin), not as a rate ratio: a ratio
+# An absolute margin over a baseline rate below margin / (_ONE_SAMPLE_RATIO - 1) is tested as a
+# difference (``stats.eprocess.bet_beside``), not as a rate ratio: a ratio
 # null of 1 + margin / L grows without limit as the baseline's rate L goes to 0, and the ratio test
 # then bets nothing (at L = 0, never), while the candidate may fail every other request.
 _ONE_SAMPLE_RATIO = GRID[-1]
@@ -272,16 +272,17 @@ def _streams(
     r0, bound = 1.0, None
     if metric.margin > 0:
         # H0 is rate_c <= rate_b + margin. A time-uniform confidence sequence on the baseline's rate
-        # from the data before the interval (its own alpha spent; both ends hold at once) turns it
-        # into a null the e-process can bet against: as a ratio, 1 + margin / L with L the lower
-        # end; where the baseline's rate is near 0 that ratio is useless (infinite at L = 0), so the
-        # candidate's rate alone is tested against U + margin with U the upper end. Until the
-        # baseline has shown anything, U is 1 and nothing is bet.
+        # from the data before the interval (its own alpha spent) turns it into a null the ratio
+        # test can bet against: 1 + margin / L with L the lower end. Where the baseline's rate is
+        # near 0 that ratio is useless (infinite at L = 0), so the margin is tested as a difference
+        # (``evidence.update``'s additive test, ``bound`` the margin), within each interval: a rate
+        # both variants share may move freely, where a one-sample test against the baseline's past
+        # upper bound counted a shared burst of errors against the candidate (docs/sequential-judge.md).
         low = rate_lower(counts_prev.bad_b, counts_prev.n_b, alpha_b)
         if low * (_ONE_SAMPLE_RATIO - 1) > metric.margin:
             r0 = 1 + metric.margin / low
         else:
-            r0, bound = math.inf, rate_upper(counts_prev.bad_b, counts_prev.n_b, alpha_b) + metric.margin
+            r0, bound = math.inf, metric.margin
     return [Stream(key=metric.name, weight=1.0, now=counts_now, prev=counts_prev, r0=r0, bound=bound)]
 
 

@@ -14,8 +14,9 @@ with probability at most alpha, however often it is looked at. (Given the exposu
 is hypergeometric, which is smaller in convex order than the binomial, so the bound holds.)
 
 Conditioning cannot test an absolute margin over a baseline whose rate is 0: every bad event may
-then come from the candidate under the null. ``bet_above`` is the one-sample test the judge uses
-there, the candidate's rate against the baseline's upper bound plus the margin.
+then come from the candidate under the null. ``bet_beside`` is the test the judge uses there: the
+candidate's rate against the margin, each of the baseline's bad events of the same interval paying
+for the candidate's, so that a rate both share may move freely.
 """
 
 from __future__ import annotations
@@ -71,12 +72,9 @@ def bet_above(x: int, n: float, bound: float, alt: float) -> float:
     """One interval's factor (log) of the one-sample e-process against H0: rate <= ``bound``,
     betting at ``alt``: ``x`` bad events out of ``n``.
 
-    For an absolute margin over a baseline whose rate is near zero the two-sample ratio test above
-    has nothing to condition on (every bad event may come from the candidate when the baseline's
-    rate is 0), so the candidate is tested alone against the baseline's upper confidence bound plus
-    the margin. For alt >= bound the likelihood ratio has expectation at most 1 under every rate
-    <= bound (the binomial has a monotone likelihood ratio), so the running product is a test
-    supermartingale. A bound at or above 1 can never be rejected: no bet.
+    ``bet_beside`` builds on it. For alt >= bound the likelihood ratio has expectation at most 1
+    under every rate <= bound (the binomial has a monotone likelihood ratio), so the running
+    product is a test supermartingale. A bound at or above 1 can never be rejected: no bet.
 
     >>> bet_above(3, 10, 0.01, 0.3) > 0, bet_above(3, 10, 0.3, 0.2), bet_above(3, 10, 1.0, 0.5)
     (True, 0.0, 0.0)
@@ -84,6 +82,38 @@ def bet_above(x: int, n: float, bound: float, alt: float) -> float:
     if n <= 0 or not 0 < bound < 1 or alt <= bound or alt >= 1:
         return 0.0
     return log_lr(x, int(n), alt, bound)
+
+
+MOST_BASELINE_STAKE = 0.5  # ``bet_beside``: at most this share of the factor staked on each baseline bad event
+
+
+def bet_beside(x_c: int, n_c: float, x_b: int, n_b: float, margin: float, alt: float) -> float:
+    """One interval's factor (log) of an e-process against H0: rate_c <= rate_b + ``margin`` in the
+    interval, whatever rate_b is: ``x_c`` of ``n_c`` candidate bad events, ``x_b`` of ``n_b`` of
+    the baseline's, betting that the candidate's rate is ``alt`` where the baseline's is 0.
+
+    The factor is exp(lam x_c - mu x_b) / (1 + margin A)^n_c with A = e^lam - 1, lam the binomial
+    likelihood ratio's of ``alt`` against ``margin`` (``bet_above``), and 1 - e^-mu = B. Under H0
+    its expectation is at most exp(f(p)) / (1 + margin A)^n_c with p the baseline's rate and
+    f(p) = n_c log(1 + (p + margin) A) + n_b log(1 - p B), which is concave in p; with
+    B = (n_c / n_b) A / (1 + margin A) its slope at p = 0 is 0, so its largest value is f(0) and the
+    expectation is at most 1. The baseline's bad events in the same interval pay for the
+    candidate's, so a rate both variants share may move as it likes (a burst of errors from a
+    dependency) where ``bet_above`` against a bound from past data counted such a burst against
+    the candidate. B may not pass ``MOST_BASELINE_STAKE``: ``alt`` is lowered to fit, which at a
+    high candidate share limits the bet (at 50%, to 1.5 times the margin).
+
+    >>> bet_beside(3, 10, 0, 90, 0.01, 0.3) > 0, bet_beside(3, 10, 27, 90, 0.01, 0.3) < 0
+    (True, True)
+    >>> bet_beside(3, 10, 0, 90, 0.01, 0.3) == bet_above(3, 10, 0.01, 0.01 + 0.5 * 0.01 * 0.99 * 9)
+    True
+    """
+    if n_c <= 0 or n_b <= 0 or not 0 < margin < 1 or alt <= margin or alt >= 1:
+        return 0.0
+    ratio = n_c / n_b
+    alt = min(alt, margin + MOST_BASELINE_STAKE * margin * (1 - margin) / ratio)
+    share = ratio * (alt - margin) / (margin * (1 - margin))  # B = (n_c / n_b) A / (1 + margin A)
+    return bet_above(x_c, n_c, margin, alt) + x_b * math.log1p(-share)
 
 
 def bet_better(x_c: int, x_b: int, n_c: float, n_b: float, r0: float, r_hat: float) -> float:
