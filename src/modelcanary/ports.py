@@ -237,9 +237,9 @@ class TelemetryStore(Protocol):
     def take_labels(self, *issuers: str) -> list[tuple[str, int]]:
         """Remove and return the (prediction id, label) pairs relayed to these issuers, oldest first."""
 
-    def hand_off(self, via: str, rows: Sequence[Sequence[Any]]) -> None:
+    def hand_off(self, via: str, rows: Sequence[Sequence[Any]], key: str | None = None) -> None:
         """Keep what stopping gateway ``via`` held for labels to come (JSON rows), whole, until
-        another gateway adopts it."""
+        another gateway adopts it; once for a ``key`` (default ``via``), however often it is sent."""
 
     def adopt_handoffs(self) -> list[list[Any]]:
         """Remove and return every row handed off, oldest first: a gateway adopts them."""

@@ -479,6 +479,23 @@ def test_what_a_stopped_gateway_hands_off_is_adopted_whole_and_once(open_store: 
     assert store.adopt_handoffs() == [] == other.adopt_handoffs()  # adopted once
 
 
+def test_a_hand_off_sent_again_is_stored_once_even_after_its_first_copy_was_adopted(
+    open_store: Callable[[], SqlStore],
+) -> None:
+    """A gateway whose hand-off landed but whose answer was lost sends it again: a second copy was
+    stored, another flush adopted it too, and a label joined to both was counted twice (found by
+    review, 2026-12-03)."""
+    store, other = open_store(), open_store()
+    rows = [["aaaaaaaaaa-1", "fraud", "r-1", "baseline", 3, None, 0.0, None, None, None, 0.0]]
+    store.hand_off("gw-a", rows, "aaaaaaaaaa")
+    assert other.adopt_handoffs() == rows
+    store.hand_off("gw-a", rows, "aaaaaaaaaa")  # the retry, after the first copy was adopted
+    store.hand_off("gw-a", rows, "aaaaaaaaaa")
+    assert other.adopt_handoffs() == [] == store.adopt_handoffs()
+    store.hand_off("gw-a", [["bbbbbbbbbb-1", *rows[0][1:]]], "bbbbbbbbbb")  # the same name, restarted
+    assert [row[0] for row in other.adopt_handoffs()] == ["bbbbbbbbbb-1"]
+
+
 # -- audit ----------------------------------------------------------------------------------------
 
 

@@ -98,7 +98,9 @@ class Labels:
             return True
         assert self._store is not None
         try:
-            await asyncio.to_thread(self._store.hand_off, self._source, rows)
+            # keyed by this recorder's issuer (new at each start): a retry whose first write landed
+            # (its answer lost) stores no second copy, which another flush would adopt too
+            await asyncio.to_thread(self._store.hand_off, self._source, rows, self._recorder.issuer)
         except ModelcanaryError:
             log.exception("could not hand %d predictions and waiting labels to the store", len(rows))
             return False

@@ -135,8 +135,15 @@ handoffs = sa.Table(  # what a stopping gateway holds for labels to come, until 
     sa.Column("handed_at", sa.Float, nullable=False),
 )
 
+handoff_keys = sa.Table(  # each hand-off once, by its key: a retried one stores nothing (0008)
+    "handoff_keys",
+    metadata,
+    sa.Column("key", sa.String(100), primary_key=True),
+    sa.Column("handed_at", sa.Float, nullable=False),
+)
+
 GENESIS = "0" * 64
-HEAD = "0007"  # the newest migration in migrations/versions (tests check that they agree)
+HEAD = "0008"  # the newest migration in migrations/versions (tests check that they agree)
 MIGRATIONS = Path(__file__).parent / "migrations"
 # PostgreSQL advisory-lock keys: one serialises schema upgrades, one the audit chain's appends
 MIGRATION_LOCK, AUDIT_LOCK = 0x6D63_0001, 0x6D63_0002

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from modelcanary.adapters.store.schema import chunks, handoffs, relayed_labels, telemetry
+from modelcanary.adapters.store.schema import chunks, handoff_keys, handoffs, relayed_labels, telemetry
 from modelcanary.domain.telemetry import Variant, VariantTelemetry
 
 if TYPE_CHECKING:
@@ -110,10 +110,11 @@ class TelemetryTable:
                 ).all()
         return [(row.prediction_id, row.label) for row in sorted(taken, key=lambda row: row.id)]
 
-    def hand_off(self, via: str, rows: Sequence[Sequence[Any]]) -> None:
+    def hand_off(self, via: str, rows: Sequence[Sequence[Any]], key: str | None = None) -> None:
         """What stopping gateway ``via`` hands over (``Recorder.hand_off``'s rows, JSON), in one
-        transaction: another gateway adopts all of it or none. Stored as JSON lists of
-        ``HANDOFF_CHUNK`` rows: 200,000 predictions are 20 statements' values, not 200,000."""
+        transaction: another gateway adopts all of it or none, and a second hand-off of one ``key``
+        (default ``via``) stores nothing. Stored as JSON lists of ``HANDOFF_CHUNK`` rows: 200,000
+        predictions are 20 statements' values, not 200,000."""
         now = time.time()
         values = [
             {"via": via, "rows": orjson.dumps(rows[start : start + HANDOFF_CHUNK]).decode(), "handed_at": now}
@@ -121,6 +122,12 @@ class TelemetryTable:
         ]
         if values:
             with self._tx() as conn:
+                # a retry after a write that landed (its answer lost) stores nothing: a second copy
+                # was adopted too, by another flush or another gateway, and its labels counted twice
+                once = key or via
+                if conn.execute(sa.select(handoff_keys.c.key).where(handoff_keys.c.key == once)).first() is not None:
+                    return
+                conn.execute(sa.insert(handoff_keys), {"key": once, "handed_at": now})
                 conn.execute(sa.insert(handoffs), values)
 
     def adopt_handoffs(self) -> list[list[Any]]:
@@ -135,4 +142,6 @@ class TelemetryTable:
         its predictions with it); how many."""
         with self._tx() as conn:
             done = conn.execute(sa.delete(relayed_labels).where(relayed_labels.c.received_at < received_before))
+            # a hand-off's key is new at each start: a day on, its hand-off is long adopted
+            conn.execute(sa.delete(handoff_keys).where(handoff_keys.c.handed_at < received_before - 86_400.0))
         return int(done.rowcount)
