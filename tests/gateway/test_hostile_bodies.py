@@ -101,6 +101,7 @@ def test_an_endpoint_whose_models_did_not_load_is_503_with_why_not_404(serve: An
         answer = http.post("/v1/endpoints/fraud/invocations", json={"inputs": [[1.0, 2.0, 3.0]]})
         infer = http.post("/v2/models/fraud/infer", json={"inputs": []})
     assert answer.status_code == 503 and "is unreachable" in answer.json()["error"]
+    assert answer.json()["field"] == "endpoint"
     assert infer.status_code == 503
 
 

@@ -131,7 +131,8 @@ class Gateway(Following):
         if serving is None:
             why = self.unavailable.get(endpoint)
             if why is not None:  # its models did not load (the registry down, say): not a wrong name
-                raise RequestError(f"endpoint {endpoint!r} is not loaded yet, retried every refresh: {why}", status=503)
+                why = f"endpoint {endpoint!r} is not loaded yet, retried every refresh: {why}"
+                raise RequestError(why, field="endpoint", status=503)
             known = ", ".join(sorted(self.serving)) or "none"
             raise UnknownEndpoint(f"no endpoint {endpoint!r}; serving: {known}", field="endpoint")
         if version is not None and version not in serving.versions():
