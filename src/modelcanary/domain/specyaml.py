@@ -3,6 +3,7 @@ field's line kept, so that an error can name the line it is about."""
 
 from __future__ import annotations
 
+import datetime
 import functools
 from collections.abc import Set as AbstractSet
 from typing import Any
@@ -118,11 +119,9 @@ def plain(node: Any, loc: tuple[int | str, ...] = ()) -> Any:
     ``Unsavable`` for what JSON cannot hold: bytes (``!!binary``), a set (``!!set``), text with a
     lone surrogate (``"\\ud800"``), two keys with one text (``1:`` and ``"1":``).
 
-    >>> plain({1: [2025], "when": __import__("datetime").date(2025, 12, 20)})
+    >>> plain({1: [2025], "when": datetime.date(2025, 12, 20)})
     {'1': [2025], 'when': '2025-12-20'}
     """
-    import datetime
-
     if isinstance(node, dict):
         out: dict[str, Any] = {}
         written: dict[str, Any] = {}

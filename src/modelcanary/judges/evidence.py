@@ -43,7 +43,7 @@ class Stream(NamedTuple):
     now: Counts
     prev: Counts
     r0: float  # the null ratio: bad-event rate of the candidate / the baseline's, at most
-    bound: float | None = None  # set instead: the margin of the additive test (``bet_beside``)
+    additive: float | None = None  # set instead: the additive test's margin (``bet_beside``)
     paired: float | None = None  # set instead: the paired test's margin (bad_c, bad_b: the discordant pairs)
     # the counts of its passing side, where a verdict reads that (a latency metric's own quantile):
     # the candidate's threshold is rounded the other way, so each side errs on its own safe side
@@ -98,11 +98,11 @@ def update(stream: Stream, logs: list[float], settled: bool) -> list[float]:
         top = 1 / (1 + margin)
         stakes = [paired_stake(prev.bad_c, prev.bad_b, prev.n_c, margin), *(top * s for s in PAIRED_STAKES)]
         return [log + bet for log, bet in zip(logs[:SIDE], paired_bets(x_c, x_b, n_c, margin, stakes), strict=True)]
-    if stream.bound is not None:
+    if stream.additive is not None:
         # the additive test: the candidate's rate against the margin over the baseline's, each of
         # the baseline's bad events in the interval paying for the candidate's (``bet_beside``); the
         # plug-in bets at the candidate's own smoothed rate so far, the grid at multiples of the margin
-        margin = stream.bound
+        margin = stream.additive
         a_hat = (stream.prev.bad_c + 0.5) / (stream.prev.n_c + 1.0)
         bets = [a_hat, *(margin * g for g in GRID)]
         return [log + bet_beside(x_c, n_c, x_b, n_b, margin, a) for log, a in zip(logs[:SIDE], bets, strict=True)]

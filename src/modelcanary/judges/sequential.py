@@ -92,11 +92,11 @@ __all__ = [
 NAME = "sequential"
 MEMORY_VERSION = 7  # bump when the meaning of the saved memory changes (7: the additive test, 2026-12-03)
 BASELINE_BOUND_SHARE = 0.1  # of alpha, spent on the baseline bounds that turn absolute margins into ratios
-# An absolute margin over a baseline rate below margin / (_ONE_SAMPLE_RATIO - 1) is tested as a
+# An absolute margin over a baseline rate below margin / (_LARGEST_RATIO - 1) is tested as a
 # difference (``stats.eprocess.bet_beside``), not as a rate ratio: a ratio
 # null of 1 + margin / L grows without limit as the baseline's rate L goes to 0, and the ratio test
 # then bets nothing (at L = 0, never), while the candidate may fail every other request.
-_ONE_SAMPLE_RATIO = GRID[-1]
+_LARGEST_RATIO = GRID[-1]
 
 
 def judge(analysis: Analysis, look: Look, memory: Memory) -> tuple[Judgement, Memory]:
@@ -269,21 +269,21 @@ def _streams(
     assert isinstance(metric, ErrorRateMetric | QualityMetric)
     counts_now = rates[metric.name] = _rate_counts(metric, now)
     counts_prev = Counts(*before[metric.name]) if metric.name in before else NONE
-    r0, bound = 1.0, None
+    r0, additive = 1.0, None
     if metric.margin > 0:
         # H0 is rate_c <= rate_b + margin. A time-uniform confidence sequence on the baseline's rate
         # from the data before the interval (its own alpha spent) turns it into a null the ratio
         # test can bet against: 1 + margin / L with L the lower end. Where the baseline's rate is
         # near 0 that ratio is useless (infinite at L = 0), so the margin is tested as a difference
-        # (``evidence.update``'s additive test, ``bound`` the margin), within each interval: a rate
+        # (``evidence.update``'s additive test), within each interval: a rate
         # both variants share may move freely, where a one-sample test against the baseline's past
         # upper bound counted a shared burst of errors against the candidate (docs/sequential-judge.md).
         low = rate_lower(counts_prev.bad_b, counts_prev.n_b, alpha_b)
-        if low * (_ONE_SAMPLE_RATIO - 1) > metric.margin:
+        if low * (_LARGEST_RATIO - 1) > metric.margin:
             r0 = 1 + metric.margin / low
         else:
-            r0, bound = math.inf, metric.margin
-    return [Stream(key=metric.name, weight=1.0, now=counts_now, prev=counts_prev, r0=r0, bound=bound)]
+            r0, additive = math.inf, metric.margin
+    return [Stream(key=metric.name, weight=1.0, now=counts_now, prev=counts_prev, r0=r0, additive=additive)]
 
 
 def _shadow_streams(
@@ -313,7 +313,9 @@ def _shadow_streams(
         return []  # the lane pairs decisions at its own threshold only, and right or wrong only
     lanes[key] = counts
     prev = Counts(*before[key]) if key in before else NONE
-    return [Stream(key=key, weight=1.0, now=counts, prev=prev, r0=live.r0, bound=live.bound, paired=paired, lane=True)]
+    return [
+        Stream(key=key, weight=1.0, now=counts, prev=prev, r0=live.r0, additive=live.additive, paired=paired, lane=True)
+    ]
 
 
 def _rate_counts(metric: ErrorRateMetric | QualityMetric, t: RolloutTelemetry) -> Counts:

@@ -335,13 +335,20 @@ def _answered(status: int, content_type: str | None) -> str:
     return f"the answer is not a Prometheus API response (HTTP {status} {phrase}, Content-Type {kind})"
 
 
+# their messages are the spec's own URL, byte counts or fixed wording: nothing the server sent
+_SAID_NOTHING = (
+    http.client.InvalidURL,
+    http.client.IncompleteRead,
+    http.client.RemoteDisconnected,
+    http.client.LineTooLong,
+)
+
+
 def _http_fault(exc: http.client.HTTPException) -> str:
     """What an answer that is not HTTP did wrong, without its text: a status line of another
     protocol (``BadStatusLine``'s message is that line, whole) may say anything."""
-    if isinstance(exc, http.client.InvalidURL):  # the spec's URL, not anything a server sent
+    if isinstance(exc, _SAID_NOTHING):
         return str(exc).strip()
-    if isinstance(exc, http.client.IncompleteRead | http.client.RemoteDisconnected | http.client.LineTooLong):
-        return str(exc).strip()  # byte counts and fixed wording, nothing the server sent
     return "the answer is not HTTP"
 
 

@@ -139,7 +139,7 @@ class TelemetryTable:
 
     def expire_labels(self, received_before: float) -> int:
         """Drop relayed labels no gateway took since ``received_before`` (their issuer is gone, and
-        its predictions with it); how many."""
+        its predictions with it); how many. Hand-off keys a day older go too."""
         with self._tx() as conn:
             done = conn.execute(sa.delete(relayed_labels).where(relayed_labels.c.received_at < received_before))
             # a hand-off's key is new at each start: a day on, its hand-off is long adopted
